@@ -1,0 +1,184 @@
+"""Debug handles: integers that tie what a backend runs back to source.
+
+``generate_debug_handles(graph)`` gives every node of a TorchScript graph (every
+block walked) or FX graph a handle, and records where the node came from. The
+strategy decides the numbers:
+
+* ``sequential``: 0, 1, 2, ... in graph order, counted per lowering (the
+  original's counter is process-global, so identical lowerings differ);
+* ``stable``: derived from the node's place in the program (method, module
+  path, op, occurrence of that op in that module), so a node keeps its handle
+  across runs and across unrelated edits elsewhere in the model;
+* ``none``: no handles, nothing recorded.
+
+The records form a `HandleMap`; a backend adds its own ``backend_map`` from its
+instruction or kernel ids to handles.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import torch
+
+from pipeline.errors import LoweringError, format_choices
+from pipeline.source import Frame, HierarchyPath, describe_node, format_module_hierarchy
+
+STRATEGIES = ("sequential", "stable", "none")
+UNKNOWN_HANDLE = -1
+_STABLE_BITS = 52  # stays an exact integer in JSON readers that use doubles
+
+
+@dataclass(frozen=True)
+class HandleRecord:
+    handle: int
+    method: str
+    op: str
+    node: str
+    source: Optional[Frame]
+    module_hierarchy: str
+    call_stack: Tuple[Frame, ...] = ()
+
+    def to_json(self) -> dict:
+        source = self.source.to_json() if self.source else {"file": None, "line": None, "function": None, "text": None}
+        return {
+            "handle": self.handle,
+            "method": self.method,
+            "op": self.op,
+            "node": self.node,
+            "source": source,
+            "module_hierarchy": self.module_hierarchy,
+            "call_stack": [frame.to_json() for frame in self.call_stack],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> "HandleRecord":
+        src = data["source"]
+        source = Frame(src["file"], src["line"], src.get("function") or "<unknown>", src["text"]) if src.get("file") else None
+        return cls(
+            handle=int(data["handle"]), method=data["method"], op=data["op"], node=data["node"], source=source,
+            module_hierarchy=data["module_hierarchy"],
+            call_stack=tuple(Frame(f["file"], f["line"], f["function"], f["text"]) for f in data.get("call_stack", [])),
+        )
+
+    def describe(self) -> str:
+        lines = [f"debug handle {self.handle}: Module hierarchy: {self.module_hierarchy}"]
+        for frame in self.call_stack or ((self.source,) if self.source else ()):
+            lines.append(f'  File "{frame.file}", line {frame.line}, in {frame.function}')
+            if frame.text:
+                lines.append(f"    {frame.text}")
+        return "\n".join(lines)
+
+
+@dataclass
+class HandleMap:
+    """Every issued handle with its source, plus the backend's own ids -> handles."""
+
+    strategy: str = "sequential"
+    handles: Dict[int, HandleRecord] = field(default_factory=dict)
+    backend_map: Dict[str, List[int]] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {
+            "strategy": self.strategy,
+            "handles": [self.handles[h].to_json() for h in sorted(self.handles)],
+            "backend_map": {key: list(self.backend_map[key]) for key in sorted(self.backend_map)},
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> "HandleMap":
+        records = (HandleRecord.from_json(item) for item in data.get("handles", []))
+        return cls(
+            strategy=data.get("strategy", "sequential"),
+            handles={record.handle: record for record in records},
+            backend_map={key: [int(h) for h in value] for key, value in data.get("backend_map", {}).items()},
+        )
+
+    def describe(self, handle: int) -> str:
+        record = self.handles.get(handle)
+        if record is not None:
+            return record.describe()
+        if handle == UNKNOWN_HANDLE:
+            return f"debug handle {handle}: unknown (the backend did not say which instruction failed)"
+        return f"debug handle {handle}: unknown (no debug info was recorded for it)"
+
+
+class DebugHandleGenerator:
+    """Issues handles for one lowering and records them in `handle_map`.
+
+    Called as ``generator(graph, method="forward")``; returns ``{node: handle}``.
+    ``top_type`` and ``prefix`` place the lowered program in its model, so that a
+    selectively lowered submodule reports the hierarchy from the model's top.
+    """
+
+    def __init__(self, strategy: str = "sequential", *, top_type: str = "Module", prefix: HierarchyPath = ()):
+        if strategy not in STRATEGIES:
+            raise LoweringError(f"Unknown debug-handle strategy {strategy!r}; allowed: {format_choices(STRATEGIES)}")
+        self.strategy = strategy
+        self.top_type = top_type
+        self.prefix = tuple(prefix)
+        self.handle_map = HandleMap(strategy)
+        self._next = 0
+
+    def __call__(self, graph: Any, method: str = "forward") -> Dict[Any, int]:
+        if self.strategy == "none":
+            return {}
+        handles: Dict[Any, int] = {}
+        occurrences: Dict[Tuple[str, str], int] = {}
+        for node in _walk(graph):
+            where = describe_node(node)
+            if self.strategy == "sequential":
+                handle = self._next
+                self._next += 1
+            else:
+                key = (where.module_path, where.op)
+                occurrence = occurrences.get(key, 0)
+                occurrences[key] = occurrence + 1
+                handle = self._stable_handle(method, where.module_path, where.op, occurrence)
+            handles[node] = handle
+            levels = self.prefix + where.hierarchy
+            op_name = where.op.split(".", 1)[0] if "::" in where.op else where.op
+            self.handle_map.handles[handle] = HandleRecord(
+                handle, method, where.op, where.node, where.source,
+                format_module_hierarchy(self.top_type, levels, op_name), where.call_stack,
+            )
+        return handles
+
+    def _stable_handle(self, method: str, module_path: str, op: str, occurrence: int) -> int:
+        key = f"{method}|{module_path}|{op}|{occurrence}".encode()
+        handle = int.from_bytes(hashlib.sha256(key).digest()[:8], "big") & ((1 << _STABLE_BITS) - 1)
+        while handle in self.handle_map.handles:  # a collision: probe deterministically
+            handle = (handle + 1) & ((1 << _STABLE_BITS) - 1)
+        return handle
+
+
+def generate_debug_handles(graph: Any, strategy: str = "sequential", *, method: str = "forward",
+                           top_type: str = "Module") -> Dict[Any, int]:
+    """Handles for one graph on its own; see `DebugHandleGenerator` for lowerings."""
+    return DebugHandleGenerator(strategy, top_type=top_type)(graph, method)
+
+
+def _walk(graph: Any) -> Iterator[Any]:
+    """Nodes in program order; for TorchScript, each node before its blocks' nodes."""
+    if isinstance(graph, torch.fx.GraphModule):
+        graph = graph.graph
+    if isinstance(graph, torch.fx.Graph):
+        for node in graph.nodes:
+            if node.op not in ("placeholder", "output"):
+                yield node
+        return
+    stack: List[Iterator[Any]] = [iter(graph.nodes())]
+    while stack:
+        node = next(stack[-1], None)
+        if node is None:
+            stack.pop()
+            continue
+        yield node
+        for block in reversed(list(node.blocks())):
+            stack.append(iter(block.nodes()))
+
+
+def handles_of(handle_map: HandleMap, method: str) -> Sequence[int]:
+    return sorted(h for h, record in handle_map.handles.items() if record.method == method)

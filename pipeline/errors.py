@@ -1,0 +1,62 @@
+"""The public error types of the lowering pipeline.
+
+They are few on purpose: a caller catches `LoweringError` for anything that goes
+wrong while lowering, saving or loading, and `BackendRuntimeError` /
+`BackendNotAvailableError` for what goes wrong when a lowered module runs.
+Every message names the thing that is wrong (backend, method, key, file) and,
+where there is a choice, what is allowed.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """' Did you mean 'x'?' for the closest choice, or '' when nothing is close."""
+    import difflib
+
+    close = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1)
+    return f" Did you mean {close[0]!r}?" if close else ""
+
+
+def format_choices(choices: Iterable[str]) -> str:
+    names = sorted(str(c) for c in choices)
+    return ", ".join(repr(n) for n in names) if names else "(none)"
+
+
+class LoweringError(ValueError):
+    """Anything wrong with what was asked to be lowered, saved or loaded."""
+
+
+class UnknownBackendError(LoweringError, KeyError):
+    """A backend name that is not registered."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class UnsupportedOpError(LoweringError):
+    """A backend's preprocess met an operator it cannot compile."""
+
+
+class ArtifactError(LoweringError):
+    """A lowered-module file that cannot be read: bad format, version or hash."""
+
+
+class BackendNotAvailableError(RuntimeError):
+    """The backend of a lowered module cannot run on this machine."""
+
+
+class BackendRuntimeError(RuntimeError):
+    """A backend failure that points back into the lowered program.
+
+    Backends raise it with the debug handles of the instructions that failed;
+    a lowered module re-raises it with each handle resolved to its module
+    hierarchy and source line (the original error is its ``__cause__``).
+    """
+
+    def __init__(self, message: str, debug_handles: Sequence[int] = ()):
+        super().__init__(message)
+        self.message = message
+        self.debug_handles = [int(h) for h in debug_handles]

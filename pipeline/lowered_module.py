@@ -1,0 +1,142 @@
+"""`LoweredModule`: an ``nn.Module`` whose methods run on a backend.
+
+It holds what was lowered (backend, frontend, compile spec, payload, handle
+map, method signatures and output structures), compiles the payload on the
+backend when it is created (at lowering and again at load), and binds one
+generated method per compile-spec key. The generated source is ``.code``.
+"""
+
+from __future__ import annotations
+
+import types
+import warnings
+from typing import Any, Dict, List, Sequence
+
+import torch
+
+from pipeline.backend import BackendInfo
+from pipeline.codegen import generate_methods
+from pipeline.debug_handles import HandleMap
+from pipeline.errors import BackendNotAvailableError, BackendRuntimeError, LoweringError, format_choices
+from pipeline.signature import MethodSignature, OutputStructure
+
+
+class LoweredModule(torch.nn.Module):
+    def __init__(
+        self,
+        backend: BackendInfo,
+        *,
+        frontend: str,
+        method_compile_spec: Dict[str, Dict[str, Any]],
+        processed: bytes,
+        handle_map: HandleMap,
+        signatures: Dict[str, MethodSignature],
+        outputs: Dict[str, OutputStructure],
+        original_type: str,
+        original_methods: Sequence[str] = (),
+    ):
+        super().__init__()
+        self.backend_name = backend.name
+        self.frontend = frontend
+        self.method_compile_spec = method_compile_spec
+        self.processed = processed
+        self.handle_map = handle_map
+        self.signatures = signatures
+        self.outputs = outputs
+        self.original_type = original_type
+        self.original_methods = sorted(set(original_methods) | set(method_compile_spec))
+        self.backend_version = backend.version
+        self._backend = backend.backend_cls()
+        self._handles: Dict[str, Any] = {}
+        self.available = bool(self._backend.is_available())
+        if self.available:
+            self._handles = self._compile()
+            self._execute = self._backend.execute
+        else:
+            warnings.warn(
+                f"Backend {self.backend_name!r} is not available on this machine. Lowering succeeded; "
+                "calling the module raises until it is loaded where the backend is available.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            self._execute = self._unavailable
+        generated = generate_methods(self.backend_name, {m: (signatures[m], outputs[m]) for m in method_compile_spec})
+        self._code = generated.source
+        for name, fn in generated.functions.items():
+            self.__dict__[name] = types.MethodType(fn, self)
+        if "forward" not in generated.functions:
+            self.__dict__["forward"] = self._not_lowered("forward")
+
+    @property
+    def code(self) -> str:
+        """The generated Python source of the lowered methods."""
+        return self._code
+
+    @property
+    def methods(self) -> List[str]:
+        return list(self.method_compile_spec)
+
+    def _compile(self) -> Dict[str, Any]:
+        try:
+            handles = self._backend.compile(self.processed, self.method_compile_spec)
+        except BackendRuntimeError as error:
+            raise self._source_error(error, "compile") from error
+        except LoweringError:
+            raise
+        except Exception as error:
+            raise LoweringError(f"Backend {self.backend_name!r} failed to compile: {error}") from error
+        missing = [m for m in self.method_compile_spec if m not in handles]
+        if missing:
+            raise LoweringError(
+                f"Backend {self.backend_name!r}: compile() returned no handle for method(s) {missing}; "
+                f"it returned handles for {format_choices(handles)}."
+            )
+        return dict(handles)
+
+    def _unavailable(self, handle: Any, inputs: List[Any]) -> List[Any]:
+        raise BackendNotAvailableError(
+            f"Backend {self.backend_name!r} is not available. Execution of this module is possible after "
+            "saving it and loading it on a machine where the backend is available."
+        )
+
+    def _not_lowered(self, method: str):
+        def raise_not_lowered(*args: Any, **kwargs: Any) -> Any:
+            raise AttributeError(self._not_lowered_message(method))
+        return raise_not_lowered
+
+    def _not_lowered_message(self, method: str) -> str:
+        return (
+            f"Method {method!r} of {self.original_type} was not lowered to backend {self.backend_name!r}; "
+            f"lowered methods: {format_choices(self.method_compile_spec)}. Add it to the compile spec to lower it."
+        )
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name in self.__dict__.get("original_methods", ()):
+                raise AttributeError(self._not_lowered_message(name)) from None
+            raise
+
+    def _source_error(self, error: BackendRuntimeError, method: str) -> BackendRuntimeError:
+        """The backend's error with each debug handle resolved to module hierarchy and source."""
+        where = "\n".join(self.handle_map.describe(h) for h in error.debug_handles)
+        handles = ", ".join(str(h) for h in error.debug_handles) or "none"
+        message = f"{error.message}\n  (backend {self.backend_name!r}, method {method!r}, debug handles: {handles})"
+        if where:
+            message += "\n" + "\n".join("  " + line for line in where.splitlines())
+        return BackendRuntimeError(message, error.debug_handles)
+
+    def _output_error(self, method: str, outputs: Any) -> BackendRuntimeError:
+        expected = self.outputs[method]
+        try:
+            got = f"{len(outputs)} values of kinds {[type(o).__name__ for o in outputs]}"
+        except TypeError:
+            got = f"a {type(outputs).__name__}"
+        return BackendRuntimeError(
+            f"Backend {self.backend_name!r} returned {got} for method {method!r}; expected a list of "
+            f"{expected.num_leaves} values of kinds {list(expected.leaf_kinds)}."
+        )
+
+    def extra_repr(self) -> str:
+        return f"backend={self.backend_name!r}, frontend={self.frontend!r}, methods={self.methods}"

@@ -1,0 +1,203 @@
+"""Lowering entry points: `codegen_backend_module`, `to_backend`, `to_backend_selective`.
+
+The order is the original's: find the backend, run its preprocess (which
+issues debug handles), then build the `LoweredModule`, which compiles the
+payload if the backend is available and generates one method per spec key.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from typing import Any, Dict, Mapping, Optional, Sequence
+
+import torch
+
+from pipeline.backend import PreprocessResult
+from pipeline.debug_handles import DebugHandleGenerator
+from pipeline.errors import LoweringError, format_choices
+from pipeline.frontends import ExampleInputs, as_captured, capture, model_methods, type_name
+from pipeline.lowered_module import LoweredModule
+from pipeline.registry import get_backend
+from pipeline.source import HierarchyPath
+
+MethodCompileSpec = Mapping[str, Any]
+
+
+def codegen_backend_module(
+    backend_name: str,
+    program: Any,
+    method_compile_spec: MethodCompileSpec,
+    *,
+    debug_handles: str = "sequential",
+    original_methods: Sequence[str] = (),
+    hierarchy_prefix: HierarchyPath = (),
+    top_type: Optional[str] = None,
+) -> LoweredModule:
+    """Lower a captured program: a ScriptModule, a dict of ExportedPrograms, or a `CapturedProgram`."""
+    backend = get_backend(backend_name)
+    spec = normalize_compile_spec(method_compile_spec)
+    captured = as_captured(program, list(spec))
+    if captured.frontend not in backend.accepts:
+        raise LoweringError(
+            f"Backend {backend_name!r} does not accept the {captured.frontend!r} frontend; "
+            f"it accepts: {format_choices(backend.accepts)}."
+        )
+    generator = DebugHandleGenerator(debug_handles, top_type=top_type or captured.top_type, prefix=hierarchy_prefix)
+    backend_program = copy.deepcopy(captured.program) if captured.frontend == "torchscript" else captured.program
+    try:
+        result = backend.preprocess(backend_program, spec, generator)
+    except LoweringError:
+        raise
+    except Exception as error:
+        raise LoweringError(f"Backend {backend_name!r}: preprocess failed: {type(error).__name__}: {error}") from error
+    result = _as_preprocess_result(backend_name, result)
+    handle_map = generator.handle_map
+    handle_map.backend_map = {str(k): [int(h) for h in v] for k, v in result.backend_map.items()}
+    return LoweredModule(
+        backend,
+        frontend=captured.frontend,
+        method_compile_spec=spec,
+        processed=result.processed_bytes,
+        handle_map=handle_map,
+        signatures=captured.signatures,
+        outputs=captured.outputs,
+        original_type=captured.top_type,
+        original_methods=original_methods or list(spec),
+    )
+
+
+def to_backend(
+    backend_name: str,
+    module: torch.nn.Module,
+    method_compile_spec: MethodCompileSpec,
+    *,
+    frontend: Optional[str] = None,
+    example_inputs: Optional[ExampleInputs] = None,
+    debug_handles: str = "sequential",
+    torchscript_mode: str = "script",
+    hierarchy_prefix: HierarchyPath = (),
+    top_type: Optional[str] = None,
+) -> LoweredModule:
+    """Capture ``module`` with a frontend and lower the methods named in the spec.
+
+    ``frontend=None`` means torchscript for a ScriptModule and export otherwise;
+    ``example_inputs`` is ``{method: tuple of args}``.
+    """
+    spec = normalize_compile_spec(method_compile_spec)
+    captured = capture(module, list(spec), frontend, example_inputs, torchscript_mode)
+    return codegen_backend_module(
+        backend_name, captured, spec, debug_handles=debug_handles, original_methods=model_methods(module),
+        hierarchy_prefix=hierarchy_prefix, top_type=top_type,
+    )
+
+
+def to_backend_selective(
+    backend_name: str,
+    module: torch.nn.Module,
+    paths: Sequence[str],
+    method_compile_spec: Optional[MethodCompileSpec] = None,
+    *,
+    example_inputs: Optional[Sequence[Any]] = None,
+    debug_handles: str = "sequential",
+) -> torch.nn.Module:
+    """A copy of ``module`` whose submodules at ``paths`` are lowered; ``module`` is not changed.
+
+    Submodules are captured with torchscript, or with export when
+    ``example_inputs`` (positional args of the whole model's ``forward``) are
+    given: the model runs once to record each submodule's inputs.
+    """
+    spec = normalize_compile_spec(method_compile_spec or {"forward": {}})
+    result = copy.deepcopy(module)
+    targets = {path: _submodule(result, path) for path in paths}
+    recorded = _record_inputs(result, targets, example_inputs) if example_inputs is not None else None
+    for path, (parent, attribute, submodule) in targets.items():
+        prefix = _hierarchy_of(result, path)
+        lowered = to_backend(
+            backend_name, submodule, spec,
+            frontend="export" if recorded is not None else "torchscript",
+            example_inputs={m: recorded[path] for m in spec} if recorded is not None else None,
+            debug_handles=debug_handles, hierarchy_prefix=prefix, top_type=type_name(module),
+        )
+        setattr(parent, attribute, lowered)
+    return result
+
+
+def normalize_compile_spec(spec: MethodCompileSpec) -> Dict[str, Dict[str, Any]]:
+    """``{method: {option: value}}`` as plain dicts; dataclass values become dicts."""
+    if not isinstance(spec, Mapping):
+        raise LoweringError(f"A method compile spec is a dict {{method: {{option: value}}}}, not a {type(spec).__name__}.")
+    normalized = {}
+    for method, options in spec.items():
+        if not isinstance(method, str):
+            raise LoweringError(f"Compile-spec keys are method names (str); got {method!r}.")
+        if dataclasses.is_dataclass(options) and not isinstance(options, type):
+            options = dataclasses.asdict(options)
+        if options is None:
+            options = {}
+        if not isinstance(options, Mapping):
+            raise LoweringError(f"Compile spec for method {method!r} must be a dict of options, not {options!r}.")
+        normalized[method] = dict(options)
+    return normalized
+
+
+def _as_preprocess_result(backend_name: str, result: Any) -> PreprocessResult:
+    if isinstance(result, (bytes, bytearray)):
+        return PreprocessResult(bytes(result))
+    if isinstance(result, PreprocessResult) and isinstance(result.processed_bytes, (bytes, bytearray)):
+        return PreprocessResult(bytes(result.processed_bytes), dict(result.backend_map))
+    raise LoweringError(
+        f"Backend {backend_name!r}: preprocess must return bytes or a PreprocessResult with bytes "
+        f"(artifacts hold no pickles); it returned {type(result).__name__}."
+    )
+
+
+def _submodule(root: torch.nn.Module, path: str):
+    """(parent, attribute, submodule) for a dotted path, with errors that name the path."""
+    if not path:
+        raise LoweringError("Selective lowering needs non-empty dotted paths to submodules, e.g. 'sub1.submodule'.")
+    parent, current = None, root
+    atoms = path.split(".")
+    for depth, atom in enumerate(atoms):
+        prefix = ".".join(atoms[:depth]) or type(root).__name__
+        if not hasattr(current, atom):
+            children = [name for name, _ in current.named_children()]
+            raise LoweringError(
+                f"Selective lowering: {prefix!r} has no attribute {atom!r} (path {path!r}); "
+                f"its submodules: {format_choices(children)}."
+            )
+        parent, current = current, getattr(current, atom)
+        if not isinstance(current, torch.nn.Module):
+            raise LoweringError(
+                f"Selective lowering: attribute {'.'.join(atoms[:depth + 1])!r} is a {type(current).__name__}, "
+                "not a Module."
+            )
+    return parent, atoms[-1], current
+
+
+def _hierarchy_of(root: torch.nn.Module, path: str) -> HierarchyPath:
+    levels, current = [], root
+    for atom in path.split("."):
+        current = getattr(current, atom)
+        levels.append((atom, type(current).__name__))
+    return tuple(levels)
+
+
+def _record_inputs(model: torch.nn.Module, targets: Dict[str, Any], example_inputs: Sequence[Any]) -> Dict[str, tuple]:
+    """Run the model once and record each target submodule's positional inputs."""
+    recorded: Dict[str, tuple] = {}
+    hooks = []
+    for path, (_, _, submodule) in targets.items():
+        def hook(mod, args, path=path):
+            recorded.setdefault(path, tuple(args))
+        hooks.append(submodule.register_forward_pre_hook(hook))
+    try:
+        with torch.no_grad():
+            model(*example_inputs)
+    finally:
+        for handle in hooks:
+            handle.remove()
+    never_called = [p for p in targets if p not in recorded]
+    if never_called:
+        raise LoweringError(f"Selective lowering: submodule(s) {never_called} did not run on the example inputs.")
+    return recorded

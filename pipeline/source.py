@@ -1,0 +1,135 @@
+"""The one place that turns a graph node into source information.
+
+Works on TorchScript nodes (``torch._C.Node``) and FX nodes (``torch.fx.Node``)
+and gives back the same things for both: the op kind, a node name, the source
+line that produced it, the inlined call stack, and the module hierarchy in the
+format of PyTorch's TorchScript backends
+(``top(C)::<unknown>.A0(A)::forward.aten::add``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any, List, Optional, Sequence, Tuple
+
+import torch
+
+# (instance name, type name) per module level below the top.
+HierarchyPath = Tuple[Tuple[str, str], ...]
+
+_TORCH_DIR = os.path.dirname(torch.__file__) + os.sep
+_FX_FRAME = re.compile(r'File "(?P<file>[^"]+)", line (?P<line>\d+), in (?P<function>\S+)\n(?P<text>[^\n]*)')
+_TS_HEADER = re.compile(r'File "(?P<file>[^"]+)", line (?P<line>\d+)')
+_TS_HIERARCHY_LEVEL = re.compile(r"(?P<name>[^.()]+)\((?P<type>[^()]*)\)")
+
+
+@dataclass(frozen=True)
+class Frame:
+    file: str
+    line: int
+    function: str
+    text: str
+
+    def to_json(self) -> dict:
+        return {"file": self.file, "line": self.line, "function": self.function, "text": self.text}
+
+
+@dataclass(frozen=True)
+class NodeSource:
+    """Where a node came from."""
+
+    op: str
+    node: str
+    source: Optional[Frame]
+    hierarchy: HierarchyPath
+    call_stack: Tuple[Frame, ...] = field(default=())
+
+    @property
+    def module_path(self) -> str:
+        return ".".join(name for name, _ in self.hierarchy)
+
+
+def format_module_hierarchy(top_type: str, levels: Sequence[Tuple[str, str]], op: str,
+                            method: str = "forward") -> str:
+    """``top(C)::<unknown>.A0(A)::forward.aten::add``: the original's format."""
+    text = f"top({top_type})::<unknown>"
+    for name, type_name in levels:
+        text += f".{name}({type_name})::{method}"
+    return f"{text}.{op}"
+
+
+def short_type_name(qualified: str) -> str:
+    return qualified.rsplit(".", 1)[-1]
+
+
+def describe_node(node: Any) -> NodeSource:
+    if isinstance(node, torch.fx.Node):
+        return _describe_fx_node(node)
+    return _describe_ts_node(node)
+
+
+def fx_op_name(node: torch.fx.Node) -> str:
+    """``aten::add.Tensor`` for OpOverloads, the plain name for everything else."""
+    target = node.target
+    if isinstance(target, torch._ops.OpOverload):
+        namespace, rest = target.name().split("::", 1)
+        return f"{namespace}::{rest}"
+    if isinstance(target, str):
+        return f"{node.op}::{target}"
+    return f"{node.op}::{getattr(target, '__name__', str(target))}"
+
+
+def _describe_fx_node(node: torch.fx.Node) -> NodeSource:
+    frames = tuple(
+        Frame(m["file"], int(m["line"]), m["function"], m["text"].strip())
+        for m in _FX_FRAME.finditer(node.meta.get("stack_trace") or "")
+    )
+    stack = node.meta.get("nn_module_stack") or {}
+    levels: List[Tuple[str, str]] = []
+    parent = ""
+    for path, type_name in stack.values():
+        if not path:
+            continue
+        if not isinstance(type_name, str):
+            type_name = getattr(type_name, "__qualname__", str(type_name))
+        name = path[len(parent) + 1:] if parent and path.startswith(parent + ".") else path
+        levels.append((name, short_type_name(type_name)))
+        parent = path
+    return NodeSource(fx_op_name(node), node.name, _innermost_user_frame(frames), tuple(levels), frames)
+
+
+def _describe_ts_node(node: Any) -> NodeSource:
+    text = node.sourceRange()
+    frame = _parse_ts_source_range(text) if text else None
+    # SELF(T) marks a call to another method of the same module: not a level of its own.
+    levels = tuple(
+        (m["name"], short_type_name(m["type"]))
+        for m in _TS_HIERARCHY_LEVEL.finditer(node.getModuleHierarchy() or "")
+        if m["name"] != "SELF"
+    )
+    name = ", ".join("%" + value.debugName() for value in node.outputs())
+    return NodeSource(node.kind(), name, frame, levels, (frame,) if frame else ())
+
+
+def _parse_ts_source_range(text: str) -> Optional[Frame]:
+    """Parse TorchScript's highlighted range: the code line is the one above ``~~~``."""
+    header = _TS_HEADER.search(text)
+    if header is None:
+        return None
+    lines = text.splitlines()
+    code = ""
+    for previous, current in zip(lines, lines[1:]):
+        if "~" in current and current.strip().strip("~").strip() in ("", "<--- HERE"):
+            code = previous.strip()
+            break
+    return Frame(header["file"], int(header["line"]), "<unknown>", code)
+
+
+def _innermost_user_frame(frames: Sequence[Frame]) -> Optional[Frame]:
+    """The deepest frame outside torch itself: the line a user wrote."""
+    for frame in reversed(frames):
+        if not frame.file.startswith(_TORCH_DIR):
+            return frame
+    return frames[-1] if frames else None
