@@ -156,14 +156,25 @@ def _capture_export(model: Any, methods: Sequence[str], example_inputs: Dict[str
         values = signature.bind(tuple(example_inputs[method]), method=method)
         args = tuple(v for p, v in zip(signature.params, values) if p.kind == "positional")
         kwargs = {p.name: v for p, v in zip(signature.params, values) if p.kind == "keyword_only"}
-        try:
-            program = torch.export.export(_MethodAsForward.make(model, method), args, kwargs)
-        except Exception as error:
-            raise LoweringError(f"torch.export failed for method {method!r} of {type_name(model)}: {error}") from error
-        programs[method] = program
+        programs[method] = program = _export(_MethodAsForward.make(model, method), args, kwargs, method)
         signatures[method] = signature
         outputs[method] = OutputStructure.of_exported(program)
     return CapturedProgram("export", programs, signatures, outputs, type_name(model))
+
+
+def _export(module: torch.nn.Module, args: tuple, kwargs: dict, method: str) -> "torch.export.ExportedProgram":
+    """Strict export first: its stack traces follow calls into other methods, so every
+    node gets its source line; non-strict export is the fallback for what Dynamo cannot trace."""
+    try:
+        return torch.export.export(module, args, kwargs, strict=True)
+    except Exception as strict_error:
+        try:
+            return torch.export.export(module, args, kwargs, strict=False)
+        except Exception as error:
+            raise LoweringError(
+                f"torch.export failed for method {method!r} of {type_name(module)}: {error} "
+                f"(strict export failed too: {strict_error})"
+            ) from error
 
 
 def as_captured(program: Any, methods: Sequence[str]) -> CapturedProgram:

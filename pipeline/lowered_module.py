@@ -60,6 +60,7 @@ class LoweredModule(torch.nn.Module):
                 stacklevel=3,
             )
             self._execute = self._unavailable
+            self._handles = {method: None for method in method_compile_spec}
         generated = generate_methods(self.backend_name, {m: (signatures[m], outputs[m]) for m in method_compile_spec})
         self._code = generated.source
         for name, fn in generated.functions.items():

@@ -82,10 +82,12 @@ def fx_op_name(node: torch.fx.Node) -> str:
 
 
 def _describe_fx_node(node: torch.fx.Node) -> NodeSource:
-    frames = tuple(
+    frames = [
         Frame(m["file"], int(m["line"]), m["function"], m["text"].strip())
         for m in _FX_FRAME.finditer(node.meta.get("stack_trace") or "")
-    )
+    ]
+    while frames and frames[0].file.startswith(_TORCH_DIR):  # the tracer's own frames
+        frames.pop(0)
     stack = node.meta.get("nn_module_stack") or {}
     levels: List[Tuple[str, str]] = []
     parent = ""
@@ -97,7 +99,7 @@ def _describe_fx_node(node: torch.fx.Node) -> NodeSource:
         name = path[len(parent) + 1:] if parent and path.startswith(parent + ".") else path
         levels.append((name, short_type_name(type_name)))
         parent = path
-    return NodeSource(fx_op_name(node), node.name, _innermost_user_frame(frames), tuple(levels), frames)
+    return NodeSource(fx_op_name(node), node.name, _innermost_user_frame(frames), tuple(levels), tuple(frames))
 
 
 def _describe_ts_node(node: Any) -> NodeSource:

@@ -1,0 +1,141 @@
+"""Artifacts: one zip, no pickle, verified on load, byte-identical for identical lowerings."""
+
+import json
+import os
+import zipfile
+
+import pytest
+import torch
+
+import pipeline
+from pipeline import artifact, zoo
+
+SPEC = {"forward": {"opt": "O1"}, "accum": {}, "sub_accum": {}}
+
+
+@pytest.fixture(params=["torchscript", "export"])
+def lowered(request, xh):
+    return pipeline.to_backend("test_backend", zoo.BasicModule(), SPEC, frontend=request.param,
+                               example_inputs={m: xh for m in SPEC})
+
+
+def test_save_load_round_trip_keeps_outputs_spec_and_signatures(lowered, xh, tmp_path):
+    path = pipeline.save_lowered(lowered, tmp_path / "basic.lowered")
+    loaded = pipeline.load_lowered(path)
+    for method in SPEC:
+        torch.testing.assert_close(getattr(loaded, method)(*xh), getattr(lowered, method)(*xh))
+    assert loaded.method_compile_spec == SPEC
+    assert loaded.frontend == lowered.frontend
+    assert loaded.code == lowered.code
+
+
+def test_the_handle_map_survives_the_round_trip(lowered, tmp_path):
+    path = pipeline.save_lowered(lowered, tmp_path / "basic.lowered")
+    loaded = pipeline.load_lowered(path)
+    assert loaded.handle_map.to_json() == lowered.handle_map.to_json()
+    assert loaded.handle_map.handles  # not empty, unlike the original after jit.load
+
+
+def test_runtime_errors_still_map_to_source_after_loading(lowered, tmp_path):
+    loaded = pipeline.load_lowered(pipeline.save_lowered(lowered, tmp_path / "basic.lowered"))
+    with pytest.raises(pipeline.BackendRuntimeError, match="return x \\+ h"):
+        loaded.accum(torch.rand(2, 4), torch.rand(13, 9))
+
+
+def test_two_identical_lowerings_give_byte_identical_files(xh, tmp_path):
+    paths = []
+    for i in range(2):
+        model = zoo.BasicModule()
+        lowered = pipeline.to_backend("test_backend", model, SPEC, example_inputs={m: xh for m in SPEC})
+        paths.append(pipeline.save_lowered(lowered, tmp_path / f"{i}.lowered"))
+    assert paths[0].read_bytes() == paths[1].read_bytes()
+
+
+def test_the_file_holds_json_bytes_and_source_only(lowered, tmp_path):
+    path = pipeline.save_lowered(lowered, tmp_path / "basic.lowered")
+    with zipfile.ZipFile(path) as archive:
+        assert sorted(archive.namelist()) == ["code.py", "handles.json", "manifest.json", "payload.bin"]
+        manifest = json.loads(archive.read("manifest.json"))
+        for name in archive.namelist():
+            assert b"\x80\x04\x95" not in archive.read(name)  # no pickle protocol-4 stream
+    assert manifest["backend"] == "test_backend"
+    assert manifest["methods"] == list(SPEC)
+    assert manifest["versions"]["torch"] == torch.__version__
+    assert set(manifest["sha256"]) == {"payload.bin", "handles.json", "code.py"}
+    assert manifest["signatures"]["forward"]["params"] == [{"name": "x", "kind": "positional"},
+                                                           {"name": "h", "kind": "positional"}]
+
+
+def rewrite(path, name, transform):
+    with zipfile.ZipFile(path) as archive:
+        parts = {n: archive.read(n) for n in archive.namelist()}
+    parts[name] = transform(parts[name])
+    with zipfile.ZipFile(path, "w") as archive:
+        for n, data in parts.items():
+            archive.writestr(n, data)
+
+
+def test_a_tampered_part_is_a_hash_mismatch(lowered, tmp_path):
+    path = pipeline.save_lowered(lowered, tmp_path / "basic.lowered")
+    rewrite(path, "payload.bin", lambda data: data + b" ")
+    with pytest.raises(pipeline.ArtifactError, match="sha256 mismatch in payload.bin"):
+        pipeline.load_lowered(path)
+
+
+def test_an_unknown_format_version_is_refused(lowered, tmp_path):
+    path = pipeline.save_lowered(lowered, tmp_path / "basic.lowered")
+
+    def bump(data):
+        manifest = json.loads(data)
+        manifest["format_version"] = 99
+        return json.dumps(manifest).encode()
+
+    rewrite(path, "manifest.json", bump)
+    with pytest.raises(pipeline.ArtifactError, match="format version 99 is not supported"):
+        pipeline.load_lowered(path)
+
+
+def test_a_missing_backend_is_named(lowered, tmp_path):
+    path = pipeline.save_lowered(lowered, tmp_path / "basic.lowered")
+
+    def rename(data):
+        manifest = json.loads(data)
+        manifest["backend"] = "gone"
+        return json.dumps(manifest).encode()
+
+    rewrite(path, "manifest.json", rename)
+    with pytest.raises(pipeline.ArtifactError, match="Backend 'gone' is not registered"):
+        pipeline.load_lowered(path)
+
+
+def test_not_an_artifact_is_a_clear_error(tmp_path):
+    path = tmp_path / "junk.lowered"
+    path.write_bytes(b"not a zip")
+    with pytest.raises(pipeline.ArtifactError, match="cannot read lowered-module artifact"):
+        pipeline.load_lowered(path)
+
+
+def test_unavailable_backend_saves_but_does_not_load(xh, tmp_path):
+    with pytest.warns(RuntimeWarning):
+        lowered = pipeline.to_backend("test_backend_unavailable", zoo.BasicModule(), {"forward": {}},
+                                      example_inputs={"forward": xh})
+    path = pipeline.save_lowered(lowered, tmp_path / "u.lowered")
+    with pytest.raises(pipeline.BackendNotAvailableError, match="not available"):
+        pipeline.load_lowered(path)
+
+
+def test_a_failed_write_leaves_no_file_behind(lowered, tmp_path, monkeypatch):
+    def fail(*args):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", fail)
+    with pytest.raises(OSError, match="disk full"):
+        pipeline.save_lowered(lowered, tmp_path / "basic.lowered")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_read_artifact_does_not_need_the_backend_to_compile(lowered, tmp_path):
+    path = pipeline.save_lowered(lowered, tmp_path / "basic.lowered")
+    contents = artifact.read_artifact(path)
+    assert contents["manifest"]["frontend"] == lowered.frontend
+    assert contents["payload.bin"] == lowered.processed

@@ -1,0 +1,171 @@
+"""to_backend / codegen_backend_module: ported from PyTorch's test_backends.py, plus what the original gets wrong."""
+
+import inspect
+import warnings
+from typing import Optional
+
+import pytest
+import torch
+
+import pipeline
+from pipeline import zoo
+
+FRONTENDS = ["torchscript", "export"]
+ALL_METHODS = {"forward": {}, "accum": {}, "sub_accum": {}}
+
+
+def lower_basic(frontend, xh, spec=ALL_METHODS, backend="test_backend"):
+    return pipeline.to_backend(backend, zoo.BasicModule(), spec, frontend=frontend,
+                               example_inputs={m: xh for m in spec})
+
+
+@pytest.mark.parametrize("frontend", FRONTENDS)
+def test_execution_matches_eager_for_every_lowered_method(frontend, basic, xh):
+    lowered = lower_basic(frontend, xh)
+    for _ in range(2):  # the same input twice, as the original test does
+        for method in ALL_METHODS:
+            expected = getattr(basic, method)(*xh)
+            got = getattr(lowered, method)(*xh)
+            torch.testing.assert_close(got, expected)
+    assert isinstance(lowered, pipeline.LoweredModule)
+    assert isinstance(lowered(*xh), tuple)
+
+
+def test_frontend_defaults_to_torchscript_for_a_script_module_and_export_otherwise(basic, xh):
+    assert pipeline.to_backend("test_backend", torch.jit.script(basic), {"forward": {}}).frontend == "torchscript"
+    assert pipeline.to_backend("test_backend", basic, {"forward": {}},
+                               example_inputs={"forward": xh}).frontend == "export"
+
+
+def test_empty_spec_values_are_fine(basic, xh):
+    lowered = pipeline.to_backend("test_backend", basic, {"forward": {}}, example_inputs={"forward": xh})
+    assert lowered.method_compile_spec == {"forward": {}}
+
+
+@pytest.mark.parametrize("frontend", FRONTENDS)
+def test_spec_key_for_a_missing_method_names_it_and_the_methods_there_are(frontend, basic, xh):
+    with pytest.raises(pipeline.LoweringError) as error:
+        pipeline.to_backend("test_backend", basic, {"acum": {}}, frontend=frontend, example_inputs={"acum": xh})
+    message = str(error.value)
+    assert "'acum'" in message and "'accum'" in message and "'sub_accum'" in message
+    assert "Did you mean 'accum'" in message
+
+
+def test_calling_a_method_that_was_not_lowered_says_so(xh):
+    lowered = lower_basic("export", xh, spec={"accum": {}})
+    with pytest.raises(AttributeError, match="'sub_accum' of BasicModule was not lowered"):
+        lowered.sub_accum(*xh)
+    with pytest.raises(AttributeError, match="'forward' of BasicModule was not lowered"):
+        lowered(*xh)
+
+
+def test_unavailable_backend_warns_at_lowering_and_raises_on_call(xh):
+    with pytest.warns(RuntimeWarning, match="'test_backend_unavailable' is not available"):
+        lowered = lower_basic("export", xh, backend="test_backend_unavailable")
+    with pytest.raises(pipeline.BackendNotAvailableError, match="is not available"):
+        lowered(*xh)
+
+
+def test_unavailable_backend_warning_reaches_python_warnings_filters(xh):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(RuntimeWarning):
+            lower_basic("export", xh, backend="test_backend_unavailable")
+
+
+class WithDefaults(torch.nn.Module):
+    def forward(self, x: torch.Tensor, h: Optional[torch.Tensor] = None, n: int = 3) -> torch.Tensor:
+        return x * n if h is None else x + h
+
+    def keyword(self, x: torch.Tensor, *, scale: float = 2.0, shift: int = 1) -> torch.Tensor:
+        return x * scale + shift
+
+
+class EchoArgs(pipeline.Backend):
+    """Returns what execute received, so a test sees the argument order."""
+
+    def compile(self, processed, spec):
+        return {m: m for m in spec}
+
+    def execute(self, handle, inputs):
+        codes = {torch.Tensor: -1.0, type(None): -2.0}
+        return [torch.tensor([codes.get(type(v), v) for v in inputs], dtype=torch.float)]
+
+
+@pytest.fixture(scope="module")
+def echo_backend():
+    pipeline.register_backend("echo_args", EchoArgs, preprocess=lambda p, s, g: b"")
+    yield "echo_args"
+    pipeline.unregister_backend("echo_args")
+
+
+def test_signature_keeps_positional_defaults(echo_backend):
+    model = WithDefaults()
+    lowered = pipeline.to_backend(echo_backend, torch.jit.script(model), {"forward": {}})
+    assert inspect.signature(lowered.forward) == inspect.signature(model.forward)
+    x = torch.ones(2)
+    assert lowered(x).tolist() == [-1.0, -2.0, 3.0]  # x, h=None, n=3: defaults filled in
+    assert lowered(x, n=5).tolist() == [-1.0, -2.0, 5.0]
+
+
+def test_signature_keeps_keyword_only_arguments_and_passes_them_last(echo_backend):
+    model = WithDefaults()
+    x = torch.ones(2)
+    lowered = pipeline.to_backend(echo_backend, model, {"keyword": {}}, example_inputs={"keyword": (x,)})
+    assert inspect.signature(lowered.keyword) == inspect.signature(model.keyword)
+    assert lowered.keyword(x).tolist() == [-1.0, 2.0, 1.0]
+    assert lowered.keyword(x, shift=7, scale=0.5).tolist() == [-1.0, 0.5, 7.0]
+    with pytest.raises(TypeError):
+        lowered.keyword(x, 0.5)  # keyword-only stays keyword-only
+    compile(lowered.code, "<check>", "exec")  # the generated code parses
+
+
+def test_generated_code_is_readable_python_that_calls_execute(xh):
+    lowered = lower_basic("export", xh)
+    code = lowered.code
+    assert "def forward(self, x, h):" in code
+    assert "self._execute(self._handles['forward'], [x, h])" in code
+    compile(code, "<check>", "exec")
+
+
+class WrongCount(pipeline.Backend):
+    def compile(self, processed, spec):
+        return {m: m for m in spec}
+
+    def execute(self, handle, inputs):
+        return [inputs[0]]  # forward of BasicModule returns two values
+
+
+def test_backend_returning_the_wrong_number_of_outputs_is_reported(basic, xh):
+    pipeline.register_backend("wrong_count", WrongCount, preprocess=lambda p, s, g: b"")
+    try:
+        lowered = pipeline.to_backend("wrong_count", basic, {"forward": {}}, example_inputs={"forward": xh})
+        with pytest.raises(pipeline.BackendRuntimeError, match="returned 1 values .* expected a list of 2"):
+            lowered(*xh)
+    finally:
+        pipeline.unregister_backend("wrong_count")
+
+
+def test_preprocess_must_return_bytes(basic, xh):
+    pipeline.register_backend("returns_module", WrongCount, preprocess=lambda p, s, g: p)
+    try:
+        with pytest.raises(pipeline.LoweringError, match="must return bytes"):
+            pipeline.to_backend("returns_module", basic, {"forward": {}}, example_inputs={"forward": xh})
+    finally:
+        pipeline.unregister_backend("returns_module")
+
+
+def test_lowered_module_nested_in_an_eager_parent(xh):
+    class Parent(torch.nn.Module):
+        def __init__(self, child):
+            super().__init__()
+            self.child = child
+
+        def forward(self, x, h):
+            a, s = self.child(x, h)
+            return a * s
+
+    lowered_child = lower_basic("export", xh, spec={"forward": {}})
+    parent = Parent(lowered_child)
+    torch.testing.assert_close(parent(*xh), (xh[0] + xh[1]) * (xh[0] - xh[1]))
+    assert isinstance(parent.child, pipeline.LoweredModule)
