@@ -41,11 +41,16 @@ def model_methods(model: Any) -> List[str]:
     """The methods a model has that could be lowered."""
     if isinstance(model, torch.jit.ScriptModule):
         return sorted(model._c._method_names())
+    return class_methods(type(model))
+
+
+def class_methods(cls: type) -> List[str]:
+    """Public methods a model class defines itself (not those of nn.Module), and forward."""
     names = []
-    for cls in type(model).__mro__:
-        if cls in (torch.nn.Module, object):
+    for klass in cls.__mro__:
+        if klass in (torch.nn.Module, object):
             break
-        names += [n for n, v in vars(cls).items() if callable(v) and not n.startswith("_")]
+        names += [n for n, v in vars(klass).items() if callable(v) and not n.startswith("_")]
     return sorted(set(names) | {"forward"})
 
 

@@ -8,9 +8,10 @@ generated method per compile-spec key. The generated source is ``.code``.
 
 from __future__ import annotations
 
+import time
 import types
 import warnings
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 
@@ -34,6 +35,7 @@ class LoweredModule(torch.nn.Module):
         outputs: Dict[str, OutputStructure],
         original_type: str,
         original_methods: Sequence[str] = (),
+        timings: Optional[Dict[str, float]] = None,
     ):
         super().__init__()
         self.backend_name = backend.name
@@ -49,6 +51,8 @@ class LoweredModule(torch.nn.Module):
         self._backend = backend.backend_cls()
         self._handles: Dict[str, Any] = {}
         self.available = bool(self._backend.is_available())
+        timings = {} if timings is None else timings
+        start = time.perf_counter()
         if self.available:
             self._handles = self._compile()
             self._execute = self._backend.execute
@@ -61,12 +65,15 @@ class LoweredModule(torch.nn.Module):
             )
             self._execute = self._unavailable
             self._handles = {method: None for method in method_compile_spec}
+        timings["compile"] = time.perf_counter() - start
+        start = time.perf_counter()
         generated = generate_methods(self.backend_name, {m: (signatures[m], outputs[m]) for m in method_compile_spec})
         self._code = generated.source
         for name, fn in generated.functions.items():
             self.__dict__[name] = types.MethodType(fn, self)
         if "forward" not in generated.functions:
             self.__dict__["forward"] = self._not_lowered("forward")
+        timings["codegen"] = time.perf_counter() - start
 
     @property
     def code(self) -> str:

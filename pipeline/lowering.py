@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import time
 from typing import Any, Dict, Mapping, Optional, Sequence
 
 import torch
@@ -33,8 +34,14 @@ def codegen_backend_module(
     original_methods: Sequence[str] = (),
     hierarchy_prefix: HierarchyPath = (),
     top_type: Optional[str] = None,
+    timings: Optional[Dict[str, float]] = None,
 ) -> LoweredModule:
-    """Lower a captured program: a ScriptModule, a dict of ExportedPrograms, or a `CapturedProgram`."""
+    """Lower a captured program: a ScriptModule, a dict of ExportedPrograms, or a `CapturedProgram`.
+
+    ``timings``, if given, receives the seconds spent issuing debug handles, in
+    the rest of preprocess, in compile and in codegen.
+    """
+    timings = {} if timings is None else timings
     backend = get_backend(backend_name)
     spec = normalize_compile_spec(method_compile_spec)
     captured = as_captured(program, list(spec))
@@ -43,14 +50,18 @@ def codegen_backend_module(
             f"Backend {backend_name!r} does not accept the {captured.frontend!r} frontend; "
             f"it accepts: {format_choices(backend.accepts)}."
         )
-    generator = DebugHandleGenerator(debug_handles, top_type=top_type or captured.top_type, prefix=hierarchy_prefix)
+    generator = _TimedGenerator(
+        DebugHandleGenerator(debug_handles, top_type=top_type or captured.top_type, prefix=hierarchy_prefix))
     backend_program = copy.deepcopy(captured.program) if captured.frontend == "torchscript" else captured.program
+    start = time.perf_counter()
     try:
         result = backend.preprocess(backend_program, spec, generator)
     except LoweringError:
         raise
     except Exception as error:
         raise LoweringError(f"Backend {backend_name!r}: preprocess failed: {type(error).__name__}: {error}") from error
+    timings["debug_handles"] = generator.seconds
+    timings["preprocess"] = time.perf_counter() - start - generator.seconds
     result = _as_preprocess_result(backend_name, result)
     handle_map = generator.handle_map
     handle_map.backend_map = {str(k): [int(h) for h in v] for k, v in result.backend_map.items()}
@@ -64,7 +75,24 @@ def codegen_backend_module(
         outputs=captured.outputs,
         original_type=captured.top_type,
         original_methods=original_methods or list(spec),
+        timings=timings,
     )
+
+
+class _TimedGenerator:
+    """A debug-handle generator that adds up the time spent in it."""
+
+    def __init__(self, generator: DebugHandleGenerator):
+        self.generator = generator
+        self.handle_map = generator.handle_map
+        self.seconds = 0.0
+
+    def __call__(self, graph: Any, method: str = "forward") -> Dict[Any, int]:
+        start = time.perf_counter()
+        try:
+            return self.generator(graph, method)
+        finally:
+            self.seconds += time.perf_counter() - start
 
 
 def to_backend(

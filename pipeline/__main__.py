@@ -1,0 +1,5 @@
+"""``python -m pipeline``: run the Hydra app."""
+
+from pipeline.app import main
+
+main()

@@ -1,0 +1,82 @@
+"""The Hydra app: ``python -m pipeline [overrides]`` (or the ``lower`` console script).
+
+It composes ``conf/``, validates the config before any work starts, runs the
+stages of `pipeline.run.run` into Hydra's output directory and prints a short
+summary. A bad config or a failed run exits non-zero with a one-paragraph
+reason (set HYDRA_FULL_ERROR=1 for the traceback); a failed run still leaves
+its ``report.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any, Dict
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from pipeline.config import ConfigError, validate
+from pipeline.hashing import write_json
+from pipeline.run import REPORT, run
+
+log = logging.getLogger("pipeline")
+
+
+@hydra.main(config_path="pkg://pipeline.conf", config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> Dict[str, Any]:
+    hydra_cfg = HydraConfig.get()
+    out_dir = Path(hydra_cfg.runtime.output_dir)
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    record = {
+        "run_dir": str(out_dir),
+        "overrides": list(hydra_cfg.overrides.task),
+        "choices": {k: v for k, v in hydra_cfg.runtime.choices.items() if not k.startswith("hydra/")},
+    }
+    try:
+        request = validate(cfg)
+    except ConfigError as error:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        report = {"status": "failed", "stage": "config", "error": str(error), **record}
+        write_json(out_dir / REPORT, report)
+        print(f"Config error: {error}", file=sys.stderr)
+        return _finish(report, multirun, exit_code=2)
+
+    report = run(request, out_dir, extra_record=record)
+    _print_summary(report, out_dir)
+    return _finish(report, multirun, exit_code=1)
+
+
+def _finish(report: Dict[str, Any], multirun: bool, exit_code: int) -> Dict[str, Any]:
+    """Single runs exit non-zero on failure; sweep jobs return, so the other jobs still run."""
+    if report["status"] != "ok" and not multirun:
+        sys.exit(exit_code)
+    return report
+
+
+def _print_summary(report: Dict[str, Any], out_dir: Path) -> None:
+    if report["status"] != "ok":
+        reason = (f"Lowering failed in stage '{report['stage']}': {report['error']} "
+                  f"The record of the run is in {out_dir / REPORT}.")
+        if os.environ.get("HYDRA_FULL_ERROR") == "1" and report.get("traceback"):
+            reason += "\n" + report["traceback"]
+        print(reason, file=sys.stderr)
+    parts = [f"backend {report['backend']}", f"frontend {report['frontend']}",
+             f"methods {', '.join(report['methods'])}"]
+    if report.get("verify"):
+        v = report["verify"]
+        parts.append(f"max error {v['max_abs_err']:.2e} ({'passed' if v['passed'] else 'FAILED'})")
+    if report.get("latency"):
+        lat = report["latency"]
+        parts.append(f"speedup {lat['speedup']:.2f}x ({lat['eager_us']:.1f} -> {lat['lowered_us']:.1f} us)")
+    log.info("%s | %s", report["status"].upper(), " | ".join(parts))
+    log.info("outputs: %s", out_dir)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,163 @@
+"""One lowering run, top to bottom: the stages and the record they leave.
+
+`run` takes a validated `RunRequest` and an output directory, and writes:
+``model.lowered`` (the artifact), ``handles.json`` (the handle map and the
+backend's map), ``profile.json`` (with ``profile=true``) and ``report.json``.
+A failing stage is recorded, not raised: the report says ``status: failed``
+with the stage and the error, and nothing half-written is left behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional
+
+import torch
+
+from pipeline.artifact import artifact_bytes
+from pipeline.backend_loading import register_from_target
+from pipeline.config import RunRequest
+from pipeline.environment import git_state, package_versions
+from pipeline.frontends import capture
+from pipeline.hashing import canonical_json, sha256_bytes, write_atomic, write_json
+from pipeline.inputs import make_inputs, make_method_inputs
+from pipeline.latency import measure
+from pipeline.lowering import codegen_backend_module
+from pipeline.verify import verify
+
+log = logging.getLogger("pipeline")
+
+REPORT = "report.json"
+HANDLES = "handles.json"
+
+
+class StageFailed(Exception):
+    """A stage that ran but whose result fails the run (e.g. numerics out of tolerance)."""
+
+
+class Stages:
+    """Times each stage, logs one line per stage, and remembers where a failure happened."""
+
+    def __init__(self) -> None:
+        self.timings: Dict[str, float] = {}
+        self.current: Optional[str] = None
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        self.current = name
+        start = time.perf_counter()
+        yield
+        self.timings[name] = time.perf_counter() - start
+        log.info("%-12s %8.3f s", name, self.timings[name])
+        self.current = None
+
+
+def run(request: RunRequest, out_dir: Path, extra_record: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stages = Stages()
+    report = _base_report(request, extra_record or {})
+    if request.threads:
+        torch.set_num_threads(request.threads)
+    try:
+        with stages("register"):
+            backend = register_from_target(request.backend_name, request.backend_target)
+            report["env"][f"backend:{backend.name}"] = backend.version
+        with stages("build"):
+            model = build_model(request)
+            inputs = make_method_inputs(request.example_inputs, request.seed)
+        with stages("capture"):
+            captured = capture(model, list(request.compile_spec), request.frontend, inputs, request.torchscript_mode)
+        with stages("lower"):
+            lower_timings: Dict[str, float] = {}
+            lowered = codegen_backend_module(
+                request.backend_name, captured, request.compile_spec,
+                debug_handles=request.debug_handles, timings=lower_timings,
+            )
+            report["timings_detail"] = lower_timings
+        if request.verify.enabled:
+            with stages("verify"):
+                result = verify(model, lowered, _input_sets(request, inputs), request.tolerance.atol,
+                                request.tolerance.rtol)
+                report["verify"] = result.to_json()
+        if request.latency.enabled:
+            with stages("latency"):
+                method = "forward" if "forward" in request.compile_spec else next(iter(request.compile_spec))
+                report["latency"] = measure(
+                    method, getattr(model, method), getattr(lowered, method), inputs[method],
+                    request.latency.warmup, request.latency.iterations, request.latency.rounds,
+                ).to_json()
+        with stages("record"):
+            report.update(record_outputs(lowered, out_dir, request.artifact_name))
+        if report["verify"] is not None and not report["verify"]["passed"]:
+            stages.current = "verify"
+            v = report["verify"]
+            raise StageFailed(
+                f"lowered outputs differ from eager beyond tolerance: max_abs_err={v['max_abs_err']:.3g}, "
+                f"max_rel_err={v['max_rel_err']:.3g} (atol={v['atol']:g}, rtol={v['rtol']:g}; worst: {v['worst']})"
+            )
+    except Exception as error:  # recorded, not raised: the report is the result
+        report.update(status="failed", stage=stages.current or "unknown", error=f"{type(error).__name__}: {error}")
+        report["traceback"] = traceback.format_exc()
+    report["timings"] = {**stages.timings, **{f"lower.{k}": v for k, v in report.pop("timings_detail", {}).items()}}
+    write_json(out_dir / REPORT, report)
+    return report
+
+
+def build_model(request: RunRequest) -> torch.nn.Module:
+    from hydra.utils import get_object
+
+    torch.manual_seed(request.seed)
+    model = get_object(request.model_target)(**request.model_kwargs)
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model._target_ {request.model_target} built a {type(model).__name__}, not an nn.Module.")
+    return model.eval()
+
+
+def record_outputs(lowered: Any, out_dir: Path, artifact_name: str) -> Dict[str, Any]:
+    """Write the artifact and handles.json atomically; return their entries for the report."""
+    data = artifact_bytes(lowered)
+    write_atomic(out_dir / artifact_name, data)
+    handles = canonical_json(lowered.handle_map.to_json())
+    write_atomic(out_dir / HANDLES, handles)
+    return {
+        "artifact": {"path": artifact_name, "bytes": len(data), "sha256": sha256_bytes(data)},
+        "handles": {"path": HANDLES, "count": len(lowered.handle_map.handles), "sha256": sha256_bytes(handles)},
+    }
+
+
+def _input_sets(request: RunRequest, inputs: Dict[str, tuple]) -> Dict[str, List[tuple]]:
+    """The example inputs first, then fresh random inputs of the same shapes."""
+    return {
+        method: [inputs[method]] + [
+            make_inputs(request.example_inputs[method], request.seed + 1000 * (trial + 1))
+            for trial in range(request.verify.random_trials)
+        ]
+        for method in request.compile_spec
+    }
+
+
+def _base_report(request: RunRequest, extra: Dict[str, Any]) -> Dict[str, Any]:
+    return {
+        "status": "ok",
+        "stage": None,
+        "error": None,
+        "backend": request.backend_name,
+        "frontend": request.frontend,
+        "torchscript_mode": request.torchscript_mode if request.frontend == "torchscript" else None,
+        "model": request.model_target,
+        "methods": list(request.compile_spec),
+        "compile_spec": request.compile_spec,
+        "debug_handles": request.debug_handles,
+        "seed": request.seed,
+        "verify": None,
+        "latency": None,
+        "artifact": None,
+        "handles": None,
+        "env": {**package_versions(), "git": git_state()},
+        **extra,
+    }
