@@ -27,12 +27,14 @@ from pipeline.hashing import canonical_json, sha256_bytes, write_atomic, write_j
 from pipeline.inputs import make_inputs, make_method_inputs
 from pipeline.latency import measure
 from pipeline.lowering import codegen_backend_module
+from pipeline.profiling import profile
 from pipeline.verify import verify
 
 log = logging.getLogger("pipeline")
 
 REPORT = "report.json"
 HANDLES = "handles.json"
+PROFILE = "profile.json"
 
 
 class StageFailed(Exception):
@@ -91,6 +93,9 @@ def run(request: RunRequest, out_dir: Path, extra_record: Optional[Dict[str, Any
                     method, getattr(model, method), getattr(lowered, method), inputs[method],
                     request.latency.warmup, request.latency.iterations, request.latency.rounds,
                 ).to_json()
+        if request.profile:
+            with stages("profile"):
+                report["profile"] = record_profile(lowered, inputs, out_dir)
         with stages("record"):
             report.update(record_outputs(lowered, out_dir, request.artifact_name))
         if report["verify"] is not None and not report["verify"]["passed"]:
@@ -130,6 +135,17 @@ def record_outputs(lowered: Any, out_dir: Path, artifact_name: str) -> Dict[str,
     }
 
 
+def record_profile(lowered: Any, inputs: Dict[str, tuple], out_dir: Path) -> Dict[str, Any]:
+    """Write profile.json; the report keeps the hottest source lines."""
+    result = profile(lowered, inputs)
+    if result is None:
+        log.warning("backend %s cannot report per-instruction times; no profile.json", lowered.backend_name)
+        return {"path": None, "supported": False, "top": []}
+    write_json(out_dir / PROFILE, result)
+    top = [{k: e[k] for k in ("source", "module_hierarchy", "seconds", "share")} for e in result["by_source"][:10]]
+    return {"path": PROFILE, "supported": True, "top": top}
+
+
 def _input_sets(request: RunRequest, inputs: Dict[str, tuple]) -> Dict[str, List[tuple]]:
     """The example inputs first, then fresh random inputs of the same shapes."""
     return {
@@ -156,6 +172,7 @@ def _base_report(request: RunRequest, extra: Dict[str, Any]) -> Dict[str, Any]:
         "seed": request.seed,
         "verify": None,
         "latency": None,
+        "profile": None,
         "artifact": None,
         "handles": None,
         "env": {**package_versions(), "git": git_state()},

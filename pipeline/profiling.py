@@ -1,0 +1,66 @@
+"""Profiles mapped to source: a backend's per-instruction times, through the handle map, to lines.
+
+A backend that can time its own work implements ``Backend.profile(handle, inputs)``
+and returns `ProfileEvent`s carrying debug handles (as ExecuTorch's delegates
+log profiling events with their delegate debug ids). Here the events of a few
+calls are added up per handle and per source line, the way ExecuTorch's
+Inspector attributes delegate events to the op graph.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any, Dict, List, Optional, Tuple
+
+from pipeline.lowered_module import LoweredModule
+
+
+def profile(lowered: LoweredModule, inputs: Dict[str, tuple], calls: int = 3) -> Optional[Dict[str, Any]]:
+    """Per-source-line times of ``calls`` runs of each method, or None if the backend cannot report."""
+    events: Dict[Tuple[str, str, Tuple[int, ...]], float] = defaultdict(float)
+    supported = False
+    for method, args in inputs.items():
+        values = lowered.signatures[method].bind(tuple(args), method=method)
+        for call in range(calls + 1):
+            reported = lowered._backend.profile(lowered._handles[method], values)
+            if reported is None:
+                break
+            supported = True
+            if call == 0:
+                continue  # a warm-up call: first-call costs are not the program's
+            for event in reported:
+                events[(method, event.name, tuple(event.debug_handles))] += event.seconds / calls
+    if not supported:
+        return None
+    total = sum(events.values()) or 1.0
+    by_source: Dict[Tuple[str, str], Dict[str, Any]] = {}
+    for (method, name, handles), seconds in events.items():
+        records = [lowered.handle_map.handles.get(h) for h in handles]
+        places = sorted({_place(r) for r in records}) or [("<unknown>", "<unknown>")]
+        for where, hierarchy in places:  # a fused kernel's time is split over its source lines
+            entry = by_source.setdefault((where, hierarchy), {
+                "source": where, "module_hierarchy": hierarchy, "seconds": 0.0, "events": []})
+            entry["seconds"] += seconds / len(places)
+            entry["events"].append(f"{method}:{name}")
+    ranked = sorted(by_source.values(), key=lambda e: (-e["seconds"], e["source"]))
+    for entry in ranked:
+        entry["share"] = entry["seconds"] / total
+        entry["events"] = sorted(set(entry["events"]))
+    return {
+        "backend": lowered.backend_name,
+        "calls": calls,
+        "total_seconds": total,
+        "events": [
+            {"method": m, "name": n, "debug_handles": list(h), "seconds": s}
+            for (m, n, h), s in sorted(events.items(), key=lambda item: -item[1])
+        ],
+        "by_source": ranked,
+    }
+
+
+def _place(record: Any) -> Tuple[str, str]:
+    if record is None:
+        return ("<unknown>", "<unknown>")
+    source = record.source
+    where = f"{source.file}:{source.line}: {source.text}" if source else "<unknown>"
+    return (where, record.module_hierarchy)
