@@ -6,6 +6,7 @@ import pytest
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "user_backends"))  # a user's own backends and models
 warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
 
 from backend_for_tests import register  # noqa: E402

@@ -1,0 +1,223 @@
+"""The reference backend's op table: what it can run, and with which kernel.
+
+``SUPPORTED_OPS`` maps an op name without overload (``aten::add``) to an `OpDef`.
+Instructions name the exact overload (``aten::add.Tensor``, ``aten::add.int``);
+unless the `OpDef` gives a Python kernel, the kernel is that overload of
+``torch.ops`` (``torch.ops.aten.add.Tensor``), so tensor ops and TorchScript's
+int/float/bool/str builtins run exactly as PyTorch defines them. Python kernels
+are for what ``torch.ops`` cannot take from Python: generic list and tuple
+ops, string formatting, raising. The compiler checks graphs against this table
+and the interpreter looks kernels up in it: one table for both.
+"""
+
+from __future__ import annotations
+
+import operator
+import warnings
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Optional, Tuple
+
+import torch
+
+
+@dataclass(frozen=True)
+class OpDef:
+    summary: str
+    kernel: Optional[Callable] = None  # None: the instruction's overload of torch.ops
+    deterministic: bool = True  # result depends on the arguments only: may be folded at compile time
+    side_effects: bool = False  # raises or warns: never removed as dead code
+    mutates_first_arg: bool = False  # changes its first argument in place (a list)
+    unpacks: bool = False  # its outputs are the items of the sequence the kernel returns
+    structured: bool = False  # prim::If / prim::Loop: runs nested blocks, the interpreter handles it
+    compile_time: bool = False  # resolved while compiling, never an instruction
+    inference_flag: Optional[Tuple[int, str]] = None  # (position, name) of a train flag that must be False
+    aliases_inputs: bool = False  # its result may be or hold its arguments' Python objects (lists)
+
+
+class ModelRaised(RuntimeError):
+    """The program raised, as the model's own code does (a failed check, an ``assert``)."""
+
+
+def _raise_exception(message: str, cls: Optional[str] = None) -> None:
+    raise ModelRaised(f"{cls}: {message}" if cls else message)
+
+
+def _append(items: list, item: Any) -> list:
+    items.append(item)
+    return items
+
+
+def _format(template: str, *args: Any) -> str:
+    return template.format(*args)
+
+
+def _warn(message: str, stacklevel: int = 2) -> None:
+    warnings.warn(message, stacklevel=stacklevel)
+
+
+def _identity(value: Any) -> Any:
+    return value
+
+
+def _elementwise(text: str) -> OpDef:
+    return OpDef(f"elementwise {text}")
+
+
+SUPPORTED_OPS: Dict[str, OpDef] = {
+    # Elementwise arithmetic and activations (Tensor, Scalar and TorchScript int/float overloads).
+    "aten::add": _elementwise("self + alpha * other"),
+    "aten::sub": _elementwise("self - alpha * other"),
+    "aten::rsub": _elementwise("other - alpha * self"),
+    "aten::mul": _elementwise("self * other"),
+    "aten::div": _elementwise("self / other (rounding_mode)"),
+    "aten::neg": _elementwise("-self"),
+    "aten::pow": _elementwise("self ** exponent"),
+    "aten::exp": _elementwise("exp"),
+    "aten::sqrt": _elementwise("sqrt"),
+    "aten::rsqrt": _elementwise("1 / sqrt"),
+    "aten::relu": _elementwise("max(x, 0)"),
+    "aten::gelu": _elementwise("GELU (approximate='none' or 'tanh')"),
+    "aten::silu": _elementwise("x * sigmoid(x)"),
+    "aten::sigmoid": _elementwise("sigmoid"),
+    "aten::tanh": _elementwise("tanh"),
+    "aten::clamp": _elementwise("clamp(min, max)"),
+    # Linear algebra.
+    "aten::linear": OpDef("x @ weight.T + bias"),
+    "aten::matmul": OpDef("matrix product with broadcasting"),
+    "aten::mm": OpDef("2-D matrix product"),
+    "aten::bmm": OpDef("batched matrix product"),
+    "aten::addmm": OpDef("beta * self + alpha * (mat1 @ mat2)"),
+    # Convolution and pooling.
+    "aten::conv2d": OpDef("2-D convolution"),
+    "aten::convolution": OpDef("convolution (export's decomposed form)"),
+    "aten::_convolution": OpDef("convolution (traced form)"),
+    "aten::max_pool2d": OpDef("2-D max pooling"),
+    "aten::avg_pool2d": OpDef("2-D average pooling"),
+    "aten::adaptive_avg_pool2d": OpDef("2-D adaptive average pooling"),
+    # Normalization, attention, reductions.
+    "aten::softmax": OpDef("softmax along dim"),
+    "aten::_softmax": OpDef("softmax along dim (half_to_float form)"),
+    "aten::log_softmax": OpDef("log-softmax along dim"),
+    "aten::layer_norm": OpDef("layer normalization"),
+    "aten::batch_norm": OpDef("batch normalization with running statistics (training=False only)",
+                              inference_flag=(5, "training")),
+    "aten::dropout": OpDef("identity in inference (train=False only)", inference_flag=(2, "train")),
+    "aten::scaled_dot_product_attention": OpDef("softmax(q @ k.T * scale + mask) @ v"),
+    "aten::_native_multi_head_attention": OpDef("fused multi-head attention (TorchScript fast path)"),
+    "aten::_transformer_encoder_layer_fwd": OpDef("fused transformer encoder layer (TorchScript fast path)"),
+    "aten::mean": OpDef("mean over dims"),
+    "aten::sum": OpDef("sum over dims"),
+    # Shapes, views and copies.
+    "aten::size": OpDef("size of one dim, or all sizes"),
+    "aten::sym_size": OpDef("size of one dim (export)"),
+    "aten::dim": OpDef("number of dims"),
+    "aten::numel": OpDef("number of elements"),
+    "aten::reshape": OpDef("reshape"),
+    "aten::view": OpDef("view with a new shape"),
+    "aten::flatten": OpDef("flatten dims start..end"),
+    "aten::unflatten": OpDef("split one dim into sizes"),
+    "aten::transpose": OpDef("swap two dims"),
+    "aten::permute": OpDef("reorder dims"),
+    "aten::t": OpDef("transpose a 2-D tensor"),
+    "aten::contiguous": OpDef("contiguous copy when needed"),
+    "aten::clone": OpDef("copy"),
+    "aten::detach": OpDef("the same data, without autograd history"),
+    "aten::unsqueeze": OpDef("insert a dim of size 1"),
+    "aten::squeeze": OpDef("remove dims of size 1"),
+    "aten::select": OpDef("index one dim"),
+    "aten::slice": OpDef("slice one dim"),
+    "aten::expand": OpDef("broadcast to a shape"),
+    "aten::cat": OpDef("concatenate along a dim"),
+    "aten::split": OpDef("split into chunks of given sizes"),
+    "aten::chunk": OpDef("split into a number of chunks"),
+    # TorchScript scalar builtins: int/float/bool/str arithmetic, comparison, conversion.
+    "aten::eq": OpDef("=="),
+    "aten::ne": OpDef("!="),
+    "aten::lt": OpDef("<"),
+    "aten::le": OpDef("<="),
+    "aten::gt": OpDef(">"),
+    "aten::ge": OpDef(">="),
+    "aten::__not__": OpDef("not"),
+    "aten::__and__": OpDef("and"),
+    "aten::__or__": OpDef("or"),
+    "aten::floordiv": OpDef("//"),
+    "aten::remainder": OpDef("%"),
+    "aten::Int": OpDef("int(x)"),
+    "aten::Float": OpDef("float(x)"),
+    "aten::Bool": OpDef("bool(x)"),
+    "aten::ScalarImplicit": OpDef("a 0-dim tensor as a number"),
+    "aten::any": OpDef("any(list)"),
+    "aten::all": OpDef("all(list)"),
+    "prim::min": OpDef("min of numbers"),
+    "prim::max": OpDef("max of numbers"),
+    # TorchScript list, tuple and string builtins.
+    "aten::len": OpDef("len(x)", kernel=len),
+    "aten::__getitem__": OpDef("x[i]", kernel=operator.getitem, aliases_inputs=True),
+    "aten::__contains__": OpDef("item in x", kernel=lambda container, item: item in container),
+    "aten::__is__": OpDef("x is y", kernel=operator.is_),
+    "aten::__isnot__": OpDef("x is not y", kernel=operator.is_not),
+    "aten::append": OpDef("list.append (in place)", kernel=_append, mutates_first_arg=True,
+                          aliases_inputs=True),
+    "aten::format": OpDef("str.format", kernel=_format),
+    "aten::warn": OpDef("warnings.warn", kernel=_warn, side_effects=True),
+    "prim::ListConstruct": OpDef("a new list", kernel=lambda *items: list(items), aliases_inputs=True),
+    "prim::TupleConstruct": OpDef("a new tuple", kernel=lambda *items: tuple(items), aliases_inputs=True),
+    "prim::ListUnpack": OpDef("the items of a list", kernel=_identity, unpacks=True, aliases_inputs=True),
+    "prim::TupleUnpack": OpDef("the items of a tuple", kernel=_identity, unpacks=True, aliases_inputs=True),
+    "prim::TupleIndex": OpDef("tuple[i] (also export's getitem)", kernel=operator.getitem, aliases_inputs=True),
+    "prim::unchecked_cast": OpDef("a refined type; the value itself", kernel=_identity, aliases_inputs=True),
+    "prim::Uninitialized": OpDef("a placeholder on paths that raise", kernel=lambda: None),
+    "prim::NumToTensor": OpDef("a number as a 0-dim tensor"),
+    # Tensor properties and runtime state.
+    "prim::device": OpDef("x.device"),
+    "prim::dtype": OpDef("x.dtype (as TorchScript's int)"),
+    "prim::type": OpDef("device.type"),
+    "prim::is_nested": OpDef("x.is_nested"),
+    "prim::requires_grad": OpDef("x.requires_grad"),
+    "aten::is_floating_point": OpDef("x.is_floating_point()"),
+    "aten::is_grad_enabled": OpDef("torch.is_grad_enabled() when the program runs", deterministic=False),
+    "aten::is_autocast_enabled": OpDef("torch.is_autocast_enabled() when the program runs", deterministic=False),
+    # Control flow and the rest of the program's structure.
+    "prim::If": OpDef("run one of two blocks on a bool", structured=True),
+    "prim::Loop": OpDef("run a block while a condition holds, up to a trip count", structured=True),
+    "prim::RaiseException": OpDef("raise the model's error", kernel=_raise_exception, side_effects=True),
+    "prim::Constant": OpDef("a constant (folded into operands)", compile_time=True),
+    "prim::GetAttr": OpDef("a module attribute (resolved to a constant)", compile_time=True),
+}
+
+
+def op_name(op: str) -> str:
+    """``aten::add`` for ``aten::add.Tensor``."""
+    return op.split(".", 1)[0]
+
+
+def is_supported(op: str) -> bool:
+    return op_name(op) in SUPPORTED_OPS
+
+
+def definition(op: str) -> OpDef:
+    return SUPPORTED_OPS[op_name(op)]
+
+
+def kernel_for(op: str) -> Callable:
+    """The callable that runs ``op`` (an op with its exact overload)."""
+    name, _, overload = op.partition(".")
+    op_def = SUPPORTED_OPS[name]
+    if op_def.kernel is not None:
+        return op_def.kernel
+    namespace, packet = name.split("::", 1)
+    return getattr(getattr(getattr(torch.ops, namespace), packet), overload or "default")
+
+
+def supported_op_names() -> str:
+    return ", ".join(sorted(SUPPORTED_OPS))
+
+
+def result_values(op: str, count: int, result: Any) -> list:
+    """The values an instruction with ``count`` outputs defines from its kernel's result."""
+    if count == 1 and not definition(op).unpacks:
+        return [result]
+    values = list(result) if count or definition(op).unpacks else []
+    if len(values) != count:
+        raise ValueError(f"{op} produced {len(values)} values where the program expects {count}")
+    return values

@@ -1,0 +1,393 @@
+"""The reference backend's program: an instruction list per method, and its payload format.
+
+A `Program` holds one `MethodProgram` per lowered method. A method's body is a
+`Block`: instructions in order, then the operands the block returns. An
+instruction names an op of `ops.SUPPORTED_OPS` with its exact overload
+(``aten::add.Tensor``), its operands, the value ids it defines and the debug
+handle of the graph node it came from. ``prim::If`` and ``prim::Loop`` carry
+nested blocks, so control flow stays structured.
+
+Operands are constants or `Ref`\\ s to values. Constants are ``None``, bools,
+ints, floats, strings, dtypes, devices, layouts, memory formats, tensors, and
+lists and tuples of operands.
+
+Payload layout (little-endian; equal programs give equal bytes)::
+
+    magic  b"PLREFBE\\0"   8 bytes
+    format version        uint32
+    JSON length           uint64
+    JSON                  the program, keys sorted, tensors as {"tensor": index}
+    tensor data           each tensor's raw bytes, at the offset its JSON entry names
+
+Nothing is pickled: reading a payload runs no code.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+
+import torch
+
+from pipeline import LoweringError
+
+MAGIC = b"PLREFBE\0"
+FORMAT_VERSION = 1
+NO_HANDLE = -1  # an instruction that no graph node stands for (or debug handles are off)
+_HEADER = struct.Struct("<8sIQ")
+
+
+@dataclass(frozen=True)
+class Ref:
+    """An operand that reads the value with this id."""
+
+    value: int
+
+
+@dataclass
+class Instruction:
+    op: str  # "aten::add.Tensor": the op and its exact overload
+    args: List[Any]
+    kwargs: Dict[str, Any]
+    outputs: List[int]
+    handle: int = NO_HANDLE
+    blocks: List["Block"] = field(default_factory=list)
+    id: int = -1  # numbered once the program is final; "forward/3" in the backend map
+    origin: Any = None  # pipeline.source.NodeSource of the node, for compile-time errors; not saved
+
+    @property
+    def op_name(self) -> str:
+        """The op without its overload: the key into SUPPORTED_OPS."""
+        return self.op.split(".", 1)[0]
+
+
+@dataclass
+class Block:
+    instructions: List[Instruction]
+    outputs: List[Any]  # operands
+    inputs: List[int] = field(default_factory=list)  # block parameters (prim::Loop: iteration, carried values)
+
+
+@dataclass
+class InputSpec:
+    """One flattened input leaf: the value it binds and what preprocess knew of it."""
+
+    value: int
+    name: str
+    kind: str  # "Tensor", "int", "float", "bool", "str" or "Any"
+    dtype: Optional[torch.dtype] = None
+    shape: Optional[Tuple[int, ...]] = None
+    constant: Any = None  # export specializes non-tensor inputs: the value it was specialized to
+    has_constant: bool = False
+
+
+@dataclass
+class MethodProgram:
+    name: str
+    inputs: List[InputSpec]
+    body: Block
+    flatten_inputs: bool  # inputs bind the arguments' pytree leaves (export), or the arguments (TorchScript)
+    flatten_outputs: bool  # the outputs' pytree leaves are returned (TorchScript returns one value)
+
+    def instructions(self) -> Iterator[Instruction]:
+        """Every instruction, nested blocks included, in program order."""
+        yield from walk(self.body)
+
+
+@dataclass
+class Program:
+    methods: Dict[str, MethodProgram]
+
+
+def walk(block: Block) -> Iterator[Instruction]:
+    for instruction in block.instructions:
+        yield instruction
+        for inner in instruction.blocks:
+            yield from walk(inner)
+
+
+def refs_in(operand: Any) -> Iterator[int]:
+    """Value ids an operand reads."""
+    if isinstance(operand, Ref):
+        yield operand.value
+    elif isinstance(operand, (list, tuple)):
+        for item in operand:
+            yield from refs_in(item)
+    elif isinstance(operand, dict):
+        for item in operand.values():
+            yield from refs_in(item)
+
+
+def is_constant(operand: Any) -> bool:
+    return next(refs_in(operand), None) is None
+
+
+def map_refs(operand: Any, fn) -> Any:
+    """The operand with each `Ref` replaced by ``fn(ref)``."""
+    if isinstance(operand, Ref):
+        return fn(operand)
+    if isinstance(operand, list):
+        return [map_refs(item, fn) for item in operand]
+    if isinstance(operand, tuple):
+        return tuple(map_refs(item, fn) for item in operand)
+    if isinstance(operand, dict):
+        return {key: map_refs(item, fn) for key, item in operand.items()}
+    return operand
+
+
+# -- payload -------------------------------------------------------------------------------------
+
+def serialize(program: Program) -> bytes:
+    tensors = _TensorTable()
+    methods = {name: _method_to_json(method, tensors) for name, method in program.methods.items()}
+    document = {"format": "reference-backend-program", "methods": methods, "tensors": tensors.entries}
+    text = json.dumps(document, sort_keys=True, separators=(",", ":"), allow_nan=True).encode()
+    return _HEADER.pack(MAGIC, FORMAT_VERSION, len(text)) + text + b"".join(tensors.data)
+
+
+def parse(payload: bytes) -> Program:
+    """The program in a payload; `LoweringError` naming what is wrong if it is not one."""
+    if not isinstance(payload, (bytes, bytearray)) or len(payload) < _HEADER.size:
+        raise LoweringError("Reference backend: corrupt payload: too short to hold a program header.")
+    magic, version, json_length = _HEADER.unpack_from(payload)
+    if magic != MAGIC:
+        raise LoweringError(f"Reference backend: corrupt payload: bad magic {magic!r} (expected {MAGIC!r}).")
+    if version != FORMAT_VERSION:
+        raise LoweringError(
+            f"Reference backend: payload format version {version} is not supported; this backend reads "
+            f"version {FORMAT_VERSION}. Lower the model again."
+        )
+    start = _HEADER.size
+    if start + json_length > len(payload):
+        raise LoweringError("Reference backend: corrupt payload: truncated program section.")
+    try:
+        document = json.loads(payload[start:start + json_length])
+        tensors = [_read_tensor(entry, payload, start + json_length) for entry in document["tensors"]]
+        methods = {name: _method_from_json(name, data, tensors) for name, data in document["methods"].items()}
+    except LoweringError:
+        raise
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError, RuntimeError) as error:
+        raise LoweringError(f"Reference backend: corrupt payload: {type(error).__name__}: {error}") from error
+    return Program(methods)
+
+
+def encodable(value: Any) -> bool:
+    """Whether a constant can be written into a payload."""
+    try:
+        _encode(value, _TensorTable())
+    except TypeError:
+        return False
+    return True
+
+
+def _method_to_json(method: MethodProgram, tensors: "_TensorTable") -> dict:
+    return {
+        "inputs": [_input_to_json(spec, tensors) for spec in method.inputs],
+        "body": _block_to_json(method.body, tensors),
+        "flatten_inputs": method.flatten_inputs,
+        "flatten_outputs": method.flatten_outputs,
+    }
+
+
+def _method_from_json(name: str, data: dict, tensors: List[torch.Tensor]) -> MethodProgram:
+    return MethodProgram(
+        name=name,
+        inputs=[_input_from_json(item, tensors) for item in data["inputs"]],
+        body=_block_from_json(data["body"], tensors),
+        flatten_inputs=bool(data["flatten_inputs"]),
+        flatten_outputs=bool(data["flatten_outputs"]),
+    )
+
+
+def _input_to_json(spec: InputSpec, tensors: "_TensorTable") -> dict:
+    data: Dict[str, Any] = {"value": spec.value, "name": spec.name, "kind": spec.kind}
+    if spec.dtype is not None:
+        data["dtype"] = _encode(spec.dtype, tensors)
+    if spec.shape is not None:
+        data["shape"] = list(spec.shape)
+    if spec.has_constant:
+        data["constant"] = _encode(spec.constant, tensors)
+    return data
+
+
+def _input_from_json(data: dict, tensors: List[torch.Tensor]) -> InputSpec:
+    return InputSpec(
+        value=int(data["value"]), name=str(data["name"]), kind=str(data["kind"]),
+        dtype=_decode(data["dtype"], tensors) if "dtype" in data else None,
+        shape=tuple(int(s) for s in data["shape"]) if "shape" in data else None,
+        constant=_decode(data["constant"], tensors) if "constant" in data else None,
+        has_constant="constant" in data,
+    )
+
+
+def _block_to_json(block: Block, tensors: "_TensorTable") -> dict:
+    data: Dict[str, Any] = {
+        "instructions": [_instruction_to_json(i, tensors) for i in block.instructions],
+        "outputs": [_encode(o, tensors) for o in block.outputs],
+    }
+    if block.inputs:
+        data["inputs"] = list(block.inputs)
+    return data
+
+
+def _block_from_json(data: dict, tensors: List[torch.Tensor]) -> Block:
+    return Block(
+        instructions=[_instruction_from_json(item, tensors) for item in data["instructions"]],
+        outputs=[_decode(o, tensors) for o in data["outputs"]],
+        inputs=[int(v) for v in data.get("inputs", [])],
+    )
+
+
+def _instruction_to_json(instruction: Instruction, tensors: "_TensorTable") -> dict:
+    data: Dict[str, Any] = {
+        "id": instruction.id,
+        "op": instruction.op,
+        "args": [_encode(a, tensors) for a in instruction.args],
+        "outputs": list(instruction.outputs),
+        "handle": instruction.handle,
+    }
+    if instruction.kwargs:
+        data["kwargs"] = {k: _encode(v, tensors) for k, v in instruction.kwargs.items()}
+    if instruction.blocks:
+        data["blocks"] = [_block_to_json(b, tensors) for b in instruction.blocks]
+    return data
+
+
+def _instruction_from_json(data: dict, tensors: List[torch.Tensor]) -> Instruction:
+    return Instruction(
+        op=str(data["op"]),
+        args=[_decode(a, tensors) for a in data["args"]],
+        kwargs={str(k): _decode(v, tensors) for k, v in data.get("kwargs", {}).items()},
+        outputs=[int(v) for v in data["outputs"]],
+        handle=int(data["handle"]),
+        blocks=[_block_from_json(b, tensors) for b in data.get("blocks", [])],
+        id=int(data["id"]),
+    )
+
+
+# -- constants -----------------------------------------------------------------------------------
+# JSON holds None, bools, ints, floats, strings and lists natively; everything else is a
+# one-key object whose key says what it is.
+
+_TORCH_ENUMS = {"dtype": torch.dtype, "layout": torch.layout, "memory_format": torch.memory_format}
+
+
+def _encode(value: Any, tensors: "_TensorTable") -> Any:
+    if isinstance(value, Ref):
+        return {"ref": value.value}
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, torch.Tensor):
+        return {"tensor": tensors.add(value)}
+    if isinstance(value, list):
+        return [_encode(item, tensors) for item in value]
+    if isinstance(value, tuple):
+        return {"tuple": [_encode(item, tensors) for item in value]}
+    if isinstance(value, torch.device):
+        return {"device": str(value)}
+    for tag, kind in _TORCH_ENUMS.items():
+        if isinstance(value, kind):
+            return {tag: str(value).removeprefix("torch.")}
+    raise TypeError(f"a {type(value).__name__} ({value!r}) cannot be stored in a reference-backend payload")
+
+
+def _decode(data: Any, tensors: List[torch.Tensor]) -> Any:
+    if isinstance(data, list):
+        return [_decode(item, tensors) for item in data]
+    if not isinstance(data, dict):
+        return data
+    (tag, content), = data.items()
+    if tag == "ref":
+        return Ref(int(content))
+    if tag == "tensor":
+        return tensors[int(content)]
+    if tag == "tuple":
+        return tuple(_decode(item, tensors) for item in content)
+    if tag == "device":
+        return torch.device(content)
+    if tag in _TORCH_ENUMS:
+        value = getattr(torch, content, None)
+        if not isinstance(value, _TORCH_ENUMS[tag]):
+            raise ValueError(f"unknown {tag} {content!r}")
+        return value
+    raise ValueError(f"unknown constant tag {tag!r}")
+
+
+class _TensorTable:
+    """Tensor constants in first-use order; equal tensors are stored once."""
+
+    def __init__(self):
+        self.entries: List[dict] = []
+        self.data: List[bytes] = []
+        self._index: Dict[Tuple[str, Tuple[int, ...], bytes], int] = {}
+        self._offset = 0
+
+    def add(self, tensor: torch.Tensor) -> int:
+        if tensor.layout != torch.strided or tensor.is_quantized:
+            raise TypeError(f"a {tensor.layout} tensor cannot be stored in a reference-backend payload")
+        raw = tensor_bytes(tensor)
+        dtype = str(tensor.dtype).removeprefix("torch.")
+        key = (dtype, tuple(tensor.shape), raw)
+        if key not in self._index:
+            self._index[key] = len(self.entries)
+            self.entries.append({"dtype": dtype, "shape": list(tensor.shape), "offset": self._offset, "nbytes": len(raw)})
+            self.data.append(raw)
+            self._offset += len(raw)
+        return self._index[key]
+
+
+def tensor_bytes(tensor: torch.Tensor) -> bytes:
+    """A tensor's elements in row-major order, as raw (little-endian) bytes."""
+    flat = tensor.detach().cpu().resolve_conj().resolve_neg().contiguous().reshape(-1)
+    if flat.numel() == 0:
+        return b""
+    as_bytes = flat.view(torch.uint8)
+    out = bytearray(as_bytes.numel())
+    torch.frombuffer(out, dtype=torch.uint8).copy_(as_bytes)  # one memcpy; bytes(storage) goes byte by byte
+    return bytes(out)
+
+
+def _read_tensor(entry: dict, payload: bytes, data_start: int) -> torch.Tensor:
+    dtype = getattr(torch, entry["dtype"], None)
+    if not isinstance(dtype, torch.dtype):
+        raise ValueError(f"unknown tensor dtype {entry['dtype']!r}")
+    shape = [int(s) for s in entry["shape"]]
+    start, nbytes = data_start + int(entry["offset"]), int(entry["nbytes"])
+    if start + nbytes > len(payload) or nbytes < 0:
+        raise LoweringError("Reference backend: corrupt payload: tensor data lies outside the payload.")
+    if nbytes == 0:
+        return torch.empty(shape, dtype=dtype)
+    # A bytearray copy: the tensor owns writable memory instead of aliasing the payload.
+    return torch.frombuffer(bytearray(payload[start:start + nbytes]), dtype=dtype).reshape(shape)
+
+
+def to_text(method: MethodProgram) -> str:
+    """A readable listing of a method, one instruction a line (for people and debugging)."""
+    lines = [f"method {method.name}(" + ", ".join(f"%{s.value}: {s.kind}" for s in method.inputs) + "):"]
+
+    def operand(value: Any) -> str:
+        if isinstance(value, Ref):
+            return f"%{value.value}"
+        if isinstance(value, torch.Tensor):
+            return f"<{str(value.dtype).removeprefix('torch.')} tensor {tuple(value.shape)}>"
+        if isinstance(value, (list, tuple)):
+            inner = ", ".join(operand(v) for v in value)
+            return f"[{inner}]" if isinstance(value, list) else f"({inner}{',' if len(value) == 1 else ''})"
+        return repr(value)
+
+    def block(body: Block, indent: str) -> None:
+        if body.inputs:
+            lines.append(f"{indent}block(" + ", ".join(f"%{v}" for v in body.inputs) + "):")
+        for instruction in body.instructions:
+            outputs = ", ".join(f"%{v}" for v in instruction.outputs)
+            args = [operand(a) for a in instruction.args] + [f"{k}={operand(v)}" for k, v in instruction.kwargs.items()]
+            lines.append(f"{indent}{outputs + ' = ' if outputs else ''}{instruction.op}({', '.join(args)})"
+                         f"  # {instruction.id}, handle {instruction.handle}")
+            for inner in instruction.blocks:
+                block(inner, indent + "    ")
+        lines.append(f"{indent}-> (" + ", ".join(operand(o) for o in body.outputs) + ")")
+
+    block(method.body, "  ")
+    return "\n".join(lines)

@@ -1,0 +1,236 @@
+"""The Hydra app: config groups compose, bad configs are rejected early, runs leave a complete record."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import pytest
+import torch
+from hydra import compose, initialize_config_module
+from hydra.errors import MissingConfigException
+
+import pipeline
+from pipeline.config import ConfigError, validate
+from pipeline.run import run
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+USER = Path(__file__).resolve().parent / "user_backends"
+SCHEMAS = ROOT / "pipeline" / "schemas"
+
+
+def composed(*overrides, user_configs=False, with_hydra=False):
+    extra = [f"hydra.searchpath=[file://{USER / 'conf'}]"] if user_configs else []
+    with initialize_config_module("pipeline.conf", version_base="1.3"):
+        return compose("config", overrides=list(overrides) + extra, return_hydra_config=with_hydra)
+
+
+def options(group):
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def schema(name):
+    return json.loads((SCHEMAS / f"{name}.schema.json").read_text())
+
+
+# ---- every config group composes into a valid request --------------------------------------------
+
+def test_the_default_config_lowers_the_mlp_to_the_reference_backend():
+    request = validate(composed())
+    assert request.model_target == "pipeline.zoo.MLP"
+    assert request.backend_name == "reference" and request.frontend == "export"
+    assert request.debug_handles == "sequential"
+    assert request.compile_spec == {"forward": {"constant_folding": True, "dead_code_elimination": True,
+                                                "check_inputs": False}}
+
+
+@pytest.mark.parametrize("model", [m for m in options("model") if m != "custom"])
+def test_every_zoo_model_composes(model):
+    request = validate(composed(f"model={model}"))
+    assert request.model_target.startswith("pipeline.zoo.")
+    assert request.example_inputs["forward"]
+
+
+@pytest.mark.parametrize("frontend", options("frontend"))
+def test_every_frontend_composes(frontend):
+    assert validate(composed(f"frontend={frontend}")).frontend == frontend
+
+
+@pytest.mark.parametrize("strategy", options("debug_handles"))
+def test_every_debug_handle_strategy_composes(strategy):
+    assert validate(composed(f"debug_handles={strategy}")).debug_handles == strategy
+
+
+@pytest.mark.parametrize("backend", options("backend"))
+def test_every_backend_composes_with_a_frontend_it_accepts(backend):
+    cfg = composed(f"backend={backend}")
+    accepted = pipeline.get_backend(cfg.backend.name).accepts if cfg.backend.name in pipeline.list_backends() else None
+    frontend = "export" if accepted is None or "export" in accepted else "torchscript"
+    request = validate(composed(f"backend={backend}", f"frontend={frontend}"))
+    assert request.backend_name == backend
+    assert set(request.compile_spec) == {"forward"}
+
+
+@pytest.mark.parametrize("experiment", options("experiment"))
+def test_every_experiment_preset_composes(experiment):
+    cfg = composed(f"experiment={experiment}", with_hydra=True)
+    if cfg.hydra.sweeper.get("params"):
+        pytest.skip("a sweep preset: its jobs are checked by the sweep tests")
+    validate(cfg)
+
+
+def test_a_method_can_be_added_to_the_spec_from_the_command_line():
+    request = validate(composed("model=basic", "backend.compile_spec.accum={}",
+                                "backend.compile_spec.sub_accum={constant_folding:false}"))
+    assert list(request.compile_spec) == ["forward", "accum", "sub_accum"]
+    assert request.compile_spec["sub_accum"]["constant_folding"] is False
+
+
+def test_the_custom_model_takes_any_importable_module():
+    request = validate(composed("model=custom", "model._target_=models.CumsumNet"))
+    assert request.model_target == "models.CumsumNet"
+
+
+# ---- rejections, before any work starts ------------------------------------------------------------
+
+@pytest.mark.parametrize("override, message", [
+    ("backend.compile_spec.forward.constant_foldin=false",
+     "backend.compile_spec.forward.constant_foldin: unknown key; allowed: 'check_inputs', 'constant_folding', "
+     "'dead_code_elimination'. Did you mean 'constant_folding'?"),
+    ("backend.compile_spec.forward.constant_folding=maybe",
+     "backend.compile_spec.forward.constant_folding: Value 'maybe' is not a valid bool"),
+    ("backend.compile_spec.fwd={}",
+     "backend.compile_spec.fwd: model pipeline.zoo.MLP has no method 'fwd'; it has: 'forward'."),
+    ("debug_handles.strategy=seq", "debug_handles.strategy: 'seq' is not allowed; allowed: 'none', 'sequential'"),
+    ("frontend=torchscript frontend.mode=compile", "frontend.mode: 'compile' is not allowed; allowed: 'script', 'trace'"),
+    ("model.example_inputs.forward=[{shape:[2,64],dtype:float33}]",
+     "model.example_inputs.forward[0].dtype: 'float33' is not allowed; allowed: 'bfloat16'"),
+    ("model.example_inputs.forward=[{shap:[2,64]}]",
+     "model.example_inputs.forward[0].shap: unknown key; allowed: 'dtype', 'high', 'low', 'shape'."),
+    ("latency.iterations=many", "latency.iterations: Value 'many' of type 'str' could not be converted to Integer"),
+    ("model._target_=pipeline.zoo.Nope", "model._target_: cannot import 'pipeline.zoo.Nope'"),
+])
+def test_bad_configs_name_the_key_path_and_what_is_allowed(override, message):
+    with pytest.raises(ConfigError) as error:
+        validate(composed(*override.split(" ")))
+    assert message in str(error.value)
+
+
+def test_a_frontend_the_backend_does_not_accept_is_rejected():
+    with pytest.raises(ConfigError, match="backend 'jit' does not accept frontend 'export'; it accepts: 'torchscript'"):
+        validate(composed("backend=jit", "frontend=export", user_configs=True))
+
+
+def test_an_unknown_group_option_lists_the_available_ones():
+    with pytest.raises(MissingConfigException, match="Available options in 'backend'"):
+        composed("backend=refrence")
+
+
+# ---- runs: outputs, schemas, reload ----------------------------------------------------------------
+
+def run_cli(tmp_path, *overrides, user_configs=False):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(USER), os.environ.get("PYTHONPATH", "")])}
+    flags = ["--config-dir", str(USER / "conf")] if user_configs else []
+    return subprocess.run([sys.executable, "-m", "pipeline", *flags, f"hydra.run.dir={tmp_path}", *overrides],
+                          capture_output=True, text=True, env=env, cwd=tmp_path.parent, timeout=300)
+
+
+@pytest.mark.parametrize("frontend", ["export", "torchscript"])
+def test_a_run_writes_artifact_handles_report_and_hydra_record(tmp_path, frontend):
+    done = run_cli(tmp_path, f"frontend={frontend}", "model=basic", "backend.compile_spec.accum={}")
+    assert done.returncode == 0, done.stderr
+    report = json.loads((tmp_path / "report.json").read_text())
+    handles = json.loads((tmp_path / "handles.json").read_text())
+    jsonschema.validate(report, schema("report"))
+    jsonschema.validate(handles, schema("handles"))
+    assert report["status"] == "ok" and report["frontend"] == frontend
+    assert report["methods"] == ["forward", "accum"]
+    assert report["verify"]["passed"] and report["verify"]["trials"] == 6
+    assert report["env"]["torch"] == torch.__version__
+    assert {"capture", "lower", "verify", "record", "lower.preprocess"} <= set(report["timings"])
+    assert (tmp_path / ".hydra" / "config.yaml").exists() and (tmp_path / "lower.log").exists()
+    assert "lower.preprocess" not in done.stdout  # one line per top-level stage
+    artifact = tmp_path / report["artifact"]["path"]
+    assert pipeline.hashing.sha256_file(artifact) == report["artifact"]["sha256"]
+    lowered = pipeline.load_lowered(artifact)
+    x, h = torch.randn(5), torch.randn(5)
+    torch.testing.assert_close(lowered(x, h), (x + h, x - h))
+    torch.testing.assert_close(lowered.accum(x, h), x + h)
+    assert any(r["op"].startswith("aten::add") for r in handles["handles"])
+
+
+def test_a_users_backend_runs_from_its_own_config_dir(tmp_path):
+    done = run_cli(tmp_path, "backend=jit", "frontend=torchscript", "backend.compile_spec.forward.optimize=true",
+                   user_configs=True)
+    assert done.returncode == 0, done.stderr
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["backend"] == "jit" and report["compile_spec"] == {"forward": {"optimize": True}}
+
+
+def test_a_bad_config_exits_non_zero_with_a_one_line_reason(tmp_path):
+    done = run_cli(tmp_path, "backend.compile_spec.forward.constant_foldin=false")
+    assert done.returncode == 2
+    assert "Did you mean 'constant_folding'?" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+# ---- failures are records, not crashes -------------------------------------------------------------
+
+def run_in_process(tmp_path, *overrides):
+    report = run(validate(composed(*overrides, user_configs=True)), tmp_path)
+    jsonschema.validate(report, schema("report"))
+    assert json.loads((tmp_path / "report.json").read_text())["status"] == report["status"]
+    return report
+
+
+def test_a_model_that_does_not_build_is_recorded(tmp_path):
+    report = run_in_process(tmp_path, "model=custom", "model._target_=models.NeedsArgument")
+    assert report["status"] == "failed" and report["stage"] == "build"
+    assert "width" in report["error"]
+    assert not (tmp_path / "model.lowered").exists()
+
+
+def test_an_op_the_backend_rejects_is_recorded_with_its_source_line(tmp_path):
+    report = run_in_process(tmp_path, "model=cumsum")
+    assert report["status"] == "failed" and report["stage"] == "lower"
+    assert "cumsum" in report["error"] and "models.py" in report["error"]
+    assert not (tmp_path / "model.lowered").exists()
+
+
+def test_numerics_outside_tolerance_fail_the_run(tmp_path):
+    report = run_in_process(tmp_path, "backend=off_by_one", "frontend=torchscript")
+    assert report["status"] == "failed" and report["stage"] == "verify"
+    assert report["verify"]["passed"] is False
+    assert report["verify"]["max_abs_err"] == pytest.approx(1e-3, rel=1e-2)
+
+
+def test_a_backend_error_is_recorded_with_the_source_it_points_to(tmp_path):
+    report = run_in_process(tmp_path, "backend=failing", "frontend=torchscript")
+    assert report["status"] == "failed" and report["stage"] == "verify"
+    assert "ran out of scratch memory" in report["error"]
+    assert "Module hierarchy: top(MLP)" in report["error"]
+
+
+def test_a_failed_cli_run_exits_non_zero_and_leaves_its_report(tmp_path):
+    done = run_cli(tmp_path, "model=cumsum", user_configs=True)
+    assert done.returncode == 1
+    assert "Lowering failed in stage 'lower'" in done.stderr
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["status"] == "failed"
+
+
+# ---- reading outputs --------------------------------------------------------------------------------
+
+def test_inspect_prints_the_handle_map_of_a_run_and_of_an_artifact(tmp_path):
+    report = run_in_process(tmp_path, "model=basic", "profile=true")
+    assert report["profile"]["supported"] and report["profile"]["top"]
+    from pipeline import inspect as pipeline_inspect
+
+    text = pipeline_inspect.render(pipeline_inspect.load(tmp_path))
+    assert "handle map" in text and "top(BasicModule)::<unknown>.aten::add" in text
+    assert "hottest source lines" in text
+    data = pipeline_inspect.load(tmp_path / "model.lowered")
+    assert data["manifest"]["backend"] == "reference" and data["handles"]["handles"]

@@ -1,0 +1,17 @@
+"""Models that the reference backend cannot lower or that cannot be built."""
+
+import torch
+
+
+class CumsumNet(torch.nn.Module):
+    def forward(self, x):
+        return torch.cumsum(x, dim=-1)
+
+
+class NeedsArgument(torch.nn.Module):
+    def __init__(self, width):
+        super().__init__()
+        self.width = width
+
+    def forward(self, x):
+        return x

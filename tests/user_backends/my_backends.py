@@ -1,0 +1,51 @@
+"""A user's own backends: Python classes plus YAML files, no edit to the pipeline.
+
+``JitBackend`` is the README's example: it keeps each method as TorchScript and
+runs it with the TorchScript interpreter. The other two exist to show how the
+pipeline records failures: ``OffByOneBackend`` is numerically wrong and
+``FailingBackend`` fails at run time, naming the node that failed.
+"""
+
+import io
+from dataclasses import dataclass
+
+import torch
+import torch.utils._pytree as pytree
+
+import pipeline
+
+
+class JitBackend(pipeline.Backend):
+    accepts = ("torchscript",)
+
+    @dataclass
+    class CompileSpec:
+        optimize: bool = False  # torch.jit.optimize_for_inference on load
+
+    @staticmethod
+    def preprocess(module, method_compile_spec, generate_debug_handles):
+        for method in method_compile_spec:
+            graph = getattr(module, method).graph.copy()
+            torch._C._jit_pass_inline(graph)
+            generate_debug_handles(graph, method)
+        buffer = io.BytesIO()
+        torch.jit.save(module, buffer)
+        return buffer.getvalue()
+
+    def compile(self, processed, method_compile_spec):
+        module = torch.jit.load(io.BytesIO(processed)).eval()
+        return {method: (module, method) for method in method_compile_spec}
+
+    def execute(self, handle, inputs):
+        module, method = handle
+        return pytree.tree_leaves(getattr(module, method)(*inputs))
+
+
+class OffByOneBackend(JitBackend):
+    def execute(self, handle, inputs):
+        return [leaf + 1e-3 for leaf in super().execute(handle, inputs)]
+
+
+class FailingBackend(JitBackend):
+    def execute(self, handle, inputs):
+        raise pipeline.BackendRuntimeError("kernel 0 ran out of scratch memory", debug_handles=[0])
