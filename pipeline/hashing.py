@@ -24,7 +24,7 @@ def sha256_file(path: Union[str, Path]) -> str:
 
 def canonical_json(value: Any) -> bytes:
     """JSON with sorted keys and a trailing newline: equal values give equal bytes."""
-    return (json.dumps(value, sort_keys=True, indent=2, ensure_ascii=False, default=str) + "\n").encode()
+    return (json.dumps(value, sort_keys=True, indent=2, ensure_ascii=False) + "\n").encode()
 
 
 def write_atomic(path: Union[str, Path], data: bytes) -> None:

@@ -9,6 +9,7 @@ format of PyTorch's TorchScript backends
 
 from __future__ import annotations
 
+import linecache
 import os
 import re
 from dataclasses import dataclass, field
@@ -22,6 +23,9 @@ HierarchyPath = Tuple[Tuple[str, str], ...]
 _TORCH_DIR = os.path.dirname(torch.__file__) + os.sep
 _FX_FRAME = re.compile(r'File "(?P<file>[^"]+)", line (?P<line>\d+), in (?P<function>\S+)\n(?P<text>[^\n]*)')
 _TS_HEADER = re.compile(r'File "(?P<file>[^"]+)", line (?P<line>\d+)')
+_TRACED_FRAME = re.compile(r"^(?P<file>[^\n]+)\((?P<line>\d+)\): (?P<function>[^\n]+)$", re.MULTILINE)
+_TORCH_JIT_DIR = os.path.join(_TORCH_DIR, "jit") + os.sep
+_MODULE_CALL_FILE = os.path.join("torch", "nn", "modules", "module.py")
 _TS_HIERARCHY_LEVEL = re.compile(r"(?P<name>[^.()]+)\((?P<type>[^()]*)\)")
 
 
@@ -104,15 +108,34 @@ def _describe_fx_node(node: torch.fx.Node) -> NodeSource:
 
 def _describe_ts_node(node: Any) -> NodeSource:
     text = node.sourceRange()
-    frame = _parse_ts_source_range(text) if text else None
+    frames: Tuple[Frame, ...] = ()
+    if _TRACED_FRAME.match(text):
+        frames = _parse_traced_stack(text)
+        frame = _innermost_user_frame(frames)
+    else:
+        frame = _parse_ts_source_range(text) if text else None
+        frames = (frame,) if frame else ()
     # SELF(T) marks a call to another method of the same module: not a level of its own.
     levels = tuple(
         (m["name"], short_type_name(m["type"]))
         for m in _TS_HIERARCHY_LEVEL.finditer(node.getModuleHierarchy() or "")
-        if m["name"] != "SELF"
+        if m["name"] not in ("SELF", "UNKNOWN_INSTANCE")
     )
     name = ", ".join("%" + value.debugName() for value in node.outputs())
-    return NodeSource(node.kind(), name, frame, levels, (frame,) if frame else ())
+    return NodeSource(node.kind(), name, frame, levels, frames)
+
+
+def _parse_traced_stack(text: str) -> Tuple[Frame, ...]:
+    """A traced node's Python stack (``file(line): function`` lines, innermost first).
+
+    Keeps the model's frames: those below torch.jit's trace entry, without
+    nn.Module's call wrappers. The line text comes from the source file.
+    """
+    frames = [Frame(m["file"], int(m["line"]), m["function"], linecache.getline(m["file"], int(m["line"])).strip())
+              for m in _TRACED_FRAME.finditer(text)]
+    frames.reverse()  # outermost first
+    entry = max((i for i, f in enumerate(frames) if f.file.startswith(_TORCH_JIT_DIR)), default=-1)
+    return tuple(f for f in frames[entry + 1:] if not f.file.endswith(_MODULE_CALL_FILE))
 
 
 def _parse_ts_source_range(text: str) -> Optional[Frame]:
