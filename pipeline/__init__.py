@@ -10,38 +10,37 @@ The core library is the Python counterpart of PyTorch's TorchScript backend API:
     again = pipeline.load_lowered("model.lowered")
 
 The Hydra app (``python -m pipeline``) drives the same functions from config files.
+Names are imported on first use, so that tools which never touch a model (the
+sweep launcher's parent process, ``pipeline.compare``) start without importing torch.
 """
 
-from pipeline.artifact import load_lowered, read_artifact, save_lowered
-from pipeline.backend import Backend, BackendInfo, PreprocessResult, ProfileEvent
-from pipeline.debug_handles import DebugHandleGenerator, HandleMap, HandleRecord, generate_debug_handles
-from pipeline.errors import (
-    ArtifactError,
-    BackendNotAvailableError,
-    BackendRuntimeError,
-    LoweringError,
-    UnknownBackendError,
-    UnsupportedOpError,
-)
-from pipeline.frontends import CapturedProgram, capture
-from pipeline.lowered_module import LoweredModule
-from pipeline.lowering import codegen_backend_module, to_backend, to_backend_selective
-from pipeline.registry import (
-    get_backend,
-    get_backend_preprocess_function,
-    has_backend_preprocess_function,
-    list_backends,
-    register_backend,
-    register_backend_preprocess_function,
-    unregister_backend,
-)
+import importlib
 
-__all__ = [
-    "ArtifactError", "Backend", "BackendInfo", "BackendNotAvailableError", "BackendRuntimeError",
-    "CapturedProgram", "DebugHandleGenerator", "HandleMap", "HandleRecord", "LoweredModule", "LoweringError",
-    "PreprocessResult", "ProfileEvent", "UnknownBackendError", "UnsupportedOpError", "capture",
-    "codegen_backend_module", "generate_debug_handles", "get_backend", "get_backend_preprocess_function",
-    "has_backend_preprocess_function", "list_backends", "load_lowered", "read_artifact", "register_backend",
-    "register_backend_preprocess_function", "save_lowered", "to_backend", "to_backend_selective",
-    "unregister_backend",
-]
+_EXPORTS = {
+    "pipeline.artifact": ["load_lowered", "read_artifact", "save_lowered"],
+    "pipeline.backend": ["Backend", "BackendInfo", "PreprocessResult", "ProfileEvent"],
+    "pipeline.debug_handles": ["DebugHandleGenerator", "HandleMap", "HandleRecord", "generate_debug_handles"],
+    "pipeline.errors": ["ArtifactError", "BackendNotAvailableError", "BackendRuntimeError", "LoweringError",
+                        "UnknownBackendError", "UnsupportedOpError"],
+    "pipeline.frontends": ["CapturedProgram", "capture"],
+    "pipeline.lowered_module": ["LoweredModule"],
+    "pipeline.lowering": ["codegen_backend_module", "to_backend", "to_backend_selective"],
+    "pipeline.registry": ["get_backend", "get_backend_preprocess_function", "has_backend_preprocess_function",
+                          "list_backends", "register_backend", "register_backend_preprocess_function",
+                          "unregister_backend"],
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name):
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pipeline' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -22,9 +22,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline.config import ConfigError, validate
 from pipeline.hashing import write_json
-from pipeline.run import REPORT, run
 
 log = logging.getLogger("pipeline")
+REPORT = "report.json"
 
 
 @hydra.main(config_path="pkg://pipeline.conf", config_name="config", version_base="1.3")
@@ -33,6 +33,7 @@ def main(cfg: DictConfig) -> Dict[str, Any]:
     out_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     record = {
+        "job_num": hydra_cfg.job.num if multirun else None,
         "run_dir": str(out_dir),
         "overrides": list(hydra_cfg.overrides.task),
         "choices": {k: v for k, v in hydra_cfg.runtime.choices.items() if not k.startswith("hydra/")},
@@ -46,6 +47,8 @@ def main(cfg: DictConfig) -> Dict[str, Any]:
         write_json(out_dir / REPORT, report)
         print(f"Config error: {error}", file=sys.stderr)
         return _finish(report, multirun, exit_code=2)
+
+    from pipeline.run import run  # torch is imported here, in the job, not in a sweep's parent
 
     report = run(request, out_dir, extra_record=record)
     _print_summary(report, out_dir)

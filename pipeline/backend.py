@@ -84,3 +84,4 @@ class BackendInfo:
     accepts: Tuple[str, ...] = FRONTENDS
     compile_spec: Optional[type] = None  # dataclass describing one method's spec
     version: Optional[str] = None  # recorded in artifacts and reports
+    reproducible: bool = True  # the same program and spec give byte-identical payloads

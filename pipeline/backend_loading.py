@@ -33,7 +33,8 @@ def register_from_target(name: str, target: str) -> BackendInfo:
             raise ConfigError(f"backend._target_: {target} has no preprocess staticmethod to register.")
         pipeline.register_backend(name, obj, preprocess=preprocess, accepts=getattr(obj, "accepts", FRONTENDS),
                                   compile_spec=getattr(obj, "CompileSpec", None),
-                                  version=getattr(obj, "version", None))
+                                  version=getattr(obj, "version", None),
+                                  reproducible=getattr(obj, "reproducible", True))
     elif callable(obj):
         obj()
     else:

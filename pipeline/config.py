@@ -17,7 +17,6 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from pipeline.backend import FRONTENDS, BackendInfo
-from pipeline.debug_handles import STRATEGIES
 from pipeline.errors import LoweringError, did_you_mean, format_choices
 
 DTYPES = ("float32", "float64", "float16", "bfloat16", "int64", "int32", "bool")
@@ -84,6 +83,7 @@ class RunRequest:
 def validate(cfg: DictConfig) -> RunRequest:
     """Check a composed config without building anything expensive."""
     from pipeline.backend_loading import register_from_target  # imports backend code, not models
+    from pipeline.debug_handles import STRATEGIES
     from pipeline.frontends import class_methods
 
     model = _section(cfg, "model")

@@ -63,16 +63,19 @@ def register_backend(
     accepts: Sequence[str] = FRONTENDS,
     compile_spec: Optional[type] = None,
     version: Optional[str] = None,
+    reproducible: bool = True,
 ):
     """Register a backend's preprocess function and runtime class under ``name``.
 
     Usable as a call or, without ``backend_cls``, as a class decorator.
-    ``compile_spec`` is an optional dataclass describing one method's options.
+    ``compile_spec`` is an optional dataclass describing one method's options;
+    ``reproducible=False`` says the payload is not byte-identical across
+    identical lowerings (e.g. native code), which reports and replays take into account.
     """
     if backend_cls is None:
         def decorator(cls: Type[Backend]) -> Type[Backend]:
             register_backend(name, cls, preprocess=preprocess, accepts=accepts,
-                             compile_spec=compile_spec, version=version)
+                             compile_spec=compile_spec, version=version, reproducible=reproducible)
             return cls
         return decorator
 
@@ -85,7 +88,7 @@ def register_backend(
     if name in _backends:
         raise LoweringError(f"Backend {name!r} is already registered. Ensure that registration is only called once.")
     register_backend_preprocess_function(name, preprocess)
-    _backends[name] = BackendInfo(name, backend_cls, preprocess, tuple(accepts), compile_spec, version)
+    _backends[name] = BackendInfo(name, backend_cls, preprocess, tuple(accepts), compile_spec, version, reproducible)
     return backend_cls
 
 

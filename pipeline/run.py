@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -42,7 +43,13 @@ class StageFailed(Exception):
 
 
 class Stages:
-    """Times each stage, logs one line per stage, and remembers where a failure happened."""
+    """Times each stage, logs one line per stage, and remembers where a failure happened.
+
+    A stage that runs long (an export, an inductor compile) logs that it is
+    still working every `HEARTBEAT_S` seconds, so a sweep never looks stuck.
+    """
+
+    HEARTBEAT_S = 10.0
 
     def __init__(self) -> None:
         self.timings: Dict[str, float] = {}
@@ -52,10 +59,21 @@ class Stages:
     def __call__(self, name: str) -> Iterator[None]:
         self.current = name
         start = time.perf_counter()
-        yield
+        done = threading.Event()
+        heartbeat = threading.Thread(target=self._heartbeat, args=(name, start, done), daemon=True)
+        heartbeat.start()
+        try:
+            yield
+        finally:
+            done.set()
+            heartbeat.join()
         self.timings[name] = time.perf_counter() - start
         log.info("%-12s %8.3f s", name, self.timings[name])
         self.current = None
+
+    def _heartbeat(self, name: str, start: float, done: threading.Event) -> None:
+        while not done.wait(self.HEARTBEAT_S):
+            log.info("%-12s still running (%.0f s)", name, time.perf_counter() - start)
 
 
 def run(request: RunRequest, out_dir: Path, extra_record: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
@@ -69,6 +87,8 @@ def run(request: RunRequest, out_dir: Path, extra_record: Optional[Dict[str, Any
         with stages("register"):
             backend = register_from_target(request.backend_name, request.backend_target)
             report["env"][f"backend:{backend.name}"] = backend.version
+            # handles.json depends only on the program; the payload, on the backend.
+            report["reproducible"] = {"artifact": backend.reproducible, "handles": True}
         with stages("build"):
             model = build_model(request)
             inputs = make_method_inputs(request.example_inputs, request.seed)
