@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any, Dict
 
@@ -29,6 +30,7 @@ REPORT = "report.json"
 
 @hydra.main(config_path="pkg://pipeline.conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> Dict[str, Any]:
+    started = time.perf_counter()
     hydra_cfg = HydraConfig.get()
     out_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
@@ -50,7 +52,7 @@ def main(cfg: DictConfig) -> Dict[str, Any]:
 
     from pipeline.run import run  # torch is imported here, in the job, not in a sweep's parent
 
-    report = run(request, out_dir, extra_record=record)
+    report = run(request, out_dir, extra_record=record, started=started)
     _print_summary(report, out_dir)
     return _finish(report, multirun, exit_code=1)
 

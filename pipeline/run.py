@@ -76,7 +76,10 @@ class Stages:
             log.info("%-12s still running (%.0f s)", name, time.perf_counter() - start)
 
 
-def run(request: RunRequest, out_dir: Path, extra_record: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+def run(request: RunRequest, out_dir: Path, extra_record: Optional[Dict[str, Any]] = None,
+        started: Optional[float] = None) -> Dict[str, Any]:
+    """Run every stage into ``out_dir``; ``started`` (a perf_counter time) is when the job began."""
+    started = time.perf_counter() if started is None else started
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     stages = Stages()
@@ -129,6 +132,7 @@ def run(request: RunRequest, out_dir: Path, extra_record: Optional[Dict[str, Any
         report.update(status="failed", stage=stages.current or "unknown", error=f"{type(error).__name__}: {error}")
         report["traceback"] = traceback.format_exc()
     report["timings"] = {**stages.timings, **{f"lower.{k}": v for k, v in report.pop("timings_detail", {}).items()}}
+    report["job_seconds"] = time.perf_counter() - started
     write_json(out_dir / REPORT, report)
     return report
 
