@@ -127,7 +127,7 @@ class DebugHandleGenerator:
             return {}
         handles: Dict[Any, int] = {}
         occurrences: Dict[Tuple[str, str], int] = {}
-        for node in _walk(graph):
+        for node in walk_nodes(graph):
             where = describe_node(node)
             if self.strategy == "sequential":
                 handle = self._next
@@ -160,7 +160,7 @@ def generate_debug_handles(graph: Any, strategy: str = "sequential", *, method: 
     return DebugHandleGenerator(strategy, top_type=top_type)(graph, method)
 
 
-def _walk(graph: Any) -> Iterator[Any]:
+def walk_nodes(graph: Any) -> Iterator[Any]:
     """Nodes in program order; for TorchScript, each node before its blocks' nodes."""
     if isinstance(graph, torch.fx.GraphModule):
         graph = graph.graph
@@ -178,7 +178,3 @@ def _walk(graph: Any) -> Iterator[Any]:
         yield node
         for block in reversed(list(node.blocks())):
             stack.append(iter(block.nodes()))
-
-
-def handles_of(handle_map: HandleMap, method: str) -> Sequence[int]:
-    return sorted(h for h, record in handle_map.handles.items() if record.method == method)

@@ -75,6 +75,10 @@ def rewrite(path, name, transform):
             archive.writestr(n, data)
 
 
+def edit_manifest(path, **changes):
+    rewrite(path, "manifest.json", lambda data: json.dumps({**json.loads(data), **changes}).encode())
+
+
 def test_a_tampered_part_is_a_hash_mismatch(lowered, tmp_path):
     path = pipeline.save_lowered(lowered, tmp_path / "basic.lowered")
     rewrite(path, "payload.bin", lambda data: data + b" ")
@@ -84,26 +88,14 @@ def test_a_tampered_part_is_a_hash_mismatch(lowered, tmp_path):
 
 def test_an_unknown_format_version_is_refused(lowered, tmp_path):
     path = pipeline.save_lowered(lowered, tmp_path / "basic.lowered")
-
-    def bump(data):
-        manifest = json.loads(data)
-        manifest["format_version"] = 99
-        return json.dumps(manifest).encode()
-
-    rewrite(path, "manifest.json", bump)
+    edit_manifest(path, format_version=99)
     with pytest.raises(pipeline.ArtifactError, match="format version 99 is not supported"):
         pipeline.load_lowered(path)
 
 
 def test_a_missing_backend_is_named(lowered, tmp_path):
     path = pipeline.save_lowered(lowered, tmp_path / "basic.lowered")
-
-    def rename(data):
-        manifest = json.loads(data)
-        manifest["backend"] = "gone"
-        return json.dumps(manifest).encode()
-
-    rewrite(path, "manifest.json", rename)
+    edit_manifest(path, backend="gone")
     with pytest.raises(pipeline.ArtifactError, match="Backend 'gone' is not registered"):
         pipeline.load_lowered(path)
 
