@@ -1,5 +1,6 @@
 """to_backend / codegen_backend_module: ported from PyTorch's test_backends.py, plus what the original gets wrong."""
 
+import dataclasses
 import inspect
 import warnings
 from typing import Optional
@@ -169,3 +170,43 @@ def test_lowered_module_nested_in_an_eager_parent(xh):
     parent = Parent(lowered_child)
     torch.testing.assert_close(parent(*xh), (xh[0] + xh[1]) * (xh[0] - xh[1]))
     assert isinstance(parent.child, pipeline.LoweredModule)
+
+
+@dataclasses.dataclass
+class ModelOutput:
+    logits: torch.Tensor
+    hidden: torch.Tensor
+
+
+torch.utils._pytree.register_dataclass(ModelOutput, serialized_type_name="tests.ModelOutput")
+
+
+class Structured(torch.nn.Module):
+    def forward(self, x):
+        return {"sum": x + 1, "pair": ((x * 2, x - 1), [x.relu(), x.sigmoid()])}
+
+    def output(self, x):
+        return ModelOutput(logits=x * 3, hidden=x.tanh())
+
+
+@pytest.mark.parametrize("frontend", FRONTENDS)
+def test_outputs_come_back_in_the_structure_the_model_returns(frontend, tmp_path):
+    x = torch.randn(4)
+    lowered = pipeline.to_backend("reference", Structured(), {"forward": {}}, frontend=frontend,
+                                  example_inputs={"forward": (x,)})
+    expected = Structured()(x)
+    got = lowered(x)
+    assert type(got) is dict and type(got["pair"]) is tuple and type(got["pair"][1]) is list
+    torch.testing.assert_close(got, expected)
+    loaded = pipeline.load_lowered(pipeline.save_lowered(lowered, tmp_path / "s.lowered"))
+    torch.testing.assert_close(loaded(x), expected)
+
+
+def test_pytree_registered_outputs_come_back_as_their_type(tmp_path):
+    x = torch.randn(4)
+    lowered = pipeline.to_backend("reference", Structured(), {"output": {}}, example_inputs={"output": (x,)})
+    got = lowered.output(x)
+    assert isinstance(got, ModelOutput)
+    torch.testing.assert_close(got.logits, x * 3)
+    loaded = pipeline.load_lowered(pipeline.save_lowered(lowered, tmp_path / "o.lowered"))
+    assert isinstance(loaded.output(x), ModelOutput)

@@ -55,7 +55,7 @@ Supported ops (the table is ``ops.SUPPORTED_OPS``; every overload of each is sup
   ``prim::min``, ``prim::max``;
 * TorchScript lists, tuples, strings: ``aten::len``, ``__getitem__``,
   ``__contains__``, ``__is__``, ``__isnot__``, ``append``, ``format``, ``warn``,
-  ``prim::ListConstruct``, ``ListUnpack``, ``TupleConstruct``, ``TupleUnpack``,
+  ``prim::ListConstruct``, ``ListUnpack``, ``TupleConstruct``, ``TupleUnpack``, ``DictConstruct``,
   ``TupleIndex`` (also export's ``operator.getitem``), ``unchecked_cast``,
   ``Uninitialized``, ``NumToTensor``;
 * tensor properties and runtime state: ``prim::device``, ``dtype``, ``type``,

@@ -162,6 +162,8 @@ SUPPORTED_OPS: Dict[str, OpDef] = {
     "aten::warn": OpDef("warnings.warn", kernel=_warn, side_effects=True),
     "prim::ListConstruct": OpDef("a new list", kernel=lambda *items: list(items), aliases_inputs=True),
     "prim::TupleConstruct": OpDef("a new tuple", kernel=lambda *items: tuple(items), aliases_inputs=True),
+    "prim::DictConstruct": OpDef("a new dict from key, value, key, value, ...",
+                                 kernel=lambda *items: dict(zip(items[::2], items[1::2])), aliases_inputs=True),
     "prim::ListUnpack": OpDef("the items of a list", kernel=_identity, unpacks=True, aliases_inputs=True),
     "prim::TupleUnpack": OpDef("the items of a tuple", kernel=_identity, unpacks=True, aliases_inputs=True),
     "prim::TupleIndex": OpDef("tuple[i] (also export's getitem)", kernel=operator.getitem, aliases_inputs=True),
