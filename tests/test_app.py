@@ -14,6 +14,7 @@ from hydra.errors import MissingConfigException
 
 import pipeline
 from pipeline.config import ConfigError, validate
+from pipeline.hashing import sha256_file
 from pipeline.run import run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -154,7 +155,7 @@ def test_a_run_writes_artifact_handles_report_and_hydra_record(tmp_path, fronten
     assert (tmp_path / ".hydra" / "config.yaml").exists() and (tmp_path / "lower.log").exists()
     assert "lower.preprocess" not in done.stdout  # one line per top-level stage
     artifact = tmp_path / report["artifact"]["path"]
-    assert pipeline.hashing.sha256_file(artifact) == report["artifact"]["sha256"]
+    assert sha256_file(artifact) == report["artifact"]["sha256"]
     lowered = pipeline.load_lowered(artifact)
     x, h = torch.randn(5), torch.randn(5)
     torch.testing.assert_close(lowered(x, h), (x + h, x - h))
