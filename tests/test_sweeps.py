@@ -124,3 +124,24 @@ def test_the_same_config_twice_gives_identical_artifact_and_handles(tmp_path):
         shas.append((report["artifact"]["sha256"], report["handles"]["sha256"]))
         assert report["reproducible"] == {"artifact": True, "handles": True}
     assert shas[0] == shas[1]
+
+
+SWEEP_PRESETS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("sweep_*.yaml"))
+
+
+@pytest.mark.parametrize("preset", SWEEP_PRESETS)
+def test_every_job_of_a_sweep_preset_is_a_valid_config(preset):
+    import itertools
+
+    from hydra import compose, initialize_config_module
+
+    from pipeline.config import validate
+
+    with initialize_config_module("pipeline.conf", version_base="1.3"):
+        cfg = compose("config", overrides=[f"experiment={preset}"], return_hydra_config=True)
+        assert str(cfg.hydra.mode) == "RunMode.MULTIRUN"  # runnable without -m
+        params = {key: str(value).split(",") for key, value in cfg.hydra.sweeper.params.items()}
+        assert len(params) >= 2
+        for values in itertools.product(*params.values()):
+            job = compose("config", overrides=[f"experiment={preset}"] + [f"{k}={v}" for k, v in zip(params, values)])
+            validate(job)
