@@ -59,6 +59,16 @@ class LatencyConfig:
 
 
 @dataclass
+class RunOptions:
+    """The top-level keys of ``config.yaml`` besides the groups."""
+
+    seed: int = 0
+    threads: Optional[int] = None
+    profile: bool = False
+    artifact_name: str = "model.lowered"
+
+
+@dataclass
 class RunRequest:
     """Everything a run needs, as plain values (no Hydra, no OmegaConf)."""
 
@@ -123,6 +133,10 @@ def validate(cfg: DictConfig) -> RunRequest:
     if verify.tolerance is not None:
         tolerance = verify.tolerance
     strategy = _choice(_section(cfg, "debug_handles").get("strategy"), STRATEGIES, "debug_handles.strategy")
+    options = _typed(RunOptions, {f.name: cfg.get(f.name) for f in dataclasses.fields(RunOptions)
+                                  if cfg.get(f.name) is not None}, "")
+    if options.threads is not None and options.threads < 1:
+        raise ConfigError(f"threads: {options.threads} is not allowed; allowed: null (torch's default) or >= 1.")
     return RunRequest(
         model_target=str(target),
         model_kwargs={k: v for k, v in OmegaConf.to_container(model, resolve=True).items()
@@ -137,10 +151,10 @@ def validate(cfg: DictConfig) -> RunRequest:
         debug_handles=strategy,
         verify=verify,
         latency=_typed(LatencyConfig, cfg.get("latency") or {}, "latency"),
-        profile=bool(cfg.get("profile", False)),
-        seed=int(cfg.get("seed", 0)),
-        threads=cfg.get("threads"),
-        artifact_name=str(cfg.get("artifact_name", "model.lowered")),
+        profile=options.profile,
+        seed=options.seed,
+        threads=options.threads,
+        artifact_name=options.artifact_name,
     )
 
 
@@ -207,6 +221,7 @@ def _plain(value: Any) -> Any:
 def _typed(schema: type, values: Any, path: str) -> Any:
     """Merge ``values`` into a dataclass schema; errors name the key path and the allowed keys or values."""
     allowed = [f.name for f in dataclasses.fields(schema)]
+    prefix = f"{path}." if path else ""
     if isinstance(values, DictConfig):
         values = OmegaConf.to_container(values, resolve=True)
     if not isinstance(values, dict):
@@ -214,7 +229,7 @@ def _typed(schema: type, values: Any, path: str) -> Any:
     for key in values:
         if key not in allowed:
             raise ConfigError(
-                f"{path}.{key}: unknown key; allowed: {format_choices(allowed)}.{did_you_mean(key, allowed)}"
+                f"{prefix}{key}: unknown key; allowed: {format_choices(allowed)}.{did_you_mean(key, allowed)}"
             )
     try:
         merged = OmegaConf.merge(OmegaConf.structured(schema), values)
@@ -228,4 +243,4 @@ def _typed(schema: type, values: Any, path: str) -> Any:
         elif field_type is not None:
             allowed_values = f"; expected {getattr(field_type, '__name__', field_type)}"
         message = str(error).splitlines()[0]
-        raise ConfigError(f"{path}.{key}: {message}{allowed_values}") from None
+        raise ConfigError(f"{prefix}{key}: {message}{allowed_values}") from None

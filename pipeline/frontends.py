@@ -176,9 +176,10 @@ def _export(module: torch.nn.Module, args: tuple, kwargs: dict, method: str) -> 
         try:
             return torch.export.export(module, args, kwargs, strict=False)
         except Exception as error:
+            strict_reason = str(strict_error).strip().splitlines()[0] if str(strict_error).strip() else ""
             raise LoweringError(
                 f"torch.export failed for method {method!r} of {type_name(module)}: {error} "
-                f"(strict export failed too: {strict_error})"
+                f"(strict export failed too: {type(strict_error).__name__}: {strict_reason})"
             ) from error
 
 

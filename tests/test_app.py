@@ -235,3 +235,14 @@ def test_inspect_prints_the_handle_map_of_a_run_and_of_an_artifact(tmp_path):
     assert "hottest source lines" in text
     data = pipeline_inspect.load(tmp_path / "model.lowered")
     assert data["manifest"]["backend"] == "reference" and data["handles"]["handles"]
+
+
+@pytest.mark.parametrize("override, message", [
+    ("seed=abc", "seed: Value 'abc' of type 'str' could not be converted to Integer"),
+    ("threads=0", "threads: 0 is not allowed; allowed: null (torch's default) or >= 1."),
+    ("profile=perhaps", "profile: Value 'perhaps' is not a valid bool"),
+])
+def test_bad_top_level_options_are_rejected(override, message):
+    with pytest.raises(ConfigError) as error:
+        validate(composed(override))
+    assert str(error.value).startswith(message)
