@@ -17,6 +17,8 @@ instruction or kernel ids to handles.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
@@ -125,6 +127,10 @@ class DebugHandleGenerator:
     def __call__(self, graph: Any, method: str = "forward") -> Dict[Any, int]:
         if self.strategy == "none":
             return {}
+        with _gc_paused():
+            return self._issue(graph, method)
+
+    def _issue(self, graph: Any, method: str) -> Dict[Any, int]:
         handles: Dict[Any, int] = {}
         occurrences: Dict[Tuple[str, str], int] = {}
         for node in walk_nodes(graph):
@@ -152,6 +158,18 @@ class DebugHandleGenerator:
         while handle in self.handle_map.handles:  # a collision: probe deterministically
             handle = (handle + 1) & ((1 << _STABLE_BITS) - 1)
         return handle
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Issuing only allocates (no cycles); full collections over a growing heap would make it superlinear."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def generate_debug_handles(graph: Any, strategy: str = "sequential", *, method: str = "forward",
