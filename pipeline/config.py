@@ -128,12 +128,12 @@ def validate(cfg: DictConfig) -> RunRequest:
                 f"model.example_inputs has no inputs for method {method!r}; it has: {format_choices(example_inputs)}."
             )
 
-    tolerance = _typed(Tolerance, backend_cfg.get("tolerance") or {}, "backend.tolerance")
-    verify = _typed(VerifyConfig, cfg.get("verify") or {}, "verify")
+    tolerance = typed_options(Tolerance, backend_cfg.get("tolerance") or {}, "backend.tolerance")
+    verify = typed_options(VerifyConfig, cfg.get("verify") or {}, "verify")
     if verify.tolerance is not None:
         tolerance = verify.tolerance
     strategy = _choice(_section(cfg, "debug_handles").get("strategy"), STRATEGIES, "debug_handles.strategy")
-    options = _typed(RunOptions, {f.name: cfg.get(f.name) for f in dataclasses.fields(RunOptions)
+    options = typed_options(RunOptions, {f.name: cfg.get(f.name) for f in dataclasses.fields(RunOptions)
                                   if cfg.get(f.name) is not None}, "")
     if options.threads is not None and options.threads < 1:
         raise ConfigError(f"threads: {options.threads} is not allowed; allowed: null (torch's default) or >= 1.")
@@ -150,7 +150,7 @@ def validate(cfg: DictConfig) -> RunRequest:
         tolerance=tolerance,
         debug_handles=strategy,
         verify=verify,
-        latency=_typed(LatencyConfig, cfg.get("latency") or {}, "latency"),
+        latency=typed_options(LatencyConfig, cfg.get("latency") or {}, "latency"),
         profile=options.profile,
         seed=options.seed,
         threads=options.threads,
@@ -190,7 +190,7 @@ def _example_inputs(model: DictConfig) -> Dict[str, List[InputSpec]]:
             raise ConfigError(f"model.example_inputs.{method}: expected a list of inputs, got {inputs!r}.")
         specs = []
         for i, item in enumerate(inputs):
-            spec = _typed(InputSpec, item, f"model.example_inputs.{method}[{i}]")
+            spec = typed_options(InputSpec, item, f"model.example_inputs.{method}[{i}]")
             _choice(spec.dtype, DTYPES, f"model.example_inputs.{method}[{i}].dtype")
             specs.append(spec)
         result[str(method)] = specs
@@ -210,7 +210,7 @@ def _check_method_spec(backend: BackendInfo, method: str, options: Any, methods:
         raise ConfigError(f"{path}: expected a mapping of options, got {options!r}.")
     if backend.compile_spec is None:
         return options
-    spec = _typed(backend.compile_spec, options, path)
+    spec = typed_options(backend.compile_spec, options, path)
     return {f.name: _plain(getattr(spec, f.name)) for f in dataclasses.fields(spec)}  # resolved: defaults filled
 
 
@@ -218,8 +218,11 @@ def _plain(value: Any) -> Any:
     return value.value if isinstance(value, enum.Enum) else value
 
 
-def _typed(schema: type, values: Any, path: str) -> Any:
-    """Merge ``values`` into a dataclass schema; errors name the key path and the allowed keys or values."""
+def typed_options(schema: type, values: Any, path: str) -> Any:
+    """Merge ``values`` into a dataclass schema; errors name the key path and the allowed keys or values.
+
+    The one validator of dataclass-shaped options: configs here, compile specs in the backends.
+    """
     allowed = [f.name for f in dataclasses.fields(schema)]
     prefix = f"{path}." if path else ""
     if isinstance(values, DictConfig):

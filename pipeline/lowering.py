@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import enum
 import time
 from typing import Any, Dict, Mapping, Optional, Sequence
 
@@ -165,7 +166,8 @@ def normalize_compile_spec(spec: MethodCompileSpec) -> Dict[str, Dict[str, Any]]
             options = {}
         if not isinstance(options, Mapping):
             raise LoweringError(f"Compile spec for method {method!r} must be a dict of options, not {options!r}.")
-        normalized[method] = dict(options)
+        # Enum members become their values, so specs stay plain JSON in artifacts and reports.
+        normalized[method] = {k: v.value if isinstance(v, enum.Enum) else v for k, v in options.items()}
     return normalized
 
 

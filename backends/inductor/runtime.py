@@ -1,0 +1,108 @@
+"""The runtime half: load each method's AOTInductor package and call it.
+
+``compile`` writes each ``.pt2`` to a private temporary directory and loads it
+with ``torch._inductor.aoti_load_package``, which loads the compiled shared
+library into the process (see the package docstring). ``execute`` passes the
+flattened tensor arguments to the package's runner (``loader.boxed_run``, what
+``AOTICompiledModel.__call__`` calls after flattening) and returns its flat
+list of outputs. A failure of the runner becomes `pipeline.BackendRuntimeError`
+with handle ``-1``: the generated code does not say which kernel failed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from typing import Any, Dict, List, Sequence
+
+import torch
+import torch.utils._pytree as pytree
+
+from pipeline import Backend, BackendRuntimeError, LoweringError, ProfileEvent
+from pipeline.debug_handles import UNKNOWN_HANDLE
+from pipeline.errors import format_choices
+
+from backends.inductor.compile_spec import NAME, InductorCompileSpec
+from backends.inductor.preprocess import PACKAGE_NAME
+from pipeline.payload import unpack_parts
+
+
+class InductorBackend(Backend):
+    """Runs AOTInductor packages, one per method."""
+
+    def compile(self, processed: bytes, method_compile_spec: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
+        meta, packages = unpack_parts(processed, NAME)
+        handles = {}
+        for method, options in method_compile_spec.items():
+            spec = InductorCompileSpec.from_options(options, method)
+            if method not in packages:
+                raise LoweringError(
+                    f"Backend {NAME!r}: the payload has no method {method!r}; it has {format_choices(packages)}."
+                )
+            handles[method] = PackageMethod(method, packages[method], meta["methods"][method], spec)
+        return handles
+
+    def execute(self, handle: "PackageMethod", inputs: List[Any]) -> List[Any]:
+        return handle.run(inputs)
+
+    def profile(self, handle: "PackageMethod", inputs: List[Any]) -> List[ProfileEvent]:
+        return handle.profile(inputs)
+
+
+class PackageMethod:
+    """One method, ready to run: the handle `InductorBackend.compile` returns."""
+
+    def __init__(self, method: str, package: bytes, meta: Dict[str, Any], spec: InductorCompileSpec):
+        self.method = method
+        self.flat = bool(meta["flat"])
+        self.kernels = [(str(name), tuple(int(h) for h in found)) for name, found in meta["kernels"]]
+        directory = tempfile.mkdtemp(prefix="pipeline-aoti-load-")
+        try:
+            path = os.path.join(directory, PACKAGE_NAME)
+            with open(path, "wb") as handle:
+                handle.write(package)
+            self.model = torch._inductor.aoti_load_package(path, run_single_threaded=spec.run_single_threaded)
+        except Exception as error:
+            raise LoweringError(
+                f"Backend {NAME!r}: cannot load the AOTInductor package of method {method!r}: {error}"
+            ) from error
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)  # the loader has extracted what it needs
+        self._run = self.model.loader.boxed_run
+
+    def run(self, inputs: Sequence[Any]) -> List[Any]:
+        # a new list either way: boxed_run empties the list it is given
+        tensors = list(inputs) if self.flat else [x for x in pytree.tree_leaves(list(inputs))
+                                                   if isinstance(x, torch.Tensor)]
+        try:
+            return self._run(tensors)
+        except Exception as error:
+            raise BackendRuntimeError(f"AOTInductor: {error}", [UNKNOWN_HANDLE]) from error
+
+    def profile(self, inputs: Sequence[Any]) -> List[ProfileEvent]:
+        """The top-level events of one call under ``torch.profiler``, aligned with the kernel calls.
+
+        Extern kernels (``aoti_torch_cpu_addmm_out``, ...) always record an
+        event; generated kernels only when compiled with
+        ``cpp_enable_kernel_profile``. Each event is matched to the next kernel
+        call of the same name and takes its handles.
+        """
+        from torch.profiler import ProfilerActivity, profile
+
+        self.run(inputs)  # warm-up
+        with profile(activities=[ProfilerActivity.CPU]) as recorded:
+            self.run(inputs)
+        events, cursor = [], 0
+        for event in recorded.events():
+            if event.cpu_parent is not None:
+                continue
+            found = next((i for i in range(cursor, len(self.kernels))
+                          if event.name.endswith(self.kernels[i][0].rsplit(":", 1)[0])), None)
+            if found is None:
+                events.append(ProfileEvent(f"{self.method}/? {event.name}", event.cpu_time_total / 1e6))
+                continue
+            cursor = found + 1
+            name, handles = self.kernels[found]
+            events.append(ProfileEvent(f"{self.method}/{name}", event.cpu_time_total / 1e6, handles))
+        return events

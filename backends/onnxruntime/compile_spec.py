@@ -1,0 +1,136 @@
+"""`OnnxRuntimeCompileSpec`: the options of one lowered method, and the session options they make.
+
+They arrive as a plain dict ``{option: value}`` (``{}`` means all defaults);
+values of the enum options are their names as strings::
+
+    pipeline.to_backend("onnxruntime", model, {"forward": {"intra_op_num_threads": 2,
+                                                           "graph_optimization_level": "extended"}}, ...)
+"""
+
+# No `from __future__ import annotations`: the config validator reads the field types as types.
+import enum
+from dataclasses import dataclass, field
+from typing import Any, List, Mapping, Optional
+
+import torch
+
+from pipeline import LoweringError
+from pipeline.config import typed_options  # the one validator of dataclass-shaped options
+from pipeline.errors import format_choices
+
+NAME = "onnxruntime"
+DEFAULT_OPSET = 20
+
+
+class GraphOptimizationLevel(enum.Enum):
+    """ORT's graph optimization levels (``onnxruntime.GraphOptimizationLevel``)."""
+
+    disable = "disable"
+    basic = "basic"
+    extended = "extended"
+    layout = "layout"
+    all = "all"
+
+
+class ExecutionMode(enum.Enum):
+    """Run independent nodes one at a time, or in parallel on the inter-op pool."""
+
+    sequential = "sequential"
+    parallel = "parallel"
+
+
+@dataclass(frozen=True)
+class OnnxRuntimeCompileSpec:
+    # -- used when the method is exported to ONNX (preprocess) --
+    # The ai.onnx opset to export to.
+    opset: int = DEFAULT_OPSET
+    # Run the ONNX exporter's own graph optimizer (onnxscript) on the exported model.
+    export_optimize: bool = True
+    # Torchscript frontend only: the shapes (and dtypes, default float32) of the method's tensor
+    # arguments, to export with. Not needed for traced modules, whose graphs carry them.
+    input_shapes: Optional[List[List[int]]] = None
+    input_dtypes: Optional[List[str]] = None
+    # -- the InferenceSession (compile) --
+    graph_optimization_level: GraphOptimizationLevel = GraphOptimizationLevel.all
+    intra_op_num_threads: int = 0  # 0: ORT's default (one per physical core)
+    inter_op_num_threads: int = 0  # 0: ORT's default; used with execution_mode=parallel
+    execution_mode: ExecutionMode = ExecutionMode.sequential
+    # Checked against onnxruntime.get_available_providers() when lowering and when loading.
+    providers: List[str] = field(default_factory=lambda: ["CPUExecutionProvider"])
+    enable_mem_pattern: bool = True
+    enable_cpu_mem_arena: bool = True
+    enable_mem_reuse: bool = True
+    use_deterministic_compute: bool = False
+    # Let intra-op threads spin while waiting for work: lower latency, more CPU burnt.
+    allow_spinning: bool = True
+    log_severity_level: int = 3  # 0 verbose, 1 info, 2 warning, 3 error, 4 fatal
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any], method: str) -> "OnnxRuntimeCompileSpec":
+        values = {k: v.value if isinstance(v, enum.Enum) else v for k, v in dict(options).items()}
+        try:
+            spec = typed_options(cls, values, f"compile_spec.{method}")
+        except LoweringError as error:
+            raise LoweringError(f"Backend {NAME!r}: {error}") from None
+        problems = [f"{name} must be >= 0, not {getattr(spec, name)}"
+                    for name in ("intra_op_num_threads", "inter_op_num_threads") if getattr(spec, name) < 0]
+        if not 0 <= spec.log_severity_level <= 4:
+            problems.append(f"log_severity_level must be 0..4, not {spec.log_severity_level}")
+        max_opset = _max_onnx_opset()
+        if not 7 <= spec.opset <= max_opset:
+            problems.append(f"opset must be in 7..{max_opset} (the installed onnx's range), not {spec.opset}")
+        if not spec.providers:
+            problems.append("providers must name at least one execution provider")
+        if spec.input_dtypes is not None:
+            unknown = [d for d in spec.input_dtypes if not isinstance(getattr(torch, d, None), torch.dtype)]
+            if unknown:
+                problems.append(f"input_dtypes names unknown torch dtypes {unknown}")
+            if spec.input_shapes is None or len(spec.input_dtypes) != len(spec.input_shapes):
+                problems.append("input_dtypes needs input_shapes of the same length")
+        if problems:
+            raise LoweringError(f"Backend {NAME!r}, method {method!r}: " + "; ".join(problems) + ".")
+        return spec
+
+
+def check_providers(spec: OnnxRuntimeCompileSpec, method: str) -> None:
+    import onnxruntime
+
+    available = onnxruntime.get_available_providers()
+    missing = [p for p in spec.providers if p not in available]
+    if missing:
+        raise LoweringError(
+            f"Backend {NAME!r}, method {method!r}: execution provider(s) {missing} are not available in this "
+            f"onnxruntime ({onnxruntime.__version__}); available: {format_choices(available)}."
+        )
+
+
+def session_options(spec: OnnxRuntimeCompileSpec) -> "onnxruntime.SessionOptions":
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = {
+        GraphOptimizationLevel.disable: ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        GraphOptimizationLevel.basic: ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        GraphOptimizationLevel.extended: ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        GraphOptimizationLevel.layout: ort.GraphOptimizationLevel.ORT_ENABLE_LAYOUT,
+        GraphOptimizationLevel.all: ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }[spec.graph_optimization_level]
+    options.execution_mode = {
+        ExecutionMode.sequential: ort.ExecutionMode.ORT_SEQUENTIAL,
+        ExecutionMode.parallel: ort.ExecutionMode.ORT_PARALLEL,
+    }[spec.execution_mode]
+    options.intra_op_num_threads = spec.intra_op_num_threads
+    options.inter_op_num_threads = spec.inter_op_num_threads
+    options.enable_mem_pattern = spec.enable_mem_pattern
+    options.enable_cpu_mem_arena = spec.enable_cpu_mem_arena
+    options.enable_mem_reuse = spec.enable_mem_reuse
+    options.use_deterministic_compute = spec.use_deterministic_compute
+    options.log_severity_level = spec.log_severity_level
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spec.allow_spinning else "0")
+    return options
+
+
+def _max_onnx_opset() -> int:
+    import onnx
+
+    return onnx.defs.onnx_opset_version()

@@ -1,0 +1,325 @@
+"""Preprocess: each lowered method to one ONNX model, and each ONNX node to its debug handles.
+
+Export frontend (`export_program`): the ``torch.export.ExportedProgram`` goes
+to the dynamo ONNX exporter as it is. That exporter names every ONNX node
+after the FX node it came from and records it in the node's metadata
+(``pkg.torch.onnx.fx_node``: ``%linear : ... = call_function[...]``). It
+decomposes some ops first, so the FX node may be a new one; its
+``meta["from_node"]`` chain leads back to the node of the program the
+handles were issued for. So every ONNX node the exporter writes maps to the
+handles of exactly the FX nodes it implements.
+
+Torchscript frontend (`export_torchscript`): the TorchScript ONNX exporter,
+while the installed torch has it. It exports ``forward`` only, so the method
+is called from the ``forward`` of a small scripted host module. Export needs
+example inputs: a traced module's graph carries their shapes and dtypes, a
+scripted one needs ``input_shapes`` (and ``input_dtypes``) in the compile
+spec. Nodes are matched through what the exporter writes in verbose mode:
+each ONNX node's ``doc_string`` is the source range of the TorchScript node
+it came from, and its name is its module scope (``body/0/Gemm``); an ONNX
+node maps to the handles of the TorchScript nodes with that source range in
+that module. Nodes the exporter makes with no source (constants it creates,
+weights it folds, e.g. BatchNorm into Conv) map to nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import re
+import sys
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Iterator, List, Tuple
+
+import torch
+
+from pipeline import LoweringError, UnsupportedOpError
+from pipeline.source import describe_node
+
+from backends.onnxruntime.compile_spec import NAME, OnnxRuntimeCompileSpec
+
+_FX_NODE = re.compile(r"^%(?P<name>\S+) :")
+_UNSUPPORTED = re.compile(r"Exporting the operator '(?P<op>[^']+)' to ONNX opset version \d+ is not supported")
+_NO_ONNX_FUNCTION = re.compile(r"No ONNX function found for <OpOverload\(op='(?P<op>[^']+)'")
+_HOST_SCOPE = "/inner/"
+
+
+@dataclass
+class ExportedMethod:
+    """One method as ONNX, plus what the runtime needs to feed it and to map its nodes back."""
+
+    model: bytes
+    # (ONNX graph input name, index of the tensor among the flattened arguments), in graph order
+    inputs: List[Tuple[str, int]]
+    # every argument is one tensor: execute can index the arguments without flattening them
+    flat: bool
+    node_handles: Dict[str, List[int]] = field(default_factory=dict)
+
+    def meta(self) -> Dict[str, Any]:
+        return {"inputs": [list(pair) for pair in self.inputs], "flat": self.flat,
+                "node_handles": self.node_handles}
+
+
+# -- export frontend ------------------------------------------------------------------------------
+
+def export_program(program: "torch.export.ExportedProgram", method: str, spec: OnnxRuntimeCompileSpec,
+                   generate_debug_handles: Callable) -> ExportedMethod:
+    handles = generate_debug_handles(program.graph, method=method)
+    handle_of = {node.name: handle for node, handle in handles.items()}
+    try:
+        with _quiet_exporter():
+            onnx_program = torch.onnx.export(program, (), dynamo=True, opset_version=spec.opset,
+                                             optimize=spec.export_optimize, verbose=False)
+    except Exception as error:
+        raise _dynamo_export_error(method, error) from error
+    model = onnx_program.model_proto
+    origins = _origins(onnx_program.exported_program, handle_of)
+    node_handles = {}
+    for index, node in enumerate(model.graph.node):
+        metadata = {prop.key: prop.value for prop in node.metadata_props}
+        match = _FX_NODE.match(metadata.get("pkg.torch.onnx.fx_node", ""))
+        found = origins.get(match["name"], []) if match else []
+        if found:
+            node_handles[node.name or f"#{index}"] = found
+    inputs, flat = _program_inputs(program, [value.name for value in model.graph.input], method)
+    return ExportedMethod(model.SerializeToString(deterministic=True), inputs, flat, node_handles)
+
+
+def _dynamo_export_error(method: str, error: Exception) -> LoweringError:
+    """The exporter's root cause: its outer errors only say which step failed."""
+    causes = []
+    while error is not None and error not in causes:
+        causes.append(error)
+        error = error.__cause__
+    for cause in causes:
+        match = _NO_ONNX_FUNCTION.search(str(cause))
+        if match:
+            return UnsupportedOpError(
+                f"Backend {NAME!r}: method {method!r} uses {match['op']}, which the ONNX exporter has no "
+                "translation for. (Fast-path kernels such as aten._transformer_encoder_layer_fwd and "
+                "aten._native_multi_head_attention are what nn.TransformerEncoderLayer and nn.MultiheadAttention "
+                "run when the model is captured under torch.no_grad(); capture it with grad enabled.)"
+            )
+    root = causes[-1]
+    return LoweringError(
+        f"Backend {NAME!r}: the ONNX exporter failed for method {method!r}: {type(root).__name__}: {_first_line(root)}"
+    )
+
+
+def _origins(decomposed: "torch.export.ExportedProgram", handle_of: Dict[str, int]) -> Dict[str, List[int]]:
+    """FX node name in the program the exporter converted -> handles of the original nodes it came from."""
+    origins = {}
+    for node in decomposed.graph.nodes:
+        sources = node.meta.get("from_node")
+        names = _provenance(sources) if sources else {node.name}
+        found = sorted({handle_of[name] for name in names if name in handle_of})
+        if found:
+            origins[node.name] = found
+    return origins
+
+
+def _provenance(sources: List[Any]) -> set:
+    names = set()
+    stack = list(sources)
+    while stack:
+        source = stack.pop()
+        names.add(getattr(source, "name", None))
+        stack.extend(getattr(source, "from_node", None) or [])
+    return names
+
+
+def _program_inputs(program: "torch.export.ExportedProgram", onnx_inputs: List[str],
+                    method: str) -> Tuple[List[Tuple[str, int]], bool]:
+    from torch.export.graph_signature import InputKind
+
+    user = [spec.arg.name for spec in program.graph_signature.input_specs if spec.kind == InputKind.USER_INPUT]
+    placeholders = {node.name: node for node in program.graph.nodes if node.op == "placeholder"}
+    position = {name: index for index, name in enumerate(user)}
+    missing = [name for name in onnx_inputs if name not in position]
+    if missing:
+        raise LoweringError(
+            f"Backend {NAME!r}: the ONNX model of method {method!r} has inputs {missing} that are not arguments "
+            f"of the method (its flattened arguments: {user})."
+        )
+    in_spec = program.call_spec.in_spec
+    args_spec = in_spec.child(0) if in_spec is not None and in_spec.num_children else None
+    flat = (
+        args_spec is not None and in_spec.child(1).num_children == 0
+        and all(args_spec.child(i).is_leaf() for i in range(args_spec.num_children))
+        and all(isinstance(placeholders[name].meta.get("val"), torch.Tensor) for name in user)
+    )
+    return [(name, position[name]) for name in onnx_inputs], flat
+
+
+# -- torchscript frontend -------------------------------------------------------------------------
+
+def export_torchscript(module: torch.jit.ScriptModule, method: str, spec: OnnxRuntimeCompileSpec,
+                       generate_debug_handles: Callable) -> ExportedMethod:
+    import onnx
+
+    graph = getattr(module, method).graph.copy()
+    torch._C._jit_pass_inline(graph)
+    handles = generate_debug_handles(graph, method=method)
+    arguments = _example_arguments(module, method, spec)
+    buffer = io.BytesIO()
+    try:
+        with _quiet_exporter(), _stdout_to_devnull():
+            # verbose: the exporter then keeps each node's source range as its doc_string
+            torch.onnx.export(_host(module, method), arguments, buffer, dynamo=False, verbose=True,
+                              opset_version=spec.opset)
+    except (ImportError, AttributeError, TypeError) as error:
+        if not _has_torchscript_exporter():
+            raise LoweringError(
+                f"Backend {NAME!r}: this torch ({torch.__version__}) has no TorchScript ONNX exporter, so "
+                "TorchScript modules cannot be lowered to onnxruntime; use the export frontend "
+                "(frontend='export')."
+            ) from error
+        raise _export_error(method, error) from error
+    except Exception as error:
+        raise _export_error(method, error) from error
+    model = onnx.load_from_string(buffer.getvalue())
+    for node in model.graph.node:  # "/inner/body/0/Gemm" -> "body/0/Gemm": the scope in the lowered module
+        node.name = node.name[len(_HOST_SCOPE):] if node.name.startswith(_HOST_SCOPE) else node.name.lstrip("/")
+    node_handles = _match_source_ranges(model, handles)
+    for node in model.graph.node:
+        node.doc_string = ""  # a copy of the source text: not needed at run time
+    tensors = [i for i, value in enumerate(_flat(arguments)) if isinstance(value, torch.Tensor)]
+    names = [value.name for value in model.graph.input]
+    if len(names) != len(tensors):
+        raise LoweringError(
+            f"Backend {NAME!r}: the ONNX model of method {method!r} takes {len(names)} inputs, but the method "
+            f"has {len(tensors)} tensor arguments."
+        )
+    flat = all(isinstance(value, torch.Tensor) for value in arguments)
+    return ExportedMethod(model.SerializeToString(deterministic=True), list(zip(names, tensors)), flat, node_handles)
+
+
+def _example_arguments(module: torch.jit.ScriptModule, method: str, spec: OnnxRuntimeCompileSpec) -> tuple:
+    """Zeros of the shapes and dtypes the spec gives or, for a traced module, its graph records."""
+    arguments = list(getattr(module, method).graph.inputs())[1:]
+    if spec.input_shapes is not None:
+        if len(spec.input_shapes) != len(arguments):
+            raise LoweringError(
+                f"Backend {NAME!r}: compile_spec.{method}.input_shapes gives {len(spec.input_shapes)} shapes; "
+                f"method {method!r} takes {len(arguments)} arguments."
+            )
+        dtypes = spec.input_dtypes or ["float32"] * len(spec.input_shapes)
+        return tuple(torch.zeros(shape, dtype=getattr(torch, dtype))
+                     for shape, dtype in zip(spec.input_shapes, dtypes))
+    example = []
+    for value in arguments:
+        kind = value.type()
+        sizes = kind.sizes() if isinstance(kind, torch.TensorType) else None
+        if sizes is None or kind.scalarType() is None:
+            raise LoweringError(
+                f"Backend {NAME!r}: exporting method {method!r} of a scripted module to ONNX needs the shapes of "
+                f"its arguments, which a scripted graph does not record (argument {value.debugName()!r}: {kind}). "
+                f"Give them as compile_spec.{method}.input_shapes (e.g. [[2, 64]]), lower a traced module "
+                "(torchscript_mode='trace'), or use the export frontend."
+            )
+        example.append(torch.zeros(sizes, dtype=getattr(torch, _DTYPE_NAMES[kind.scalarType()])))
+    return tuple(example)
+
+
+_DTYPE_NAMES = {"Float": "float32", "Double": "float64", "Half": "float16", "BFloat16": "bfloat16",
+                "Long": "int64", "Int": "int32", "Short": "int16", "Char": "int8", "Byte": "uint8", "Bool": "bool"}
+
+
+def _host(module: torch.jit.ScriptModule, method: str) -> torch.jit.ScriptModule:
+    """A scripted module whose ``forward`` calls ``module.<method>``: the exporter exports ``forward`` only."""
+
+    class Host(torch.nn.Module):  # a new class per call, so that TorchScript makes a new type
+        def __init__(self, inner: torch.jit.ScriptModule):
+            super().__init__()
+            self.inner = inner
+
+    arguments = getattr(module, method).schema.arguments[1:]
+    parameters = ", ".join(f"{a.name}: {a.type.annotation_str}" for a in arguments)
+    names = ", ".join(a.name for a in arguments)
+    host = torch.jit.script(Host(module))
+    host.define(f"def forward(self, {parameters}):\n    return self.inner.{method}({names})\n")
+    return host.eval()
+
+
+def _match_source_ranges(model: Any, handles: Dict[Any, int]) -> Dict[str, List[int]]:
+    """ONNX node -> handles of the TorchScript ops with its source range, in its module if that decides."""
+    by_source: Dict[str, List[Tuple[str, int]]] = {}
+    for node, handle in handles.items():
+        text = node.sourceRange()
+        if text and not node.kind().startswith("prim::"):  # constants, lists: they share their user's range
+            path = ".".join(level for level in describe_node(node).module_path.split(".")
+                            if level and level != "UNKNOWN_INSTANCE")
+            by_source.setdefault(text, []).append((path, handle))
+    node_handles = {}
+    for node in model.graph.node:
+        candidates = by_source.get(node.doc_string, [])
+        scope = ".".join(node.name.split("/")[:-1])
+        in_scope = [handle for path, handle in candidates if path == scope or path.startswith(scope + ".")]
+        found = sorted(set(in_scope or [handle for _, handle in candidates]))
+        if found:
+            node_handles[node.name] = found
+    return node_handles
+
+
+def _export_error(method: str, error: Exception) -> LoweringError:
+    match = _UNSUPPORTED.search(str(error))
+    hint = ("The TorchScript ONNX exporter is limited (control flow on runtime state, ops without ONNX "
+            "symbolics); the export frontend (frontend='export') uses the dynamo exporter.")
+    if match:
+        return UnsupportedOpError(
+            f"Backend {NAME!r}: method {method!r} uses {match['op']}, which the TorchScript ONNX exporter cannot "
+            f"export. {hint}"
+        )
+    return LoweringError(
+        f"Backend {NAME!r}: the TorchScript ONNX exporter failed for method {method!r}: "
+        f"{type(error).__name__}: {_first_line(error)} {hint}"
+    )
+
+
+def _has_torchscript_exporter() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("torch.onnx._internal.torchscript_exporter") is not None
+
+
+def _flat(arguments: tuple) -> List[Any]:
+    import torch.utils._pytree as pytree
+
+    return pytree.tree_leaves(list(arguments))
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else ""
+
+
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """The exporters' warnings and log lines are about the exporters, not the model: keep them out."""
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+@contextlib.contextmanager
+def _stdout_to_devnull() -> Iterator[None]:
+    """The TorchScript exporter prints its graph to the process's stdout in verbose mode."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(devnull)

@@ -1,0 +1,45 @@
+"""The ahead-of-time half: ``preprocess`` exports each method to ONNX and packs the models.
+
+Per method: validate the compile spec (and its execution providers), export
+the method (`exporters.export_program` or `exporters.export_torchscript`),
+then pack all models into one payload (`container.pack_parts`), with the
+feeding plan and node -> handles map of each in the header. The backend map
+is ``{"<method>/<ONNX node name>": [handles]}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+import torch
+
+from pipeline import LoweringError, PreprocessResult
+
+from backends.onnxruntime.compile_spec import NAME, OnnxRuntimeCompileSpec, check_providers
+from pipeline.payload import pack_parts
+from backends.onnxruntime.exporters import export_program, export_torchscript
+
+
+def preprocess(program: Any, method_compile_spec: Mapping[str, Mapping[str, Any]],
+               generate_debug_handles: Callable) -> PreprocessResult:
+    specs = {method: OnnxRuntimeCompileSpec.from_options(options, method)
+             for method, options in method_compile_spec.items()}
+    for method, spec in specs.items():
+        check_providers(spec, method)
+    exported = {}
+    for method, spec in specs.items():
+        if isinstance(program, torch.jit.ScriptModule):
+            program.eval()  # inference: branches on `training` export as in eval mode
+            exported[method] = export_torchscript(program, method, spec, generate_debug_handles)
+        elif isinstance(program, dict) and isinstance(program.get(method), torch.export.ExportedProgram):
+            exported[method] = export_program(program[method], method, spec, generate_debug_handles)
+        else:
+            raise LoweringError(
+                f"Backend {NAME!r}: cannot export method {method!r} of a {type(program).__name__}; expected a "
+                "torch.jit.ScriptModule or a dict {method: torch.export.ExportedProgram}."
+            )
+    payload = pack_parts(NAME, {"methods": {m: e.meta() for m, e in exported.items()}},
+                         {m: e.model for m, e in exported.items()})
+    backend_map = {f"{method}/{node}": handles
+                   for method, e in exported.items() for node, handles in e.node_handles.items()}
+    return PreprocessResult(payload, backend_map)

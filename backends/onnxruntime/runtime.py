@@ -1,0 +1,185 @@
+"""The runtime half: one ``onnxruntime.InferenceSession`` per method.
+
+``execute`` feeds the method's tensor arguments to the session by the ONNX
+graph's input names, runs it and returns the outputs as torch tensors (they
+share memory with the arrays onnxruntime returns). An onnxruntime failure
+becomes `pipeline.BackendRuntimeError` with the debug handles of the node
+onnxruntime names in its message (``Name:'node_add'``), or ``-1`` when it names
+none (e.g. an input of the wrong shape, which onnxruntime checks first).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from typing import Any, Dict, List, Optional, Sequence
+
+import torch
+import torch.utils._pytree as pytree
+
+from pipeline import Backend, BackendRuntimeError, LoweringError, ProfileEvent
+from pipeline.debug_handles import UNKNOWN_HANDLE
+from pipeline.errors import format_choices
+
+from backends.onnxruntime.compile_spec import NAME, OnnxRuntimeCompileSpec, check_providers, session_options
+from pipeline.payload import unpack_parts
+
+_NODE_IN_MESSAGE = re.compile(r"Name:'(?P<name>[^']*)'")
+_KERNEL_SUFFIX = "_kernel_time"
+
+
+class OnnxRuntimeBackend(Backend):
+    """Runs onnxruntime payloads: one ONNX model per method."""
+
+    def is_available(self) -> bool:
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            return False
+        return True
+
+    def compile(self, processed: bytes, method_compile_spec: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
+        meta, models = unpack_parts(processed, NAME)
+        handles = {}
+        for method, options in method_compile_spec.items():
+            spec = OnnxRuntimeCompileSpec.from_options(options, method)
+            check_providers(spec, method)
+            if method not in models:
+                raise LoweringError(
+                    f"Backend {NAME!r}: the payload has no method {method!r}; it has {format_choices(models)}."
+                )
+            handles[method] = SessionMethod(method, models[method], meta["methods"][method], spec)
+        return handles
+
+    def execute(self, handle: "SessionMethod", inputs: List[Any]) -> List[Any]:
+        return handle.run(inputs)
+
+    def profile(self, handle: "SessionMethod", inputs: List[Any]) -> List[ProfileEvent]:
+        return handle.profile(inputs)
+
+
+class SessionMethod:
+    """One method, ready to run: the handle `OnnxRuntimeBackend.compile` returns."""
+
+    def __init__(self, method: str, model: bytes, meta: Dict[str, Any], spec: OnnxRuntimeCompileSpec):
+        import onnxruntime
+
+        self.method = method
+        self.model = model
+        self.spec = spec
+        self.inputs = [(str(name), int(index)) for name, index in meta["inputs"]]
+        self.flat = bool(meta["flat"])
+        self.node_handles = {name: [int(h) for h in handles] for name, handles in meta["node_handles"].items()}
+        try:
+            self.session = onnxruntime.InferenceSession(model, session_options(spec), providers=list(spec.providers))
+        except Exception as error:
+            raise LoweringError(
+                f"Backend {NAME!r}: onnxruntime cannot load the model of method {method!r}: {error}"
+            ) from error
+        # The C++ session's run: the same call as InferenceSession.run without the Python wrapper's
+        # per-call checks of input names (feeds always have every input here); ~1.5 us less per call.
+        self._run = getattr(self.session, "_sess", self.session).run
+        self.output_names = [output.name for output in self.session.get_outputs()]
+        self.name0, self.index0 = self.inputs[0] if len(self.inputs) == 1 else (None, None)
+
+    def run(self, inputs: Sequence[Any]) -> List[torch.Tensor]:
+        """The hot path: no pytree and no comprehension for one tensor argument (the common case)."""
+        if not self.flat:
+            feeds = self.feeds(inputs)
+        else:
+            try:
+                if self.name0 is not None:
+                    feeds = {self.name0: inputs[self.index0].numpy()}
+                else:
+                    feeds = {name: inputs[index].numpy() for name, index in self.inputs}
+            except (AttributeError, RuntimeError, TypeError):  # not a tensor, requires grad, not on the CPU
+                feeds = self.feeds(inputs)
+        try:
+            outputs = self._run(self.output_names, feeds, None)
+        except Exception as error:  # onnxruntime's own exception types derive from Exception only
+            raise BackendRuntimeError(f"onnxruntime: {error}", self.handles_in_message(str(error))) from error
+        return list(map(torch.from_numpy, outputs))
+
+    def feeds(self, inputs: Sequence[Any]) -> Dict[str, Any]:
+        leaves = pytree.tree_leaves(list(inputs))
+        feeds = {}
+        for name, index in self.inputs:
+            value = leaves[index] if index < len(leaves) else None
+            if not isinstance(value, torch.Tensor):
+                raise BackendRuntimeError(
+                    f"onnxruntime: method {self.method!r} needs a tensor for ONNX input {name!r} "
+                    f"(flattened argument {index}), got {type(value).__name__}.", [UNKNOWN_HANDLE])
+            feeds[name] = value.detach().cpu().contiguous().numpy()
+        return feeds
+
+    def handles_in_message(self, message: str) -> List[int]:
+        match = _NODE_IN_MESSAGE.search(message)
+        found = self.handles_of_node(match["name"]) if match else []
+        return found or [UNKNOWN_HANDLE]
+
+    def handles_of_node(self, name: str, produced_by: Optional[Dict[str, List[int]]] = None) -> List[int]:
+        """Handles of a node of the session's graph: exported nodes by name; nodes onnxruntime made
+        by fusion (``node_MatMul_1/MatMulAddFusion``) by the name before the slash, or else by the
+        exported nodes whose outputs they produce (``produced_by``, from the optimized model)."""
+        for candidate in (name, name.split("/", 1)[0]):
+            if candidate in self.node_handles:
+                return self.node_handles[candidate]
+        return (produced_by or {}).get(name, [])
+
+    def profile(self, inputs: Sequence[Any]) -> List[ProfileEvent]:
+        """Per-node kernel times of one call, from a separate profiling session.
+
+        The session is made on demand with the method's own options plus
+        ``enable_profiling``; it runs twice (warm-up, then the call reported) and
+        only the second run's ``Node`` events are kept.
+        """
+        import onnx
+        import onnxruntime
+
+        feeds = self.feeds(inputs)
+        with tempfile.TemporaryDirectory(prefix="pipeline-ort-profile-") as directory:
+            options = session_options(self.spec)
+            options.enable_profiling = True
+            options.profile_file_prefix = os.path.join(directory, "profile")
+            options.optimized_model_filepath = os.path.join(directory, "optimized.onnx")
+            options.log_severity_level = 3
+            session = onnxruntime.InferenceSession(self.model, options, providers=list(self.spec.providers))
+            for _ in range(2):
+                try:
+                    session.run(None, feeds)
+                except Exception as error:
+                    raise BackendRuntimeError(f"onnxruntime: {error}", self.handles_in_message(str(error))) from error
+            with open(session.end_profiling()) as handle:
+                trace = json.load(handle)
+            produced_by = self._producers(onnx.load(options.optimized_model_filepath))
+        runs = [e for e in trace if e.get("cat") == "Session" and e.get("name") == "model_run"]
+        start, end = (runs[-1]["ts"], runs[-1]["ts"] + runs[-1]["dur"]) if runs else (float("-inf"), float("inf"))
+        events = []
+        for event in trace:
+            if event.get("cat") != "Node" or not event.get("name", "").endswith(_KERNEL_SUFFIX):
+                continue
+            if not start <= event["ts"] <= end:
+                continue
+            node = event["name"][:-len(_KERNEL_SUFFIX)]
+            op = event.get("args", {}).get("op_name", "")
+            events.append(ProfileEvent(f"{self.method}/{node} {op}".rstrip(), event["dur"] / 1e6,
+                                       tuple(self.handles_of_node(node, produced_by))))
+        return events
+
+    def _producers(self, optimized: Any) -> Dict[str, List[int]]:
+        """Node of the optimized model -> handles of the exported nodes that produced the same values."""
+        import onnx
+
+        exported = onnx.load_from_string(self.model)
+        handles_of_value = {}
+        for node in exported.graph.node:
+            for value in node.output:
+                handles_of_value[value] = self.node_handles.get(node.name, [])
+        producers = {}
+        for node in optimized.graph.node:
+            found = sorted({h for value in node.output for h in handles_of_value.get(value, [])})
+            if found:
+                producers[node.name] = found
+        return producers

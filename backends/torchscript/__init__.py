@@ -1,0 +1,80 @@
+"""The torchscript backend: TorchScript itself, frozen and optimized for inference.
+
+It accepts the torchscript frontend (a scripted or traced module) and is found
+through the ``pipeline.backends`` entry point (`register`)::
+
+    import pipeline
+    lowered = pipeline.to_backend("torchscript", model, {"forward": {}}, frontend="torchscript",
+                                  example_inputs={"forward": (x,)})
+
+or from the command line::
+
+    python -m pipeline backend=torchscript frontend=torchscript
+
+How it lowers (`preprocess`): ``torch.jit.freeze`` the module (every lowered
+method is preserved), then ``torch.jit.save`` it to bytes. How it runs
+(`runtime.TorchScriptBackend`): ``torch.jit.load`` the bytes, then
+``torch.jit.optimize_for_inference`` (its MKLDNN weights cannot be saved, so it
+runs at each load, in milliseconds), then call the method with grad mode off
+and flatten its output with ``torch.utils._pytree``.
+
+The payload is a TorchScript archive (a zip). Its constants and attributes are
+pickled data, which ``torch.jit.load`` reads with TorchScript's own restricted
+unpickler: it rebuilds tensors and TorchScript types and runs TorchScript
+code, not arbitrary Python. The archive also holds the node -> handle map as
+the extra file ``pipeline/backend_map.json``. Two lowerings of one model give
+archives that differ in TorchScript's per-process class-name mangling
+(``___torch_mangle_N``), so the payload is not byte-reproducible.
+
+Compile-spec options (`TorchScriptCompileSpec`, per method, but every method
+must agree, since both act on the whole module):
+
+==========================  ===============================================================
+``freeze``                  ``torch.jit.freeze`` when lowering [true]
+``optimize_for_inference``  ``torch.jit.optimize_for_inference`` when loading; needs
+                            ``freeze`` [true]
+==========================  ===============================================================
+
+There is no fuser option: TorchScript's fusers are process-wide switches
+(``torch.jit.fuser``), not a property of one module, and the CPU fuser is off
+in PyTorch builds by default.
+
+Debug handles: the backend map is ``{"<method>/<index>": [handles]}`` over the
+nodes of the optimized graph in program order; `mapping` says how nodes are
+matched (by source range and module, then by data flow for nodes the passes
+create, such as the ``matmul`` + ``add`` of a frozen ``linear``). A failing call
+reports the handles of the ops on the innermost line of TorchScript's traceback.
+
+Profiles (`runtime.ScriptMethod.profile`): ``torch.autograd.profiler`` records
+the ops the interpreter runs; each top-level op is aligned with the next graph
+node of the same name and reported as ``"<method>/<index> <op>"`` with that
+node's handles (``"<method>/? <op>"`` and no handles if none aligns).
+"""
+
+from __future__ import annotations
+
+import torch
+
+import pipeline
+
+from backends.torchscript.compile_spec import TorchScriptCompileSpec
+from backends.torchscript.preprocess import preprocess
+from backends.torchscript.runtime import TorchScriptBackend
+
+__version__ = "0.1.0"
+NAME = "torchscript"
+
+__all__ = ["NAME", "TorchScriptBackend", "TorchScriptCompileSpec", "preprocess", "register"]
+
+
+def register() -> None:
+    """Register the backend with the pipeline; calling it again does nothing."""
+    # The private dict, not has_backend_preprocess_function(): that one loads entry points,
+    # and this function is the entry point being loaded.
+    if NAME in pipeline.registry._preprocess_functions:
+        return
+    pipeline.register_backend(
+        NAME, TorchScriptBackend, preprocess=preprocess, accepts=("torchscript",),
+        compile_spec=TorchScriptCompileSpec, version=f"{__version__}+torch.{torch.__version__}",
+        reproducible=False,  # TorchScript renames classes per process, so archives differ across processes.
+    )

@@ -1,0 +1,147 @@
+"""The runtime half: load the TorchScript archive, optimize it, call its methods.
+
+``compile`` loads the payload (frozen when lowered, if the spec said so) with
+``torch.jit.load`` (TorchScript's own reader; see the package docstring), puts
+it in eval mode and, if the spec says so, runs ``torch.jit.optimize_for_inference``. ``execute`` calls the
+method under ``torch.no_grad()`` with the arguments in signature order
+(keyword-only ones by name) and returns the output's pytree leaves. A failure
+inside the module becomes `pipeline.BackendRuntimeError` with the handles of
+the ops on the innermost source line of TorchScript's traceback, else ``-1``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import warnings
+from typing import Any, Dict, List, Optional, Sequence
+
+import torch
+import torch.utils._pytree as pytree
+
+from pipeline import Backend, BackendRuntimeError, LoweringError, ProfileEvent
+from pipeline.debug_handles import UNKNOWN_HANDLE
+from pipeline.errors import format_choices
+
+from backends.torchscript.compile_spec import NAME, TorchScriptCompileSpec, module_spec
+
+BACKEND_MAP_FILE = "pipeline/backend_map.json"
+_is_grad_enabled = torch.is_grad_enabled
+_set_grad_enabled = torch._C._set_grad_enabled
+_FRAME = re.compile(r'File "(?P<file>[^"]+)", line (?P<line>\d+)')
+
+
+class TorchScriptBackend(Backend):
+    """Runs TorchScript archives: frozen when lowered, optimized for inference when loaded."""
+
+    def compile(self, processed: bytes, method_compile_spec: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
+        spec = module_spec(method_compile_spec)
+        extra = {BACKEND_MAP_FILE: ""}
+        module = load_module(processed, list(method_compile_spec), spec, extra)
+        maps = json.loads(extra[BACKEND_MAP_FILE] or "{}").get("methods", {})
+        handles = {}
+        for method in method_compile_spec:
+            if not module._c._has_method(method):
+                raise LoweringError(
+                    f"Backend {NAME!r}: the payload has no method {method!r}; it has "
+                    f"{format_choices(module._c._method_names())}."
+                )
+            handles[method] = ScriptMethod(module, method, maps.get(method, {}))
+        return handles
+
+    def execute(self, handle: "ScriptMethod", inputs: List[Any]) -> List[Any]:
+        return handle.run(inputs)
+
+    def profile(self, handle: "ScriptMethod", inputs: List[Any]) -> List[ProfileEvent]:
+        return handle.profile(inputs)
+
+
+def load_module(processed: bytes, methods: Sequence[str], spec: TorchScriptCompileSpec,
+                extra_files: Optional[Dict[str, str]] = None) -> torch.jit.ScriptModule:
+    """The module as it runs: loaded from the archive, optimized as the spec says."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            module = torch.jit.load(io.BytesIO(processed), map_location="cpu", _extra_files=extra_files)
+        except Exception as error:
+            raise LoweringError(f"Backend {NAME!r}: the payload is not a loadable TorchScript archive: {error}") from error
+        module.eval()
+        if spec.optimize_for_inference:
+            try:
+                module = torch.jit.optimize_for_inference(module, [m for m in methods if m != "forward"])
+            except Exception as error:
+                raise LoweringError(
+                    f"Backend {NAME!r}: torch.jit.optimize_for_inference failed: {type(error).__name__}: {error}. "
+                    "Lower with optimize_for_inference=False."
+                ) from error
+    return module
+
+
+class ScriptMethod:
+    """One method, ready to run: the handle `TorchScriptBackend.compile` returns."""
+
+    def __init__(self, module: torch.jit.ScriptModule, method: str, maps: Dict[str, Any]):
+        self.module = module
+        self.method = method
+        self.fn = getattr(module, method)
+        arguments = self.fn.schema.arguments[1:]
+        self.positional = sum(1 for a in arguments if not a.kwarg_only)
+        self.keywords = [a.name for a in arguments if a.kwarg_only]
+        self.node_handles = {int(index): handles for index, handles in maps.get("nodes", {}).items()}
+        self.line_handles = maps.get("lines", {})
+
+    def run(self, inputs: Sequence[Any]) -> List[Any]:
+        grad = _is_grad_enabled()  # torch.no_grad() as a context manager costs ~1.5 us a call
+        if grad:
+            _set_grad_enabled(False)
+        try:
+            if self.keywords:
+                output = self.fn(*inputs[:self.positional], **dict(zip(self.keywords, inputs[self.positional:])))
+            else:
+                output = self.fn(*inputs)
+        except Exception as error:  # torch.jit.Error and what the interpreter raises from ops
+            raise BackendRuntimeError(f"TorchScript: {error}", self.handles_in_message(str(error))) from error
+        finally:
+            if grad:
+                _set_grad_enabled(True)
+        if type(output) is torch.Tensor:
+            return [output]
+        return pytree.tree_leaves(output)
+
+    def handles_in_message(self, message: str) -> List[int]:
+        """The ops of the innermost source line of TorchScript's traceback that the map knows."""
+        for frame in reversed(list(_FRAME.finditer(message))):
+            found = self.line_handles.get(f"{frame['file']}:{frame['line']}")
+            if found:
+                return list(found)
+        return [UNKNOWN_HANDLE]
+
+    def profile(self, inputs: Sequence[Any]) -> List[ProfileEvent]:
+        """The top-level ops of one call, from ``torch.autograd.profiler``, aligned with the graph.
+
+        The interpreter records each op it runs under the method's own event;
+        the k-th such event is matched to the next node of the optimized graph
+        with the same op name (``prim`` nodes record nothing and are skipped).
+        """
+        from backends.torchscript.mapping import inlined_graph, walk
+
+        for _ in range(2):  # the profiling executor specializes the graph on the first calls
+            self.run(inputs)
+        with torch.autograd.profiler.profile() as recorded:
+            self.run(inputs)
+        nodes = [(index, node.kind()) for index, node in enumerate(walk(inlined_graph(self.module, self.method)))]
+        roots = [e for e in recorded.function_events if e.cpu_parent is None and e.name == self.method]
+        events, cursor = [], 0
+        for event in recorded.function_events:
+            if not roots or event.cpu_parent is not roots[-1]:
+                continue
+            found = next((i for i in range(cursor, len(nodes)) if nodes[i][1] == event.name), None)
+            if found is None:
+                events.append(ProfileEvent(f"{self.method}/? {event.name}", event.cpu_time_total / 1e6))
+                continue
+            cursor = found + 1
+            index = nodes[found][0]
+            events.append(ProfileEvent(f"{self.method}/{index} {event.name}", event.cpu_time_total / 1e6,
+                                       tuple(self.node_handles.get(index, ()))))
+        return events

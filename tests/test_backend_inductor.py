@@ -1,0 +1,245 @@
+"""The inductor backend: each exported method compiled ahead of time by AOTInductor.
+
+An AOTInductor compile takes tens of seconds on a small CPU, so exactly one
+lowering runs unmarked: the MLP, end to end (lower, save, load, run), shared
+by the tests that look at its result. Every other lowering is marked slow.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+from typing import Dict
+
+import pytest
+import torch
+import torch.utils._pytree as pytree
+import yaml
+from torch import nn
+
+import backends.inductor as inductor_backend
+import pipeline
+from backends.inductor.compile_spec import INDUCTOR_OPTIONS, InductorCompileSpec
+from backends.inductor.runtime import InductorBackend
+from pipeline.payload import pack_parts, unpack_parts
+from pipeline import zoo
+
+ROOT = Path(__file__).resolve().parent.parent
+TOLERANCE = dict(atol=1e-5, rtol=1e-4)  # conf/backend/inductor.yaml
+
+
+@pytest.fixture(autouse=True, scope="module")
+def registered_backend():
+    inductor_backend.register()
+    yield
+
+
+def lower(model: nn.Module, inputs: dict, spec: dict = None) -> pipeline.LoweredModule:
+    return pipeline.to_backend("inductor", model, {m: dict(spec or {}) for m in inputs}, example_inputs=inputs)
+
+
+def fresh_like(args: tuple, seed: int) -> tuple:
+    generator = torch.Generator().manual_seed(seed)
+    return tuple(torch.randn(a.shape, generator=generator, dtype=a.dtype) for a in args)
+
+
+def assert_same_outputs(expected, actual, **tolerance) -> None:
+    assert type(actual) is type(expected)
+    assert pytree.tree_structure(actual) == pytree.tree_structure(expected)
+    for e, a in zip(pytree.tree_leaves(expected), pytree.tree_leaves(actual)):
+        torch.testing.assert_close(a, e, **(tolerance or TOLERANCE))
+
+
+def check_against_eager(model: nn.Module, inputs: dict, lowered: nn.Module, loaded: nn.Module) -> None:
+    for method, args in inputs.items():
+        for trial_args in (args, fresh_like(args, seed=1), fresh_like(args, seed=2)):
+            with torch.no_grad():
+                expected = getattr(model, method)(*trial_args)
+            actual = getattr(lowered, method)(*trial_args)
+            assert_same_outputs(expected, actual)
+            assert_same_outputs(actual, getattr(loaded, method)(*trial_args), atol=0, rtol=0)
+
+
+# -- the one unmarked lowering: the MLP, end to end ----------------------------------------------
+
+@pytest.fixture(scope="module")
+def mlp(tmp_path_factory):
+    """The MLP lowered once (with kernel profiling compiled in), saved and loaded again."""
+    model, inputs = zoo.build("mlp"), zoo.example_inputs("mlp")
+    lowered = lower(model, inputs, {"cpp_enable_kernel_profile": True})
+    path = pipeline.save_lowered(lowered, tmp_path_factory.mktemp("inductor") / "mlp.lowered")
+    return model, inputs, lowered, pipeline.load_lowered(path)
+
+
+def test_mlp_lowers_saves_loads_and_matches_eager(mlp):
+    model, inputs, lowered, loaded = mlp
+    check_against_eager(model, inputs, lowered, loaded)
+    assert loaded.backend_name == "inductor" and loaded.backend_version == lowered.backend_version
+
+
+def test_payload_holds_one_aoti_package_per_method(mlp):
+    _, _, lowered, _ = mlp
+    meta, packages = unpack_parts(lowered.processed, "inductor")
+    assert list(packages) == ["forward"] and meta["methods"]["forward"]["flat"]
+    names = zipfile.ZipFile(io.BytesIO(packages["forward"])).namelist()
+    assert any(name.endswith(".so") for name in names)  # native code: see the package docstring
+
+
+def test_each_kernel_call_maps_to_the_handles_of_the_nodes_it_computes(mlp):
+    _, _, lowered, _ = mlp
+    records = lowered.handle_map.handles
+    ops = {key: [records[h].op for h in handles] for key, handles in lowered.handle_map.backend_map.items()}
+    assert list(ops.values()) == [["aten::linear"], ["aten::gelu"], ["aten::linear"], ["aten::gelu"], ["aten::linear"]]
+    assert [key.rsplit(":", 1)[1] for key in ops] == ["1", "2", "3", "4", "5"]
+    assert all(key.startswith("forward/") for key in ops)
+
+
+def test_profile_names_each_kernel_with_its_handles(mlp):
+    _, inputs, lowered, _ = mlp
+    events = lowered._backend.profile(lowered._handles["forward"], list(inputs["forward"]))
+    assert [e.name for e in events] == list(lowered.handle_map.backend_map)
+    assert [list(e.debug_handles) for e in events] == list(lowered.handle_map.backend_map.values())
+    assert all(e.seconds >= 0 for e in events)
+
+
+def test_runner_failure_is_a_backend_runtime_error(mlp):
+    _, _, lowered, _ = mlp
+    with pytest.raises(pipeline.BackendRuntimeError) as raised:
+        lowered._backend.execute(lowered._handles["forward"], [])
+    assert raised.value.debug_handles == [-1]
+
+
+# -- compile spec (no compiling) ------------------------------------------------------------------
+
+def test_compile_spec_maps_fields_and_options_to_inductor_configs():
+    spec = InductorCompileSpec.from_options(
+        {"max_autotune": True, "cpp_threads": 2, "options": {"epilogue_fusion": False, "cpp": {"enable_tiling_heuristics": False},
+                                                           "aot_inductor.debug_compile": True}}, "forward")
+    configs = spec.inductor_configs()
+    assert configs["max_autotune"] is True and configs["cpp.threads"] == 2 and configs["freezing"] is True
+    assert configs["epilogue_fusion"] is False and configs["cpp.enable_tiling_heuristics"] is False
+    assert configs["aot_inductor.debug_compile"] is True
+    import torch._inductor.config as inductor_config
+
+    known = inductor_config.get_config_copy()
+    assert all(option in known for option in INDUCTOR_OPTIONS.values())
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"max_autotun": True}, r"compile_spec.forward.max_autotun: unknown key.*Did you mean 'max_autotune'"),
+    ({"options": {"epilogue_fusoin": False}}, r"no inductor option 'epilogue_fusoin'.*Did you mean 'epilogue_fusion'"),
+    ({"options": {"cpp": {"simdln": 256}}}, r"no inductor option 'cpp.simdln'.*Did you mean 'cpp.simdlen'"),
+    ({"options": {"epilogue_fusion": 3}}, r"options.epilogue_fusion: expected a bool"),
+    ({"options": {"max_autotune": True}}, r"set it with the field 'max_autotune'"),
+    ({"cpp_threads": 0}, r"cpp_threads must be -1"),
+    ({"freezing": "sometimes"}, r"freezing.*expected bool"),
+])
+def test_invalid_compile_spec_is_rejected_before_compiling(options, message):
+    model, inputs = zoo.build("mlp"), zoo.example_inputs("mlp")
+    with pytest.raises(pipeline.LoweringError, match=message):
+        lower(model, inputs, options)
+
+
+def test_torchscript_frontend_is_rejected_by_the_pipeline():
+    model, inputs = zoo.build("mlp"), zoo.example_inputs("mlp")
+    with pytest.raises(pipeline.LoweringError, match="does not accept the 'torchscript' frontend"):
+        pipeline.to_backend("inductor", model, {"forward": {}}, frontend="torchscript", example_inputs=inputs)
+
+
+@pytest.mark.parametrize("payload", [b"", b"PLPARTS1" + b"\xff" * 20, pack_parts("onnxruntime", {}, {})])
+def test_corrupt_payload_is_rejected_with_lowering_error(payload):
+    with pytest.raises(pipeline.LoweringError, match="inductor"):
+        InductorBackend().compile(payload, {"forward": {}})
+
+
+def test_register_twice_is_harmless_and_backend_is_listed():
+    inductor_backend.register()
+    inductor_backend.register()
+    info = pipeline.get_backend("inductor")
+    assert info.backend_cls is InductorBackend and info.compile_spec is InductorCompileSpec
+    assert info.accepts == ("export",)
+    assert info.version == f"{inductor_backend.__version__}+torch.{torch.__version__}"
+
+
+def test_docstring_says_loading_runs_native_code_and_config_lists_every_option():
+    doc = " ".join(inductor_backend.__doc__.split())
+    assert "Loading this payload loads native code." in doc and "shared library" in doc
+    fields = [f.name for f in dataclasses.fields(InductorCompileSpec)]
+    assert [name for name in fields if f"``{name}``" not in doc] == []
+    config = yaml.safe_load((ROOT / "conf/backend/inductor.yaml").read_text())
+    assert config["compile_spec"]["forward"] == dataclasses.asdict(InductorCompileSpec())
+
+
+# -- slow: every other lowering -------------------------------------------------------------------
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["basic", "cnn", "transformer"])
+def test_zoo_model_matches_eager_and_loads_back_with_the_same_outputs(name, tmp_path):
+    model, inputs = zoo.build(name), zoo.example_inputs(name)
+    lowered = lower(model, inputs)
+    loaded = pipeline.load_lowered(pipeline.save_lowered(lowered, tmp_path / f"{name}.lowered"))
+    check_against_eager(model, inputs, lowered, loaded)
+
+
+@dataclasses.dataclass
+class ModelOutput:
+    logits: torch.Tensor
+    hidden: torch.Tensor
+
+
+pytree.register_dataclass(ModelOutput, serialized_type_name="tests.test_backend_inductor.ModelOutput")
+
+
+class Heads(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Linear(6, 4)
+
+    def forward(self, x, pair) -> Dict[str, torch.Tensor]:
+        hidden = self.body(x) + pair[0] * pair[1]
+        return {"logits": hidden.relu(), "pair": (hidden, hidden * 2)}
+
+    def as_dataclass(self, x):
+        hidden = self.body(x)
+        return ModelOutput(hidden.relu(), hidden)
+
+
+@pytest.mark.slow
+def test_dict_and_dataclass_outputs_and_tuple_arguments_come_through(tmp_path):
+    torch.manual_seed(0)
+    model, x = Heads().eval(), torch.randn(3, 6)
+    pair = (torch.randn(3, 4), torch.randn(3, 4))
+    inputs = {"forward": (x, pair), "as_dataclass": (x,)}
+    lowered = lower(model, inputs)
+    assert not lowered._handles["forward"].flat
+    loaded = pipeline.load_lowered(pipeline.save_lowered(lowered, tmp_path / "heads.lowered"))
+    check_against_eager(model, {"as_dataclass": (x,)}, lowered, loaded)
+    for module in (lowered, loaded):
+        with torch.no_grad():
+            assert_same_outputs(model(x, pair), module(x, pair))
+    assert isinstance(loaded.as_dataclass(x), ModelOutput)
+
+
+@pytest.mark.slow
+def test_inductor_options_reach_the_compile():
+    model, inputs = zoo.build("mlp"), zoo.example_inputs("mlp")
+    lowered = lower(model, inputs, {"freezing": False, "options": {"aot_inductor.package_cpp_only": False,
+                                                                    "epilogue_fusion": False}})
+    with torch.no_grad():
+        assert_same_outputs(model(*inputs["forward"]), lowered(*inputs["forward"]))
+
+
+@pytest.mark.slow
+def test_app_lowers_the_default_model_with_inductor(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "pipeline", "backend=inductor", "frontend=export",
+                           "backend.compile_spec.forward.options.epilogue_fusion=false", f"hydra.run.dir={tmp_path}"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=1200)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["status"] == "ok" and report["verify"]["passed"]
+    assert report["compile_spec"]["forward"]["options"] == {"epilogue_fusion": False}

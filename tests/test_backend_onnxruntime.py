@@ -1,0 +1,375 @@
+"""The onnxruntime backend: each method exported to ONNX and run by an InferenceSession.
+
+Every test lowers a real model through ``pipeline.to_backend`` (or checks one
+piece of the backend directly) and compares with eager PyTorch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict
+
+import onnx
+import onnxruntime
+import pytest
+import torch
+import torch.utils._pytree as pytree
+import yaml
+from torch import nn
+
+import backends.onnxruntime as ort_backend
+import pipeline
+from pipeline.payload import pack_parts, unpack_parts
+from backends.onnxruntime.runtime import OnnxRuntimeBackend
+from pipeline import zoo
+
+ROOT = Path(__file__).resolve().parent.parent
+TOLERANCE = dict(atol=1e-5, rtol=1e-4)  # conf/backend/onnxruntime.yaml
+FRONTENDS = {
+    "export": dict(frontend="export"),
+    "trace": dict(frontend="torchscript", torchscript_mode="trace"),
+    "script": dict(frontend="torchscript", torchscript_mode="script"),
+}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def registered_backend():
+    ort_backend.register()
+    yield
+
+
+def lower(model: nn.Module, inputs: dict, frontend: str = "export", spec: dict = None, **options):
+    specs = {m: dict(spec or {}) for m in inputs}
+    if frontend == "script":  # a scripted graph does not record argument shapes: the spec gives them
+        for method, args in inputs.items():
+            specs[method].setdefault("input_shapes", [list(a.shape) for a in args])
+    return pipeline.to_backend("onnxruntime", model, specs, example_inputs=inputs, **FRONTENDS[frontend], **options)
+
+
+def fresh_like(args: tuple, seed: int) -> tuple:
+    generator = torch.Generator().manual_seed(seed)
+    return tuple(torch.randn(a.shape, generator=generator, dtype=a.dtype) for a in args)
+
+
+def assert_same_outputs(expected, actual, **tolerance) -> None:
+    assert type(actual) is type(expected)
+    assert pytree.tree_structure(actual) == pytree.tree_structure(expected)
+    for e, a in zip(pytree.tree_leaves(expected), pytree.tree_leaves(actual)):
+        torch.testing.assert_close(a, e, **(tolerance or TOLERANCE))
+
+
+def line_of(function, text: str) -> int:
+    lines, start = inspect.getsourcelines(function)
+    return start + next(i for i, line in enumerate(lines) if text in line)
+
+
+# -- the zoo, on every frontend -------------------------------------------------------------------
+
+ZOO_CASES = [("export", name) for name in ("basic", "mlp", "cnn", "transformer")] + [
+    (frontend, name) for frontend in ("trace", "script") for name in ("basic", "mlp", "cnn")
+]
+
+
+@pytest.mark.parametrize("frontend, name", ZOO_CASES)
+def test_zoo_model_matches_eager_and_loads_back_with_the_same_outputs(name, frontend, tmp_path):
+    model, inputs = zoo.build(name), zoo.example_inputs(name)
+    lowered = lower(model, inputs, frontend)
+    path = pipeline.save_lowered(lowered, tmp_path / f"{name}.lowered")
+    loaded = pipeline.load_lowered(path)
+    for method, args in inputs.items():
+        for trial_args in (args, fresh_like(args, seed=1), fresh_like(args, seed=2)):
+            with torch.no_grad():
+                expected = getattr(model, method)(*trial_args)
+            actual = getattr(lowered, method)(*trial_args)
+            assert_same_outputs(expected, actual)
+            assert_same_outputs(actual, getattr(loaded, method)(*trial_args), atol=0, rtol=0)
+
+
+def test_transformer_through_the_torchscript_exporter_is_rejected_pointing_at_the_export_frontend():
+    model, inputs = zoo.build("transformer"), zoo.example_inputs("transformer")
+    with pytest.raises(pipeline.LoweringError, match="frontend='export'"):
+        lower(model, inputs, "script")
+
+
+def test_scripted_module_without_input_shapes_is_rejected_naming_the_option():
+    model, inputs = zoo.build("mlp"), zoo.example_inputs("mlp")
+    with pytest.raises(pipeline.LoweringError, match=r"compile_spec.forward.input_shapes"):
+        pipeline.to_backend("onnxruntime", model, {"forward": {}}, frontend="torchscript", example_inputs=inputs)
+
+
+def test_fast_path_captured_under_no_grad_is_rejected_naming_the_op():
+    model, inputs = zoo.build("transformer"), zoo.example_inputs("transformer")
+    with torch.no_grad(), pytest.raises(pipeline.UnsupportedOpError, match="_transformer_encoder_layer_fwd"):
+        lower(model, inputs)
+
+
+def test_two_lowerings_of_one_model_give_byte_identical_payloads_and_artifacts(tmp_path):
+    model, inputs = zoo.build("cnn"), zoo.example_inputs("cnn")
+    first, second = lower(model, inputs), lower(model, inputs)
+    assert first.processed == second.processed
+    a = pipeline.save_lowered(first, tmp_path / "a.lowered").read_bytes()
+    assert a == pipeline.save_lowered(second, tmp_path / "b.lowered").read_bytes()
+
+
+# -- output structures and arguments --------------------------------------------------------------
+
+@dataclasses.dataclass
+class ModelOutput:
+    logits: torch.Tensor
+    hidden: torch.Tensor
+
+
+pytree.register_dataclass(ModelOutput, serialized_type_name="tests.test_backend_onnxruntime.ModelOutput")
+
+
+class Heads(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Linear(6, 4)
+
+    def forward(self, x) -> Dict[str, torch.Tensor]:
+        hidden = self.body(x)
+        return {"logits": hidden.relu(), "pair": (hidden, hidden * 2)}
+
+    def as_dataclass(self, x):
+        hidden = self.body(x)
+        return ModelOutput(hidden.relu(), hidden)
+
+
+def test_dict_and_dataclass_outputs_come_back_as_the_model_returns_them(tmp_path):
+    torch.manual_seed(0)
+    model, x = Heads().eval(), torch.randn(3, 6)
+    inputs = {"forward": (x,), "as_dataclass": (x,)}
+    lowered = lower(model, inputs)
+    loaded = pipeline.load_lowered(pipeline.save_lowered(lowered, tmp_path / "heads.lowered"))
+    for module in (lowered, loaded):
+        with torch.no_grad():
+            assert_same_outputs(model(x), module(x))
+            assert_same_outputs(model.as_dataclass(x), module.as_dataclass(x))
+    assert isinstance(loaded.as_dataclass(x), ModelOutput)
+
+
+class PairInput(nn.Module):
+    def forward(self, x, pair):
+        first, second = pair
+        return x * first + second
+
+
+def test_tuple_arguments_are_flattened_and_fed_by_input_name():
+    model = PairInput()
+    args = (torch.randn(4), (torch.randn(4), torch.randn(4)))
+    lowered = lower(model, {"forward": args})
+    assert not lowered._handles["forward"].flat
+    assert_same_outputs(model(*args), lowered(*args))
+
+
+def test_inputs_that_require_grad_or_are_not_contiguous_are_accepted():
+    model, inputs = zoo.build("mlp"), zoo.example_inputs("mlp")
+    lowered = lower(model, inputs)
+    x = inputs["forward"][0]
+    with torch.no_grad():
+        expected = model(x)
+    assert_same_outputs(expected, lowered(x.clone().requires_grad_()))
+    strided = torch.empty(64, 2).t()  # (2, 64) with strides (1, 2)
+    strided.copy_(x)
+    assert not strided.is_contiguous()
+    assert_same_outputs(expected, lowered(strided))
+
+
+# -- compile spec ---------------------------------------------------------------------------------
+
+def test_compile_spec_options_reach_the_session():
+    model, inputs = zoo.build("mlp"), zoo.example_inputs("mlp")
+    lowered = lower(model, inputs, spec={"graph_optimization_level": "basic", "intra_op_num_threads": 1,
+                                         "execution_mode": "parallel", "inter_op_num_threads": 2,
+                                         "enable_mem_pattern": False, "use_deterministic_compute": True})
+    options = lowered._handles["forward"].session.get_session_options()
+    assert options.graph_optimization_level == onnxruntime.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    assert options.intra_op_num_threads == 1 and options.inter_op_num_threads == 2
+    assert options.execution_mode == onnxruntime.ExecutionMode.ORT_PARALLEL
+    assert not options.enable_mem_pattern and options.use_deterministic_compute
+
+
+def test_opset_option_is_the_exported_models_opset():
+    model, inputs = zoo.build("mlp"), zoo.example_inputs("mlp")
+    lowered = lower(model, inputs, spec={"opset": 18})
+    _, models = unpack_parts(lowered.processed, "onnxruntime")
+    opsets = {o.domain: o.version for o in onnx.load_from_string(models["forward"]).opset_import}
+    assert opsets[""] == 18
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"intra_op_threads": 2}, r"compile_spec.forward.intra_op_threads: unknown key.*Did you mean 'intra_op_num_threads'"),
+    ({"graph_optimization_level": "fast"}, r"graph_optimization_level.*allowed: 'all', 'basic', 'disable', "
+                                           r"'extended', 'layout'"),
+    ({"execution_mode": "async"}, r"execution_mode.*allowed: 'parallel', 'sequential'"),
+    ({"intra_op_num_threads": -1}, r"intra_op_num_threads must be >= 0"),
+    ({"intra_op_num_threads": "two"}, r"intra_op_num_threads.*expected int"),
+    ({"opset": 3}, r"opset must be in 7\.\."),
+    ({"input_dtypes": ["float32"]}, r"input_dtypes needs input_shapes"),
+    ({"providers": []}, r"providers must name at least one"),
+])
+def test_invalid_compile_spec_is_rejected_naming_the_option_and_what_is_allowed(options, message):
+    model, inputs = zoo.build("mlp"), zoo.example_inputs("mlp")
+    with pytest.raises(pipeline.LoweringError, match=message):
+        lower(model, inputs, spec=options)
+
+
+def test_unavailable_provider_is_rejected_at_lowering_listing_the_available_ones():
+    model, inputs = zoo.build("mlp"), zoo.example_inputs("mlp")
+    with pytest.raises(pipeline.LoweringError, match=r"\['NoSuchExecutionProvider'\] are not available.*"
+                                                     r"available: .*'CPUExecutionProvider'"):
+        lower(model, inputs, spec={"providers": ["NoSuchExecutionProvider"]})
+
+
+def test_unavailable_provider_is_rejected_when_the_payload_is_compiled():
+    model, inputs = zoo.build("mlp"), zoo.example_inputs("mlp")
+    lowered = lower(model, inputs)
+    with pytest.raises(pipeline.LoweringError, match=r"available: .*'CPUExecutionProvider'"):
+        OnnxRuntimeBackend().compile(lowered.processed, {"forward": {"providers": ["NoSuchExecutionProvider"]}})
+
+
+# -- payload --------------------------------------------------------------------------------------
+
+def test_payload_is_a_container_of_onnx_models_with_a_json_header():
+    model, inputs = zoo.build("basic"), zoo.example_inputs("basic")
+    lowered = lower(model, inputs)
+    meta, models = unpack_parts(lowered.processed, "onnxruntime")
+    assert list(models) == ["forward", "accum", "sub_accum"]
+    for method, data in models.items():
+        onnx.checker.check_model(onnx.load_from_string(data))
+        assert [name for name, _ in meta["methods"][method]["inputs"]] == ["x", "h"]
+
+
+@pytest.mark.parametrize("corrupt", [
+    lambda data: data[:-10],
+    lambda data: b"NOTAPAYLOAD" + data,
+    lambda data: data[:-1] + bytes([data[-1] ^ 0xFF]),
+    lambda data: pack_parts("inductor", {}, {}),
+])
+def test_corrupt_payload_is_rejected_with_lowering_error(corrupt):
+    model, inputs = zoo.build("mlp"), zoo.example_inputs("mlp")
+    lowered = lower(model, inputs)
+    with pytest.raises(pipeline.LoweringError, match="onnxruntime"):
+        OnnxRuntimeBackend().compile(corrupt(lowered.processed), lowered.method_compile_spec)
+
+
+# -- debug handles, errors, profiles ---------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["mlp", "transformer"])
+def test_every_exported_onnx_node_maps_to_the_handles_of_its_fx_nodes(name):
+    model, inputs = zoo.build(name), zoo.example_inputs(name)
+    lowered = lower(model, inputs)
+    _, models = unpack_parts(lowered.processed, "onnxruntime")
+    nodes = [node.name for node in onnx.load_from_string(models["forward"]).graph.node]
+    backend_map = lowered.handle_map.backend_map
+    assert sorted(backend_map) == sorted(f"forward/{node}" for node in nodes)
+    assert all(h in lowered.handle_map.handles for handles in backend_map.values() for h in handles)
+    if name == "mlp":
+        ops = {key: [lowered.handle_map.handles[h].op for h in handles] for key, handles in backend_map.items()}
+        assert ops == {"forward/node_linear": ["aten::linear"], "forward/node_gelu": ["aten::gelu"],
+                       "forward/node_linear_1": ["aten::linear"], "forward/node_gelu_1": ["aten::gelu"],
+                       "forward/node_linear_2": ["aten::linear"]}
+
+
+def test_torchscript_route_maps_nodes_by_source_range_and_module():
+    model, inputs = zoo.build("mlp"), zoo.example_inputs("mlp")
+    lowered = lower(model, inputs, "trace")
+    records = lowered.handle_map.handles
+    described = {key: [(records[h].op, records[h].module_hierarchy.split("::<unknown>.")[1]) for h in handles]
+                 for key, handles in lowered.handle_map.backend_map.items()}
+    assert described["forward/body/0/Gemm"] == [("aten::linear", "body(Sequential)::forward.0(Linear)::forward.aten::linear")]
+    assert described["forward/head/Gemm"] == [("aten::linear", "head(Linear)::forward.aten::linear")]
+    assert len(described) == 5
+
+
+class Pick(nn.Module):
+    def forward(self, x, index):
+        doubled = x * 2
+        return doubled[index]
+
+
+def test_failing_node_is_reported_with_its_handle_and_source_line():
+    model = Pick()
+    x, index = torch.randn(5), torch.tensor([1, 3])
+    lowered = lower(model, {"forward": (x, index)})
+    with pytest.raises(pipeline.BackendRuntimeError) as raised:
+        lowered(x, torch.tensor([1, 10]))
+    error = raised.value
+    assert len(error.debug_handles) == 1 and error.debug_handles[0] >= 0
+    assert lowered.handle_map.handles[error.debug_handles[0]].op == "aten::index.Tensor"
+    assert f"line {line_of(Pick.forward, 'doubled[index]')}" in str(error)
+    assert "invalid index" in str(error)
+
+
+def test_input_of_the_wrong_shape_is_reported_with_handle_minus_one():
+    model, inputs = zoo.build("mlp"), zoo.example_inputs("mlp")
+    lowered = lower(model, inputs)
+    with pytest.raises(pipeline.BackendRuntimeError, match="invalid dimensions") as raised:
+        lowered(torch.randn(3, 64))
+    assert raised.value.debug_handles == [-1]
+
+
+def test_profile_times_each_node_kernel_under_its_name_and_handles():
+    model, inputs = zoo.build("mlp"), zoo.example_inputs("mlp")
+    lowered = lower(model, inputs)
+    handle = lowered._handles["forward"]
+    events = lowered._backend.profile(handle, list(inputs["forward"]))
+    assert [e.name for e in events] == ["forward/node_linear Gemm", "forward/node_gelu Gelu",
+                                        "forward/node_linear_1 Gemm", "forward/node_gelu_1 Gelu",
+                                        "forward/node_linear_2 Gemm"]
+    assert all(e.seconds >= 0 for e in events)
+    assert [list(e.debug_handles) for e in events] == [lowered.handle_map.backend_map[e.name.split()[0]]
+                                                      for e in events]
+
+
+def test_profile_maps_nodes_onnxruntime_fused_through_the_values_they_compute():
+    model, inputs = zoo.build("transformer"), zoo.example_inputs("transformer")
+    lowered = lower(model, inputs)
+    events = lowered._backend.profile(lowered._handles["forward"], list(inputs["forward"]))
+    fused = [e for e in events if e.name.split()[1] in ("SkipLayerNormalization", "FusedMatMul")]
+    assert fused and all(e.debug_handles for e in fused)
+    assert sum(1 for e in events if e.debug_handles) >= 0.8 * len(events)
+
+
+# -- registration, documentation, config ----------------------------------------------------------
+
+def test_register_twice_is_harmless_and_backend_is_listed():
+    ort_backend.register()
+    ort_backend.register()
+    info = pipeline.get_backend("onnxruntime")
+    assert info.backend_cls is OnnxRuntimeBackend and info.compile_spec is ort_backend.OnnxRuntimeCompileSpec
+    assert set(info.accepts) == {"torchscript", "export"}
+    assert info.version == f"{ort_backend.__version__}+onnxruntime.{onnxruntime.__version__}"
+    assert "onnxruntime" in pipeline.list_backends()
+
+
+def test_docstring_and_config_list_every_compile_spec_option_with_its_default():
+    fields = {f.name: f for f in dataclasses.fields(ort_backend.OnnxRuntimeCompileSpec)}
+    assert [name for name in fields if f"``{name}``" not in ort_backend.__doc__] == []
+    config = yaml.safe_load((ROOT / "conf/backend/onnxruntime.yaml").read_text())
+    defaults = dataclasses.asdict(ort_backend.OnnxRuntimeCompileSpec())
+    defaults = {k: v.value if hasattr(v, "value") else v for k, v in defaults.items()}
+    assert config["compile_spec"]["forward"] == defaults
+    assert config["_target_"] == "backends.onnxruntime.register"
+
+
+def run_app(tmp_path: Path, *overrides: str) -> dict:
+    done = subprocess.run([sys.executable, "-m", "pipeline", *overrides, f"hydra.run.dir={tmp_path}"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads((tmp_path / "report.json").read_text())
+
+
+def test_app_lowers_the_default_model_to_onnxruntime_with_an_option_overridden(tmp_path):
+    report = run_app(tmp_path, "backend=onnxruntime", "backend.compile_spec.forward.intra_op_num_threads=1")
+    assert report["status"] == "ok" and report["verify"]["passed"]
+    assert report["compile_spec"]["forward"]["intra_op_num_threads"] == 1
+    assert report["env"]["backend:onnxruntime"] == ort_backend.backend_version()
+    handles = json.loads((tmp_path / "handles.json").read_text())
+    assert handles["backend_map"]

@@ -1,0 +1,257 @@
+"""The torchscript backend: the scripted or traced module, frozen and optimized for inference.
+
+Every test lowers a real model through ``pipeline.to_backend`` (or checks one
+piece of the backend directly) and compares with eager PyTorch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import io
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+from typing import Dict
+
+import pytest
+import torch
+import torch.utils._pytree as pytree
+import yaml
+from torch import nn
+
+import backends.torchscript as ts_backend
+import pipeline
+from backends.torchscript.runtime import BACKEND_MAP_FILE, TorchScriptBackend
+from pipeline import zoo
+
+ROOT = Path(__file__).resolve().parent.parent
+TOLERANCE = dict(atol=1e-5, rtol=1e-4)  # conf/backend/torchscript.yaml
+MODES = ("script", "trace")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def registered_backend():
+    ts_backend.register()
+    yield
+
+
+def lower(model: nn.Module, inputs: dict, mode: str = "script", spec: dict = None, **options):
+    return pipeline.to_backend("torchscript", model, {m: dict(spec or {}) for m in inputs}, example_inputs=inputs,
+                               frontend="torchscript", torchscript_mode=mode, **options)
+
+
+def fresh_like(args: tuple, seed: int) -> tuple:
+    generator = torch.Generator().manual_seed(seed)
+    return tuple(torch.randn(a.shape, generator=generator, dtype=a.dtype) for a in args)
+
+
+def assert_same_outputs(expected, actual, **tolerance) -> None:
+    assert type(actual) is type(expected)
+    assert pytree.tree_structure(actual) == pytree.tree_structure(expected)
+    for e, a in zip(pytree.tree_leaves(expected), pytree.tree_leaves(actual)):
+        torch.testing.assert_close(a, e, **(tolerance or TOLERANCE))
+
+
+def line_of(function, text: str) -> int:
+    lines, start = inspect.getsourcelines(function)
+    return start + next(i for i, line in enumerate(lines) if text in line)
+
+
+# -- the zoo, on both torchscript modes -----------------------------------------------------------
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("name", ["basic", "mlp", "cnn", "transformer"])
+def test_zoo_model_matches_eager_and_loads_back_with_the_same_outputs(name, mode, tmp_path):
+    model, inputs = zoo.build(name), zoo.example_inputs(name)
+    lowered = lower(model, inputs, mode)
+    loaded = pipeline.load_lowered(pipeline.save_lowered(lowered, tmp_path / f"{name}.lowered"))
+    for method, args in inputs.items():
+        for trial_args in (args, fresh_like(args, seed=1), fresh_like(args, seed=2)):
+            with torch.no_grad():
+                expected = getattr(model, method)(*trial_args)
+            actual = getattr(lowered, method)(*trial_args)
+            assert_same_outputs(expected, actual)
+            assert_same_outputs(actual, getattr(loaded, method)(*trial_args), atol=0, rtol=0)
+
+
+def test_scripted_model_runs_other_batch_sizes_than_the_example():
+    model, inputs = zoo.build("cnn"), zoo.example_inputs("cnn")
+    lowered = lower(model, inputs)
+    x = torch.randn(5, 3, 16, 16)
+    with torch.no_grad():
+        assert_same_outputs(model(x), lowered(x))
+
+
+def test_outputs_do_not_require_grad_even_when_grad_is_enabled():
+    model, inputs = zoo.build("mlp"), zoo.example_inputs("mlp")
+    lowered = lower(model, inputs, spec={"freeze": False, "optimize_for_inference": False})
+    assert torch.is_grad_enabled()
+    assert not lowered(*inputs["forward"]).requires_grad
+    assert torch.is_grad_enabled()
+
+
+# -- output structures and arguments --------------------------------------------------------------
+
+class Heads(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Linear(6, 4)
+
+    def forward(self, x) -> Dict[str, torch.Tensor]:
+        hidden = self.body(x)
+        return {"logits": hidden.relu(), "hidden": hidden}
+
+    @torch.jit.export
+    def scaled(self, x, *, scale: float):  # TorchScript takes keyword-only arguments without defaults only
+        return self.body(x) * scale
+
+
+def test_dict_outputs_and_keyword_only_arguments_come_through(tmp_path):
+    torch.manual_seed(0)
+    model, x = Heads().eval(), torch.randn(3, 6)
+    # no example inputs for `scaled`: the torchscript frontend would pass them positionally
+    lowered = pipeline.to_backend("torchscript", model, {"forward": {}, "scaled": {}}, frontend="torchscript",
+                                  example_inputs={"forward": (x,)})
+    loaded = pipeline.load_lowered(pipeline.save_lowered(lowered, tmp_path / "heads.lowered"))
+    for module in (lowered, loaded):
+        with torch.no_grad():
+            assert_same_outputs(model(x), module(x))
+            assert_same_outputs(model.scaled(x, scale=3.0), module.scaled(x, scale=3.0))
+
+
+# -- compile spec ---------------------------------------------------------------------------------
+
+def test_without_freezing_the_payload_runs_the_module_as_scripted():
+    model, inputs = zoo.build("cnn"), zoo.example_inputs("cnn")
+    lowered = lower(model, inputs, spec={"freeze": False, "optimize_for_inference": False})
+    module = lowered._handles["forward"].module
+    assert module._c._has_method("forward") and hasattr(module, "features")  # submodules still there
+    with torch.no_grad():
+        assert_same_outputs(model(*inputs["forward"]), lowered(*inputs["forward"]))
+
+
+def test_optimize_for_inference_folds_batch_norm_and_freezing_drops_submodules():
+    model, inputs = zoo.build("cnn"), zoo.example_inputs("cnn")
+    lowered = lower(model, inputs)
+    graph = str(lowered._handles["forward"].module.forward.graph)
+    assert "batch_norm" not in graph and "prim::CallMethod" not in graph
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"freze": False}, r"compile_spec.forward.freze: unknown key.*Did you mean 'freeze'"),
+    ({"freeze": False, "optimize_for_inference": True}, r"optimize_for_inference=True needs freeze=True"),
+    ({"optimize_for_inference": "often"}, r"optimize_for_inference.*expected bool"),
+])
+def test_invalid_compile_spec_is_rejected_naming_the_option(options, message):
+    model, inputs = zoo.build("mlp"), zoo.example_inputs("mlp")
+    with pytest.raises(pipeline.LoweringError, match=message):
+        lower(model, inputs, spec=options)
+
+
+def test_methods_asking_for_different_module_options_are_rejected():
+    model, inputs = zoo.build("basic"), zoo.example_inputs("basic")
+    spec = {"forward": {}, "accum": {"optimize_for_inference": False}, "sub_accum": {}}
+    with pytest.raises(pipeline.LoweringError, match=r"'forward' and 'accum' ask for different "
+                                                     r"\['optimize_for_inference'\]"):
+        pipeline.to_backend("torchscript", model, spec, frontend="torchscript", example_inputs=inputs)
+
+
+def test_export_frontend_is_rejected_by_the_pipeline():
+    model, inputs = zoo.build("mlp"), zoo.example_inputs("mlp")
+    with pytest.raises(pipeline.LoweringError, match="does not accept the 'export' frontend"):
+        pipeline.to_backend("torchscript", model, {"forward": {}}, frontend="export", example_inputs=inputs)
+
+
+# -- payload --------------------------------------------------------------------------------------
+
+def test_payload_is_a_torchscript_archive_with_the_backend_map_inside():
+    model, inputs = zoo.build("mlp"), zoo.example_inputs("mlp")
+    lowered = lower(model, inputs)
+    extra = {BACKEND_MAP_FILE: ""}
+    module = torch.jit.load(io.BytesIO(lowered.processed), _extra_files=extra)
+    torch.testing.assert_close(module(*inputs["forward"]), model(*inputs["forward"]))
+    nodes = json.loads(extra[BACKEND_MAP_FILE])["methods"]["forward"]["nodes"]
+    assert {f"forward/{index}": handles for index, handles in nodes.items()} == lowered.handle_map.backend_map
+    assert not any(name.endswith(".pkl") and "data" not in name and "constants" not in name
+                   for name in zipfile.ZipFile(io.BytesIO(lowered.processed)).namelist()
+                   if not name.endswith(("data.pkl", "constants.pkl", ".debug_pkl")))
+
+
+def test_payload_that_is_not_an_archive_is_rejected_with_lowering_error():
+    with pytest.raises(pipeline.LoweringError, match="not a loadable TorchScript archive"):
+        TorchScriptBackend().compile(b"not a zip file", {"forward": {}})
+
+
+# -- debug handles, errors, profiles ---------------------------------------------------------------
+
+def test_every_op_of_the_optimized_mlp_maps_to_the_linear_or_gelu_it_came_from():
+    from backends.torchscript.mapping import walk
+
+    model, inputs = zoo.build("mlp"), zoo.example_inputs("mlp")
+    lowered = lower(model, inputs)
+    nodes = list(walk(lowered._handles["forward"].module.forward.graph))
+    ops = [(index, node.kind()) for index, node in enumerate(nodes) if node.kind().startswith("aten::")]
+    assert [kind for _, kind in ops] == ["aten::matmul", "aten::add", "aten::gelu"] * 2 + ["aten::matmul", "aten::add"]
+    backend_map, records = lowered.handle_map.backend_map, lowered.handle_map.handles
+    assert sorted(backend_map) == sorted(f"forward/{index}" for index, _ in ops)
+    origins = [[records[h].module_hierarchy for h in backend_map[f"forward/{index}"]] for index, _ in ops]
+    top = "top(MLP)::<unknown>."
+    linear = [f"{top}body(Sequential)::forward.{i}(Linear)::forward.aten::linear" for i in (0, 2)]
+    gelu = [f"{top}body(Sequential)::forward.{i}(GELU)::forward.aten::gelu" for i in (1, 3)]
+    head = f"{top}head(Linear)::forward.aten::linear"
+    assert origins == [[linear[0]], [linear[0]], [gelu[0]], [linear[1]], [linear[1]], [gelu[1]], [head], [head]]
+
+
+def test_runtime_error_names_the_handles_and_source_line_of_the_failing_op():
+    model = zoo.BasicModule()
+    inputs = {"forward": (torch.randn(5), torch.randn(5))}
+    lowered = lower(model, inputs)
+    with pytest.raises(pipeline.BackendRuntimeError) as raised:
+        lowered(torch.randn(5), torch.randn(6))
+    error = raised.value
+    assert [lowered.handle_map.handles[h].op for h in error.debug_handles] == ["aten::add"]
+    assert f"line {line_of(zoo.BasicModule.accum, 'return x + h')}" in str(error)
+
+
+def test_profile_reports_each_op_the_interpreter_ran_with_its_handles():
+    model, inputs = zoo.build("mlp"), zoo.example_inputs("mlp")
+    lowered = lower(model, inputs)
+    events = lowered._backend.profile(lowered._handles["forward"], list(inputs["forward"]))
+    assert [e.name.split()[1] for e in events] == ["aten::matmul", "aten::add", "aten::gelu"] * 2 + \
+        ["aten::matmul", "aten::add"]
+    assert all(e.seconds >= 0 for e in events)
+    assert [list(e.debug_handles) for e in events] == [lowered.handle_map.backend_map[e.name.split()[0]]
+                                                      for e in events]
+
+
+# -- registration, documentation, config ----------------------------------------------------------
+
+def test_register_twice_is_harmless_and_backend_is_listed():
+    ts_backend.register()
+    ts_backend.register()
+    info = pipeline.get_backend("torchscript")
+    assert info.backend_cls is TorchScriptBackend and info.compile_spec is ts_backend.TorchScriptCompileSpec
+    assert info.accepts == ("torchscript",)
+    assert info.version == f"{ts_backend.__version__}+torch.{torch.__version__}"
+
+
+def test_docstring_says_what_loading_the_archive_runs_and_lists_every_option():
+    doc = " ".join(ts_backend.__doc__.split())
+    assert "restricted unpickler" in doc and "not arbitrary Python" in doc
+    fields = [f.name for f in dataclasses.fields(ts_backend.TorchScriptCompileSpec)]
+    assert [name for name in fields if f"``{name}``" not in doc] == []
+    config = yaml.safe_load((ROOT / "conf/backend/torchscript.yaml").read_text())
+    assert config["compile_spec"]["forward"] == dataclasses.asdict(ts_backend.TorchScriptCompileSpec())
+
+
+def test_app_lowers_a_scripted_model_to_torchscript(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "pipeline", "backend=torchscript", "frontend=torchscript",
+                           "model=cnn", f"hydra.run.dir={tmp_path}"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["status"] == "ok" and report["verify"]["passed"]
+    assert report["compile_spec"]["forward"] == {"freeze": True, "optimize_for_inference": True}
