@@ -19,7 +19,7 @@ from typing import Any, Dict
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from pipeline.config import ConfigError, validate
 from pipeline.hashing import write_json

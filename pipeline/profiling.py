@@ -10,7 +10,7 @@ Inspector attributes delegate events to the op graph.
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 from pipeline.lowered_module import LoweredModule
 

@@ -23,6 +23,8 @@ import yaml
 from torch import nn
 
 import backends.inductor as inductor_backend
+import backend_checks
+from backend_checks import fresh_like
 import pipeline
 from backends.inductor.compile_spec import INDUCTOR_OPTIONS, InductorCompileSpec
 from backends.inductor.runtime import InductorBackend
@@ -33,6 +35,10 @@ ROOT = Path(__file__).resolve().parent.parent
 TOLERANCE = dict(atol=1e-5, rtol=1e-4)  # conf/backend/inductor.yaml
 
 
+def assert_same_outputs(expected, actual, **tolerance) -> None:
+    backend_checks.assert_same_outputs(expected, actual, **(tolerance or TOLERANCE))
+
+
 @pytest.fixture(autouse=True, scope="module")
 def registered_backend():
     inductor_backend.register()
@@ -41,18 +47,6 @@ def registered_backend():
 
 def lower(model: nn.Module, inputs: dict, spec: dict = None) -> pipeline.LoweredModule:
     return pipeline.to_backend("inductor", model, {m: dict(spec or {}) for m in inputs}, example_inputs=inputs)
-
-
-def fresh_like(args: tuple, seed: int) -> tuple:
-    generator = torch.Generator().manual_seed(seed)
-    return tuple(torch.randn(a.shape, generator=generator, dtype=a.dtype) for a in args)
-
-
-def assert_same_outputs(expected, actual, **tolerance) -> None:
-    assert type(actual) is type(expected)
-    assert pytree.tree_structure(actual) == pytree.tree_structure(expected)
-    for e, a in zip(pytree.tree_leaves(expected), pytree.tree_leaves(actual)):
-        torch.testing.assert_close(a, e, **(tolerance or TOLERANCE))
 
 
 def check_against_eager(model: nn.Module, inputs: dict, lowered: nn.Module, loaded: nn.Module) -> None:

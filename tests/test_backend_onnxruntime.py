@@ -7,7 +7,6 @@ piece of the backend directly) and compares with eager PyTorch.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import json
 import subprocess
 import sys
@@ -23,6 +22,8 @@ import yaml
 from torch import nn
 
 import backends.onnxruntime as ort_backend
+import backend_checks
+from backend_checks import fresh_like, line_of
 import pipeline
 from pipeline.payload import pack_parts, unpack_parts
 from backends.onnxruntime.runtime import OnnxRuntimeBackend
@@ -30,6 +31,10 @@ from pipeline import zoo
 
 ROOT = Path(__file__).resolve().parent.parent
 TOLERANCE = dict(atol=1e-5, rtol=1e-4)  # conf/backend/onnxruntime.yaml
+
+
+def assert_same_outputs(expected, actual, **tolerance) -> None:
+    backend_checks.assert_same_outputs(expected, actual, **(tolerance or TOLERANCE))
 FRONTENDS = {
     "export": dict(frontend="export"),
     "trace": dict(frontend="torchscript", torchscript_mode="trace"),
@@ -49,23 +54,6 @@ def lower(model: nn.Module, inputs: dict, frontend: str = "export", spec: dict =
         for method, args in inputs.items():
             specs[method].setdefault("input_shapes", [list(a.shape) for a in args])
     return pipeline.to_backend("onnxruntime", model, specs, example_inputs=inputs, **FRONTENDS[frontend], **options)
-
-
-def fresh_like(args: tuple, seed: int) -> tuple:
-    generator = torch.Generator().manual_seed(seed)
-    return tuple(torch.randn(a.shape, generator=generator, dtype=a.dtype) for a in args)
-
-
-def assert_same_outputs(expected, actual, **tolerance) -> None:
-    assert type(actual) is type(expected)
-    assert pytree.tree_structure(actual) == pytree.tree_structure(expected)
-    for e, a in zip(pytree.tree_leaves(expected), pytree.tree_leaves(actual)):
-        torch.testing.assert_close(a, e, **(tolerance or TOLERANCE))
-
-
-def line_of(function, text: str) -> int:
-    lines, start = inspect.getsourcelines(function)
-    return start + next(i for i, line in enumerate(lines) if text in line)
 
 
 # -- the zoo, on every frontend -------------------------------------------------------------------

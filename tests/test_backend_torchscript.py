@@ -7,7 +7,6 @@ piece of the backend directly) and compares with eager PyTorch.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import io
 import json
 import subprocess
@@ -18,17 +17,22 @@ from typing import Dict
 
 import pytest
 import torch
-import torch.utils._pytree as pytree
 import yaml
 from torch import nn
 
 import backends.torchscript as ts_backend
+import backend_checks
+from backend_checks import fresh_like, line_of
 import pipeline
 from backends.torchscript.runtime import BACKEND_MAP_FILE, TorchScriptBackend
 from pipeline import zoo
 
 ROOT = Path(__file__).resolve().parent.parent
 TOLERANCE = dict(atol=1e-5, rtol=1e-4)  # conf/backend/torchscript.yaml
+
+
+def assert_same_outputs(expected, actual, **tolerance) -> None:
+    backend_checks.assert_same_outputs(expected, actual, **(tolerance or TOLERANCE))
 MODES = ("script", "trace")
 
 
@@ -41,23 +45,6 @@ def registered_backend():
 def lower(model: nn.Module, inputs: dict, mode: str = "script", spec: dict = None, **options):
     return pipeline.to_backend("torchscript", model, {m: dict(spec or {}) for m in inputs}, example_inputs=inputs,
                                frontend="torchscript", torchscript_mode=mode, **options)
-
-
-def fresh_like(args: tuple, seed: int) -> tuple:
-    generator = torch.Generator().manual_seed(seed)
-    return tuple(torch.randn(a.shape, generator=generator, dtype=a.dtype) for a in args)
-
-
-def assert_same_outputs(expected, actual, **tolerance) -> None:
-    assert type(actual) is type(expected)
-    assert pytree.tree_structure(actual) == pytree.tree_structure(expected)
-    for e, a in zip(pytree.tree_leaves(expected), pytree.tree_leaves(actual)):
-        torch.testing.assert_close(a, e, **(tolerance or TOLERANCE))
-
-
-def line_of(function, text: str) -> int:
-    lines, start = inspect.getsourcelines(function)
-    return start + next(i for i, line in enumerate(lines) if text in line)
 
 
 # -- the zoo, on both torchscript modes -----------------------------------------------------------

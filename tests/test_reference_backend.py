@@ -6,15 +6,15 @@ piece of the backend directly) and compares with eager PyTorch.
 
 from __future__ import annotations
 
-import inspect
 from typing import List, Optional, Tuple
 
 import pytest
 import torch
-import torch.utils._pytree as pytree
 from torch import nn
 
 import backends.reference as reference
+import backend_checks
+from backend_checks import fresh_like, line_of
 import pipeline
 from backends.reference import ops
 from backends.reference.interpreter import ReferenceBackend
@@ -37,6 +37,10 @@ FRONTENDS = {
     "trace": dict(frontend="torchscript", torchscript_mode="trace"),
 }
 TOLERANCE = dict(atol=1e-5, rtol=1e-5)
+
+
+def assert_same_outputs(expected, actual, **tolerance) -> None:
+    backend_checks.assert_same_outputs(expected, actual, **(tolerance or TOLERANCE))
 pytestmark = [  # tracing the zoo warns about what it does; the tests check the results instead
     pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning"),
     pytest.mark.filterwarnings("ignore:`torch.jit.trace_method` is deprecated:DeprecationWarning"),
@@ -52,24 +56,6 @@ def registered_backend():
 def lower(model: nn.Module, inputs: dict, frontend: str, spec: dict = None, **options) -> pipeline.LoweredModule:
     return pipeline.to_backend("reference", model, {m: dict(spec or {}) for m in inputs},
                                example_inputs=inputs, **FRONTENDS[frontend], **options)
-
-
-def fresh_like(args: tuple, seed: int) -> tuple:
-    generator = torch.Generator().manual_seed(seed)
-    return tuple(torch.randn(a.shape, generator=generator, dtype=a.dtype) for a in args)
-
-
-def assert_same_outputs(expected, actual) -> None:
-    expected_leaves, actual_leaves = pytree.tree_leaves(expected), pytree.tree_leaves(actual)
-    assert pytree.tree_structure(expected) == pytree.tree_structure(actual)
-    for e, a in zip(expected_leaves, actual_leaves):
-        torch.testing.assert_close(a, e, **TOLERANCE)
-
-
-def line_of(function, text: str) -> int:
-    """The line number of the first line of ``function`` that contains ``text``."""
-    lines, start = inspect.getsourcelines(function)
-    return start + next(i for i, line in enumerate(lines) if text in line)
 
 
 # -- the zoo, on every frontend ------------------------------------------------------------------
