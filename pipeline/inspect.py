@@ -71,7 +71,7 @@ def render(data: Dict[str, Any], show_all: bool = False) -> str:
     if handles:
         records = handles["handles"]
         shown = records if show_all else records[:40]
-        rows = [[r["handle"], r["method"], r["op"], _where(r), r["module_hierarchy"]] for r in shown]
+        rows = [[r["handle"], r["method"], r["op"], _where(r), _tail(r["module_hierarchy"])] for r in shown]
         out.append("")
         out.append(f"handle map: {len(records)} handles ({handles['strategy']}), "
                    f"{len(handles['backend_map'])} backend ids")
@@ -80,12 +80,17 @@ def render(data: Dict[str, Any], show_all: bool = False) -> str:
             out.append(f"... {len(records) - len(shown)} more (--all shows every handle)")
     profile = data.get("profile")
     if profile:
-        rows = [[f"{e['seconds'] * 1e6:.1f}", f"{e['share'] * 100:.1f}%", e["source"], e["module_hierarchy"]]
+        rows = [[f"{e['seconds'] * 1e6:.1f}", f"{e['share'] * 100:.1f}%", e["source"], _tail(e["module_hierarchy"])]
                 for e in profile["by_source"][:15]]
         out.append("")
         out.append(f"hottest source lines ({profile['backend']}, {profile['calls']} profiled call(s)):")
         out.append(text_table(["us", "share", "source", "module hierarchy"], rows, max_width=100))
     return "\n".join(out)
+
+
+def _tail(hierarchy: str, width: int = 100) -> str:
+    """The innermost end of a long module hierarchy: that is where the op is."""
+    return hierarchy if len(hierarchy) <= width else "..." + hierarchy[-(width - 3):]
 
 
 def _where(record: Dict[str, Any]) -> str:
