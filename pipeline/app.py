@@ -39,6 +39,8 @@ def main(cfg: DictConfig) -> Dict[str, Any]:
         "run_dir": str(out_dir),
         "overrides": list(hydra_cfg.overrides.task),
         "choices": {k: v for k, v in hydra_cfg.runtime.choices.items() if not k.startswith("hydra/")},
+        # A sweep's first job in each process also pays for importing torch.
+        "process": {"pid": os.getpid(), "torch_preloaded": "torch" in sys.modules},
     }
     try:
         request = validate(cfg)
