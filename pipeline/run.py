@@ -84,6 +84,8 @@ def run(request: RunRequest, out_dir: Path, extra_record: Optional[Dict[str, Any
     out_dir.mkdir(parents=True, exist_ok=True)
     stages = Stages()
     report = _base_report(request, extra_record or {})
+    lower_timings: Dict[str, float] = {}
+    threads_before = torch.get_num_threads()  # restored: the next job of a sweep may run in this process
     if request.threads:
         torch.set_num_threads(request.threads)
     try:
@@ -98,12 +100,10 @@ def run(request: RunRequest, out_dir: Path, extra_record: Optional[Dict[str, Any
         with stages("capture"):
             captured = capture(model, list(request.compile_spec), request.frontend, inputs, request.torchscript_mode)
         with stages("lower"):
-            lower_timings: Dict[str, float] = {}
             lowered = codegen_backend_module(
                 request.backend_name, captured, request.compile_spec,
                 debug_handles=request.debug_handles, timings=lower_timings,
             )
-            report["timings_detail"] = lower_timings
         if request.verify.enabled:
             with stages("verify"):
                 result = verify(model, lowered, _input_sets(request, inputs), request.tolerance.atol,
@@ -131,7 +131,9 @@ def run(request: RunRequest, out_dir: Path, extra_record: Optional[Dict[str, Any
     except Exception as error:  # recorded, not raised: the report is the result
         report.update(status="failed", stage=stages.current or "unknown", error=f"{type(error).__name__}: {error}")
         report["traceback"] = traceback.format_exc()
-    report["timings"] = {**stages.timings, **{f"lower.{k}": v for k, v in report.pop("timings_detail", {}).items()}}
+    finally:
+        torch.set_num_threads(threads_before)
+    report["timings"] = {**stages.timings, **{f"lower.{k}": v for k, v in lower_timings.items()}}
     report["job_seconds"] = time.perf_counter() - started
     write_json(out_dir / REPORT, report)
     return report
