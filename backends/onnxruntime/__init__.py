@@ -23,7 +23,7 @@ no ONNX symbolic for (``nn.TransformerEncoder`` is one: lower it with the
 export frontend). The shapes of an exported model are those of the example
 inputs, as ``torch.export`` specialized them.
 
-The payload (`container`): one ONNX model per method, with a JSON header
+The payload (`pipeline.payload`): one ONNX model per method, with a JSON header
 holding each method's input-feeding plan and node -> debug-handle map. No
 pickle; the same model lowered twice gives the same bytes.
 

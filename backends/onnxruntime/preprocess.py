@@ -2,7 +2,7 @@
 
 Per method: validate the compile spec (and its execution providers), export
 the method (`exporters.export_program` or `exporters.export_torchscript`),
-then pack all models into one payload (`container.pack_parts`), with the
+then pack all models into one payload (`pipeline.payload.pack_parts`), with the
 feeding plan and node -> handles map of each in the header. The backend map
 is ``{"<method>/<ONNX node name>": [handles]}``.
 """
