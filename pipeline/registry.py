@@ -92,6 +92,15 @@ def register_backend(
     return backend_cls
 
 
+def is_registered(name: str) -> bool:
+    """Whether ``name`` is registered in this process; unlike the lookups, loads no entry point.
+
+    A backend's own ``register()`` uses it to be harmless when called twice: it is
+    the entry point being loaded, so it must not trigger entry-point loading itself.
+    """
+    return name in _preprocess_functions
+
+
 def get_backend(name: str) -> BackendInfo:
     """The registry entry of a backend that has both halves registered."""
     if name not in _backends and not _load_entry_point(name):

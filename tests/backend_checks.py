@@ -24,3 +24,16 @@ def line_of(function, text: str) -> int:
     """The line number of the first line of ``function`` that contains ``text``."""
     lines, start = inspect.getsourcelines(function)
     return start + next(i for i, line in enumerate(lines) if text in line)
+
+
+def check_against_eager(model, inputs: dict, lowered, atol: float, rtol: float, loaded=None) -> None:
+    """Every method on its example inputs and two fresh ones: lowered equals eager within
+    tolerance, and a reloaded artifact (if given) equals the lowered module exactly."""
+    for method, args in inputs.items():
+        for trial_args in (args, fresh_like(args, seed=1), fresh_like(args, seed=2)):
+            with torch.no_grad():
+                expected = getattr(model, method)(*trial_args)
+            actual = getattr(lowered, method)(*trial_args)
+            assert_same_outputs(expected, actual, atol=atol, rtol=rtol)
+            if loaded is not None:
+                assert_same_outputs(actual, getattr(loaded, method)(*trial_args), atol=0, rtol=0)

@@ -64,6 +64,7 @@ from __future__ import annotations
 import torch
 
 import pipeline
+from pipeline.registry import is_registered
 
 from backends.inductor.compile_spec import INDUCTOR_OPTIONS, InductorCompileSpec
 from backends.inductor.preprocess import preprocess
@@ -77,9 +78,7 @@ __all__ = ["INDUCTOR_OPTIONS", "InductorBackend", "InductorCompileSpec", "NAME",
 
 def register() -> None:
     """Register the backend with the pipeline; calling it again does nothing."""
-    # The private dict, not has_backend_preprocess_function(): that one loads entry points,
-    # and this function is the entry point being loaded.
-    if NAME in pipeline.registry._preprocess_functions:
+    if is_registered(NAME):
         return
     pipeline.register_backend(
         NAME, InductorBackend, preprocess=preprocess, accepts=("export",),

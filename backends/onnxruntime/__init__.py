@@ -83,6 +83,7 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 import pipeline
+from pipeline.registry import is_registered
 
 from backends.onnxruntime.compile_spec import ExecutionMode, GraphOptimizationLevel, OnnxRuntimeCompileSpec
 from backends.onnxruntime.preprocess import preprocess
@@ -105,9 +106,7 @@ def backend_version() -> str:
 
 def register() -> None:
     """Register the backend with the pipeline; calling it again does nothing."""
-    # The private dict, not has_backend_preprocess_function(): that one loads entry points,
-    # and this function is the entry point being loaded.
-    if NAME in pipeline.registry._preprocess_functions:
+    if is_registered(NAME):
         return
     pipeline.register_backend(
         NAME, OnnxRuntimeBackend, preprocess=preprocess, accepts=("torchscript", "export"),

@@ -68,6 +68,7 @@ Supported ops (the table is ``ops.SUPPORTED_OPS``; every overload of each is sup
 from __future__ import annotations
 
 import pipeline
+from pipeline.registry import is_registered
 
 from backends.reference.compile_spec import ReferenceCompileSpec
 from backends.reference.compiler import preprocess
@@ -82,9 +83,7 @@ __all__ = ["NAME", "ReferenceBackend", "ReferenceCompileSpec", "SUPPORTED_OPS", 
 
 def register() -> None:
     """Register the backend with the pipeline; calling it again does nothing."""
-    # The private dict, not has_backend_preprocess_function(): that one loads entry points,
-    # and this function is the entry point being loaded.
-    if NAME in pipeline.registry._preprocess_functions:
+    if is_registered(NAME):
         return
     pipeline.register_backend(
         NAME, ReferenceBackend, preprocess=preprocess, accepts=("torchscript", "export"),

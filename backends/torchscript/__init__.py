@@ -56,6 +56,7 @@ from __future__ import annotations
 import torch
 
 import pipeline
+from pipeline.registry import is_registered
 
 from backends.torchscript.compile_spec import TorchScriptCompileSpec
 from backends.torchscript.preprocess import preprocess
@@ -69,9 +70,7 @@ __all__ = ["NAME", "TorchScriptBackend", "TorchScriptCompileSpec", "preprocess",
 
 def register() -> None:
     """Register the backend with the pipeline; calling it again does nothing."""
-    # The private dict, not has_backend_preprocess_function(): that one loads entry points,
-    # and this function is the entry point being loaded.
-    if NAME in pipeline.registry._preprocess_functions:
+    if is_registered(NAME):
         return
     pipeline.register_backend(
         NAME, TorchScriptBackend, preprocess=preprocess, accepts=("torchscript",),
