@@ -243,3 +243,15 @@ def test_bad_top_level_options_are_rejected(override, message):
     with pytest.raises(ConfigError) as error:
         validate(composed(override))
     assert str(error.value).startswith(message)
+
+
+def test_validate_checks_a_config_without_running_it(capsys):
+    from pipeline import validate as validate_command
+
+    assert validate_command.main(["backend=onnxruntime", "model=cnn"]) == 0
+    assert '"graph_optimization_level": "all"' in capsys.readouterr().out
+    assert validate_command.main(["backend.compile_spec.forward.constant_foldin=false"]) == 2
+    assert "Did you mean 'constant_folding'?" in capsys.readouterr().err
+    assert validate_command.main(["backend=refrence"]) == 2
+    assert "Available options in 'backend'" in capsys.readouterr().err
+    assert validate_command.main(["--config-dir", str(USER / "conf"), "backend=jit", "frontend=torchscript"]) == 0
