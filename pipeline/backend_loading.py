@@ -11,14 +11,14 @@ from __future__ import annotations
 import pipeline
 from pipeline.backend import FRONTENDS, Backend, BackendInfo
 from pipeline.errors import LoweringError
-from pipeline.registry import _backends, get_backend
+from pipeline.registry import get_backend, is_registered
 
 
 def register_from_target(name: str, target: str) -> BackendInfo:
     from pipeline.config import ConfigError
 
-    if name in _backends:
-        return _backends[name]
+    if is_registered(name):
+        return _get_or_explain(name, "it is registered in this process")
     if not target or target == "None":
         return _get_or_explain(name, "backend._target_ is missing")
     from hydra.utils import get_object

@@ -218,6 +218,18 @@ def _plain(value: Any) -> Any:
     return value.value if isinstance(value, enum.Enum) else value
 
 
+def compile_spec_from_options(schema: type, options: Any, backend: str, method: str) -> Any:
+    """One method's compile spec as an instance of a backend's dataclass; errors name the backend too.
+
+    Enum members are accepted as their values, as in `pipeline.lowering.normalize_compile_spec`.
+    """
+    values = {k: v.value if isinstance(v, enum.Enum) else v for k, v in dict(options).items()}
+    try:
+        return typed_options(schema, values, f"compile_spec.{method}")
+    except LoweringError as error:
+        raise LoweringError(f"Backend {backend!r}: {error}") from None
+
+
 def typed_options(schema: type, values: Any, path: str) -> Any:
     """Merge ``values`` into a dataclass schema; errors name the key path and the allowed keys or values.
 

@@ -19,7 +19,7 @@ import hashlib
 import json
 from typing import Any, Dict, Mapping, Tuple
 
-from pipeline.errors import LoweringError
+from pipeline.errors import LoweringError, format_choices
 from pipeline.hashing import canonical_json
 
 MAGIC = b"PLPARTS1"
@@ -64,3 +64,10 @@ def unpack_parts(data: bytes, kind: str) -> Tuple[Dict[str, Any], Dict[str, byte
     if offset != len(data):
         raise LoweringError(f"Backend {kind!r}: the payload has {len(data) - offset} unexpected trailing bytes.")
     return header.get("meta", {}), parts
+
+
+def method_part(parts: Mapping[str, bytes], method: str, kind: str) -> bytes:
+    """The part of one method, or an error that names what the payload does have."""
+    if method not in parts:
+        raise LoweringError(f"Backend {kind!r}: the payload has no method {method!r}; it has {format_choices(parts)}.")
+    return parts[method]

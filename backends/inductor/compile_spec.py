@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Mapping, Optional
 
 from pipeline import LoweringError
-from pipeline.config import typed_options  # the one validator of dataclass-shaped options
+from pipeline.config import compile_spec_from_options  # the one validator of dataclass-shaped options
 from pipeline.errors import did_you_mean
 
 NAME = "inductor"
@@ -54,10 +54,7 @@ class InductorCompileSpec:
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any], method: str) -> "InductorCompileSpec":
-        try:
-            spec = typed_options(cls, dict(options), f"compile_spec.{method}")
-        except LoweringError as error:
-            raise LoweringError(f"Backend {NAME!r}: {error}") from None
+        spec = compile_spec_from_options(cls, options, NAME, method)
         check_inductor_options(flatten_options(spec.options), method)
         if spec.cpp_threads < -1 or spec.cpp_threads == 0:
             raise LoweringError(

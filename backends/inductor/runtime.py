@@ -21,11 +21,10 @@ import torch.utils._pytree as pytree
 
 from pipeline import Backend, BackendRuntimeError, LoweringError, ProfileEvent
 from pipeline.debug_handles import UNKNOWN_HANDLE
-from pipeline.errors import format_choices
 
 from backends.inductor.compile_spec import NAME, InductorCompileSpec
 from backends.inductor.preprocess import PACKAGE_NAME
-from pipeline.payload import unpack_parts
+from pipeline.payload import method_part, unpack_parts
 
 
 class InductorBackend(Backend):
@@ -36,11 +35,7 @@ class InductorBackend(Backend):
         handles = {}
         for method, options in method_compile_spec.items():
             spec = InductorCompileSpec.from_options(options, method)
-            if method not in packages:
-                raise LoweringError(
-                    f"Backend {NAME!r}: the payload has no method {method!r}; it has {format_choices(packages)}."
-                )
-            handles[method] = PackageMethod(method, packages[method], meta["methods"][method], spec)
+            handles[method] = PackageMethod(method, method_part(packages, method, NAME), meta["methods"][method], spec)
         return handles
 
     def execute(self, handle: "PackageMethod", inputs: List[Any]) -> List[Any]:

@@ -15,7 +15,7 @@ from typing import Any, List, Mapping, Optional
 import torch
 
 from pipeline import LoweringError
-from pipeline.config import typed_options  # the one validator of dataclass-shaped options
+from pipeline.config import compile_spec_from_options  # the one validator of dataclass-shaped options
 from pipeline.errors import format_choices
 
 NAME = "onnxruntime"
@@ -67,11 +67,7 @@ class OnnxRuntimeCompileSpec:
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any], method: str) -> "OnnxRuntimeCompileSpec":
-        values = {k: v.value if isinstance(v, enum.Enum) else v for k, v in dict(options).items()}
-        try:
-            spec = typed_options(cls, values, f"compile_spec.{method}")
-        except LoweringError as error:
-            raise LoweringError(f"Backend {NAME!r}: {error}") from None
+        spec = compile_spec_from_options(cls, options, NAME, method)
         problems = [f"{name} must be >= 0, not {getattr(spec, name)}"
                     for name in ("intra_op_num_threads", "inter_op_num_threads") if getattr(spec, name) < 0]
         if not 0 <= spec.log_severity_level <= 4:

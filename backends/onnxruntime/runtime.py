@@ -21,10 +21,9 @@ import torch.utils._pytree as pytree
 
 from pipeline import Backend, BackendRuntimeError, LoweringError, ProfileEvent
 from pipeline.debug_handles import UNKNOWN_HANDLE
-from pipeline.errors import format_choices
 
 from backends.onnxruntime.compile_spec import NAME, OnnxRuntimeCompileSpec, check_providers, session_options
-from pipeline.payload import unpack_parts
+from pipeline.payload import method_part, unpack_parts
 
 _NODE_IN_MESSAGE = re.compile(r"Name:'(?P<name>[^']*)'")
 _KERNEL_SUFFIX = "_kernel_time"
@@ -46,11 +45,7 @@ class OnnxRuntimeBackend(Backend):
         for method, options in method_compile_spec.items():
             spec = OnnxRuntimeCompileSpec.from_options(options, method)
             check_providers(spec, method)
-            if method not in models:
-                raise LoweringError(
-                    f"Backend {NAME!r}: the payload has no method {method!r}; it has {format_choices(models)}."
-                )
-            handles[method] = SessionMethod(method, models[method], meta["methods"][method], spec)
+            handles[method] = SessionMethod(method, method_part(models, method, NAME), meta["methods"][method], spec)
         return handles
 
     def execute(self, handle: "SessionMethod", inputs: List[Any]) -> List[Any]:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, Mapping
 
 from pipeline import LoweringError
-from pipeline.config import typed_options  # the one validator of dataclass-shaped options
+from pipeline.config import compile_spec_from_options  # the one validator of dataclass-shaped options
 
 NAME = "torchscript"
 
@@ -31,10 +31,7 @@ class TorchScriptCompileSpec:
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any], method: str) -> "TorchScriptCompileSpec":
-        try:
-            spec = typed_options(cls, dict(options), f"compile_spec.{method}")
-        except LoweringError as error:
-            raise LoweringError(f"Backend {NAME!r}: {error}") from None
+        spec = compile_spec_from_options(cls, options, NAME, method)
         if spec.optimize_for_inference and not spec.freeze:
             raise LoweringError(
                 f"Backend {NAME!r}, method {method!r}: optimize_for_inference=True needs freeze=True "
