@@ -51,12 +51,12 @@ import torch
 
 import pipeline
 from pipeline import zoo
-from pipeline.environment import git_state, package_versions
-from pipeline.frontends import capture
-from pipeline.hashing import write_json
-from pipeline.latency import per_call_us
-from pipeline.lowering import codegen_backend_module
-from pipeline.registry import get_backend
+from pipeline.core.environment import git_state, package_versions
+from pipeline.core.frontends import capture
+from pipeline.core.hashing import write_json
+from pipeline.app.latency import per_call_us
+from pipeline.core.lowering import codegen_backend_module
+from pipeline.core.registry import get_backend
 
 BACKENDS = ("reference", "onnxruntime", "inductor", "torchscript")
 MODELS = ("mlp", "cnn", "transformer")

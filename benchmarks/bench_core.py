@@ -25,9 +25,9 @@ import torch
 
 import pipeline
 from pipeline import zoo
-from pipeline.debug_handles import STRATEGIES, DebugHandleGenerator
-from pipeline.environment import git_state, package_versions
-from pipeline.hashing import write_json
+from pipeline.core.debug_handles import STRATEGIES, DebugHandleGenerator
+from pipeline.core.environment import git_state, package_versions
+from pipeline.core.hashing import write_json
 
 
 class TrivialBackend(pipeline.Backend):

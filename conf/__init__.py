@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 
 # A compile spec open to new keys: `backend.compile_spec.accum={}` adds a method and
 # `backend.compile_spec.forward.<option>=<value>` sets any option without `+`; the
-# backend's own schema then checks every key and value (pipeline.config.validate),
+# backend's own schema then checks every key and value (pipeline.app.config.validate),
 # with a message that lists what is allowed.
 _open = OmegaConf.create({})
 OmegaConf.set_struct(_open, False)

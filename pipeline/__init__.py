@@ -11,21 +11,21 @@ The core library is the Python counterpart of PyTorch's TorchScript backend API:
 
 The Hydra app (``python -m pipeline``) drives the same functions from config files.
 Names are imported on first use, so that tools which never touch a model (the
-sweep launcher's parent process, ``pipeline.compare``) start without importing torch.
+sweep launcher's parent process, ``pipeline.app.compare``) start without importing torch.
 """
 
 import importlib
 
 _EXPORTS = {
-    "pipeline.artifact": ["load_lowered", "read_artifact", "save_lowered"],
-    "pipeline.backend": ["Backend", "BackendInfo", "PreprocessResult", "ProfileEvent"],
-    "pipeline.debug_handles": ["DebugHandleGenerator", "HandleMap", "HandleRecord", "generate_debug_handles"],
-    "pipeline.errors": ["ArtifactError", "BackendNotAvailableError", "BackendRuntimeError", "LoweringError",
+    "pipeline.core.artifact": ["load_lowered", "read_artifact", "save_lowered"],
+    "pipeline.core.backend": ["Backend", "BackendInfo", "PreprocessResult", "ProfileEvent"],
+    "pipeline.core.debug_handles": ["DebugHandleGenerator", "HandleMap", "HandleRecord", "generate_debug_handles"],
+    "pipeline.core.errors": ["ArtifactError", "BackendNotAvailableError", "BackendRuntimeError", "LoweringError",
                         "UnknownBackendError", "UnsupportedOpError"],
-    "pipeline.frontends": ["CapturedProgram", "capture"],
-    "pipeline.lowered_module": ["LoweredModule"],
-    "pipeline.lowering": ["codegen_backend_module", "to_backend", "to_backend_selective"],
-    "pipeline.registry": ["get_backend", "get_backend_preprocess_function", "has_backend_preprocess_function",
+    "pipeline.core.frontends": ["CapturedProgram", "capture"],
+    "pipeline.core.lowered_module": ["LoweredModule"],
+    "pipeline.core.lowering": ["codegen_backend_module", "to_backend", "to_backend_selective"],
+    "pipeline.core.registry": ["get_backend", "get_backend_preprocess_function", "has_backend_preprocess_function",
                           "list_backends", "register_backend", "register_backend_preprocess_function",
                           "unregister_backend"],
 }

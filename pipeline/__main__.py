@@ -1,5 +1,5 @@
 """``python -m pipeline``: run the Hydra app."""
 
-from pipeline.app import main
+from pipeline.app.cli import main
 
 main()

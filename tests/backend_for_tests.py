@@ -15,7 +15,7 @@ import json
 import torch
 
 import pipeline
-from pipeline.source import describe_node
+from pipeline.core.source import describe_node
 
 
 def preprocess(program, method_compile_spec, generate_debug_handles):

@@ -13,14 +13,14 @@ from hydra import compose, initialize_config_module
 from hydra.errors import MissingConfigException
 
 import pipeline
-from pipeline.config import ConfigError, validate
-from pipeline.hashing import sha256_file
-from pipeline.run import run
+from pipeline.app.config import ConfigError, validate
+from pipeline.core.hashing import sha256_file
+from pipeline.app.run import run
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 USER = Path(__file__).resolve().parent / "user_backends"
-SCHEMAS = ROOT / "pipeline" / "schemas"
+SCHEMAS = ROOT / "pipeline" / "app" / "schemas"
 
 
 def composed(*overrides, user_configs=False):
@@ -225,7 +225,7 @@ def test_a_failed_cli_run_exits_non_zero_and_leaves_its_report(tmp_path):
 def test_inspect_prints_the_handle_map_of_a_run_and_of_an_artifact(tmp_path):
     report = run_in_process(tmp_path, "model=basic", "profile=true")
     assert report["profile"]["supported"] and report["profile"]["top"]
-    from pipeline import inspect as pipeline_inspect
+    from pipeline.app import inspect as pipeline_inspect
 
     text = pipeline_inspect.render(pipeline_inspect.load(tmp_path))
     assert "handle map" in text and "top(BasicModule)::<unknown>.aten::add" in text

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 import pipeline
-from pipeline import artifact, zoo
+from pipeline import zoo
+from pipeline.core import artifact
 
 SPEC = {"forward": {"opt": "O1"}, "accum": {}, "sub_accum": {}}
 

@@ -22,12 +22,12 @@ import torch.utils._pytree as pytree
 import yaml
 from torch import nn
 
-import backends.inductor as inductor_backend
+import pipeline.backends.inductor as inductor_backend
 import backend_checks
 import pipeline
-from backends.inductor.compile_spec import INDUCTOR_OPTIONS, InductorCompileSpec
-from backends.inductor.runtime import InductorBackend
-from pipeline.payload import pack_parts, unpack_parts
+from pipeline.backends.inductor.compile_spec import INDUCTOR_OPTIONS, InductorCompileSpec
+from pipeline.backends.inductor.runtime import InductorBackend
+from pipeline.core.payload import pack_parts, unpack_parts
 from pipeline import zoo
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -21,12 +21,12 @@ import torch.utils._pytree as pytree
 import yaml
 from torch import nn
 
-import backends.onnxruntime as ort_backend
+import pipeline.backends.onnxruntime as ort_backend
 import backend_checks
 from backend_checks import line_of
 import pipeline
-from pipeline.payload import pack_parts, unpack_parts
-from backends.onnxruntime.runtime import OnnxRuntimeBackend
+from pipeline.core.payload import pack_parts, unpack_parts
+from pipeline.backends.onnxruntime.runtime import OnnxRuntimeBackend
 from pipeline import zoo
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -338,7 +338,7 @@ def test_docstring_and_config_list_every_compile_spec_option_with_its_default():
     defaults = dataclasses.asdict(ort_backend.OnnxRuntimeCompileSpec())
     defaults = {k: v.value if hasattr(v, "value") else v for k, v in defaults.items()}
     assert config["compile_spec"]["forward"] == defaults
-    assert config["_target_"] == "backends.onnxruntime.register"
+    assert config["_target_"] == "pipeline.backends.onnxruntime.register"
 
 
 def run_app(tmp_path: Path, *overrides: str) -> dict:

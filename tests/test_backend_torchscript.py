@@ -20,11 +20,11 @@ import torch
 import yaml
 from torch import nn
 
-import backends.torchscript as ts_backend
+import pipeline.backends.torchscript as ts_backend
 import backend_checks
 from backend_checks import line_of
 import pipeline
-from backends.torchscript.runtime import BACKEND_MAP_FILE, TorchScriptBackend
+from pipeline.backends.torchscript.runtime import BACKEND_MAP_FILE, TorchScriptBackend
 from pipeline import zoo
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -169,7 +169,7 @@ def test_payload_that_is_not_an_archive_is_rejected_with_lowering_error():
 # -- debug handles, errors, profiles ---------------------------------------------------------------
 
 def test_every_op_of_the_optimized_mlp_maps_to_the_linear_or_gelu_it_came_from():
-    from backends.torchscript.mapping import walk
+    from pipeline.backends.torchscript.mapping import walk
 
     model, inputs = zoo.build("mlp"), zoo.example_inputs("mlp")
     lowered = lower(model, inputs)

@@ -5,7 +5,7 @@ import torch
 
 import pipeline
 from pipeline import zoo
-from pipeline.debug_handles import DebugHandleGenerator
+from pipeline.core.debug_handles import DebugHandleGenerator
 
 
 class Branchy(torch.nn.Module):

@@ -12,13 +12,13 @@ import pytest
 import torch
 from torch import nn
 
-import backends.reference as reference
+import pipeline.backends.reference as reference
 import backend_checks
 from backend_checks import fresh_like, line_of
 import pipeline
-from backends.reference import ops
-from backends.reference.interpreter import ReferenceBackend
-from backends.reference.program import (
+from pipeline.backends.reference import ops
+from pipeline.backends.reference.interpreter import ReferenceBackend
+from pipeline.backends.reference.program import (
     Block,
     InputSpec,
     Instruction,
@@ -231,7 +231,7 @@ def test_shape_mismatch_in_a_submodule_names_the_submodule(frontend):
     lowered = lower(C(), {"forward": (torch.randn(5), torch.randn(5))}, frontend)
     message = str(mismatched_call(lowered))
     assert "top(C)::<unknown>.A0(A)::forward.aten::add" in message
-    if frontend != "trace":  # pipeline.source does not parse traced source ranges yet
+    if frontend != "trace":  # pipeline.core.source does not parse traced source ranges yet
         assert f'File "{__file__}", line {line_of(A.forward, "return x + y")}' in message
 
 

@@ -6,7 +6,7 @@ import textwrap
 import pytest
 
 import pipeline
-from pipeline import registry
+from pipeline.core import registry
 
 
 def noop_preprocess(program, spec, generate_debug_handles):

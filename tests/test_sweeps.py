@@ -10,7 +10,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from pipeline import compare, replay
+from pipeline.app import compare, replay
 
 ROOT = Path(__file__).resolve().parents[1]
 SUMMARY_KEYS = {"num", "overrides", "status", "stage", "error", "max_abs_err", "eager_us", "lowered_us", "speedup",
@@ -51,7 +51,7 @@ def test_a_sweep_runs_one_job_per_combination_and_summarizes_them(tmp_path, laun
     # constant folding changes the program, so the two artifacts differ
     assert summary["jobs"][0]["artifact_sha256"] != summary["jobs"][1]["artifact_sha256"]
     report = json.loads((sweep_dir / "1" / "report.json").read_text())
-    jsonschema.validate(report, json.loads((ROOT / "pipeline/schemas/report.schema.json").read_text()))
+    jsonschema.validate(report, json.loads((ROOT / "pipeline/app/schemas/report.schema.json").read_text()))
 
 
 def test_a_failing_job_does_not_stop_the_others_and_the_sweep_exits_non_zero(tmp_path):
@@ -135,7 +135,7 @@ def test_every_job_of_a_sweep_preset_is_a_valid_config(preset):
 
     from hydra import compose, initialize_config_module
 
-    from pipeline.config import validate
+    from pipeline.app.config import validate
 
     with initialize_config_module("pipeline.conf", version_base="1.3"):
         cfg = compose("config", overrides=[f"experiment={preset}"], return_hydra_config=True)

@@ -64,11 +64,11 @@ from __future__ import annotations
 import torch
 
 import pipeline
-from pipeline.registry import is_registered
+from pipeline.core.registry import is_registered
 
-from backends.inductor.compile_spec import INDUCTOR_OPTIONS, InductorCompileSpec
-from backends.inductor.preprocess import preprocess
-from backends.inductor.runtime import InductorBackend
+from pipeline.backends.inductor.compile_spec import INDUCTOR_OPTIONS, InductorCompileSpec
+from pipeline.backends.inductor.preprocess import preprocess
+from pipeline.backends.inductor.runtime import InductorBackend
 
 __version__ = "0.1.0"
 NAME = "inductor"

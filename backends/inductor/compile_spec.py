@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Mapping, Optional
 
 from pipeline import LoweringError
-from pipeline.config import compile_spec_from_options  # the one validator of dataclass-shaped options
-from pipeline.errors import did_you_mean
+from pipeline.app.config import compile_spec_from_options  # the one validator of dataclass-shaped options
+from pipeline.core.errors import did_you_mean
 
 NAME = "inductor"
 

@@ -6,7 +6,7 @@ options, plus ``trace.provenance_tracking_level=1``, which makes inductor
 write ``kernel_information.json`` into the package: for every kernel call, in
 call order, the FX nodes of the exported program it computes. That becomes the
 backend map, ``{"<method>/<kernel>:<call number>": [handles]}``. The ``.pt2``
-packages go into one payload (`pipeline.payload`, kind
+packages go into one payload (`pipeline.core.payload`, kind
 ``inductor``) with each method's kernel list in the header.
 """
 
@@ -22,8 +22,8 @@ import torch
 
 from pipeline import LoweringError, PreprocessResult
 
-from backends.inductor.compile_spec import NAME, InductorCompileSpec
-from pipeline.payload import pack_parts
+from pipeline.backends.inductor.compile_spec import NAME, InductorCompileSpec
+from pipeline.core.payload import pack_parts
 
 PACKAGE_NAME = "model.pt2"  # the archive's top folder is named after the file: keep it fixed
 _PROVENANCE = {"trace.provenance_tracking_level": 1}

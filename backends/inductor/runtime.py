@@ -20,11 +20,11 @@ import torch
 import torch.utils._pytree as pytree
 
 from pipeline import Backend, BackendRuntimeError, LoweringError, ProfileEvent
-from pipeline.debug_handles import UNKNOWN_HANDLE
+from pipeline.core.debug_handles import UNKNOWN_HANDLE
 
-from backends.inductor.compile_spec import NAME, InductorCompileSpec
-from backends.inductor.preprocess import PACKAGE_NAME
-from pipeline.payload import method_part, unpack_parts
+from pipeline.backends.inductor.compile_spec import NAME, InductorCompileSpec
+from pipeline.backends.inductor.preprocess import PACKAGE_NAME
+from pipeline.core.payload import method_part, unpack_parts
 
 
 class InductorBackend(Backend):

@@ -23,7 +23,7 @@ no ONNX symbolic for (``nn.TransformerEncoder`` is one: lower it with the
 export frontend). The shapes of an exported model are those of the example
 inputs, as ``torch.export`` specialized them.
 
-The payload (`pipeline.payload`): one ONNX model per method, with a JSON header
+The payload (`pipeline.core.payload`): one ONNX model per method, with a JSON header
 holding each method's input-feeding plan and node -> debug-handle map. No
 pickle; the same model lowered twice gives the same bytes.
 
@@ -83,11 +83,11 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 import pipeline
-from pipeline.registry import is_registered
+from pipeline.core.registry import is_registered
 
-from backends.onnxruntime.compile_spec import ExecutionMode, GraphOptimizationLevel, OnnxRuntimeCompileSpec
-from backends.onnxruntime.preprocess import preprocess
-from backends.onnxruntime.runtime import OnnxRuntimeBackend
+from pipeline.backends.onnxruntime.compile_spec import ExecutionMode, GraphOptimizationLevel, OnnxRuntimeCompileSpec
+from pipeline.backends.onnxruntime.preprocess import preprocess
+from pipeline.backends.onnxruntime.runtime import OnnxRuntimeBackend
 
 __version__ = "0.1.0"
 NAME = "onnxruntime"

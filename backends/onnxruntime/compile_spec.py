@@ -15,8 +15,8 @@ from typing import Any, List, Mapping, Optional
 import torch
 
 from pipeline import LoweringError
-from pipeline.config import compile_spec_from_options  # the one validator of dataclass-shaped options
-from pipeline.errors import format_choices
+from pipeline.app.config import compile_spec_from_options  # the one validator of dataclass-shaped options
+from pipeline.core.errors import format_choices
 
 NAME = "onnxruntime"
 DEFAULT_OPSET = 20

@@ -37,9 +37,9 @@ from typing import Any, Callable, Dict, Iterator, List, Tuple
 import torch
 
 from pipeline import LoweringError, UnsupportedOpError
-from pipeline.source import describe_node
+from pipeline.core.source import describe_node
 
-from backends.onnxruntime.compile_spec import NAME, OnnxRuntimeCompileSpec
+from pipeline.backends.onnxruntime.compile_spec import NAME, OnnxRuntimeCompileSpec
 
 _FX_NODE = re.compile(r"^%(?P<name>\S+) :")
 _UNSUPPORTED = re.compile(r"Exporting the operator '(?P<op>[^']+)' to ONNX opset version \d+ is not supported")

@@ -2,7 +2,7 @@
 
 Per method: validate the compile spec (and its execution providers), export
 the method (`exporters.export_program` or `exporters.export_torchscript`),
-then pack all models into one payload (`pipeline.payload.pack_parts`), with the
+then pack all models into one payload (`pipeline.core.payload.pack_parts`), with the
 feeding plan and node -> handles map of each in the header. The backend map
 is ``{"<method>/<ONNX node name>": [handles]}``.
 """
@@ -15,9 +15,9 @@ import torch
 
 from pipeline import LoweringError, PreprocessResult
 
-from backends.onnxruntime.compile_spec import NAME, OnnxRuntimeCompileSpec, check_providers
-from pipeline.payload import pack_parts
-from backends.onnxruntime.exporters import export_program, export_torchscript
+from pipeline.backends.onnxruntime.compile_spec import NAME, OnnxRuntimeCompileSpec, check_providers
+from pipeline.core.payload import pack_parts
+from pipeline.backends.onnxruntime.exporters import export_program, export_torchscript
 
 
 def preprocess(program: Any, method_compile_spec: Mapping[str, Mapping[str, Any]],

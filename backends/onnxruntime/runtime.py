@@ -20,10 +20,10 @@ import torch
 import torch.utils._pytree as pytree
 
 from pipeline import Backend, BackendRuntimeError, LoweringError, ProfileEvent
-from pipeline.debug_handles import UNKNOWN_HANDLE
+from pipeline.core.debug_handles import UNKNOWN_HANDLE
 
-from backends.onnxruntime.compile_spec import NAME, OnnxRuntimeCompileSpec, check_providers, session_options
-from pipeline.payload import method_part, unpack_parts
+from pipeline.backends.onnxruntime.compile_spec import NAME, OnnxRuntimeCompileSpec, check_providers, session_options
+from pipeline.core.payload import method_part, unpack_parts
 
 _NODE_IN_MESSAGE = re.compile(r"Name:'(?P<name>[^']*)'")
 _KERNEL_SUFFIX = "_kernel_time"

@@ -20,7 +20,7 @@ their source lines, as `pipeline.UnsupportedOpError`. The payload is the
 instruction list as canonical JSON plus raw tensor bytes (`program`): no
 pickle, and the same model gives the same bytes. To read what was compiled::
 
-    from backends.reference.program import parse, to_text
+    from pipeline.backends.reference.program import parse, to_text
     print(to_text(parse(lowered.processed).methods["forward"]))
 
 How it runs (`interpreter.ReferenceBackend`): instructions run in order under
@@ -68,12 +68,12 @@ Supported ops (the table is ``ops.SUPPORTED_OPS``; every overload of each is sup
 from __future__ import annotations
 
 import pipeline
-from pipeline.registry import is_registered
+from pipeline.core.registry import is_registered
 
-from backends.reference.compile_spec import ReferenceCompileSpec
-from backends.reference.compiler import preprocess
-from backends.reference.interpreter import ReferenceBackend
-from backends.reference.ops import SUPPORTED_OPS
+from pipeline.backends.reference.compile_spec import ReferenceCompileSpec
+from pipeline.backends.reference.compiler import preprocess
+from pipeline.backends.reference.interpreter import ReferenceBackend
+from pipeline.backends.reference.ops import SUPPORTED_OPS
 
 __version__ = "0.1.0"
 NAME = "reference"

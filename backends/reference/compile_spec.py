@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from pipeline import LoweringError
-from pipeline.errors import did_you_mean, format_choices
+from pipeline.core.errors import did_you_mean, format_choices
 
 
 @dataclass(frozen=True)

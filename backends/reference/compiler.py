@@ -15,9 +15,9 @@ import torch
 
 from pipeline import LoweringError, PreprocessResult, UnsupportedOpError
 
-from backends.reference import from_export, from_torchscript, ops, passes
-from backends.reference.compile_spec import ReferenceCompileSpec
-from backends.reference.program import NO_HANDLE, Instruction, MethodProgram, Program, Ref, encodable, serialize
+from pipeline.backends.reference import from_export, from_torchscript, ops, passes
+from pipeline.backends.reference.compile_spec import ReferenceCompileSpec
+from pipeline.backends.reference.program import NO_HANDLE, Instruction, MethodProgram, Program, Ref, encodable, serialize
 
 
 def preprocess(program: Any, method_compile_spec: Mapping[str, Mapping[str, Any]],

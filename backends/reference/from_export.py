@@ -17,9 +17,9 @@ import torch
 from torch.export.graph_signature import InputKind, OutputKind
 
 from pipeline import LoweringError
-from pipeline.source import describe_node
+from pipeline.core.source import describe_node
 
-from backends.reference.program import NO_HANDLE, Block, InputSpec, Instruction, MethodProgram, Ref
+from pipeline.backends.reference.program import NO_HANDLE, Block, InputSpec, Instruction, MethodProgram, Ref
 
 
 def convert_method(program: torch.export.ExportedProgram, method: str,

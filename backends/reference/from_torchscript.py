@@ -19,9 +19,9 @@ from typing import Any, Callable, Dict, Iterable, List, Tuple
 
 import torch
 
-from pipeline.source import describe_node
+from pipeline.core.source import describe_node
 
-from backends.reference.program import NO_HANDLE, Block, InputSpec, Instruction, MethodProgram, Ref
+from pipeline.backends.reference.program import NO_HANDLE, Block, InputSpec, Instruction, MethodProgram, Ref
 
 _NO_SCHEMA = "(no schema)"
 

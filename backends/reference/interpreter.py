@@ -17,11 +17,11 @@ import torch
 import torch.utils._pytree as pytree
 
 from pipeline import Backend, BackendRuntimeError, LoweringError, ProfileEvent
-from pipeline.errors import format_choices
+from pipeline.core.errors import format_choices
 
-from backends.reference import ops
-from backends.reference.compile_spec import ReferenceCompileSpec
-from backends.reference.program import NO_HANDLE, Block, InputSpec, Instruction, MethodProgram, Ref, is_constant, parse
+from pipeline.backends.reference import ops
+from pipeline.backends.reference.compile_spec import ReferenceCompileSpec
+from pipeline.backends.reference.program import NO_HANDLE, Block, InputSpec, Instruction, MethodProgram, Ref, is_constant, parse
 
 Reader = Callable[[List[Any]], Any]  # reads one operand from the value table
 Events = Optional[List[ProfileEvent]]  # collected when profiling

@@ -20,8 +20,8 @@ import torch
 
 from pipeline import LoweringError
 
-from backends.reference import ops
-from backends.reference.program import (
+from pipeline.backends.reference import ops
+from pipeline.backends.reference.program import (
     Block,
     Instruction,
     MethodProgram,

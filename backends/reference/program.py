@@ -55,7 +55,7 @@ class Instruction:
     handle: int = NO_HANDLE
     blocks: List["Block"] = field(default_factory=list)
     id: int = -1  # numbered once the program is final; "forward/3" in the backend map
-    origin: Any = None  # pipeline.source.NodeSource of the node, for compile-time errors; not saved
+    origin: Any = None  # pipeline.core.source.NodeSource of the node, for compile-time errors; not saved
 
     @property
     def op_name(self) -> str:

@@ -56,11 +56,11 @@ from __future__ import annotations
 import torch
 
 import pipeline
-from pipeline.registry import is_registered
+from pipeline.core.registry import is_registered
 
-from backends.torchscript.compile_spec import TorchScriptCompileSpec
-from backends.torchscript.preprocess import preprocess
-from backends.torchscript.runtime import TorchScriptBackend
+from pipeline.backends.torchscript.compile_spec import TorchScriptCompileSpec
+from pipeline.backends.torchscript.preprocess import preprocess
+from pipeline.backends.torchscript.runtime import TorchScriptBackend
 
 __version__ = "0.1.0"
 NAME = "torchscript"

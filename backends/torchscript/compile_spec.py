@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, Mapping
 
 from pipeline import LoweringError
-from pipeline.config import compile_spec_from_options  # the one validator of dataclass-shaped options
+from pipeline.app.config import compile_spec_from_options  # the one validator of dataclass-shaped options
 
 NAME = "torchscript"
 

@@ -26,12 +26,12 @@ from typing import Any, Callable, Dict, List, Mapping
 import torch
 
 from pipeline import LoweringError, PreprocessResult
-from pipeline.hashing import canonical_json
-from pipeline.source import describe_node
+from pipeline.core.hashing import canonical_json
+from pipeline.core.source import describe_node
 
-from backends.torchscript.compile_spec import NAME, module_spec
-from backends.torchscript.mapping import inlined_graph, match_nodes, translate_indices
-from backends.torchscript.runtime import BACKEND_MAP_FILE, load_module
+from pipeline.backends.torchscript.compile_spec import NAME, module_spec
+from pipeline.backends.torchscript.mapping import inlined_graph, match_nodes, translate_indices
+from pipeline.backends.torchscript.runtime import BACKEND_MAP_FILE, load_module
 
 
 def preprocess(program: Any, method_compile_spec: Mapping[str, Mapping[str, Any]],

@@ -21,10 +21,10 @@ import torch
 import torch.utils._pytree as pytree
 
 from pipeline import Backend, BackendRuntimeError, LoweringError, ProfileEvent
-from pipeline.debug_handles import UNKNOWN_HANDLE
-from pipeline.errors import format_choices
+from pipeline.core.debug_handles import UNKNOWN_HANDLE
+from pipeline.core.errors import format_choices
 
-from backends.torchscript.compile_spec import NAME, TorchScriptCompileSpec, module_spec
+from pipeline.backends.torchscript.compile_spec import NAME, TorchScriptCompileSpec, module_spec
 
 BACKEND_MAP_FILE = "pipeline/backend_map.json"
 _is_grad_enabled = torch.is_grad_enabled
@@ -124,7 +124,7 @@ class ScriptMethod:
         the k-th such event is matched to the next node of the optimized graph
         with the same op name (``prim`` nodes record nothing and are skipped).
         """
-        from backends.torchscript.mapping import inlined_graph, walk
+        from pipeline.backends.torchscript.mapping import inlined_graph, walk
 
         for _ in range(2):  # the profiling executor specializes the graph on the first calls
             self.run(inputs)

@@ -15,11 +15,11 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 
-from pipeline.backend import BackendInfo
-from pipeline.codegen import generate_methods
-from pipeline.debug_handles import HandleMap
-from pipeline.errors import BackendNotAvailableError, BackendRuntimeError, LoweringError, format_choices
-from pipeline.signature import MethodSignature, OutputStructure
+from pipeline.core.backend import BackendInfo
+from pipeline.core.codegen import generate_methods
+from pipeline.core.debug_handles import HandleMap
+from pipeline.core.errors import BackendNotAvailableError, BackendRuntimeError, LoweringError, format_choices
+from pipeline.core.signature import MethodSignature, OutputStructure
 
 
 class LoweredModule(torch.nn.Module):

@@ -16,8 +16,8 @@ from typing import Any, Dict, List, Optional, Tuple
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from pipeline.backend import FRONTENDS, BackendInfo
-from pipeline.errors import LoweringError, did_you_mean, format_choices
+from pipeline.core.backend import FRONTENDS, BackendInfo
+from pipeline.core.errors import LoweringError, did_you_mean, format_choices
 
 DTYPES = ("float32", "float64", "float16", "bfloat16", "int64", "int32", "bool")
 MODEL_RESERVED_KEYS = ("_target_", "example_inputs", "seed")
@@ -92,9 +92,9 @@ class RunRequest:
 
 def validate(cfg: DictConfig) -> RunRequest:
     """Check a composed config without building anything expensive."""
-    from pipeline.backend_loading import register_from_target  # imports backend code, not models
-    from pipeline.debug_handles import STRATEGIES
-    from pipeline.frontends import class_methods
+    from pipeline.app.backend_loading import register_from_target  # imports backend code, not models
+    from pipeline.core.debug_handles import STRATEGIES
+    from pipeline.core.frontends import class_methods
 
     model = _section(cfg, "model")
     target = model.get("_target_")
@@ -221,7 +221,7 @@ def _plain(value: Any) -> Any:
 def compile_spec_from_options(schema: type, options: Any, backend: str, method: str) -> Any:
     """One method's compile spec as an instance of a backend's dataclass; errors name the backend too.
 
-    Enum members are accepted as their values, as in `pipeline.lowering.normalize_compile_spec`.
+    Enum members are accepted as their values, as in `pipeline.core.lowering.normalize_compile_spec`.
     """
     values = {k: v.value if isinstance(v, enum.Enum) else v for k, v in dict(options).items()}
     try:

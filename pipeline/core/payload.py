@@ -19,8 +19,8 @@ import hashlib
 import json
 from typing import Any, Dict, Mapping, Tuple
 
-from pipeline.errors import LoweringError, format_choices
-from pipeline.hashing import canonical_json
+from pipeline.core.errors import LoweringError, format_choices
+from pipeline.core.hashing import canonical_json
 
 MAGIC = b"PLPARTS1"
 _LENGTH_BYTES = 8

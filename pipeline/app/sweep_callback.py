@@ -25,8 +25,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from pipeline.hashing import write_atomic, write_json
-from pipeline.tables import markdown_table, text_table
+from pipeline.core.hashing import write_atomic, write_json
+from pipeline.app.tables import markdown_table, text_table
 
 log = logging.getLogger("pipeline")
 

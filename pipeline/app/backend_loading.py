@@ -9,13 +9,13 @@ So a user's backend is a Python class plus a YAML file, with no edit to this rep
 from __future__ import annotations
 
 import pipeline
-from pipeline.backend import FRONTENDS, Backend, BackendInfo
-from pipeline.errors import LoweringError
-from pipeline.registry import get_backend, is_registered
+from pipeline.core.backend import FRONTENDS, Backend, BackendInfo
+from pipeline.core.errors import LoweringError
+from pipeline.core.registry import get_backend, is_registered
 
 
 def register_from_target(name: str, target: str) -> BackendInfo:
-    from pipeline.config import ConfigError
+    from pipeline.app.config import ConfigError
 
     if is_registered(name):
         return _get_or_explain(name, "it is registered in this process")
@@ -43,7 +43,7 @@ def register_from_target(name: str, target: str) -> BackendInfo:
 
 
 def _get_or_explain(name: str, reason: str) -> BackendInfo:
-    from pipeline.config import ConfigError
+    from pipeline.app.config import ConfigError
 
     try:
         return get_backend(name)

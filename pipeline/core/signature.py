@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 import torch.utils._pytree as pytree
 
-from pipeline.errors import LoweringError
+from pipeline.core.errors import LoweringError
 
 POSITIONAL = "positional"
 KEYWORD_ONLY = "keyword_only"

@@ -22,13 +22,13 @@ from io import BytesIO
 from pathlib import Path
 from typing import Any, Dict, Union
 
-from pipeline.debug_handles import HandleMap
-from pipeline.environment import package_versions
-from pipeline.errors import ArtifactError, BackendNotAvailableError, UnknownBackendError
-from pipeline.hashing import canonical_json, sha256_bytes, write_atomic
-from pipeline.lowered_module import LoweredModule
-from pipeline.registry import get_backend
-from pipeline.signature import MethodSignature, OutputStructure
+from pipeline.core.debug_handles import HandleMap
+from pipeline.core.environment import package_versions
+from pipeline.core.errors import ArtifactError, BackendNotAvailableError, UnknownBackendError
+from pipeline.core.hashing import canonical_json, sha256_bytes, write_atomic
+from pipeline.core.lowered_module import LoweredModule
+from pipeline.core.registry import get_backend
+from pipeline.core.signature import MethodSignature, OutputStructure
 
 FORMAT = "lowering-pipeline/lowered-module"
 FORMAT_VERSION = 1

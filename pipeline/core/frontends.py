@@ -16,9 +16,9 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
-from pipeline.backend import FRONTENDS
-from pipeline.errors import LoweringError, did_you_mean, format_choices
-from pipeline.signature import MethodSignature, OutputStructure
+from pipeline.core.backend import FRONTENDS
+from pipeline.core.errors import LoweringError, did_you_mean, format_choices
+from pipeline.core.signature import MethodSignature, OutputStructure
 
 TORCHSCRIPT_MODES = ("script", "trace")
 ExampleInputs = Mapping[str, Tuple[Any, ...]]
@@ -207,7 +207,7 @@ def as_captured(program: Any, methods: Sequence[str]) -> CapturedProgram:
 
 def _signature_of_exported(program: "torch.export.ExportedProgram") -> MethodSignature:
     """Parameter names from an ExportedProgram's user inputs (defaults are not kept by export)."""
-    from pipeline.signature import Param
+    from pipeline.core.signature import Param
 
     specs = program.graph_signature.input_specs
     names = [s.arg.name for s in specs if s.kind == torch.export.graph_signature.InputKind.USER_INPUT]

@@ -15,13 +15,13 @@ from typing import Any, Dict, Mapping, Optional, Sequence
 
 import torch
 
-from pipeline.backend import PreprocessResult
-from pipeline.debug_handles import DebugHandleGenerator
-from pipeline.errors import LoweringError, format_choices
-from pipeline.frontends import ExampleInputs, as_captured, capture, model_methods, type_name
-from pipeline.lowered_module import LoweredModule
-from pipeline.registry import get_backend
-from pipeline.source import HierarchyPath
+from pipeline.core.backend import PreprocessResult
+from pipeline.core.debug_handles import DebugHandleGenerator
+from pipeline.core.errors import LoweringError, format_choices
+from pipeline.core.frontends import ExampleInputs, as_captured, capture, model_methods, type_name
+from pipeline.core.lowered_module import LoweredModule
+from pipeline.core.registry import get_backend
+from pipeline.core.source import HierarchyPath
 
 MethodCompileSpec = Mapping[str, Any]
 

@@ -1,7 +1,7 @@
 """The Hydra app: ``python -m pipeline [overrides]`` (or the ``lower`` console script).
 
 It composes ``conf/``, validates the config before any work starts, runs the
-stages of `pipeline.run.run` into Hydra's output directory and prints a short
+stages of `pipeline.app.run.run` into Hydra's output directory and prints a short
 summary. A bad config or a failed run exits non-zero with a one-paragraph
 reason (set HYDRA_FULL_ERROR=1 for the traceback); a failed run still leaves
 its ``report.json``.
@@ -21,8 +21,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from pipeline.config import ConfigError, validate
-from pipeline.hashing import write_json
+from pipeline.app.config import ConfigError, validate
+from pipeline.core.hashing import write_json
 
 log = logging.getLogger("pipeline")
 REPORT = "report.json"
@@ -52,7 +52,7 @@ def main(cfg: DictConfig) -> Dict[str, Any]:
         print(f"Config error: {error}", file=sys.stderr)
         return _finish(report, multirun, exit_code=2)
 
-    from pipeline.run import run  # torch is imported here, in the job, not in a sweep's parent
+    from pipeline.app.run import run  # torch is imported here, in the job, not in a sweep's parent
 
     report = run(request, out_dir, extra_record=record, started=started)
     _print_summary(report, out_dir)

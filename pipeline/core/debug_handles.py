@@ -25,8 +25,8 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import torch
 
-from pipeline.errors import LoweringError, format_choices
-from pipeline.source import Frame, HierarchyPath, describe_node, format_module_hierarchy
+from pipeline.core.errors import LoweringError, format_choices
+from pipeline.core.source import Frame, HierarchyPath, describe_node, format_module_hierarchy
 
 STRATEGIES = ("sequential", "stable", "none")
 UNKNOWN_HANDLE = -1

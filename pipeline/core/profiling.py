@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any, Dict, Optional, Tuple
 
-from pipeline.lowered_module import LoweredModule
+from pipeline.core.lowered_module import LoweredModule
 
 
 def profile(lowered: LoweredModule, inputs: Dict[str, tuple], calls: int = 3) -> Optional[Dict[str, Any]]:

@@ -19,17 +19,17 @@ from typing import Any, Dict, Iterator, List, Optional
 
 import torch
 
-from pipeline.artifact import artifact_bytes
-from pipeline.backend_loading import register_from_target
-from pipeline.config import RunRequest
-from pipeline.environment import git_state, package_versions
-from pipeline.frontends import capture
-from pipeline.hashing import canonical_json, sha256_bytes, write_atomic, write_json
-from pipeline.inputs import make_inputs, make_method_inputs
-from pipeline.latency import measure
-from pipeline.lowering import codegen_backend_module
-from pipeline.profiling import profile
-from pipeline.verify import verify
+from pipeline.core.artifact import artifact_bytes
+from pipeline.app.backend_loading import register_from_target
+from pipeline.app.config import RunRequest
+from pipeline.core.environment import git_state, package_versions
+from pipeline.core.frontends import capture
+from pipeline.core.hashing import canonical_json, sha256_bytes, write_atomic, write_json
+from pipeline.app.inputs import make_inputs, make_method_inputs
+from pipeline.app.latency import measure
+from pipeline.core.lowering import codegen_backend_module
+from pipeline.core.profiling import profile
+from pipeline.app.verify import verify
 
 log = logging.getLogger("pipeline")
 

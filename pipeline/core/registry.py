@@ -26,8 +26,8 @@ from __future__ import annotations
 import importlib.metadata
 from typing import Any, Callable, Dict, List, Optional, Sequence, Type
 
-from pipeline.backend import FRONTENDS, Backend, BackendInfo
-from pipeline.errors import LoweringError, UnknownBackendError, did_you_mean, format_choices
+from pipeline.core.backend import FRONTENDS, Backend, BackendInfo
+from pipeline.core.errors import LoweringError, UnknownBackendError, did_you_mean, format_choices
 
 ENTRY_POINT_GROUP = "pipeline.backends"
 

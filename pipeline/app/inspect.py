@@ -1,0 +1,123 @@
+"""Read what a run left behind: ``python -m pipeline.app.inspect PATH [--json] [--all]``.
+
+PATH is a lowered-module artifact or a run directory. Prints the manifest,
+the methods and compile spec, the handle map as a table (where each handle
+comes from in the source) and, for a profiled run, the hottest source lines.
+Reading never compiles or runs anything from the file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+from pipeline.core.artifact import read_artifact
+from pipeline.core.errors import ArtifactError
+from pipeline.app.tables import text_table
+
+
+def load(path: Path) -> Dict[str, Any]:
+    """Manifest, handle map, report and profile of an artifact or a run directory."""
+    result: Dict[str, Any] = {"path": str(path)}
+    artifact: Optional[Path] = path
+    if path.is_dir():
+        report_path = path / "report.json"
+        if not report_path.exists():
+            raise ArtifactError(f"{path}: no report.json here; is this a run directory?")
+        result["report"] = json.loads(report_path.read_text())
+        artifact_entry = result["report"].get("artifact")
+        artifact = path / artifact_entry["path"] if artifact_entry else None
+        if (path / "profile.json").exists():
+            result["profile"] = json.loads((path / "profile.json").read_text())
+    if artifact is not None:
+        contents = read_artifact(artifact)
+        result["manifest"] = contents["manifest"]
+        result["handles"] = json.loads(contents["handles.json"])
+        result["code"] = contents["code.py"].decode()
+    return result
+
+
+def render(data: Dict[str, Any], show_all: bool = False) -> str:
+    out = []
+    report = data.get("report")
+    if report:
+        out.append(f"run: {data['path']}")
+        out.append(f"status: {report['status']}" + (f" (stage {report['stage']}: {report['error']})"
+                                                     if report["status"] != "ok" else ""))
+        if report.get("verify"):
+            v = report["verify"]
+            out.append(f"verify: max_abs_err={v['max_abs_err']:.3g} max_rel_err={v['max_rel_err']:.3g} "
+                       f"(atol={v['atol']:g}, rtol={v['rtol']:g}) passed={v['passed']}")
+        if report.get("latency"):
+            lat = report["latency"]
+            out.append(f"latency: eager {lat['eager_us']:.1f} us, lowered {lat['lowered_us']:.1f} us, "
+                       f"speedup {lat['speedup']:.2f}x")
+    manifest = data.get("manifest")
+    if manifest:
+        out.append("")
+        out.append(f"artifact: backend={manifest['backend']} frontend={manifest['frontend']} "
+                   f"model={manifest['original_type']} format=v{manifest['format_version']}")
+        out.append("versions: " + ", ".join(f"{k} {v}" for k, v in sorted(manifest["versions"].items())))
+        rows = [[m, json.dumps(manifest["compile_spec"][m], sort_keys=True),
+                 "(" + ", ".join(p["name"] + ("=" + p["default"] if "default" in p else "")
+                                 for p in manifest["signatures"][m]["params"]) + ")"]
+                for m in manifest["methods"]]
+        out.append("")
+        out.append(text_table(["method", "compile spec", "signature"], rows, max_width=80))
+    handles = data.get("handles")
+    if handles:
+        records = handles["handles"]
+        shown = records if show_all else records[:40]
+        rows = [[r["handle"], r["method"], r["op"], _where(r), _tail(r["module_hierarchy"])] for r in shown]
+        out.append("")
+        out.append(f"handle map: {len(records)} handles ({handles['strategy']}), "
+                   f"{len(handles['backend_map'])} backend ids")
+        out.append(text_table(["handle", "method", "op", "source", "module hierarchy"], rows, max_width=100))
+        if len(shown) < len(records):
+            out.append(f"... {len(records) - len(shown)} more (--all shows every handle)")
+    profile = data.get("profile")
+    if profile:
+        rows = [[f"{e['seconds'] * 1e6:.1f}", f"{e['share'] * 100:.1f}%", e["source"], _tail(e["module_hierarchy"])]
+                for e in profile["by_source"][:15]]
+        out.append("")
+        out.append(f"hottest source lines ({profile['backend']}, {profile['calls']} profiled call(s)):")
+        out.append(text_table(["us", "share", "source", "module hierarchy"], rows, max_width=100))
+    return "\n".join(out)
+
+
+def _tail(hierarchy: str, width: int = 100) -> str:
+    """The innermost end of a long module hierarchy: that is where the op is."""
+    return hierarchy if len(hierarchy) <= width else "..." + hierarchy[-(width - 3):]
+
+
+def _where(record: Dict[str, Any]) -> str:
+    source = record["source"]
+    if not source.get("file"):
+        return "<unknown>"
+    return f"{Path(source['file']).name}:{source['line']}: {source['text']}"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.app.inspect", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("path", type=Path, help="a .lowered artifact or a run directory")
+    parser.add_argument("--json", action="store_true", help="print everything as JSON")
+    parser.add_argument("--all", action="store_true", help="show every handle, not the first 40")
+    args = parser.parse_args(argv)
+    try:
+        data = load(args.path)
+    except ArtifactError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(data, indent=2, sort_keys=True))
+    else:
+        print(render(data, args.all))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
