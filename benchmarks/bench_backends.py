@@ -53,7 +53,7 @@ import pipeline
 from pipeline import zoo
 from pipeline.core.environment import git_state, package_versions
 from pipeline.core.frontends import capture
-from pipeline.core.hashing import write_json
+from pipeline.core.files import write_json
 from pipeline.app.latency import per_call_us
 from pipeline.core.lowering import codegen_backend_module
 from pipeline.core.registry import get_backend

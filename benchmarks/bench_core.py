@@ -27,7 +27,7 @@ import pipeline
 from pipeline import zoo
 from pipeline.core.debug_handles import STRATEGIES, DebugHandleGenerator
 from pipeline.core.environment import git_state, package_versions
-from pipeline.core.hashing import write_json
+from pipeline.core.files import write_json
 
 
 class TrivialBackend(pipeline.Backend):

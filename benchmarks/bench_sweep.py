@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 from pipeline.core.environment import git_state, package_versions
-from pipeline.core.hashing import write_json
+from pipeline.core.files import write_json
 
 SWEEP = ["model=mlp", "threads=1", "backend.compile_spec.forward.constant_folding=true,false",
          "debug_handles=sequential,stable"]

@@ -1,9 +1,15 @@
-"""Checks shared by the backend tests: fresh inputs, output comparison, source lines."""
+"""Checks shared by the backend tests: fresh inputs, output comparison, source lines, registration, config."""
 
 import inspect
+from pathlib import Path
 
+import pytest
 import torch
 import torch.utils._pytree as pytree
+import yaml
+
+import pipeline
+from pipeline.core import registry, spec
 
 
 def fresh_like(args: tuple, seed: int) -> tuple:
@@ -37,3 +43,38 @@ def check_against_eager(model, inputs: dict, lowered, atol: float, rtol: float, 
             assert_same_outputs(expected, actual, atol=atol, rtol=rtol)
             if loaded is not None:
                 assert_same_outputs(actual, getattr(loaded, method)(*trial_args), atol=0, rtol=0)
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tolerance(backend: str) -> dict:
+    """The tolerance a backend's YAML declares (conf/backend/<backend>.yaml), as assert_close keywords."""
+    config = yaml.safe_load((ROOT / "conf" / "backend" / f"{backend}.yaml").read_text())
+    return {"atol": float(config["tolerance"]["atol"]), "rtol": float(config["tolerance"]["rtol"])}
+
+
+def composed_backend(backend: str) -> dict:
+    """The ``backend`` node of the composed config for ``backend=<backend>``, as plain values."""
+    from hydra import compose, initialize_config_module
+    from omegaconf import OmegaConf
+
+    with initialize_config_module("pipeline.conf", version_base="1.3"):
+        return OmegaConf.to_container(compose("config", overrides=[f"backend={backend}"]).backend, resolve=True)
+
+
+def check_registration(name: str, backend_cls: type, **declared) -> None:
+    """The backend is found by name through its entry point, as its class declares it; registering the
+    same name again is refused (the original's contract); the composed config shows every compile-spec
+    option at its default and names the class."""
+    registry.unregister_backend(name)  # so that the lookup below loads the entry point
+    info = pipeline.get_backend(name)
+    assert info.backend_cls is backend_cls and info.compile_spec is backend_cls.CompileSpec
+    assert name in pipeline.list_backends()
+    for key, value in declared.items():
+        assert getattr(info, key) == value, key
+    with pytest.raises(pipeline.LoweringError, match=f"{name!r} is already registered"):
+        pipeline.register_backend(backend_cls)
+    config = composed_backend(name)
+    assert config["_target_"] == f"pipeline.backends.{name}.{backend_cls.__name__}"
+    assert config["compile_spec"]["forward"] == spec.options_of(backend_cls.CompileSpec())

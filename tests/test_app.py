@@ -99,7 +99,7 @@ def test_the_custom_model_takes_any_importable_module():
      "backend.compile_spec.forward.constant_foldin: unknown key; allowed: 'check_inputs', 'constant_folding', "
      "'dead_code_elimination'. Did you mean 'constant_folding'?"),
     ("backend.compile_spec.forward.constant_folding=maybe",
-     "backend.compile_spec.forward.constant_folding: Value 'maybe' is not a valid bool"),
+     "backend.compile_spec.forward.constant_folding: expected true or false, got 'maybe'"),
     ("backend.compile_spec.fwd={}",
      "backend.compile_spec.fwd: model pipeline.zoo.MLP has no method 'fwd'; it has: 'forward'."),
     ("debug_handles.strategy=seq", "debug_handles.strategy: 'seq' is not allowed; allowed: 'none', 'sequential'"),
@@ -108,7 +108,7 @@ def test_the_custom_model_takes_any_importable_module():
      "model.example_inputs.forward[0].dtype: 'float33' is not allowed; allowed: 'bfloat16'"),
     ("model.example_inputs.forward=[{shap:[2,64]}]",
      "model.example_inputs.forward[0].shap: unknown key; allowed: 'dtype', 'high', 'low', 'shape'."),
-    ("latency.iterations=many", "latency.iterations: Value 'many' of type 'str' could not be converted to Integer"),
+    ("latency.iterations=many", "latency.iterations: expected an integer, got 'many'"),
     ("model._target_=pipeline.zoo.Nope", "model._target_: cannot import 'pipeline.zoo.Nope'"),
 ])
 def test_bad_configs_name_the_key_path_and_what_is_allowed(override, message):
@@ -185,10 +185,21 @@ def run_in_process(tmp_path, *overrides):
 
 
 def test_a_model_that_does_not_build_is_recorded(tmp_path):
-    report = run_in_process(tmp_path, "model=custom", "model._target_=models.NeedsArgument")
+    report = run_in_process(tmp_path, "model=custom", "model._target_=models.NeedsArgument", "+model.width=0")
     assert report["status"] == "failed" and report["stage"] == "build"
-    assert "width" in report["error"]
+    assert "width must be positive" in report["error"]
     assert not (tmp_path / "model.lowered").exists()
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["model._target_=models.NeedsArgument"], "missing a required argument: 'width'"),
+    (["model._target_=models.NeedsArgument", "+model.width=3", "+model.widht=3"],
+     "unexpected keyword argument 'widht'. Unknown: 'widht'. Did you mean 'width'?"),
+])
+def test_constructor_arguments_are_bound_before_the_model_is_built(overrides, message):
+    with pytest.raises(ConfigError, match="model: models.NeedsArgument") as error:
+        validate(composed("model=custom", *overrides))
+    assert message in str(error.value)
 
 
 def test_an_op_the_backend_rejects_is_recorded_with_its_source_line(tmp_path):
@@ -235,9 +246,9 @@ def test_inspect_prints_the_handle_map_of_a_run_and_of_an_artifact(tmp_path):
 
 
 @pytest.mark.parametrize("override, message", [
-    ("seed=abc", "seed: Value 'abc' of type 'str' could not be converted to Integer"),
-    ("threads=0", "threads: 0 is not allowed; allowed: null (torch's default) or >= 1."),
-    ("profile=perhaps", "profile: Value 'perhaps' is not a valid bool"),
+    ("seed=abc", "seed: expected an integer, got 'abc'"),
+    ("threads=0", "threads: 0 is not allowed; allowed: null (torch's default) or 1..1024."),
+    ("profile=perhaps", "profile: expected true or false, got 'perhaps'"),
 ])
 def test_bad_top_level_options_are_rejected(override, message):
     with pytest.raises(ConfigError) as error:

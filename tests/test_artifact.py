@@ -131,4 +131,4 @@ def test_read_artifact_does_not_need_the_backend_to_compile(lowered, tmp_path):
     path = pipeline.save_lowered(lowered, tmp_path / "basic.lowered")
     contents = artifact.read_artifact(path)
     assert contents["manifest"]["frontend"] == lowered.frontend
-    assert contents["payload.bin"] == lowered.processed
+    assert contents["payload.bin"] == lowered.payload

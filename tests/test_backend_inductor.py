@@ -19,29 +19,23 @@ from typing import Dict
 import pytest
 import torch
 import torch.utils._pytree as pytree
-import yaml
 from torch import nn
 
 import pipeline.backends.inductor as inductor_backend
 import backend_checks
 import pipeline
 from pipeline.backends.inductor.compile_spec import INDUCTOR_OPTIONS, InductorCompileSpec
+from pipeline.core.spec import parse_compile_spec
 from pipeline.backends.inductor.runtime import InductorBackend
 from pipeline.core.payload import pack_parts, unpack_parts
 from pipeline import zoo
 
 ROOT = Path(__file__).resolve().parent.parent
-TOLERANCE = dict(atol=1e-5, rtol=1e-4)  # conf/backend/inductor.yaml
+TOLERANCE = backend_checks.tolerance("inductor")
 
 
 def assert_same_outputs(expected, actual, **tolerance) -> None:
     backend_checks.assert_same_outputs(expected, actual, **(tolerance or TOLERANCE))
-
-
-@pytest.fixture(autouse=True, scope="module")
-def registered_backend():
-    inductor_backend.register()
-    yield
 
 
 def lower(model: nn.Module, inputs: dict, spec: dict = None) -> pipeline.LoweredModule:
@@ -71,7 +65,7 @@ def test_mlp_lowers_saves_loads_and_matches_eager(mlp):
 
 def test_payload_holds_one_aoti_package_per_method(mlp):
     _, _, lowered, _ = mlp
-    meta, packages = unpack_parts(lowered.processed, "inductor")
+    meta, packages = unpack_parts(lowered.payload, "inductor")
     assert list(packages) == ["forward"] and meta["methods"]["forward"]["flat"]
     names = zipfile.ZipFile(io.BytesIO(packages["forward"])).namelist()
     assert any(name.endswith(".so") for name in names)  # native code: see the package docstring
@@ -104,9 +98,10 @@ def test_runner_failure_is_a_backend_runtime_error(mlp):
 # -- compile spec (no compiling) ------------------------------------------------------------------
 
 def test_compile_spec_maps_fields_and_options_to_inductor_configs():
-    spec = InductorCompileSpec.from_options(
-        {"max_autotune": True, "cpp_threads": 2, "options": {"epilogue_fusion": False, "cpp": {"enable_tiling_heuristics": False},
-                                                           "aot_inductor.debug_compile": True}}, "forward")
+    spec = parse_compile_spec(InductorCompileSpec, {
+        "max_autotune": True, "cpp_threads": 2,
+        "options": {"epilogue_fusion": False, "cpp": {"enable_tiling_heuristics": False},
+                    "aot_inductor.debug_compile": True}})
     configs = spec.inductor_configs()
     assert configs["max_autotune"] is True and configs["cpp.threads"] == 2 and configs["freezing"] is True
     assert configs["epilogue_fusion"] is False and configs["cpp.enable_tiling_heuristics"] is False
@@ -123,8 +118,8 @@ def test_compile_spec_maps_fields_and_options_to_inductor_configs():
     ({"options": {"cpp": {"simdln": 256}}}, r"no inductor option 'cpp.simdln'.*Did you mean 'cpp.simdlen'"),
     ({"options": {"epilogue_fusion": 3}}, r"options.epilogue_fusion: expected a bool"),
     ({"options": {"max_autotune": True}}, r"set it with the field 'max_autotune'"),
-    ({"cpp_threads": 0}, r"cpp_threads must be -1"),
-    ({"freezing": "sometimes"}, r"freezing.*expected bool"),
+    ({"cpp_threads": 0}, r"compile_spec.forward.cpp_threads: must be -1"),
+    ({"freezing": "sometimes"}, r"compile_spec.forward.freezing: expected true or false"),
 ])
 def test_invalid_compile_spec_is_rejected_before_compiling(options, message):
     model, inputs = zoo.build("mlp"), zoo.example_inputs("mlp")
@@ -144,13 +139,9 @@ def test_corrupt_payload_is_rejected_with_lowering_error(payload):
         InductorBackend().compile(payload, {"forward": {}})
 
 
-def test_register_twice_is_harmless_and_backend_is_listed():
-    inductor_backend.register()
-    inductor_backend.register()
-    info = pipeline.get_backend("inductor")
-    assert info.backend_cls is InductorBackend and info.compile_spec is InductorCompileSpec
-    assert info.accepts == ("export",)
-    assert info.version == f"{inductor_backend.__version__}+torch.{torch.__version__}"
+def test_backend_is_found_by_name_as_its_class_declares_it():
+    backend_checks.check_registration("inductor", InductorBackend, accepts=("export",), reproducible=False,
+                                      carries_code=True, version=f"0.1.0+torch.{torch.__version__}")
 
 
 def test_docstring_says_loading_runs_native_code_and_config_lists_every_option():
@@ -158,8 +149,6 @@ def test_docstring_says_loading_runs_native_code_and_config_lists_every_option()
     assert "Loading this payload loads native code." in doc and "shared library" in doc
     fields = [f.name for f in dataclasses.fields(InductorCompileSpec)]
     assert [name for name in fields if f"``{name}``" not in doc] == []
-    config = yaml.safe_load((ROOT / "conf/backend/inductor.yaml").read_text())
-    assert config["compile_spec"]["forward"] == dataclasses.asdict(InductorCompileSpec())
 
 
 # -- slow: every other lowering -------------------------------------------------------------------

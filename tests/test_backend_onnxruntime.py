@@ -18,7 +18,6 @@ import onnxruntime
 import pytest
 import torch
 import torch.utils._pytree as pytree
-import yaml
 from torch import nn
 
 import pipeline.backends.onnxruntime as ort_backend
@@ -30,7 +29,7 @@ from pipeline.backends.onnxruntime.runtime import OnnxRuntimeBackend
 from pipeline import zoo
 
 ROOT = Path(__file__).resolve().parent.parent
-TOLERANCE = dict(atol=1e-5, rtol=1e-4)  # conf/backend/onnxruntime.yaml
+TOLERANCE = backend_checks.tolerance("onnxruntime")
 
 
 def assert_same_outputs(expected, actual, **tolerance) -> None:
@@ -40,12 +39,6 @@ FRONTENDS = {
     "trace": dict(frontend="torchscript", torchscript_mode="trace"),
     "script": dict(frontend="torchscript", torchscript_mode="script"),
 }
-
-
-@pytest.fixture(autouse=True, scope="module")
-def registered_backend():
-    ort_backend.register()
-    yield
 
 
 def lower(model: nn.Module, inputs: dict, frontend: str = "export", spec: dict = None, **options):
@@ -93,7 +86,7 @@ def test_fast_path_captured_under_no_grad_is_rejected_naming_the_op():
 def test_two_lowerings_of_one_model_give_byte_identical_payloads_and_artifacts(tmp_path):
     model, inputs = zoo.build("cnn"), zoo.example_inputs("cnn")
     first, second = lower(model, inputs), lower(model, inputs)
-    assert first.processed == second.processed
+    assert first.payload == second.payload
     a = pipeline.save_lowered(first, tmp_path / "a.lowered").read_bytes()
     assert a == pipeline.save_lowered(second, tmp_path / "b.lowered").read_bytes()
 
@@ -180,7 +173,7 @@ def test_compile_spec_options_reach_the_session():
 def test_opset_option_is_the_exported_models_opset():
     model, inputs = zoo.build("mlp"), zoo.example_inputs("mlp")
     lowered = lower(model, inputs, spec={"opset": 18})
-    _, models = unpack_parts(lowered.processed, "onnxruntime")
+    _, models = unpack_parts(lowered.payload, "onnxruntime")
     opsets = {o.domain: o.version for o in onnx.load_from_string(models["forward"]).opset_import}
     assert opsets[""] == 18
 
@@ -191,7 +184,7 @@ def test_opset_option_is_the_exported_models_opset():
                                            r"'extended', 'layout'"),
     ({"execution_mode": "async"}, r"execution_mode.*allowed: 'parallel', 'sequential'"),
     ({"intra_op_num_threads": -1}, r"intra_op_num_threads must be >= 0"),
-    ({"intra_op_num_threads": "two"}, r"intra_op_num_threads.*expected int"),
+    ({"intra_op_num_threads": "two"}, r"compile_spec.forward.intra_op_num_threads: expected an integer"),
     ({"opset": 3}, r"opset must be in 7\.\."),
     ({"input_dtypes": ["float32"]}, r"input_dtypes needs input_shapes"),
     ({"providers": []}, r"providers must name at least one"),
@@ -213,7 +206,7 @@ def test_unavailable_provider_is_rejected_when_the_payload_is_compiled():
     model, inputs = zoo.build("mlp"), zoo.example_inputs("mlp")
     lowered = lower(model, inputs)
     with pytest.raises(pipeline.LoweringError, match=r"available: .*'CPUExecutionProvider'"):
-        OnnxRuntimeBackend().compile(lowered.processed, {"forward": {"providers": ["NoSuchExecutionProvider"]}})
+        OnnxRuntimeBackend().compile(lowered.payload, {"forward": {"providers": ["NoSuchExecutionProvider"]}})
 
 
 # -- payload --------------------------------------------------------------------------------------
@@ -221,7 +214,7 @@ def test_unavailable_provider_is_rejected_when_the_payload_is_compiled():
 def test_payload_is_a_container_of_onnx_models_with_a_json_header():
     model, inputs = zoo.build("basic"), zoo.example_inputs("basic")
     lowered = lower(model, inputs)
-    meta, models = unpack_parts(lowered.processed, "onnxruntime")
+    meta, models = unpack_parts(lowered.payload, "onnxruntime")
     assert list(models) == ["forward", "accum", "sub_accum"]
     for method, data in models.items():
         onnx.checker.check_model(onnx.load_from_string(data))
@@ -238,7 +231,7 @@ def test_corrupt_payload_is_rejected_with_lowering_error(corrupt):
     model, inputs = zoo.build("mlp"), zoo.example_inputs("mlp")
     lowered = lower(model, inputs)
     with pytest.raises(pipeline.LoweringError, match="onnxruntime"):
-        OnnxRuntimeBackend().compile(corrupt(lowered.processed), lowered.method_compile_spec)
+        OnnxRuntimeBackend().compile(corrupt(lowered.payload), lowered.method_compile_spec)
 
 
 # -- debug handles, errors, profiles ---------------------------------------------------------------
@@ -247,7 +240,7 @@ def test_corrupt_payload_is_rejected_with_lowering_error(corrupt):
 def test_every_exported_onnx_node_maps_to_the_handles_of_its_fx_nodes(name):
     model, inputs = zoo.build(name), zoo.example_inputs(name)
     lowered = lower(model, inputs)
-    _, models = unpack_parts(lowered.processed, "onnxruntime")
+    _, models = unpack_parts(lowered.payload, "onnxruntime")
     nodes = [node.name for node in onnx.load_from_string(models["forward"]).graph.node]
     backend_map = lowered.handle_map.backend_map
     assert sorted(backend_map) == sorted(f"forward/{node}" for node in nodes)
@@ -321,24 +314,15 @@ def test_profile_maps_nodes_onnxruntime_fused_through_the_values_they_compute():
 
 # -- registration, documentation, config ----------------------------------------------------------
 
-def test_register_twice_is_harmless_and_backend_is_listed():
-    ort_backend.register()
-    ort_backend.register()
-    info = pipeline.get_backend("onnxruntime")
-    assert info.backend_cls is OnnxRuntimeBackend and info.compile_spec is ort_backend.OnnxRuntimeCompileSpec
-    assert set(info.accepts) == {"torchscript", "export"}
-    assert info.version == f"{ort_backend.__version__}+onnxruntime.{onnxruntime.__version__}"
-    assert "onnxruntime" in pipeline.list_backends()
+def test_backend_is_found_by_name_as_its_class_declares_it():
+    backend_checks.check_registration("onnxruntime", OnnxRuntimeBackend, accepts=("torchscript", "export"),
+                                      reproducible=True, carries_code=False,
+                                      version=f"0.1.0+onnxruntime.{onnxruntime.__version__}")
 
 
 def test_docstring_and_config_list_every_compile_spec_option_with_its_default():
     fields = {f.name: f for f in dataclasses.fields(ort_backend.OnnxRuntimeCompileSpec)}
     assert [name for name in fields if f"``{name}``" not in ort_backend.__doc__] == []
-    config = yaml.safe_load((ROOT / "conf/backend/onnxruntime.yaml").read_text())
-    defaults = dataclasses.asdict(ort_backend.OnnxRuntimeCompileSpec())
-    defaults = {k: v.value if hasattr(v, "value") else v for k, v in defaults.items()}
-    assert config["compile_spec"]["forward"] == defaults
-    assert config["_target_"] == "pipeline.backends.onnxruntime.register"
 
 
 def run_app(tmp_path: Path, *overrides: str) -> dict:
@@ -352,6 +336,6 @@ def test_app_lowers_the_default_model_to_onnxruntime_with_an_option_overridden(t
     report = run_app(tmp_path, "backend=onnxruntime", "backend.compile_spec.forward.intra_op_num_threads=1")
     assert report["status"] == "ok" and report["verify"]["passed"]
     assert report["compile_spec"]["forward"]["intra_op_num_threads"] == 1
-    assert report["env"]["backend:onnxruntime"] == ort_backend.backend_version()
+    assert report["env"]["backend:onnxruntime"] == OnnxRuntimeBackend.version
     handles = json.loads((tmp_path / "handles.json").read_text())
     assert handles["backend_map"]

@@ -17,7 +17,6 @@ from typing import Dict
 
 import pytest
 import torch
-import yaml
 from torch import nn
 
 import pipeline.backends.torchscript as ts_backend
@@ -28,18 +27,12 @@ from pipeline.backends.torchscript.runtime import BACKEND_MAP_FILE, TorchScriptB
 from pipeline import zoo
 
 ROOT = Path(__file__).resolve().parent.parent
-TOLERANCE = dict(atol=1e-5, rtol=1e-4)  # conf/backend/torchscript.yaml
+TOLERANCE = backend_checks.tolerance("torchscript")
 
 
 def assert_same_outputs(expected, actual, **tolerance) -> None:
     backend_checks.assert_same_outputs(expected, actual, **(tolerance or TOLERANCE))
 MODES = ("script", "trace")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def registered_backend():
-    ts_backend.register()
-    yield
 
 
 def lower(model: nn.Module, inputs: dict, mode: str = "script", spec: dict = None, **options):
@@ -124,7 +117,7 @@ def test_optimize_for_inference_folds_batch_norm_and_freezing_drops_submodules()
 @pytest.mark.parametrize("options, message", [
     ({"freze": False}, r"compile_spec.forward.freze: unknown key.*Did you mean 'freeze'"),
     ({"freeze": False, "optimize_for_inference": True}, r"optimize_for_inference=True needs freeze=True"),
-    ({"optimize_for_inference": "often"}, r"optimize_for_inference.*expected bool"),
+    ({"optimize_for_inference": "often"}, r"compile_spec.forward.optimize_for_inference: expected true or false"),
 ])
 def test_invalid_compile_spec_is_rejected_naming_the_option(options, message):
     model, inputs = zoo.build("mlp"), zoo.example_inputs("mlp")
@@ -152,12 +145,12 @@ def test_payload_is_a_torchscript_archive_with_the_backend_map_inside():
     model, inputs = zoo.build("mlp"), zoo.example_inputs("mlp")
     lowered = lower(model, inputs)
     extra = {BACKEND_MAP_FILE: ""}
-    module = torch.jit.load(io.BytesIO(lowered.processed), _extra_files=extra)
+    module = torch.jit.load(io.BytesIO(lowered.payload), _extra_files=extra)
     torch.testing.assert_close(module(*inputs["forward"]), model(*inputs["forward"]))
     nodes = json.loads(extra[BACKEND_MAP_FILE])["methods"]["forward"]["nodes"]
     assert {f"forward/{index}": handles for index, handles in nodes.items()} == lowered.handle_map.backend_map
     assert not any(name.endswith(".pkl") and "data" not in name and "constants" not in name
-                   for name in zipfile.ZipFile(io.BytesIO(lowered.processed)).namelist()
+                   for name in zipfile.ZipFile(io.BytesIO(lowered.payload)).namelist()
                    if not name.endswith(("data.pkl", "constants.pkl", ".debug_pkl")))
 
 
@@ -210,13 +203,10 @@ def test_profile_reports_each_op_the_interpreter_ran_with_its_handles():
 
 # -- registration, documentation, config ----------------------------------------------------------
 
-def test_register_twice_is_harmless_and_backend_is_listed():
-    ts_backend.register()
-    ts_backend.register()
-    info = pipeline.get_backend("torchscript")
-    assert info.backend_cls is TorchScriptBackend and info.compile_spec is ts_backend.TorchScriptCompileSpec
-    assert info.accepts == ("torchscript",)
-    assert info.version == f"{ts_backend.__version__}+torch.{torch.__version__}"
+def test_backend_is_found_by_name_as_its_class_declares_it():
+    backend_checks.check_registration("torchscript", TorchScriptBackend, accepts=("torchscript",),
+                                      reproducible=False, carries_code=True,
+                                      version=f"0.1.0+torch.{torch.__version__}")
 
 
 def test_docstring_says_what_loading_the_archive_runs_and_lists_every_option():
@@ -224,8 +214,6 @@ def test_docstring_says_what_loading_the_archive_runs_and_lists_every_option():
     assert "restricted unpickler" in doc and "not arbitrary Python" in doc
     fields = [f.name for f in dataclasses.fields(ts_backend.TorchScriptCompileSpec)]
     assert [name for name in fields if f"``{name}``" not in doc] == []
-    config = yaml.safe_load((ROOT / "conf/backend/torchscript.yaml").read_text())
-    assert config["compile_spec"]["forward"] == dataclasses.asdict(ts_backend.TorchScriptCompileSpec())
 
 
 def test_app_lowers_a_scripted_model_to_torchscript(tmp_path):

@@ -1,7 +1,7 @@
 """The inductor backend: each exported method compiled ahead of time by AOTInductor.
 
 It accepts the export frontend and is found through the ``pipeline.backends``
-entry point (`register`)::
+entry point (its class)::
 
     import pipeline
     lowered = pipeline.to_backend("inductor", model, {"forward": {"max_autotune": False}},
@@ -61,27 +61,8 @@ kernels appear only when compiled with ``cpp_enable_kernel_profile=true``.
 
 from __future__ import annotations
 
-import torch
-
-import pipeline
-from pipeline.core.registry import is_registered
-
 from pipeline.backends.inductor.compile_spec import INDUCTOR_OPTIONS, InductorCompileSpec
 from pipeline.backends.inductor.preprocess import preprocess
 from pipeline.backends.inductor.runtime import InductorBackend
 
-__version__ = "0.1.0"
-NAME = "inductor"
-
-__all__ = ["INDUCTOR_OPTIONS", "InductorBackend", "InductorCompileSpec", "NAME", "preprocess", "register"]
-
-
-def register() -> None:
-    """Register the backend with the pipeline; calling it again does nothing."""
-    if is_registered(NAME):
-        return
-    pipeline.register_backend(
-        NAME, InductorBackend, preprocess=preprocess, accepts=("export",),
-        compile_spec=InductorCompileSpec, version=f"{__version__}+torch.{torch.__version__}",
-        reproducible=False,  # AOTI packages embed a random serialization id and build commands: not byte-identical.
-    )
+__all__ = ["INDUCTOR_OPTIONS", "InductorBackend", "InductorCompileSpec", "preprocess"]

@@ -12,13 +12,10 @@ config option (`INDUCTOR_OPTIONS`). Any other option of the installed torch's
 the installed torch does not know is rejected with the closest one it does.
 """
 
-# No `from __future__ import annotations`: the config validator reads the field types as types.
 from dataclasses import dataclass, field
 from typing import Any, Dict, Mapping, Optional
 
-from pipeline import LoweringError
-from pipeline.app.config import compile_spec_from_options  # the one validator of dataclass-shaped options
-from pipeline.core.errors import did_you_mean
+from pipeline.core.backend import FieldError, did_you_mean
 
 NAME = "inductor"
 
@@ -33,7 +30,7 @@ INDUCTOR_OPTIONS = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass
 class InductorCompileSpec:
     # Benchmark several kernel choices per op while compiling (much longer compiles).
     max_autotune: bool = False
@@ -52,16 +49,10 @@ class InductorCompileSpec:
     # Any other inductor option, by its dotted name in torch._inductor.config.
     options: Dict[str, Any] = field(default_factory=dict)
 
-    @classmethod
-    def from_options(cls, options: Mapping[str, Any], method: str) -> "InductorCompileSpec":
-        spec = compile_spec_from_options(cls, options, NAME, method)
-        check_inductor_options(flatten_options(spec.options), method)
-        if spec.cpp_threads < -1 or spec.cpp_threads == 0:
-            raise LoweringError(
-                f"Backend {NAME!r}, method {method!r}: cpp_threads must be -1 (torch's thread count) or >= 1, "
-                f"not {spec.cpp_threads}."
-            )
-        return spec
+    def __post_init__(self) -> None:
+        check_inductor_options(flatten_options(self.options))
+        if self.cpp_threads < -1 or self.cpp_threads == 0:
+            raise FieldError("cpp_threads", f"must be -1 (torch's thread count) or >= 1, not {self.cpp_threads}.")
 
     def inductor_configs(self) -> Dict[str, Any]:
         """The ``inductor_configs`` of ``aoti_compile_and_package``."""
@@ -83,22 +74,22 @@ def flatten_options(options: Mapping[str, Any], prefix: str = "") -> Dict[str, A
     return flat
 
 
-def check_inductor_options(options: Mapping[str, Any], method: str) -> None:
+def check_inductor_options(options: Mapping[str, Any]) -> None:
     known = _known_options()
     named = {option: name for name, option in INDUCTOR_OPTIONS.items()}
     for option, value in options.items():
-        path = f"compile_spec.{method}.options.{option}"
+        path = f"options.{option}"
         if option in named:
-            raise LoweringError(f"Backend {NAME!r}: {path}: set it with the field {named[option]!r} instead.")
+            raise FieldError(path, f"set it with the field {named[option]!r} instead.")
         if option not in known:
-            raise LoweringError(
-                f"Backend {NAME!r}: {path}: torch {_torch_version()} has no inductor option {option!r}."
+            raise FieldError(
+                path, f"torch {_torch_version()} has no inductor option {option!r}."
                 + did_you_mean(option, known)
             )
         default = known[option]
         if default is not None and not _same_kind(value, default):
-            raise LoweringError(
-                f"Backend {NAME!r}: {path}: expected a {type(default).__name__} (its default is {default!r}), "
+            raise FieldError(
+                path, f"expected a {type(default).__name__} (its default is {default!r}), "
                 f"got {value!r}."
             )
 

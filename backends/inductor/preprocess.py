@@ -20,10 +20,9 @@ from typing import Any, Callable, Dict, List, Mapping, Tuple
 
 import torch
 
-from pipeline import LoweringError, PreprocessResult
+from pipeline.core.backend import LoweringError, PreprocessResult, pack_parts, parse_compile_spec
 
 from pipeline.backends.inductor.compile_spec import NAME, InductorCompileSpec
-from pipeline.core.payload import pack_parts
 
 PACKAGE_NAME = "model.pt2"  # the archive's top folder is named after the file: keep it fixed
 _PROVENANCE = {"trace.provenance_tracking_level": 1}
@@ -31,7 +30,7 @@ _PROVENANCE = {"trace.provenance_tracking_level": 1}
 
 def preprocess(program: Any, method_compile_spec: Mapping[str, Mapping[str, Any]],
                generate_debug_handles: Callable) -> PreprocessResult:
-    specs = {method: InductorCompileSpec.from_options(options, method)
+    specs = {method: parse_compile_spec(InductorCompileSpec, options, f"compile_spec.{method}")
              for method, options in method_compile_spec.items()}
     packages: Dict[str, bytes] = {}
     methods_meta: Dict[str, Any] = {}

@@ -19,22 +19,29 @@ from typing import Any, Dict, List, Sequence
 import torch
 import torch.utils._pytree as pytree
 
-from pipeline import Backend, BackendRuntimeError, LoweringError, ProfileEvent
-from pipeline.core.debug_handles import UNKNOWN_HANDLE
+from pipeline.core.backend import (UNKNOWN_HANDLE, Backend, BackendRuntimeError, LoweringError, ProfileEvent,
+                                   method_part, parse_compile_spec, unpack_parts)
 
 from pipeline.backends.inductor.compile_spec import NAME, InductorCompileSpec
-from pipeline.backends.inductor.preprocess import PACKAGE_NAME
-from pipeline.core.payload import method_part, unpack_parts
+from pipeline.backends.inductor.preprocess import PACKAGE_NAME, preprocess
 
 
 class InductorBackend(Backend):
-    """Runs AOTInductor packages, one per method."""
+    """Each exported method compiled by AOTInductor (`preprocess`) to a package with a shared library."""
 
-    def compile(self, processed: bytes, method_compile_spec: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
-        meta, packages = unpack_parts(processed, NAME)
+    name = NAME
+    accepts = ("export",)
+    CompileSpec = InductorCompileSpec
+    version = f"0.1.0+torch.{torch.__version__}"
+    reproducible = False  # AOTI packages embed a random serialization id and build commands
+    carries_code = True  # loading the payload loads a shared library
+    preprocess = staticmethod(preprocess)
+
+    def compile(self, payload: bytes, method_compile_spec: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
+        meta, packages = unpack_parts(payload, NAME)
         handles = {}
         for method, options in method_compile_spec.items():
-            spec = InductorCompileSpec.from_options(options, method)
+            spec = parse_compile_spec(InductorCompileSpec, options, f"compile_spec.{method}")
             handles[method] = PackageMethod(method, method_part(packages, method, NAME), meta["methods"][method], spec)
         return handles
 

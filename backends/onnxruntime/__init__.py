@@ -1,7 +1,7 @@
 """The onnxruntime backend: each method exported to ONNX, run by an ``onnxruntime.InferenceSession``.
 
 It accepts both frontends and is found through the ``pipeline.backends``
-entry point (`register`)::
+entry point (its class)::
 
     import pipeline
     lowered = pipeline.to_backend("onnxruntime", model, {"forward": {"intra_op_num_threads": 2}},
@@ -80,35 +80,8 @@ writes (the exported nodes whose values they compute); layout nodes it inserts
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
-
-import pipeline
-from pipeline.core.registry import is_registered
-
 from pipeline.backends.onnxruntime.compile_spec import ExecutionMode, GraphOptimizationLevel, OnnxRuntimeCompileSpec
 from pipeline.backends.onnxruntime.preprocess import preprocess
 from pipeline.backends.onnxruntime.runtime import OnnxRuntimeBackend
 
-__version__ = "0.1.0"
-NAME = "onnxruntime"
-
-__all__ = ["ExecutionMode", "GraphOptimizationLevel", "NAME", "OnnxRuntimeBackend", "OnnxRuntimeCompileSpec",
-           "preprocess", "register"]
-
-
-def backend_version() -> str:
-    """This backend's version with the onnxruntime it runs on, e.g. ``0.1.0+onnxruntime.1.32.0``."""
-    try:
-        return f"{__version__}+onnxruntime.{version('onnxruntime')}"
-    except PackageNotFoundError:
-        return f"{__version__}+onnxruntime.missing"
-
-
-def register() -> None:
-    """Register the backend with the pipeline; calling it again does nothing."""
-    if is_registered(NAME):
-        return
-    pipeline.register_backend(
-        NAME, OnnxRuntimeBackend, preprocess=preprocess, accepts=("torchscript", "export"),
-        compile_spec=OnnxRuntimeCompileSpec, version=backend_version(),
-    )
+__all__ = ["ExecutionMode", "GraphOptimizationLevel", "OnnxRuntimeBackend", "OnnxRuntimeCompileSpec", "preprocess"]

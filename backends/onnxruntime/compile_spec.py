@@ -7,16 +7,16 @@ values of the enum options are their names as strings::
                                                            "graph_optimization_level": "extended"}}, ...)
 """
 
-# No `from __future__ import annotations`: the config validator reads the field types as types.
 import enum
 from dataclasses import dataclass, field
-from typing import Any, List, Mapping, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 import torch
 
-from pipeline import LoweringError
-from pipeline.app.config import compile_spec_from_options  # the one validator of dataclass-shaped options
-from pipeline.core.errors import format_choices
+from pipeline.core.backend import LoweringError, format_choices
+
+if TYPE_CHECKING:
+    import onnxruntime
 
 NAME = "onnxruntime"
 DEFAULT_OPSET = 20
@@ -39,7 +39,7 @@ class ExecutionMode(enum.Enum):
     parallel = "parallel"
 
 
-@dataclass(frozen=True)
+@dataclass
 class OnnxRuntimeCompileSpec:
     # -- used when the method is exported to ONNX (preprocess) --
     # The ai.onnx opset to export to.
@@ -65,27 +65,24 @@ class OnnxRuntimeCompileSpec:
     allow_spinning: bool = True
     log_severity_level: int = 3  # 0 verbose, 1 info, 2 warning, 3 error, 4 fatal
 
-    @classmethod
-    def from_options(cls, options: Mapping[str, Any], method: str) -> "OnnxRuntimeCompileSpec":
-        spec = compile_spec_from_options(cls, options, NAME, method)
-        problems = [f"{name} must be >= 0, not {getattr(spec, name)}"
-                    for name in ("intra_op_num_threads", "inter_op_num_threads") if getattr(spec, name) < 0]
-        if not 0 <= spec.log_severity_level <= 4:
-            problems.append(f"log_severity_level must be 0..4, not {spec.log_severity_level}")
+    def __post_init__(self) -> None:
+        problems = [f"{name} must be >= 0, not {getattr(self, name)}"
+                    for name in ("intra_op_num_threads", "inter_op_num_threads") if getattr(self, name) < 0]
+        if not 0 <= self.log_severity_level <= 4:
+            problems.append(f"log_severity_level must be 0..4, not {self.log_severity_level}")
         max_opset = _max_onnx_opset()
-        if not 7 <= spec.opset <= max_opset:
-            problems.append(f"opset must be in 7..{max_opset} (the installed onnx's range), not {spec.opset}")
-        if not spec.providers:
+        if not 7 <= self.opset <= max_opset:
+            problems.append(f"opset must be in 7..{max_opset} (the installed onnx's range), not {self.opset}")
+        if not self.providers:
             problems.append("providers must name at least one execution provider")
-        if spec.input_dtypes is not None:
-            unknown = [d for d in spec.input_dtypes if not isinstance(getattr(torch, d, None), torch.dtype)]
+        if self.input_dtypes is not None:
+            unknown = [d for d in self.input_dtypes if not isinstance(getattr(torch, d, None), torch.dtype)]
             if unknown:
                 problems.append(f"input_dtypes names unknown torch dtypes {unknown}")
-            if spec.input_shapes is None or len(spec.input_dtypes) != len(spec.input_shapes):
+            if self.input_shapes is None or len(self.input_dtypes) != len(self.input_shapes):
                 problems.append("input_dtypes needs input_shapes of the same length")
         if problems:
-            raise LoweringError(f"Backend {NAME!r}, method {method!r}: " + "; ".join(problems) + ".")
-        return spec
+            raise LoweringError("; ".join(problems) + ".")
 
 
 def check_providers(spec: OnnxRuntimeCompileSpec, method: str) -> None:

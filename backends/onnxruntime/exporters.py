@@ -36,8 +36,7 @@ from typing import Any, Callable, Dict, Iterator, List, Tuple
 
 import torch
 
-from pipeline import LoweringError, UnsupportedOpError
-from pipeline.core.source import describe_node
+from pipeline.core.backend import LoweringError, UnsupportedOpError, describe_node
 
 from pipeline.backends.onnxruntime.compile_spec import NAME, OnnxRuntimeCompileSpec
 

@@ -13,16 +13,15 @@ from typing import Any, Callable, Mapping
 
 import torch
 
-from pipeline import LoweringError, PreprocessResult
+from pipeline.core.backend import LoweringError, PreprocessResult, pack_parts, parse_compile_spec
 
 from pipeline.backends.onnxruntime.compile_spec import NAME, OnnxRuntimeCompileSpec, check_providers
-from pipeline.core.payload import pack_parts
 from pipeline.backends.onnxruntime.exporters import export_program, export_torchscript
 
 
 def preprocess(program: Any, method_compile_spec: Mapping[str, Mapping[str, Any]],
                generate_debug_handles: Callable) -> PreprocessResult:
-    specs = {method: OnnxRuntimeCompileSpec.from_options(options, method)
+    specs = {method: parse_compile_spec(OnnxRuntimeCompileSpec, options, f"compile_spec.{method}")
              for method, options in method_compile_spec.items()}
     for method, spec in specs.items():
         check_providers(spec, method)

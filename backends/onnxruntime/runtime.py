@@ -19,18 +19,36 @@ from typing import Any, Dict, List, Optional, Sequence
 import torch
 import torch.utils._pytree as pytree
 
-from pipeline import Backend, BackendRuntimeError, LoweringError, ProfileEvent
-from pipeline.core.debug_handles import UNKNOWN_HANDLE
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _package_version
+
+from pipeline.core.backend import (UNKNOWN_HANDLE, Backend, BackendRuntimeError, LoweringError, ProfileEvent,
+                                   method_part, parse_compile_spec, unpack_parts)
 
 from pipeline.backends.onnxruntime.compile_spec import NAME, OnnxRuntimeCompileSpec, check_providers, session_options
-from pipeline.core.payload import method_part, unpack_parts
+from pipeline.backends.onnxruntime.preprocess import preprocess
+
+
+
+def _installed_version(package: str) -> str:
+    try:
+        return _package_version(package)
+    except PackageNotFoundError:
+        return "missing"
+
 
 _NODE_IN_MESSAGE = re.compile(r"Name:'(?P<name>[^']*)'")
 _KERNEL_SUFFIX = "_kernel_time"
 
 
 class OnnxRuntimeBackend(Backend):
-    """Runs onnxruntime payloads: one ONNX model per method."""
+    """Each method exported to ONNX (`preprocess`), run by one onnxruntime InferenceSession per method."""
+
+    name = NAME
+    accepts = ("torchscript", "export")
+    CompileSpec = OnnxRuntimeCompileSpec
+    version = f"0.1.0+onnxruntime.{_installed_version('onnxruntime')}"
+    preprocess = staticmethod(preprocess)
 
     def is_available(self) -> bool:
         try:
@@ -39,11 +57,11 @@ class OnnxRuntimeBackend(Backend):
             return False
         return True
 
-    def compile(self, processed: bytes, method_compile_spec: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
-        meta, models = unpack_parts(processed, NAME)
+    def compile(self, payload: bytes, method_compile_spec: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
+        meta, models = unpack_parts(payload, NAME)
         handles = {}
         for method, options in method_compile_spec.items():
-            spec = OnnxRuntimeCompileSpec.from_options(options, method)
+            spec = parse_compile_spec(OnnxRuntimeCompileSpec, options, f"compile_spec.{method}")
             check_providers(spec, method)
             handles[method] = SessionMethod(method, method_part(models, method, NAME), meta["methods"][method], spec)
         return handles

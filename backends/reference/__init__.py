@@ -7,7 +7,7 @@ other backend can be checked against it::
     lowered = pipeline.to_backend("reference", model, {"forward": {}},
                                   example_inputs={"forward": (x,)})
 
-It is found through the ``pipeline.backends`` entry point (`register`).
+It is found by name through the ``pipeline.backends`` entry point, which names the class.
 
 How it compiles (`compiler.preprocess`): a TorchScript method is inlined and
 its ``prim::GetAttr`` chains resolved to constants (the module is put in eval
@@ -21,7 +21,7 @@ instruction list as canonical JSON plus raw tensor bytes (`program`): no
 pickle, and the same model gives the same bytes. To read what was compiled::
 
     from pipeline.backends.reference.program import parse, to_text
-    print(to_text(parse(lowered.processed).methods["forward"]))
+    print(to_text(parse(lowered.payload).methods["forward"]))
 
 How it runs (`interpreter.ReferenceBackend`): instructions run in order under
 ``torch.no_grad()``; ``prim::If`` and ``prim::Loop`` run their blocks. A failing
@@ -67,25 +67,9 @@ Supported ops (the table is ``ops.SUPPORTED_OPS``; every overload of each is sup
 
 from __future__ import annotations
 
-import pipeline
-from pipeline.core.registry import is_registered
-
 from pipeline.backends.reference.compile_spec import ReferenceCompileSpec
 from pipeline.backends.reference.compiler import preprocess
 from pipeline.backends.reference.interpreter import ReferenceBackend
 from pipeline.backends.reference.ops import SUPPORTED_OPS
 
-__version__ = "0.1.0"
-NAME = "reference"
-
-__all__ = ["NAME", "ReferenceBackend", "ReferenceCompileSpec", "SUPPORTED_OPS", "preprocess", "register"]
-
-
-def register() -> None:
-    """Register the backend with the pipeline; calling it again does nothing."""
-    if is_registered(NAME):
-        return
-    pipeline.register_backend(
-        NAME, ReferenceBackend, preprocess=preprocess, accepts=("torchscript", "export"),
-        compile_spec=ReferenceCompileSpec, version=__version__,
-    )
+__all__ = ["ReferenceBackend", "ReferenceCompileSpec", "SUPPORTED_OPS", "preprocess"]

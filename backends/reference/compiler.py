@@ -13,7 +13,7 @@ from typing import Any, Callable, List, Mapping
 
 import torch
 
-from pipeline import LoweringError, PreprocessResult, UnsupportedOpError
+from pipeline.core.backend import LoweringError, PreprocessResult, UnsupportedOpError, parse_compile_spec
 
 from pipeline.backends.reference import from_export, from_torchscript, ops, passes
 from pipeline.backends.reference.compile_spec import ReferenceCompileSpec
@@ -22,7 +22,7 @@ from pipeline.backends.reference.program import NO_HANDLE, Instruction, MethodPr
 
 def preprocess(program: Any, method_compile_spec: Mapping[str, Mapping[str, Any]],
                generate_debug_handles: Callable) -> PreprocessResult:
-    specs = {method: ReferenceCompileSpec.from_options(options, method)
+    specs = {method: parse_compile_spec(ReferenceCompileSpec, options, f"compile_spec.{method}")
              for method, options in method_compile_spec.items()}
     methods = {method: convert_method(program, method, generate_debug_handles) for method in specs}
     problems: List[str] = []

@@ -16,8 +16,7 @@ from typing import Any, Callable, Dict, List
 import torch
 from torch.export.graph_signature import InputKind, OutputKind
 
-from pipeline import LoweringError
-from pipeline.core.source import describe_node
+from pipeline.core.backend import LoweringError, describe_node
 
 from pipeline.backends.reference.program import NO_HANDLE, Block, InputSpec, Instruction, MethodProgram, Ref
 

@@ -19,7 +19,7 @@ from typing import Any, Callable, Dict, Iterable, List, Tuple
 
 import torch
 
-from pipeline.core.source import describe_node
+from pipeline.core.backend import describe_node
 
 from pipeline.backends.reference.program import NO_HANDLE, Block, InputSpec, Instruction, MethodProgram, Ref
 

@@ -16,11 +16,12 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import torch
 import torch.utils._pytree as pytree
 
-from pipeline import Backend, BackendRuntimeError, LoweringError, ProfileEvent
-from pipeline.core.errors import format_choices
+from pipeline.core.backend import (Backend, BackendRuntimeError, LoweringError, ProfileEvent, format_choices,
+                                   parse_compile_spec)
 
 from pipeline.backends.reference import ops
 from pipeline.backends.reference.compile_spec import ReferenceCompileSpec
+from pipeline.backends.reference.compiler import preprocess
 from pipeline.backends.reference.program import NO_HANDLE, Block, InputSpec, Instruction, MethodProgram, Ref, is_constant, parse
 
 Reader = Callable[[List[Any]], Any]  # reads one operand from the value table
@@ -28,13 +29,19 @@ Events = Optional[List[ProfileEvent]]  # collected when profiling
 
 
 class ReferenceBackend(Backend):
-    """Runs reference-backend payloads on CPU with PyTorch's own kernels."""
+    """A small compiler to an instruction list (`compiler.preprocess`), interpreted with PyTorch's own kernels."""
 
-    def compile(self, processed: bytes, method_compile_spec: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
-        program = parse(processed)
+    name = "reference"
+    accepts = ("torchscript", "export")
+    CompileSpec = ReferenceCompileSpec
+    version = "0.1.0"
+    preprocess = staticmethod(preprocess)
+
+    def compile(self, payload: bytes, method_compile_spec: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
+        program = parse(payload)
         handles = {}
         for method, options in method_compile_spec.items():
-            spec = ReferenceCompileSpec.from_options(options, method)
+            spec = parse_compile_spec(ReferenceCompileSpec, options, f"compile_spec.{method}")
             if method not in program.methods:
                 raise LoweringError(
                     f"Reference backend: the payload has no method {method!r}; it has "

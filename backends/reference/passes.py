@@ -18,7 +18,7 @@ from typing import Any, Dict, Iterable, List, Optional, Set
 
 import torch
 
-from pipeline import LoweringError
+from pipeline.core.backend import LoweringError
 
 from pipeline.backends.reference import ops
 from pipeline.backends.reference.program import (

@@ -31,7 +31,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import torch
 
-from pipeline import LoweringError
+from pipeline.core.backend import LoweringError
 
 MAGIC = b"PLREFBE\0"
 FORMAT_VERSION = 1

@@ -1,7 +1,7 @@
 """The torchscript backend: TorchScript itself, frozen and optimized for inference.
 
 It accepts the torchscript frontend (a scripted or traced module) and is found
-through the ``pipeline.backends`` entry point (`register`)::
+through the ``pipeline.backends`` entry point (its class)::
 
     import pipeline
     lowered = pipeline.to_backend("torchscript", model, {"forward": {}}, frontend="torchscript",
@@ -53,27 +53,8 @@ node's handles (``"<method>/? <op>"`` and no handles if none aligns).
 
 from __future__ import annotations
 
-import torch
-
-import pipeline
-from pipeline.core.registry import is_registered
-
 from pipeline.backends.torchscript.compile_spec import TorchScriptCompileSpec
 from pipeline.backends.torchscript.preprocess import preprocess
 from pipeline.backends.torchscript.runtime import TorchScriptBackend
 
-__version__ = "0.1.0"
-NAME = "torchscript"
-
-__all__ = ["NAME", "TorchScriptBackend", "TorchScriptCompileSpec", "preprocess", "register"]
-
-
-def register() -> None:
-    """Register the backend with the pipeline; calling it again does nothing."""
-    if is_registered(NAME):
-        return
-    pipeline.register_backend(
-        NAME, TorchScriptBackend, preprocess=preprocess, accepts=("torchscript",),
-        compile_spec=TorchScriptCompileSpec, version=f"{__version__}+torch.{torch.__version__}",
-        reproducible=False,  # TorchScript renames classes per process, so archives differ across processes.
-    )
+__all__ = ["TorchScriptBackend", "TorchScriptCompileSpec", "preprocess"]

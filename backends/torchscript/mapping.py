@@ -27,8 +27,8 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 
-from pipeline.core.debug_handles import walk_nodes as walk  # program order, as handles are issued
-from pipeline.core.source import describe_node
+from pipeline.core.backend import describe_node
+from pipeline.core.backend import walk_nodes as walk  # program order, as handles are issued
 
 Key = Tuple[str, int, str]  # file, line, module path
 

@@ -25,13 +25,11 @@ from typing import Any, Callable, Dict, List, Mapping
 
 import torch
 
-from pipeline import LoweringError, PreprocessResult
-from pipeline.core.hashing import canonical_json
-from pipeline.core.source import describe_node
+from pipeline.core.backend import LoweringError, PreprocessResult, canonical_json, describe_node
 
+from pipeline.backends.torchscript.archive import BACKEND_MAP_FILE, load_module
 from pipeline.backends.torchscript.compile_spec import NAME, module_spec
 from pipeline.backends.torchscript.mapping import inlined_graph, match_nodes, translate_indices
-from pipeline.backends.torchscript.runtime import BACKEND_MAP_FILE, load_module
 
 
 def preprocess(program: Any, method_compile_spec: Mapping[str, Mapping[str, Any]],

@@ -11,34 +11,41 @@ the ops on the innermost source line of TorchScript's traceback, else ``-1``.
 
 from __future__ import annotations
 
-import io
 import json
 import re
-import warnings
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Sequence
 
 import torch
 import torch.utils._pytree as pytree
 
-from pipeline import Backend, BackendRuntimeError, LoweringError, ProfileEvent
-from pipeline.core.debug_handles import UNKNOWN_HANDLE
-from pipeline.core.errors import format_choices
+from pipeline.core.backend import (UNKNOWN_HANDLE, Backend, BackendRuntimeError, LoweringError, ProfileEvent,
+                                   format_choices)
 
-from pipeline.backends.torchscript.compile_spec import NAME, TorchScriptCompileSpec, module_spec
+from pipeline.backends.torchscript.archive import BACKEND_MAP_FILE, load_module
+from pipeline.backends.torchscript.compile_spec import NAME, TorchScriptCompileSpec, check_same_spec, module_spec
+from pipeline.backends.torchscript.preprocess import preprocess
 
-BACKEND_MAP_FILE = "pipeline/backend_map.json"
 _is_grad_enabled = torch.is_grad_enabled
 _set_grad_enabled = torch._C._set_grad_enabled
 _FRAME = re.compile(r'File "(?P<file>[^"]+)", line (?P<line>\d+)')
 
 
 class TorchScriptBackend(Backend):
-    """Runs TorchScript archives: frozen when lowered, optimized for inference when loaded."""
+    """TorchScript itself: frozen when lowered (`preprocess`), optimized for inference when loaded."""
 
-    def compile(self, processed: bytes, method_compile_spec: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
+    name = NAME
+    accepts = ("torchscript",)
+    CompileSpec = TorchScriptCompileSpec
+    version = f"0.1.0+torch.{torch.__version__}"
+    reproducible = False  # TorchScript renames classes per process, so archives differ across processes
+    carries_code = True  # the archive holds TorchScript code and pickled data that loading runs
+    preprocess = staticmethod(preprocess)
+    check_compile_spec = staticmethod(check_same_spec)
+
+    def compile(self, payload: bytes, method_compile_spec: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
         spec = module_spec(method_compile_spec)
         extra = {BACKEND_MAP_FILE: ""}
-        module = load_module(processed, list(method_compile_spec), spec, extra)
+        module = load_module(payload, list(method_compile_spec), spec, extra)
         maps = json.loads(extra[BACKEND_MAP_FILE] or "{}").get("methods", {})
         handles = {}
         for method in method_compile_spec:
@@ -55,27 +62,6 @@ class TorchScriptBackend(Backend):
 
     def profile(self, handle: "ScriptMethod", inputs: List[Any]) -> List[ProfileEvent]:
         return handle.profile(inputs)
-
-
-def load_module(processed: bytes, methods: Sequence[str], spec: TorchScriptCompileSpec,
-                extra_files: Optional[Dict[str, str]] = None) -> torch.jit.ScriptModule:
-    """The module as it runs: loaded from the archive, optimized as the spec says."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        try:
-            module = torch.jit.load(io.BytesIO(processed), map_location="cpu", _extra_files=extra_files)
-        except Exception as error:
-            raise LoweringError(f"Backend {NAME!r}: the payload is not a loadable TorchScript archive: {error}") from error
-        module.eval()
-        if spec.optimize_for_inference:
-            try:
-                module = torch.jit.optimize_for_inference(module, [m for m in methods if m != "forward"])
-            except Exception as error:
-                raise LoweringError(
-                    f"Backend {NAME!r}: torch.jit.optimize_for_inference failed: {type(error).__name__}: {error}. "
-                    "Lower with optimize_for_inference=False."
-                ) from error
-    return module
 
 
 class ScriptMethod:

@@ -1,40 +1,36 @@
-"""Register the backend a config names, from its ``_target_``.
+"""Find the backend a config names: registered, installed, or imported from its ``_target_``.
 
-``_target_`` is either a function that registers the backend (as the built-in
-backends' ``register``), or a `pipeline.Backend` subclass that carries its own
-``preprocess`` (a staticmethod) and, optionally, ``accepts`` and ``CompileSpec``.
-So a user's backend is a Python class plus a YAML file, with no edit to this repo.
+``backend._target_`` names a `pipeline.core.backend.Backend` subclass, which is
+registered under ``backend.name`` (the class's own ``name`` if it declares one
+must agree). A function that registers the backend itself is accepted too. So
+a user's backend is a Python class and, optionally, a YAML file, with no edit
+to this repository.
 """
 
 from __future__ import annotations
 
-import pipeline
-from pipeline.core.backend import FRONTENDS, Backend, BackendInfo
+from typing import Optional
+
+from pipeline.core.backend import Backend, BackendInfo
 from pipeline.core.errors import LoweringError
-from pipeline.core.registry import get_backend, is_registered
+from pipeline.core.registry import get_backend, is_registered, register_backend
+from pipeline.app.schema import ConfigError
+from pipeline.app.targets import locate
 
 
-def register_from_target(name: str, target: str) -> BackendInfo:
-    from pipeline.app.config import ConfigError
-
-    if is_registered(name):
-        return _get_or_explain(name, "it is registered in this process")
-    if not target or target == "None":
-        return _get_or_explain(name, "backend._target_ is missing")
-    from hydra.utils import get_object
-
-    try:
-        obj = get_object(target)
-    except Exception as error:
-        raise ConfigError(f"backend._target_: cannot import {target!r}: {error}") from None
+def load_backend(name: str, target: Optional[str]) -> BackendInfo:
+    """The registry entry of backend ``name``, registering ``target`` first if needed."""
+    if is_registered(name) or not target:
+        return _get_or_explain(name, "it is registered in this process" if is_registered(name)
+                               else "backend._target_ is missing")
+    obj = locate(target, "backend._target_")
     if isinstance(obj, type) and issubclass(obj, Backend):
-        preprocess = getattr(obj, "preprocess", None)
-        if preprocess is None:
-            raise ConfigError(f"backend._target_: {target} has no preprocess staticmethod to register.")
-        pipeline.register_backend(name, obj, preprocess=preprocess, accepts=getattr(obj, "accepts", FRONTENDS),
-                                  compile_spec=getattr(obj, "CompileSpec", None),
-                                  version=getattr(obj, "version", None),
-                                  reproducible=getattr(obj, "reproducible", True))
+        if obj.name and obj.name != name:
+            raise ConfigError(f"backend.name={name!r} but {target} declares name {obj.name!r}; make them agree.")
+        try:
+            register_backend(name, obj)
+        except LoweringError as error:
+            raise ConfigError(f"backend._target_: {error}") from None
     elif callable(obj):
         obj()
     else:
@@ -43,8 +39,6 @@ def register_from_target(name: str, target: str) -> BackendInfo:
 
 
 def _get_or_explain(name: str, reason: str) -> BackendInfo:
-    from pipeline.app.config import ConfigError
-
     try:
         return get_backend(name)
     except LoweringError as error:

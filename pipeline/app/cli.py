@@ -21,11 +21,11 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from pipeline.core.files import write_json
 from pipeline.app.config import ConfigError, validate
-from pipeline.core.hashing import write_json
+from pipeline.app.run_files import REPORT
 
 log = logging.getLogger("pipeline")
-REPORT = "report.json"
 
 
 @hydra.main(config_path="pkg://pipeline.conf", config_name="config", version_base="1.3")

@@ -1,4 +1,4 @@
-"""Put runs and sweeps side by side: ``python -m pipeline.app.compare DIR... [--json]``.
+"""Put runs and sweeps side by side: ``python -m pipeline.compare DIR... [--json]``.
 
 Each DIR is a run directory (``report.json``) or a sweep directory (its jobs'
 reports). One row per run: what was lowered, how it ended, its error, latency
@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List
 
-from pipeline.app.sweep_callback import job_entry
+from pipeline.app.summary import job_entry
 from pipeline.app.tables import text_table
 
 COLUMNS = ["run", "status", "stage", "backend", "frontend", "model", "max_abs_err", "eager_us", "lowered_us", "speedup",
@@ -37,7 +37,7 @@ def collect(paths: List[Path]) -> List[Dict[str, Any]]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.app.compare", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m pipeline.compare", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("dirs", type=Path, nargs="+")
     parser.add_argument("--json", action="store_true")

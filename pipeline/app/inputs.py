@@ -6,7 +6,7 @@ from typing import Dict, List, Sequence, Tuple
 
 import torch
 
-from pipeline.app.config import InputSpec
+from pipeline.app.schema import InputSpec
 
 
 def make_inputs(specs: Sequence[InputSpec], seed: int) -> Tuple[torch.Tensor, ...]:

@@ -1,4 +1,4 @@
-"""Read what a run left behind: ``python -m pipeline.app.inspect PATH [--json] [--all]``.
+"""Read what a run left behind: ``python -m pipeline.inspect PATH [--json] [--all]``.
 
 PATH is a lowered-module artifact or a run directory. Prints the manifest,
 the methods and compile spec, the handle map as a table (where each handle
@@ -101,7 +101,7 @@ def _where(record: Dict[str, Any]) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.app.inspect", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m pipeline.inspect", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("path", type=Path, help="a .lowered artifact or a run directory")
     parser.add_argument("--json", action="store_true", help="print everything as JSON")

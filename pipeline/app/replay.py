@@ -1,4 +1,4 @@
-"""Re-run a recorded run and check that it reproduces: ``python -m pipeline.app.replay RUN_DIR [--out DIR]``.
+"""Re-run a recorded run and check that it reproduces: ``python -m pipeline.replay RUN_DIR [--out DIR]``.
 
 The recorded ``.hydra/config.yaml`` is the composed config, so the replay does
 not depend on today's ``conf/``. The run goes into a new directory; the
@@ -62,7 +62,7 @@ def _fresh_dir(run_dir: Path) -> Path:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.app.replay", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m pipeline.replay", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--out", type=Path, help="where the replay writes (default: RUN_DIR.replayN beside it)")

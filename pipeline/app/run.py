@@ -20,22 +20,21 @@ from typing import Any, Dict, Iterator, List, Optional
 import torch
 
 from pipeline.core.artifact import artifact_bytes
-from pipeline.app.backend_loading import register_from_target
-from pipeline.app.config import RunRequest
 from pipeline.core.environment import git_state, package_versions
+from pipeline.core.files import write_atomic, write_json
 from pipeline.core.frontends import capture
-from pipeline.core.hashing import canonical_json, sha256_bytes, write_atomic, write_json
-from pipeline.app.inputs import make_inputs, make_method_inputs
-from pipeline.app.latency import measure
+from pipeline.core.hashing import canonical_json, sha256_bytes
 from pipeline.core.lowering import codegen_backend_module
 from pipeline.core.profiling import profile
+from pipeline.app.backend_loading import load_backend
+from pipeline.app.inputs import make_inputs, make_method_inputs
+from pipeline.app.latency import measure
+from pipeline.app.run_files import HANDLES, PROFILE, REPORT
+from pipeline.app.schema import RunRequest
+from pipeline.app.targets import locate
 from pipeline.app.verify import verify
 
 log = logging.getLogger("pipeline")
-
-REPORT = "report.json"
-HANDLES = "handles.json"
-PROFILE = "profile.json"
 
 
 class StageFailed(Exception):
@@ -90,7 +89,7 @@ def run(request: RunRequest, out_dir: Path, extra_record: Optional[Dict[str, Any
         torch.set_num_threads(request.threads)
     try:
         with stages("register"):
-            backend = register_from_target(request.backend_name, request.backend_target)
+            backend = load_backend(request.backend_name, request.backend_target)
             report["env"][f"backend:{backend.name}"] = backend.version
             # handles.json depends only on the program; the payload, on the backend.
             report["reproducible"] = {"artifact": backend.reproducible, "handles": True}
@@ -140,10 +139,8 @@ def run(request: RunRequest, out_dir: Path, extra_record: Optional[Dict[str, Any
 
 
 def build_model(request: RunRequest) -> torch.nn.Module:
-    from hydra.utils import get_object
-
     torch.manual_seed(request.seed)
-    model = get_object(request.model_target)(**request.model_kwargs)
+    model = locate(request.model_target, "model._target_")(**request.model_kwargs)
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"model._target_ {request.model_target} built a {type(model).__name__}, not an nn.Module.")
     return model.eval()

@@ -1,4 +1,4 @@
-"""Check a config before any expensive work: ``python -m pipeline.app.validate [--config-dir DIR] [overrides]``.
+"""Check a config before any expensive work: ``python -m pipeline.validate [--config-dir DIR] [overrides]``.
 
 Composes the config as ``python -m pipeline`` would, with the same overrides,
 and validates it: model class, example inputs, frontend, backend, and every
@@ -21,7 +21,7 @@ from pipeline.app.config import ConfigError, validate
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.app.validate", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m pipeline.validate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config-dir", type=Path, help="an extra config directory, as with python -m pipeline")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. backend=onnxruntime model=cnn")

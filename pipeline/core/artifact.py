@@ -25,7 +25,8 @@ from typing import Any, Dict, Union
 from pipeline.core.debug_handles import HandleMap
 from pipeline.core.environment import package_versions
 from pipeline.core.errors import ArtifactError, BackendNotAvailableError, UnknownBackendError
-from pipeline.core.hashing import canonical_json, sha256_bytes, write_atomic
+from pipeline.core.hashing import canonical_json, sha256_bytes
+from pipeline.core.files import write_atomic
 from pipeline.core.lowered_module import LoweredModule
 from pipeline.core.registry import get_backend
 from pipeline.core.signature import MethodSignature, OutputStructure
@@ -38,7 +39,7 @@ _PARTS = ("payload.bin", "handles.json", "code.py")
 
 def artifact_bytes(lowered: LoweredModule) -> bytes:
     parts = {
-        "payload.bin": lowered.processed,
+        "payload.bin": lowered.payload,
         "handles.json": canonical_json(lowered.handle_map.to_json()),
         "code.py": lowered.code.encode(),
     }
@@ -129,4 +130,4 @@ def load_lowered(path: Union[str, Path]) -> LoweredModule:
         )
     except (KeyError, TypeError, ValueError, SyntaxError) as error:
         raise ArtifactError(f"{path}: malformed manifest: {type(error).__name__}: {error}") from error
-    return LoweredModule(backend, processed=contents["payload.bin"], **fields)
+    return LoweredModule(backend, payload=contents["payload.bin"], **fields)

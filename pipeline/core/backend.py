@@ -1,37 +1,77 @@
 """The contract between the pipeline and a backend: read this file to write one.
 
-A backend has two halves, as in PyTorch's TorchScript backend API:
+A backend is one `Backend` subclass. As in PyTorch's TorchScript backend API it
+has two halves, an ahead-of-time **preprocess** and a **runtime**, and it
+declares what the pipeline needs to know as class attributes::
 
-* an ahead-of-time **preprocess** function, run once when a model is lowered::
+    class MyBackend(Backend):
+        name = "mybackend"              # the registry name (backend=mybackend)
+        accepts = ("export",)           # frontends whose programs preprocess reads
+        version = "1.0"                 # recorded in artifacts and reports
+        reproducible = True             # equal programs and specs give equal payload bytes
+        carries_code = False            # the payload holds executable code (native or TorchScript)
 
-      def preprocess(program, method_compile_spec, generate_debug_handles) -> PreprocessResult | bytes
+        @dataclass
+        class CompileSpec:              # one method's options; each default written once, here
+            fast: bool = True
 
-  ``program`` is a ``torch.jit.ScriptModule`` (torchscript frontend) or a dict
-  ``{method: torch.export.ExportedProgram}`` (export frontend);
-  ``method_compile_spec`` is ``{method: {option: value}}``;
-  ``generate_debug_handles(graph, method=...)`` issues a ``{node: handle}`` map for a
-  TorchScript or FX graph and records where each node came from. The result is
-  the payload saved in the artifact: it must be ``bytes``, because artifacts
-  never hold pickles.
+        @staticmethod
+        def preprocess(program, method_compile_spec, generate_debug_handles) -> PreprocessResult | bytes: ...
+        def compile(self, payload, method_compile_spec) -> dict: ...   # {method: handle}
+        def execute(self, handle, inputs) -> list: ...
 
-* a **runtime** class, instantiated with no arguments, subclassing `Backend`:
-  ``is_available()``, ``compile(processed, method_compile_spec) -> {method: handle}``
-  and ``execute(handle, inputs) -> list``. ``execute`` receives the method's
-  arguments in signature order (positional, then keyword-only) and returns the
-  flat list of output leaves (``torch.utils._pytree`` order); the lowered module
-  rebuilds the method's output structure from them.
+    pipeline.register_backend(MyBackend)
 
-A backend reports a failure inside the program with
-``pipeline.BackendRuntimeError(message, debug_handles=[...])``.
+**preprocess** runs once when a model is lowered. ``program`` is a
+``torch.jit.ScriptModule`` (torchscript frontend) or a dict
+``{method: torch.export.ExportedProgram}`` (export frontend). It is the
+backend's own copy: preprocess may change it (inline, freeze, run passes), and
+the caller's program is never affected. ``method_compile_spec`` is
+``{method: {option: value}}`` with every option of ``CompileSpec`` filled in
+and checked (`parse_compile_spec` turns one method's options back into the
+dataclass; ``check_compile_spec`` holds rules across methods).
+``generate_debug_handles(graph, method)`` issues a ``{node: handle}`` map for a
+TorchScript or FX graph and records where each node came from. The result is
+the **payload** saved in the artifact: it must be ``bytes``, because artifacts
+never hold pickles.
+
+The **runtime** half is the instance, created with no arguments:
+``is_available()``; ``compile(payload, method_compile_spec) -> {method: handle}``;
+``execute(handle, inputs) -> list``, which receives the method's arguments in
+signature order (positional, then keyword-only) and returns the flat list of
+output leaves (``torch.utils._pytree`` order); and optionally
+``profile(handle, inputs)``. A failure inside the program is raised as
+``BackendRuntimeError(message, debug_handles=[...])``.
+
+This module also re-exports what a backend may use, so that a backend imports
+only it and torch: node walking and description (`walk_nodes`,
+`describe_node`), payload containers (`pack_parts`, `unpack_parts`,
+`method_part`), `canonical_json`, `parse_compile_spec`, and the error types.
 """
 
 from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple, Type
+from typing import Any, ClassVar, Dict, List, Optional, Tuple, Type
+
+from pipeline.core.debug_handles import UNKNOWN_HANDLE, walk_nodes
+from pipeline.core.errors import (BackendRuntimeError, LoweringError, UnsupportedOpError, did_you_mean,
+                                  format_choices)
+from pipeline.core.hashing import canonical_json
+from pipeline.core.payload import method_part, pack_parts, unpack_parts
+from pipeline.core.source import Frame, NodeSource, describe_node
+from pipeline.core.spec import FieldError, SpecError, options_of, parse_compile_spec
 
 FRONTENDS: Tuple[str, ...] = ("torchscript", "export")
+
+__all__ = [
+    "Backend", "BackendInfo", "FRONTENDS", "PreprocessResult", "ProfileEvent",
+    # for backends
+    "BackendRuntimeError", "FieldError", "Frame", "LoweringError", "NodeSource", "SpecError", "UNKNOWN_HANDLE",
+    "UnsupportedOpError", "canonical_json", "describe_node", "did_you_mean", "format_choices", "method_part",
+    "options_of", "pack_parts", "parse_compile_spec", "unpack_parts", "walk_nodes",
+]
 
 
 @dataclass
@@ -42,27 +82,8 @@ class PreprocessResult:
     e.g. ``"forward/3"``) to the debug handles of the graph nodes they came from.
     """
 
-    processed_bytes: bytes
+    payload: bytes
     backend_map: Dict[str, List[int]] = field(default_factory=dict)
-
-
-class Backend(abc.ABC):
-    """The runtime half of a backend. Subclasses are created with no arguments."""
-
-    def is_available(self) -> bool:
-        return True
-
-    @abc.abstractmethod
-    def compile(self, processed: bytes, method_compile_spec: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
-        """Turn the payload into one executable handle per method of the spec."""
-
-    @abc.abstractmethod
-    def execute(self, handle: Any, inputs: List[Any]) -> List[Any]:
-        """Run one method; return its output leaves as a list."""
-
-    def profile(self, handle: Any, inputs: List[Any]) -> Optional[List["ProfileEvent"]]:
-        """Per-instruction timings of one call, for backends that can report them."""
-        return None
 
 
 @dataclass(frozen=True)
@@ -74,14 +95,55 @@ class ProfileEvent:
     debug_handles: Tuple[int, ...] = ()
 
 
+class Backend(abc.ABC):
+    """A backend: class attributes declare it, `preprocess` lowers, the instance runs."""
+
+    name: ClassVar[Optional[str]] = None
+    accepts: ClassVar[Tuple[str, ...]] = FRONTENDS
+    CompileSpec: ClassVar[Optional[type]] = None  # dataclass of one method's options; None: any dict
+    version: ClassVar[Optional[str]] = None
+    reproducible: ClassVar[bool] = True
+    carries_code: ClassVar[bool] = False
+
+    @staticmethod
+    @abc.abstractmethod
+    def preprocess(program: Any, method_compile_spec: Dict[str, Dict[str, Any]],
+                   generate_debug_handles: Any) -> "PreprocessResult | bytes":
+        """Lower ``program`` ahead of time into the payload (see the module docstring)."""
+
+    @classmethod
+    def check_compile_spec(cls, specs: Dict[str, Any]) -> None:
+        """Rules across methods, given ``{method: CompileSpec instance}``; raise `LoweringError`.
+
+        Each method's own rules belong in ``CompileSpec.__post_init__``. Both run
+        before preprocess, and in ``python -m pipeline.validate``.
+        """
+
+    def is_available(self) -> bool:
+        return True
+
+    @abc.abstractmethod
+    def compile(self, payload: bytes, method_compile_spec: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
+        """Turn the payload into one executable handle per method of the spec."""
+
+    @abc.abstractmethod
+    def execute(self, handle: Any, inputs: List[Any]) -> List[Any]:
+        """Run one method; return its output leaves as a list."""
+
+    def profile(self, handle: Any, inputs: List[Any]) -> Optional[List[ProfileEvent]]:
+        """Per-instruction timings of one call, for backends that can report them."""
+        return None
+
+
 @dataclass(frozen=True)
 class BackendInfo:
-    """A registry entry: everything the pipeline knows about a backend."""
+    """A registry entry: what a backend class declares, with any overrides given at registration."""
 
     name: str
     backend_cls: Type[Backend]
     preprocess: Any
     accepts: Tuple[str, ...] = FRONTENDS
-    compile_spec: Optional[type] = None  # dataclass describing one method's spec
-    version: Optional[str] = None  # recorded in artifacts and reports
-    reproducible: bool = True  # the same program and spec give byte-identical payloads
+    compile_spec: Optional[type] = None
+    version: Optional[str] = None
+    reproducible: bool = True
+    carries_code: bool = False

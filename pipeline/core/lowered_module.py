@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 
-from pipeline.core.backend import BackendInfo
+from pipeline.core.backend import BackendInfo, ProfileEvent
 from pipeline.core.codegen import generate_methods
 from pipeline.core.debug_handles import HandleMap
 from pipeline.core.errors import BackendNotAvailableError, BackendRuntimeError, LoweringError, format_choices
@@ -29,7 +29,7 @@ class LoweredModule(torch.nn.Module):
         *,
         frontend: str,
         method_compile_spec: Dict[str, Dict[str, Any]],
-        processed: bytes,
+        payload: bytes,
         handle_map: HandleMap,
         signatures: Dict[str, MethodSignature],
         outputs: Dict[str, OutputStructure],
@@ -41,7 +41,7 @@ class LoweredModule(torch.nn.Module):
         self.backend_name = backend.name
         self.frontend = frontend
         self.method_compile_spec = method_compile_spec
-        self.processed = processed
+        self.payload = payload
         self.handle_map = handle_map
         self.signatures = signatures
         self.outputs = outputs
@@ -84,9 +84,22 @@ class LoweredModule(torch.nn.Module):
     def methods(self) -> List[str]:
         return list(self.method_compile_spec)
 
+    def profile(self, method: str, *args: Any, **kwargs: Any) -> Optional[List[ProfileEvent]]:
+        """The backend's timed events for one call of ``method``, or None if it cannot report them.
+
+        Each `ProfileEvent` carries the debug handles of what it timed; `handle_map`
+        resolves them to source (`pipeline.core.profiling` adds them up per line).
+        """
+        if method not in self.method_compile_spec:
+            raise AttributeError(self._not_lowered_message(method))
+        if not self.available:
+            self._unavailable(None, [])
+        values = self.signatures[method].bind(args, kwargs, method=method)
+        return self._backend.profile(self._handles[method], values)
+
     def _compile(self) -> Dict[str, Any]:
         try:
-            handles = self._backend.compile(self.processed, self.method_compile_spec)
+            handles = self._backend.compile(self.payload, self.method_compile_spec)
         except BackendRuntimeError as error:
             raise self._source_error(error, "compile") from error
         except LoweringError:

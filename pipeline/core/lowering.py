@@ -11,17 +11,19 @@ import copy
 import dataclasses
 import enum
 import time
+import warnings
 from typing import Any, Dict, Mapping, Optional, Sequence
 
 import torch
 
-from pipeline.core.backend import PreprocessResult
+from pipeline.core.backend import BackendInfo, PreprocessResult
 from pipeline.core.debug_handles import DebugHandleGenerator
 from pipeline.core.errors import LoweringError, format_choices
 from pipeline.core.frontends import ExampleInputs, as_captured, capture, model_methods, type_name
 from pipeline.core.lowered_module import LoweredModule
 from pipeline.core.registry import get_backend
 from pipeline.core.source import HierarchyPath
+from pipeline.core.spec import SpecError, options_of, parse_compile_spec
 
 MethodCompileSpec = Mapping[str, Any]
 
@@ -44,7 +46,10 @@ def codegen_backend_module(
     """
     timings = {} if timings is None else timings
     backend = get_backend(backend_name)
-    spec = normalize_compile_spec(method_compile_spec)
+    try:
+        spec = resolve_compile_spec(backend, method_compile_spec)
+    except SpecError as error:
+        raise SpecError(f"Backend {backend_name!r}: {error}") from None
     captured = as_captured(program, list(spec))
     if captured.frontend not in backend.accepts:
         raise LoweringError(
@@ -53,10 +58,9 @@ def codegen_backend_module(
         )
     generator = _TimedGenerator(
         DebugHandleGenerator(debug_handles, top_type=top_type or captured.top_type, prefix=hierarchy_prefix))
-    backend_program = copy.deepcopy(captured.program) if captured.frontend == "torchscript" else captured.program
     start = time.perf_counter()
     try:
-        result = backend.preprocess(backend_program, spec, generator)
+        result = backend.preprocess(_own_copy(captured.program), spec, generator)
     except LoweringError:
         raise
     except Exception as error:
@@ -70,7 +74,7 @@ def codegen_backend_module(
         backend,
         frontend=captured.frontend,
         method_compile_spec=spec,
-        processed=result.processed_bytes,
+        payload=result.payload,
         handle_map=handle_map,
         signatures=captured.signatures,
         outputs=captured.outputs,
@@ -171,11 +175,51 @@ def normalize_compile_spec(spec: MethodCompileSpec) -> Dict[str, Dict[str, Any]]
     return normalized
 
 
+def resolve_compile_spec(backend: BackendInfo, method_compile_spec: MethodCompileSpec,
+                         path: str = "compile_spec") -> Dict[str, Dict[str, Any]]:
+    """Every method's options checked as lowering checks them, defaults filled in.
+
+    The checks are the backend's ``CompileSpec`` (types, ``__post_init__``) and
+    its ``check_compile_spec`` across methods; ``python -m pipeline.validate``
+    runs this same function. Errors name ``path.<method>.<key>``.
+    """
+    spec = normalize_compile_spec(method_compile_spec)
+    if backend.compile_spec is None:
+        return spec
+    typed = {method: parse_compile_spec(backend.compile_spec, options, f"{path}.{method}")
+             for method, options in spec.items()}
+    try:
+        backend.backend_cls.check_compile_spec(typed)
+    except LoweringError as error:
+        raise SpecError(f"{path}: {error}") from None
+    return {method: options_of(value) for method, value in typed.items()}
+
+
+def _own_copy(program: Any) -> Any:
+    """The copy preprocess gets: the contract lets it change the program, never the caller's."""
+    if isinstance(program, dict):
+        return {method: _copy_exported(exported) for method, exported in program.items()}
+    return copy.deepcopy(program)
+
+
+def _copy_exported(program: "torch.export.ExportedProgram") -> "torch.export.ExportedProgram":
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch's own pytree deprecation, inside deepcopy
+        copied = copy.deepcopy(program)
+    # Copying an FX graph renames nodes whose names shadow Python builtins (`input` -> `input_1`), while
+    # the graph signature keeps the old names; give the nodes back the names the signature uses.
+    for original, node in zip(program.graph.nodes, copied.graph.nodes):
+        if node.name != original.name:
+            node.name = original.name
+    copied.graph_module.recompile()
+    return copied
+
+
 def _as_preprocess_result(backend_name: str, result: Any) -> PreprocessResult:
     if isinstance(result, (bytes, bytearray)):
         return PreprocessResult(bytes(result))
-    if isinstance(result, PreprocessResult) and isinstance(result.processed_bytes, (bytes, bytearray)):
-        return PreprocessResult(bytes(result.processed_bytes), dict(result.backend_map))
+    if isinstance(result, PreprocessResult) and isinstance(result.payload, (bytes, bytearray)):
+        return PreprocessResult(bytes(result.payload), dict(result.backend_map))
     raise LoweringError(
         f"Backend {backend_name!r}: preprocess must return bytes or a PreprocessResult with bytes "
         f"(artifacts hold no pickles); it returned {type(result).__name__}."

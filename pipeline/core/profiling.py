@@ -20,9 +20,8 @@ def profile(lowered: LoweredModule, inputs: Dict[str, tuple], calls: int = 3) ->
     events: Dict[Tuple[str, str, Tuple[int, ...]], float] = defaultdict(float)
     supported = False
     for method, args in inputs.items():
-        values = lowered.signatures[method].bind(tuple(args), method=method)
         for call in range(calls + 1):
-            reported = lowered._backend.profile(lowered._handles[method], values)
+            reported = lowered.profile(method, *args)
             if reported is None:
                 break
             supported = True

@@ -1,20 +1,24 @@
-"""The backend registry: preprocess functions and runtime classes by name.
+"""The backend registry: backends by name.
 
 Three ways to add a backend:
 
-1. One call registers both halves::
+1. Register its class; the class declares its name, frontends, compile spec and
+   preprocess (see `pipeline.core.backend.Backend`)::
 
-       register_backend("mybackend", MyBackend, preprocess=my_preprocess)
+       pipeline.register_backend(MyBackend)
 
-2. The same as a class decorator::
+   or, as a class decorator, ``@pipeline.register_backend`` over the class.
 
-       @register_backend("mybackend", preprocess=my_preprocess, accepts=("export",))
-       class MyBackend(pipeline.Backend): ...
+2. The original API's form, a name and a class with keyword arguments that
+   override what the class declares (a class without ``preprocess`` takes it here)::
+
+       pipeline.register_backend("mybackend", MyBackend, preprocess=my_preprocess, accepts=("export",))
 
 3. From a separately installed package, through the ``pipeline.backends``
-   entry-point group (``name = "pkg.module:register"``): the entry point is loaded
-   the first time the name is looked up; loading it must register ``name``
-   (a callable target is called with no arguments).
+   entry-point group (``name = "pkg.module:MyBackend"``): the entry point is
+   loaded the first time the name is looked up, and the class it names is
+   registered under that name. (A function that registers the backend itself
+   is accepted too.)
 
 The preprocess-only calls keep the names and semantics of the original
 (``registerBackendPreprocessFunction`` and friends): registering a name twice
@@ -23,8 +27,10 @@ raises, and looking up a missing one names it and lists the registered ones.
 
 from __future__ import annotations
 
+import abc
+import dataclasses
 import importlib.metadata
-from typing import Any, Callable, Dict, List, Optional, Sequence, Type
+from typing import Any, Callable, Dict, List, Optional, Sequence, Type, Union
 
 from pipeline.core.backend import FRONTENDS, Backend, BackendInfo
 from pipeline.core.errors import LoweringError, UnknownBackendError, did_you_mean, format_choices
@@ -56,40 +62,70 @@ def get_backend_preprocess_function(name: str) -> Callable:
 
 
 def register_backend(
-    name: str,
+    name_or_cls: Union[str, Type[Backend], None] = None,
     backend_cls: Optional[Type[Backend]] = None,
     *,
-    preprocess: Callable,
-    accepts: Sequence[str] = FRONTENDS,
+    preprocess: Optional[Callable] = None,
+    accepts: Optional[Sequence[str]] = None,
     compile_spec: Optional[type] = None,
     version: Optional[str] = None,
-    reproducible: bool = True,
+    reproducible: Optional[bool] = None,
+    carries_code: Optional[bool] = None,
 ):
-    """Register a backend's preprocess function and runtime class under ``name``.
+    """Register a backend class: ``register_backend(Cls)``, or ``register_backend(name, Cls, **overrides)``.
 
-    Usable as a call or, without ``backend_cls``, as a class decorator.
-    ``compile_spec`` is an optional dataclass describing one method's options;
-    ``reproducible=False`` says the payload is not byte-identical across
-    identical lowerings (e.g. native code), which reports and replays take into account.
+    Without a class (``register_backend("name", preprocess=...)``) it returns a
+    class decorator; bare ``@register_backend`` works too. Keyword arguments
+    override the class's declarations. Returns the class.
     """
+    overrides = dict(preprocess=preprocess, accepts=accepts, compile_spec=compile_spec, version=version,
+                     reproducible=reproducible, carries_code=carries_code)
+    if isinstance(name_or_cls, type):
+        return _register(None, name_or_cls, overrides)
     if backend_cls is None:
-        def decorator(cls: Type[Backend]) -> Type[Backend]:
-            register_backend(name, cls, preprocess=preprocess, accepts=accepts,
-                             compile_spec=compile_spec, version=version, reproducible=reproducible)
-            return cls
-        return decorator
+        return lambda cls: _register(name_or_cls, cls, overrides)
+    return _register(name_or_cls, backend_cls, overrides)
 
-    unknown_frontends = [f for f in accepts if f not in FRONTENDS]
-    if unknown_frontends:
+
+def _register(name: Optional[str], backend_cls: Type[Backend], overrides: Dict[str, Any]) -> Type[Backend]:
+    if not (isinstance(backend_cls, type) and issubclass(backend_cls, Backend)):
+        raise LoweringError(f"register_backend needs a pipeline.Backend subclass, not {backend_cls!r}.")
+    info = backend_info(backend_cls, name, **overrides)
+    if info.name in _backends:
         raise LoweringError(
-            f"Backend {name!r} accepts unknown frontend(s) {unknown_frontends}; "
-            f"allowed: {format_choices(FRONTENDS)}"
-        )
-    if name in _backends:
-        raise LoweringError(f"Backend {name!r} is already registered. Ensure that registration is only called once.")
-    register_backend_preprocess_function(name, preprocess)
-    _backends[name] = BackendInfo(name, backend_cls, preprocess, tuple(accepts), compile_spec, version, reproducible)
+            f"Backend {info.name!r} is already registered. Ensure that registration is only called once.")
+    register_backend_preprocess_function(info.name, info.preprocess)
+    _backends[info.name] = info
     return backend_cls
+
+
+def backend_info(backend_cls: Type[Backend], name: Optional[str] = None, **overrides: Any) -> BackendInfo:
+    """What ``backend_cls`` declares, with the non-None ``overrides``; checked as registration checks it."""
+    declared = {"name": name or backend_cls.name, "backend_cls": backend_cls,
+                "preprocess": backend_cls.preprocess, "accepts": backend_cls.accepts,
+                "compile_spec": backend_cls.CompileSpec, "version": backend_cls.version,
+                "reproducible": backend_cls.reproducible, "carries_code": backend_cls.carries_code}
+    declared.update({k: v for k, v in overrides.items() if v is not None})
+    if not declared["name"]:
+        raise LoweringError(f"Backend class {backend_cls.__qualname__} declares no name; set its `name` attribute.")
+    label = f"Backend {declared['name']!r}"
+    if getattr(declared["preprocess"], "__isabstractmethod__", False):
+        raise LoweringError(f"{label}: {backend_cls.__qualname__} has no preprocess staticmethod; define one "
+                            "or pass preprocess= to register_backend.")
+    if getattr(backend_cls.preprocess, "__isabstractmethod__", False):
+        # The original API's form: the class is the runtime half only and preprocess comes as an
+        # argument. Give the class that preprocess, so that it is whole and can be instantiated.
+        backend_cls.preprocess = staticmethod(declared["preprocess"])
+    abc.update_abstractmethods(backend_cls)  # also for a subclass whose base was given preprocess this way
+    declared["accepts"] = tuple(declared["accepts"])
+    unknown_frontends = [f for f in declared["accepts"] if f not in FRONTENDS]
+    if unknown_frontends:
+        raise LoweringError(f"{label} accepts unknown frontend(s) {unknown_frontends}; "
+                            f"allowed: {format_choices(FRONTENDS)}")
+    spec = declared["compile_spec"]
+    if spec is not None and not dataclasses.is_dataclass(spec):
+        raise LoweringError(f"{label}: CompileSpec must be a dataclass, not {spec!r}.")
+    return BackendInfo(**declared)
 
 
 def is_registered(name: str) -> bool:
@@ -116,6 +152,12 @@ def get_backend(name: str) -> BackendInfo:
 def list_backends() -> List[str]:
     """Names of registered backends and of backends installed as entry points."""
     return sorted(set(_backends) | set(_discover_entry_points()))
+
+
+def entry_point_target(name: str) -> Optional[str]:
+    """The dotted path an installed backend's entry point names (``pkg.module.Class``), if there is one."""
+    entry_point = _discover_entry_points().get(name)
+    return entry_point.value.replace(":", ".") if entry_point is not None else None
 
 
 def unregister_backend(name: str) -> None:
@@ -152,7 +194,10 @@ def _load_entry_point(name: str) -> bool:
         raise LoweringError(
             f"Backend {name!r}: loading entry point {entry_point.value!r} failed: {error}"
         ) from error
-    if callable(target) and not isinstance(target, type) and name not in _preprocess_functions:
+    if isinstance(target, type) and issubclass(target, Backend):
+        if name not in _preprocess_functions:
+            _register(name, target, {})
+    elif callable(target) and name not in _preprocess_functions:
         target()
     if name not in _preprocess_functions:
         raise LoweringError(

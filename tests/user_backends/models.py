@@ -11,6 +11,8 @@ class CumsumNet(torch.nn.Module):
 class NeedsArgument(torch.nn.Module):
     def __init__(self, width):
         super().__init__()
+        if width <= 0:
+            raise ValueError(f"width must be positive, got {width}")
         self.width = width
 
     def forward(self, x):

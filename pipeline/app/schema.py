@@ -1,0 +1,119 @@
+"""The schema of a run's config: each option and its default, written once.
+
+`store.register_configs` puts these dataclasses in Hydra's ConfigStore, so
+``--cfg job`` and ``--help`` show every option with its default and the YAML
+files in ``conf/`` state only what differs. `config.validate` checks a composed
+config against them (with the same parser the backends' compile specs use) and
+returns a `RunRequest` of plain values: the runner never sees Hydra.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from pipeline.core.errors import LoweringError, format_choices
+from pipeline.core.spec import FieldError
+
+DTYPES = ("float32", "float64", "float16", "bfloat16", "int64", "int32", "bool")
+MAX_THREADS = 1024
+
+
+class ConfigError(LoweringError):
+    """A config that cannot run; the message names the key path and what is allowed."""
+
+
+@dataclass
+class InputSpec:
+    """One example input: a tensor of this shape and dtype, uniform in [low, high)."""
+
+    shape: List[int] = field(default_factory=list)
+    dtype: str = "float32"
+    low: float = -1.0
+    high: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.dtype not in DTYPES:
+            raise FieldError("dtype", f"{self.dtype!r} is not allowed; allowed: {format_choices(DTYPES)}.")
+        if any(size < 0 for size in self.shape):
+            raise FieldError("shape", f"{self.shape} has a negative size.")
+        if not self.low < self.high:
+            raise FieldError("high", f"must be above low ({self.low}), not {self.high}.")
+
+
+@dataclass
+class Tolerance:
+    """How far lowered outputs may be from eager: |lowered - eager| <= atol + rtol * |eager|."""
+
+    atol: float = 1e-5
+    rtol: float = 1e-5
+
+    def __post_init__(self) -> None:
+        for name in ("atol", "rtol"):
+            if not getattr(self, name) >= 0:  # also rejects NaN
+                raise FieldError(name, f"must be >= 0, not {getattr(self, name)}.")
+
+
+@dataclass
+class VerifyConfig:
+    enabled: bool = True
+    random_trials: int = 2  # fresh random inputs of the example shapes, besides the examples
+    tolerance: Optional[Tolerance] = None  # None: the backend config's tolerance
+
+    def __post_init__(self) -> None:
+        if self.random_trials < 0:
+            raise FieldError("random_trials", f"must be >= 0, not {self.random_trials}.")
+
+
+@dataclass
+class LatencyConfig:
+    enabled: bool = True
+    warmup: int = 5  # calls before timing, per side
+    iterations: int = 20  # calls per timed round
+    rounds: int = 5  # rounds, eager and lowered interleaved; medians are taken over them
+
+    def __post_init__(self) -> None:
+        for name, least in (("warmup", 0), ("iterations", 1), ("rounds", 1)):
+            if getattr(self, name) < least:
+                raise FieldError(name, f"must be >= {least}, not {getattr(self, name)}.")
+
+
+@dataclass
+class RunConfig:
+    """The primary config: one node per config group, then the run's own options."""
+
+    model: Any = None  # conf/model: `_target_`, constructor arguments, `example_inputs`
+    frontend: Any = None  # conf/frontend: `name`, and `mode` for torchscript
+    backend: Any = None  # conf/backend: `name`, `_target_`, `tolerance`, `compile_spec`
+    debug_handles: Any = None  # conf/debug_handles: `strategy`
+    seed: int = 0  # weights (torch.manual_seed before the model is built) and example inputs
+    threads: Optional[int] = None  # torch.set_num_threads for the run; null leaves torch's default
+    profile: bool = False  # per-instruction times mapped to source, written to profile.json
+    artifact_name: str = "model.lowered"  # the artifact's file name in the run directory
+    verify: VerifyConfig = field(default_factory=VerifyConfig)
+    latency: LatencyConfig = field(default_factory=LatencyConfig)
+
+
+GROUPS = ("model", "frontend", "backend", "debug_handles")
+
+
+@dataclass
+class RunRequest:
+    """Everything a run needs, as plain values (no Hydra, no OmegaConf)."""
+
+    model_target: str
+    model_kwargs: Dict[str, Any]
+    example_inputs: Dict[str, List[InputSpec]]
+    frontend: str
+    torchscript_mode: str
+    backend_name: str
+    backend_target: str
+    compile_spec: Dict[str, Dict[str, Any]]
+    tolerance: Tolerance
+    debug_handles: str
+    verify: VerifyConfig
+    latency: LatencyConfig
+    profile: bool
+    seed: int
+    threads: Optional[int]
+    artifact_name: str

@@ -1,0 +1,64 @@
+"""Hydra's ConfigStore entries: the schemas the YAML files in ``conf/`` build on.
+
+``conf/__init__.py`` calls `register_configs` when Hydra reads
+``pkg://pipeline.conf``. Each default is written once, in a dataclass:
+
+* ``run_config``: the primary config's own options (`schema.RunConfig`: seed,
+  threads, verify, latency, ...), first in ``config.yaml``'s defaults list;
+* ``schema/backend/<name>``: one per installed backend, made from its class:
+  ``name``, ``_target_`` and ``compile_spec.forward`` with every option of the
+  backend's ``CompileSpec`` at its default. ``conf/backend/<name>.yaml`` puts it
+  first and states only what differs (its tolerance);
+* ``schema/compile_spec``: an open node for a user's backend whose class Hydra
+  cannot know while composing; its options are checked by `config.validate`.
+
+Compile specs stay open dicts in the composed config, so that
+``backend.compile_spec.accum={}`` adds a method without ``+``; every key and
+value is then checked by the backend's own ``CompileSpec`` before any work.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Dict
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import OmegaConf
+
+from pipeline.core.backend import BackendInfo
+from pipeline.core.errors import LoweringError
+from pipeline.core.registry import entry_point_target, get_backend, list_backends
+from pipeline.core.spec import default_options
+from pipeline.app.schema import RunConfig
+
+log = logging.getLogger("pipeline")
+
+
+def register_configs() -> None:
+    store = ConfigStore.instance()
+    # Plain values, not the dataclass: `config.validate` checks types with did-you-mean messages,
+    # where a typed node would fail inside Hydra's composition with OmegaConf's.
+    store.store(name="run_config", node=OmegaConf.create(default_options(RunConfig)))
+    store.store(group="schema", name="compile_spec", node=_open({}))
+    for name in list_backends():
+        try:
+            backend = get_backend(name)
+        except LoweringError as error:  # a broken third-party backend must not break every command
+            log.warning("backend %r is not available for configs: %s", name, error)
+            continue
+        store.store(group="schema/backend", name=name, node=backend_node(backend))
+
+
+def backend_node(backend: BackendInfo) -> Any:
+    """The config node of a backend: its name, class and every compile-spec option at its default."""
+    target = entry_point_target(backend.name) or f"{backend.backend_cls.__module__}.{backend.backend_cls.__qualname__}"
+    forward: Dict[str, Any] = default_options(backend.compile_spec) if backend.compile_spec else {}
+    node = OmegaConf.create({"name": backend.name, "_target_": target, "compile_spec": {"forward": forward}})
+    OmegaConf.set_struct(node.compile_spec, False)
+    return node
+
+
+def _open(value: Dict[str, Any]) -> Any:
+    node = OmegaConf.create(value)
+    OmegaConf.set_struct(node, False)
+    return node

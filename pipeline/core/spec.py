@@ -1,0 +1,183 @@
+"""Typed compile specs: one parser for validate, preprocess and compile.
+
+A backend declares the options of one method as a dataclass (its
+``CompileSpec``); each default is written there once. Options arrive as a plain
+mapping (``{}`` means all defaults)::
+
+    spec = parse_compile_spec(OnnxRuntimeCompileSpec, {"intra_op_num_threads": 2}, path="compile_spec.forward")
+
+Every key and value is checked against the field types (bool, int, float, str,
+enums by name, ``Optional``, ``List``, ``Dict``, nested dataclasses, ``Any``),
+then the dataclass is built, so its ``__post_init__`` runs the cross-field
+rules. Any problem is a `SpecError` whose message starts with the key path and
+says what is allowed. `options_of` turns a spec back into plain JSON values, as
+artifacts and reports record it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import typing
+from typing import Any, Dict, Mapping, Tuple
+
+from pipeline.core.errors import LoweringError, did_you_mean, format_choices
+
+_MISSING = dataclasses.MISSING
+
+
+class SpecError(LoweringError):
+    """Options that do not fit a spec; the message names the key path and what is allowed."""
+
+
+class FieldError(ValueError):
+    """Raised by a spec's ``__post_init__`` about one field: the parser adds the field's key path."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+def parse_compile_spec(schema: type, options: Any, path: str = "compile_spec") -> Any:
+    """An instance of the dataclass ``schema`` from ``options`` (a mapping, or an instance of it)."""
+    if isinstance(options, schema):
+        options = options_of(options)
+    if options is None:
+        options = {}
+    values = _parse_dataclass(schema, options, path)
+    try:
+        return schema(**values)
+    except FieldError as error:  # __post_init__, about one field
+        raise SpecError(f"{_join(path, error.field)}: {error.message}") from None
+    except (LoweringError, ValueError, TypeError) as error:  # __post_init__: a rule across fields
+        raise SpecError(f"{path}: {_message(error)}" if path else _message(error)) from None
+
+
+def options_of(spec: Any) -> Dict[str, Any]:
+    """A spec instance as plain JSON values (enums by value), every field present."""
+    return {f.name: _plain(getattr(spec, f.name)) for f in dataclasses.fields(spec)}
+
+
+def default_options(schema: type) -> Dict[str, Any]:
+    """The defaults of every field as plain JSON values, without building the dataclass
+    (its ``__post_init__`` may import a runtime, which showing defaults must not need)."""
+    defaults = {}
+    for f in dataclasses.fields(schema):
+        if f.default is not _MISSING:
+            defaults[f.name] = _plain(f.default)
+        elif f.default_factory is not _MISSING:  # type: ignore[misc]
+            defaults[f.name] = _plain(f.default_factory())  # type: ignore[misc]
+        elif dataclasses.is_dataclass(_field_types(schema)[f.name]):
+            defaults[f.name] = default_options(_field_types(schema)[f.name])
+    return defaults
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, enum.Enum):
+        return value.value
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return options_of(value)
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def _field_types(schema: type) -> Dict[str, Any]:
+    return typing.get_type_hints(schema)
+
+
+def _parse_dataclass(schema: type, options: Any, path: str) -> Dict[str, Any]:
+    fields = {f.name: f for f in dataclasses.fields(schema) if f.init}
+    if not isinstance(options, Mapping):
+        raise SpecError(f"{path or 'config'}: expected a mapping with keys {format_choices(fields)}, got {options!r}.")
+    types = _field_types(schema)
+    values = {}
+    for key, value in options.items():
+        if key not in fields:
+            raise SpecError(f"{_join(path, key)}: unknown key; allowed: {format_choices(fields)}."
+                            + did_you_mean(key, fields))
+        values[key] = _parse_value(types[key], value, _join(path, key))
+    missing = [name for name, f in fields.items()
+               if name not in values and f.default is _MISSING and f.default_factory is _MISSING]  # type: ignore[misc]
+    if missing:
+        raise SpecError(f"{path or 'config'}: missing required key(s) {format_choices(missing)}.")
+    return values
+
+
+def _parse_value(kind: Any, value: Any, path: str) -> Any:
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if kind is Any:
+        return value
+    if origin is typing.Union:
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        if len(inner) == 1:
+            return _parse_value(inner[0], value, path)
+        raise SpecError(f"{path}: unions other than Optional are not supported in specs.")
+    if isinstance(kind, type) and issubclass(kind, enum.Enum):
+        return _parse_enum(kind, value, path)
+    if dataclasses.is_dataclass(kind):
+        return parse_compile_spec(kind, value, path)
+    if origin in (list, tuple) or kind in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise SpecError(f"{path}: expected a list, got {value!r}.")
+        item = args[0] if args else Any
+        return [_parse_value(item, v, f"{path}[{i}]") for i, v in enumerate(value)]
+    if origin is dict or kind is dict:
+        if not isinstance(value, Mapping):
+            raise SpecError(f"{path}: expected a mapping, got {value!r}.")
+        item = args[1] if len(args) == 2 else Any
+        return {str(k): _parse_value(item, v, _join(path, k)) for k, v in value.items()}
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise SpecError(f"{path}: expected true or false, got {value!r}.")
+        return value
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise SpecError(f"{path}: expected an integer, got {value!r}.")
+        return value
+    if kind is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise SpecError(f"{path}: expected a number, got {value!r}.")
+        return float(value)
+    if kind is str:
+        if not isinstance(value, str):
+            raise SpecError(f"{path}: expected a string, got {value!r}.")
+        return value
+    raise SpecError(f"{path}: fields of type {kind!r} are not supported in specs.")
+
+
+def _parse_enum(kind: type, value: Any, path: str) -> enum.Enum:
+    if isinstance(value, kind):
+        return value
+    for member in kind:  # by name or by value: configs say `all`, code may pass the value
+        if value == member.name or value == member.value:
+            return member
+    names = [m.name for m in kind]
+    raise SpecError(f"{path}: {value!r} is not allowed; allowed: {format_choices(names)}.{did_you_mean(value, names)}")
+
+
+def _join(path: str, key: Any) -> str:
+    return f"{path}.{key}" if path else str(key)
+
+
+def _message(error: BaseException) -> str:
+    return str(error.args[0]) if error.args else type(error).__name__
+
+
+def spec_fields(schema: type) -> Tuple[Tuple[str, str, Any], ...]:
+    """``(name, type, default)`` per field, for listings such as ``python -m pipeline.backends``."""
+    types, defaults = _field_types(schema), default_options(schema)
+    return tuple((f.name, _type_text(types[f.name]), defaults.get(f.name)) for f in dataclasses.fields(schema))
+
+
+def _type_text(kind: Any) -> str:
+    if isinstance(kind, type) and issubclass(kind, enum.Enum):
+        return " | ".join(m.name for m in kind)
+    if isinstance(kind, type):
+        return kind.__name__
+    return str(kind).replace("typing.", "")
