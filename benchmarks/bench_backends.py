@@ -66,7 +66,7 @@ OVERHEAD_TARGET_US = 3.0
 
 def raw_executor(backend: str, lowered: pipeline.LoweredModule, args: tuple) -> Tuple[Callable, tuple]:
     """The backend's own executor for ``forward``, called as directly as it can be, with its inputs."""
-    handle = lowered._handles["forward"]
+    handle = lowered.compiled("forward")
     if backend == "onnxruntime":
         feeds = {name: args[index].numpy() for name, index in handle.inputs}
         run = handle.session.run
@@ -133,7 +133,7 @@ def bench_overhead(backend: str, calls: int, rounds: int, threads: int) -> Dict[
     raw, raw_args = raw_executor(backend, lowered, args)
     candidates = {"lowered": (lowered, args), "raw": (raw, raw_args)}
     if backend == "onnxruntime":  # the raw run again, but converting torch tensors to numpy and back per call
-        handle = lowered._handles["forward"]
+        handle = lowered.compiled("forward")
         run, names = handle.session.run, [name for name, _ in handle.inputs]
         candidates["raw_from_tensors"] = (
             lambda *tensors: [torch.from_numpy(o) for o in run(None, {n: t.numpy() for n, t in zip(names, tensors)})],

@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 
-from pipeline.core.backend import BackendInfo, ProfileEvent
+from pipeline.core.backend import Backend, BackendInfo, ProfileEvent
 from pipeline.core.codegen import generate_methods
 from pipeline.core.debug_handles import HandleMap
 from pipeline.core.errors import BackendNotAvailableError, BackendRuntimeError, LoweringError, format_choices
@@ -79,6 +79,17 @@ class LoweredModule(torch.nn.Module):
     def code(self) -> str:
         """The generated Python source of the lowered methods."""
         return self._code
+
+    @property
+    def runtime(self) -> Backend:
+        """The backend's runtime instance that compiled the payload and runs the methods."""
+        return self._backend
+
+    def compiled(self, method: str) -> Any:
+        """What the backend's ``compile`` returned for ``method`` (a session, a loaded package, ...)."""
+        if method not in self.method_compile_spec:
+            raise AttributeError(self._not_lowered_message(method))
+        return self._handles[method]
 
     @property
     def methods(self) -> List[str]:

@@ -17,9 +17,9 @@ from pipeline.app.config import ConfigError, validate
 from pipeline.core.hashing import sha256_file
 from pipeline.app.run import run
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CONF = ROOT / "conf"
-USER = Path(__file__).resolve().parent / "user_backends"
+USER = ROOT / "tests" / "user_backends"
 SCHEMAS = ROOT / "pipeline" / "app" / "schemas"
 
 

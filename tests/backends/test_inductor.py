@@ -30,7 +30,7 @@ from pipeline.backends.inductor.runtime import InductorBackend
 from pipeline.core.payload import pack_parts, unpack_parts
 from pipeline import zoo
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TOLERANCE = backend_checks.tolerance("inductor")
 
 
@@ -82,7 +82,7 @@ def test_each_kernel_call_maps_to_the_handles_of_the_nodes_it_computes(mlp):
 
 def test_profile_names_each_kernel_with_its_handles(mlp):
     _, inputs, lowered, _ = mlp
-    events = lowered._backend.profile(lowered._handles["forward"], list(inputs["forward"]))
+    events = lowered.profile("forward", *inputs["forward"])
     assert [e.name for e in events] == list(lowered.handle_map.backend_map)
     assert [list(e.debug_handles) for e in events] == list(lowered.handle_map.backend_map.values())
     assert all(e.seconds >= 0 for e in events)
@@ -91,7 +91,7 @@ def test_profile_names_each_kernel_with_its_handles(mlp):
 def test_runner_failure_is_a_backend_runtime_error(mlp):
     _, _, lowered, _ = mlp
     with pytest.raises(pipeline.BackendRuntimeError) as raised:
-        lowered._backend.execute(lowered._handles["forward"], [])
+        lowered.runtime.execute(lowered.compiled("forward"), [])
     assert raised.value.debug_handles == [-1]
 
 
@@ -168,7 +168,7 @@ class ModelOutput:
     hidden: torch.Tensor
 
 
-pytree.register_dataclass(ModelOutput, serialized_type_name="tests.test_backend_inductor.ModelOutput")
+pytree.register_dataclass(ModelOutput, serialized_type_name="tests.backends.test_inductor.ModelOutput")
 
 
 class Heads(nn.Module):
@@ -192,7 +192,7 @@ def test_dict_and_dataclass_outputs_and_tuple_arguments_come_through(tmp_path):
     pair = (torch.randn(3, 4), torch.randn(3, 4))
     inputs = {"forward": (x, pair), "as_dataclass": (x,)}
     lowered = lower(model, inputs)
-    assert not lowered._handles["forward"].flat
+    assert not lowered.compiled("forward").flat
     loaded = pipeline.load_lowered(pipeline.save_lowered(lowered, tmp_path / "heads.lowered"))
     check_against_eager(model, {"as_dataclass": (x,)}, lowered, loaded)
     for module in (lowered, loaded):

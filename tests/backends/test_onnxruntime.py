@@ -28,7 +28,7 @@ from pipeline.core.payload import pack_parts, unpack_parts
 from pipeline.backends.onnxruntime.runtime import OnnxRuntimeBackend
 from pipeline import zoo
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TOLERANCE = backend_checks.tolerance("onnxruntime")
 
 
@@ -99,7 +99,7 @@ class ModelOutput:
     hidden: torch.Tensor
 
 
-pytree.register_dataclass(ModelOutput, serialized_type_name="tests.test_backend_onnxruntime.ModelOutput")
+pytree.register_dataclass(ModelOutput, serialized_type_name="tests.backends.test_onnxruntime.ModelOutput")
 
 
 class Heads(nn.Module):
@@ -139,7 +139,7 @@ def test_tuple_arguments_are_flattened_and_fed_by_input_name():
     model = PairInput()
     args = (torch.randn(4), (torch.randn(4), torch.randn(4)))
     lowered = lower(model, {"forward": args})
-    assert not lowered._handles["forward"].flat
+    assert not lowered.compiled("forward").flat
     assert_same_outputs(model(*args), lowered(*args))
 
 
@@ -163,7 +163,7 @@ def test_compile_spec_options_reach_the_session():
     lowered = lower(model, inputs, spec={"graph_optimization_level": "basic", "intra_op_num_threads": 1,
                                          "execution_mode": "parallel", "inter_op_num_threads": 2,
                                          "enable_mem_pattern": False, "use_deterministic_compute": True})
-    options = lowered._handles["forward"].session.get_session_options()
+    options = lowered.compiled("forward").session.get_session_options()
     assert options.graph_optimization_level == onnxruntime.GraphOptimizationLevel.ORT_ENABLE_BASIC
     assert options.intra_op_num_threads == 1 and options.inter_op_num_threads == 2
     assert options.execution_mode == onnxruntime.ExecutionMode.ORT_PARALLEL
@@ -293,8 +293,7 @@ def test_input_of_the_wrong_shape_is_reported_with_handle_minus_one():
 def test_profile_times_each_node_kernel_under_its_name_and_handles():
     model, inputs = zoo.build("mlp"), zoo.example_inputs("mlp")
     lowered = lower(model, inputs)
-    handle = lowered._handles["forward"]
-    events = lowered._backend.profile(handle, list(inputs["forward"]))
+    events = lowered.profile("forward", *inputs["forward"])
     assert [e.name for e in events] == ["forward/node_linear Gemm", "forward/node_gelu Gelu",
                                         "forward/node_linear_1 Gemm", "forward/node_gelu_1 Gelu",
                                         "forward/node_linear_2 Gemm"]
@@ -306,7 +305,7 @@ def test_profile_times_each_node_kernel_under_its_name_and_handles():
 def test_profile_maps_nodes_onnxruntime_fused_through_the_values_they_compute():
     model, inputs = zoo.build("transformer"), zoo.example_inputs("transformer")
     lowered = lower(model, inputs)
-    events = lowered._backend.profile(lowered._handles["forward"], list(inputs["forward"]))
+    events = lowered.profile("forward", *inputs["forward"])
     fused = [e for e in events if e.name.split()[1] in ("SkipLayerNormalization", "FusedMatMul")]
     assert fused and all(e.debug_handles for e in fused)
     assert sum(1 for e in events if e.debug_handles) >= 0.8 * len(events)

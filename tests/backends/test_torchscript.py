@@ -26,7 +26,7 @@ import pipeline
 from pipeline.backends.torchscript.runtime import BACKEND_MAP_FILE, TorchScriptBackend
 from pipeline import zoo
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TOLERANCE = backend_checks.tolerance("torchscript")
 
 
@@ -101,7 +101,7 @@ def test_dict_outputs_and_keyword_only_arguments_come_through(tmp_path):
 def test_without_freezing_the_payload_runs_the_module_as_scripted():
     model, inputs = zoo.build("cnn"), zoo.example_inputs("cnn")
     lowered = lower(model, inputs, spec={"freeze": False, "optimize_for_inference": False})
-    module = lowered._handles["forward"].module
+    module = lowered.compiled("forward").module
     assert module._c._has_method("forward") and hasattr(module, "features")  # submodules still there
     with torch.no_grad():
         assert_same_outputs(model(*inputs["forward"]), lowered(*inputs["forward"]))
@@ -110,7 +110,7 @@ def test_without_freezing_the_payload_runs_the_module_as_scripted():
 def test_optimize_for_inference_folds_batch_norm_and_freezing_drops_submodules():
     model, inputs = zoo.build("cnn"), zoo.example_inputs("cnn")
     lowered = lower(model, inputs)
-    graph = str(lowered._handles["forward"].module.forward.graph)
+    graph = str(lowered.compiled("forward").module.forward.graph)
     assert "batch_norm" not in graph and "prim::CallMethod" not in graph
 
 
@@ -166,7 +166,7 @@ def test_every_op_of_the_optimized_mlp_maps_to_the_linear_or_gelu_it_came_from()
 
     model, inputs = zoo.build("mlp"), zoo.example_inputs("mlp")
     lowered = lower(model, inputs)
-    nodes = list(walk(lowered._handles["forward"].module.forward.graph))
+    nodes = list(walk(lowered.compiled("forward").module.forward.graph))
     ops = [(index, node.kind()) for index, node in enumerate(nodes) if node.kind().startswith("aten::")]
     assert [kind for _, kind in ops] == ["aten::matmul", "aten::add", "aten::gelu"] * 2 + ["aten::matmul", "aten::add"]
     backend_map, records = lowered.handle_map.backend_map, lowered.handle_map.handles
@@ -193,7 +193,7 @@ def test_runtime_error_names_the_handles_and_source_line_of_the_failing_op():
 def test_profile_reports_each_op_the_interpreter_ran_with_its_handles():
     model, inputs = zoo.build("mlp"), zoo.example_inputs("mlp")
     lowered = lower(model, inputs)
-    events = lowered._backend.profile(lowered._handles["forward"], list(inputs["forward"]))
+    events = lowered.profile("forward", *inputs["forward"])
     assert [e.name.split()[1] for e in events] == ["aten::matmul", "aten::add", "aten::gelu"] * 2 + \
         ["aten::matmul", "aten::add"]
     assert all(e.seconds >= 0 for e in events)

@@ -12,7 +12,7 @@ import pytest
 
 from pipeline.app import compare, replay
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SUMMARY_KEYS = {"num", "overrides", "status", "stage", "error", "max_abs_err", "eager_us", "lowered_us", "speedup",
                 "artifact_sha256", "lowering_s", "dir"}
 QUICK = ["latency.iterations=5", "latency.rounds=2", "verify.random_trials=1", "threads=1"]
@@ -22,7 +22,7 @@ def multirun(sweep_dir, *overrides, flags=()):
     return subprocess.run(
         [sys.executable, "-m", "pipeline", "-m", *flags, f"hydra.sweep.dir={sweep_dir}", *QUICK, *overrides],
         capture_output=True, text=True, timeout=600, cwd=sweep_dir.parent,
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).parent / "user_backends")},
+        env={**os.environ, "PYTHONPATH": str(ROOT / "tests" / "user_backends")},
     )
 
 
@@ -57,7 +57,7 @@ def test_a_sweep_runs_one_job_per_combination_and_summarizes_them(tmp_path, laun
 def test_a_failing_job_does_not_stop_the_others_and_the_sweep_exits_non_zero(tmp_path):
     sweep_dir = tmp_path / "sweep"
     done = multirun(sweep_dir, "model=mlp,cumsum,cnn",
-                    flags=["--config-dir", str(Path(__file__).parent / "user_backends" / "conf")])
+                    flags=["--config-dir", str(ROOT / "tests" / "user_backends" / "conf")])
     assert done.returncode == 1
     summary = summary_of(sweep_dir)
     assert [job["status"] for job in summary["jobs"]] == ["ok", "failed", "ok"]

@@ -1,5 +1,6 @@
 """to_backend / codegen_backend_module: ported from PyTorch's test_backends.py, plus what the original gets wrong."""
 
+import ast
 import dataclasses
 import inspect
 import warnings
@@ -121,12 +122,31 @@ def test_signature_keeps_keyword_only_arguments_and_passes_them_last(echo_backen
     compile(lowered.code, "<check>", "exec")  # the generated code parses
 
 
-def test_generated_code_is_readable_python_that_calls_execute(xh):
-    lowered = lower_basic("export", xh)
-    code = lowered.code
-    assert "def forward(self, x, h):" in code
-    assert "self._execute(self._handles['forward'], [x, h])" in code
-    compile(code, "<check>", "exec")
+class Recording(pipeline.Backend):
+    calls: list = []
+
+    def compile(self, payload, spec):
+        return {m: m for m in spec}
+
+    def execute(self, handle, inputs):
+        Recording.calls.append((handle, inputs))
+        return [inputs[0] + inputs[1], inputs[0] - inputs[1]]
+
+
+def test_generated_code_is_readable_python_that_calls_execute_once_with_the_arguments_in_order(xh):
+    pipeline.register_backend("recording", Recording, preprocess=lambda p, s, g: b"")
+    try:
+        lowered = pipeline.to_backend("recording", zoo.BasicModule(), {"forward": {}}, example_inputs={"forward": xh})
+    finally:
+        pipeline.unregister_backend("recording")
+    functions = [n for n in ast.parse(lowered.code).body if isinstance(n, ast.FunctionDef)]
+    assert [(f.name, [a.arg for a in f.args.args]) for f in functions] == [("forward", ["self", "x", "h"])]
+    assert ast.get_docstring(functions[0]).startswith("Lowered forward(x, h)")
+    Recording.calls.clear()
+    total, difference = lowered(*xh)
+    assert len(Recording.calls) == 1 and Recording.calls[0][0] == "forward"
+    assert all(a is b for a, b in zip(Recording.calls[0][1], xh))
+    assert total.equal(xh[0] + xh[1]) and difference.equal(xh[0] - xh[1])
 
 
 class WrongCount(pipeline.Backend):
