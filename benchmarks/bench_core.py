@@ -31,7 +31,7 @@ from pipeline.core.files import write_json
 
 
 class TrivialBackend(pipeline.Backend):
-    def compile(self, processed, method_compile_spec):
+    def compile(self, payload, method_compile_spec):
         return {method: method for method in method_compile_spec}
 
     def execute(self, handle, inputs):

@@ -40,8 +40,8 @@ def preprocess(program, method_compile_spec, generate_debug_handles):
 class TestBackend(pipeline.Backend):
     __test__ = False  # a backend, not a pytest test class
 
-    def compile(self, processed, method_compile_spec):
-        op_handles = json.loads(processed)
+    def compile(self, payload, method_compile_spec):
+        op_handles = json.loads(payload)
         return {method: (method, op_handles.get(method, {})) for method in method_compile_spec}
 
     def execute(self, handle, inputs):

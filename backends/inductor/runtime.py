@@ -45,11 +45,7 @@ class InductorBackend(Backend):
             handles[method] = PackageMethod(method, method_part(packages, method, NAME), meta["methods"][method], spec)
         return handles
 
-    def execute(self, handle: "PackageMethod", inputs: List[Any]) -> List[Any]:
-        return handle.run(inputs)
 
-    def profile(self, handle: "PackageMethod", inputs: List[Any]) -> List[ProfileEvent]:
-        return handle.profile(inputs)
 
 
 class PackageMethod:

@@ -66,11 +66,7 @@ class OnnxRuntimeBackend(Backend):
             handles[method] = SessionMethod(method, method_part(models, method, NAME), meta["methods"][method], spec)
         return handles
 
-    def execute(self, handle: "SessionMethod", inputs: List[Any]) -> List[Any]:
-        return handle.run(inputs)
 
-    def profile(self, handle: "SessionMethod", inputs: List[Any]) -> List[ProfileEvent]:
-        return handle.profile(inputs)
 
 
 class SessionMethod:

@@ -50,8 +50,6 @@ class ReferenceBackend(Backend):
             handles[method] = CompiledMethod(program.methods[method], check_inputs=spec.check_inputs)
         return handles
 
-    def execute(self, handle: "CompiledMethod", inputs: List[Any]) -> List[Any]:
-        return handle.run(inputs)
 
     def profile(self, handle: "CompiledMethod", inputs: List[Any]) -> List[ProfileEvent]:
         events: List[ProfileEvent] = []

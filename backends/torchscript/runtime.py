@@ -57,11 +57,7 @@ class TorchScriptBackend(Backend):
             handles[method] = ScriptMethod(module, method, maps.get(method, {}))
         return handles
 
-    def execute(self, handle: "ScriptMethod", inputs: List[Any]) -> List[Any]:
-        return handle.run(inputs)
 
-    def profile(self, handle: "ScriptMethod", inputs: List[Any]) -> List[ProfileEvent]:
-        return handle.profile(inputs)
 
 
 class ScriptMethod:

@@ -1,8 +1,7 @@
 """Find the backend a config names: registered, installed, or imported from its ``_target_``.
 
 ``backend._target_`` names a `pipeline.core.backend.Backend` subclass, which is
-registered under ``backend.name`` (the class's own ``name`` if it declares one
-must agree). A function that registers the backend itself is accepted too. So
+registered under ``backend.name`` (so one class can serve under several names). A function that registers the backend itself is accepted too. So
 a user's backend is a Python class and, optionally, a YAML file, with no edit
 to this repository.
 """
@@ -25,8 +24,6 @@ def load_backend(name: str, target: Optional[str]) -> BackendInfo:
                                else "backend._target_ is missing")
     obj = locate(target, "backend._target_")
     if isinstance(obj, type) and issubclass(obj, Backend):
-        if obj.name and obj.name != name:
-            raise ConfigError(f"backend.name={name!r} but {target} declares name {obj.name!r}; make them agree.")
         try:
             register_backend(name, obj)
         except LoweringError as error:

@@ -167,13 +167,13 @@ def _example_inputs(model: DictConfig) -> Dict[str, List[InputSpec]]:
     raw = _plain(raw, "model.example_inputs")
     if not isinstance(raw, Mapping):
         raise ConfigError(f"model.example_inputs: expected {{method: [inputs]}}, got {raw!r}.")
-    result = {}
-    for method, inputs in raw.items():
-        if not isinstance(inputs, list):
-            raise ConfigError(f"model.example_inputs.{method}: expected a list of inputs, got {inputs!r}.")
-        result[str(method)] = [_parse(InputSpec, item, f"model.example_inputs.{method}[{i}]")
-                               for i, item in enumerate(inputs)]
-    return result
+    return {str(method): _method_inputs(f"model.example_inputs.{method}", inputs) for method, inputs in raw.items()}
+
+
+def _method_inputs(path: str, inputs: Any) -> List[InputSpec]:
+    if not isinstance(inputs, list):
+        raise ConfigError(f"{path}: expected a list of inputs, got {inputs!r}.")
+    return [_parse(InputSpec, item, f"{path}[{i}]") for i, item in enumerate(inputs)]
 
 
 def _check_method(method: str, options: Any, methods: List[str], model: str) -> None:

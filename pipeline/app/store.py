@@ -8,7 +8,9 @@
 * ``schema/backend/<name>``: one per installed backend, made from its class:
   ``name``, ``_target_`` and ``compile_spec.forward`` with every option of the
   backend's ``CompileSpec`` at its default. ``conf/backend/<name>.yaml`` puts it
-  first and states only what differs (its tolerance);
+  first and states only what differs (its tolerance). The same node is stored
+  as ``backend/<name>`` too, so that an installed backend with no YAML file can
+  be chosen with ``backend=<name>``;
 * ``schema/compile_spec``: an open node for a user's backend whose class Hydra
   cannot know while composing; its options are checked by `config.validate`.
 
@@ -47,6 +49,9 @@ def register_configs() -> None:
             log.warning("backend %r is not available for configs: %s", name, error)
             continue
         store.store(group="schema/backend", name=name, node=backend_node(backend))
+        # `backend=<name>` works for an installed backend with no YAML file; where conf/backend/<name>.yaml
+        # exists, Hydra finds it first (the package's configs come before the ConfigStore's).
+        store.store(group="backend", name=name, node=backend_node(backend))
 
 
 def backend_node(backend: BackendInfo) -> Any:

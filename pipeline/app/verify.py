@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Dict, List, Sequence, Tuple
 
@@ -36,7 +37,7 @@ def compare_outputs(expected: Any, actual: Any) -> Tuple[float, float, bool, Cal
             if not isinstance(a, torch.Tensor) or e.shape != a.shape:
                 return float("inf"), float("inf"), False, lambda atol, rtol: False
             e64, a64 = e.detach().double(), a.detach().double()
-            diff = (e64 - a64).abs()
+            diff = _abs_error(e64, a64)
             if diff.numel():
                 max_abs = max(max_abs, float(diff.max()))
                 max_rel = max(max_rel, float((diff / e64.abs().clamp_min(1e-12)).max()))
@@ -48,6 +49,14 @@ def compare_outputs(expected: Any, actual: Any) -> Tuple[float, float, bool, Cal
         return all(torch.allclose(a, e, atol=atol, rtol=rtol, equal_nan=True) for e, a in pairs)
 
     return max_abs, max_rel, True, close
+
+
+def _abs_error(expected: torch.Tensor, actual: torch.Tensor) -> torch.Tensor:
+    """|expected - actual|, where equal values (NaN and NaN, inf and inf) differ by 0 and any other
+    NaN or infinity is an infinite error: a NaN where eager has a number must never read as 0."""
+    same = (expected == actual) | (expected.isnan() & actual.isnan())
+    diff = (expected - actual).abs().nan_to_num(nan=math.inf, posinf=math.inf)
+    return torch.where(same, torch.zeros_like(diff), diff)
 
 
 def verify(eager: torch.nn.Module, lowered: torch.nn.Module, input_sets: Dict[str, Sequence[tuple]],

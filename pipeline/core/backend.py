@@ -40,7 +40,8 @@ The **runtime** half is the instance, created with no arguments:
 ``execute(handle, inputs) -> list``, which receives the method's arguments in
 signature order (positional, then keyword-only) and returns the flat list of
 output leaves (``torch.utils._pytree`` order); and optionally
-``profile(handle, inputs)``. A failure inside the program is raised as
+``profile(handle, inputs)``. A backend whose handles have ``run(inputs)`` (and
+``profile(inputs)``) need not write either: the defaults call them. A failure inside the program is raised as
 ``BackendRuntimeError(message, debug_handles=[...])``.
 
 This module also re-exports what a backend may use, so that a backend imports
@@ -53,7 +54,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Dict, List, Optional, Tuple, Type
+from typing import Any, ClassVar, Dict, List, Optional, Protocol, Tuple, Type
 
 from pipeline.core.debug_handles import UNKNOWN_HANDLE, walk_nodes
 from pipeline.core.errors import (BackendRuntimeError, LoweringError, UnsupportedOpError, did_you_mean,
@@ -66,7 +67,7 @@ from pipeline.core.spec import FieldError, SpecError, options_of, parse_compile_
 FRONTENDS: Tuple[str, ...] = ("torchscript", "export")
 
 __all__ = [
-    "Backend", "BackendInfo", "FRONTENDS", "PreprocessResult", "ProfileEvent",
+    "Backend", "BackendInfo", "FRONTENDS", "MethodRunner", "PreprocessResult", "ProfileEvent",
     # for backends
     "BackendRuntimeError", "FieldError", "Frame", "LoweringError", "NodeSource", "SpecError", "UNKNOWN_HANDLE",
     "UnsupportedOpError", "canonical_json", "describe_node", "did_you_mean", "format_choices", "method_part",
@@ -126,13 +127,25 @@ class Backend(abc.ABC):
     def compile(self, payload: bytes, method_compile_spec: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
         """Turn the payload into one executable handle per method of the spec."""
 
-    @abc.abstractmethod
     def execute(self, handle: Any, inputs: List[Any]) -> List[Any]:
-        """Run one method; return its output leaves as a list."""
+        """Run one method; return its output leaves as a list.
+
+        The default runs handles that are `MethodRunner`s (``handle.run(inputs)``),
+        so a backend whose ``compile`` returns such objects needs no ``execute``.
+        """
+        return handle.run(inputs)
 
     def profile(self, handle: Any, inputs: List[Any]) -> Optional[List[ProfileEvent]]:
-        """Per-instruction timings of one call, for backends that can report them."""
-        return None
+        """Per-instruction timings of one call, for backends that can report them (default: the
+        handle's own ``profile(inputs)`` if it has one, else None)."""
+        method_profile = getattr(handle, "profile", None)
+        return method_profile(inputs) if method_profile is not None else None
+
+
+class MethodRunner(Protocol):
+    """What a backend's ``compile`` may return per method, so that the default ``execute`` runs it."""
+
+    def run(self, inputs: List[Any]) -> List[Any]: ...
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 from typing import Any, Union
 
@@ -21,5 +22,19 @@ def sha256_file(path: Union[str, Path]) -> str:
 
 
 def canonical_json(value: Any) -> bytes:
-    """JSON with sorted keys and a trailing newline: equal values give equal bytes."""
-    return (json.dumps(value, sort_keys=True, indent=2, ensure_ascii=False) + "\n").encode()
+    """JSON with sorted keys and a trailing newline: equal values give equal bytes.
+
+    Strict JSON: a float that is not finite (an infinite error) is written as the
+    string ``"Infinity"``, ``"-Infinity"`` or ``"NaN"``, which every JSON reader accepts.
+    """
+    return (json.dumps(_finite(value), sort_keys=True, indent=2, ensure_ascii=False, allow_nan=False) + "\n").encode()
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value

@@ -103,7 +103,7 @@ def test_error_in_a_selectively_lowered_submodule_shows_the_hierarchy_from_the_t
 
 
 class UnknownHandle(pipeline.Backend):
-    def compile(self, processed, spec):
+    def compile(self, payload, spec):
         return {m: m for m in spec}
 
     def execute(self, handle, inputs):

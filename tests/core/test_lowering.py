@@ -86,7 +86,7 @@ class WithDefaults(torch.nn.Module):
 class EchoArgs(pipeline.Backend):
     """Returns what execute received, so a test sees the argument order."""
 
-    def compile(self, processed, spec):
+    def compile(self, payload, spec):
         return {m: m for m in spec}
 
     def execute(self, handle, inputs):
@@ -150,7 +150,7 @@ def test_generated_code_is_readable_python_that_calls_execute_once_with_the_argu
 
 
 class WrongCount(pipeline.Backend):
-    def compile(self, processed, spec):
+    def compile(self, payload, spec):
         return {m: m for m in spec}
 
     def execute(self, handle, inputs):

@@ -14,7 +14,7 @@ def noop_preprocess(program, spec, generate_debug_handles):
 
 
 class NoopBackend(pipeline.Backend):
-    def compile(self, processed, spec):
+    def compile(self, payload, spec):
         return {m: m for m in spec}
 
     def execute(self, handle, inputs):
@@ -79,7 +79,7 @@ def test_installed_package_adds_a_backend_through_an_entry_point(tmp_path, monke
     package.write_text(textwrap.dedent("""
         import pipeline
         class ExtBackend(pipeline.Backend):
-            def compile(self, processed, spec):
+            def compile(self, payload, spec):
                 return {m: m for m in spec}
             def execute(self, handle, inputs):
                 return [inputs[0] * 2]
@@ -100,3 +100,68 @@ def test_installed_package_adds_a_backend_through_an_entry_point(tmp_path, monke
         pipeline.unregister_backend("ext")
         sys.modules.pop("ext_backend_pkg", None)
     monkeypatch.setattr(registry, "_entry_points", None)
+
+
+class Declared(NoopBackend):
+    name = "declared"
+    accepts = ("export",)
+    version = "2.0"
+    carries_code = True
+
+    @staticmethod
+    def preprocess(program, spec, generate_debug_handles):
+        return b"declared"
+
+
+def test_a_backend_class_declares_everything_the_registry_needs(scratch_backend):
+    scratch_backend.append("declared")
+    assert pipeline.register_backend(Declared) is Declared
+    info = pipeline.get_backend("declared")
+    assert (info.backend_cls, info.accepts, info.version, info.carries_code, info.reproducible) == (
+        Declared, ("export",), "2.0", True, True)
+    assert pipeline.get_backend_preprocess_function("declared") is Declared.preprocess
+
+
+def test_keyword_arguments_override_what_the_class_declares(scratch_backend):
+    scratch_backend.append("renamed")
+    pipeline.register_backend("renamed", Declared, accepts=("torchscript", "export"), version="3.0")
+    info = pipeline.get_backend("renamed")
+    assert info.name == "renamed" and info.accepts == ("torchscript", "export") and info.version == "3.0"
+
+
+class NoPreprocess(pipeline.Backend):
+    def compile(self, payload, spec):
+        return {m: m for m in spec}
+
+
+def test_a_class_without_preprocess_or_name_is_refused_naming_what_is_missing():
+    with pytest.raises(pipeline.LoweringError, match="declares no name"):
+        pipeline.register_backend(NoPreprocess)
+    with pytest.raises(pipeline.LoweringError, match="has no preprocess staticmethod"):
+        pipeline.register_backend("nameless", NoPreprocess)
+
+
+def test_preprocess_gets_its_own_copy_of_the_program(scratch_backend, basic, xh):
+    """The contract: preprocess may change the program it gets; the caller's program never changes."""
+    scratch_backend.append("vandal")
+
+    def vandalize(program, spec, generate_debug_handles):
+        for method in spec:
+            if isinstance(program, dict):
+                graph = program[method].graph
+                for node in [n for n in graph.nodes if n.op == "call_function"]:
+                    node.replace_all_uses_with(next(iter(graph.nodes)))
+                    graph.erase_node(node)
+            else:
+                program.vandalized = True
+        return b""
+
+    pipeline.register_backend("vandal", NoopBackend, preprocess=vandalize)
+    for frontend in ("export", "torchscript"):
+        captured = pipeline.capture(basic, ["accum"], frontend, {"accum": xh})
+        before = str(captured.program["accum"].graph) if frontend == "export" else None
+        pipeline.codegen_backend_module("vandal", captured, {"accum": {}})
+        if frontend == "export":
+            assert str(captured.program["accum"].graph) == before
+        else:
+            assert not hasattr(captured.program, "vandalized")

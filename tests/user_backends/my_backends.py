@@ -16,6 +16,7 @@ import pipeline
 
 
 class JitBackend(pipeline.Backend):
+    name = "jit"
     accepts = ("torchscript",)
 
     @dataclass
@@ -32,8 +33,8 @@ class JitBackend(pipeline.Backend):
         torch.jit.save(module, buffer)
         return buffer.getvalue()
 
-    def compile(self, processed, method_compile_spec):
-        module = torch.jit.load(io.BytesIO(processed)).eval()
+    def compile(self, payload, method_compile_spec):
+        module = torch.jit.load(io.BytesIO(payload)).eval()
         return {method: (module, method) for method in method_compile_spec}
 
     def execute(self, handle, inputs):
