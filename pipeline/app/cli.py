@@ -23,7 +23,9 @@ from omegaconf import DictConfig
 
 from pipeline.core.files import write_json
 from pipeline.app.config import ConfigError, validate
+from pipeline.app.faults import can_fork, exit_code_of, run_in_child
 from pipeline.app.run_files import REPORT
+from pipeline.app.schema import RunRequest
 
 log = logging.getLogger("pipeline")
 
@@ -54,9 +56,25 @@ def main(cfg: DictConfig) -> Dict[str, Any]:
 
     from pipeline.app.run import run  # torch is imported here, in the job, not in a sweep's parent
 
-    report = run(request, out_dir, extra_record=record, started=started)
+    if multirun and can_fork():  # a job that is killed must not take the sweep's worker with it
+        report = run_in_child(lambda on_stage: run(request, out_dir, extra_record=record, started=started,
+                                                   on_stage=on_stage),
+                              lambda stage, cause: _crashed(out_dir, request, record, stage, cause))
+    else:
+        report = run(request, out_dir, extra_record=record, started=started)
     _print_summary(report, out_dir)
+    interrupted = exit_code_of(report)
+    if interrupted is not None:
+        sys.exit(interrupted)  # a sweep stops too: the user asked to stop
     return _finish(report, multirun, exit_code=1)
+
+
+def _crashed(out_dir: Path, request: RunRequest, record: Dict[str, Any], stage: str, cause: str) -> Dict[str, Any]:
+    report = {"status": "crashed", "stage": stage, "error": cause, "backend": request.backend_name,
+              "frontend": request.frontend, "model": request.model_target, "methods": list(request.compile_spec),
+              **record}
+    write_json(out_dir / REPORT, report)
+    return report
 
 
 def _finish(report: Dict[str, Any], multirun: bool, exit_code: int) -> Dict[str, Any]:

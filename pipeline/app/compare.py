@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List
 
+from pipeline.app.records import RecordError, read_record
+from pipeline.app.run_files import REPORT
 from pipeline.app.summary import job_entry
 from pipeline.app.tables import text_table
 
@@ -21,15 +23,15 @@ COLUMNS = ["run", "status", "stage", "backend", "frontend", "model", "max_abs_er
 
 
 def collect(paths: List[Path]) -> List[Dict[str, Any]]:
+    """One row per run: ``path`` is a run directory, or a sweep directory whose numbered jobs are runs."""
     rows = []
     for path in paths:
-        reports = [path / "report.json"] if (path / "report.json").exists() else sorted(
-            path.glob("*/report.json"), key=lambda p: (not p.parent.name.isdigit(), int(p.parent.name)
-                                                       if p.parent.name.isdigit() else 0, p.parent.name))
+        reports = [path / REPORT] if (path / REPORT).exists() else sorted(
+            (p for p in path.glob(f"*/{REPORT}") if p.parent.name.isdigit()), key=lambda p: int(p.parent.name))
         if not reports:
-            raise FileNotFoundError(f"{path}: no report.json here or in its subdirectories")
+            raise RecordError(f"{path}: no {REPORT} here or in its numbered job directories")
         for report_path in reports:
-            report = json.loads(report_path.read_text())
+            report = read_record(report_path, "report")
             entry = job_entry(report.get("job_num") or 0, report_path.parent, report)
             entry["run"] = str(report_path.parent)
             rows.append(entry)
@@ -44,7 +46,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         rows = collect(args.dirs)
-    except (OSError, json.JSONDecodeError) as error:
+    except RecordError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if args.json:

@@ -3,7 +3,9 @@
 PATH is a lowered-module artifact or a run directory. Prints the manifest,
 the methods and compile spec, the handle map as a table (where each handle
 comes from in the source) and, for a profiled run, the hottest source lines.
-Reading never compiles or runs anything from the file.
+Reading never compiles or runs anything from the file, never follows a path
+out of the directory, and answers a malformed file with one line naming it
+(exit 2).
 """
 
 from __future__ import annotations
@@ -16,27 +18,25 @@ from typing import Any, Dict, Optional
 
 from pipeline.core.artifact import read_artifact
 from pipeline.core.errors import ArtifactError
+from pipeline.app.records import RecordError, named_file, parse_record, read_record
+from pipeline.app.run_files import PROFILE, REPORT
 from pipeline.app.tables import text_table
 
 
 def load(path: Path) -> Dict[str, Any]:
-    """Manifest, handle map, report and profile of an artifact or a run directory."""
+    """Manifest, handle map, report and profile of an artifact or a run directory, each checked first."""
     result: Dict[str, Any] = {"path": str(path)}
     artifact: Optional[Path] = path
     if path.is_dir():
-        report_path = path / "report.json"
-        if not report_path.exists():
-            raise ArtifactError(f"{path}: no report.json here; is this a run directory?")
-        result["report"] = json.loads(report_path.read_text())
-        artifact_entry = result["report"].get("artifact")
-        artifact = path / artifact_entry["path"] if artifact_entry else None
-        if (path / "profile.json").exists():
-            result["profile"] = json.loads((path / "profile.json").read_text())
+        result["report"] = read_record(path / REPORT, "report")
+        artifact = named_file(path, (result["report"].get("artifact") or {}).get("path"), "artifact")
+        if (path / PROFILE).exists():
+            result["profile"] = read_record(path / PROFILE, "profile")
     if artifact is not None:
         contents = read_artifact(artifact)
         result["manifest"] = contents["manifest"]
-        result["handles"] = json.loads(contents["handles.json"])
-        result["code"] = contents["code.py"].decode()
+        result["handles"] = parse_record(contents["handles.json"], f"{artifact}: handles.json", "handles")
+        result["code"] = contents["code.py"].decode("utf-8", errors="replace")
     return result
 
 
@@ -109,7 +109,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         data = load(args.path)
-    except ArtifactError as error:
+    except (ArtifactError, RecordError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if args.json:

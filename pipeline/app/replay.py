@@ -16,26 +16,42 @@ from typing import Any, Dict, Optional
 
 from omegaconf import OmegaConf
 
-from pipeline.app.config import ConfigError, validate
+import yaml
+
 from pipeline.core.hashing import sha256_file
+from pipeline.app.config import ConfigError, validate
+from pipeline.app.records import MAX_RECORD_BYTES, RecordError, named_file, read_record
+from pipeline.app.run_files import HYDRA_DIR, REPORT
 from pipeline.app.tables import text_table
+from pipeline.app.targets import untrusted_targets
+
+CONFIG = f"{HYDRA_DIR}/config.yaml"
 
 
-def replay(run_dir: Path, out_dir: Optional[Path] = None) -> Dict[str, Any]:
+def replay(run_dir: Path, out_dir: Optional[Path] = None, trust: bool = False) -> Dict[str, Any]:
+    """Re-run ``run_dir``'s recorded config into ``out_dir`` and compare what it writes with the record.
+
+    Before anything is imported and called, every ``_target_`` in the recorded
+    config is checked (`targets.untrusted_targets`); ``trust=True`` skips that.
+    """
     from pipeline.app.run import run
 
-    recorded = json.loads((run_dir / "report.json").read_text())
-    config_file = run_dir / ".hydra" / "config.yaml"
-    if not config_file.exists():
-        raise ConfigError(f"{run_dir}: no .hydra/config.yaml; is this a run directory of `python -m pipeline`?")
+    recorded = read_record(run_dir / REPORT, "report")
+    config = recorded_config(run_dir)
+    offending = [] if trust else untrusted_targets(config)
+    if offending:
+        raise UntrustedConfigError(
+            f"{run_dir / CONFIG}: refusing to replay: it names {len(offending)} target(s) a run would not call:\n  "
+            + "\n  ".join(offending)
+            + "\nReplay it only if you trust where it came from: python -m pipeline.replay --trust RUN_DIR")
     out_dir = out_dir or _fresh_dir(run_dir)
-    request = validate(OmegaConf.load(config_file))
+    request = validate(OmegaConf.create(config))
     report = run(request, out_dir, extra_record={"replay_of": str(run_dir), "overrides": recorded.get("overrides", [])})
     checks = {}
     for part in ("artifact", "handles"):
         entry = recorded.get(part) or {}
-        original = run_dir / entry["path"] if entry.get("path") else None
-        replayed = out_dir / (report.get(part) or {}).get("path", "") if report.get(part) else None
+        original = named_file(run_dir, entry.get("path"), part)
+        replayed = out_dir / report[part]["path"] if report.get(part) else None
         original_sha = sha256_file(original) if original and original.exists() else None
         replayed_sha = sha256_file(replayed) if replayed and replayed.exists() else None
         checks[part] = {
@@ -53,6 +69,27 @@ def replay(run_dir: Path, out_dir: Optional[Path] = None) -> Dict[str, Any]:
             "match": report["status"] == "ok" and all(c["match"] for c in checks.values())}
 
 
+class UntrustedConfigError(ConfigError):
+    """A received config names a target that a run would not call."""
+
+
+def recorded_config(run_dir: Path) -> Dict[str, Any]:
+    """The composed config a run recorded, read as plain YAML data (no tags, no interpolation run)."""
+    path = run_dir / CONFIG
+    try:
+        if path.stat().st_size > MAX_RECORD_BYTES:
+            raise RecordError(f"{path}: too large to be a recorded config.")
+        config = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise RecordError(f"{run_dir}: no {CONFIG}; is this a run directory of `python -m pipeline`?") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError) as error:
+        raise RecordError(f"{path}: not a readable YAML config: {str(error).splitlines()[0]}") from None
+    if not isinstance(config, dict) or not all(isinstance(key, str) for key in config):
+        raise RecordError(f"{path}: not a recorded config: expected a mapping of option names, "
+                          f"got {type(config).__name__}.")
+    return config
+
+
 def _fresh_dir(run_dir: Path) -> Path:
     for n in range(1, 10_000):
         candidate = run_dir.parent / f"{run_dir.name}.replay{n}"
@@ -67,10 +104,12 @@ def main(argv=None) -> int:
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--out", type=Path, help="where the replay writes (default: RUN_DIR.replayN beside it)")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--trust", action="store_true",
+                        help="replay even if the recorded config names targets a run would not call")
     args = parser.parse_args(argv)
     try:
-        result = replay(args.run_dir, args.out)
-    except (ConfigError, OSError, json.JSONDecodeError) as error:
+        result = replay(args.run_dir, args.out, trust=args.trust)
+    except (ConfigError, RecordError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if args.json:

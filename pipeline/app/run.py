@@ -3,19 +3,24 @@
 `run` takes a validated `RunRequest` and an output directory, and writes:
 ``model.lowered`` (the artifact), ``handles.json`` (the handle map and the
 backend's map), ``profile.json`` (with ``profile=true``) and ``report.json``.
+`run_stages` is the run itself, one ``with stages(...)`` block per stage.
 A failing stage is recorded, not raised: the report says ``status: failed``
-with the stage and the error, and nothing half-written is left behind.
+(or ``interrupted``, on SIGINT or SIGTERM) with the stage and the error, and
+nothing half-written is left behind. What an earlier run left in the same
+directory is removed first.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+import signal
 import threading
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import torch
 
@@ -27,6 +32,7 @@ from pipeline.core.hashing import canonical_json, sha256_bytes
 from pipeline.core.lowering import codegen_backend_module
 from pipeline.core.profiling import profile
 from pipeline.app.backend_loading import load_backend
+from pipeline.app.faults import Interrupted, clear_run_outputs, signals_deferred, signals_raise
 from pipeline.app.inputs import make_inputs, make_method_inputs
 from pipeline.app.latency import measure
 from pipeline.app.run_files import HANDLES, PROFILE, REPORT
@@ -50,13 +56,16 @@ class Stages:
 
     HEARTBEAT_S = 10.0
 
-    def __init__(self) -> None:
+    def __init__(self, on_enter: Optional[Callable[[str], None]] = None) -> None:
         self.timings: Dict[str, float] = {}
         self.current: Optional[str] = None
+        self.on_enter = on_enter  # tells a sweep's supervising process where the job is
 
     @contextlib.contextmanager
     def __call__(self, name: str) -> Iterator[None]:
         self.current = name
+        if self.on_enter is not None:
+            self.on_enter(name)
         start = time.perf_counter()
         done = threading.Event()
         heartbeat = threading.Thread(target=self._heartbeat, args=(name, start, done), daemon=True)
@@ -76,57 +85,27 @@ class Stages:
 
 
 def run(request: RunRequest, out_dir: Path, extra_record: Optional[Dict[str, Any]] = None,
-        started: Optional[float] = None) -> Dict[str, Any]:
-    """Run every stage into ``out_dir``; ``started`` (a perf_counter time) is when the job began."""
+        started: Optional[float] = None, on_stage: Optional[Callable[[str], None]] = None) -> Dict[str, Any]:
+    """Run every stage into ``out_dir``; ``started`` (a perf_counter time) is when the job began.
+
+    SIGINT and SIGTERM end the run with ``status: interrupted`` (`faults.signals_raise`).
+    """
     started = time.perf_counter() if started is None else started
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    stages = Stages()
+    clear_run_outputs(out_dir, [REPORT, HANDLES, PROFILE, request.artifact_name, *_earlier_artifact(out_dir)])
+    stages = Stages(on_stage)
     report = _base_report(request, extra_record or {})
     lower_timings: Dict[str, float] = {}
     threads_before = torch.get_num_threads()  # restored: the next job of a sweep may run in this process
     if request.threads:
         torch.set_num_threads(request.threads)
     try:
-        with stages("register"):
-            backend = load_backend(request.backend_name, request.backend_target)
-            report["env"][f"backend:{backend.name}"] = backend.version
-            # handles.json depends only on the program; the payload, on the backend.
-            report["reproducible"] = {"artifact": backend.reproducible, "handles": True}
-        with stages("build"):
-            model = build_model(request)
-            inputs = make_method_inputs(request.example_inputs, request.seed)
-        with stages("capture"):
-            captured = capture(model, list(request.compile_spec), request.frontend, inputs, request.torchscript_mode)
-        with stages("lower"):
-            lowered = codegen_backend_module(
-                request.backend_name, captured, request.compile_spec,
-                debug_handles=request.debug_handles, timings=lower_timings,
-            )
-        if request.verify.enabled:
-            with stages("verify"):
-                result = verify(model, lowered, _input_sets(request, inputs), request.tolerance.atol,
-                                request.tolerance.rtol)
-                report["verify"] = result.to_json()
-        if request.latency.enabled:
-            with stages("latency"):
-                method = "forward" if "forward" in request.compile_spec else next(iter(request.compile_spec))
-                report["latency"] = measure(
-                    method, getattr(model, method), getattr(lowered, method), inputs[method],
-                    request.latency.warmup, request.latency.iterations, request.latency.rounds,
-                ).to_json()
-        if request.profile:
-            with stages("profile"):
-                report["profile"] = record_profile(lowered, inputs, out_dir)
-        with stages("record"):
-            report.update(record_outputs(lowered, out_dir, request.artifact_name))
-        if report["verify"] is not None and not report["verify"]["passed"]:
-            stages.current = "verify"
-            v = report["verify"]
-            raise StageFailed(
-                f"lowered outputs differ from eager beyond tolerance: max_abs_err={v['max_abs_err']:.3g}, "
-                f"max_rel_err={v['max_rel_err']:.3g} (atol={v['atol']:g}, rtol={v['rtol']:g}; worst: {v['worst']})"
-            )
+        with signals_raise():
+            run_stages(request, out_dir, stages, report, lower_timings)
+    except Interrupted as interruption:
+        report.update(status="interrupted", stage=stages.current or "unknown", error=str(interruption),
+                      signal=signal.Signals(interruption.signum).name)
     except Exception as error:  # recorded, not raised: the report is the result
         report.update(status="failed", stage=stages.current or "unknown", error=f"{type(error).__name__}: {error}")
         report["traceback"] = traceback.format_exc()
@@ -134,8 +113,53 @@ def run(request: RunRequest, out_dir: Path, extra_record: Optional[Dict[str, Any
         torch.set_num_threads(threads_before)
     report["timings"] = {**stages.timings, **{f"lower.{k}": v for k, v in lower_timings.items()}}
     report["job_seconds"] = time.perf_counter() - started
-    write_json(out_dir / REPORT, report)
+    with signals_deferred():
+        write_json(out_dir / REPORT, report)
     return report
+
+
+def run_stages(request: RunRequest, out_dir: Path, stages: Stages, report: Dict[str, Any],
+               lower_timings: Dict[str, float]) -> None:
+    """The stages, top to bottom; each fills in its part of ``report``."""
+    with stages("register"):
+        backend = load_backend(request.backend_name, request.backend_target)
+        report["env"][f"backend:{backend.name}"] = backend.version
+        # handles.json depends only on the program; the payload, on the backend.
+        report["reproducible"] = {"artifact": backend.reproducible, "handles": True}
+    with stages("build"):
+        model = build_model(request)
+        inputs = make_method_inputs(request.example_inputs, request.seed)
+    with stages("capture"):
+        captured = capture(model, list(request.compile_spec), request.frontend, inputs, request.torchscript_mode)
+    with stages("lower"):
+        lowered = codegen_backend_module(
+            request.backend_name, captured, request.compile_spec,
+            debug_handles=request.debug_handles, timings=lower_timings,
+        )
+    if request.verify.enabled:
+        with stages("verify"):
+            result = verify(model, lowered, _input_sets(request, inputs), request.tolerance.atol,
+                            request.tolerance.rtol)
+            report["verify"] = result.to_json()
+    if request.latency.enabled:
+        with stages("latency"):
+            method = "forward" if "forward" in request.compile_spec else next(iter(request.compile_spec))
+            report["latency"] = measure(
+                method, getattr(model, method), getattr(lowered, method), inputs[method],
+                request.latency.warmup, request.latency.iterations, request.latency.rounds,
+            ).to_json()
+    if request.profile:
+        with stages("profile"):
+            report["profile"] = record_profile(lowered, inputs, out_dir)
+    with stages("record"):
+        report.update(record_outputs(lowered, out_dir, request.artifact_name))
+    if report["verify"] is not None and not report["verify"]["passed"]:
+        stages.current = "verify"
+        v = report["verify"]
+        raise StageFailed(
+            f"lowered outputs differ from eager beyond tolerance: max_abs_err={v['max_abs_err']:.3g}, "
+            f"max_rel_err={v['max_rel_err']:.3g} (atol={v['atol']:g}, rtol={v['rtol']:g}; worst: {v['worst']})"
+        )
 
 
 def build_model(request: RunRequest) -> torch.nn.Module:
@@ -167,6 +191,16 @@ def record_profile(lowered: Any, inputs: Dict[str, tuple], out_dir: Path) -> Dic
     write_json(out_dir / PROFILE, result)
     top = [{k: e[k] for k in ("source", "module_hierarchy", "seconds", "share")} for e in result["by_source"][:10]]
     return {"path": PROFILE, "supported": True, "top": top}
+
+
+def _earlier_artifact(out_dir: Path) -> List[str]:
+    """The artifact an earlier run in ``out_dir`` recorded, if its report names a plain file name."""
+    try:
+        entry = json.loads((out_dir / REPORT).read_text()).get("artifact") or {}
+        name = entry.get("path")
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [name] if isinstance(name, str) and name == Path(name).name and not name.startswith(".") else []
 
 
 def _input_sets(request: RunRequest, inputs: Dict[str, tuple]) -> Dict[str, List[tuple]]:

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from pipeline.core.files import write_atomic, write_json
+from pipeline.app.records import RecordError, read_record
 from pipeline.app.run_files import HYDRA_DIR, REPORT, SUMMARY_CSV, SUMMARY_JSON, SUMMARY_MD, SUMMARY_PNG
 from pipeline.app.tables import markdown_table
 
@@ -26,7 +26,10 @@ def summarize(sweep_dir: Path, total: Optional[int] = None) -> Dict[str, Any]:
     for report_path in sweep_dir.glob(f"*/{REPORT}"):
         if report_path.parent.name.isdigit():
             num = int(report_path.parent.name)
-            jobs[num] = job_entry(num, report_path.parent, json.loads(report_path.read_text()))
+            try:
+                jobs[num] = job_entry(num, report_path.parent, read_record(report_path, "report"))
+            except RecordError as error:  # a job that wrote something else is recorded as failed, with why
+                jobs[num] = _missing(num, report_path.parent, status="failed", stage="record", error=str(error))
     for child in sweep_dir.iterdir() if sweep_dir.exists() else []:
         if child.is_dir() and child.name.isdigit() and int(child.name) not in jobs:
             jobs[int(child.name)] = _missing(int(child.name), child)
@@ -58,17 +61,22 @@ def job_entry(num: int, job_dir: Path, report: Dict[str, Any]) -> Dict[str, Any]
     }
 
 
-def _missing(num: int, job_dir: Path) -> Dict[str, Any]:
-    entry = {column: None for column in COLUMNS}
-    overrides_file = job_dir / HYDRA_DIR / "overrides.yaml"
-    overrides: List[str] = []
-    if overrides_file.exists():
-        from omegaconf import OmegaConf
-
-        overrides = list(OmegaConf.load(overrides_file))
-    entry.update(num=num, status="failed", stage="crashed", overrides=overrides, dir=str(job_dir),
-                 error="the job left no report.json: it crashed or was killed before recording")
+def _missing(num: int, job_dir: Path, status: str = "crashed", stage: Optional[str] = None,
+             error: str = "the job left no report.json: its process died before recording") -> Dict[str, Any]:
+    entry: Dict[str, Any] = {column: None for column in COLUMNS}
+    entry.update(num=num, status=status, stage=stage, overrides=_overrides(job_dir), dir=str(job_dir), error=error)
     return entry
+
+
+def _overrides(job_dir: Path) -> List[str]:
+    """The job's overrides as Hydra recorded them, if the file is the list of strings it should be."""
+    import yaml
+
+    try:
+        overrides = yaml.safe_load((job_dir / HYDRA_DIR / "overrides.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        return []
+    return [str(o) for o in overrides] if isinstance(overrides, list) else []
 
 
 def write_summary(sweep_dir: Path, summary: Dict[str, Any]) -> None:

@@ -1,0 +1,142 @@
+"""Faults that must still leave a true record: signals, and job processes that die.
+
+* `signals_raise`: SIGINT and SIGTERM raise `Interrupted` in the run, so it
+  unwinds like any error: atomic writes remove their temporary files, and the
+  run records ``status: interrupted`` with the stage it was in, then exits
+  130 or 143 (128 + the signal's number, as shells report it).
+* `run_in_child`: a sweep job runs in a forked child of the job's process, so a
+  job that is killed (SIGKILL, the out-of-memory killer, a crash in native code)
+  takes down only itself: the parent records ``status: crashed`` with the stage
+  the child was in, and the launcher's worker goes on with the other jobs.
+  Forking is cheap here (torch is already imported) and needs no pickling.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, Optional
+
+INTERRUPTING_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Interrupted(BaseException):
+    """A signal asked the run to stop; a BaseException so that no ``except Exception`` swallows it."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+def exit_code_of(report: Dict[str, Any]) -> Optional[int]:
+    """The exit code an interrupted run's report asks for, else None."""
+    name = report.get("signal")
+    return 128 + int(signal.Signals[name]) if report.get("status") == "interrupted" and name else None
+
+
+@contextlib.contextmanager
+def signals_raise() -> Iterator[None]:
+    """Within the block, SIGINT and SIGTERM raise `Interrupted` (main thread only, as Python allows)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise Interrupted(signum)
+
+    previous = {signum: signal.signal(signum, interrupt) for signum in INTERRUPTING_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Within the block (writing the final record), SIGINT and SIGTERM wait until it is done."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = []
+    previous = {signum: signal.signal(signum, lambda s, f: received.append(s)) for signum in INTERRUPTING_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if received:
+            os.kill(os.getpid(), received[0])
+
+
+def can_fork() -> bool:
+    return hasattr(os, "fork")
+
+
+def run_in_child(job: Callable[[Callable[[str], None]], Any], on_death: Callable[[str, str], Any]) -> Any:
+    """Run ``job(report_stage)`` in a forked child; return what it returned, or ``on_death(stage, cause)``.
+
+    The child sends each stage it enters through a pipe (``report_stage(name)``)
+    and its result as the last message, so the parent knows where a child that
+    died was. The child's result must be JSON-serializable.
+    """
+    import json
+
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child
+        os.close(read_end)
+        code = 1
+        try:
+            with os.fdopen(write_end, "w", buffering=1) as channel:
+                result = job(lambda stage: channel.write(json.dumps({"stage": stage}) + "\n"))
+                channel.write(json.dumps({"result": result}) + "\n")
+            code = 0
+        finally:
+            _flush_std_streams()
+            os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end) as channel:
+        messages = [json.loads(line) for line in channel if line.strip()]
+    _, status = os.waitpid(pid, 0)
+    results = [m["result"] for m in messages if "result" in m]
+    if results and os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
+        return results[-1]
+    stages = [m["stage"] for m in messages if "stage" in m]
+    return on_death(stages[-1] if stages else "start", _cause(status))
+
+
+def _cause(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        signum = os.WTERMSIG(status)
+        name = signal.Signals(signum).name if signum in signal.Signals._value2member_map_ else str(signum)
+        hint = " (SIGKILL is also what the out-of-memory killer sends)" if signum == signal.SIGKILL else ""
+        return f"the job's process was killed by signal {signum} ({name}){hint}"
+    return f"the job's process exited with code {os.WEXITSTATUS(status)} before recording its result"
+
+
+def _flush_std_streams() -> None:
+    import sys
+
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+
+
+def clear_run_outputs(out_dir: Path, names: "list[str]") -> None:
+    """Remove what an earlier run left in ``out_dir`` (its records and artifact, stale temporary
+    files), so that no old artifact sits beside a new failed report."""
+    for name in names:
+        path = out_dir / name
+        if path.is_file() or path.is_symlink():
+            path.unlink()
+    for stale in out_dir.glob(".*.tmp"):  # write_atomic's temporary files of a run that was killed
+        if stale.is_file():
+            stale.unlink()
