@@ -2,7 +2,8 @@
 
 They are few on purpose: a caller catches `LoweringError` for anything that goes
 wrong while lowering, saving or loading, and `BackendRuntimeError` /
-`BackendNotAvailableError` for what goes wrong when a lowered module runs.
+`BackendNotAvailableError` for what goes wrong when a lowered module runs, and
+`ArgumentError` (a ``TypeError``) for a call its program was not captured for.
 Every message names the thing that is wrong (backend, method, key, file) and,
 where there is a choice, what is allowed.
 """
@@ -42,6 +43,16 @@ class UnsupportedOpError(LoweringError):
 
 class ArtifactError(LoweringError):
     """A lowered-module file that cannot be read: bad format, version or hash."""
+
+
+class ArgumentError(TypeError):
+    """A lowered method called with values its program was not captured with.
+
+    Export and tracing specialise a program on every argument that is not a
+    tensor (and on passing a tensor or ``None``); calling it with another value
+    would silently answer for the captured one, so the lowered method refuses,
+    naming the argument, the captured value and the given one.
+    """
 
 
 class BackendNotAvailableError(RuntimeError):

@@ -11,6 +11,8 @@ know of each method (its signature and output structure).
 from __future__ import annotations
 
 import copy
+import re
+import warnings
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -18,10 +20,26 @@ import torch
 
 from pipeline.core.backend import FRONTENDS
 from pipeline.core.errors import LoweringError, did_you_mean, format_choices
-from pipeline.core.signature import MethodSignature, OutputStructure
+from pipeline.core.signature import CONSTANT, TENSORS_ONLY, MethodSignature, OutputStructure
 
 TORCHSCRIPT_MODES = ("script", "trace")
-ExampleInputs = Mapping[str, Tuple[Any, ...]]
+# {method: args}: a tuple of positional arguments, or {"args": (...), "kwargs": {...}} to pass some by name.
+ExampleInputs = Mapping[str, Any]
+
+
+def call_arguments(example: Any, method: str) -> Tuple[Tuple[Any, ...], Dict[str, Any]]:
+    """``(args, kwargs)`` of one method's example inputs, given as a tuple or as ``{"args":, "kwargs":}``."""
+    if isinstance(example, Mapping):
+        unknown = [k for k in example if k not in ("args", "kwargs")]
+        args, kwargs = example.get("args", ()), example.get("kwargs", {})
+        if unknown or not isinstance(args, (tuple, list)) or not isinstance(kwargs, Mapping):
+            raise LoweringError(f"Example inputs of method {method!r}: expected a tuple of arguments or "
+                                f"{{'args': (...), 'kwargs': {{...}}}}, got keys {sorted(map(str, example))}.")
+        return tuple(args), dict(kwargs)
+    if isinstance(example, (tuple, list)):
+        return tuple(example), {}
+    raise LoweringError(f"Example inputs of method {method!r}: expected a tuple of arguments or "
+                        f"{{'args': (...), 'kwargs': {{...}}}}, got a {type(example).__name__}.")
 
 
 @dataclass
@@ -82,35 +100,65 @@ def capture(model: Any, methods: Sequence[str], frontend: Optional[str] = None,
     return _capture_export(model, methods, example_inputs)
 
 
-def _capture_torchscript(model: Any, methods: Sequence[str], example_inputs: Dict[str, tuple],
+def _capture_torchscript(model: Any, methods: Sequence[str], example_inputs: Dict[str, Any],
                          mode: str) -> CapturedProgram:
     if mode not in TORCHSCRIPT_MODES:
         raise LoweringError(f"Unknown torchscript mode {mode!r}; allowed: {format_choices(TORCHSCRIPT_MODES)}")
+    calls = {m: call_arguments(example_inputs[m], m) for m in methods if m in example_inputs}
     if isinstance(model, torch.jit.ScriptModule):
-        scripted = model
+        scripted, mode = model, "script"
     elif mode == "trace":
-        missing = [m for m in methods if m not in example_inputs]
-        if missing:
-            raise LoweringError(f"Tracing needs example_inputs for method(s) {missing}.")
-        scripted = torch.jit.trace_module(model, {m: tuple(example_inputs[m]) for m in methods}, check_trace=False)
+        scripted, signatures = _trace(model, methods, calls)
     else:
         scripted = _script(model, methods)
     compiled = set(scripted._c._method_names())
     for method in methods:
         if method not in compiled:
             raise LoweringError(f"Method {method!r} is not defined on the scripted {type_name(scripted)}.")
-    signatures = {}
+    if mode == "script":
+        signatures = {m: MethodSignature.of(getattr(scripted if isinstance(model, torch.jit.ScriptModule)
+                                                    else model, m), m) for m in methods}
     outputs = {}
     for method in methods:
-        source = getattr(model, method) if not isinstance(model, torch.jit.ScriptModule) else getattr(scripted, method)
-        signatures[method] = (MethodSignature.of(source, method) if mode == "script"
-                              else MethodSignature.from_schema(getattr(scripted, method).schema))
-        if method in example_inputs:
-            with torch.no_grad():
-                outputs[method] = OutputStructure.of_value(getattr(scripted, method)(*example_inputs[method]))
+        if method in calls:
+            args, kwargs = calls[method]
+            with torch.no_grad():  # the structure callers get: eager's (a traced dict stands for a ModelOutput)
+                produced = getattr(model, method)(*args, **kwargs)
+            outputs[method] = OutputStructure.of_value(produced)
         else:
             outputs[method] = OutputStructure.of_schema(getattr(scripted, method).schema.returns[0].type, method)
     return CapturedProgram("torchscript", scripted, signatures, outputs, type_name(model))
+
+
+def _trace(model: torch.nn.Module, methods: Sequence[str],
+           calls: Dict[str, Tuple[tuple, Dict[str, Any]]]) -> Tuple[torch.jit.ScriptModule, Dict[str, MethodSignature]]:
+    """Trace each method on its example inputs. The trace takes the tensor arguments only (by name);
+    every other value is baked in, and the signature's capture record says which, so that a call
+    with another value is refused instead of silently answered for the traced one."""
+    missing = [m for m in methods if m not in calls]
+    if missing:
+        raise LoweringError(f"Tracing needs example_inputs for method(s) {missing}.")
+    signatures, inputs = {}, {}
+    for method in methods:
+        signature = MethodSignature.of(getattr(model, method), method)
+        signature = signature.with_capture(*calls[method], method, takes=TENSORS_ONLY)
+        if signature.captured.keywords or signature.captured.var_positional:
+            raise LoweringError(
+                f"Tracing method {method!r} with arguments passed through *args or **kwargs is not possible "
+                "(torch.jit.trace names each input); pass them as named parameters, or use frontend=export.")
+        bound = signature.bind_call(*calls[method], method)
+        inputs[method] = {value.name: bound.arguments[value.name] for value in signature.captured.values
+                          if value.kind != CONSTANT}
+        signatures[method] = signature
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            traced = torch.jit.trace_module(model, inputs, check_trace=False, strict=False,
+                                            example_inputs_is_kwarg=True)
+    except Exception as error:
+        raise LoweringError(f"torch.jit.trace failed for {type_name(model)}: {short_error(error)} "
+                            "Try frontend=export, or script the model (frontend.mode=script).") from None
+    return traced, signatures
 
 
 def _script(model: torch.nn.Module, methods: Sequence[str]) -> torch.jit.ScriptModule:
@@ -127,7 +175,9 @@ def _script(model: torch.nn.Module, methods: Sequence[str]) -> torch.jit.ScriptM
     try:
         return _recursive.create_script_module(model, stubs)
     except Exception as error:
-        raise LoweringError(f"torch.jit.script failed for {type_name(model)}: {error}") from error
+        raise LoweringError(f"torch.jit.script failed for {type_name(model)}: {short_error(error)} Models "
+                            "written for eager mode often cannot be scripted: trace it instead "
+                            "(frontend.mode=trace), or use frontend=export.") from None
 
 
 class _MethodAsForward:
@@ -147,7 +197,7 @@ class _MethodAsForward:
         return shallow
 
 
-def _capture_export(model: Any, methods: Sequence[str], example_inputs: Dict[str, tuple]) -> CapturedProgram:
+def _capture_export(model: Any, methods: Sequence[str], example_inputs: Dict[str, Any]) -> CapturedProgram:
     if isinstance(model, torch.jit.ScriptModule):
         raise LoweringError("The export frontend needs an eager nn.Module, not a ScriptModule; use frontend='torchscript'.")
     programs, signatures, outputs = {}, {}, {}
@@ -157,11 +207,10 @@ def _capture_export(model: Any, methods: Sequence[str], example_inputs: Dict[str
                 f"The export frontend needs example_inputs for method {method!r} "
                 "(a dict {method: tuple of args})."
             )
-        signature = MethodSignature.of(getattr(model, method), method)
-        values = signature.bind(tuple(example_inputs[method]), method=method)
-        args = tuple(v for p, v in zip(signature.params, values) if p.kind == "positional")
-        kwargs = {p.name: v for p, v in zip(signature.params, values) if p.kind == "keyword_only"}
-        programs[method] = program = _export(_MethodAsForward.make(model, method), args, kwargs, method)
+        args, kwargs = call_arguments(example_inputs[method], method)
+        signature = MethodSignature.of(getattr(model, method), method).with_capture(args, kwargs, method)
+        export_args, export_kwargs = signature.captured.export_arguments(signature, signature.bind(args, kwargs, method))
+        programs[method] = program = _export(_MethodAsForward.make(model, method), export_args, export_kwargs, method)
         signatures[method] = signature
         outputs[method] = OutputStructure.of_exported(program)
     return CapturedProgram("export", programs, signatures, outputs, type_name(model))
@@ -178,9 +227,19 @@ def _export(module: torch.nn.Module, args: tuple, kwargs: dict, method: str) -> 
         except Exception as error:
             strict_reason = str(strict_error).strip().splitlines()[0] if str(strict_error).strip() else ""
             raise LoweringError(
-                f"torch.export failed for method {method!r} of {type_name(module)}: {error} "
+                f"torch.export failed for method {method!r} of {type_name(module)}: {short_error(error)} "
                 f"(strict export failed too: {type(strict_error).__name__}: {strict_reason})"
-            ) from error
+            ) from None
+
+
+def short_error(error: BaseException, limit: int = 600) -> str:
+    """An exception's message without tensor dumps, cut to ``limit`` characters: one paragraph, not a wall."""
+    text = " ".join(str(error).split())
+    text = _TENSOR_REPR.sub("tensor(...)", text)
+    return text if len(text) <= limit else text[:limit] + " ..."
+
+
+_TENSOR_REPR = re.compile(r"tensor\(\[.*?\]\)(?:,\s*\w+=[^,)]*)*\)?")
 
 
 def as_captured(program: Any, methods: Sequence[str]) -> CapturedProgram:

@@ -14,12 +14,43 @@ import warnings
 from typing import Any, Dict, List, Optional, Sequence
 
 import torch
+import torch.utils._pytree as pytree
 
 from pipeline.core.backend import Backend, BackendInfo, ProfileEvent
-from pipeline.core.codegen import generate_methods
+from pipeline.core.codegen import generate_methods, same_value
 from pipeline.core.debug_handles import HandleMap
-from pipeline.core.errors import BackendNotAvailableError, BackendRuntimeError, LoweringError, format_choices
-from pipeline.core.signature import MethodSignature, OutputStructure
+from pipeline.core.errors import (ArgumentError, BackendNotAvailableError, BackendRuntimeError, LoweringError,
+                                  format_choices)
+from pipeline.core.signature import (STRUCTURE, TENSOR, VAR_KEYWORD, VAR_POSITIONAL, CapturedValue, MethodSignature,
+                                     OutputStructure)
+
+
+_RECAPTURE = "Lower the model again with example inputs like this call's, to run it."
+
+
+def _matches(expected: CapturedValue, value: Any) -> bool:
+    if expected.kind == TENSOR:
+        return isinstance(value, torch.Tensor)
+    if expected.kind == STRUCTURE:
+        return pytree.treespec_dumps(pytree.tree_structure(value)) == expected.value
+    if expected.value is None or isinstance(expected.value, bool):
+        return value is expected.value
+    return same_value(value, expected.value)
+
+
+def _described(expected: CapturedValue) -> str:
+    if expected.kind == TENSOR:
+        return "a Tensor"
+    if expected.kind == STRUCTURE:
+        return "a structure of tensors"
+    return f"{expected.value!r}"
+
+
+def _given(value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"a Tensor of shape {list(value.shape)}"
+    text = repr(value)
+    return text if len(text) <= 80 else f"a {type(value).__name__}"
 
 
 class LoweredModule(torch.nn.Module):
@@ -158,6 +189,44 @@ class LoweredModule(torch.nn.Module):
         if where:
             message += "\n" + "\n".join("  " + line for line in where.splitlines())
         return BackendRuntimeError(message, error.debug_handles)
+
+    def _argument_error(self, method: str, call: Dict[str, Any]) -> ArgumentError:
+        """Why a call is not the one ``method``'s program was captured with (the generated check failed)."""
+        signature = self.signatures[method]
+        captured = signature.captured
+        var = {p.kind: p.name for p in signature.params if p.kind in (VAR_POSITIONAL, VAR_KEYWORD)}
+        extra = call.get(var.get(VAR_KEYWORD, ""), {})
+        if VAR_KEYWORD in var and set(extra) != set(captured.keywords):
+            added, dropped = sorted(set(extra) - set(captured.keywords)), sorted(set(captured.keywords) - set(extra))
+            return ArgumentError(
+                f"{self._call_name(method)}: the program was captured with keyword arguments "
+                f"{format_choices(captured.keywords)} through **{var[VAR_KEYWORD]}; this call "
+                + (f"adds {format_choices(added)}" if added else "") + (" and " if added and dropped else "")
+                + (f"leaves out {format_choices(dropped)}" if dropped else "") + ". " + _RECAPTURE)
+        positional = call.get(var.get(VAR_POSITIONAL, ""), ())
+        if VAR_POSITIONAL in var and len(positional) != captured.var_positional:
+            return ArgumentError(f"{self._call_name(method)}: the program was captured with "
+                                 f"{captured.var_positional} value(s) for *{var[VAR_POSITIONAL]}; this call passes "
+                                 f"{len(positional)}. {_RECAPTURE}")
+        values = iter(captured.values)
+        for p in signature.params:
+            if p.kind == VAR_POSITIONAL:
+                given = list(positional)
+            elif p.kind == VAR_KEYWORD:
+                given = [extra[k] for k in captured.keywords]
+            else:
+                given = [call.get(p.name)]
+            for value in given:
+                expected = next(values)
+                if not _matches(expected, value):
+                    return ArgumentError(
+                        f"{self._call_name(method)}: argument {expected.name!r} was captured as "
+                        f"{_described(expected)}; this call passes {_given(value)}. The lowered program is "
+                        f"specialised on it. {_RECAPTURE}")
+        return ArgumentError(f"{self._call_name(method)}: this call does not match the captured one. {_RECAPTURE}")
+
+    def _call_name(self, method: str) -> str:
+        return f"{self.original_type}.{method} lowered to {self.backend_name!r}"
 
     def _output_error(self, method: str, outputs: Any) -> BackendRuntimeError:
         expected = self.outputs[method]

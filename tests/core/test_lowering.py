@@ -3,7 +3,10 @@
 import ast
 import dataclasses
 import inspect
+import re
+import tempfile
 import warnings
+from pathlib import Path
 from typing import Optional
 
 import pytest
@@ -116,10 +119,43 @@ def test_signature_keeps_keyword_only_arguments_and_passes_them_last(echo_backen
     lowered = pipeline.to_backend(echo_backend, model, {"keyword": {}}, example_inputs={"keyword": (x,)})
     assert inspect.signature(lowered.keyword) == inspect.signature(model.keyword)
     assert lowered.keyword(x).tolist() == [-1.0, 2.0, 1.0]
-    assert lowered.keyword(x, shift=7, scale=0.5).tolist() == [-1.0, 0.5, 7.0]
     with pytest.raises(TypeError):
         lowered.keyword(x, 0.5)  # keyword-only stays keyword-only
     compile(lowered.code, "<check>", "exec")  # the generated code parses
+    by_name = pipeline.to_backend(echo_backend, model, {"keyword": {}},
+                                  example_inputs={"keyword": {"args": (x,), "kwargs": {"shift": 7, "scale": 0.5}}})
+    assert by_name.keyword(x, shift=7, scale=0.5).tolist() == [-1.0, 0.5, 7.0]
+
+
+class Specialised(torch.nn.Module):
+    def forward(self, x, scale: float = 1.0, bias: Optional[torch.Tensor] = None, activation: str = "relu",
+                **kwargs):
+        y = x * scale + (bias if bias is not None else 0)
+        y = y * kwargs["mask"] if "mask" in kwargs else y
+        return torch.relu(y) if activation == "relu" else torch.tanh(y)
+
+
+@pytest.mark.parametrize("backend", ["reference", "onnxruntime"])
+def test_a_call_with_a_value_the_program_was_not_specialised_on_is_refused_naming_it(backend):
+    model, x, mask = Specialised(), torch.randn(4), torch.ones(4)
+    lowered = pipeline.to_backend(backend, model, {"forward": {}},
+                                  example_inputs={"forward": {"args": (x, 0.5), "kwargs": {"mask": mask}}})
+    assert inspect.signature(lowered.forward) == inspect.signature(model.forward)  # **kwargs included
+    torch.testing.assert_close(lowered(x, 0.5, mask=mask), model(x, 0.5, mask=mask))
+    refusals = [
+        (lambda: lowered(x, 2.0, mask=mask), "argument 'scale' was captured as 0.5; this call passes 2.0"),
+        (lambda: lowered(x, 0.5, bias=x, mask=mask), "argument 'bias' was captured as None; this call passes a Tensor"),
+        (lambda: lowered(x, 0.5, activation="tanh", mask=mask), "'activation' was captured as 'relu'; this call passes 'tanh'"),
+        (lambda: lowered(x, 0.5, mask=mask, extra=1), "captured with keyword arguments 'mask' through **kwargs; this call adds 'extra'"),
+        (lambda: lowered(x, 0.5), "this call leaves out 'mask'"),
+    ]
+    for call, message in refusals:
+        with pytest.raises(pipeline.ArgumentError, match=re.escape(message)):
+            call()
+    again = pipeline.load_lowered(pipeline.save_lowered(lowered, Path(tempfile.mkdtemp()) / "s.lowered"))
+    with pytest.raises(pipeline.ArgumentError, match="'scale' was captured as 0.5"):
+        again(x, 2.0, mask=mask)
+    torch.testing.assert_close(again(x, 0.5, mask=mask), model(x, 0.5, mask=mask))
 
 
 class Recording(pipeline.Backend):
