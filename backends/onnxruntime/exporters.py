@@ -32,7 +32,7 @@ import re
 import sys
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterator, List, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import torch
 
@@ -56,6 +56,8 @@ class ExportedMethod:
     # every argument is one tensor: execute can index the arguments without flattening them
     flat: bool
     node_handles: Dict[str, List[int]] = field(default_factory=dict)
+    # what the program had to go through before the exporter took it, if anything (for the report)
+    retried_on: Optional[str] = None
 
     def meta(self) -> Dict[str, Any]:
         return {"inputs": [list(pair) for pair in self.inputs], "flat": self.flat,
@@ -68,12 +70,16 @@ def export_program(program: "torch.export.ExportedProgram", method: str, spec: O
                    generate_debug_handles: Callable) -> ExportedMethod:
     handles = generate_debug_handles(program.graph, method=method)
     handle_of = {node.name: handle for node, handle in handles.items()}
+    retried_on = None
     try:
-        with _quiet_exporter():
-            onnx_program = torch.onnx.export(program, (), dynamo=True, opset_version=spec.opset,
-                                             optimize=spec.export_optimize, verbose=False)
+        onnx_program = _dynamo_export(program, spec)
     except Exception as error:
-        raise _dynamo_export_error(method, error) from error
+        # Some of torch's own decompositions fail inside the exporter (T5: "Cannot view a tensor ...");
+        # the program with its decompositions already run exports. Node provenance survives it.
+        try:
+            onnx_program, retried_on = _dynamo_export(program.run_decompositions(), spec), "run_decompositions()"
+        except Exception:
+            raise _dynamo_export_error(method, error) from error
     model = onnx_program.model_proto
     origins = _origins(onnx_program.exported_program, handle_of)
     node_handles = {}
@@ -84,7 +90,13 @@ def export_program(program: "torch.export.ExportedProgram", method: str, spec: O
         if found:
             node_handles[node.name or f"#{index}"] = found
     inputs, flat = _program_inputs(program, [value.name for value in model.graph.input], method)
-    return ExportedMethod(model.SerializeToString(deterministic=True), inputs, flat, node_handles)
+    return ExportedMethod(model.SerializeToString(deterministic=True), inputs, flat, node_handles, retried_on)
+
+
+def _dynamo_export(program: "torch.export.ExportedProgram", spec: OnnxRuntimeCompileSpec) -> Any:
+    with _quiet_exporter():
+        return torch.onnx.export(program, (), dynamo=True, opset_version=spec.opset,
+                                 optimize=spec.export_optimize, verbose=False)
 
 
 def _dynamo_export_error(method: str, error: Exception) -> LoweringError:

@@ -41,4 +41,5 @@ def preprocess(program: Any, method_compile_spec: Mapping[str, Mapping[str, Any]
                          {m: e.model for m, e in exported.items()})
     backend_map = {f"{method}/{node}": handles
                    for method, e in exported.items() for node, handles in e.node_handles.items()}
-    return PreprocessResult(payload, backend_map)
+    notes = {method: {"exported_after": e.retried_on} for method, e in exported.items() if e.retried_on}
+    return PreprocessResult(payload, backend_map, notes)

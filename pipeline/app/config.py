@@ -21,8 +21,8 @@ from pipeline.core.errors import LoweringError, did_you_mean, format_choices
 from pipeline.core.spec import SpecError, parse_compile_spec
 from pipeline.app.backend_loading import load_backend
 from pipeline.app.run_files import RUN_FILES
-from pipeline.app.schema import (GROUPS, MAX_THREADS, ConfigError, InputSpec, LatencyConfig, RunConfig, RunRequest,
-                                 Tolerance, VerifyConfig)
+from pipeline.app.schema import (GROUPS, MAX_THREADS, ConfigError, InputSpec, LatencyConfig, MethodInputs, RunConfig,
+                                 RunRequest, Tolerance, VerifyConfig)
 from pipeline.app.targets import locate
 
 MODEL_RESERVED_KEYS = ("_target_", "example_inputs")
@@ -160,20 +160,38 @@ def _bind_constructor(model_cls: Any, target: str, kwargs: Dict[str, Any]) -> No
                           f"It takes: {format_choices(accepted)}.") from None
 
 
-def _example_inputs(model: DictConfig) -> Dict[str, List[InputSpec]]:
+def _example_inputs(model: DictConfig) -> Dict[str, MethodInputs]:
     raw = model.get("example_inputs")
     if raw is None or raw == "???":
-        raise ConfigError("model.example_inputs is missing: give {method: [{shape: [...], dtype: ...}, ...]}.")
+        raise ConfigError("model.example_inputs is missing: give {method: [{shape: [...], dtype: ...}, ...]}, "
+                          "or {method: {args: [...], kwargs: {name: ...}}}.")
     raw = _plain(raw, "model.example_inputs")
     if not isinstance(raw, Mapping):
         raise ConfigError(f"model.example_inputs: expected {{method: [inputs]}}, got {raw!r}.")
     return {str(method): _method_inputs(f"model.example_inputs.{method}", inputs) for method, inputs in raw.items()}
 
 
-def _method_inputs(path: str, inputs: Any) -> List[InputSpec]:
+def _method_inputs(path: str, inputs: Any) -> MethodInputs:
+    """A list of positional inputs, or ``{args: [...], kwargs: {...}}``."""
+    if isinstance(inputs, Mapping) and set(inputs) <= {"args", "kwargs"}:
+        args, kwargs = inputs.get("args") or [], inputs.get("kwargs") or {}
+        if not isinstance(args, list) or not isinstance(kwargs, Mapping):
+            raise ConfigError(f"{path}: expected {{args: [inputs], kwargs: {{name: input}}}}, got {inputs!r}.")
+        return MethodInputs([_input(f"{path}.args[{i}]", item) for i, item in enumerate(args)],
+                            {str(k): _input(f"{path}.kwargs.{k}", v) for k, v in kwargs.items()})
     if not isinstance(inputs, list):
-        raise ConfigError(f"{path}: expected a list of inputs, got {inputs!r}.")
-    return [_parse(InputSpec, item, f"{path}[{i}]") for i, item in enumerate(inputs)]
+        raise ConfigError(f"{path}: expected a list of inputs or {{args: [...], kwargs: {{...}}}}, got {inputs!r}.")
+    return MethodInputs([_input(f"{path}[{i}]", item) for i, item in enumerate(inputs)])
+
+
+def _input(path: str, item: Any) -> Any:
+    """A tensor's `InputSpec` (a mapping), or a plain value passed as it is."""
+    if isinstance(item, Mapping):
+        return _parse(InputSpec, item, path)
+    if item is None or isinstance(item, (bool, int, float, str)):
+        return item
+    raise ConfigError(f"{path}: expected a tensor {{shape: [...], dtype: ...}} or a plain value "
+                      f"(null, a bool, a number, a string), got {item!r}.")
 
 
 def _check_method(method: str, options: Any, methods: List[str], model: str) -> None:

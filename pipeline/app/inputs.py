@@ -2,20 +2,33 @@
 
 from __future__ import annotations
 
-from typing import Dict, List, Sequence, Tuple
+from typing import Any, Dict, Tuple
 
 import torch
 
-from pipeline.app.schema import InputSpec
+from pipeline.app.schema import InputSpec, MethodInputs
+
+Call = Tuple[Tuple[Any, ...], Dict[str, Any]]  # (args, kwargs)
 
 
-def make_inputs(specs: Sequence[InputSpec], seed: int) -> Tuple[torch.Tensor, ...]:
+def make_call(spec: MethodInputs, seed: int) -> Call:
+    """The arguments of one call: tensors drawn from ``seed`` in order (positional, then by name)."""
     generator = torch.Generator().manual_seed(seed)
-    return tuple(_tensor(spec, generator) for spec in specs)
+    args = tuple(_value(item, generator) for item in spec.args)
+    return args, {name: _value(item, generator) for name, item in spec.kwargs.items()}
 
 
-def make_method_inputs(example_inputs: Dict[str, List[InputSpec]], seed: int) -> Dict[str, Tuple[torch.Tensor, ...]]:
-    return {method: make_inputs(specs, seed) for method, specs in example_inputs.items()}
+def make_method_calls(example_inputs: Dict[str, MethodInputs], seed: int) -> Dict[str, Call]:
+    return {method: make_call(spec, seed) for method, spec in example_inputs.items()}
+
+
+def as_example_inputs(calls: Dict[str, Call]) -> Dict[str, Dict[str, Any]]:
+    """The form `pipeline.to_backend` and `capture` take: ``{method: {"args": ..., "kwargs": ...}}``."""
+    return {method: {"args": args, "kwargs": kwargs} for method, (args, kwargs) in calls.items()}
+
+
+def _value(item: Any, generator: torch.Generator) -> Any:
+    return _tensor(item, generator) if isinstance(item, InputSpec) else item
 
 
 def _tensor(spec: InputSpec, generator: torch.Generator) -> torch.Tensor:

@@ -33,7 +33,7 @@ from pipeline.core.lowering import codegen_backend_module
 from pipeline.core.profiling import profile
 from pipeline.app.backend_loading import load_backend
 from pipeline.app.faults import Interrupted, clear_run_outputs, signals_deferred, signals_raise
-from pipeline.app.inputs import make_inputs, make_method_inputs
+from pipeline.app.inputs import Call, as_example_inputs, make_call, make_method_calls
 from pipeline.app.latency import measure
 from pipeline.app.run_files import HANDLES, PROFILE, REPORT
 from pipeline.app.schema import RunRequest
@@ -128,29 +128,31 @@ def run_stages(request: RunRequest, out_dir: Path, stages: Stages, report: Dict[
         report["reproducible"] = {"artifact": backend.reproducible, "handles": True}
     with stages("build"):
         model = build_model(request)
-        inputs = make_method_inputs(request.example_inputs, request.seed)
+        calls = make_method_calls(request.example_inputs, request.seed)
     with stages("capture"):
-        captured = capture(model, list(request.compile_spec), request.frontend, inputs, request.torchscript_mode)
+        captured = capture(model, list(request.compile_spec), request.frontend, as_example_inputs(calls),
+                           request.torchscript_mode)
     with stages("lower"):
         lowered = codegen_backend_module(
             request.backend_name, captured, request.compile_spec,
             debug_handles=request.debug_handles, timings=lower_timings,
         )
+        report["backend_notes"] = lowered.notes
     if request.verify.enabled:
         with stages("verify"):
-            result = verify(model, lowered, _input_sets(request, inputs), request.tolerance.atol,
+            result = verify(model, lowered, _input_sets(request, calls), request.tolerance.atol,
                             request.tolerance.rtol)
             report["verify"] = result.to_json()
     if request.latency.enabled:
         with stages("latency"):
             method = "forward" if "forward" in request.compile_spec else next(iter(request.compile_spec))
             report["latency"] = measure(
-                method, getattr(model, method), getattr(lowered, method), inputs[method],
+                method, getattr(model, method), getattr(lowered, method), calls[method],
                 request.latency.warmup, request.latency.iterations, request.latency.rounds,
             ).to_json()
     if request.profile:
         with stages("profile"):
-            report["profile"] = record_profile(lowered, inputs, out_dir)
+            report["profile"] = record_profile(lowered, as_example_inputs(calls), out_dir)
     with stages("record"):
         report.update(record_outputs(lowered, out_dir, request.artifact_name))
     if report["verify"] is not None and not report["verify"]["passed"]:
@@ -163,11 +165,21 @@ def run_stages(request: RunRequest, out_dir: Path, stages: Stages, report: Dict[
 
 
 def build_model(request: RunRequest) -> torch.nn.Module:
-    torch.manual_seed(request.seed)
-    model = locate(request.model_target, "model._target_")(**request.model_kwargs)
+    torch.manual_seed(request.seed)  # seeded random weights: the same config builds the same model
+    model_class = locate(request.model_target, "model._target_")
+    model = model_class(**model_arguments(model_class, request.model_kwargs))
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"model._target_ {request.model_target} built a {type(model).__name__}, not an nn.Module.")
     return model.eval()
+
+
+def model_arguments(model_class: Any, kwargs: Dict[str, Any]) -> Dict[str, Any]:
+    """Constructor arguments as the class takes them. A Hugging Face model takes its configuration
+    object: a ``config`` mapping becomes an instance of the class's own ``config_class``."""
+    config_class = getattr(model_class, "config_class", None)
+    if isinstance(kwargs.get("config"), dict) and isinstance(config_class, type):
+        return {**kwargs, "config": config_class(**kwargs["config"])}
+    return kwargs
 
 
 def record_outputs(lowered: Any, out_dir: Path, artifact_name: str) -> Dict[str, Any]:
@@ -182,7 +194,7 @@ def record_outputs(lowered: Any, out_dir: Path, artifact_name: str) -> Dict[str,
     }
 
 
-def record_profile(lowered: Any, inputs: Dict[str, tuple], out_dir: Path) -> Dict[str, Any]:
+def record_profile(lowered: Any, inputs: Dict[str, Any], out_dir: Path) -> Dict[str, Any]:
     """Write profile.json; the report keeps the hottest source lines."""
     result = profile(lowered, inputs)
     if result is None:
@@ -203,11 +215,11 @@ def _earlier_artifact(out_dir: Path) -> List[str]:
     return [name] if isinstance(name, str) and name == Path(name).name and not name.startswith(".") else []
 
 
-def _input_sets(request: RunRequest, inputs: Dict[str, tuple]) -> Dict[str, List[tuple]]:
-    """The example inputs first, then fresh random inputs of the same shapes."""
+def _input_sets(request: RunRequest, calls: Dict[str, Call]) -> Dict[str, List[Call]]:
+    """The example call first, then calls with fresh random tensors of the same shapes."""
     return {
-        method: [inputs[method]] + [
-            make_inputs(request.example_inputs[method], request.seed + 1000 * (trial + 1))
+        method: [calls[method]] + [
+            make_call(request.example_inputs[method], request.seed + 1000 * (trial + 1))
             for trial in range(request.verify.random_trials)
         ]
         for method in request.compile_spec

@@ -42,6 +42,15 @@ class InputSpec:
 
 
 @dataclass
+class MethodInputs:
+    """One method's example call: positional and keyword arguments, each an `InputSpec` (a seeded random
+    tensor) or a plain value (None, a bool, a number, a string) passed as it is."""
+
+    args: List[Any] = field(default_factory=list)
+    kwargs: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class Tolerance:
     """How far lowered outputs may be from eager: |lowered - eager| <= atol + rtol * |eager|."""
 
@@ -103,7 +112,7 @@ class RunRequest:
 
     model_target: str
     model_kwargs: Dict[str, Any]
-    example_inputs: Dict[str, List[InputSpec]]
+    example_inputs: Dict[str, MethodInputs]
     frontend: str
     torchscript_mode: str
     backend_name: str

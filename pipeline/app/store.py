@@ -49,9 +49,8 @@ def register_configs() -> None:
             log.warning("backend %r is not available for configs: %s", name, error)
             continue
         store.store(group="schema/backend", name=name, node=backend_node(backend))
-        # `backend=<name>` works for an installed backend with no YAML file; where conf/backend/<name>.yaml
-        # exists, Hydra finds it first (the package's configs come before the ConfigStore's).
-        store.store(group="backend", name=name, node=backend_node(backend))
+        if not _has_yaml("backend", name):  # `backend=<name>` for an installed backend with no YAML file
+            store.store(group="backend", name=name, node=backend_node(backend))
 
 
 def backend_node(backend: BackendInfo) -> Any:
@@ -61,6 +60,12 @@ def backend_node(backend: BackendInfo) -> Any:
     node = OmegaConf.create({"name": backend.name, "_target_": target, "compile_spec": {"forward": forward}})
     OmegaConf.set_struct(node.compile_spec, False)
     return node
+
+
+def _has_yaml(group: str, name: str) -> bool:
+    from importlib.resources import files
+
+    return files("pipeline.conf").joinpath(group, f"{name}.yaml").is_file()
 
 
 def _open(value: Dict[str, Any]) -> Any:

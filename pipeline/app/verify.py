@@ -61,13 +61,13 @@ def _abs_error(expected: torch.Tensor, actual: torch.Tensor) -> torch.Tensor:
 
 def verify(eager: torch.nn.Module, lowered: torch.nn.Module, input_sets: Dict[str, Sequence[tuple]],
            atol: float, rtol: float) -> VerifyResult:
-    """``input_sets`` maps each method to the argument tuples to try."""
+    """``input_sets`` maps each method to the calls to try, each ``(args, kwargs)``."""
     max_abs, max_rel, passed, trials, worst = 0.0, 0.0, True, 0, ""
     with torch.no_grad():
         for method, sets in input_sets.items():
-            for index, args in enumerate(sets):
-                expected = getattr(eager, method)(*args)
-                actual = getattr(lowered, method)(*args)
+            for index, (args, kwargs) in enumerate(sets):
+                expected = getattr(eager, method)(*args, **kwargs)
+                actual = getattr(lowered, method)(*args, **kwargs)
                 abs_err, rel_err, same_structure, close = compare_outputs(expected, actual)
                 trials += 1
                 if abs_err >= max_abs:

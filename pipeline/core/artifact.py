@@ -53,6 +53,7 @@ def artifact_bytes(lowered: LoweredModule) -> bytes:
         "original_methods": lowered.original_methods,
         "methods": lowered.methods,
         "compile_spec": lowered.method_compile_spec,
+        "notes": lowered.notes,
         "signatures": {m: lowered.signatures[m].to_json() for m in lowered.methods},
         "outputs": {m: lowered.outputs[m].to_json() for m in lowered.methods},
         "versions": package_versions(("torch", "lowering-pipeline")),
@@ -127,6 +128,7 @@ def load_lowered(path: Union[str, Path]) -> LoweredModule:
             outputs={m: OutputStructure.from_json(manifest["outputs"][m]) for m in methods},
             original_type=manifest["original_type"],
             original_methods=manifest["original_methods"],
+            notes=manifest.get("notes", {}),
         )
     except (KeyError, TypeError, ValueError, SyntaxError) as error:
         raise ArtifactError(f"{path}: malformed manifest: {type(error).__name__}: {error}") from error

@@ -77,14 +77,18 @@ __all__ = [
 
 @dataclass
 class PreprocessResult:
-    """What preprocess hands back: the payload and the backend's own handle map.
+    """What preprocess hands back: the payload, the backend's own handle map, and notes for the report.
 
     ``backend_map`` maps the backend's instruction or kernel ids (as strings,
     e.g. ``"forward/3"``) to the debug handles of the graph nodes they came from.
+    ``notes`` are facts about this lowering that a user should see in the run's
+    report (plain JSON values, e.g. ``{"forward": {"retried_on": "run_decompositions()"}}``
+    or a partition); they are kept in the artifact too.
     """
 
     payload: bytes
     backend_map: Dict[str, List[int]] = field(default_factory=dict)
+    notes: Dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -11,13 +11,17 @@ know of each method (its signature and output structure).
 from __future__ import annotations
 
 import copy
+import inspect
+import os
 import re
+import traceback
 import warnings
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
+from pipeline.core import torch_output
 from pipeline.core.backend import FRONTENDS
 from pipeline.core.errors import LoweringError, did_you_mean, format_choices
 from pipeline.core.signature import CONSTANT, TENSORS_ONLY, MethodSignature, OutputStructure
@@ -95,9 +99,10 @@ def capture(model: Any, methods: Sequence[str], frontend: Optional[str] = None,
         raise LoweringError(f"Unknown frontend {frontend!r}; allowed: {format_choices(FRONTENDS)}")
     check_methods(model, methods)
     example_inputs = dict(example_inputs or {})
-    if frontend == "torchscript":
-        return _capture_torchscript(model, methods, example_inputs, torchscript_mode)
-    return _capture_export(model, methods, example_inputs)
+    with torch_output.logged():  # torch's own output goes to the log, not the console
+        if frontend == "torchscript":
+            return _capture_torchscript(model, methods, example_inputs, torchscript_mode)
+        return _capture_export(model, methods, example_inputs)
 
 
 def _capture_torchscript(model: Any, methods: Sequence[str], example_inputs: Dict[str, Any],
@@ -138,7 +143,7 @@ def _trace(model: torch.nn.Module, methods: Sequence[str],
     missing = [m for m in methods if m not in calls]
     if missing:
         raise LoweringError(f"Tracing needs example_inputs for method(s) {missing}.")
-    signatures, inputs = {}, {}
+    signatures, inputs, constants = {}, {}, {}
     for method in methods:
         signature = MethodSignature.of(getattr(model, method), method)
         signature = signature.with_capture(*calls[method], method, takes=TENSORS_ONLY)
@@ -147,18 +152,32 @@ def _trace(model: torch.nn.Module, methods: Sequence[str],
                 f"Tracing method {method!r} with arguments passed through *args or **kwargs is not possible "
                 "(torch.jit.trace names each input); pass them as named parameters, or use frontend=export.")
         bound = signature.bind_call(*calls[method], method)
-        inputs[method] = {value.name: bound.arguments[value.name] for value in signature.captured.values
-                          if value.kind != CONSTANT}
+        inputs[method] = {v.name: bound.arguments[v.name] for v in signature.captured.values if v.kind != CONSTANT}
+        constants[method] = {v.name: bound.arguments[v.name] for v in signature.captured.values if v.kind == CONSTANT}
         signatures[method] = signature
+    # The trace sees the constants as the call had them (use_cache=False, ...), bound to each method.
+    host = copy.copy(model)
+    for method in methods:
+        setattr(host, method, _with_constants(getattr(model, method), constants[method], list(inputs[method])))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            traced = torch.jit.trace_module(model, inputs, check_trace=False, strict=False,
+            traced = torch.jit.trace_module(host, inputs, check_trace=False, strict=False,
                                             example_inputs_is_kwarg=True)
     except Exception as error:
         raise LoweringError(f"torch.jit.trace failed for {type_name(model)}: {short_error(error)} "
                             "Try frontend=export, or script the model (frontend.mode=script).") from None
     return traced, signatures
+
+
+def _with_constants(function: Any, constants: Dict[str, Any], tensor_names: List[str]) -> Any:
+    """``function`` with ``constants`` bound, whose signature (which the tracer reads) names only the tensors."""
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return function(*args, **kwargs, **constants)
+
+    call.__signature__ = inspect.Signature(
+        [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD) for name in tensor_names])
+    return call
 
 
 def _script(model: torch.nn.Module, methods: Sequence[str]) -> torch.jit.ScriptModule:
@@ -225,21 +244,58 @@ def _export(module: torch.nn.Module, args: tuple, kwargs: dict, method: str) -> 
         try:
             return torch.export.export(module, args, kwargs, strict=False)
         except Exception as error:
-            strict_reason = str(strict_error).strip().splitlines()[0] if str(strict_error).strip() else ""
-            raise LoweringError(
-                f"torch.export failed for method {method!r} of {type_name(module)}: {short_error(error)} "
-                f"(strict export failed too: {type(strict_error).__name__}: {strict_reason})"
-            ) from None
+            raise _export_error(module, method, error, strict_error) from None
+
+
+def _export_error(module: torch.nn.Module, method: str, error: Exception, strict_error: Exception) -> LoweringError:
+    """A few lines: what failed, where in the user's code, and the ways out."""
+    what = f"torch.export cannot capture method {method!r} of {type_name(module)}"
+    where = _user_line(error)
+    at = f" at\n  {where}" if where else ""
+    if "data-dependent" in str(error) or type(error).__name__ == "GuardOnDataDependentSymNode":
+        return LoweringError(
+            f"{what}: it branches on a value computed from its inputs (data-dependent control flow){at}\n"
+            "Ways out: write the branch with torch.cond, which captures both branches; or lower with "
+            "frontend=torchscript, which scripts the branch.")
+    strict_reason = short_error(strict_error, limit=200)
+    return LoweringError(f"{what}: {type(error).__name__}: {short_error(error)}{at}\n"
+                         f"(strict export failed too: {type(strict_error).__name__}: {strict_reason})")
+
+
+def _user_line(error: BaseException) -> str:
+    """``file:line: code`` of the user's code the error points at: the call torch names, or else the
+    innermost traceback frame outside torch."""
+    match = _RAISED_AT.search(str(error))
+    if match:
+        return f"{match['file']}:{match['line']}: {match['code'].strip()}"
+    torch_dir = os.path.dirname(torch.__file__)
+    for frame in reversed(traceback.extract_tb(error.__traceback__)):
+        if not frame.filename.startswith(torch_dir) and not frame.filename.startswith("<"):
+            return f"{frame.filename}:{frame.lineno}: {(frame.line or '').strip()}"
+    return ""
+
+
+_RAISED_AT = re.compile(r'The following call raised this error:\s*File "(?P<file>[^"]+)", line (?P<line>\d+), '
+                        r'in \S+\n(?P<code>[^\n]*)')
 
 
 def short_error(error: BaseException, limit: int = 600) -> str:
     """An exception's message without tensor dumps, cut to ``limit`` characters: one paragraph, not a wall."""
     text = " ".join(str(error).split())
-    text = _TENSOR_REPR.sub("tensor(...)", text)
+    parts, start = [], 0
+    for match in re.finditer(r"\btensor\(", text):
+        if match.start() < start:
+            continue
+        depth, end = 0, len(text)
+        for index in range(match.end() - 1, len(text)):
+            depth += {"(": 1, ")": -1}.get(text[index], 0)
+            if depth == 0:
+                end = index + 1
+                break
+        parts += [text[start:match.start()], "tensor(...)"]
+        start = end
+    text = "".join(parts) + text[start:]
     return text if len(text) <= limit else text[:limit] + " ..."
-
-
-_TENSOR_REPR = re.compile(r"tensor\(\[.*?\]\)(?:,\s*\w+=[^,)]*)*\)?")
 
 
 def as_captured(program: Any, methods: Sequence[str]) -> CapturedProgram:

@@ -62,6 +62,7 @@ class LoweredModule(torch.nn.Module):
         method_compile_spec: Dict[str, Dict[str, Any]],
         payload: bytes,
         handle_map: HandleMap,
+        notes: Optional[Dict[str, Any]] = None,
         signatures: Dict[str, MethodSignature],
         outputs: Dict[str, OutputStructure],
         original_type: str,
@@ -73,6 +74,7 @@ class LoweredModule(torch.nn.Module):
         self.frontend = frontend
         self.method_compile_spec = method_compile_spec
         self.payload = payload
+        self.notes = dict(notes or {})  # the backend's facts about this lowering, for reports
         self.handle_map = handle_map
         self.signatures = signatures
         self.outputs = outputs

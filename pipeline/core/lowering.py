@@ -16,6 +16,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence
 
 import torch
 
+from pipeline.core import torch_output
 from pipeline.core.backend import BackendInfo, PreprocessResult
 from pipeline.core.debug_handles import DebugHandleGenerator
 from pipeline.core.errors import LoweringError, format_choices
@@ -60,7 +61,8 @@ def codegen_backend_module(
         DebugHandleGenerator(debug_handles, top_type=top_type or captured.top_type, prefix=hierarchy_prefix))
     start = time.perf_counter()
     try:
-        result = backend.preprocess(_own_copy(captured.program), spec, generator)
+        with torch_output.logged():  # exporters and compilers print as they work; that belongs in the log
+            result = backend.preprocess(_own_copy(captured.program), spec, generator)
     except LoweringError:
         raise
     except Exception as error:
@@ -75,6 +77,7 @@ def codegen_backend_module(
         frontend=captured.frontend,
         method_compile_spec=spec,
         payload=result.payload,
+        notes=result.notes,
         handle_map=handle_map,
         signatures=captured.signatures,
         outputs=captured.outputs,
@@ -219,11 +222,21 @@ def _as_preprocess_result(backend_name: str, result: Any) -> PreprocessResult:
     if isinstance(result, (bytes, bytearray)):
         return PreprocessResult(bytes(result))
     if isinstance(result, PreprocessResult) and isinstance(result.payload, (bytes, bytearray)):
-        return PreprocessResult(bytes(result.payload), dict(result.backend_map))
+        return PreprocessResult(bytes(result.payload), dict(result.backend_map), _json_notes(backend_name, result.notes))
     raise LoweringError(
         f"Backend {backend_name!r}: preprocess must return bytes or a PreprocessResult with bytes "
         f"(artifacts hold no pickles); it returned {type(result).__name__}."
     )
+
+
+def _json_notes(backend_name: str, notes: Any) -> Dict[str, Any]:
+    """The backend's notes, checked to be plain JSON (they go into reports and artifacts)."""
+    import json
+
+    try:
+        return json.loads(json.dumps(notes, sort_keys=True, allow_nan=False))
+    except (TypeError, ValueError) as error:
+        raise LoweringError(f"Backend {backend_name!r}: PreprocessResult.notes must be plain JSON values: {error}") from None
 
 
 def _submodule(root: torch.nn.Module, path: str):

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any, Dict, Optional, Tuple
 
+from pipeline.core.frontends import call_arguments
 from pipeline.core.lowered_module import LoweredModule
 
 
@@ -20,8 +21,9 @@ def profile(lowered: LoweredModule, inputs: Dict[str, tuple], calls: int = 3) ->
     events: Dict[Tuple[str, str, Tuple[int, ...]], float] = defaultdict(float)
     supported = False
     for method, args in inputs.items():
+        call_args, call_kwargs = call_arguments(args, method)
         for call in range(calls + 1):
-            reported = lowered.profile(method, *args)
+            reported = lowered.profile(method, *call_args, **call_kwargs)
             if reported is None:
                 break
             supported = True

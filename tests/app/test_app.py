@@ -51,8 +51,8 @@ def test_the_default_config_lowers_the_mlp_to_the_reference_backend():
 @pytest.mark.parametrize("model", [m for m in options("model") if m != "custom"])
 def test_every_zoo_model_composes(model):
     request = validate(composed(f"model={model}"))
-    assert request.model_target.startswith("pipeline.zoo.")
-    assert request.example_inputs["forward"]
+    assert request.model_target.startswith("transformers." if model.startswith("hf_") else "pipeline.zoo.")
+    assert request.example_inputs["forward"].args
 
 
 @pytest.mark.parametrize("frontend", options("frontend"))

@@ -18,7 +18,7 @@ class Constant(torch.nn.Module):
 
 
 def run(eager_value, lowered_value):
-    return verify(Constant(eager_value), Constant(lowered_value), {"forward": [(torch.zeros(3),)]}, 1e-5, 1e-5)
+    return verify(Constant(eager_value), Constant(lowered_value), {"forward": [((torch.zeros(3),), {})]}, 1e-5, 1e-5)
 
 
 def test_nan_where_eager_has_a_number_is_an_infinite_error():

@@ -1,0 +1,67 @@
+"""Torch's own output while capturing and lowering goes to a log, not to the user's console.
+
+torch.export, Dynamo and the ONNX exporter write hundreds of lines while they
+work (graphs, guard failures, symbolic-shape warnings) and more when they
+fail. `logged` sends all of it, logging records, ``print`` output and Python
+warnings alike, to the ``pipeline.torch`` logger. The Hydra app writes that
+logger to the job's log file only; a library user can attach a handler to it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+from typing import Any, Iterator, List, Tuple
+
+LOG = logging.getLogger("pipeline.torch")
+_NOISY = ("torch", "onnxscript", "onnx_ir")  # loggers whose records belong to the log, not the console
+
+
+class _Forward(logging.Handler):
+    """Re-emits a record under ``pipeline.torch``, keeping its level and text."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        LOG.log(record.levelno, "[%s] %s", record.name, record.getMessage())
+
+
+class _LineWriter(io.TextIOBase):
+    """A text stream whose lines become log records."""
+
+    def __init__(self, level: int):
+        self.level, self.pending = level, ""
+
+    def write(self, text: str) -> int:
+        lines = (self.pending + text).split("\n")
+        self.pending = lines.pop()
+        for line in lines:
+            if line.strip():
+                LOG.log(self.level, "%s", line)
+        return len(text)
+
+
+@contextlib.contextmanager
+def logged() -> Iterator[None]:
+    """Within the block, torch's logging, prints and warnings go to the ``pipeline.torch`` logger."""
+    forward = _Forward()
+    saved: List[Tuple[logging.Logger, list, bool]] = []
+    tops = [logging.getLogger(name) for name in _NOISY]
+    children = [logger for name, logger in list(logging.root.manager.loggerDict.items())
+                if isinstance(logger, logging.Logger) and logger.handlers and name.split(".")[0] in _NOISY]
+    for logger in dict.fromkeys(tops + children):  # a child with handlers of its own (torch._logging sets some)
+        saved.append((logger, logger.handlers[:], logger.propagate))
+        logger.handlers, logger.propagate = [forward], False
+    try:
+        with warnings.catch_warnings(), \
+                contextlib.redirect_stdout(_LineWriter(logging.INFO)), \
+                contextlib.redirect_stderr(_LineWriter(logging.WARNING)):
+            warnings.showwarning = _log_warning
+            yield
+    finally:
+        for logger, handlers, propagate in saved:
+            logger.handlers, logger.propagate = handlers, propagate
+
+
+def _log_warning(message: Any, category: type, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+    LOG.warning("%s:%s: %s: %s", filename, lineno, category.__name__, message)
