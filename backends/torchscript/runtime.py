@@ -19,7 +19,7 @@ import torch
 import torch.utils._pytree as pytree
 
 from pipeline.core.backend import (UNKNOWN_HANDLE, Backend, BackendRuntimeError, LoweringError, ProfileEvent,
-                                   format_choices)
+                                   format_choices, portable_path)
 
 from pipeline.backends.torchscript.archive import BACKEND_MAP_FILE, load_module
 from pipeline.backends.torchscript.compile_spec import NAME, TorchScriptCompileSpec, check_same_spec, module_spec
@@ -94,7 +94,7 @@ class ScriptMethod:
     def handles_in_message(self, message: str) -> List[int]:
         """The ops of the innermost source line of TorchScript's traceback that the map knows."""
         for frame in reversed(list(_FRAME.finditer(message))):
-            found = self.line_handles.get(f"{frame['file']}:{frame['line']}")
+            found = self.line_handles.get(f"{portable_path(frame['file'])}:{frame['line']}")
             if found:
                 return list(found)
         return [UNKNOWN_HANDLE]

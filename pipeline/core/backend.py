@@ -61,7 +61,7 @@ from pipeline.core.errors import (BackendRuntimeError, LoweringError, Unsupporte
                                   format_choices)
 from pipeline.core.hashing import canonical_json
 from pipeline.core.payload import method_part, pack_parts, unpack_parts
-from pipeline.core.source import Frame, NodeSource, describe_node
+from pipeline.core.source import Frame, NodeSource, describe_node, portable_path
 from pipeline.core.spec import FieldError, SpecError, options_of, parse_compile_spec
 
 FRONTENDS: Tuple[str, ...] = ("torchscript", "export")
@@ -71,7 +71,7 @@ __all__ = [
     # for backends
     "BackendRuntimeError", "FieldError", "Frame", "LoweringError", "NodeSource", "SpecError", "UNKNOWN_HANDLE",
     "UnsupportedOpError", "canonical_json", "describe_node", "did_you_mean", "format_choices", "method_part",
-    "options_of", "pack_parts", "parse_compile_spec", "unpack_parts", "walk_nodes",
+    "options_of", "pack_parts", "parse_compile_spec", "portable_path", "unpack_parts", "walk_nodes",
 ]
 
 

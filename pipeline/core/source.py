@@ -9,6 +9,8 @@ format of PyTorch's TorchScript backends
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import linecache
 import os
 import re
@@ -21,6 +23,7 @@ import torch
 HierarchyPath = Tuple[Tuple[str, str], ...]
 
 _TORCH_DIR = os.path.dirname(torch.__file__) + os.sep
+_PROJECT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the checkout: pipeline/core/..
 _FX_FRAME = re.compile(r'File "(?P<file>[^"]+)", line (?P<line>\d+), in (?P<function>\S+)\n(?P<text>[^\n]*)')
 _TS_HEADER = re.compile(r'File "(?P<file>[^"]+)", line (?P<line>\d+)')
 _TRACED_FRAME = re.compile(r"^(?P<file>[^\n]+)\((?P<line>\d+)\): (?P<function>[^\n]+)$", re.MULTILINE)
@@ -69,9 +72,52 @@ def short_type_name(qualified: str) -> str:
 
 
 def describe_node(node: Any) -> NodeSource:
-    if isinstance(node, torch.fx.Node):
-        return _describe_fx_node(node)
-    return _describe_ts_node(node)
+    """Where ``node`` came from; file names are portable (`portable_path`)."""
+    found = _describe_fx_node(node) if isinstance(node, torch.fx.Node) else _describe_ts_node(node)
+    return dataclasses.replace(found, source=_portable(found.source),
+                               call_stack=tuple(_portable(frame) for frame in found.call_stack))
+
+
+def portable_path(path: str) -> str:
+    """``path`` relative to a named root, so the same code gives the same records on any machine and in
+    any checkout: ``<torch>/nn/modules/linear.py`` for an installed package (its top-level name), ``<stdlib>/``
+    for the standard library, ``<project>/`` for this project's checkout, ``<cwd>/`` for the working
+    directory. A path under none of them (or not a file path at all) stays as it is."""
+    if not path or path.startswith("<") or not os.path.isabs(path):
+        return path
+    path = os.path.realpath(path)
+    for root, name in _roots():
+        if path.startswith(root):
+            rest = path[len(root):]
+            if name is None:  # site-packages: the package's own name is the root
+                package, _, inner = rest.partition(os.sep)
+                return f"<{package}>/{inner}"
+            return f"<{name}>/{rest}"
+    return path
+
+
+@functools.lru_cache(maxsize=1)
+def _root_table() -> Tuple[Tuple[str, Optional[str]], ...]:
+    import site
+    import sysconfig
+
+    packages = {os.path.realpath(p) for p in site.getsitepackages() + [site.getusersitepackages(),
+                                                                     sysconfig.get_paths()["purelib"]]}
+    roots = [(p, None) for p in packages]
+    roots.append((os.path.realpath(sysconfig.get_paths()["stdlib"]), "stdlib"))
+    if os.path.realpath(_PROJECT) not in packages:  # a checkout, not an installed copy
+        roots.append((os.path.realpath(_PROJECT), "project"))
+    return tuple((root.rstrip(os.sep) + os.sep, name) for root, name in roots)
+
+
+def _roots() -> Tuple[Tuple[str, Optional[str]], ...]:
+    cwd = (os.path.realpath(os.getcwd()).rstrip(os.sep) + os.sep, "cwd")
+    # the most specific root first: site-packages lies under the stdlib's prefix in some layouts
+    return tuple(sorted(_root_table() + (cwd,), key=lambda item: -len(item[0])))
+
+
+def _portable(frame: Optional[Frame]) -> Optional[Frame]:
+    return frame if frame is None else dataclasses.replace(frame, file=portable_path(frame.file))
 
 
 def fx_op_name(node: torch.fx.Node) -> str:

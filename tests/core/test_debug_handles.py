@@ -4,6 +4,7 @@ import pytest
 import torch
 
 import pipeline
+from pipeline.core.source import portable_path
 from pipeline import zoo
 from pipeline.core.debug_handles import DebugHandleGenerator
 
@@ -140,7 +141,7 @@ def test_every_record_has_method_op_node_source_and_hierarchy(frontend, xh):
     add = next(r for r in records if r["op"].startswith("aten::add"))
     assert add["method"] == "forward"
     assert add["module_hierarchy"] == "top(C)::<unknown>.A0(A)::forward.aten::add"
-    assert add["source"]["file"] == __file__
+    assert add["source"]["file"] == portable_path(__file__) == "<project>/tests/core/test_debug_handles.py"
     assert add["source"]["text"] == "return x + y"
     assert add["source"]["line"] == A.forward.__code__.co_firstlineno + 1
     assert add["node"]

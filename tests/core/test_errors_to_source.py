@@ -4,6 +4,7 @@ import pytest
 import torch
 
 import pipeline
+from pipeline.core.source import portable_path
 
 X, H = torch.rand(2, 4), torch.rand(13, 9)  # shapes that cannot be added
 
@@ -66,7 +67,7 @@ def test_error_at_top_level_names_the_op_and_line(frontend):
     message = str(error)
     assert "The size of tensor a (4) must match the size of tensor b (9)" in message
     assert "Module hierarchy: top(M)::<unknown>.aten::add" in message
-    assert f'{__file__}", line {M.forward.__code__.co_firstlineno + 1}' in message
+    assert f'{portable_path(__file__)}", line {M.forward.__code__.co_firstlineno + 1}' in message
     assert "return x + h" in message
     assert isinstance(error.__cause__, pipeline.BackendRuntimeError)
     assert error.debug_handles == error.__cause__.debug_handles

@@ -1,0 +1,41 @@
+"""The real-model matrix: architectures people lower, on every backend, run as the app runs them.
+
+One list serves the tests (``tests/app/test_real_models.py``) and the README's
+table (``benchmarks/bench_real_models.py``): each model is a config in
+``conf/model/`` (built from code with seeded random weights; nothing is
+downloaded), each backend a set of overrides. `lower` composes the config and
+runs every stage but latency, so a cell is the same record a user gets from
+``python -m pipeline model=<model> <overrides>``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, List
+
+# conf/model/<name>.yaml: a ResNet-like CNN, MobileNetV3 and EfficientNet blocks, recurrent taggers, attention
+# with a padding mask, torch.cond, and Hugging Face models as they come (encoder, decoder, encoder-decoder, vision).
+REAL_MODELS = ("resnet", "mobilenet_v3", "efficientnet", "lstm_tagger", "gru_tagger", "attention_encoder",
+               "cond_gate", "hf_bert", "hf_distilbert", "hf_gpt2", "hf_t5", "hf_vit")
+
+# backend -> the overrides that choose it and the frontend it is lowered from.
+BACKENDS: Dict[str, List[str]] = {
+    "reference": ["backend=reference", "frontend=export"],
+    "onnxruntime": ["backend=onnxruntime", "frontend=export"],
+    "torchscript": ["backend=torchscript", "frontend=torchscript", "frontend.mode=trace"],
+    "inductor": ["backend=inductor", "frontend=export"],
+}
+QUICK = ["latency.enabled=false", "verify.random_trials=2", "threads=1"]
+
+
+def lower(model: str, backend: str, out_dir: Path, extra: List[str] = ()) -> Dict[str, Any]:
+    """Run ``model`` on ``backend`` into ``out_dir``; the run's report."""
+    from hydra import compose, initialize_config_module
+
+    from pipeline.app.config import validate
+    from pipeline.app.run import run
+
+    overrides = [f"model={model}", *BACKENDS[backend], *QUICK, *extra]
+    with initialize_config_module("pipeline.conf", version_base="1.3"):
+        request = validate(compose("config", overrides=overrides))
+    return run(request, out_dir, extra_record={"overrides": overrides})

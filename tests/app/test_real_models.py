@@ -1,0 +1,38 @@
+"""The real-model matrix: every model lowers on reference, onnxruntime and torchscript within tolerance,
+comes back as the same output class, and round-trips through its artifact. The README's table is made
+from the same list (benchmarks/bench_real_models.py)."""
+
+import pytest
+import torch
+import torch.utils._pytree as pytree
+from hydra import compose, initialize_config_module
+
+import pipeline
+from pipeline.app.config import validate
+from pipeline.app.inputs import make_method_calls
+from pipeline.app.real_models import BACKENDS, QUICK, REAL_MODELS, lower
+from pipeline.app.run import build_model
+
+CELLS = [pytest.param(model, backend, marks=[pytest.mark.slow] if backend == "inductor" else [])
+         for model in REAL_MODELS for backend in BACKENDS]
+
+
+def request_for(model, backend):
+    with initialize_config_module("pipeline.conf", version_base="1.3"):
+        return validate(compose("config", overrides=[f"model={model}", *BACKENDS[backend], *QUICK]))
+
+
+@pytest.mark.parametrize("model, backend", CELLS)
+def test_the_model_lowers_verifies_and_round_trips(model, backend, tmp_path):
+    report = lower(model, backend, tmp_path)
+    assert report["status"] == "ok", (report["stage"], report["error"])
+    assert report["verify"]["passed"] and report["verify"]["trials"] == 3
+    request = request_for(model, backend)
+    eager = build_model(request)
+    loaded = pipeline.load_lowered(tmp_path / "model.lowered", trust_code=backend in ("torchscript", "inductor"))
+    args, kwargs = make_method_calls(request.example_inputs, request.seed)["forward"]
+    with torch.no_grad():
+        expected, actual = eager(*args, **kwargs), loaded(*args, **kwargs)
+    assert type(actual) is type(expected)  # a ModelOutput comes back as the same ModelOutput class
+    for e, a in zip(pytree.tree_leaves(expected), pytree.tree_leaves(actual)):
+        torch.testing.assert_close(a, e, atol=request.tolerance.atol, rtol=request.tolerance.rtol)
