@@ -30,8 +30,106 @@ from pipeline.app.schema import RunRequest
 log = logging.getLogger("pipeline")
 
 
+def main() -> Any:
+    """``python -m pipeline`` and ``lower``: ``--version``, a check of the composed config, then the Hydra app."""
+    argv = sys.argv[1:]
+    if "--version" in argv:
+        print(version_text())
+        return None
+    if not (set(argv) & _HYDRA_FLAGS_WITHOUT_A_RUN):
+        exit_code = compose_check(argv)
+        if exit_code:
+            sys.exit(exit_code)
+    return lower()
+
+
+_FLAGS_WITH_A_VALUE = {"--config-dir": "--config-dir", "-cd": "--config-dir", "--config-path": "--config-path",
+                       "-cp": "--config-path", "--config-name": "--config-name", "-cn": "--config-name",
+                       "--package": "--package", "-p": "--package"}
+_HYDRA_FLAGS_WITHOUT_A_RUN = {"--help", "-h", "--hydra-help", "--info", "-i", "--cfg", "-c", "--shell-completion",
+                              "-sc", "--multirun", "-m", "--experimental-rerun"}
+
+
+def version_text() -> str:
+    from importlib.metadata import version
+
+    versions = {name: version(name) for name in ("lowering-pipeline", "torch", "hydra-core")}
+    return (f"lowering-pipeline {versions['lowering-pipeline']} (torch {versions['torch']}, "
+            f"hydra-core {versions['hydra-core']})")
+
+
+def compose_check(argv: "list[str]") -> int:
+    """Compose the config as Hydra will: a composition error (an unknown option, a key set without ``+``)
+    exits 2 with a did-you-mean, like any config error, and leaves a failed report.json if the run
+    directory is named (``hydra.run.dir=DIR``). Sweeps are checked job by job, by the jobs."""
+    from hydra.errors import HydraException
+
+    overrides, flags, pending = [], {}, None
+    for argument in argv:  # Hydra's own flags, and the overrides
+        if pending:
+            flags[pending], pending = argument, None
+        elif argument in _FLAGS_WITH_A_VALUE:
+            pending = _FLAGS_WITH_A_VALUE[argument]
+        elif argument.startswith("--") and "=" in argument:
+            flags[argument.split("=", 1)[0]] = argument.split("=", 1)[1]
+        elif not argument.startswith("-"):
+            overrides.append(argument)
+    config_dir = flags.get("--config-dir")
+    if flags.get("--config-path") or flags.get("--config-name"):
+        return 0  # another primary config: Hydra checks it
+    extra = [f"hydra.searchpath=[file://{Path(config_dir).resolve()}]"] if config_dir else []
+    try:
+        _compose(overrides + extra)
+        return 0
+    except HydraException as error:
+        message = explain_composition_error(error, overrides, extra)
+    print(f"Config error: {message}", file=sys.stderr)
+    run_dir = next((o.split("=", 1)[1] for o in overrides if o.startswith("hydra.run.dir=")), None)
+    if run_dir:
+        write_json(Path(run_dir) / REPORT, {"status": "failed", "stage": "config", "error": message,
+                                            "overrides": overrides})
+    return 2
+
+
+def _compose(overrides: "list[str]") -> DictConfig:
+    from hydra import compose, initialize_config_module
+
+    with initialize_config_module("pipeline.conf", version_base="1.3"):
+        return compose("config", overrides=overrides)
+
+
+def explain_composition_error(error: BaseException, overrides: "list[str]", extra: "list[str]") -> str:
+    """Hydra's message in one paragraph, with the closest option or key there is."""
+    import re
+
+    from omegaconf import OmegaConf
+
+    from pipeline.core.errors import did_you_mean
+
+    text = " ".join(str(error).split())
+    missing = re.search(r"Could not find '(?P<group>[^'/]+)/(?P<option>[^']+)'.*?Available options in '[^']+': "
+                        r"(?P<options>.*?)(?: Config search path|$)", text)
+    if missing:
+        options = missing["options"].split()
+        return (f"{missing['group']}={missing['option']}: no such option; allowed: "
+                f"{', '.join(repr(o) for o in options)}.{did_you_mean(missing['option'], options)}")
+    key = re.search(r"Could not override '(?P<key>[^']+)'", text)
+    if key:
+        parent, _, name = key["key"].rpartition(".")
+        others = [o for o in overrides if not o.split("=", 1)[0].lstrip("+~").startswith(key["key"])]
+        try:
+            node = OmegaConf.select(_compose(others + extra), parent) if parent else _compose(others + extra)
+            known = [str(k) for k in node] if hasattr(node, "keys") else []
+        except Exception:  # the rest of the config does not compose either: say what Hydra said
+            known = []
+        return (f"{key['key']}: no such key; " + (f"{parent or 'the config'} has: "
+                f"{', '.join(repr(k) for k in known)}.{did_you_mean(name, known)} " if known else "")
+                + f"To add a new key, use +{key['key']}=...")
+    return text.split(" Set the environment variable HYDRA_FULL_ERROR")[0]
+
+
 @hydra.main(config_path="pkg://pipeline.conf", config_name="config", version_base="1.3")
-def main(cfg: DictConfig) -> Dict[str, Any]:
+def lower(cfg: DictConfig) -> Dict[str, Any]:
     started = time.perf_counter()
     hydra_cfg = HydraConfig.get()
     out_dir = Path(hydra_cfg.runtime.output_dir)
@@ -98,7 +196,8 @@ def _print_summary(report: Dict[str, Any], out_dir: Path) -> None:
         parts.append(f"max error {v['max_abs_err']:.2e} ({'passed' if v['passed'] else 'FAILED'})")
     if report.get("latency"):
         lat = report["latency"]
-        parts.append(f"speedup {lat['speedup']:.2f}x ({lat['eager_us']:.1f} -> {lat['lowered_us']:.1f} us)")
+        parts.append(f"speedup {lat['speedup']:.2f}x ({lat['eager_us']:.1f} -> {lat['lowered_us']:.1f} us"
+                     f"{', UNSTABLE: rounds disagree' if lat.get('unstable') else ''})")
     log.info("%s | %s", report["status"].upper(), " | ".join(parts))
     log.info("outputs: %s", out_dir)
 

@@ -1,6 +1,6 @@
 """Read what a run left behind: ``python -m pipeline.inspect PATH [--json] [--all]``.
 
-PATH is a lowered-module artifact or a run directory. Prints the manifest,
+PATH is a lowered-module artifact, a run directory or a sweep directory. Prints the manifest,
 the methods and compile spec, the handle map as a table (where each handle
 comes from in the source) and, for a profiled run, the hottest source lines.
 Reading never compiles or runs anything from the file, never follows a path
@@ -20,13 +20,18 @@ from pipeline.core.artifact import read_artifact
 from pipeline.core.errors import ArtifactError
 from pipeline.app.records import RecordError, named_file, parse_record, read_record
 from pipeline.app.run_files import PROFILE, REPORT
+from pipeline.app.summary import TABLE, summarize, table_rows
 from pipeline.app.tables import text_table
 
 
 def load(path: Path) -> Dict[str, Any]:
-    """Manifest, handle map, report and profile of an artifact or a run directory, each checked first."""
+    """Manifest, handle map, report and profile of an artifact or a run directory, each checked first;
+    for a sweep directory, the summary of its jobs."""
     result: Dict[str, Any] = {"path": str(path)}
     artifact: Optional[Path] = path
+    if path.is_dir() and not (path / REPORT).exists() and any(p.name.isdigit() for p in path.iterdir()):
+        result["sweep"] = summarize(path)
+        return result
     if path.is_dir():
         result["report"] = read_record(path / REPORT, "report")
         artifact = named_file(path, (result["report"].get("artifact") or {}).get("path"), "artifact")
@@ -42,6 +47,10 @@ def load(path: Path) -> Dict[str, Any]:
 
 def render(data: Dict[str, Any], show_all: bool = False) -> str:
     out = []
+    sweep = data.get("sweep")
+    if sweep:
+        out.append(f"sweep: {data['path']}: {len(sweep['jobs'])} jobs, {sweep['failed']} failed")
+        out.append(text_table(TABLE, table_rows(sweep["jobs"]), max_width=None))
     report = data.get("report")
     if report:
         out.append(f"run: {data['path']}")
@@ -66,7 +75,7 @@ def render(data: Dict[str, Any], show_all: bool = False) -> str:
                                  for p in manifest["signatures"][m]["params"]) + ")"]
                 for m in manifest["methods"]]
         out.append("")
-        out.append(text_table(["method", "compile spec", "signature"], rows, max_width=80))
+        out.append(text_table(["method", "compile spec", "signature"], rows, max_width=None))
     handles = data.get("handles")
     if handles:
         records = handles["handles"]

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
+
+TOTAL_ENV = "PIPELINE_SWEEP_JOBS"  # the sweep's job count, set by the sweep callback, inherited by workers
 
 
 class PipelineOnly(logging.Filter):
@@ -12,3 +15,23 @@ class PipelineOnly(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         name = record.name
         return (name == "pipeline" or name.startswith("pipeline.")) and not name.startswith("pipeline.torch")
+
+
+class JobTag(logging.Filter):
+    """Adds ``record.job``: `` [job k/N]`` in a sweep (so parallel jobs' lines can be told apart), else empty."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.job = _job_tag()
+        return True
+
+
+def _job_tag() -> str:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return ""
+    config = HydraConfig.get()
+    if config.mode != RunMode.MULTIRUN:
+        return ""
+    return f" [job {config.job.num + 1}/{os.environ.get(TOTAL_ENV, '?')}]"

@@ -96,7 +96,9 @@ class RunConfig:
     backend: Any = None  # conf/backend: `name`, `_target_`, `tolerance`, `compile_spec`
     debug_handles: Any = None  # conf/debug_handles: `strategy`
     seed: int = 0  # weights (torch.manual_seed before the model is built) and example inputs
-    threads: Optional[int] = None  # torch.set_num_threads for the run; null leaves torch's default
+    # torch.set_num_threads for the run. 1 by default: on a shared machine more threads make timings noise
+    # (a 2-core machine measured 0.01x to 6.2x for the same run); null leaves torch's default.
+    threads: Optional[int] = 1
     profile: bool = False  # per-instruction times mapped to source, written to profile.json
     artifact_name: str = "model.lowered"  # the artifact's file name in the run directory
     verify: VerifyConfig = field(default_factory=VerifyConfig)

@@ -17,7 +17,7 @@ from pipeline.app.run_files import HYDRA_DIR, REPORT, SUMMARY_CSV, SUMMARY_JSON,
 from pipeline.app.tables import markdown_table
 
 COLUMNS = ["num", "status", "stage", "backend", "model", "frontend", "max_abs_err", "eager_us", "lowered_us",
-           "speedup", "lowering_s", "artifact_sha256", "overrides", "error", "dir"]
+           "speedup", "unstable", "lowering_s", "artifact_sha256", "overrides", "error", "dir"]
 
 
 def summarize(sweep_dir: Path, total: Optional[int] = None) -> Dict[str, Any]:
@@ -55,6 +55,7 @@ def job_entry(num: int, job_dir: Path, report: Dict[str, Any]) -> Dict[str, Any]
         "eager_us": latency.get("eager_us"),
         "lowered_us": latency.get("lowered_us"),
         "speedup": latency.get("speedup"),
+        "unstable": latency.get("unstable"),
         "artifact_sha256": artifact.get("sha256"),
         "lowering_s": sum(timings.get(k, 0.0) for k in ("capture", "lower")) if timings else None,
         "dir": str(job_dir),
@@ -79,39 +80,75 @@ def _overrides(job_dir: Path) -> List[str]:
     return [str(o) for o in overrides] if isinstance(overrides, list) else []
 
 
+def varying_overrides(jobs: List[Dict[str, Any]]) -> List[str]:
+    """Each job's overrides without those every job shares: what tells the jobs apart."""
+    shared = set.intersection(*(set(j["overrides"] or []) for j in jobs)) if jobs else set()
+    return [" ".join(o for o in (j["overrides"] or []) if o not in shared) or "(defaults)" for j in jobs]
+
+
 def write_summary(sweep_dir: Path, summary: Dict[str, Any]) -> None:
-    rows = [[job[c] if c != "overrides" else " ".join(job[c]) for c in COLUMNS] for job in summary["jobs"]]
+    jobs = summary["jobs"]
+    rows = [[job[c] if c != "overrides" else " ".join(job[c]) for c in COLUMNS] for job in jobs]
     write_json(sweep_dir / SUMMARY_JSON, summary)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(COLUMNS)
     writer.writerows(rows)
     write_atomic(sweep_dir / SUMMARY_CSV, buffer.getvalue().encode())
-    shown = ["num", "status", "stage", "backend", "max_abs_err", "eager_us", "lowered_us", "speedup", "lowering_s",
-             "overrides"]
-    table = markdown_table(shown, [[row[COLUMNS.index(c)] for c in shown] for row in rows])
-    text = f"# Sweep summary\n\n{len(summary['jobs'])} jobs, {summary['failed']} failed, in `{sweep_dir}`.\n\n{table}\n"
+    table = markdown_table(TABLE, table_rows(jobs))
+    text = f"# Sweep summary\n\n{len(jobs)} jobs, {summary['failed']} failed, in `{sweep_dir}`.\n\n{table}\n"
     write_atomic(sweep_dir / SUMMARY_MD, text.encode())
-    plot_summary(sweep_dir / SUMMARY_PNG, summary["jobs"])
+    plot_summary(sweep_dir / SUMMARY_PNG, jobs)
+
+
+TABLE = ["num", "status", "stage", "backend", "max_abs_err", "eager_us", "lowered_us", "speedup", "unstable",
+         "lowering_s", "overrides"]
+
+
+def table_rows(jobs: List[Dict[str, Any]]) -> List[List[Any]]:
+    """The summary table: the overrides that vary, in full."""
+    return [[job.get(c) for c in TABLE[:-1]] + [label] for job, label in zip(jobs, varying_overrides(jobs))]
 
 
 def plot_summary(path: Path, jobs: List[Dict[str, Any]]) -> None:
-    """Speedup over eager per job; failed jobs are marked in red at zero."""
+    """Left: speedup per job on a log axis, failed jobs in red with their stage, unstable ones hatched.
+    Right: speedup against max error, the trade-off a user picks from."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = [f"{j['num']}: " + (" ".join(j["overrides"]) or "(defaults)") for j in jobs]
-    values = [j["speedup"] if j["status"] == "ok" and j["speedup"] else 0.0 for j in jobs]
-    colors = ["tab:blue" if j["status"] == "ok" else "tab:red" for j in jobs]
-    figure, axes = plt.subplots(figsize=(8, 0.45 * len(jobs) + 1.5))
-    axes.barh(range(len(jobs)), values, color=colors)
-    axes.set_yticks(range(len(jobs)), labels, fontsize=8)
-    axes.invert_yaxis()
-    axes.axvline(1.0, color="gray", linestyle="--", linewidth=1)
-    axes.set_xlabel("speedup over eager (red: failed)")
-    axes.set_title("Lowered latency per configuration")
+    labels = [f"{j['num']}: {label}" for j, label in zip(jobs, varying_overrides(jobs))]
+    ok = [j["status"] == "ok" and bool(j["speedup"]) for j in jobs]
+    speedups = [j["speedup"] for j, good in zip(jobs, ok) if good]
+    floor = min(speedups + [1.0]) / 2  # where a failed job's bar ends: visible on a log axis
+    figure, (bars, tradeoff) = plt.subplots(1, 2, figsize=(13, 0.45 * len(jobs) + 2),
+                                            gridspec_kw={"width_ratios": [3, 2]})
+    for index, (job, good) in enumerate(zip(jobs, ok)):
+        if good:
+            bars.barh(index, job["speedup"], color="tab:blue", hatch="//" if job.get("unstable") else None,
+                      edgecolor="white")
+        else:
+            bars.barh(index, floor, color="tab:red")
+            bars.text(floor, index, f"  {job['status']} in {job['stage'] or '?'}", va="center", fontsize=8)
+    bars.set_xscale("log")
+    bars.set_yticks(range(len(jobs)), labels, fontsize=8)
+    bars.invert_yaxis()
+    bars.axvline(1.0, color="gray", linestyle="--", linewidth=1)
+    bars.set_xlabel("speedup over eager, log scale (red: failed; hatched: unstable)")
+    bars.set_title("Speedup per configuration")
+    points = [(j["max_abs_err"], j["speedup"], j["num"]) for j, good in zip(jobs, ok)
+              if good and isinstance(j["max_abs_err"], (int, float))]
+    for error, speedup, num in points:
+        tradeoff.scatter(max(error, 1e-12), speedup, color="tab:blue")
+        tradeoff.annotate(str(num), (max(error, 1e-12), speedup), fontsize=8, xytext=(3, 3),
+                          textcoords="offset points")
+    tradeoff.set_xscale("log")
+    tradeoff.set_yscale("log")
+    tradeoff.axhline(1.0, color="gray", linestyle="--", linewidth=1)
+    tradeoff.set_xlabel("max abs error against eager (zero drawn at 1e-12)")
+    tradeoff.set_ylabel("speedup over eager")
+    tradeoff.set_title("Speed against accuracy (job numbers)")
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100, metadata={"Software": None})

@@ -22,13 +22,13 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from pipeline.app.logs import TOTAL_ENV
 from pipeline.app.run_files import SUMMARY_MD
-from pipeline.app.summary import summarize, write_summary
+from pipeline.app.summary import TABLE, summarize, table_rows, write_summary
 from pipeline.app.tables import text_table
 
 log = logging.getLogger("pipeline")
 
-TOTAL_ENV = "PIPELINE_SWEEP_JOBS"  # inherited by worker processes
 
 
 class SweepCallback(Callback):
@@ -40,7 +40,7 @@ class SweepCallback(Callback):
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         if _is_multirun():
-            log.info("%s started: %s", _job_label(), " ".join(HydraConfig.get().overrides.task) or "(defaults)")
+            log.info("started: %s", " ".join(HydraConfig.get().overrides.task) or "(defaults)")
 
     def on_job_end(self, config: DictConfig, job_return: Any = None, **kwargs: Any) -> None:
         if not _is_multirun():
@@ -49,20 +49,20 @@ class SweepCallback(Callback):
         if isinstance(report, dict) and report.get("status") == "ok":
             latency = report.get("latency") or {}
             speed = f", speedup {latency['speedup']:.2f}x" if latency else ""
-            log.info("%s ok%s", _job_label(), speed)
+            speed += " (UNSTABLE: rounds disagree)" if latency.get("unstable") else ""
+            log.info("ok%s", speed)
         elif isinstance(report, dict):
-            log.info("%s FAILED in stage %s: %s", _job_label(), report.get("stage"), report.get("error"))
+            log.info("%s in stage %s: %s", report.get("status", "failed").upper(), report.get("stage"),
+                     report.get("error"))
         else:
-            log.info("%s FAILED: the job raised", _job_label())
+            log.info("FAILED: the job raised")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))
         total = int(os.environ.get(TOTAL_ENV, "0")) or None
         summary = summarize(sweep_dir, total)
         write_summary(sweep_dir, summary)
-        print(text_table(["num", "status", "speedup", "max_abs_err", "overrides"],
-                         [[j["num"], j["status"], j["speedup"], j["max_abs_err"], " ".join(j["overrides"])]
-                          for j in summary["jobs"]]))
+        print(text_table(TABLE, table_rows(summary["jobs"]), max_width=None))
         log.info("summary: %s", sweep_dir / SUMMARY_MD)
         if summary["failed"]:
             log.error("%d of %d jobs failed; see %s", summary["failed"], len(summary["jobs"]), sweep_dir / SUMMARY_MD)
@@ -90,11 +90,6 @@ def _is_multirun() -> bool:
     from hydra.types import RunMode
 
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-
-
-def _job_label() -> str:
-    total = os.environ.get(TOTAL_ENV, "?")
-    return f"[job {HydraConfig.get().job.num + 1}/{total}]"
 
 
 def _completed(job_return: Any) -> bool:

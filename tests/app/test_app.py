@@ -18,6 +18,7 @@ from pipeline.core.hashing import sha256_file
 from pipeline.app.run import run
 
 ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = "model.example_inputs={forward:[{shape:[1,8]}]}"  # model=custom asks for them
 CONF = ROOT / "conf"
 USER = ROOT / "tests" / "user_backends"
 SCHEMAS = ROOT / "pipeline" / "app" / "schemas"
@@ -88,7 +89,7 @@ def test_a_method_can_be_added_to_the_spec_from_the_command_line():
 
 
 def test_the_custom_model_takes_any_importable_module():
-    request = validate(composed("model=custom", "model._target_=models.CumsumNet"))
+    request = validate(composed("model=custom", EXAMPLE, "model._target_=models.CumsumNet"))
     assert request.model_target == "models.CumsumNet"
 
 
@@ -185,7 +186,7 @@ def run_in_process(tmp_path, *overrides):
 
 
 def test_a_model_that_does_not_build_is_recorded(tmp_path):
-    report = run_in_process(tmp_path, "model=custom", "model._target_=models.NeedsArgument", "+model.width=0")
+    report = run_in_process(tmp_path, "model=custom", EXAMPLE, "model._target_=models.NeedsArgument", "+model.width=0")
     assert report["status"] == "failed" and report["stage"] == "build"
     assert "width must be positive" in report["error"]
     assert not (tmp_path / "model.lowered").exists()
@@ -198,7 +199,7 @@ def test_a_model_that_does_not_build_is_recorded(tmp_path):
 ])
 def test_constructor_arguments_are_bound_before_the_model_is_built(overrides, message):
     with pytest.raises(ConfigError, match="model: models.NeedsArgument") as error:
-        validate(composed("model=custom", *overrides))
+        validate(composed("model=custom", EXAMPLE, *overrides))
     assert message in str(error.value)
 
 
@@ -266,3 +267,43 @@ def test_validate_checks_a_config_without_running_it(capsys):
     assert validate_command.main(["backend=refrence"]) == 2
     assert "Available options in 'backend'" in capsys.readouterr().err
     assert validate_command.main(["--config-dir", str(USER / "conf"), "backend=jit", "frontend=torchscript"]) == 0
+
+
+# ---- the CLI explains itself ------------------------------------------------------------------------
+
+def cli(*args):
+    return subprocess.run([sys.executable, "-m", "pipeline", *args], capture_output=True, text=True, cwd=ROOT,
+                          timeout=300)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("backend=onnxruntim", "backend=onnxruntim: no such option; allowed: 'inductor', 'onnxruntime'"),
+    ("seeed=3", "seeed: no such key; the config has: "),
+    ("verify.enabld=false", "verify.enabld: no such key; verify has: 'enabled', 'random_trials', 'tolerance'. "
+                            "Did you mean 'enabled'?"),
+])
+def test_hydras_own_composition_errors_exit_2_with_a_did_you_mean_and_a_report(tmp_path, override, message):
+    done = cli(override, f"hydra.run.dir={tmp_path}")
+    assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
+    if override.startswith("backend"):
+        assert "Did you mean 'onnxruntime'?" in done.stderr
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["status"] == "failed" and report["stage"] == "config"
+
+
+def test_version_names_the_project_and_torch():
+    done = cli("--version")
+    assert done.returncode == 0 and done.stdout.startswith("lowering-pipeline ") and f"torch {torch.__version__}" in done.stdout
+
+
+def test_help_describes_the_tool_and_its_commands_before_hydras_groups():
+    text = cli("--help").stdout
+    assert text.startswith("lowering-pipeline: lower a PyTorch model")
+    for command in ("pipeline.validate", "pipeline.backends", "pipeline.inspect", "pipeline.replay", "pipeline.compare"):
+        assert command in text
+    assert text.index("pipeline.validate") < text.index("backend: inductor")
+
+
+def test_a_custom_model_needs_its_example_inputs():
+    with pytest.raises(ConfigError, match="model.example_inputs is missing"):
+        validate(composed("model=custom", "model._target_=torch.nn.ReLU"))

@@ -19,6 +19,7 @@ from pipeline.app.faults import Interrupted
 from pipeline.core.files import write_atomic
 
 ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = "model.example_inputs={forward:[{shape:[1,8]}]}"  # model=custom asks for them
 USER = ROOT / "tests" / "user_backends"
 QUICK = ["latency.iterations=3", "latency.rounds=2", "latency.warmup=1", "verify.random_trials=0", "threads=1"]
 ENV = {**os.environ, "PYTHONPATH": str(USER)}
@@ -177,7 +178,7 @@ def test_a_rejected_value_exits_2_with_a_failed_report_at_stage_config(tmp_path)
 def test_a_signal_during_a_run_records_where_it_stopped_and_exits_128_plus_the_signal(tmp_path, signum, code):
     marker = tmp_path / "building"
     process = subprocess.Popen(
-        [sys.executable, "-m", "pipeline", f"hydra.run.dir={tmp_path / 'run'}", "model=custom",
+        [sys.executable, "-m", "pipeline", f"hydra.run.dir={tmp_path / 'run'}", "model=custom", EXAMPLE,
          "model._target_=models.WaitsToBeStopped", f"+model.marker={marker}"],
         cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
@@ -216,7 +217,7 @@ def test_a_sweep_job_whose_process_is_killed_is_recorded_as_crashed_and_the_othe
     sweep_dir = tmp_path / "sweep"
     flags = [f"hydra/launcher={launcher}"] if launcher != "basic" else []
     done = subprocess.run(
-        [sys.executable, "-m", "pipeline", "-m", *flags, f"hydra.sweep.dir={sweep_dir}", *QUICK, "model=custom",
+        [sys.executable, "-m", "pipeline", "-m", *flags, f"hydra.sweep.dir={sweep_dir}", *QUICK, "model=custom", EXAMPLE,
          "model._target_=torch.nn.ReLU,models.KillsItsProcess,torch.nn.Tanh"],
         capture_output=True, text=True, timeout=600, cwd=ROOT, env=ENV)
     assert done.returncode == 1, done.stderr[-3000:]
