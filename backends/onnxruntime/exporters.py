@@ -36,7 +36,7 @@ from typing import Any, Callable, Dict, Iterator, List, Tuple
 
 import torch
 
-from pipeline.core.backend import LoweringError, UnsupportedOpError, describe_node
+from pipeline.core.backend import LoweringError, UnsupportedOpError, describe_node, handles_by_origin
 
 from pipeline.backends.onnxruntime.compile_spec import NAME, OnnxRuntimeCompileSpec
 
@@ -75,7 +75,7 @@ def export_program(program: "torch.export.ExportedProgram", method: str, spec: O
     except Exception as error:
         raise _dynamo_export_error(method, error) from error
     model = onnx_program.model_proto
-    origins = _origins(onnx_program.exported_program, handle_of)
+    origins = handles_by_origin(onnx_program.exported_program.graph.nodes, handle_of)
     node_handles = {}
     for index, node in enumerate(model.graph.node):
         metadata = {prop.key: prop.value for prop in node.metadata_props}
@@ -106,28 +106,6 @@ def _dynamo_export_error(method: str, error: Exception) -> LoweringError:
     return LoweringError(
         f"Backend {NAME!r}: the ONNX exporter failed for method {method!r}: {type(root).__name__}: {_first_line(root)}"
     )
-
-
-def _origins(decomposed: "torch.export.ExportedProgram", handle_of: Dict[str, int]) -> Dict[str, List[int]]:
-    """FX node name in the program the exporter converted -> handles of the original nodes it came from."""
-    origins = {}
-    for node in decomposed.graph.nodes:
-        sources = node.meta.get("from_node")
-        names = _provenance(sources) if sources else {node.name}
-        found = sorted({handle_of[name] for name in names if name in handle_of})
-        if found:
-            origins[node.name] = found
-    return origins
-
-
-def _provenance(sources: List[Any]) -> set:
-    names = set()
-    stack = list(sources)
-    while stack:
-        source = stack.pop()
-        names.add(getattr(source, "name", None))
-        stack.extend(getattr(source, "from_node", None) or [])
-    return names
 
 
 def _program_inputs(program: "torch.export.ExportedProgram", onnx_inputs: List[str],

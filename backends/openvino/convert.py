@@ -1,0 +1,97 @@
+"""Conversion: one ``torch.export.ExportedProgram`` to an OpenVINO model that remembers its FX nodes.
+
+These are the steps ``openvino.convert_model(exported_program)`` takes, called
+one by one so that two things it throws away are kept:
+
+1. ``TorchFXPythonDecoder.from_exported_program`` decomposes the program (with
+   OpenVINO's own decomposition table) and wraps its graph. That graph is kept:
+   its nodes' ``meta["from_node"]`` lead back to the nodes of the program the
+   handles were issued for.
+2. The PyTorch frontend converts the graph. Every node it makes is named
+   ``<FX node>/<aten op>/<OpenVINO op>``.
+3. The MOC transformations (the same call and arguments as ``convert_model``)
+   fuse and fold nodes, e.g. BatchNorm into the preceding Convolution. A node
+   they make gets a new name (``Multiply_2733``) but keeps the names of the nodes
+   it replaced in its ``fused_names`` runtime info. ``convert_model`` then
+   deletes that runtime info (``apply_fused_names_cleanup``); here it is read
+   first (`mapping`) and deleted after.
+
+A test checks that the result has the same operations as ``convert_model``'s.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import warnings
+from dataclasses import dataclass
+from typing import Any, Iterator, List
+
+import torch
+
+from pipeline.core.backend import LoweringError
+
+from pipeline.backends.openvino.compile_spec import NAME, require_openvino
+
+
+@dataclass
+class Converted:
+    model: Any  # openvino.Model, with fused_names runtime info
+    graph: "torch.fx.Graph"  # the decomposed graph the frontend converted
+
+
+def convert(program: "torch.export.ExportedProgram", method: str) -> Converted:
+    require_openvino()
+    from openvino._offline_transformations import apply_moc_transformations, compress_quantize_weights_transformation
+    from openvino.frontend import FrontEndManager
+    from openvino.frontend.pytorch.fx_decoder import TorchFXPythonDecoder
+
+    try:
+        with _quiet_converter():
+            decoder = TorchFXPythonDecoder.from_exported_program(program)
+            frontend = FrontEndManager().load_by_framework("pytorch")
+            model = frontend.convert(frontend.load(decoder))
+            apply_moc_transformations(model, cf=False, smart_reshape=True)
+            compress_quantize_weights_transformation(model)
+    except Exception as error:
+        raise LoweringError(
+            f"Backend {NAME!r}: OpenVINO cannot convert method {method!r}: {type(error).__name__}: "
+            f"{_first_lines(error)}"
+        ) from error
+    return Converted(model, decoder.pt_module.graph)
+
+
+def _first_lines(error: Exception, count: int = 6) -> str:
+    """OpenVINO's conversion errors list every failing op after a long preamble; keep the start."""
+    lines = [line for line in str(error).strip().splitlines() if line.strip()]
+    return "\n".join(lines[:count]) + ("\n..." if len(lines) > count else "")
+
+
+@contextlib.contextmanager
+def _quiet_converter() -> Iterator[None]:
+    """The decoder logs a traceback on the root logger for each op missing from torch's decomposition
+    table, and torch warns about its own deprecations: messages about the tools, not the model."""
+    root = logging.getLogger()
+    drop = _FromPackage("openvino")
+    root.addFilter(drop)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        root.removeFilter(drop)
+
+
+class _FromPackage(logging.Filter):
+    def __init__(self, package: str):
+        super().__init__()
+        self.marker = f"/{package}/"
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.marker not in record.pathname.replace("\\", "/")
+
+
+def user_input_names(program: "torch.export.ExportedProgram") -> List[str]:
+    from torch.export.graph_signature import InputKind
+
+    return [spec.arg.name for spec in program.graph_signature.input_specs if spec.kind == InputKind.USER_INPUT]
