@@ -5,8 +5,9 @@ names reproducible ones (`mapping.canonical_names`), map every IR node to the
 handles of the FX nodes it came from (`mapping.ir_node_handles`), then write
 the IR (``openvino.serialize``, in a private temporary directory that is
 removed) and pack every method's xml and bin into one payload
-(``pack_parts``), with each method's feeding plan and node -> handles map in
-its header. The backend map is ``{"<method>/<IR node name>": [handles]}``.
+(``pack_parts``), with each method's node -> handles map in its header. The
+IR's inputs are the method's flattened tensor arguments, in order. The backend
+map is ``{"<method>/<IR node name>": [handles]}``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pipeline.core.backend import (LoweringError, PreprocessResult, handles_by_o
                                    parse_compile_spec)
 
 from pipeline.backends.openvino.compile_spec import NAME, OpenVinoCompileSpec, require_openvino
-from pipeline.backends.openvino.convert import convert, user_input_names
+from pipeline.backends.openvino.convert import Converted, convert, inputs_of
 from pipeline.backends.openvino.mapping import canonical_names, ir_node_handles
 
 
@@ -45,36 +46,23 @@ def preprocess(program: Any, method_compile_spec: Mapping[str, Mapping[str, Any]
         origins = handles_by_origin(converted.graph.nodes, {node.name: handle for node, handle in handles.items()})
         canonical_names(converted.model, method)
         node_handles = ir_node_handles(converted.model, origins)
-        inputs, flat = feeding_plan(exported, converted.model, method)
+        flat = feeding_plan(exported, converted)
         parts[f"{method}.xml"], parts[f"{method}.bin"] = serialize(converted.model)
-        methods[method] = {"inputs": inputs, "flat": flat, "node_handles": node_handles}
+        methods[method] = {"flat": flat, "node_handles": node_handles}
         backend_map.update({f"{method}/{node}": found for node, found in node_handles.items()})
     return PreprocessResult(pack_parts(NAME, {"methods": methods}, parts), backend_map)
 
 
-def feeding_plan(program: "torch.export.ExportedProgram", model: Any, method: str) -> Tuple[List[int], bool]:
-    """For each IR input in order, the index of its tensor among the method's flattened arguments; and
-    whether the arguments are those tensors already, in that order (execute then skips flattening)."""
-    user = user_input_names(program)
-    position = {name: index for index, name in enumerate(user)}
-    names = [parameter.get_friendly_name() for parameter in model.get_parameters()]
-    missing = [name for name in names if name not in position]
-    if missing:
-        raise LoweringError(
-            f"Backend {NAME!r}: the IR of method {method!r} has inputs {missing} that are not arguments of the "
-            f"method (its flattened arguments: {user})."
-        )
-    inputs = [position[name] for name in names]
-    placeholders = {node.name: node for node in program.graph.nodes if node.op == "placeholder"}
+def feeding_plan(program: "torch.export.ExportedProgram", converted: Converted) -> bool:
+    """Whether the method's arguments are its IR inputs already, in order: one tensor each, nothing nested
+    and no keyword arguments (execute then skips flattening them)."""
     in_spec = program.call_spec.in_spec
     args_spec = in_spec.child(0) if in_spec is not None and in_spec.num_children else None
-    flat = (
+    return bool(
         args_spec is not None and in_spec.child(1).num_children == 0
         and all(args_spec.child(i).is_leaf() for i in range(args_spec.num_children))
-        and all(isinstance(placeholders[name].meta.get("val"), torch.Tensor) for name in user)
-        and inputs == list(range(len(user)))
+        and args_spec.num_children == len(inputs_of(converted.graph))
     )
-    return inputs, bool(flat)
 
 
 def serialize(model: Any) -> Tuple[bytes, bytes]:

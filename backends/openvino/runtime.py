@@ -77,7 +77,6 @@ class RequestMethod:
 
         self.method = method
         self.spec = spec
-        self.inputs = [int(index) for index in meta["inputs"]]
         self.flat = bool(meta["flat"])
         self.node_handles = {name: [int(h) for h in found] for name, found in meta["node_handles"].items()}
         self._core = core
@@ -92,7 +91,13 @@ class RequestMethod:
             ) from error
         self.inference_precision = self._checked_precision()
         self.request = self.compiled.create_infer_request()
+        self.n_inputs = len(self.compiled.inputs)
         self.outputs = len(self.compiled.outputs)
+        # Bound once: the hot path of one tensor in, one out, looks up nothing per call.
+        self._one_to_one = self.flat and self.n_inputs == 1 and self.outputs == 1
+        self._set_input = self.request.set_input_tensor
+        self._infer = self.request.infer
+        self._get_output = self.request.get_output_tensor
         self._runtime_handles: Optional[Dict[str, Tuple[int, ...]]] = None
         self._profiling: Any = None
 
@@ -110,13 +115,20 @@ class RequestMethod:
         return actual
 
     def run(self, inputs: Sequence[Any]) -> List[torch.Tensor]:
+        if self._one_to_one:
+            try:
+                self._set_input(self._tensor(inputs[0].numpy(), shared_memory=True))
+                self._infer()
+                return [torch.from_numpy(self._get_output().data.copy())]
+            except Exception:  # not a contiguous CPU tensor without grad, or the call failed:
+                pass  # the general path below copies what it must, or says what failed and where
         return self._run(self.request, inputs)
 
     def _run(self, request: Any, inputs: Sequence[Any]) -> List[torch.Tensor]:
-        tensors = inputs if self.flat else pytree.tree_leaves(list(inputs))
+        tensors = inputs if self.flat else self._tensors(inputs)
         try:
-            for port, index in enumerate(self.inputs):
-                request.set_input_tensor(port, self._shared(tensors[index], index))
+            for port, value in enumerate(tensors):
+                request.set_input_tensor(port, self._shared(value, port))
             request.infer()
         except BackendRuntimeError:
             raise
@@ -124,6 +136,14 @@ class RequestMethod:
             message = str(error).strip()
             raise BackendRuntimeError(f"OpenVINO: {message}", self.handles_in_message(message)) from error
         return [torch.from_numpy(request.get_output_tensor(port).data.copy()) for port in range(self.outputs)]
+
+    def _tensors(self, inputs: Sequence[Any]) -> List[torch.Tensor]:
+        tensors = [leaf for leaf in pytree.tree_leaves(list(inputs)) if isinstance(leaf, torch.Tensor)]
+        if len(tensors) != self.n_inputs:
+            raise BackendRuntimeError(
+                f"OpenVINO: method {self.method!r} takes {self.n_inputs} tensors (its flattened arguments), got "
+                f"{len(tensors)}.", [UNKNOWN_HANDLE])
+        return tensors
 
     def _shared(self, value: Any, index: int) -> Any:
         """An OpenVINO tensor over the argument's memory; a copy only where numpy cannot view it as it is."""
