@@ -56,6 +56,10 @@ class ExportedMethod:
     # every argument is one tensor: execute can index the arguments without flattening them
     flat: bool
     node_handles: Dict[str, List[int]] = field(default_factory=dict)
+    # ONNX input name -> a tensor of its shape and dtype (for calibration; not in the payload): the
+    # example input itself where `examples_are_real` (an ExportedProgram keeps them), else zeros.
+    examples: Dict[str, torch.Tensor] = field(default_factory=dict)
+    examples_are_real: bool = False
 
     def meta(self) -> Dict[str, Any]:
         return {"inputs": [list(pair) for pair in self.inputs], "flat": self.flat,
@@ -84,7 +88,8 @@ def export_program(program: "torch.export.ExportedProgram", method: str, spec: O
         if found:
             node_handles[node.name or f"#{index}"] = found
     inputs, flat = _program_inputs(program, [value.name for value in model.graph.input], method)
-    return ExportedMethod(model.SerializeToString(deterministic=True), inputs, flat, node_handles)
+    examples, real = _program_examples(program, inputs)
+    return ExportedMethod(model.SerializeToString(deterministic=True), inputs, flat, node_handles, examples, real)
 
 
 def _dynamo_export_error(method: str, error: Exception) -> LoweringError:
@@ -131,6 +136,22 @@ def _program_inputs(program: "torch.export.ExportedProgram", onnx_inputs: List[s
     return [(name, position[name]) for name in onnx_inputs], flat
 
 
+def _program_examples(program: "torch.export.ExportedProgram",
+                      inputs: List[Tuple[str, int]]) -> Tuple[Dict[str, torch.Tensor], bool]:
+    """Each ONNX input's example value, from the program's example inputs; zeros of the shape and dtype
+    its placeholder records where the program keeps none."""
+    import torch.utils._pytree as pytree
+    from torch.export.graph_signature import InputKind
+
+    if program.example_inputs is not None:
+        leaves = pytree.tree_leaves(program.example_inputs)
+        return {name: leaves[index].detach() for name, index in inputs}, True
+    user = [spec.arg.name for spec in program.graph_signature.input_specs if spec.kind == InputKind.USER_INPUT]
+    values = {node.name: node.meta.get("val") for node in program.graph.nodes if node.op == "placeholder"}
+    return {name: torch.zeros(values[user[index]].shape, dtype=values[user[index]].dtype)
+            for name, index in inputs}, False
+
+
 # -- torchscript frontend -------------------------------------------------------------------------
 
 def export_torchscript(module: torch.jit.ScriptModule, method: str, spec: OnnxRuntimeCompileSpec,
@@ -171,7 +192,9 @@ def export_torchscript(module: torch.jit.ScriptModule, method: str, spec: OnnxRu
             f"has {len(tensors)} tensor arguments."
         )
     flat = all(isinstance(value, torch.Tensor) for value in arguments)
-    return ExportedMethod(model.SerializeToString(deterministic=True), list(zip(names, tensors)), flat, node_handles)
+    examples = dict(zip(names, (_flat(arguments)[index] for index in tensors)))
+    return ExportedMethod(model.SerializeToString(deterministic=True), list(zip(names, tensors)), flat, node_handles,
+                          examples, examples_are_real=False)
 
 
 def _example_arguments(module: torch.jit.ScriptModule, method: str, spec: OnnxRuntimeCompileSpec) -> tuple:

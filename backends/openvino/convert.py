@@ -28,14 +28,13 @@ A test checks that the result has the same operations as ``convert_model``'s.
 from __future__ import annotations
 
 import contextlib
-import logging
 import warnings
 from dataclasses import dataclass
 from typing import Any, Iterator, List
 
 import torch
 
-from pipeline.core.backend import LoweringError
+from pipeline.core.backend import LoweringError, quiet_logs_from
 
 from pipeline.backends.openvino.compile_spec import NAME, require_openvino
 
@@ -80,24 +79,9 @@ def _first_lines(error: Exception, count: int = 6) -> str:
 def _quiet_converter() -> Iterator[None]:
     """The decoder logs a traceback on the root logger for each op missing from torch's decomposition
     table, and torch warns about its own deprecations: messages about the tools, not the model."""
-    root = logging.getLogger()
-    drop = _FromPackage("openvino")
-    root.addFilter(drop)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        root.removeFilter(drop)
-
-
-class _FromPackage(logging.Filter):
-    def __init__(self, package: str):
-        super().__init__()
-        self.marker = f"/{package}/"
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return self.marker not in record.pathname.replace("\\", "/")
+    with quiet_logs_from("openvino"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
 
 
 def inputs_of(graph: "torch.fx.Graph") -> List["torch.fx.Node"]:

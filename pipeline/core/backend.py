@@ -47,7 +47,8 @@ output leaves (``torch.utils._pytree`` order); and optionally
 This module also re-exports what a backend may use, so that a backend imports
 only it and torch: node walking and description (`walk_nodes`,
 `describe_node`, and `handles_by_origin` for graphs an exporter derives from the
-program), the installed version of a runtime (`package_version`), payload
+program), the installed version of a runtime (`package_version`), silencing a
+runtime's log noise (`quiet_logs_from`), payload
 containers (`pack_parts`, `unpack_parts`, `method_part`), `canonical_json`,
 `parse_compile_spec`, and the error types.
 """
@@ -63,6 +64,7 @@ from pipeline.core.errors import (BackendRuntimeError, LoweringError, Unsupporte
                                   format_choices)
 from pipeline.core.environment import package_version
 from pipeline.core.hashing import canonical_json
+from pipeline.core.logs import quiet_logs_from
 from pipeline.core.payload import method_part, pack_parts, unpack_parts
 from pipeline.core.source import Frame, NodeSource, describe_node
 from pipeline.core.spec import FieldError, SpecError, options_of, parse_compile_spec
@@ -74,7 +76,8 @@ __all__ = [
     # for backends
     "BackendRuntimeError", "FieldError", "Frame", "LoweringError", "NodeSource", "SpecError", "UNKNOWN_HANDLE",
     "UnsupportedOpError", "canonical_json", "describe_node", "did_you_mean", "format_choices", "handles_by_origin",
-    "method_part", "options_of", "pack_parts", "package_version", "parse_compile_spec", "unpack_parts", "walk_nodes",
+    "method_part", "options_of", "pack_parts", "package_version", "parse_compile_spec", "quiet_logs_from",
+    "unpack_parts", "walk_nodes",
 ]
 
 
