@@ -48,10 +48,11 @@ def check_against_eager(model, inputs: dict, lowered, atol: float, rtol: float, 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def tolerance(backend: str) -> dict:
-    """The tolerance a backend's YAML declares (conf/backend/<backend>.yaml), as assert_close keywords."""
+def tolerance(backend: str, key: str = "tolerance") -> dict:
+    """The tolerance a backend's YAML declares (conf/backend/<backend>.yaml; ``key="quantized_tolerance"``
+    for quantized runs), as assert_close keywords."""
     config = yaml.safe_load((ROOT / "conf" / "backend" / f"{backend}.yaml").read_text())
-    return {"atol": float(config["tolerance"]["atol"]), "rtol": float(config["tolerance"]["rtol"])}
+    return {"atol": float(config[key]["atol"]), "rtol": float(config[key]["rtol"])}
 
 
 def composed_backend(backend: str) -> dict:

@@ -41,6 +41,8 @@ Compile-spec options (`OnnxRuntimeCompileSpec`, per method; defaults in brackets
 ``export_optimize``         run the exporter's onnxscript optimizer [true]
 ``input_shapes``            torchscript frontend: argument shapes to export with [null]
 ``input_dtypes``            dtypes for ``input_shapes`` [null: float32]
+``quantize``                ``none``, ``int8_dynamic`` or ``int8_static`` (see below) [none]
+``calibration_samples``     ``int8_static``: random calibration samples besides the examples [8]
 ``graph_optimization_level`` ``disable``, ``basic``, ``extended``, ``layout``, ``all`` [all]
 ``intra_op_num_threads``    threads of one op; 0 is onnxruntime's default [0]
 ``inter_op_num_threads``    threads across ops (``execution_mode=parallel``); 0 default [0]
@@ -54,6 +56,15 @@ Compile-spec options (`OnnxRuntimeCompileSpec`, per method; defaults in brackets
 ``allow_spinning``          intra-op threads spin while idle (``session.intra_op.allow_spinning``) [true]
 ``log_severity_level``      0 verbose .. 4 fatal [3]
 ==========================  ===============================================================
+
+Quantization (`quantize`): ``int8_dynamic`` stores weights as int8 and
+quantizes activations per call from their own range; ``int8_static`` also fixes
+every activation's scale ahead of time, calibrated on the method's example
+inputs plus ``calibration_samples`` seeded random ones (QDQ format). Both use
+``onnxruntime.quantization`` on the exported model, and the node map is kept:
+nodes the quantizer inserts (QuantizeLinear, DequantizeLinear, ...) map to the
+handles of the node they feed. A quantized run verifies against the
+``quantized_tolerance`` of ``conf/backend/onnxruntime.yaml``.
 
 Threads: the defaults are onnxruntime's own (one intra-op thread per core,
 idle threads spinning), which is fastest when the lowered module is what the

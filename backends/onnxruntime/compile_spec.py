@@ -32,6 +32,15 @@ class GraphOptimizationLevel(enum.Enum):
     all = "all"
 
 
+class Quantize(enum.Enum):
+    """int8 quantization of the exported model (`quantize`): none, weights only with activations
+    quantized per call, or weights and activations with scales calibrated ahead of time."""
+
+    none = "none"
+    int8_dynamic = "int8_dynamic"
+    int8_static = "int8_static"
+
+
 class ExecutionMode(enum.Enum):
     """Run independent nodes one at a time, or in parallel on the inter-op pool."""
 
@@ -50,6 +59,10 @@ class OnnxRuntimeCompileSpec:
     # arguments, to export with. Not needed for traced modules, whose graphs carry them.
     input_shapes: Optional[List[List[int]]] = None
     input_dtypes: Optional[List[str]] = None
+    # int8 quantization of the exported model, with onnxruntime.quantization (see quantize.py).
+    quantize: Quantize = Quantize.none
+    # int8_static: random calibration samples besides the example inputs (seeded, like the examples).
+    calibration_samples: int = 8
     # -- the InferenceSession (compile) --
     graph_optimization_level: GraphOptimizationLevel = GraphOptimizationLevel.all
     intra_op_num_threads: int = 0  # 0: ORT's default (one per physical core)
@@ -68,6 +81,8 @@ class OnnxRuntimeCompileSpec:
     def __post_init__(self) -> None:
         problems = [f"{name} must be >= 0, not {getattr(self, name)}"
                     for name in ("intra_op_num_threads", "inter_op_num_threads") if getattr(self, name) < 0]
+        if self.calibration_samples < 0:
+            problems.append(f"calibration_samples must be >= 0, not {self.calibration_samples}")
         if not 0 <= self.log_severity_level <= 4:
             problems.append(f"log_severity_level must be 0..4, not {self.log_severity_level}")
         max_opset = _max_onnx_opset()

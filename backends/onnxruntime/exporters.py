@@ -36,7 +36,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import torch
 
-from pipeline.core.backend import LoweringError, UnsupportedOpError, describe_node
+from pipeline.core.backend import LoweringError, UnsupportedOpError, describe_node, handles_by_origin
 
 from pipeline.backends.onnxruntime.compile_spec import NAME, OnnxRuntimeCompileSpec
 
@@ -56,6 +56,10 @@ class ExportedMethod:
     # every argument is one tensor: execute can index the arguments without flattening them
     flat: bool
     node_handles: Dict[str, List[int]] = field(default_factory=dict)
+    # ONNX input name -> a tensor of its shape and dtype (for calibration; not in the payload): the
+    # example input itself where `examples_are_real` (an ExportedProgram keeps them), else zeros.
+    examples: Dict[str, torch.Tensor] = field(default_factory=dict)
+    examples_are_real: bool = False
     # what the program had to go through before the exporter took it, if anything (for the report)
     retried_on: Optional[str] = None
 
@@ -81,7 +85,7 @@ def export_program(program: "torch.export.ExportedProgram", method: str, spec: O
         except Exception:
             raise _dynamo_export_error(method, error) from error
     model = onnx_program.model_proto
-    origins = _origins(onnx_program.exported_program, handle_of)
+    origins = handles_by_origin(onnx_program.exported_program.graph.nodes, handle_of)
     node_handles = {}
     for index, node in enumerate(model.graph.node):
         metadata = {prop.key: prop.value for prop in node.metadata_props}
@@ -90,7 +94,9 @@ def export_program(program: "torch.export.ExportedProgram", method: str, spec: O
         if found:
             node_handles[node.name or f"#{index}"] = found
     inputs, flat = _program_inputs(program, [value.name for value in model.graph.input], method)
-    return ExportedMethod(model.SerializeToString(deterministic=True), inputs, flat, node_handles, retried_on)
+    examples, real = _program_examples(program, inputs)
+    return ExportedMethod(model.SerializeToString(deterministic=True), inputs, flat, node_handles, examples, real,
+                          retried_on)
 
 
 def _dynamo_export(program: "torch.export.ExportedProgram", spec: OnnxRuntimeCompileSpec) -> Any:
@@ -120,28 +126,6 @@ def _dynamo_export_error(method: str, error: Exception) -> LoweringError:
     )
 
 
-def _origins(decomposed: "torch.export.ExportedProgram", handle_of: Dict[str, int]) -> Dict[str, List[int]]:
-    """FX node name in the program the exporter converted -> handles of the original nodes it came from."""
-    origins = {}
-    for node in decomposed.graph.nodes:
-        sources = node.meta.get("from_node")
-        names = _provenance(sources) if sources else {node.name}
-        found = sorted({handle_of[name] for name in names if name in handle_of})
-        if found:
-            origins[node.name] = found
-    return origins
-
-
-def _provenance(sources: List[Any]) -> set:
-    names = set()
-    stack = list(sources)
-    while stack:
-        source = stack.pop()
-        names.add(getattr(source, "name", None))
-        stack.extend(getattr(source, "from_node", None) or [])
-    return names
-
-
 def _program_inputs(program: "torch.export.ExportedProgram", onnx_inputs: List[str],
                     method: str) -> Tuple[List[Tuple[str, int]], bool]:
     from torch.export.graph_signature import InputKind
@@ -163,6 +147,22 @@ def _program_inputs(program: "torch.export.ExportedProgram", onnx_inputs: List[s
         and all(isinstance(placeholders[name].meta.get("val"), torch.Tensor) for name in user)
     )
     return [(name, position[name]) for name in onnx_inputs], flat
+
+
+def _program_examples(program: "torch.export.ExportedProgram",
+                      inputs: List[Tuple[str, int]]) -> Tuple[Dict[str, torch.Tensor], bool]:
+    """Each ONNX input's example value, from the program's example inputs; zeros of the shape and dtype
+    its placeholder records where the program keeps none."""
+    import torch.utils._pytree as pytree
+    from torch.export.graph_signature import InputKind
+
+    if program.example_inputs is not None:
+        leaves = pytree.tree_leaves(program.example_inputs)
+        return {name: leaves[index].detach() for name, index in inputs}, True
+    user = [spec.arg.name for spec in program.graph_signature.input_specs if spec.kind == InputKind.USER_INPUT]
+    values = {node.name: node.meta.get("val") for node in program.graph.nodes if node.op == "placeholder"}
+    return {name: torch.zeros(values[user[index]].shape, dtype=values[user[index]].dtype)
+            for name, index in inputs}, False
 
 
 # -- torchscript frontend -------------------------------------------------------------------------
@@ -205,7 +205,9 @@ def export_torchscript(module: torch.jit.ScriptModule, method: str, spec: OnnxRu
             f"has {len(tensors)} tensor arguments."
         )
     flat = all(isinstance(value, torch.Tensor) for value in arguments)
-    return ExportedMethod(model.SerializeToString(deterministic=True), list(zip(names, tensors)), flat, node_handles)
+    examples = dict(zip(names, (_flat(arguments)[index] for index in tensors)))
+    return ExportedMethod(model.SerializeToString(deterministic=True), list(zip(names, tensors)), flat, node_handles,
+                          examples, examples_are_real=False)
 
 
 def _example_arguments(module: torch.jit.ScriptModule, method: str, spec: OnnxRuntimeCompileSpec) -> tuple:

@@ -2,8 +2,9 @@
 
 Per method: validate the compile spec (and its execution providers), export
 the method (`exporters.export_program` or `exporters.export_torchscript`),
-then pack all models into one payload (`pipeline.core.payload.pack_parts`), with the
-feeding plan and node -> handles map of each in the header. The backend map
+quantize it if the spec says so (`quantize.quantize`), then pack all models
+into one payload (`pipeline.core.payload.pack_parts`), with the feeding plan
+and node -> handles map of each in the header. The backend map
 is ``{"<method>/<ONNX node name>": [handles]}``.
 """
 
@@ -15,8 +16,9 @@ import torch
 
 from pipeline.core.backend import LoweringError, PreprocessResult, pack_parts, parse_compile_spec
 
-from pipeline.backends.onnxruntime.compile_spec import NAME, OnnxRuntimeCompileSpec, check_providers
+from pipeline.backends.onnxruntime.compile_spec import NAME, OnnxRuntimeCompileSpec, Quantize, check_providers
 from pipeline.backends.onnxruntime.exporters import export_program, export_torchscript
+from pipeline.backends.onnxruntime.quantize import quantize
 
 
 def preprocess(program: Any, method_compile_spec: Mapping[str, Mapping[str, Any]],
@@ -37,6 +39,8 @@ def preprocess(program: Any, method_compile_spec: Mapping[str, Mapping[str, Any]
                 f"Backend {NAME!r}: cannot export method {method!r} of a {type(program).__name__}; expected a "
                 "torch.jit.ScriptModule or a dict {method: torch.export.ExportedProgram}."
             )
+        if spec.quantize is not Quantize.none:
+            exported[method] = quantize(exported[method], spec, method)
     payload = pack_parts(NAME, {"methods": {m: e.meta() for m, e in exported.items()}},
                          {m: e.model for m, e in exported.items()})
     backend_map = {f"{method}/{node}": handles

@@ -73,10 +73,8 @@ def validate(cfg: DictConfig) -> RunRequest:
     except LoweringError as error:
         raise ConfigError(str(error)) from None
 
-    tolerance = _parse(Tolerance, backend_cfg.get("tolerance") or {}, "backend.tolerance")
     options = _parse(RunConfig, {k: v for k, v in _plain(cfg, "").items() if k not in GROUPS}, "")
-    if options.verify.tolerance is not None:
-        tolerance = options.verify.tolerance
+    tolerance = _backend_tolerance(backend_cfg, backend.name, compile_spec, options.verify)
     if options.threads is not None and not 1 <= options.threads <= MAX_THREADS:
         raise ConfigError(f"threads: {options.threads} is not allowed; allowed: null (torch's default) "
                           f"or 1..{MAX_THREADS}.")
@@ -100,6 +98,27 @@ def validate(cfg: DictConfig) -> RunRequest:
         threads=options.threads,
         artifact_name=options.artifact_name,
     )
+
+
+def _backend_tolerance(backend_cfg: DictConfig, name: str, compile_spec: Dict[str, Dict[str, Any]],
+                       verify: VerifyConfig) -> Tolerance:
+    """verify.tolerance if given; else the backend's ``quantized_tolerance`` when a method is quantized
+    (``quantize`` other than none), which the backend must then declare; else its ``tolerance``."""
+    if verify.tolerance is not None:
+        return verify.tolerance
+    quantized = {method: spec["quantize"] for method, spec in compile_spec.items()
+                 if spec.get("quantize") not in (None, "none")}
+    if not quantized:
+        return _parse(Tolerance, backend_cfg.get("tolerance") or {}, "backend.tolerance")
+    if backend_cfg.get("quantized_tolerance") is None:
+        method, how = next(iter(quantized.items()))
+        raise ConfigError(
+            f"backend.compile_spec.{method}.quantize={how!r}: backend {name!r} declares no quantized_tolerance, so "
+            "a quantized run has nothing to verify against (its tolerance is for unquantized runs). Add "
+            f"`quantized_tolerance: {{atol: ..., rtol: ...}}` to conf/backend/{name}.yaml, or give "
+            "verify.tolerance={atol: ..., rtol: ...}."
+        )
+    return _parse(Tolerance, backend_cfg.get("quantized_tolerance"), "backend.quantized_tolerance")
 
 
 def _check_top_level_keys(cfg: DictConfig) -> None:

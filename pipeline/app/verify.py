@@ -1,10 +1,16 @@
-"""Numerics: lowered outputs against eager, on the example inputs and on fresh random ones."""
+"""Numerics: lowered outputs against eager, on the example inputs and on fresh random ones.
+
+Besides the largest errors (what the tolerance judges), a result records the
+mean absolute error and, for classifier-like outputs (2-D float tensors: a
+row of logits per sample), the share of rows whose top-1 class is the same:
+the figures that say how much a quantized run lost.
+"""
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Dict, List, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.utils._pytree as pytree
@@ -19,6 +25,8 @@ class VerifyResult:
     passed: bool
     trials: int
     worst: str  # which method and input set had the largest error
+    mean_abs_err: float = 0.0  # over every output element of every trial
+    agreement: Optional[float] = None  # top-1 agreement over the rows of 2-D float outputs; None: none such
 
     def to_json(self) -> Dict[str, Any]:
         return asdict(self)
@@ -63,6 +71,7 @@ def verify(eager: torch.nn.Module, lowered: torch.nn.Module, input_sets: Dict[st
            atol: float, rtol: float) -> VerifyResult:
     """``input_sets`` maps each method to the calls to try, each ``(args, kwargs)``."""
     max_abs, max_rel, passed, trials, worst = 0.0, 0.0, True, 0, ""
+    error_sum, elements, agreeing, rows = 0.0, 0, 0, 0
     with torch.no_grad():
         for method, sets in input_sets.items():
             for index, (args, kwargs) in enumerate(sets):
@@ -74,4 +83,25 @@ def verify(eager: torch.nn.Module, lowered: torch.nn.Module, input_sets: Dict[st
                     worst = f"{method}[{'example' if index == 0 else f'random {index}'}]"
                 max_abs, max_rel = max(max_abs, abs_err), max(max_rel, rel_err)
                 passed = passed and same_structure and close(atol, rtol)
-    return VerifyResult(max_abs, max_rel, atol, rtol, passed, trials, worst)
+                if same_structure:
+                    counts = _error_and_agreement(expected, actual)
+                    error_sum, elements = error_sum + counts[0], elements + counts[1]
+                    agreeing, rows = agreeing + counts[2], rows + counts[3]
+    return VerifyResult(max_abs, max_rel, atol, rtol, passed, trials, worst,
+                        mean_abs_err=error_sum / elements if elements else 0.0,
+                        agreement=agreeing / rows if rows else None)
+
+
+def _error_and_agreement(expected: Any, actual: Any) -> Tuple[float, int, int, int]:
+    """(sum of absolute errors, elements, rows whose top-1 class agrees, rows of 2-D float outputs)
+    over the tensor outputs of one call whose structures match."""
+    error_sum, elements, agreeing, rows = 0.0, 0, 0, 0
+    for e, a in zip(pytree.tree_leaves(expected), pytree.tree_leaves(actual)):
+        if not isinstance(e, torch.Tensor):
+            continue
+        error_sum += float(_abs_error(e.detach().double(), a.detach().double()).sum())
+        elements += e.numel()
+        if e.dim() == 2 and e.is_floating_point() and e.shape[1] > 1:  # a row of class scores per sample
+            agreeing += int((e.argmax(dim=1) == a.argmax(dim=1)).sum())
+            rows += e.shape[0]
+    return error_sum, elements, agreeing, rows

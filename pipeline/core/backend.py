@@ -46,8 +46,11 @@ output leaves (``torch.utils._pytree`` order); and optionally
 
 This module also re-exports what a backend may use, so that a backend imports
 only it and torch: node walking and description (`walk_nodes`,
-`describe_node`), payload containers (`pack_parts`, `unpack_parts`,
-`method_part`), `canonical_json`, `parse_compile_spec`, and the error types.
+`describe_node`, and `handles_by_origin` for graphs an exporter derives from the
+program), the installed version of a runtime (`package_version`), silencing a
+runtime's log noise (`quiet_logs_from`), payload
+containers (`pack_parts`, `unpack_parts`, `method_part`), `canonical_json`,
+`parse_compile_spec`, and the error types.
 """
 
 from __future__ import annotations
@@ -56,10 +59,12 @@ import abc
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Dict, List, Optional, Protocol, Tuple, Type
 
-from pipeline.core.debug_handles import UNKNOWN_HANDLE, walk_nodes
+from pipeline.core.debug_handles import UNKNOWN_HANDLE, handles_by_origin, walk_nodes
 from pipeline.core.errors import (BackendRuntimeError, LoweringError, UnsupportedOpError, did_you_mean,
                                   format_choices)
+from pipeline.core.environment import package_version
 from pipeline.core.hashing import canonical_json
+from pipeline.core.logs import quiet_logs_from
 from pipeline.core.payload import method_part, pack_parts, unpack_parts
 from pipeline.core.source import Frame, NodeSource, describe_node, portable_path
 from pipeline.core.spec import FieldError, SpecError, options_of, parse_compile_spec
@@ -70,8 +75,9 @@ __all__ = [
     "Backend", "BackendInfo", "FRONTENDS", "MethodRunner", "PreprocessResult", "ProfileEvent",
     # for backends
     "BackendRuntimeError", "FieldError", "Frame", "LoweringError", "NodeSource", "SpecError", "UNKNOWN_HANDLE",
-    "UnsupportedOpError", "canonical_json", "describe_node", "did_you_mean", "format_choices", "method_part",
-    "options_of", "pack_parts", "parse_compile_spec", "portable_path", "unpack_parts", "walk_nodes",
+    "UnsupportedOpError", "canonical_json", "describe_node", "did_you_mean", "format_choices", "handles_by_origin",
+    "method_part", "options_of", "pack_parts", "package_version", "parse_compile_spec", "portable_path",
+    "quiet_logs_from", "unpack_parts", "walk_nodes",
 ]
 
 

@@ -21,7 +21,7 @@ import contextlib
 import gc
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Set, Tuple
 
 import torch
 
@@ -196,3 +196,32 @@ def walk_nodes(graph: Any) -> Iterator[Any]:
         yield node
         for block in reversed(list(node.blocks())):
             stack.append(iter(block.nodes()))
+
+
+def handles_by_origin(nodes: Iterable[Any], handle_of: Mapping[str, int]) -> Dict[str, List[int]]:
+    """FX node name -> handles of the lowered program's nodes it came from, for a graph derived from
+    that program (decomposed or re-traced by an exporter or converter).
+
+    ``handle_of`` maps the program's node names to their handles. A derived node
+    records its ancestry in ``meta["from_node"]`` (a chain of sources, each with
+    a ``name`` and its own ``from_node``); a node without one is taken to be the
+    program's node of the same name. Nodes that come from no handled node are left out.
+    """
+    origins = {}
+    for node in nodes:
+        sources = node.meta.get("from_node")
+        names = _ancestors(sources) if sources else {node.name}
+        found = sorted({handle_of[name] for name in names if name in handle_of})
+        if found:
+            origins[node.name] = found
+    return origins
+
+
+def _ancestors(sources: List[Any]) -> Set[str]:
+    names = set()
+    stack = list(sources)
+    while stack:
+        source = stack.pop()
+        names.add(getattr(source, "name", None))
+        stack.extend(getattr(source, "from_node", None) or [])
+    return names

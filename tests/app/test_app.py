@@ -176,6 +176,32 @@ def test_a_bad_config_exits_non_zero_with_a_one_line_reason(tmp_path):
     assert "Traceback" not in done.stderr
 
 
+# ---- quantized runs verify against the backend's quantized tolerance --------------------------------
+
+QUANTIZED = ("backend=onnxruntime", "backend.compile_spec.forward.quantize=int8_dynamic")
+
+
+def test_a_quantized_spec_verifies_with_the_backends_quantized_tolerance():
+    quantized = validate(composed(*QUANTIZED)).tolerance
+    plain = validate(composed("backend=onnxruntime")).tolerance
+    assert (quantized.atol, quantized.rtol) == (3e-2, 3e-2) and (plain.atol, plain.rtol) == (1e-5, 1e-4)
+
+
+def test_a_quantized_spec_is_rejected_when_the_backend_declares_no_quantized_tolerance():
+    with pytest.raises(ConfigError, match=r"backend.compile_spec.forward.quantize='int8_dynamic': backend "
+                                          r"'onnxruntime' declares no quantized_tolerance.*conf/backend/onnxruntime.yaml"):
+        validate(composed(*QUANTIZED, "~backend.quantized_tolerance"))
+    given = validate(composed(*QUANTIZED, "~backend.quantized_tolerance", "verify.tolerance={atol:0.1,rtol:0.1}"))
+    assert given.tolerance.atol == 0.1
+
+
+def test_a_quantized_run_records_mean_error_and_top1_agreement(tmp_path):
+    report = run_in_process(tmp_path, *QUANTIZED, "model=cnn", "latency.enabled=false")
+    verify = report["verify"]
+    assert report["status"] == "ok" and verify["passed"] and verify["atol"] == 3e-2
+    assert 0 < verify["mean_abs_err"] < verify["max_abs_err"] and verify["agreement"] >= 0.5
+
+
 # ---- failures are records, not crashes -------------------------------------------------------------
 
 def run_in_process(tmp_path, *overrides):

@@ -36,3 +36,26 @@ def test_the_same_nan_or_infinity_on_both_sides_is_no_error():
     assert run(float("nan"), float("nan")).max_abs_err == 0.0
     result = run(float("inf"), float("inf"))
     assert result.max_abs_err == 0.0 and result.passed
+
+
+class Shifted(torch.nn.Module):
+    """Logits of 3 classes for 2 samples, shifted so that the second sample's top class changes."""
+
+    def __init__(self, shift):
+        super().__init__()
+        self.shift = shift
+
+    def forward(self, x):
+        return torch.tensor([[3.0, 1.0, 0.0], [0.0, 2.0, 1.0]]) + self.shift * torch.tensor([0.0, 0.0, 1.5])
+
+
+def test_mean_error_and_top1_agreement_are_recorded_for_classifier_outputs():
+    result = verify(Shifted(0.0), Shifted(1.0), {"forward": [(torch.zeros(1),)]}, 1e-5, 1e-5)
+    assert result.mean_abs_err == 1.5 / 3 and result.max_abs_err == 1.5
+    assert result.agreement == 0.5  # sample 0 keeps class 0; sample 1 moves from class 1 to class 2
+    assert verify(Shifted(0.0), Shifted(0.0), {"forward": [(torch.zeros(1),)] * 2}, 1e-5, 1e-5).agreement == 1.0
+
+
+def test_agreement_is_none_where_no_output_is_a_row_of_class_scores():
+    result = run(1.0, 1.5)
+    assert result.agreement is None and result.mean_abs_err == 0.5

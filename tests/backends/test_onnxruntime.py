@@ -311,6 +311,95 @@ def test_profile_maps_nodes_onnxruntime_fused_through_the_values_they_compute():
     assert sum(1 for e in events if e.debug_handles) >= 0.8 * len(events)
 
 
+# -- int8 quantization ---------------------------------------------------------------------------
+
+QUANTIZED_TOLERANCE = backend_checks.tolerance("onnxruntime", "quantized_tolerance")
+INTEGER_OPS = {"int8_dynamic": {"DynamicQuantizeLinear"}, "int8_static": {"QuantizeLinear", "DequantizeLinear"}}
+
+
+@pytest.fixture(scope="module")
+def quantized():
+    """(quantize, model name) -> (model, inputs, lowered), each lowered once."""
+    cases = {}
+    for how in ("int8_dynamic", "int8_static"):
+        for name in ("mlp", "cnn"):
+            model, inputs = zoo.build(name), zoo.example_inputs(name)
+            cases[how, name] = model, inputs, lower(model, inputs, spec={"quantize": how})
+    return cases
+
+
+@pytest.mark.parametrize("how", ["int8_dynamic", "int8_static"])
+@pytest.mark.parametrize("name", ["mlp", "cnn"])
+def test_quantized_model_is_within_the_quantized_tolerance_and_not_exactly_eager(quantized, how, name, tmp_path):
+    """A run that claims quantization and matches eager to float32 precision was not quantized."""
+    model, inputs, lowered = quantized[how, name]
+    loaded = pipeline.load_lowered(pipeline.save_lowered(lowered, tmp_path / "q.lowered"))
+    backend_checks.check_against_eager(model, inputs, lowered, **QUANTIZED_TOLERANCE, loaded=loaded)
+    _, models = unpack_parts(lowered.payload, "onnxruntime")
+    assert INTEGER_OPS[how] <= {node.op_type for node in onnx.load_from_string(models["forward"]).graph.node}
+    x = inputs["forward"][0]
+    with torch.no_grad():
+        error = (lowered(x) - model(x)).abs().max()
+    assert error > 10 * TOLERANCE["atol"]
+
+
+@pytest.mark.parametrize("how", ["int8_dynamic", "int8_static"])
+def test_quantized_run_records_error_and_top1_agreement(quantized, how):
+    from pipeline.app.verify import verify
+
+    model, inputs, lowered = quantized[how, "cnn"]
+    x = inputs["forward"][0]
+    sets = {"forward": [(x,)] + [backend_checks.fresh_like((x,), seed) for seed in range(1, 4)]}
+    result = verify(model, lowered, sets, **QUANTIZED_TOLERANCE)
+    assert result.passed and 0 < result.mean_abs_err < result.max_abs_err
+    assert result.agreement is not None and result.agreement >= 0.75  # 8 rows of 10 logits
+
+
+def test_static_quantization_calibrates_on_the_example_inputs_and_is_reproducible(quantized):
+    model, inputs, lowered = quantized["int8_static", "mlp"]
+    assert lower(model, inputs, spec={"quantize": "int8_static"}).payload == lowered.payload
+    fewer = lower(model, inputs, spec={"quantize": "int8_static", "calibration_samples": 0})  # the examples alone
+    assert fewer.payload != lowered.payload
+
+
+def test_every_quantized_node_maps_to_handles_and_qdq_nodes_to_the_node_they_feed(quantized):
+    for how in ("int8_dynamic", "int8_static"):
+        _, _, lowered = quantized[how, "mlp"]
+        _, models = unpack_parts(lowered.payload, "onnxruntime")
+        nodes = onnx.load_from_string(models["forward"]).graph.node
+        backend_map = lowered.handle_map.backend_map
+        assert sorted(backend_map) == sorted(f"forward/{node.name}" for node in nodes)
+        ops = {key.split("/", 1)[1]: [lowered.handle_map.handles[h].op for h in handles]
+               for key, handles in backend_map.items()}
+        if how == "int8_static":  # linear -> Q -> DQ -> gelu: the pair belongs to the GELU it feeds
+            assert ops["linear_QuantizeLinear"] == ops["linear_DequantizeLinear"] == ["aten::gelu"]
+            assert ops["node_linear"] == ["aten::linear"]
+        else:  # the MatMul of node_linear became MatMulInteger and friends, named after it
+            assert ops["node_linear_MatMul_quant"] == ops["x_QuantizeLinear"] == ["aten::linear"]
+
+
+def test_a_relu_the_quantizer_fused_into_its_conv_keeps_its_handle(quantized):
+    _, _, lowered = quantized["int8_static", "cnn"]
+    ops = {key.split("/", 1)[1]: [lowered.handle_map.handles[h].op for h in handles]
+           for key, handles in lowered.handle_map.backend_map.items()}
+    assert "node_relu" not in ops and "aten::relu" in ops["node_Conv_21"]
+
+
+def test_quantized_profile_maps_every_kernel_to_source(quantized):
+    _, inputs, lowered = quantized["int8_static", "mlp"]
+    events = lowered.profile("forward", *inputs["forward"])
+    assert events and sum(1 for e in events if e.debug_handles) >= 0.8 * len(events)
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"quantize": "int4"}, r"quantize: 'int4' is not allowed; allowed: 'int8_dynamic', 'int8_static', 'none'"),
+    ({"calibration_samples": -1}, r"calibration_samples must be >= 0"),
+])
+def test_invalid_quantization_options_are_rejected(options, message):
+    with pytest.raises(pipeline.LoweringError, match=message):
+        lower(zoo.build("mlp"), zoo.example_inputs("mlp"), spec=options)
+
+
 # -- registration, documentation, config ----------------------------------------------------------
 
 def test_backend_is_found_by_name_as_its_class_declares_it():

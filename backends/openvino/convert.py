@@ -1,0 +1,112 @@
+"""Conversion: one ``torch.export.ExportedProgram`` to an OpenVINO model that remembers its FX nodes.
+
+These are the steps ``openvino.convert_model(exported_program)`` takes, called
+one by one so that two things it throws away are kept:
+
+1. ``TorchFXPythonDecoder.from_exported_program`` decomposes the program (with
+   OpenVINO's own decomposition table) and wraps its graph. That graph is kept:
+   its nodes' ``meta["from_node"]`` lead back to the nodes of the program the
+   handles were issued for.
+2. The PyTorch frontend converts the graph. Every node it makes is named
+   ``<FX node>/<aten op>/<OpenVINO op>``.
+3. The MOC transformations (the same call and arguments as ``convert_model``)
+   fuse and fold nodes, e.g. BatchNorm into the preceding Convolution. A node
+   they make gets a new name (``Multiply_2733``) but keeps the names of the nodes
+   it replaced in its ``fused_names`` runtime info. ``convert_model`` then
+   deletes that runtime info (``apply_fused_names_cleanup``); here it is read
+   first (`mapping`) and deleted after.
+4. The decoder makes every input dimension dynamic. The program's shapes are
+   static unless it was exported with dynamic dimensions, and static shapes
+   save the CPU plugin 20-30% per call on the zoo models at batch 1, so each
+   input gets back the program's shape (`restore_shapes`; symbolic dimensions
+   stay dynamic). Shape computations that are then constant are folded, as
+   the plugin would fold them when compiling.
+
+A test checks that the result has the same operations as ``convert_model``'s.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from dataclasses import dataclass
+from typing import Any, Iterator, List
+
+import torch
+
+from pipeline.core.backend import LoweringError, quiet_logs_from
+
+from pipeline.backends.openvino.compile_spec import NAME, require_openvino
+
+
+@dataclass
+class Converted:
+    model: Any  # openvino.Model, with fused_names runtime info
+    graph: "torch.fx.Graph"  # the decomposed graph the frontend converted
+
+
+def convert(program: "torch.export.ExportedProgram", method: str) -> Converted:
+    require_openvino()
+    from openvino._offline_transformations import apply_moc_transformations, compress_quantize_weights_transformation
+    from openvino.frontend import FrontEndManager
+    from openvino.frontend.pytorch.fx_decoder import TorchFXPythonDecoder
+
+    try:
+        with _quiet_converter():
+            decoder = TorchFXPythonDecoder.from_exported_program(program)
+            frontend = FrontEndManager().load_by_framework("pytorch")
+            model = frontend.convert(frontend.load(decoder))
+            apply_moc_transformations(model, cf=False, smart_reshape=True)
+            compress_quantize_weights_transformation(model)
+            restore_shapes(model, inputs_of(decoder.pt_module.graph), method)
+    except LoweringError:
+        raise
+    except Exception as error:
+        raise LoweringError(
+            f"Backend {NAME!r}: OpenVINO cannot convert method {method!r}: {type(error).__name__}: "
+            f"{_first_lines(error)}"
+        ) from error
+    return Converted(model, decoder.pt_module.graph)
+
+
+def _first_lines(error: Exception, count: int = 6) -> str:
+    """OpenVINO's conversion errors list every failing op after a long preamble; keep the start."""
+    lines = [line for line in str(error).strip().splitlines() if line.strip()]
+    return "\n".join(lines[:count]) + ("\n..." if len(lines) > count else "")
+
+
+@contextlib.contextmanager
+def _quiet_converter() -> Iterator[None]:
+    """The decoder logs a traceback on the root logger for each op missing from torch's decomposition
+    table, and torch warns about its own deprecations: messages about the tools, not the model."""
+    with quiet_logs_from("openvino"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+def inputs_of(graph: "torch.fx.Graph") -> List["torch.fx.Node"]:
+    """The converted graph's inputs: the method's flattened tensor arguments, in order, as the model's
+    parameters are (their names are the frontend's own: ``pair`` for the argument ``pair_0``)."""
+    return [node for node in graph.nodes if node.op == "placeholder"]
+
+
+def restore_shapes(model: Any, inputs: List["torch.fx.Node"], method: str) -> None:
+    import openvino
+    from openvino.passes import ConstantFolding, Manager
+
+    parameters = model.get_parameters()
+    if len(parameters) != len(inputs):
+        raise LoweringError(
+            f"Backend {NAME!r}: the IR of method {method!r} has {len(parameters)} inputs, but the method has "
+            f"{len(inputs)} tensor arguments ({[node.name for node in inputs]})."
+        )
+    shapes = {}
+    for parameter, node in zip(parameters, inputs):
+        value = node.meta.get("val")
+        if isinstance(value, torch.Tensor):
+            shapes[parameter.output(0)] = openvino.PartialShape(
+                [size if isinstance(size, int) else openvino.Dimension() for size in value.shape])
+    model.reshape(shapes)
+    folding = Manager()
+    folding.register_pass(ConstantFolding())
+    folding.run_passes(model)

@@ -1,0 +1,80 @@
+"""The ahead-of-time half: each exported method to OpenVINO IR (xml + bin), and each IR node to its handles.
+
+Per method: convert the ExportedProgram (`convert.convert`), give made-up node
+names reproducible ones (`mapping.canonical_names`), map every IR node to the
+handles of the FX nodes it came from (`mapping.ir_node_handles`), then write
+the IR (``openvino.serialize``, in a private temporary directory that is
+removed) and pack every method's xml and bin into one payload
+(``pack_parts``), with each method's node -> handles map in its header. The
+IR's inputs are the method's flattened tensor arguments, in order. The backend
+map is ``{"<method>/<IR node name>": [handles]}``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Any, Callable, Dict, List, Mapping, Tuple
+
+import torch
+
+from pipeline.core.backend import (LoweringError, PreprocessResult, handles_by_origin, pack_parts,
+                                   parse_compile_spec)
+
+from pipeline.backends.openvino.compile_spec import NAME, OpenVinoCompileSpec, require_openvino
+from pipeline.backends.openvino.convert import Converted, convert, inputs_of
+from pipeline.backends.openvino.mapping import canonical_names, ir_node_handles
+
+
+def preprocess(program: Any, method_compile_spec: Mapping[str, Mapping[str, Any]],
+               generate_debug_handles: Callable) -> PreprocessResult:
+    for method, options in method_compile_spec.items():
+        parse_compile_spec(OpenVinoCompileSpec, options, f"compile_spec.{method}")
+    require_openvino()
+    methods: Dict[str, Any] = {}
+    parts: Dict[str, bytes] = {}
+    backend_map: Dict[str, List[int]] = {}
+    for method in method_compile_spec:
+        exported = program.get(method) if isinstance(program, dict) else None
+        if not isinstance(exported, torch.export.ExportedProgram):
+            raise LoweringError(
+                f"Backend {NAME!r}: cannot convert method {method!r} of a {type(program).__name__}; expected a "
+                "dict {method: torch.export.ExportedProgram} (the export frontend)."
+            )
+        handles = generate_debug_handles(exported.graph, method=method)
+        converted = convert(exported, method)
+        origins = handles_by_origin(converted.graph.nodes, {node.name: handle for node, handle in handles.items()})
+        canonical_names(converted.model, method)
+        node_handles = ir_node_handles(converted.model, origins)
+        flat = feeding_plan(exported, converted)
+        parts[f"{method}.xml"], parts[f"{method}.bin"] = serialize(converted.model)
+        methods[method] = {"flat": flat, "node_handles": node_handles}
+        backend_map.update({f"{method}/{node}": found for node, found in node_handles.items()})
+    return PreprocessResult(pack_parts(NAME, {"methods": methods}, parts), backend_map)
+
+
+def feeding_plan(program: "torch.export.ExportedProgram", converted: Converted) -> bool:
+    """Whether the method's arguments are its IR inputs already, in order: one tensor each, nothing nested
+    and no keyword arguments (execute then skips flattening them)."""
+    in_spec = program.call_spec.in_spec
+    args_spec = in_spec.child(0) if in_spec is not None and in_spec.num_children else None
+    return bool(
+        args_spec is not None and in_spec.child(1).num_children == 0
+        and all(args_spec.child(i).is_leaf() for i in range(args_spec.num_children))
+        and args_spec.num_children == len(inputs_of(converted.graph))
+    )
+
+
+def serialize(model: Any) -> Tuple[bytes, bytes]:
+    """The IR as (xml, bin) bytes, without the conversion's fused-names runtime info; no file is left."""
+    import openvino
+    from openvino._offline_transformations import apply_fused_names_cleanup
+
+    apply_fused_names_cleanup(model)
+    with tempfile.TemporaryDirectory(prefix="pipeline-openvino-") as directory:
+        xml, weights = os.path.join(directory, "model.xml"), os.path.join(directory, "model.bin")
+        openvino.serialize(model, xml, weights)
+        with open(xml, "rb") as handle:
+            xml_bytes = handle.read()
+        with open(weights, "rb") as handle:
+            return xml_bytes, handle.read()

@@ -1,0 +1,335 @@
+"""The openvino backend: each exported method converted to OpenVINO IR and run by the CPU plugin.
+
+Every test lowers a real model through ``pipeline.to_backend`` (or checks one
+piece of the backend directly) and compares with eager PyTorch. A conversion
+takes one to three seconds, so the zoo models are lowered once per module.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy
+import openvino
+import pytest
+from openvino.passes import ConstantFolding, Manager
+import torch
+from torch import nn
+
+import backend_checks
+import pipeline
+import pipeline.backends.openvino as ov_backend
+from backend_checks import line_of
+from pipeline import zoo
+from pipeline.backends.openvino.convert import convert
+from pipeline.backends.openvino.runtime import OpenVinoBackend
+from pipeline.core.payload import pack_parts, unpack_parts
+
+ROOT = Path(__file__).resolve().parents[2]
+TOLERANCE = backend_checks.tolerance("openvino")
+CAPABILITIES = openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+def lower(model: nn.Module, inputs: dict, spec: dict = None) -> pipeline.LoweredModule:
+    return pipeline.to_backend("openvino", model, {m: dict(spec or {}) for m in inputs}, example_inputs=inputs)
+
+
+def read_ir(parts: dict, method: str) -> "openvino.Model":
+    weights = openvino.Tensor(numpy.frombuffer(parts[f"{method}.bin"], dtype=numpy.uint8))
+    return openvino.Core().read_model(parts[f"{method}.xml"], weights)
+
+
+@pytest.fixture(scope="module")
+def zoo_lowered(tmp_path_factory):
+    """Each zoo model lowered at the defaults, saved and loaded again: name -> (model, inputs, lowered, loaded)."""
+    lowered = {}
+    for name in ("basic", "mlp", "cnn", "transformer"):
+        model, inputs = zoo.build(name), zoo.example_inputs(name)
+        module = lower(model, inputs)
+        path = pipeline.save_lowered(module, tmp_path_factory.mktemp("openvino") / f"{name}.lowered")
+        lowered[name] = (model, inputs, module, pipeline.load_lowered(path))
+    return lowered
+
+
+# -- the zoo ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["basic", "mlp", "cnn", "transformer"])
+def test_zoo_model_matches_eager_at_f32_and_loads_back_with_the_same_outputs(zoo_lowered, name):
+    model, inputs, lowered, loaded = zoo_lowered[name]
+    backend_checks.check_against_eager(model, inputs, lowered, **TOLERANCE, loaded=loaded)
+    assert loaded.backend_name == "openvino" and loaded.backend_version == lowered.backend_version
+
+
+def test_payload_is_each_methods_ir_as_xml_and_bin_with_a_json_header(zoo_lowered):
+    _, _, lowered, _ = zoo_lowered["basic"]
+    meta, parts = unpack_parts(lowered.payload, "openvino")
+    assert list(parts) == ["forward.xml", "forward.bin", "accum.xml", "accum.bin", "sub_accum.xml", "sub_accum.bin"]
+    for method in ("forward", "accum", "sub_accum"):
+        assert parts[f"{method}.xml"].startswith(b"<?xml")
+        model = read_ir(parts, method)
+        assert [p.get_friendly_name() for p in model.get_parameters()] == ["x", "h"]
+        assert meta["methods"][method]["flat"]
+
+
+def test_the_same_program_lowered_twice_gives_the_same_payload_bytes(zoo_lowered):
+    model, inputs, lowered, _ = zoo_lowered["cnn"]
+    assert lower(model, inputs).payload == lowered.payload
+
+
+def test_lowering_leaves_no_files_behind():
+    before = set(os.listdir(tempfile.gettempdir()))
+    lower(zoo.build("mlp"), zoo.example_inputs("mlp"))
+    assert [name for name in set(os.listdir(tempfile.gettempdir())) - before if "openvino" in name] == []
+
+
+@pytest.mark.parametrize("name", ["cnn", "transformer"])
+def test_conversion_makes_the_same_operations_as_convert_model_with_the_programs_shapes(name):
+    """The backend calls convert_model's steps one by one (to keep fused names); the IR must not differ."""
+    model, inputs = zoo.build(name), zoo.example_inputs(name)
+    program = torch.export.export(model, inputs["forward"])
+    ours = convert(program, "forward").model
+    theirs = openvino.convert_model(program, input=[tuple(x.shape) for x in inputs["forward"]])
+    fold = Manager()
+    fold.register_pass(ConstantFolding())
+    fold.run_passes(theirs)
+    assert [op.get_type_name() for op in ours.get_ordered_ops()] == [op.get_type_name() for op in theirs.get_ordered_ops()]
+
+
+class PairInput(nn.Module):
+    def forward(self, x, pair):
+        first, second = pair
+        return x * first + second, x.sum()
+
+
+def test_nested_arguments_are_flattened_and_outputs_keep_their_structure():
+    model = PairInput()
+    args = (torch.randn(4), (torch.randn(4), torch.randn(4)))
+    lowered = lower(model, {"forward": args})
+    assert not lowered.compiled("forward").flat
+    backend_checks.assert_same_outputs(model(*args), lowered(*args), **TOLERANCE)
+
+
+def test_inputs_that_require_grad_or_are_not_contiguous_are_accepted(zoo_lowered):
+    model, inputs, lowered, _ = zoo_lowered["mlp"]
+    x = inputs["forward"][0]
+    with torch.no_grad():
+        expected = model(x)
+    backend_checks.assert_same_outputs(expected, lowered(x.clone().requires_grad_()), **TOLERANCE)
+    strided = torch.empty(64, 2).t()
+    strided.copy_(x)
+    assert not strided.is_contiguous()
+    backend_checks.assert_same_outputs(expected, lowered(strided), **TOLERANCE)
+
+
+def test_outputs_are_not_overwritten_by_the_next_call(zoo_lowered):
+    _, inputs, lowered, _ = zoo_lowered["mlp"]
+    x = inputs["forward"][0]
+    first = lowered(x)
+    kept = first.clone()
+    lowered(torch.randn_like(x))
+    assert torch.equal(first, kept)
+
+
+# -- compile spec and precision -------------------------------------------------------------------
+
+def test_default_precision_is_f32_and_the_compiled_model_reports_it(zoo_lowered):
+    _, _, lowered, loaded = zoo_lowered["mlp"]
+    assert lowered.method_compile_spec["forward"]["inference_precision"] == "f32"
+    for module in (lowered, loaded):
+        compiled = module.compiled("forward")
+        assert compiled.inference_precision == "f32"
+        assert compiled.compiled.get_property("INFERENCE_PRECISION_HINT").to_string() == "f32"
+
+
+@pytest.mark.skipif("BF16" not in CAPABILITIES, reason="this CPU does not compute in bf16")
+def test_bf16_is_what_the_compiled_model_reports_and_is_less_exact_than_f32(zoo_lowered):
+    model, inputs, f32, _ = zoo_lowered["mlp"]
+    bf16 = lower(model, inputs, {"inference_precision": "bf16"})
+    assert bf16.compiled("forward").inference_precision == "bf16"
+    x = inputs["forward"][0]
+    with torch.no_grad():
+        expected = model(x)
+    assert (bf16(x) - expected).abs().max() > 10 * (f32(x) - expected).abs().max()
+
+
+@pytest.mark.skipif("FP16" in CAPABILITIES, reason="this CPU computes in f16")
+def test_a_precision_the_cpu_cannot_compute_in_is_rejected_naming_its_capabilities():
+    with pytest.raises(pipeline.LoweringError, match=r"inference_precision='f16', but the CPU plugin compiled the "
+                                                     r"model at '\w+'.*capabilities: .*'FP32'"):
+        lower(zoo.build("mlp"), zoo.example_inputs("mlp"), {"inference_precision": "f16"})
+
+
+def test_compile_spec_options_reach_the_plugin():
+    lowered = lower(zoo.build("mlp"), zoo.example_inputs("mlp"),
+                    {"performance_hint": "THROUGHPUT", "num_streams": 2, "threads": 2})
+    compiled = lowered.compiled("forward").compiled
+    assert str(compiled.get_property("PERFORMANCE_HINT")) == "THROUGHPUT"
+    assert int(compiled.get_property("NUM_STREAMS")) == 2
+    assert int(compiled.get_property("INFERENCE_NUM_THREADS")) == 2
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"precision": "f32"}, r"compile_spec.forward.precision: unknown key.*Did you mean 'inference_precision'"),
+    ({"inference_precision": "fp32"}, r"inference_precision: 'fp32' is not allowed; allowed: 'bf16', 'f16', 'f32'"),
+    ({"performance_hint": "FAST"}, r"performance_hint.*allowed: 'CUMULATIVE_THROUGHPUT', 'LATENCY', 'THROUGHPUT'"),
+    ({"threads": -1}, r"compile_spec.forward.threads: must be >= 0"),
+    ({"num_streams": -2}, r"compile_spec.forward.num_streams: must be >= 0"),
+    ({"threads": "two"}, r"compile_spec.forward.threads: expected an integer"),
+])
+def test_invalid_compile_spec_is_rejected_naming_the_option_and_what_is_allowed(options, message):
+    with pytest.raises(pipeline.LoweringError, match=message):
+        lower(zoo.build("mlp"), zoo.example_inputs("mlp"), options)
+
+
+def test_torchscript_frontend_is_rejected_naming_the_one_it_accepts():
+    with pytest.raises(pipeline.LoweringError, match=r"does not accept the 'torchscript' frontend; it accepts: 'export'"):
+        pipeline.to_backend("openvino", zoo.build("mlp"), {"forward": {}}, frontend="torchscript")
+
+
+@pytest.mark.parametrize("corrupt", [
+    lambda data: data[:-10],
+    lambda data: b"NOTAPAYLOAD" + data,
+    lambda data: data[:-1] + bytes([data[-1] ^ 0xFF]),
+    lambda data: pack_parts("onnxruntime", {}, {}),
+])
+def test_corrupt_payload_is_rejected_with_lowering_error(zoo_lowered, corrupt):
+    _, _, lowered, _ = zoo_lowered["mlp"]
+    with pytest.raises(pipeline.LoweringError, match="openvino"):
+        OpenVinoBackend().compile(corrupt(lowered.payload), lowered.method_compile_spec)
+
+
+# -- debug handles, errors, profiles ---------------------------------------------------------------
+
+def ir_nodes(lowered: pipeline.LoweredModule, method: str = "forward") -> list:
+    _, parts = unpack_parts(lowered.payload, "openvino")
+    model = read_ir(parts, method)
+    return [op for op in model.get_ordered_ops() if op.get_type_name() not in ("Constant", "Parameter", "Result")]
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn", "transformer"])
+def test_every_ir_node_maps_to_the_handles_of_the_fx_nodes_it_came_from(zoo_lowered, name):
+    _, _, lowered, _ = zoo_lowered[name]
+    backend_map = lowered.handle_map.backend_map
+    assert sorted(backend_map) == sorted(f"forward/{op.get_friendly_name()}" for op in ir_nodes(lowered))
+    assert all(h in lowered.handle_map.handles for handles in backend_map.values() for h in handles)
+    if name == "mlp":
+        ops = {key: [lowered.handle_map.handles[h].op for h in handles] for key, handles in backend_map.items()}
+        assert ops == {f"forward/{node}/aten.{op}.default/{kind}": [f"aten::{op}"]
+                       for node, op, kinds in [("linear", "linear", ("MatMul", "Add")), ("gelu", "gelu", ("Gelu",)),
+                                               ("linear_1", "linear", ("MatMul", "Add")),
+                                               ("gelu_1", "gelu", ("Gelu",)), ("linear_2", "linear", ("MatMul", "Add"))]
+                       for kind in kinds}
+
+
+def test_a_node_fused_while_converting_maps_to_every_node_it_replaced(zoo_lowered):
+    """OpenVINO folds each BatchNorm into its Convolution and names the result anew (Convolution_2)."""
+    _, _, lowered, _ = zoo_lowered["cnn"]
+    records = lowered.handle_map.handles
+    convolutions = [op.get_friendly_name() for op in ir_nodes(lowered) if op.get_type_name() == "Convolution"]
+    assert len(convolutions) == 2
+    for name in convolutions:
+        assert "/" not in name  # a name OpenVINO made: nothing but the fused names leads to the source
+        handles = lowered.handle_map.backend_map[f"forward/{name}"]
+        assert sorted(records[h].op for h in handles) == ["aten::batch_norm", "aten::conv2d"]
+
+
+def test_profile_times_each_executed_node_with_the_handles_of_all_it_fused(zoo_lowered):
+    _, inputs, lowered, _ = zoo_lowered["mlp"]
+    events = lowered.profile("forward", *inputs["forward"])
+    records = lowered.handle_map.handles
+    assert [e.name.split()[1] for e in events] == ["FullyConnected"] * 3
+    assert [[records[h].op for h in e.debug_handles] for e in events] == [
+        ["aten::linear", "aten::gelu"], ["aten::linear", "aten::gelu"], ["aten::linear"]]
+    assert all(e.seconds >= 0 for e in events)
+
+
+@pytest.mark.parametrize("name", ["cnn", "transformer"])
+def test_every_profiled_node_maps_to_source(zoo_lowered, name):
+    """Nodes the plugin made itself (layout Reorders, pieces of attention) take the handles of what they feed."""
+    _, inputs, lowered, _ = zoo_lowered[name]
+    events = lowered.profile("forward", *inputs["forward"])
+    assert events and all(e.debug_handles for e in events)
+    if name == "cnn":
+        reorder = next(e for e in events if e.name.endswith(" Reorder"))
+        assert "aten::conv2d" in [lowered.handle_map.handles[h].op for h in reorder.debug_handles]
+
+
+class AddTwice(nn.Module):
+    def forward(self, x, y):
+        total = x + y
+        return total * 2
+
+
+def test_failing_node_is_reported_with_its_handles_and_source_line():
+    """Sizes the plugin checks only when the node runs: a program exported with a dynamic dimension."""
+    size = torch.export.Dim("size")
+    program = torch.export.export(AddTwice(), (torch.randn(4), torch.randn(4)), dynamic_shapes=({0: size}, {0: size}))
+    lowered = pipeline.codegen_backend_module("openvino", {"forward": program}, {"forward": {}})
+    assert torch.equal(lowered(torch.ones(6), torch.ones(6)), torch.full((6,), 4.0))  # the size is not fixed
+    with pytest.raises(pipeline.BackendRuntimeError, match="mismatch") as raised:
+        lowered(torch.randn(3), torch.randn(5))
+    records = lowered.handle_map.handles
+    assert "aten::add.Tensor" in [records[h].op for h in raised.value.debug_handles]
+    assert f"line {line_of(AddTwice.forward, 'total = x + y')}" in str(raised.value)
+
+
+def test_input_of_the_wrong_shape_is_reported_with_handle_minus_one(zoo_lowered):
+    """The IR has the program's static shapes (faster), so the plugin rejects other shapes before any node runs."""
+    _, _, lowered, _ = zoo_lowered["mlp"]
+    with pytest.raises(pipeline.BackendRuntimeError, match=r"\[2,64\]") as raised:
+        lowered(torch.randn(3, 65))
+    assert raised.value.debug_handles == [-1]
+
+
+def test_input_of_the_wrong_dtype_is_reported_with_handle_minus_one(zoo_lowered):
+    _, _, lowered, _ = zoo_lowered["mlp"]
+    with pytest.raises(pipeline.BackendRuntimeError, match="precision: f64") as raised:
+        lowered(torch.randn(2, 64, dtype=torch.float64))
+    assert raised.value.debug_handles == [-1]
+
+
+# -- installing, registration, documentation, config ------------------------------------------------
+
+def test_without_openvino_the_backend_is_listed_unavailable_and_lowering_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "openvino", None)  # `import openvino` now raises ImportError
+    assert "openvino" in pipeline.list_backends()
+    assert not OpenVinoBackend().is_available()
+    with pytest.raises(pipeline.LoweringError, match=r"needs the openvino package.*pip install "
+                                                     r"'lowering-pipeline\[openvino\]'"):
+        lower(zoo.build("mlp"), zoo.example_inputs("mlp"))
+
+
+def test_backend_is_found_by_name_as_its_class_declares_it():
+    backend_checks.check_registration("openvino", OpenVinoBackend, accepts=("export",), reproducible=True,
+                                      carries_code=False, version=f"0.1.0+openvino.{openvino.__version__.split('-')[0]}")
+
+
+def test_docstring_lists_every_compile_spec_option():
+    fields = [f.name for f in dataclasses.fields(ov_backend.OpenVinoCompileSpec)]
+    assert [name for name in fields if f"``{name}``" not in ov_backend.__doc__] == []
+
+
+def run_app(tmp_path: Path, *overrides: str) -> dict:
+    done = subprocess.run([sys.executable, "-m", "pipeline", "backend=openvino", *overrides,
+                           f"hydra.run.dir={tmp_path}"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads((tmp_path / "report.json").read_text())
+
+
+def test_app_lowers_with_an_option_overridden_records_the_precision_and_maps_the_profile(tmp_path):
+    report = run_app(tmp_path, "model=cnn", "backend.compile_spec.forward.threads=1", "profile=true",
+                     "latency.enabled=false")
+    assert report["status"] == "ok" and report["verify"]["passed"]
+    assert report["compile_spec"]["forward"]["threads"] == 1
+    assert report["compile_spec"]["forward"]["inference_precision"] == "f32"
+    assert report["env"]["backend:openvino"] == OpenVinoBackend.version
+    assert json.loads((tmp_path / "handles.json").read_text())["backend_map"]
+    profile = json.loads((tmp_path / "profile.json").read_text())
+    assert report["profile"]["supported"] and profile["by_source"]
+    assert all(entry["source"] != "<unknown>" for entry in profile["by_source"])
