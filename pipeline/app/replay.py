@@ -18,7 +18,9 @@ from omegaconf import OmegaConf
 
 import yaml
 
+from pipeline.core.errors import LoweringError
 from pipeline.core.hashing import sha256_file
+from pipeline.app import outputs_record
 from pipeline.app.config import ConfigError, validate
 from pipeline.app.records import MAX_RECORD_BYTES, RecordError, named_file, read_record
 from pipeline.app.run_files import HYDRA_DIR, REPORT
@@ -47,26 +49,88 @@ def replay(run_dir: Path, out_dir: Optional[Path] = None, trust: bool = False) -
     out_dir = out_dir or _fresh_dir(run_dir)
     request = validate(OmegaConf.create(config))
     report = run(request, out_dir, extra_record={"replay_of": str(run_dir), "overrides": recorded.get("overrides", [])})
-    checks = {}
-    for part in ("artifact", "handles"):
-        entry = recorded.get(part) or {}
-        original = named_file(run_dir, entry.get("path"), part)
-        replayed = out_dir / report[part]["path"] if report.get(part) else None
-        original_sha = sha256_file(original) if original and original.exists() else None
-        replayed_sha = sha256_file(replayed) if replayed and replayed.exists() else None
-        checks[part] = {
-            "recorded_sha256": entry.get("sha256"),
-            "file_sha256": original_sha,
-            "replayed_sha256": replayed_sha,
-            "altered_since_recorded": original_sha is not None and original_sha != entry.get("sha256"),
-            "match": original_sha is not None and original_sha == replayed_sha,
-        }
+    reproducible = recorded.get("reproducible") or {"artifact": True, "handles": True}
+    mode = "bytes" if reproducible.get("artifact", True) else "numerics"
+    checks = {part: _compare_files(run_dir, recorded, out_dir, report, part) for part in ("artifact", "handles")}
+    if mode == "numerics":  # native code or TorchScript archives: the outputs must agree, not the bytes
+        checks["artifact"]["required"] = False
+        checks["outputs"] = _compare_outputs(run_dir, recorded, out_dir, report)
     env_changes = {k: (recorded.get("env", {}).get(k), report["env"].get(k))
                    for k in report["env"] if recorded.get("env", {}).get(k) != report["env"].get(k)}
-    return {"run_dir": str(run_dir), "replay_dir": str(out_dir), "status": report["status"],
-            "checks": checks, "env_changes": env_changes,
-            "reproducible": recorded.get("reproducible", {"artifact": True, "handles": True}),
-            "match": report["status"] == "ok" and all(c["match"] for c in checks.values())}
+    return {"run_dir": str(run_dir), "replay_dir": str(out_dir), "status": report["status"], "mode": mode,
+            "checks": checks, "env_changes": env_changes, "reproducible": reproducible,
+            "match": report["status"] == "ok" and all(c["match"] for c in checks.values() if c.get("required", True))}
+
+
+def _compare_files(run_dir: Path, recorded: Dict[str, Any], out_dir: Path, report: Dict[str, Any],
+                   part: str) -> Dict[str, Any]:
+    entry = recorded.get(part) or {}
+    original = named_file(run_dir, entry.get("path"), part)
+    replayed = out_dir / report[part]["path"] if report.get(part) else None
+    original_sha = sha256_file(original) if original and original.exists() else None
+    replayed_sha = sha256_file(replayed) if replayed and replayed.exists() else None
+    match = original_sha is not None and original_sha == replayed_sha
+    why = None
+    if not match and original_sha and replayed_sha:
+        why = first_difference(original.read_bytes(), replayed.read_bytes())
+    return {"recorded_sha256": entry.get("sha256"), "file_sha256": original_sha, "replayed_sha256": replayed_sha,
+            "altered_since_recorded": original_sha is not None and original_sha != entry.get("sha256"),
+            "match": match, "why": why}
+
+
+def _compare_outputs(run_dir: Path, recorded: Dict[str, Any], out_dir: Path, report: Dict[str, Any]) -> Dict[str, Any]:
+    entry, verify = recorded.get("outputs") or {}, recorded.get("verify") or {}
+    original = named_file(run_dir, entry.get("path"), "outputs")
+    if original is None or not original.exists() or not report.get("outputs"):
+        return {"match": False, "why": "the run recorded no outputs to compare"}
+    try:
+        return outputs_record.compare(original, out_dir / report["outputs"]["path"],
+                                      float(verify.get("atol", 1e-5)), float(verify.get("rtol", 1e-5)))
+    except LoweringError as error:
+        return {"match": False, "why": str(error)}
+
+
+def first_difference(before: bytes, after: bytes) -> str:
+    """Where two records first differ: the zip member and the JSON key path, or the byte range."""
+    import io
+    import zipfile
+
+    if before[:2] == after[:2] == b"PK":
+        try:
+            with zipfile.ZipFile(io.BytesIO(before)) as a, zipfile.ZipFile(io.BytesIO(after)) as b:
+                names_a, names_b = a.namelist(), b.namelist()
+                if names_a != names_b:
+                    return f"the members differ: {names_a} against {names_b}"
+                for name in names_a:
+                    x, y = a.read(name), b.read(name)
+                    if x != y:
+                        return f"{name}: {first_difference(x, y)}"
+        except (zipfile.BadZipFile, OSError, RuntimeError) as error:
+            return f"not readable as zip: {error}"
+    try:
+        return _json_difference(json.loads(before), json.loads(after), "") or "same JSON, other bytes"
+    except (ValueError, RecursionError):
+        pass
+    offset = next((i for i, (x, y) in enumerate(zip(before, after)) if x != y), min(len(before), len(after)))
+    return f"bytes differ from offset {offset} ({len(before)} against {len(after)} bytes)"
+
+
+def _json_difference(a: Any, b: Any, path: str) -> Optional[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b)):
+            if key not in a or key not in b:
+                return f"{path}/{key}: only in the {'replay' if key not in a else 'recorded run'}"
+            found = _json_difference(a[key], b[key], f"{path}/{key}")
+            if found:
+                return found
+        return None
+    if isinstance(a, list) and isinstance(b, list):
+        for index, (x, y) in enumerate(zip(a, b)):
+            found = _json_difference(x, y, f"{path}[{index}]")
+            if found:
+                return found
+        return f"{path}: {len(a)} items against {len(b)}" if len(a) != len(b) else None
+    return None if a == b else f"{path}: {str(a)[:80]!r} recorded, {str(b)[:80]!r} replayed"
 
 
 class UntrustedConfigError(ConfigError):
@@ -115,14 +179,18 @@ def main(argv=None) -> int:
     if args.json:
         print(json.dumps(result, indent=2, sort_keys=True))
     else:
-        rows = [[part, c["match"], (c["file_sha256"] or "-")[:16], (c["replayed_sha256"] or "-")[:16],
-                 "yes" if c["altered_since_recorded"] else "no"] for part, c in result["checks"].items()]
+        rows = [[part, c["match"] if c.get("required", True) else f"{c['match']} (not required)",
+                 (c.get("file_sha256") or "-")[:16], (c.get("replayed_sha256") or "-")[:16],
+                 "yes" if c.get("altered_since_recorded") else "no", c.get("why") or ""]
+                for part, c in result["checks"].items()]
         print(f"replayed {result['run_dir']} into {result['replay_dir']} (status {result['status']})")
-        print(text_table(["part", "match", "recorded file", "replayed", "altered since run"], rows))
+        print(f"mode: {result['mode']} (" + ("artifact and handles byte for byte" if result["mode"] == "bytes" else
+              "handles byte for byte, outputs within the run's tolerance: this backend's payload is not "
+              "byte-reproducible") + ")")
+        print(text_table(["part", "match", "recorded file", "replayed", "altered since run", "first difference"],
+                         rows, max_width=None))
         for key, (before, after) in result["env_changes"].items():
             print(f"note: {key} was {before}, is {after}")
-        if not result["reproducible"].get("artifact", True):
-            print("note: this backend's payload is not byte-reproducible (native code); an artifact mismatch is expected")
         print("MATCH" if result["match"] else "MISMATCH")
     return 0 if result["match"] else 1
 

@@ -35,7 +35,8 @@ from pipeline.app.backend_loading import load_backend
 from pipeline.app.faults import Interrupted, clear_run_outputs, signals_deferred, signals_raise
 from pipeline.app.inputs import Call, as_example_inputs, make_call, make_method_calls
 from pipeline.app.latency import measure
-from pipeline.app.run_files import HANDLES, PROFILE, REPORT
+from pipeline.app import outputs_record
+from pipeline.app.run_files import HANDLES, OUTPUTS, PROFILE, REPORT
 from pipeline.app.schema import RunRequest
 from pipeline.app.targets import locate
 from pipeline.app.verify import verify
@@ -93,7 +94,7 @@ def run(request: RunRequest, out_dir: Path, extra_record: Optional[Dict[str, Any
     started = time.perf_counter() if started is None else started
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    clear_run_outputs(out_dir, [REPORT, HANDLES, PROFILE, request.artifact_name, *_earlier_artifact(out_dir)])
+    clear_run_outputs(out_dir, [REPORT, HANDLES, PROFILE, OUTPUTS, request.artifact_name, *_earlier_artifact(out_dir)])
     stages = Stages(on_stage)
     report = _base_report(request, extra_record or {})
     lower_timings: Dict[str, float] = {}
@@ -128,6 +129,7 @@ def run_stages(request: RunRequest, out_dir: Path, stages: Stages, report: Dict[
         report["reproducible"] = {"artifact": backend.reproducible, "handles": True}
     with stages("build"):
         model = build_model(request)
+        report["provenance"] = provenance(type(model), backend.backend_cls)
         calls = make_method_calls(request.example_inputs, request.seed)
     with stages("capture"):
         captured = capture(model, list(request.compile_spec), request.frontend, as_example_inputs(calls),
@@ -155,6 +157,7 @@ def run_stages(request: RunRequest, out_dir: Path, stages: Stages, report: Dict[
             report["profile"] = record_profile(lowered, as_example_inputs(calls), out_dir)
     with stages("record"):
         report.update(record_outputs(lowered, out_dir, request.artifact_name))
+        report["outputs"] = outputs_record.record(out_dir / OUTPUTS, lowered, calls)
     if report["verify"] is not None and not report["verify"]["passed"]:
         stages.current = "verify"
         v = report["verify"]
@@ -171,6 +174,29 @@ def build_model(request: RunRequest) -> torch.nn.Module:
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"model._target_ {request.model_target} built a {type(model).__name__}, not an nn.Module.")
     return model.eval()
+
+
+def provenance(model_class: type, backend_class: type) -> Dict[str, Any]:
+    """Which source files the model class (and a backend that is not built in) came from, with their
+    digests, so that a change to a custom model shows in the record even where its name does not."""
+    record = {"model": source_digest(model_class)}
+    if not backend_class.__module__.startswith("pipeline.backends."):
+        record["backend"] = source_digest(backend_class)
+    return record
+
+
+def source_digest(cls: type) -> Dict[str, Any]:
+    import inspect
+
+    from pipeline.core.hashing import sha256_file
+    from pipeline.core.source import portable_path
+
+    try:
+        path = inspect.getsourcefile(cls)
+    except TypeError:  # a class defined in C
+        path = None
+    return {"class": f"{cls.__module__}.{cls.__qualname__}", "file": portable_path(path) if path else None,
+            "sha256": sha256_file(path) if path and Path(path).is_file() else None}
 
 
 def model_arguments(model_class: Any, kwargs: Dict[str, Any]) -> Dict[str, Any]:

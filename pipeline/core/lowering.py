@@ -20,7 +20,7 @@ from pipeline.core import torch_output
 from pipeline.core.backend import BackendInfo, PreprocessResult
 from pipeline.core.debug_handles import DebugHandleGenerator
 from pipeline.core.errors import LoweringError, format_choices
-from pipeline.core.frontends import ExampleInputs, as_captured, capture, model_methods, type_name
+from pipeline.core.frontends import ExampleInputs, as_captured, call_arguments, capture, model_methods, type_name
 from pipeline.core.lowered_module import LoweredModule
 from pipeline.core.registry import get_backend
 from pipeline.core.source import HierarchyPath
@@ -134,14 +134,15 @@ def to_backend_selective(
     paths: Sequence[str],
     method_compile_spec: Optional[MethodCompileSpec] = None,
     *,
-    example_inputs: Optional[Sequence[Any]] = None,
+    example_inputs: Optional[Any] = None,
     debug_handles: str = "sequential",
 ) -> torch.nn.Module:
     """A copy of ``module`` whose submodules at ``paths`` are lowered; ``module`` is not changed.
 
     Submodules are captured with torchscript, or with export when
-    ``example_inputs`` (positional args of the whole model's ``forward``) are
-    given: the model runs once to record each submodule's inputs.
+    ``example_inputs`` are given for the whole model's ``forward``, as
+    `to_backend` takes them (``{"forward": args}``; a tuple of positional
+    arguments works too): the model runs once to record each submodule's inputs.
     """
     spec = normalize_compile_spec(method_compile_spec or {"forward": {}})
     result = copy.deepcopy(module)
@@ -270,17 +271,23 @@ def _hierarchy_of(root: torch.nn.Module, path: str) -> HierarchyPath:
     return tuple(levels)
 
 
-def _record_inputs(model: torch.nn.Module, targets: Dict[str, Any], example_inputs: Sequence[Any]) -> Dict[str, tuple]:
-    """Run the model once and record each target submodule's positional inputs."""
-    recorded: Dict[str, tuple] = {}
+def _record_inputs(model: torch.nn.Module, targets: Dict[str, Any], example_inputs: Any) -> Dict[str, Any]:
+    """Run the model once and record each target submodule's call (``{"args":, "kwargs":}``)."""
+    if isinstance(example_inputs, Mapping):
+        if set(example_inputs) != {"forward"}:
+            raise LoweringError("Selective lowering runs the whole model's forward: give example_inputs as "
+                                f"{{'forward': args}}, not for {sorted(map(str, example_inputs))}.")
+        example_inputs = example_inputs["forward"]
+    args, kwargs = call_arguments(example_inputs, "forward")
+    recorded: Dict[str, Any] = {}
     hooks = []
     for path, (_, _, submodule) in targets.items():
-        def hook(mod, args, path=path):
-            recorded.setdefault(path, tuple(args))
-        hooks.append(submodule.register_forward_pre_hook(hook))
+        def hook(mod, call_args, call_kwargs, path=path):
+            recorded.setdefault(path, {"args": tuple(call_args), "kwargs": dict(call_kwargs)})
+        hooks.append(submodule.register_forward_pre_hook(hook, with_kwargs=True))
     try:
         with torch.no_grad():
-            model(*example_inputs)
+            model(*args, **kwargs)
     finally:
         for handle in hooks:
             handle.remove()

@@ -333,3 +333,18 @@ def test_help_describes_the_tool_and_its_commands_before_hydras_groups():
 def test_a_custom_model_needs_its_example_inputs():
     with pytest.raises(ConfigError, match="model.example_inputs is missing"):
         validate(composed("model=custom", "model._target_=torch.nn.ReLU"))
+
+
+def test_the_backends_command_lists_frontends_options_defaults_code_and_availability():
+    done = subprocess.run([sys.executable, "-m", "pipeline.backends", "--json"], capture_output=True, text=True,
+                          cwd=ROOT, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = {row["name"]: row for row in json.loads(done.stdout)}
+    assert {"reference", "onnxruntime", "inductor", "torchscript"} <= set(rows)
+    reference = rows["reference"]
+    assert reference["available"] and reference["accepts"] == ["torchscript", "export"] and not reference["carries_code"]
+    assert {"name": "constant_folding", "type": "bool", "default": True} in reference["options"]
+    assert rows["inductor"]["carries_code"] and rows["torchscript"]["carries_code"]
+    text = subprocess.run([sys.executable, "-m", "pipeline.backends"], capture_output=True, text=True, cwd=ROOT,
+                          timeout=300).stdout
+    assert "graph_optimization_level" in text and "carries code (loading needs trust_code=True)" in text

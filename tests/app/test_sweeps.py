@@ -104,6 +104,30 @@ def test_replay_of_an_altered_artifact_is_a_mismatch_and_exits_non_zero(recorded
     assert result["checks"]["handles"]["match"]
 
 
+def test_replay_says_which_part_differs_and_the_first_field(recorded_run, capsys):
+    handles = recorded_run / "handles.json"
+    record = json.loads(handles.read_text())
+    record["handles"][0]["source"]["line"] += 1
+    handles.write_text(json.dumps(record, sort_keys=True, indent=2) + "\n")
+    result = replay.replay(recorded_run)
+    assert not result["match"] and result["mode"] == "bytes"
+    assert result["checks"]["handles"]["why"].startswith("/handles[0]/source/line: ")
+
+
+@pytest.mark.parametrize("backend", ["torchscript", pytest.param("inductor", marks=pytest.mark.slow)])
+def test_a_backend_that_is_not_byte_reproducible_replays_by_numerics(tmp_path, backend, capsys):
+    run_dir = tmp_path / "run"
+    frontend = "frontend=torchscript" if backend == "torchscript" else "frontend=export"
+    done = subprocess.run([sys.executable, "-m", "pipeline", f"hydra.run.dir={run_dir}", *QUICK, f"backend={backend}",
+                           frontend], capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert replay.main([str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "mode: numerics" in out and "MATCH" in out
+    result = replay.replay(run_dir)
+    assert result["checks"]["handles"]["match"] and result["checks"]["outputs"]["match"]
+
+
 def test_compare_puts_runs_side_by_side(recorded_run, capsys):
     replayed = Path(replay.replay(recorded_run)["replay_dir"])
     assert compare.main([str(recorded_run), str(replayed)]) == 0

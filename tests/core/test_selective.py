@@ -34,11 +34,13 @@ class OuterModule(torch.nn.Module):
 PATHS = ["sub1.submodule", "sub2.submodule"]
 
 
-@pytest.mark.parametrize("use_export", [False, True], ids=["torchscript", "export"])
-def test_selected_submodules_are_lowered_and_the_rest_is_untouched(use_export, xh):
+@pytest.mark.parametrize("inputs", ["none", "tuple", "as_to_backend_takes_them"])
+def test_selected_submodules_are_lowered_and_the_rest_is_untouched(inputs, xh):
     outer = OuterModule()
+    example_inputs = {"none": None, "tuple": xh, "as_to_backend_takes_them": {"forward": xh}}[inputs]
     lowered = pipeline.to_backend_selective("test_backend", outer, PATHS, {"forward": {}},
-                                            example_inputs=xh if use_export else None)
+                                            example_inputs=example_inputs)
+    use_export = example_inputs is not None
     torch.testing.assert_close(lowered(*xh), outer(*xh))
     assert isinstance(lowered.sub1.submodule, pipeline.LoweredModule)
     assert isinstance(lowered.sub2.submodule, pipeline.LoweredModule)

@@ -1,0 +1,88 @@
+"""The lowered module's outputs on the example inputs, kept beside the artifact: what replay compares
+when the artifact's bytes cannot match (native code, TorchScript archives).
+
+``outputs.bin`` is a payload container (`pipeline.core.payload`): a JSON header
+with each method's output leaves (dtype, shape) and the digest of the example
+inputs, then the raw bytes of each leaf. No pickle; equal outputs give equal bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any, Dict, List, Tuple
+
+import torch
+import torch.utils._pytree as pytree
+
+from pipeline.core.errors import LoweringError
+from pipeline.core.files import write_atomic
+from pipeline.core.payload import pack_parts, unpack_parts
+
+KIND = "outputs"
+
+
+def inputs_digest(calls: Dict[str, Tuple[tuple, Dict[str, Any]]]) -> str:
+    """sha256 over every example tensor's dtype, shape and bytes, and every other value's repr."""
+    digest = hashlib.sha256()
+    for method in sorted(calls):
+        args, kwargs = calls[method]
+        for leaf in pytree.tree_leaves((args, dict(sorted(kwargs.items())))):
+            if isinstance(leaf, torch.Tensor):
+                tensor = leaf.detach().contiguous().cpu()
+                digest.update(f"{method}:{tensor.dtype}:{list(tensor.shape)}".encode())
+                digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+            else:
+                digest.update(f"{method}:{leaf!r}".encode())
+    return digest.hexdigest()
+
+
+def record(path: Path, lowered: Any, calls: Dict[str, Tuple[tuple, Dict[str, Any]]]) -> Dict[str, Any]:
+    """Run each lowered method on its example call and write the outputs; the report's entry."""
+    meta: Dict[str, Any] = {"inputs_sha256": inputs_digest(calls), "methods": {}}
+    parts: Dict[str, bytes] = {}
+    with torch.no_grad():
+        for method, (args, kwargs) in calls.items():
+            leaves = [leaf for leaf in pytree.tree_leaves(getattr(lowered, method)(*args, **kwargs))
+                      if isinstance(leaf, torch.Tensor)]
+            meta["methods"][method] = [{"dtype": str(t.dtype).replace("torch.", ""), "shape": list(t.shape)}
+                                       for t in leaves]
+            for index, tensor in enumerate(leaves):
+                parts[f"{method}/{index}"] = tensor.detach().contiguous().cpu().view(torch.uint8).numpy().tobytes()
+    data = pack_parts(KIND, meta, parts)
+    write_atomic(path, data)
+    return {"path": path.name, "sha256": hashlib.sha256(data).hexdigest(), "inputs_sha256": meta["inputs_sha256"]}
+
+
+def read(path: Path) -> Tuple[str, Dict[str, List[torch.Tensor]]]:
+    """``(inputs digest, {method: output tensors})``; a `LoweringError` for anything else."""
+    meta, parts = unpack_parts(path.read_bytes(), KIND)
+    outputs: Dict[str, List[torch.Tensor]] = {}
+    try:
+        for method, leaves in meta["methods"].items():
+            outputs[method] = []
+            for index, leaf in enumerate(leaves):
+                dtype = getattr(torch, leaf["dtype"])
+                raw = torch.frombuffer(bytearray(parts[f"{method}/{index}"]), dtype=torch.uint8)
+                outputs[method].append(raw.view(dtype).reshape(leaf["shape"]))
+        return meta["inputs_sha256"], outputs
+    except (KeyError, TypeError, RuntimeError, AttributeError, ValueError) as error:
+        raise LoweringError(f"{path}: not an outputs record: {type(error).__name__}: {error}") from None
+
+
+def compare(recorded: Path, replayed: Path, atol: float, rtol: float) -> Dict[str, Any]:
+    """Whether the replayed outputs match the recorded ones within tolerance, on the same inputs."""
+    before_inputs, before = read(recorded)
+    after_inputs, after = read(replayed)
+    if before_inputs != after_inputs:
+        return {"match": False, "why": "the example inputs differ (seed, shapes or dtypes changed)"}
+    for method in sorted(set(before) | set(after)):
+        a, b = before.get(method, []), after.get(method, [])
+        if len(a) != len(b) or any(x.shape != y.shape or x.dtype != y.dtype for x, y in zip(a, b)):
+            return {"match": False, "why": f"method {method!r}: the outputs' number, shapes or dtypes differ"}
+        for index, (x, y) in enumerate(zip(a, b)):
+            if not torch.allclose(y.double(), x.double(), atol=atol, rtol=rtol, equal_nan=True):
+                error = float((y.double() - x.double()).abs().max())
+                return {"match": False, "why": f"method {method!r}, output {index}: max abs difference {error:.3g} "
+                                               f"is beyond atol={atol:g}, rtol={rtol:g}"}
+    return {"match": True, "why": None}
