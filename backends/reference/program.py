@@ -56,6 +56,7 @@ class Instruction:
     blocks: List["Block"] = field(default_factory=list)
     id: int = -1  # numbered once the program is final; "forward/3" in the backend map
     origin: Any = None  # pipeline.core.source.NodeSource of the node, for compile-time errors; not saved
+    node: Any = None  # the graph node itself, while compiling (export's handles are issued last); not saved
 
     @property
     def op_name(self) -> str:
