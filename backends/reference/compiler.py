@@ -109,6 +109,9 @@ def _why_not_runnable(instruction: Instruction) -> str:
     if not ops.is_supported(instruction.op):
         return hint_for(instruction.op)
     op = ops.definition(instruction.op)
+    if not ops.callable_from_python(instruction.op):
+        return ("is TorchScript's generic list overload, which the reference backend has no kernel for; "
+                "lower with the export frontend")
     if op.compile_time:
         return "reads a value known only at run time, which the reference backend cannot do"
     written = ops.written_arguments(instruction.op)

@@ -4,7 +4,7 @@ Export's graph keeps the model's in-place ops (``relu_``, ``add_``); the
 compiler's `passes.functionalize` rewrites them as functional ones, which keeps
 shape-generic ops such as ``flatten`` (so the program runs other batch sizes).
 When an in-place op writes through a view in a way that pass will not rewrite,
-the compiler converts `functionalize`\ d program instead: torch's own
+the compiler converts the program `functionalize` returns instead: torch's own
 functionalization (``run_decompositions({})``), which turns such writes into
 ``*_scatter`` ops but bakes the example's shapes into views. Either way the
 nodes keep their stack traces and module stacks: `assign_handles` issues debug

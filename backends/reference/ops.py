@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import operator
+import re
 import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -33,6 +34,9 @@ class OpDef:
     compile_time: bool = False  # resolved while compiling, never an instruction
     inference_flag: Optional[str] = None  # the argument, a train flag, that must be False (found by schema)
     aliases_inputs: bool = False  # its result may be or hold its arguments' Python objects (lists)
+    # Python kernels for single overloads that torch.ops cannot take from Python (TorchScript's generic
+    # list overloads, ``.t``), as (overload, kernel) pairs.
+    overload_kernels: Tuple[Tuple[str, Callable], ...] = ()
 
 
 class ModelRaised(RuntimeError):
@@ -60,6 +64,10 @@ def _identity(value: Any) -> Any:
     return value
 
 
+def _list_slice(items: list, start: Optional[int] = None, end: Optional[int] = None, step: int = 1) -> list:
+    return items[start:end:step]
+
+
 def _no_op(*args: Any, **kwargs: Any) -> None:
     """export's ``_assert_tensor_metadata``: it checks the example inputs' metadata, which the program
     was specialized to already (and which another batch size would fail)."""
@@ -71,10 +79,12 @@ def _elementwise(text: str) -> OpDef:
 
 SUPPORTED_OPS: Dict[str, OpDef] = {
     # Elementwise arithmetic and activations (Tensor, Scalar and TorchScript int/float overloads).
-    "aten::add": _elementwise("self + alpha * other"),
+    "aten::add": OpDef("elementwise self + alpha * other (or TorchScript's list concatenation)",
+                       overload_kernels=(("t", operator.add),)),
     "aten::sub": _elementwise("self - alpha * other"),
     "aten::rsub": _elementwise("other - alpha * self"),
-    "aten::mul": _elementwise("self * other"),
+    "aten::mul": OpDef("elementwise self * other (or a TorchScript list repeated)",
+                       overload_kernels=(("left_t", operator.mul), ("right_", operator.mul))),
     "aten::div": _elementwise("self / other (rounding_mode)"),
     "aten::neg": _elementwise("-self"),
     "aten::pow": _elementwise("self ** exponent"),
@@ -149,7 +159,9 @@ SUPPORTED_OPS: Dict[str, OpDef] = {
     "aten::select_scatter": OpDef("a copy with one index of a dim replaced"),
     "aten::slice_scatter": OpDef("a copy with a slice of a dim replaced"),
     "aten::index_put": OpDef("a copy with entries at index tensors replaced (or accumulated)"),
-    "aten::copy": OpDef("src broadcast into self's shape and dtype, as a new tensor"),
+    "aten::copy": OpDef("src broadcast into self's shape and dtype, as a new tensor (or a list or dict copied)",
+                        overload_kernels=(("t", list), *((f"Dict_{kind}", dict) for kind in
+                                                         ("str", "int", "bool", "float", "complex", "Tensor")))),
     "aten::fill": OpDef("a tensor shaped like self, filled with one value"),
     # New tensors (folded into constants when their operands are known).
     "aten::arange": OpDef("evenly spaced values"),
@@ -185,8 +197,8 @@ SUPPORTED_OPS: Dict[str, OpDef] = {
     "aten::_assert_tensor_metadata": OpDef("export's check of the example's metadata: a no-op", kernel=_no_op),
     "aten::unsqueeze": OpDef("insert a dim of size 1"),
     "aten::squeeze": OpDef("remove dims of size 1"),
-    "aten::select": OpDef("index one dim"),
-    "aten::slice": OpDef("slice one dim"),
+    "aten::select": OpDef("index one dim (or a list)", overload_kernels=(("t", operator.getitem),)),
+    "aten::slice": OpDef("slice one dim (or a list)", overload_kernels=(("t", _list_slice),)),
     "aten::expand": OpDef("broadcast to a shape"),
     "aten::cat": OpDef("concatenate along a dim"),
     "aten::split": OpDef("split into chunks of given sizes"),
@@ -265,12 +277,26 @@ def definition(op: str) -> OpDef:
     return SUPPORTED_OPS[op_name(op)]
 
 
+def callable_from_python(op: str) -> bool:
+    """Whether the interpreter can run ``op``: a Python kernel of ours, or a torch.ops overload whose
+    schema has no type variable (torch.ops cannot convert a Python list to TorchScript's generic ``t[]``)."""
+    name, _, overload = op.partition(".")
+    op_def = SUPPORTED_OPS[name]
+    if op_def.kernel is not None or overload in dict(op_def.overload_kernels):
+        return True
+    found = schema(op)
+    generic = re.compile(r"\bt\b")
+    return found is None or not any(generic.search(str(a.type)) for a in [*found.arguments, *found.returns])
+
+
 def kernel_for(op: str) -> Callable:
     """The callable that runs ``op`` (an op with its exact overload)."""
     name, _, overload = op.partition(".")
     op_def = SUPPORTED_OPS[name]
     if op_def.kernel is not None:
         return op_def.kernel
+    if overload in dict(op_def.overload_kernels):
+        return dict(op_def.overload_kernels)[overload]
     namespace, packet = name.split("::", 1)
     return getattr(getattr(getattr(torch.ops, namespace), packet), overload or "default")
 
