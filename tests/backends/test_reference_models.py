@@ -208,6 +208,10 @@ def test_torch_cond_compiles_both_branches_and_runs_the_one_the_predicate_picks(
         for x in (positive, negative):
             backend_checks.assert_same_outputs(model(x), lowered(x), **TOLERANCE)
     assert not torch.allclose(lowered(positive), model.down(positive).tanh() - 1.0)  # the branches differ
+    sources = {i.op_name: lowered.handle_map.handles[i.handle].source
+               for i in parse(lowered.payload).methods["forward"].instructions()}
+    assert sources["aten::relu"].line == line_of(architectures.CondGate.forward, "self.up(x).relu()")
+    assert sources["aten::tanh"].line == line_of(architectures.CondGate.forward, "self.down(x).tanh()")
 
 
 class FixedGate(nn.Module):
