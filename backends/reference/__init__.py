@@ -75,7 +75,7 @@ supported, except overloads that write into an argument such as ``out=``):
 * shapes, views, copies, conversions: ``aten::size``, ``sym_size``, ``dim``,
   ``numel``, ``reshape``, ``view``, ``_unsafe_view``, ``flatten``,
   ``unflatten``, ``transpose``, ``permute``, ``t``, ``contiguous``, ``clone``,
-  ``alias``, ``detach``, ``to``, ``_to_copy``, ``type_as``, ``unsqueeze``,
+  ``alias``, ``lift_fresh_copy``, ``detach``, ``to``, ``_to_copy``, ``type_as``, ``unsqueeze``,
   ``squeeze``, ``select``, ``slice``, ``expand``, ``cat``, ``split``,
   ``split_with_sizes``, ``unbind``, ``chunk``, and export's
   ``_assert_tensor_metadata`` (a no-op: the program is specialized already);

@@ -189,6 +189,7 @@ SUPPORTED_OPS: Dict[str, OpDef] = {
     "aten::contiguous": OpDef("contiguous copy when needed"),
     "aten::clone": OpDef("copy"),
     "aten::alias": OpDef("the same data"),
+    "aten::lift_fresh_copy": OpDef("a copy of a constant tensor (export's torch.tensor(...))"),
     "aten::detach": OpDef("the same data, without autograd history"),
     "aten::to": OpDef("convert dtype or device (the same tensor when nothing changes)"),
     "aten::_to_copy": OpDef("a converted copy (export's form of to)"),

@@ -168,6 +168,11 @@ def test_a_users_backend_runs_from_its_own_config_dir(tmp_path):
     assert report["backend"] == "jit" and report["compile_spec"] == {"forward": {"optimize": True}}
 
 
+def test_a_tagger_with_token_id_inputs_runs_from_its_config(tmp_path):
+    report = run_in_process(tmp_path, "model=lstm_tagger", "frontend=torchscript")
+    assert report["status"] == "ok" and report["verify"]["passed"], report.get("error")
+
+
 def test_a_bad_config_exits_non_zero_with_a_one_line_reason(tmp_path):
     done = run_cli(tmp_path, "backend.compile_spec.forward.constant_foldin=false")
     assert done.returncode == 2
