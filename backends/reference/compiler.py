@@ -12,7 +12,7 @@ debug handle of the node it came from.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Mapping, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
@@ -51,7 +51,7 @@ def preprocess(program: Any, method_compile_spec: Mapping[str, Mapping[str, Any]
 
 
 def compile_method(program: Any, method: str, spec: ReferenceCompileSpec,
-                   generate_debug_handles: Callable) -> Tuple[MethodProgram, List["Problem"]]:
+                   generate_debug_handles: Callable) -> Tuple[MethodProgram, List[Problem]]:
     """One method, converted and optimized, and the problems that keep the backend from running it."""
     if isinstance(program, torch.jit.ScriptModule):
         program.eval()  # the backend compiles for inference: `training` folds to False
@@ -71,7 +71,7 @@ def compile_method(program: Any, method: str, spec: ReferenceCompileSpec,
     )
 
 
-def optimize(method: MethodProgram, spec: ReferenceCompileSpec) -> List["Problem"]:
+def optimize(method: MethodProgram, spec: ReferenceCompileSpec) -> List[Problem]:
     """Fold and drop dead code (as the spec says), make in-place ops functional, simplify what that
     exposed; the problems left."""
     _simplify(method, spec)
@@ -97,9 +97,10 @@ class Problem:
     in_place: bool = False  # an in-place op that passes.functionalize could not rewrite
 
 
-def find_problems(method: MethodProgram, reasons: Mapping[int, str] = {}) -> List[Problem]:
+def find_problems(method: MethodProgram, reasons: Optional[Mapping[int, str]] = None) -> List[Problem]:
     """One `Problem` per instruction the backend cannot run; ``reasons`` (by ``id(instruction)``) are
     what earlier passes found (an in-place op that could not be made functional)."""
+    reasons = reasons or {}
     return [Problem(instruction.op_name, reason, where(instruction, method.name), id(instruction) in reasons)
             for instruction in method.instructions()
             for reason in [reasons.get(id(instruction)) or _why_not_runnable(instruction)] if reason]
@@ -133,7 +134,7 @@ def _why_not_runnable(instruction: Instruction) -> str:
 
 # Ops that appear only when a model is captured in training mode.
 _TRAINING_OPS = ("aten::native_dropout", "aten::bernoulli", "aten::_native_batch_norm_legit_functional",
-                 "aten::_native_batch_norm_legit", "aten::native_batch_norm", "aten::rand", "aten::rand_like")
+                 "aten::_native_batch_norm_legit", "aten::native_batch_norm")
 
 
 def hint_for(op: str) -> str:
@@ -141,11 +142,9 @@ def hint_for(op: str) -> str:
     name = ops.op_name(op)
     if name in _TRAINING_OPS:
         return "appears when a model is captured in training mode; call model.eval() before lowering"
-    if name.startswith(("call_function::", "higher_order::")) or "higher_order" in name:
+    if name.startswith("call_function::"):  # a Python callable or a higher-order op such as while_loop
         return ("is not an ATen op the reference backend runs (of export's control-flow ops it runs torch.cond); "
                 "lower on onnxruntime or inductor")
-    if name.endswith("_") and not name.endswith("__") and ops.is_supported(name[:-1]):
-        return f"is the in-place form of {name[:-1]}, which the reference backend could not substitute here"
     return ("is not in the reference backend's op table; lower on onnxruntime or inductor, or write it "
             "with supported ops")
 
