@@ -13,9 +13,19 @@ from pipeline.core import registry, spec
 
 
 def fresh_like(args: tuple, seed: int) -> tuple:
-    """Random inputs of the example inputs' shapes and dtypes, not seen while lowering."""
+    """Random inputs of the example inputs' shapes and dtypes, not seen while lowering: floats from a
+    normal distribution, integers (token ids) from the example's own range, so they stay valid ids."""
     generator = torch.Generator().manual_seed(seed)
-    return tuple(torch.randn(a.shape, generator=generator, dtype=a.dtype) for a in args)
+    return tuple(_fresh(a, generator) for a in args)
+
+
+def _fresh(example: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    if example.dtype.is_floating_point or example.dtype.is_complex:
+        return torch.randn(example.shape, generator=generator, dtype=example.dtype)
+    if example.dtype == torch.bool:
+        return torch.randint(0, 2, example.shape, generator=generator).bool()
+    low, high = int(example.min()), int(example.max())
+    return torch.randint(low, high + 1, example.shape, generator=generator, dtype=example.dtype)
 
 
 def assert_same_outputs(expected, actual, atol: float, rtol: float) -> None:

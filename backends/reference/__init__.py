@@ -11,14 +11,27 @@ It is found by name through the ``pipeline.backends`` entry point, which names t
 
 How it compiles (`compiler.preprocess`): a TorchScript method is inlined and
 its ``prim::GetAttr`` chains resolved to constants (the module is put in eval
-mode); an exported method's parameters and buffers become constants. Each
-remaining node becomes one instruction naming its exact overload. Constant
-folding then evaluates what depends only on constants and keeps the taken
-branch of each constant ``prim::If``; dead-code elimination drops unread
-results. Ops left that the backend cannot run are reported all at once, with
-their source lines, as `pipeline.UnsupportedOpError`. The payload is the
-instruction list as canonical JSON plus raw tensor bytes (`program`): no
-pickle, and the same model gives the same bytes. To read what was compiled::
+mode); an exported method's parameters and buffers become constants, and each
+``torch.cond`` becomes a ``prim::If`` whose blocks are its two branch graphs.
+Each remaining node becomes one instruction naming its exact overload.
+Constant folding then evaluates what depends only on constants and keeps the
+taken branch of each constant ``prim::If`` (TorchScript's ``if`` and export's
+``torch.cond`` alike); dead-code elimination drops unread results. In-place
+ops (``relu_``, ``add_``, ``hardswish_``, ``dropout_``, ``masked_fill_``, any
+``op_`` whose ``op`` is supported) become their functional forms where no
+stale read is possible: the ops' schemas say which values share memory, and a
+write into a method input, a parameter, or a tensor whose view is read
+afterwards is never rewritten. Exported programs where that is not enough
+(``x[:, 0] = v``) are compiled from torch's own functionalization
+(``run_decompositions({})``) instead. Debug handles are issued on the graphs
+the program was compiled from, so they point at the user's source lines.
+
+Ops left that the backend cannot run are reported all at once as
+`pipeline.UnsupportedOpError`: one line per op with its count, its first
+source line and module path, and why (with the way out), at most eight ops
+listed and the rest named on one line. The payload is the instruction list as
+canonical JSON plus raw tensor bytes (`program`): no pickle, and the same model
+gives the same bytes. To read what was compiled::
 
     from pipeline.backends.reference.program import parse, to_text
     print(to_text(parse(lowered.payload).methods["forward"]))
@@ -30,30 +43,47 @@ instruction raises `pipeline.BackendRuntimeError` with its debug handle.
 Compile-spec options (`ReferenceCompileSpec`, per method): ``constant_folding``,
 ``dead_code_elimination`` (both on by default) and ``check_inputs`` (off).
 
-Supported ops (the table is ``ops.SUPPORTED_OPS``; every overload of each is supported):
+Supported ops (the table is ``ops.SUPPORTED_OPS``; every overload of each is
+supported, except overloads that write into an argument such as ``out=``):
 
 * elementwise: ``aten::add``, ``sub``, ``rsub``, ``mul``, ``div`` (Tensor and
   Scalar overloads, ``alpha``, ``rounding_mode``), ``neg``, ``pow``, ``exp``,
-  ``sqrt``, ``rsqrt``, ``relu``, ``gelu`` (``approximate``), ``silu``,
-  ``sigmoid``, ``tanh``, ``clamp``;
-* linear algebra: ``aten::linear``, ``matmul``, ``mm``, ``bmm``, ``addmm``;
+  ``log``, ``log1p``, ``abs``, ``sqrt``, ``rsqrt``, ``relu``, ``gelu``
+  (``approximate``), ``silu``, ``hardswish``, ``hardsigmoid``, ``sigmoid``,
+  ``tanh``, ``clamp``, ``where``, ``masked_fill``, ``bitwise_not``,
+  ``logical_not``;
+* linear algebra: ``aten::linear``, ``matmul``, ``mm``, ``bmm``, ``addmm``,
+  ``baddbmm``;
 * convolution and pooling: ``aten::conv2d``, ``convolution``, ``_convolution``
   (traces), ``max_pool2d``, ``avg_pool2d``, ``adaptive_avg_pool2d``;
-* normalization, attention, reductions: ``aten::softmax``, ``_softmax``,
-  ``log_softmax``, ``layer_norm``, ``batch_norm`` (``training=False``),
-  ``dropout`` (``train=False``: the identity), ``scaled_dot_product_attention``,
+* normalization, attention: ``aten::softmax``, ``_softmax``, ``log_softmax``,
+  ``layer_norm``, ``group_norm``, ``native_group_norm``, ``batch_norm``
+  (``training=False``), ``_native_batch_norm_legit_no_training``, ``dropout``
+  (``train=False``: the identity), ``scaled_dot_product_attention``,
   ``_native_multi_head_attention`` and ``_transformer_encoder_layer_fwd`` (the
-  fast paths of scripted ``nn.MultiheadAttention`` / ``nn.TransformerEncoderLayer``),
-  ``mean``, ``sum``;
-* shapes and views: ``aten::size``, ``sym_size``, ``dim``, ``numel``,
-  ``reshape``, ``view``, ``flatten``, ``unflatten``, ``transpose``, ``permute``,
-  ``t``, ``contiguous``, ``clone``, ``detach``, ``unsqueeze``, ``squeeze``,
-  ``select``, ``slice``, ``expand``, ``cat``, ``split``, ``chunk``;
+  fast paths of scripted ``nn.MultiheadAttention`` / ``nn.TransformerEncoderLayer``);
+* reductions: ``aten::mean``, ``sum``, ``cumsum``, ``diff``, ``min``, ``max``
+  (of all, along a dim, elementwise), ``amin``, ``amax``, ``argmin``, ``argmax``;
+* embeddings and recurrent layers (``train=False``): ``aten::embedding``,
+  ``lstm``, ``gru``, ``rnn_tanh``, ``rnn_relu``;
+* indexing: ``aten::gather``, ``index`` (index tensors; also TorchScript's
+  ``list.index``), ``index_select``;
+* new tensors: ``aten::arange``, ``zeros``, ``ones``, ``full``, ``zeros_like``,
+  ``ones_like``, ``full_like``, ``new_zeros``, ``new_ones``, ``new_full``;
+* functional writes (torch's functionalization of ``x[i] = v``):
+  ``aten::select_scatter``, ``slice_scatter``, ``index_put``, ``copy``, ``fill``;
+* shapes, views, copies, conversions: ``aten::size``, ``sym_size``, ``dim``,
+  ``numel``, ``reshape``, ``view``, ``_unsafe_view``, ``flatten``,
+  ``unflatten``, ``transpose``, ``permute``, ``t``, ``contiguous``, ``clone``,
+  ``alias``, ``lift_fresh_copy``, ``detach``, ``to``, ``_to_copy``, ``type_as``, ``unsqueeze``,
+  ``squeeze``, ``select``, ``slice``, ``expand``, ``cat``, ``split``,
+  ``split_with_sizes``, ``unbind``, ``chunk``, and export's
+  ``_assert_tensor_metadata`` (a no-op: the program is specialized already);
 * TorchScript scalar builtins: ``aten::eq``, ``ne``, ``lt``, ``le``, ``gt``,
   ``ge``, ``__not__``, ``__and__``, ``__or__``, ``floordiv``, ``remainder``,
   ``Int``, ``Float``, ``Bool``, ``ScalarImplicit``, ``any``, ``all``,
   ``prim::min``, ``prim::max``;
-* TorchScript lists, tuples, strings: ``aten::len``, ``__getitem__``,
+* TorchScript lists, tuples, strings: ``aten::len``, ``list``, ``__getitem__``,
   ``__contains__``, ``__is__``, ``__isnot__``, ``append``, ``format``, ``warn``,
   ``prim::ListConstruct``, ``ListUnpack``, ``TupleConstruct``, ``TupleUnpack``, ``DictConstruct``,
   ``TupleIndex`` (also export's ``operator.getitem``), ``unchecked_cast``,
@@ -61,8 +91,9 @@ Supported ops (the table is ``ops.SUPPORTED_OPS``; every overload of each is sup
 * tensor properties and runtime state: ``prim::device``, ``dtype``, ``type``,
   ``is_nested``, ``requires_grad``, ``aten::is_floating_point``,
   ``is_grad_enabled``, ``is_autocast_enabled``;
-* structure: ``prim::If``, ``prim::Loop``, ``prim::RaiseException``, and
-  ``prim::Constant`` / ``prim::GetAttr`` (resolved while compiling).
+* structure: ``prim::If`` (also export's ``torch.cond``), ``prim::Loop``,
+  ``prim::RaiseException``, and ``prim::Constant`` / ``prim::GetAttr``
+  (resolved while compiling).
 """
 
 from __future__ import annotations

@@ -1,15 +1,18 @@
 """The ahead-of-time half: ``preprocess`` turns captured methods into the payload.
 
 Per method: convert the graph (`from_torchscript` or `from_export`), fold
-constants, drop dead code (as the compile spec says), reject what the backend
-cannot run, number values and instructions; then serialize all methods into
-one payload (`program.serialize`) and map each instruction id
-(``"forward/3"``) to the debug handle of the node it came from.
+constants, drop dead code (as the compile spec says), rewrite in-place ops as
+functional ones, simplify again; then reject what the backend cannot run, all
+methods' problems in one message grouped by op (`rejection_message`), number
+values and instructions, serialize all methods into one payload
+(`program.serialize`) and map each instruction id (``"forward/3"``) to the
+debug handle of the node it came from.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, List, Mapping
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
@@ -24,14 +27,14 @@ def preprocess(program: Any, method_compile_spec: Mapping[str, Mapping[str, Any]
                generate_debug_handles: Callable) -> PreprocessResult:
     specs = {method: parse_compile_spec(ReferenceCompileSpec, options, f"compile_spec.{method}")
              for method, options in method_compile_spec.items()}
-    methods = {method: convert_method(program, method, generate_debug_handles) for method in specs}
-    problems: List[str] = []
-    for name, method in methods.items():
-        optimize(method, specs[name])
-        problems += find_problems(method)
+    methods: Dict[str, MethodProgram] = {}
+    problems: List[Problem] = []
+    for name, spec in specs.items():
+        methods[name], found = compile_method(program, name, spec, generate_debug_handles)
+        problems += found
     if problems:
-        hint = any(not spec.constant_folding for spec in specs.values())
-        raise UnsupportedOpError(_rejection_message(problems, hint))
+        folding_off = any(not spec.constant_folding for spec in specs.values())
+        raise UnsupportedOpError(rejection_message(problems, folding_off))
     for method in methods.values():
         passes.number(method)
     try:
@@ -47,44 +50,78 @@ def preprocess(program: Any, method_compile_spec: Mapping[str, Mapping[str, Any]
     return PreprocessResult(payload, backend_map)
 
 
-def convert_method(program: Any, method: str, generate_debug_handles: Callable) -> MethodProgram:
+def compile_method(program: Any, method: str, spec: ReferenceCompileSpec,
+                   generate_debug_handles: Callable) -> Tuple[MethodProgram, List[Problem]]:
+    """One method, converted and optimized, and the problems that keep the backend from running it."""
     if isinstance(program, torch.jit.ScriptModule):
         program.eval()  # the backend compiles for inference: `training` folds to False
-        return from_torchscript.convert_method(program, method, generate_debug_handles)
+        converted = from_torchscript.convert_method(program, method, generate_debug_handles)
+        return converted, optimize(converted, spec)
     if isinstance(program, dict) and isinstance(program.get(method), torch.export.ExportedProgram):
-        return from_export.convert_method(program[method], method, generate_debug_handles)
+        converted, graphs = from_export.convert_method(program[method], method)
+        problems = optimize(converted, spec)
+        if any(problem.in_place for problem in problems):  # torch's functionalization rewrites writes into views
+            converted, graphs = from_export.convert_method(from_export.functionalize(program[method], method), method)
+            problems = optimize(converted, spec)
+        from_export.assign_handles(converted, graphs, generate_debug_handles)
+        return converted, problems
     raise LoweringError(
         f"Reference backend: cannot compile method {method!r} of a {type(program).__name__}; expected a "
         "torch.jit.ScriptModule or a dict {method: torch.export.ExportedProgram}."
     )
 
 
-def optimize(method: MethodProgram, spec: ReferenceCompileSpec) -> None:
+def optimize(method: MethodProgram, spec: ReferenceCompileSpec) -> List[Problem]:
+    """Fold and drop dead code (as the spec says), make in-place ops functional, simplify what that
+    exposed; the problems left."""
+    _simplify(method, spec)
+    reasons = passes.functionalize(method)
+    _simplify(method, spec)
+    return find_problems(method, reasons)
+
+
+def _simplify(method: MethodProgram, spec: ReferenceCompileSpec) -> None:
     if spec.constant_folding:
         passes.fold_constants(method)
     if spec.dead_code_elimination:
         passes.eliminate_dead_code(method)
 
 
-def find_problems(method: MethodProgram) -> List[str]:
-    """One sentence per instruction the backend cannot run, naming op, method and source line."""
-    problems = []
-    for instruction in method.instructions():
-        reason = _why_not_runnable(instruction)
-        if reason:
-            problems.append(f"The node of {instruction.op_name} {reason} ({where(instruction, method.name)}).")
-    return problems
+@dataclass(frozen=True)
+class Problem:
+    """One instruction the backend cannot run: its op, why, and where it came from."""
+
+    op: str  # without overload: problems group by it
+    reason: str
+    location: str
+    in_place: bool = False  # an in-place op that passes.functionalize could not rewrite
+
+
+def find_problems(method: MethodProgram, reasons: Optional[Mapping[int, str]] = None) -> List[Problem]:
+    """One `Problem` per instruction the backend cannot run; ``reasons`` (by ``id(instruction)``) are
+    what earlier passes found (an in-place op that could not be made functional)."""
+    reasons = reasons or {}
+    return [Problem(instruction.op_name, reason, where(instruction, method.name), id(instruction) in reasons)
+            for instruction in method.instructions()
+            for reason in [reasons.get(id(instruction)) or _why_not_runnable(instruction)] if reason]
 
 
 def _why_not_runnable(instruction: Instruction) -> str:
     if not ops.is_supported(instruction.op):
-        return "is not supported by the reference backend"
+        return hint_for(instruction.op)
     op = ops.definition(instruction.op)
+    if not ops.callable_from_python(instruction.op):
+        return ("is TorchScript's generic list overload, which the reference backend has no kernel for; "
+                "lower with the export frontend")
     if op.compile_time:
         return "reads a value known only at run time, which the reference backend cannot do"
+    written = ops.written_arguments(instruction.op)
+    if written and not op.mutates_first_arg:
+        return (f"writes into its argument {written[0]!r} in place; the reference backend runs "
+                "functional programs (call the op without out=)")
     if op.inference_flag is not None:
-        position, name = op.inference_flag
-        flag = instruction.kwargs.get(name, instruction.args[position] if len(instruction.args) > position else False)
+        name = op.inference_flag
+        flag = ops.argument(instruction.op, instruction.args, instruction.kwargs, name)
         if flag is not False:
             state = "decided at run time" if isinstance(flag, Ref) or not is_plain(flag) else repr(flag)
             return (f"has {name}={state}; the reference backend runs inference only and needs {name}=False "
@@ -93,6 +130,23 @@ def _why_not_runnable(instruction: Instruction) -> str:
     if constants:
         return f"takes a {type(constants[0]).__name__} constant, which a reference-backend program cannot hold"
     return ""
+
+
+# Ops that appear only when a model is captured in training mode.
+_TRAINING_OPS = ("aten::native_dropout", "aten::bernoulli", "aten::_native_batch_norm_legit_functional",
+                 "aten::_native_batch_norm_legit", "aten::native_batch_norm")
+
+
+def hint_for(op: str) -> str:
+    """Why an op outside the table is rejected, and the way out, in one line."""
+    name = ops.op_name(op)
+    if name in _TRAINING_OPS:
+        return "appears when a model is captured in training mode; call model.eval() before lowering"
+    if name.startswith("call_function::"):  # a Python callable or a higher-order op such as while_loop
+        return ("is not an ATen op the reference backend runs (of export's control-flow ops it runs torch.cond); "
+                "lower on onnxruntime or inductor")
+    return ("is not in the reference backend's op table; lower on onnxruntime or inductor, or write it "
+            "with supported ops")
 
 
 def where(instruction: Instruction, method: str) -> str:
@@ -120,12 +174,25 @@ def _without_refs(operand: Any) -> Any:
     return operand
 
 
-def _rejection_message(problems: List[str], folding_off: bool) -> str:
-    supported = f"Supported ops: {ops.supported_op_names()}."
+MAX_LISTED_OPS = 8  # the message stays short (under ~15 lines) however many ops a model has
+
+
+def rejection_message(problems: Sequence[Problem], folding_off: bool = False) -> str:
+    """One line per op (its count, first location and why), at most `MAX_LISTED_OPS`; the rest in one line."""
+    groups: Dict[str, List[Problem]] = {}
+    for problem in problems:
+        groups.setdefault(problem.op, []).append(problem)
+    nodes = "1 node" if len(problems) == 1 else f"{len(problems)} nodes"
+    lines = [f"The reference backend cannot compile {nodes} of {len(groups)} op{'s' if len(groups) > 1 else ''}:"]
+    for op, found in list(groups.items())[:MAX_LISTED_OPS]:
+        count = f" ({len(found)} nodes; the first)" if len(found) > 1 else ""
+        lines.append(f"  - {op}{count} {found[0].reason} ({found[0].location}).")
+    rest = list(groups.items())[MAX_LISTED_OPS:]
+    if rest:
+        lines.append(f"  - and {len(rest)} more ops: " + ", ".join(f"{op} ({len(found)})" for op, found in rest) + ".")
+    lines.append(f"The reference backend runs the {len(ops.SUPPORTED_OPS)} ops listed in "
+                 "pipeline.backends.reference's docstring (ops.SUPPORTED_OPS).")
     if folding_off:
-        supported += (" Constant folding is off, so branches that constants decide (such as those on "
-                      "`self.training`) were kept.")
-    if len(problems) == 1:
-        return f"{problems[0]} {supported}"
-    listed = "\n".join(f"  - {problem}" for problem in problems)
-    return f"The reference backend cannot compile {len(problems)} nodes:\n{listed}\n{supported}"
+        lines.append("Constant folding is off, so branches that constants decide (such as those on "
+                     "`self.training`) were kept.")
+    return "\n".join(lines)

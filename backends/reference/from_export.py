@@ -1,17 +1,32 @@
 """Export frontend: one ``torch.export.ExportedProgram`` -> `MethodProgram`.
 
+Export's graph keeps the model's in-place ops (``relu_``, ``add_``); the
+compiler's `passes.functionalize` rewrites them as functional ones, which keeps
+shape-generic ops such as ``flatten`` (so the program runs other batch sizes).
+When an in-place op writes through a view in a way that pass will not rewrite,
+the compiler converts the program `functionalize` returns instead: torch's own
+functionalization (``run_decompositions({})``), which turns such writes into
+``*_scatter`` ops but bakes the example's shapes into views. Either way the
+nodes keep their stack traces and module stacks: `assign_handles` issues debug
+handles on the graphs the program was converted from, so they point at the
+user's source lines.
+
 Parameters, buffers and constant tensors are placeholders of the graph; they
 become constants of the program (``graph_signature.input_specs`` says which
 is which). User-input placeholders are the method's flattened inputs, in
 order. Each ``call_function`` node becomes one instruction naming its exact
 overload; ``operator.getitem`` on a multi-output op becomes ``prim::TupleIndex``.
+``torch.cond`` becomes a ``prim::If`` whose two blocks are the branch graphs,
+their placeholders bound to the operands ``cond`` passes: the same instruction
+TorchScript's ``if`` gives, run and folded the same way.
 """
 
 from __future__ import annotations
 
 import itertools
 import operator
-from typing import Any, Callable, Dict, List
+import warnings
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch.export.graph_signature import InputKind, OutputKind
@@ -21,49 +36,130 @@ from pipeline.core.backend import LoweringError, describe_node
 from pipeline.backends.reference.program import NO_HANDLE, Block, InputSpec, Instruction, MethodProgram, Ref
 
 
-def convert_method(program: torch.export.ExportedProgram, method: str,
-                   generate_debug_handles: Callable) -> MethodProgram:
-    handles = generate_debug_handles(program.graph, method=method)
-    input_specs = {spec.arg.name: spec for spec in program.graph_signature.input_specs}
-    env: Dict[torch.fx.Node, Any] = {}  # node -> Ref, or the constant a lifted placeholder holds
-    value_ids = itertools.count()
-    inputs: List[InputSpec] = []
-    instructions: List[Instruction] = []
-    outputs: List[Any] = []
+def convert_method(program: torch.export.ExportedProgram, method: str) -> Tuple[MethodProgram, List[torch.fx.Graph]]:
+    """The method's program, its instructions without debug handles yet, and the graphs it came from
+    (the program's, then each ``torch.cond`` branch's) for `assign_handles`."""
+    converter = _Converter(program, method)
+    body = converter.graph(program.graph_module, bound=None)
+    return MethodProgram(method, converter.inputs, body, flatten_inputs=True, flatten_outputs=False), converter.graphs
 
-    def operand(arg: Any) -> Any:
-        if isinstance(arg, torch.fx.Node):
-            return env[arg]
-        if isinstance(arg, (list, tuple)):
-            items = [operand(a) for a in arg]
-            return items if isinstance(arg, list) else tuple(items)
-        if isinstance(arg, dict):
-            return {key: operand(value) for key, value in arg.items()}
-        return arg
 
-    for node in program.graph.nodes:
-        if node.op == "placeholder":
-            spec = input_specs[node.name]
-            if spec.kind == InputKind.USER_INPUT:
-                env[node] = Ref(next(value_ids))
-                inputs.append(_input_spec(env[node].value, node))
-            else:
-                env[node] = _lifted_constant(program, spec, method)
-        elif node.op == "call_function":
-            env[node] = Ref(next(value_ids))
-            op = "prim::TupleIndex" if node.target is operator.getitem else describe_node(node).op
-            args = [operand(a) for a in node.args]
-            kwargs = {key: operand(value) for key, value in node.kwargs.items()}
-            instructions.append(Instruction(op, args, kwargs, [env[node].value], handles.get(node, NO_HANDLE),
-                                            origin=describe_node(node)))
-        elif node.op == "output":
-            outputs = _user_outputs(program, node, operand, method)
-        else:  # get_attr, call_module, call_method: none in a plain exported program
-            env[node] = Ref(next(value_ids))
-            instructions.append(Instruction(describe_node(node).op, [], {}, [env[node].value],
-                                            handles.get(node, NO_HANDLE), origin=describe_node(node)))
-    return MethodProgram(method, inputs, Block(instructions, outputs),
-                         flatten_inputs=True, flatten_outputs=False)
+def assign_handles(method: MethodProgram, graphs: List[torch.fx.Graph], generate_debug_handles: Callable) -> None:
+    """Issue debug handles for every node of ``graphs`` and give each instruction its node's handle."""
+    handles: Dict[torch.fx.Node, int] = {}
+    for graph in graphs:
+        handles.update(generate_debug_handles(graph, method=method.name))
+    for instruction in method.instructions():
+        instruction.handle = handles.get(instruction.node, NO_HANDLE)
+
+
+def functionalize(program: torch.export.ExportedProgram, method: str) -> torch.export.ExportedProgram:
+    """The program with every in-place op replaced by functional ones (writes into views become
+    ``*_scatter`` ops), no op decomposed beyond what functionalization needs (the empty table)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch's own pytree deprecation, inside deepcopy
+            return program.run_decompositions({})
+    except Exception as error:
+        raise LoweringError(
+            f"Reference backend: functionalizing the exported program of method {method!r} failed: "
+            f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
+        ) from error
+
+
+class _Branch:
+    """A ``get_attr`` of a ``torch.cond`` branch: a graph to compile as a block, not a value."""
+
+    def __init__(self, module: torch.fx.GraphModule):
+        self.module = module
+
+
+class _Converter:
+    def __init__(self, program: torch.export.ExportedProgram, method: str):
+        self.program = program
+        self.method = method
+        self.graphs: List[torch.fx.Graph] = []
+        self.input_specs = {spec.arg.name: spec for spec in program.graph_signature.input_specs}
+        self.value_ids = itertools.count()
+        self.inputs: List[InputSpec] = []
+
+    def graph(self, module: torch.fx.GraphModule, bound: Optional[Sequence[Any]]) -> Block:
+        """The block of one graph: the method's own (``bound`` None) or a branch, whose placeholders
+        take the ``bound`` operands in order."""
+        self.graphs.append(module.graph)
+        env: Dict[torch.fx.Node, Any] = {}  # node -> Ref, constant, list of Refs (cond) or _Branch
+        instructions: List[Instruction] = []
+        outputs: List[Any] = []
+        placeholders = iter(bound or ())
+
+        def operand(arg: Any) -> Any:
+            if isinstance(arg, torch.fx.Node):
+                return env[arg]
+            if isinstance(arg, (list, tuple)):
+                items = [operand(a) for a in arg]
+                return items if isinstance(arg, list) else tuple(items)
+            if isinstance(arg, dict):
+                return {key: operand(value) for key, value in arg.items()}
+            return arg
+
+        for node in module.graph.nodes:
+            if node.op == "placeholder":
+                env[node] = self.placeholder(node) if bound is None else next(placeholders)
+            elif node.op == "get_attr" and isinstance(getattr(module, node.target, None), torch.fx.GraphModule):
+                env[node] = _Branch(getattr(module, node.target))
+            elif node.op == "call_function" and node.target is torch.ops.higher_order.cond:
+                env[node] = self.cond(node, operand, instructions)
+            elif node.op == "call_function" and node.target is operator.getitem and isinstance(env[node.args[0]], list):
+                env[node] = env[node.args[0]][node.args[1]]  # one result of a cond
+            elif node.op == "call_function":
+                env[node] = Ref(next(self.value_ids))
+                op = "prim::TupleIndex" if node.target is operator.getitem else describe_node(node).op
+                args = [operand(a) for a in node.args]
+                kwargs = {key: operand(value) for key, value in node.kwargs.items()}
+                instructions.append(Instruction(op, args, kwargs, [env[node].value], origin=describe_node(node),
+                                                node=node))
+            elif node.op == "output":
+                outputs = (self.user_outputs(node, operand) if bound is None
+                           else [operand(value) for value in node.args[0]])
+            else:  # other get_attr, call_module, call_method: none in a plain exported program
+                env[node] = Ref(next(self.value_ids))
+                instructions.append(Instruction(describe_node(node).op, [], {}, [env[node].value],
+                                                origin=describe_node(node), node=node))
+        return Block(instructions, outputs)
+
+    def placeholder(self, node: torch.fx.Node) -> Any:
+        spec = self.input_specs[node.name]
+        if spec.kind != InputKind.USER_INPUT:
+            return _lifted_constant(self.program, spec, self.method)
+        ref = Ref(next(self.value_ids))
+        self.inputs.append(_input_spec(ref.value, node))
+        return ref
+
+    def cond(self, node: torch.fx.Node, operand: Callable, out: List[Instruction]) -> List[Ref]:
+        """``cond(pred, true_graph, false_graph, operands)`` -> ``prim::If``; its results, one Ref each."""
+        predicate, true_branch, false_branch, operands = node.args
+        bound = [operand(o) for o in operands]
+        blocks = [self.graph(operand(branch).module, bound) for branch in (true_branch, false_branch)]
+        results = [next(self.value_ids) for _ in blocks[0].outputs]
+        out.append(Instruction("prim::If", [operand(predicate)], {}, results, blocks=blocks,
+                               origin=describe_node(node), node=node))
+        return [Ref(value) for value in results]
+
+    def user_outputs(self, node: torch.fx.Node, operand: Callable) -> List[Any]:
+        for spec in self.program.graph_signature.output_specs:
+            if spec.kind == OutputKind.USER_INPUT_MUTATION:
+                raise LoweringError(
+                    f"Reference backend: method {self.method!r} changes its input {spec.target!r} in place, which "
+                    "the caller would see; the reference backend does not write into inputs (copy the input "
+                    "first, or use the out-of-place op)."
+                )
+            if spec.kind != OutputKind.USER_OUTPUT:
+                raise LoweringError(
+                    f"Reference backend: method {self.method!r} has side effects ({spec.kind.name} {spec.target!r}); "
+                    "the reference backend runs inference programs without state. Lower the model in eval mode "
+                    "(training-mode BatchNorm changes its buffers)."
+                )
+        return [operand(value) for value in node.args[0]]
 
 
 def _input_spec(value: int, node: torch.fx.Node) -> InputSpec:
@@ -88,17 +184,3 @@ def _lifted_constant(program: torch.export.ExportedProgram, spec: Any, method: s
         f"Reference backend: method {method!r} takes {spec.kind.name} {spec.target!r}, which the reference backend "
         "cannot hold; it holds parameters, buffers and constant tensors."
     )
-
-
-def _user_outputs(program: torch.export.ExportedProgram, node: torch.fx.Node, operand: Callable,
-                  method: str) -> List[Any]:
-    values = list(node.args[0])
-    specs = program.graph_signature.output_specs
-    effects = [spec for spec in specs if spec.kind != OutputKind.USER_OUTPUT]
-    if effects:
-        described = ", ".join(f"{spec.kind.name} {spec.target!r}" for spec in effects)
-        raise LoweringError(
-            f"Reference backend: method {method!r} has side effects ({described}); the reference backend runs "
-            "inference programs without state. Lower the model in eval mode."
-        )
-    return [operand(value) for value in values]

@@ -12,10 +12,12 @@ and the interpreter looks kernels up in it: one table for both.
 
 from __future__ import annotations
 
+import functools
 import operator
+import re
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
@@ -30,8 +32,11 @@ class OpDef:
     unpacks: bool = False  # its outputs are the items of the sequence the kernel returns
     structured: bool = False  # prim::If / prim::Loop: runs nested blocks, the interpreter handles it
     compile_time: bool = False  # resolved while compiling, never an instruction
-    inference_flag: Optional[Tuple[int, str]] = None  # (position, name) of a train flag that must be False
+    inference_flag: Optional[str] = None  # the argument, a train flag, that must be False (found by schema)
     aliases_inputs: bool = False  # its result may be or hold its arguments' Python objects (lists)
+    # Python kernels for single overloads that torch.ops cannot take from Python (TorchScript's generic
+    # list overloads, ``.t``), as (overload, kernel) pairs.
+    overload_kernels: Tuple[Tuple[str, Callable], ...] = ()
 
 
 class ModelRaised(RuntimeError):
@@ -59,34 +64,55 @@ def _identity(value: Any) -> Any:
     return value
 
 
+def _list_slice(items: list, start: Optional[int] = None, end: Optional[int] = None, step: int = 1) -> list:
+    return items[start:end:step]
+
+
+def _no_op(*args: Any, **kwargs: Any) -> None:
+    """export's ``_assert_tensor_metadata``: it checks the example inputs' metadata, which the program
+    was specialized to already (and which another batch size would fail)."""
+
+
 def _elementwise(text: str) -> OpDef:
     return OpDef(f"elementwise {text}")
 
 
 SUPPORTED_OPS: Dict[str, OpDef] = {
     # Elementwise arithmetic and activations (Tensor, Scalar and TorchScript int/float overloads).
-    "aten::add": _elementwise("self + alpha * other"),
+    "aten::add": OpDef("elementwise self + alpha * other (or TorchScript's list concatenation)",
+                       overload_kernels=(("t", operator.add),)),
     "aten::sub": _elementwise("self - alpha * other"),
     "aten::rsub": _elementwise("other - alpha * self"),
-    "aten::mul": _elementwise("self * other"),
+    "aten::mul": OpDef("elementwise self * other (or a TorchScript list repeated)",
+                       overload_kernels=(("left_t", operator.mul), ("right_", operator.mul))),
     "aten::div": _elementwise("self / other (rounding_mode)"),
     "aten::neg": _elementwise("-self"),
     "aten::pow": _elementwise("self ** exponent"),
     "aten::exp": _elementwise("exp"),
+    "aten::log": _elementwise("natural logarithm"),
+    "aten::log1p": _elementwise("log(1 + x)"),
+    "aten::abs": _elementwise("|x|"),
     "aten::sqrt": _elementwise("sqrt"),
     "aten::rsqrt": _elementwise("1 / sqrt"),
     "aten::relu": _elementwise("max(x, 0)"),
     "aten::gelu": _elementwise("GELU (approximate='none' or 'tanh')"),
     "aten::silu": _elementwise("x * sigmoid(x)"),
+    "aten::hardswish": _elementwise("x * relu6(x + 3) / 6"),
+    "aten::hardsigmoid": _elementwise("relu6(x + 3) / 6"),
     "aten::sigmoid": _elementwise("sigmoid"),
     "aten::tanh": _elementwise("tanh"),
     "aten::clamp": _elementwise("clamp(min, max)"),
+    "aten::where": _elementwise("condition ? self : other (or the indices where condition holds)"),
+    "aten::masked_fill": _elementwise("value where mask, else self"),
+    "aten::bitwise_not": _elementwise("~x"),
+    "aten::logical_not": _elementwise("not x"),
     # Linear algebra.
     "aten::linear": OpDef("x @ weight.T + bias"),
     "aten::matmul": OpDef("matrix product with broadcasting"),
     "aten::mm": OpDef("2-D matrix product"),
     "aten::bmm": OpDef("batched matrix product"),
     "aten::addmm": OpDef("beta * self + alpha * (mat1 @ mat2)"),
+    "aten::baddbmm": OpDef("beta * self + alpha * (batch1 @ batch2), batched"),
     # Convolution and pooling.
     "aten::conv2d": OpDef("2-D convolution"),
     "aten::convolution": OpDef("convolution (export's decomposed form)"),
@@ -99,14 +125,55 @@ SUPPORTED_OPS: Dict[str, OpDef] = {
     "aten::_softmax": OpDef("softmax along dim (half_to_float form)"),
     "aten::log_softmax": OpDef("log-softmax along dim"),
     "aten::layer_norm": OpDef("layer normalization"),
+    "aten::group_norm": OpDef("group normalization"),
+    "aten::native_group_norm": OpDef("group normalization (export's form: output, mean, rstd)"),
     "aten::batch_norm": OpDef("batch normalization with running statistics (training=False only)",
-                              inference_flag=(5, "training")),
-    "aten::dropout": OpDef("identity in inference (train=False only)", inference_flag=(2, "train")),
+                              inference_flag="training"),
+    "aten::_native_batch_norm_legit_no_training": OpDef("batch normalization with running statistics "
+                                                        "(export's inference form)"),
+    "aten::dropout": OpDef("identity in inference (train=False only)", inference_flag="train"),
     "aten::scaled_dot_product_attention": OpDef("softmax(q @ k.T * scale + mask) @ v"),
     "aten::_native_multi_head_attention": OpDef("fused multi-head attention (TorchScript fast path)"),
     "aten::_transformer_encoder_layer_fwd": OpDef("fused transformer encoder layer (TorchScript fast path)"),
     "aten::mean": OpDef("mean over dims"),
     "aten::sum": OpDef("sum over dims"),
+    "aten::cumsum": OpDef("cumulative sum along a dim"),
+    "aten::diff": OpDef("n-th differences along a dim"),
+    "aten::min": OpDef("minimum: of all, along a dim (values, indices), or elementwise"),
+    "aten::max": OpDef("maximum: of all, along a dim (values, indices), or elementwise"),
+    "aten::amin": OpDef("minimum over dims"),
+    "aten::amax": OpDef("maximum over dims"),
+    "aten::argmin": OpDef("index of the minimum"),
+    "aten::argmax": OpDef("index of the maximum"),
+    # Embeddings and recurrent layers (train=False only: dropout between layers is off).
+    "aten::embedding": OpDef("rows of a weight table by index"),
+    "aten::lstm": OpDef("multi-layer LSTM (output, h, c)", inference_flag="train"),
+    "aten::gru": OpDef("multi-layer GRU (output, h)", inference_flag="train"),
+    "aten::rnn_tanh": OpDef("multi-layer Elman RNN, tanh (output, h)", inference_flag="train"),
+    "aten::rnn_relu": OpDef("multi-layer Elman RNN, relu (output, h)", inference_flag="train"),
+    # Indexing.
+    "aten::gather": OpDef("values along a dim at given indices"),
+    "aten::index": OpDef("advanced indexing with index tensors (also TorchScript's list.index)"),
+    "aten::index_select": OpDef("entries of one dim by index"),
+    # Functional writes (what torch's functionalization makes of x[i] = v, x[:, 0] += 1).
+    "aten::select_scatter": OpDef("a copy with one index of a dim replaced"),
+    "aten::slice_scatter": OpDef("a copy with a slice of a dim replaced"),
+    "aten::index_put": OpDef("a copy with entries at index tensors replaced (or accumulated)"),
+    "aten::copy": OpDef("src broadcast into self's shape and dtype, as a new tensor (or a list or dict copied)",
+                        overload_kernels=(("t", list), *((f"Dict_{kind}", dict) for kind in
+                                                         ("str", "int", "bool", "float", "complex", "Tensor")))),
+    "aten::fill": OpDef("a tensor shaped like self, filled with one value"),
+    # New tensors (folded into constants when their operands are known).
+    "aten::arange": OpDef("evenly spaced values"),
+    "aten::zeros": OpDef("a tensor of zeros"),
+    "aten::ones": OpDef("a tensor of ones"),
+    "aten::full": OpDef("a tensor of one value"),
+    "aten::zeros_like": OpDef("zeros shaped like a tensor"),
+    "aten::ones_like": OpDef("ones shaped like a tensor"),
+    "aten::full_like": OpDef("one value, shaped like a tensor"),
+    "aten::new_zeros": OpDef("zeros with a tensor's dtype and device"),
+    "aten::new_ones": OpDef("ones with a tensor's dtype and device"),
+    "aten::new_full": OpDef("one value with a tensor's dtype and device"),
     # Shapes, views and copies.
     "aten::size": OpDef("size of one dim, or all sizes"),
     "aten::sym_size": OpDef("size of one dim (export)"),
@@ -121,14 +188,23 @@ SUPPORTED_OPS: Dict[str, OpDef] = {
     "aten::t": OpDef("transpose a 2-D tensor"),
     "aten::contiguous": OpDef("contiguous copy when needed"),
     "aten::clone": OpDef("copy"),
+    "aten::alias": OpDef("the same data"),
+    "aten::lift_fresh_copy": OpDef("a copy of a constant tensor (export's torch.tensor(...))"),
     "aten::detach": OpDef("the same data, without autograd history"),
+    "aten::to": OpDef("convert dtype or device (the same tensor when nothing changes)"),
+    "aten::_to_copy": OpDef("a converted copy (export's form of to)"),
+    "aten::type_as": OpDef("convert to another tensor's dtype"),
+    "aten::_unsafe_view": OpDef("view with a new shape (export's form of reshape)"),
+    "aten::_assert_tensor_metadata": OpDef("export's check of the example's metadata: a no-op", kernel=_no_op),
     "aten::unsqueeze": OpDef("insert a dim of size 1"),
     "aten::squeeze": OpDef("remove dims of size 1"),
-    "aten::select": OpDef("index one dim"),
-    "aten::slice": OpDef("slice one dim"),
+    "aten::select": OpDef("index one dim (or a list)", overload_kernels=(("t", operator.getitem),)),
+    "aten::slice": OpDef("slice one dim (or a list)", overload_kernels=(("t", _list_slice),)),
     "aten::expand": OpDef("broadcast to a shape"),
     "aten::cat": OpDef("concatenate along a dim"),
     "aten::split": OpDef("split into chunks of given sizes"),
+    "aten::split_with_sizes": OpDef("split into chunks of given sizes (export's form)"),
+    "aten::unbind": OpDef("the slices along a dim"),
     "aten::chunk": OpDef("split into a number of chunks"),
     # TorchScript scalar builtins: int/float/bool/str arithmetic, comparison, conversion.
     "aten::eq": OpDef("=="),
@@ -152,6 +228,7 @@ SUPPORTED_OPS: Dict[str, OpDef] = {
     "prim::max": OpDef("max of numbers"),
     # TorchScript list, tuple and string builtins.
     "aten::len": OpDef("len(x)", kernel=len),
+    "aten::list": OpDef("a copy of a list", kernel=list, aliases_inputs=True),
     "aten::__getitem__": OpDef("x[i]", kernel=operator.getitem, aliases_inputs=True),
     "aten::__contains__": OpDef("item in x", kernel=lambda container, item: item in container),
     "aten::__is__": OpDef("x is y", kernel=operator.is_),
@@ -201,12 +278,26 @@ def definition(op: str) -> OpDef:
     return SUPPORTED_OPS[op_name(op)]
 
 
+def callable_from_python(op: str) -> bool:
+    """Whether the interpreter can run ``op``: a Python kernel of ours, or a torch.ops overload whose
+    schema has no type variable (torch.ops cannot convert a Python list to TorchScript's generic ``t[]``)."""
+    name, _, overload = op.partition(".")
+    op_def = SUPPORTED_OPS[name]
+    if op_def.kernel is not None or overload in dict(op_def.overload_kernels):
+        return True
+    found = schema(op)
+    generic = re.compile(r"\bt\b")
+    return found is None or not any(generic.search(str(a.type)) for a in [*found.arguments, *found.returns])
+
+
 def kernel_for(op: str) -> Callable:
     """The callable that runs ``op`` (an op with its exact overload)."""
     name, _, overload = op.partition(".")
     op_def = SUPPORTED_OPS[name]
     if op_def.kernel is not None:
         return op_def.kernel
+    if overload in dict(op_def.overload_kernels):
+        return dict(op_def.overload_kernels)[overload]
     namespace, packet = name.split("::", 1)
     return getattr(getattr(getattr(torch.ops, namespace), packet), overload or "default")
 
@@ -223,3 +314,65 @@ def result_values(op: str, count: int, result: Any) -> list:
     if len(values) != count:
         raise ValueError(f"{op} produced {len(values)} values where the program expects {count}")
     return values
+
+
+# -- what the schemas say ------------------------------------------------------------------------
+# Mutation and aliasing come from the ops' own schemas (``Tensor(a!) self`` is written in place,
+# ``Tensor(a) self -> Tensor(a)`` returns a view), so the passes need no hand-kept list of views.
+
+@functools.lru_cache(maxsize=None)
+def schema(op: str) -> Optional[torch.FunctionSchema]:
+    """The schema of ``op`` (with its overload) in ``torch.ops``, or None if it has none there."""
+    name, _, overload = op.partition(".")
+    namespace, _, packet = name.partition("::")
+    try:
+        return getattr(getattr(getattr(torch.ops, namespace), packet), overload or "default")._schema
+    except Exception:  # prim ops without an overload packet, names this PyTorch does not have
+        return None
+
+
+def argument(op: str, args: Sequence[Any], kwargs: Mapping[str, Any], name: str) -> Any:
+    """The operand an instruction passes for the schema argument ``name`` (its default if omitted)."""
+    found = schema(op)
+    declared = [a.name for a in found.arguments] if found is not None else []
+    if name in kwargs:
+        return kwargs[name]
+    if name in declared and declared.index(name) < len(args):
+        return args[declared.index(name)]
+    if name in declared and found.arguments[declared.index(name)].has_default_value():
+        return found.arguments[declared.index(name)].default_value
+    return None
+
+
+def written_arguments(op: str) -> List[str]:
+    """The arguments ``op`` changes in place (``self`` of ``relu_``, ``out`` of ``add.out``)."""
+    found = schema(op)
+    if found is None:
+        return []
+    return [a.name for a in found.arguments if a.alias_info is not None and a.alias_info.is_write]
+
+
+def aliased_arguments(op: str) -> List[str]:
+    """The arguments whose memory ``op``'s results may share (views, in-place results, lists of them)."""
+    found = schema(op)
+    if found is None:
+        return []
+    return [a.name for a in found.arguments if a.alias_info is not None]
+
+
+def functional_form(op: str) -> Optional[str]:
+    """``aten::relu`` for ``aten::relu_``: the same overload without the in-place write, if torch has it
+    with the same arguments (``bernoulli_.float`` has no ``bernoulli.float``)."""
+    name, dot, overload = op.partition(".")
+    if not name.endswith("_") or name.endswith("__"):
+        return None
+    functional = name[:-1] + dot + overload
+    inplace, pure = schema(op), schema(functional)
+    if inplace is None or pure is None:
+        return None
+    def signature(found: torch.FunctionSchema) -> list:  # positional names may differ (self / input)
+        return [(str(a.type), a.kwarg_only, a.name if a.kwarg_only else "") for a in found.arguments]
+
+    if signature(inplace) != signature(pure):
+        return None
+    return functional

@@ -56,6 +56,7 @@ class Instruction:
     blocks: List["Block"] = field(default_factory=list)
     id: int = -1  # numbered once the program is final; "forward/3" in the backend map
     origin: Any = None  # pipeline.core.source.NodeSource of the node, for compile-time errors; not saved
+    node: Any = None  # the graph node itself, while compiling (export's handles are issued last); not saved
 
     @property
     def op_name(self) -> str:
@@ -176,7 +177,7 @@ def parse(payload: bytes) -> Program:
 def encodable(value: Any) -> bool:
     """Whether a constant can be written into a payload."""
     try:
-        _encode(value, _TensorTable())
+        _encode(value, _TensorTable(check_only=True))
     except TypeError:
         return False
     return True
@@ -318,7 +319,8 @@ def _decode(data: Any, tensors: List[torch.Tensor]) -> Any:
 class _TensorTable:
     """Tensor constants in first-use order; equal tensors are stored once."""
 
-    def __init__(self):
+    def __init__(self, check_only: bool = False):
+        self.check_only = check_only  # only whether tensors can be stored: no bytes copied (`encodable`)
         self.entries: List[dict] = []
         self.data: List[bytes] = []
         self._index: Dict[Tuple[str, Tuple[int, ...], bytes], int] = {}
@@ -327,6 +329,8 @@ class _TensorTable:
     def add(self, tensor: torch.Tensor) -> int:
         if tensor.layout != torch.strided or tensor.is_quantized:
             raise TypeError(f"a {tensor.layout} tensor cannot be stored in a reference-backend payload")
+        if self.check_only:
+            return 0
         raw = tensor_bytes(tensor)
         dtype = str(tensor.dtype).removeprefix("torch.")
         key = (dtype, tuple(tensor.shape), raw)

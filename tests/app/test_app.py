@@ -89,8 +89,8 @@ def test_a_method_can_be_added_to_the_spec_from_the_command_line():
 
 
 def test_the_custom_model_takes_any_importable_module():
-    request = validate(composed("model=custom", EXAMPLE, "model._target_=models.CumsumNet"))
-    assert request.model_target == "models.CumsumNet"
+    request = validate(composed("model=custom", EXAMPLE, "model._target_=models.SortNet"))
+    assert request.model_target == "models.SortNet"
 
 
 # ---- rejections, before any work starts ------------------------------------------------------------
@@ -169,6 +169,11 @@ def test_a_users_backend_runs_from_its_own_config_dir(tmp_path):
     assert report["backend"] == "jit" and report["compile_spec"] == {"forward": {"optimize": True}}
 
 
+def test_a_tagger_with_token_id_inputs_runs_from_its_config(tmp_path):
+    report = run_in_process(tmp_path, "model=lstm_tagger", "frontend=torchscript")
+    assert report["status"] == "ok" and report["verify"]["passed"], report.get("error")
+
+
 def test_a_bad_config_exits_non_zero_with_a_one_line_reason(tmp_path):
     done = run_cli(tmp_path, "backend.compile_spec.forward.constant_foldin=false")
     assert done.returncode == 2
@@ -230,9 +235,9 @@ def test_constructor_arguments_are_bound_before_the_model_is_built(overrides, me
 
 
 def test_an_op_the_backend_rejects_is_recorded_with_its_source_line(tmp_path):
-    report = run_in_process(tmp_path, "model=cumsum")
+    report = run_in_process(tmp_path, "model=sort")
     assert report["status"] == "failed" and report["stage"] == "lower"
-    assert "cumsum" in report["error"] and "models.py" in report["error"]
+    assert "aten::sort" in report["error"] and "models.py" in report["error"]
     assert not (tmp_path / "model.lowered").exists()
 
 
@@ -251,7 +256,7 @@ def test_a_backend_error_is_recorded_with_the_source_it_points_to(tmp_path):
 
 
 def test_a_failed_cli_run_exits_non_zero_and_leaves_its_report(tmp_path):
-    done = run_cli(tmp_path, "model=cumsum", user_configs=True)
+    done = run_cli(tmp_path, "model=sort", user_configs=True)
     assert done.returncode == 1
     assert "Lowering failed in stage 'lower'" in done.stderr
     report = json.loads((tmp_path / "report.json").read_text())

@@ -206,7 +206,7 @@ def test_an_interrupted_write_leaves_no_temporary_file(tmp_path, monkeypatch):
 
 def test_a_failed_run_in_a_used_directory_leaves_no_stale_artifact(tmp_path):
     assert lower(tmp_path).returncode == 0 and (tmp_path / "model.lowered").exists()
-    done = lower(tmp_path, "model=cumsum", flags=["--config-dir", str(USER / "conf")])
+    done = lower(tmp_path, "model=sort", flags=["--config-dir", str(USER / "conf")])
     assert done.returncode == 1
     assert json.loads((tmp_path / "report.json").read_text())["stage"] == "lower"
     assert not (tmp_path / "model.lowered").exists() and not (tmp_path / "handles.json").exists()

@@ -8,9 +8,9 @@ from pathlib import Path
 import torch
 
 
-class CumsumNet(torch.nn.Module):
+class SortNet(torch.nn.Module):
     def forward(self, x):
-        return torch.cumsum(x, dim=-1)
+        return torch.sort(x, dim=-1).values
 
 
 class NeedsArgument(torch.nn.Module):
