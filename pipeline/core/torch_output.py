@@ -12,6 +12,8 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import sys
+import threading
 import warnings
 from typing import Any, Iterator, List, Tuple
 
@@ -27,17 +29,29 @@ class _Forward(logging.Handler):
 
 
 class _LineWriter(io.TextIOBase):
-    """A text stream whose lines become log records."""
+    """A text stream whose lines become log records.
 
-    def __init__(self, level: int):
-        self.level, self.pending = level, ""
+    Logging may itself write to the redirected stream (its last-resort handler
+    prints to ``sys.stderr`` when no handler is configured): such writes go to
+    the original stream instead of looping back into the log.
+    """
+
+    def __init__(self, level: int, original: Any):
+        self.level, self.original, self.pending = level, original, ""
+        self.busy = threading.local()
 
     def write(self, text: str) -> int:
+        if getattr(self.busy, "active", False):
+            return self.original.write(text)
         lines = (self.pending + text).split("\n")
         self.pending = lines.pop()
-        for line in lines:
-            if line.strip():
-                LOG.log(self.level, "%s", line)
+        self.busy.active = True
+        try:
+            for line in lines:
+                if line.strip():
+                    LOG.log(self.level, "%s", line)
+        finally:
+            self.busy.active = False
         return len(text)
 
 
@@ -54,8 +68,8 @@ def logged() -> Iterator[None]:
         logger.handlers, logger.propagate = [forward], False
     try:
         with warnings.catch_warnings(), \
-                contextlib.redirect_stdout(_LineWriter(logging.INFO)), \
-                contextlib.redirect_stderr(_LineWriter(logging.WARNING)):
+                contextlib.redirect_stdout(_LineWriter(logging.INFO, sys.stdout)), \
+                contextlib.redirect_stderr(_LineWriter(logging.WARNING, sys.stderr)):
             warnings.showwarning = _log_warning
             yield
     finally:

@@ -49,3 +49,24 @@ def test_backends_import_only_the_contract_module_from_the_pipeline():
                  for name in imported_modules(path)
                  if name.split(".")[0] == "pipeline" and not name.startswith(allowed)}
     assert offending == {}
+
+
+CAPTURE_A_NOISY_MODEL = """
+import logging, sys, warnings, torch, pipeline
+class Noisy(torch.nn.Module):
+    def forward(self, x):
+        logging.getLogger("transformers.x").warning("a library warns on the root logger")
+        logging.getLogger("torch._dynamo.x").warning("torch warns on its own logger")
+        print("a library prints"); sys.stderr.write("and writes to stderr\\n"); warnings.warn("and warns")
+        return x + 1
+captured = pipeline.capture(Noisy(), ["forward"], "export", {"forward": (torch.randn(3),)})
+print("captured", type(captured.program["forward"]).__name__)
+"""
+
+
+def test_torch_output_during_capture_goes_to_the_log_even_with_no_logging_configured():
+    done = subprocess.run([sys.executable, "-c", CAPTURE_A_NOISY_MODEL], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == "captured ExportedProgram"
+    assert "a library prints" not in done.stdout and "RecursionError" not in done.stderr
