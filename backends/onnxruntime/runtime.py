@@ -39,6 +39,7 @@ def _installed_version(package: str) -> str:
 
 _NODE_IN_MESSAGE = re.compile(r"Name:'(?P<name>[^']*)'")
 _KERNEL_SUFFIX = "_kernel_time"
+_LAYOUT_SUFFIX = "_nchwc"  # onnxruntime's NCHWc layout rewrite names a node after the value it computes
 
 
 class OnnxRuntimeBackend(Backend):
@@ -178,17 +179,47 @@ class SessionMethod:
         return events
 
     def _producers(self, optimized: Any) -> Dict[str, List[int]]:
-        """Node of the optimized model -> handles of the exported nodes that produced the same values."""
+        """Node of the optimized model -> handles of every exported node it computes.
+
+        A node of the optimized graph computes some values from others. Its
+        values are named as in the exported graph, or (layout rewrites such as
+        NCHWc) stand for one: ``relu_nchwc`` computes ``relu`` into
+        ``reorder_token_0``. With those aliases, a node covers the exported
+        nodes between its inputs and its outputs, so a fused Conv+Relu maps to
+        both, and a node that only moves data (``ReorderOutput``) takes the
+        handles of the node whose value it moves.
+        """
         import onnx
 
         exported = onnx.load_from_string(self.model)
-        handles_of_value = {}
-        for node in exported.graph.node:
-            for value in node.output:
-                handles_of_value[value] = self.node_handles.get(node.name, [])
+        producer = {value: node for node in exported.graph.node for value in node.output}
+        alias: Dict[str, str] = {}  # optimized value -> the exported value it holds
         producers = {}
         for node in optimized.graph.node:
-            found = sorted({h for value in node.output for h in handles_of_value.get(value, [])})
+            stem = node.name[:-len(_LAYOUT_SUFFIX)] if node.name.endswith(_LAYOUT_SUFFIX) else None
+            if stem in producer and len(node.output) == 1:
+                alias[node.output[0]] = stem
+            inputs = {alias.get(v, v) for v in node.input}
+            outputs = [alias.get(v, v) for v in node.output]
+            covered = _covered(producer, outputs, inputs)
+            if not covered:  # moves a value along: the handles of what made it
+                covered = [producer[v] for v in inputs if v in producer]
+            found = sorted({h for covered_node in covered for h in self.node_handles.get(covered_node.name, [])})
             if found:
                 producers[node.name] = found
         return producers
+
+
+def _covered(producer: Dict[str, Any], outputs: List[str], inputs: set) -> List[Any]:
+    """The exported nodes that compute ``outputs`` from ``inputs``: walk back from the outputs, stopping at
+    the inputs (and at graph inputs and initializers, which no node produces)."""
+    seen, stack, covered = set(), [v for v in outputs if v not in inputs], []
+    while stack:
+        value = stack.pop()
+        node = producer.get(value)
+        if node is None or node.name in seen:
+            continue
+        seen.add(node.name)
+        covered.append(node)
+        stack += [v for v in node.input if v and v not in inputs]
+    return covered

@@ -72,7 +72,27 @@ def match_nodes(lowered_graph: Any, lowered: Dict[Any, int], optimized_graph: An
         producer = _producer_through_data_flow(node, position, matched, lowered, lowered_graph.return_node(), key_of)
         if producer is not None:
             result[index] = [lowered[producer]]
+    for index, node in enumerate(optimized):  # what the passes insert for one op (to_mkldnn of its input) is its
+        if index not in result and not node.kind().startswith("prim::") and list(node.outputs()):
+            user = _first_user_with_handles(node, position, result)
+            if user is not None:
+                result[index] = result[user]
     return result
+
+
+def _first_user_with_handles(node: Any, position: Dict[Any, int], result: Dict[int, List[int]]) -> Optional[int]:
+    """The index of the first node downstream of ``node`` that has handles, through nodes that have none."""
+    frontier, seen = [use.user for value in node.outputs() for use in value.uses()], set()
+    while frontier:
+        user = frontier.pop(0)
+        index = position.get(user)
+        if index is None or user in seen:
+            continue
+        seen.add(user)
+        if index in result:
+            return index
+        frontier += [use.user for value in user.outputs() for use in value.uses()]
+    return None
 
 
 def _producer_through_data_flow(node: Any, position: Dict[Any, int], matched: Dict[int, List[Any]],

@@ -119,8 +119,9 @@ class ScriptMethod:
             if not roots or event.cpu_parent is not roots[-1]:
                 continue
             found = next((i for i in range(cursor, len(nodes)) if nodes[i][1] == event.name), None)
-            if found is None:
-                events.append(ProfileEvent(f"{self.method}/? {event.name}", event.cpu_time_total / 1e6))
+            if found is None:  # an op the interpreter runs for the node before it (an allocation, a copy)
+                previous = events[-1].debug_handles if events else ()
+                events.append(ProfileEvent(f"{self.method}/? {event.name}", event.cpu_time_total / 1e6, previous))
                 continue
             cursor = found + 1
             index = nodes[found][0]

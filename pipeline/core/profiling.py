@@ -47,10 +47,12 @@ def profile(lowered: LoweredModule, inputs: Dict[str, tuple], calls: int = 3) ->
     for entry in ranked:
         entry["share"] = entry["seconds"] / total
         entry["events"] = sorted(set(entry["events"]))
+    unknown = sum(e["seconds"] for e in ranked if e["source"] == "<unknown>")
     return {
         "backend": lowered.backend_name,
         "calls": calls,
         "total_seconds": total,
+        "attributed_share": 1.0 - unknown / total,  # the share of profiled time tied to a source line
         "events": [
             {"method": m, "name": n, "debug_handles": list(h), "seconds": s}
             for (m, n, h), s in sorted(events.items(), key=lambda item: -item[1])

@@ -353,3 +353,15 @@ def test_the_backends_command_lists_frontends_options_defaults_code_and_availabi
     text = subprocess.run([sys.executable, "-m", "pipeline.backends"], capture_output=True, text=True, cwd=ROOT,
                           timeout=300).stdout
     assert "graph_optimization_level" in text and "carries code (loading needs trust_code=True)" in text
+
+
+@pytest.mark.parametrize("backend", [["backend=onnxruntime"], ["backend=torchscript", "frontend=torchscript"],
+                                     ["backend=reference"]], ids=lambda b: b[0])
+def test_a_profile_attributes_at_least_99_percent_of_its_time_to_source_lines(tmp_path, backend):
+    report = run_in_process(tmp_path, "model=cnn", "profile=true", *backend)
+    assert report["status"] == "ok", report["error"]
+    profile = json.loads((tmp_path / "profile.json").read_text())
+    jsonschema.validate(profile, schema("profile"))
+    assert profile["attributed_share"] >= 0.99 and report["profile"]["attributed_share"] >= 0.99
+    unknown = [e for e in profile["by_source"] if e["source"] == "<unknown>"]
+    assert sum(e["share"] for e in unknown) <= 0.01
