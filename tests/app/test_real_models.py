@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_module
 import pipeline
 from pipeline.app.config import validate
 from pipeline.app.inputs import make_method_calls
-from pipeline.app.real_models import BACKENDS, QUICK, REAL_MODELS, lower
+from pipeline.app.real_models import BACKENDS, EXPECTED_FAILURES, QUICK, REAL_MODELS, lower
 from pipeline.app.run import build_model
 
 CELLS = [pytest.param(model, backend, marks=[pytest.mark.slow] if backend == "inductor" else [])
@@ -25,6 +25,11 @@ def request_for(model, backend):
 @pytest.mark.parametrize("model, backend", CELLS)
 def test_the_model_lowers_verifies_and_round_trips(model, backend, tmp_path):
     report = lower(model, backend, tmp_path)
+    if (model, backend) in EXPECTED_FAILURES:  # the matrix shows why; the error says what to do instead
+        stage, reason = EXPECTED_FAILURES[model, backend]
+        assert report["status"] == "failed" and report["stage"] == stage and reason in report["error"]
+        assert "frontend=export" in report["error"]
+        return
     assert report["status"] == "ok", (report["stage"], report["error"])
     assert report["verify"]["passed"] and report["verify"]["trials"] == 3
     request = request_for(model, backend)
