@@ -47,7 +47,16 @@ output leaves (``torch.utils._pytree`` order); and optionally
 This module also re-exports what a backend may use, so that a backend imports
 only it and torch: node walking and description (`walk_nodes`,
 `describe_node`), payload containers (`pack_parts`, `unpack_parts`,
-`method_part`), `canonical_json`, `parse_compile_spec`, and the error types.
+`method_part`), `canonical_json`, `parse_compile_spec`, `check_extractable`
+(member names and sizes of a zip that a loader of the backend's will unpack),
+and the error types.
+
+**carries_code** is a promise to the people who load artifacts: declare it
+True when compiling the payload can run code that came with it (a native
+library, a TorchScript archive, anything unpickled). ``load_lowered`` then
+refuses such a payload unless the caller passes ``trust_code=True``. A
+data-only backend must parse its payload as data: every problem a
+`LoweringError`, nothing imported or run.
 """
 
 from __future__ import annotations
@@ -56,6 +65,7 @@ import abc
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Dict, List, Optional, Protocol, Tuple, Type
 
+from pipeline.core.bounded_zip import check_extractable
 from pipeline.core.debug_handles import UNKNOWN_HANDLE, walk_nodes
 from pipeline.core.errors import (BackendRuntimeError, LoweringError, UnsupportedOpError, did_you_mean,
                                   format_choices)
@@ -70,7 +80,7 @@ __all__ = [
     "Backend", "BackendInfo", "FRONTENDS", "MethodRunner", "PreprocessResult", "ProfileEvent",
     # for backends
     "BackendRuntimeError", "FieldError", "Frame", "LoweringError", "NodeSource", "SpecError", "UNKNOWN_HANDLE",
-    "UnsupportedOpError", "canonical_json", "describe_node", "did_you_mean", "format_choices", "method_part",
+    "UnsupportedOpError", "canonical_json", "check_extractable", "describe_node", "did_you_mean", "format_choices", "method_part",
     "options_of", "pack_parts", "parse_compile_spec", "unpack_parts", "walk_nodes",
 ]
 

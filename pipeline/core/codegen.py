@@ -6,18 +6,25 @@ arguments. Its body passes the arguments to the backend's ``execute`` in
 order, maps a `BackendRuntimeError` back to source, checks the number and kind
 of the returned leaves and rebuilds the original output structure. The body is
 straight-line code on purpose: it runs on every call.
+
+Nothing from a signature is pasted in as text: names pass
+`pipeline.core.literals.check_name`, defaults are ``repr``'d literals (or
+globals bound to the value), and the docstring, which shows annotations, is
+one ``repr``'d string. The source is part of the artifact format: loading
+renders it again from the manifest and compares it with the saved ``code.py``,
+so a change to what is rendered here needs a new artifact format version.
 """
 
 from __future__ import annotations
 
-import ast
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Tuple
 
 import torch
 import torch.utils._pytree as pytree
 
-from pipeline.core.errors import BackendRuntimeError
+from pipeline.core.errors import BackendRuntimeError, LoweringError
+from pipeline.core.literals import check_name, literal_source
 from pipeline.core.signature import KEYWORD_ONLY, LEAF_TENSOR, MethodSignature, OutputStructure
 
 _LEAF_CHECKS = {LEAF_TENSOR: "Tensor", "int": "int", "bool": "bool", "float": "(float, int)"}
@@ -29,8 +36,10 @@ class GeneratedMethods:
     functions: Dict[str, Callable]
 
 
-def generate_methods(backend_name: str, methods: Dict[str, Tuple[MethodSignature, OutputStructure]]) -> GeneratedMethods:
-    namespace: Dict[str, Any] = {
+def render_methods(backend_name: str,
+                   methods: Dict[str, Tuple[MethodSignature, OutputStructure]]) -> Tuple[str, Dict[str, Any]]:
+    """The source of the methods and the globals it reads, without running anything."""
+    namespace: Dict[str, Any] = {  # pipeline.core.literals.GENERATED_GLOBALS: parameters may not shadow them
         "Tensor": torch.Tensor,
         "BackendRuntimeError": BackendRuntimeError,
         "tree_unflatten": pytree.tree_unflatten,
@@ -42,7 +51,11 @@ def generate_methods(backend_name: str, methods: Dict[str, Tuple[MethodSignature
     ]
     for name, (signature, outputs) in methods.items():
         chunks.append(_method_source(name, signature, outputs, namespace))
-    source = "\n\n".join(chunks)
+    return "\n\n".join(chunks), namespace
+
+
+def generate_methods(backend_name: str, methods: Dict[str, Tuple[MethodSignature, OutputStructure]]) -> GeneratedMethods:
+    source, namespace = render_methods(backend_name, methods)
     exec(compile(source, f"<lowered {backend_name}>", "exec"), namespace)
     functions = {}
     for name, (signature, _) in methods.items():
@@ -53,9 +66,17 @@ def generate_methods(backend_name: str, methods: Dict[str, Tuple[MethodSignature
 
 
 def _method_source(name: str, signature: MethodSignature, outputs: OutputStructure, namespace: Dict[str, Any]) -> str:
+    check_name(name, "method name")
     params: List[str] = ["self"]
     keyword_only_started = False
+    seen = set()
+    # The method's own globals (its output spec, defaults that are not literals) may not be shadowed either.
+    reserved = frozenset({"self", f"_spec_{name}", *(f"_default_{name}_{p.name}" for p in signature.params)})
     for p in signature.params:
+        check_name(p.name, f"parameter name of method {name!r}", reserved=reserved)
+        if p.name in seen:
+            raise LoweringError(f"Method {name!r} has two parameters named {p.name!r}.")
+        seen.add(p.name)
         if p.kind == KEYWORD_ONLY and not keyword_only_started:
             params.append("*")
             keyword_only_started = True
@@ -68,7 +89,7 @@ def _method_source(name: str, signature: MethodSignature, outputs: OutputStructu
     leaves = [f"_{i}" for i in range(count)]
     lines = [
         f"def {name}({', '.join(params)}):",
-        f'    """Lowered {name}{signature}."""',
+        f"    {f'Lowered {name}{signature.text()}.'!r}",
         "    try:",
         f"        outputs = self._execute(self._handles[{name!r}], [{inputs}])",
         "    except BackendRuntimeError as error:",
@@ -86,22 +107,27 @@ def _method_source(name: str, signature: MethodSignature, outputs: OutputStructu
     expression = _rebuild_expression(outputs.spec, iter(leaves))
     if expression is None:
         namespace[f"_spec_{name}"] = outputs.spec
+        lines.append(f"    # _spec_{name} is {_spec_text(outputs.spec)!r}")  # so that code.py covers it
         expression = f"tree_unflatten(outputs, _spec_{name})"
     lines.append(f"    return {expression}")
     return "\n".join(lines)
 
 
 def _default_expression(method: str, param: str, value: Any, namespace: Dict[str, Any]) -> str:
-    """The default's literal when it reads back equal; else a name bound in the namespace."""
-    text = repr(value)
-    try:
-        if ast.literal_eval(text) == value and type(ast.literal_eval(text)) is type(value):
-            return text
-    except (ValueError, SyntaxError):
-        pass
+    """The default's literal when it is one; else a name bound in the namespace."""
+    text = literal_source(value)
+    if text is not None:
+        return text
     global_name = f"_default_{method}_{param}"
     namespace[global_name] = value
     return global_name
+
+
+def _spec_text(spec: pytree.TreeSpec) -> str:
+    try:
+        return pytree.treespec_dumps(spec)
+    except Exception:  # a node type registered without a serialized name: saving will say so
+        return "(not serializable)"
 
 
 def _rebuild_expression(spec: pytree.TreeSpec, leaves) -> Any:

@@ -44,6 +44,15 @@ class ArtifactError(LoweringError):
     """A lowered-module file that cannot be read: bad format, version or hash."""
 
 
+class MalformedInput(ValueError):
+    """Bytes from elsewhere that do not have the expected form (internal).
+
+    The bounded readers raise it naming the part (``manifest.json: ...``); their
+    callers turn it into `ArtifactError` or `LoweringError` naming the file or
+    backend, so it never reaches a user.
+    """
+
+
 class BackendNotAvailableError(RuntimeError):
     """The backend of a lowered module cannot run on this machine."""
 
