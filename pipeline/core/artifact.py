@@ -56,7 +56,7 @@ _PARTS = ("payload.bin", "handles.json", "code.py")
 _MEMBERS = ("manifest.json", *_PARTS)
 # Bytes each member may hold; the payload holds the weights, so only the zip limits bound it.
 _MAX_BYTES = {"manifest.json": 16 << 20, "handles.json": 1 << 30, "code.py": 64 << 20, "payload.bin": 1 << 36}
-LIMITS = ZipLimits(max_members=len(_MEMBERS), max_directory_bytes=1 << 16)
+LIMITS = ZipLimits(max_members=8, max_directory_bytes=1 << 16)  # room for a duplicate or stray member to be named
 MAX_METHODS = 1000
 
 
@@ -181,7 +181,9 @@ def load_lowered(path: Union[str, Path], *, trust_code: bool = False) -> Lowered
             original_methods=contents.manifest["original_methods"],
         )
     except (LoweringError, BackendRuntimeError) as error:
-        raise ArtifactError(f"{path}: payload.bin: backend {name!r} cannot compile it: {error}") from error
+        raise ArtifactError(
+            f"{path}: backend {name!r} cannot compile payload.bin with the manifest's compile_spec: {error}"
+        ) from error
 
 
 def _read(path: Path) -> _Contents:

@@ -48,8 +48,11 @@ def check_depth(value: Any, what: str, max_depth: int = MAX_DEPTH) -> None:
 
 def expect(value: Any, kinds: Union[type, Tuple[type, ...]], where: str) -> Any:
     """``value`` if it has one of ``kinds`` (JSON's: no bool where an int is asked, ints count as numbers)."""
+    kind = type(value)  # exact types: True is not an int here; an int is a number (float)
+    if kind is kinds or (kinds is float and kind is int):
+        return value
     kinds = kinds if isinstance(kinds, tuple) else (kinds,)
-    if not any(type(value) is kind or (kind is float and type(value) is int) for kind in kinds):
+    if kind not in kinds and not (kind is int and float in kinds):
         wanted = " or ".join(_KIND_NAMES.get(kind, kind.__name__) for kind in kinds)
         raise MalformedInput(f"{where} must be {wanted}, not {_describe(value)}.")
     return value
