@@ -67,6 +67,20 @@ def forge(path: Path, out: Path, *, manifest: Optional[Callable[[dict], object]]
     return write_members(out, list(items.items()))
 
 
+def forge_consistently(path: Path, out: Path, manifest: Callable[[dict], object]) -> Path:
+    """A consistent forgery: the manifest edited, code.py generated again from it, both hashes in place,
+    so that only what loading checks beyond the hashes and code.py can refuse it."""
+    from pipeline.core.codegen import render_methods
+    from pipeline.core.signature import MethodSignature, OutputStructure
+
+    document = json.loads(dict(members(path))["manifest.json"])
+    manifest(document)
+    methods = {m: (MethodSignature.from_json(document["signatures"][m]), OutputStructure.from_json(document["outputs"][m]))
+               for m in document["methods"]}
+    code, _ = render_methods(document["backend"], methods)
+    return forge(path, out, manifest=manifest, parts={"code.py": code.encode()})
+
+
 def injections(canary: Path) -> List[str]:
     """Texts that create ``canary`` if they ever run as Python, in the places generated code has text."""
     touch = f"__import__('pathlib').Path({str(canary)!r}).touch()"

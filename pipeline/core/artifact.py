@@ -192,10 +192,9 @@ def _read(path: Path) -> _Contents:
             unknown = sorted(set(archive.names) - set(_MEMBERS))
             missing = [name for name in _MEMBERS if name not in archive.names]
             if unknown or missing:
+                problems = [f"missing {missing}"] * bool(missing) + [f"unexpected members {unknown}"] * bool(unknown)
                 raise MalformedInput(
-                    f"not a lowered-module artifact: "
-                    + (f"missing {missing}" if missing else "") + ("; " if unknown and missing else "")
-                    + (f"unexpected members {unknown}" if unknown else "") + f"; it holds exactly {list(_MEMBERS)}."
+                    f"not a lowered-module artifact: {'; '.join(problems)}; an artifact holds exactly {list(_MEMBERS)}."
                 )
             raw = {name: archive.read(name, _MAX_BYTES[name]) for name in _MEMBERS}
         manifest = parse_json(raw["manifest.json"], "manifest.json", max_bytes=_MAX_BYTES["manifest.json"])
@@ -206,9 +205,7 @@ def _read(path: Path) -> _Contents:
             if expected != actual:
                 raise MalformedInput(f"sha256 mismatch in {name}: manifest says {expected}, content is {actual}.")
         contents = _parse(manifest, raw)
-    except OSError as error:
-        raise ArtifactError(f"{path}: cannot read lowered-module artifact: {error}") from None
-    except (MalformedInput, LoweringError) as error:
+    except (OSError, MalformedInput, LoweringError) as error:
         raise ArtifactError(f"{path}: cannot read lowered-module artifact: {error}") from None
     return contents
 

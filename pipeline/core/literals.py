@@ -21,6 +21,7 @@ from __future__ import annotations
 import ast
 import keyword
 import math
+import unicodedata
 from typing import Any, FrozenSet, Optional
 
 from pipeline.core.errors import LoweringError
@@ -47,6 +48,8 @@ def check_name(name: Any, what: str, *, reserved: FrozenSet[str] = frozenset()) 
     """``name`` if generated code may use it as ``what`` (a method or parameter name); else `LoweringError`."""
     if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name):
         raise LoweringError(f"The {what} {name!r} is not a Python identifier (or is a keyword).")
+    if unicodedata.normalize("NFKC", name) != name:  # Python reads 'ﬁ' as 'fi' in source: two names, one variable
+        raise LoweringError(f"The {what} {name!r} is not in NFKC normal form, as Python reads identifiers.")
     if name.startswith("__") and name.endswith("__"):
         raise LoweringError(f"The {what} {name!r} is a __dunder__ name, which generated code does not define.")
     if name in GENERATED_GLOBALS or name in reserved:

@@ -39,7 +39,8 @@ class LoweredModule(torch.nn.Module):
         timings: Optional[Dict[str, float]] = None,
     ):
         super().__init__()
-        _check_method_names(method_compile_spec)
+        for name in method_compile_spec:
+            check_method_name(name)
         self.backend_name = backend.name
         self.frontend = frontend
         self.method_compile_spec = method_compile_spec
@@ -182,13 +183,13 @@ _INSTANCE_ATTRIBUTES = frozenset({"backend_name", "frontend", "method_compile_sp
                                   "available", "training"})
 
 
-def _check_method_names(methods: Dict[str, Any]) -> None:
+def check_method_name(name: Any) -> str:
     """Each lowered method becomes an attribute: it may not replace one the module itself relies on."""
-    for name in methods:
-        check_name(name, "method name")
-        if name.startswith("_") or (name != "forward" and (hasattr(LoweredModule, name) or name in _INSTANCE_ATTRIBUTES)):
-            raise LoweringError(
-                f"Method {name!r} cannot be lowered under that name: a LoweredModule has an attribute {name!r} of "
-                "its own (lowered method names may not start with '_' or be a torch.nn.Module or LoweredModule "
-                "attribute, except 'forward')."
-            )
+    check_name(name, "method name")
+    if name.startswith("_") or (name != "forward" and (hasattr(LoweredModule, name) or name in _INSTANCE_ATTRIBUTES)):
+        raise LoweringError(
+            f"Method {name!r} cannot be lowered under that name: a LoweredModule has an attribute {name!r} of "
+            "its own (lowered method names may not start with '_' or be a torch.nn.Module or LoweredModule "
+            "attribute, except 'forward')."
+        )
+    return name

@@ -100,36 +100,41 @@ class MethodSignature:
         return self.text()
 
     def text(self) -> str:
-        """``(x: torch.Tensor, k=1, *, scale: float = 2.0) -> torch.Tensor``: the same text before saving and
-        after loading (an annotation is shown by name, whether it is a type or the text an artifact holds)."""
+        """``(x: torch.Tensor, k=1, *, scale: float = 2.0) -> torch.Tensor``, the same before saving and after
+        loading: annotations shown by name, those outside `pipeline.core.literals.ANNOTATION_NAMES` left out
+        (as in an artifact, see `to_json`)."""
         pieces: List[str] = []
         star = False
         for p in self.params:
             if p.kind == KEYWORD_ONLY and not star:
                 pieces.append("*")
                 star = True
-            piece = p.name
-            if p.annotation is not _NO_DEFAULT:
-                piece += f": {_annotation_text(p.annotation)}"
+            annotation = _saved_annotation(p.annotation)
+            piece = p.name if annotation is None else f"{p.name}: {annotation}"
             if p.has_default:
                 shown = literal_source(p.default) or f"<{type(p.default).__name__}>"
-                piece += f" = {shown}" if p.annotation is not _NO_DEFAULT else f"={shown}"
+                piece += f"={shown}" if annotation is None else f" = {shown}"
             pieces.append(piece)
-        returns = "" if self.return_annotation is _NO_DEFAULT else f" -> {_annotation_text(self.return_annotation)}"
-        return f"({', '.join(pieces)}){returns}"
+        returns = _saved_annotation(self.return_annotation)
+        return f"({', '.join(pieces)})" + ("" if returns is None else f" -> {returns}")
 
     def to_json(self) -> dict:
+        """Names, kinds, defaults as literals (a default that is not one cannot be saved: `LoweringError`),
+        and the annotations built from allowed type names; an annotation that names another type (a class
+        of the user's) is documentation only, and is left out rather than let a file name code."""
         params = []
         for p in self.params:
             item: Dict[str, Any] = {"name": p.name, "kind": p.kind}
             if p.has_default:
                 item["default"] = _saved_default(p.default, p.name)
-            if p.annotation is not _NO_DEFAULT:
-                item["annotation"] = check_annotation(_annotation_text(p.annotation), f"annotation of argument {p.name!r}")
+            annotation = _saved_annotation(p.annotation)
+            if annotation is not None:
+                item["annotation"] = annotation
             params.append(item)
         out: Dict[str, Any] = {"params": params}
-        if self.return_annotation is not _NO_DEFAULT:
-            out["returns"] = check_annotation(_annotation_text(self.return_annotation), "return annotation")
+        returns = _saved_annotation(self.return_annotation)
+        if returns is not None:
+            out["returns"] = returns
         return out
 
     @classmethod
@@ -179,8 +184,15 @@ def _only_keys(data: Any, allowed: frozenset, where: str) -> None:
         raise MalformedInput(f"{where} has unknown field(s) {unknown}; allowed: {sorted(allowed)}.")
 
 
-def _annotation_text(annotation: Any) -> str:
-    return annotation if isinstance(annotation, str) else inspect.formatannotation(annotation)
+def _saved_annotation(annotation: Any) -> Optional[str]:
+    """The annotation's text if an artifact may hold it, else None."""
+    if annotation is _NO_DEFAULT:
+        return None
+    text = annotation if isinstance(annotation, str) else inspect.formatannotation(annotation)
+    try:
+        return check_annotation(text, "annotation")
+    except LoweringError:
+        return None
 
 
 def _saved_default(value: Any, name: str) -> str:

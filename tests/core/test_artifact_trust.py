@@ -33,10 +33,10 @@ import pytest
 import torch
 
 import pipeline
-from artifact_forgery import (CANARY_MODULE, CanaryModel, canary_inputs, forge, injections, members,
-                              write_canary_module, write_members)
+from artifact_forgery import (CANARY_MODULE, CanaryModel, canary_inputs, forge, forge_consistently, injections,
+                              members, write_canary_module, write_members)
 from pipeline import zoo
-from pipeline.core import artifact, literals
+from pipeline.core import literals
 from pipeline.core.payload import pack_parts, unpack_parts
 
 GIB = 1 << 30
@@ -87,8 +87,13 @@ def test_data_only_artifacts_load_without_trust(reference, tmp_path):
     assert pipeline.load_lowered(path)(x, y)["sum"].equal(lowered(x, y)["sum"])
     model, inputs = zoo.build("mlp"), zoo.example_inputs("mlp")
     onnx = pipeline.to_backend("onnxruntime", model, {"forward": {}}, example_inputs=inputs)
-    loaded = pipeline.load_lowered(pipeline.save_lowered(onnx, tmp_path / "mlp.lowered"))
+    saved = pipeline.save_lowered(onnx, tmp_path / "mlp.lowered")
+    loaded = pipeline.load_lowered(saved)
     assert loaded(*inputs["forward"]).equal(onnx(*inputs["forward"]))
+    meta, _ = unpack_parts(onnx.payload, "onnxruntime")  # a well-formed container around a model that is not one
+    forged = forge(saved, tmp_path / "forged.lowered",
+                   parts={"payload.bin": pack_parts("onnxruntime", meta, {"forward": b"not an onnx model"})})
+    refused(forged, "backend 'onnxruntime' cannot compile payload.bin")
 
 
 class SetStateCanary(torch.nn.Module):
@@ -263,16 +268,34 @@ def test_code_in_any_manifest_field_never_runs(field, injection, reference, cana
     ("x y", "not a Python identifier"), ("class", "keyword"), ("1x", "not a Python identifier"),
     ("", "not a Python identifier"), ("__class__", "__dunder__"), ("self", "clashes"),
     ("Tensor", "clashes"), ("tree_unflatten", "clashes"), (["x"], "must be a string"), (None, "must be a string"),
+    ("\ufb01", "NFKC"),
 ])
 def test_parameter_names_outside_the_closed_set_are_refused(name, message, reference, canary, tmp_path):
     path, _ = reference
     refused(forge(path, tmp_path / "f.lowered", manifest=lambda d: _param(d, 0, "name", name)), message)
 
 
-@pytest.mark.parametrize("name", ["eval", "payload", "_handles", "__init__", "to"])
+@pytest.mark.parametrize("name", ["eval", "payload", "_handles", "to", "state_dict", "code"])
 def test_method_names_that_are_module_attributes_are_refused(name, reference, canary, tmp_path):
     path, _ = reference
-    refused(forge(path, tmp_path / "f.lowered", manifest=lambda d: _method_name(d, name)))
+    # consistent: code.py generated again for the new name, so that the name itself is what is refused
+    forged = forge_consistently(path, tmp_path / "f.lowered", lambda d: _method_name(d, name))
+    refused(forged, f"a LoweredModule has an attribute {name!r}")
+
+
+class Halving(torch.nn.Module):
+    def forward(self, x):
+        return x
+
+    def half(self, x):
+        return x / 2
+
+
+def test_a_method_named_like_a_module_attribute_is_refused_when_lowering():
+    with pytest.raises(pipeline.LoweringError, match="a LoweredModule has an attribute 'half'"):
+        pipeline.to_backend("reference", Halving(), {"half": {}})
+    with pytest.raises(pipeline.LoweringError, match="__dunder__"):
+        pipeline.to_backend("reference", Halving(), {"__call__": {}})
 
 
 @pytest.mark.parametrize("text", [
@@ -302,6 +325,20 @@ def test_annotations_and_defaults_in_the_closed_set_load_as_they_were_lowered(re
         " -> Dict[str, Tuple[torch.Tensor, torch.Tensor]]")
     x, y = canary_inputs()
     assert loaded(x, y, shift=1)["pair"][1].equal(lowered(x, y)["pair"][1])
+
+
+class UserTyped(torch.nn.Module):
+    def forward(self, x: "UserTensor", k: int = 2) -> "os.PathLike":  # names no artifact may hold
+        return x * k
+
+
+def test_annotations_outside_the_allow_list_are_left_out_of_the_artifact_not_pasted(tmp_path):
+    x = torch.randn(3)
+    lowered = pipeline.to_backend("reference", UserTyped(), {"forward": {}}, example_inputs={"forward": (x,)})
+    loaded = pipeline.load_lowered(pipeline.save_lowered(lowered, tmp_path / "typed.lowered"))
+    assert str(loaded.signatures["forward"]) == str(lowered.signatures["forward"]) == "(x, k: int = 2)"
+    assert loaded.code == lowered.code and "UserTensor" not in loaded.code
+    assert loaded(x).equal(x * 2)
 
 
 @pytest.mark.parametrize("edit", [
@@ -353,7 +390,7 @@ def test_the_one_literal_helper_round_trips_the_closed_set_and_nothing_else():
 
 def test_read_artifact_returns_the_manifest_digest_and_artifact_digests_covers_the_file(reference, tmp_path):
     path, _ = reference
-    digests = artifact.artifact_digests(path)
+    digests = pipeline.artifact_digests(path)
     manifest_bytes = dict(members(path))["manifest.json"]
     assert digests == {"artifact": hashlib.sha256(path.read_bytes()).hexdigest(),
                        "manifest": hashlib.sha256(manifest_bytes).hexdigest()}
@@ -361,7 +398,7 @@ def test_read_artifact_returns_the_manifest_digest_and_artifact_digests_covers_t
     # A consistent edit that loading cannot see (a field shown in messages only) changes the manifest digest.
     forged = forge(path, tmp_path / "f.lowered", manifest=lambda d: d.__setitem__("original_type", "Other"))
     pipeline.load_lowered(forged)
-    assert artifact.artifact_digests(forged)["manifest"] != digests["manifest"]
+    assert pipeline.artifact_digests(forged)["manifest"] != digests["manifest"]
 
 
 # -- 3. every malformed artifact is an ArtifactError, quickly and in bounded memory -------------------
