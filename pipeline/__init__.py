@@ -17,7 +17,7 @@ sweep launcher's parent process, ``pipeline.app.compare``) start without importi
 import importlib
 
 _EXPORTS = {
-    "pipeline.core.artifact": ["load_lowered", "read_artifact", "save_lowered"],
+    "pipeline.core.artifact": ["artifact_digests", "load_lowered", "read_artifact", "save_lowered"],
     "pipeline.core.backend": ["Backend", "BackendInfo", "PreprocessResult", "ProfileEvent"],
     "pipeline.core.debug_handles": ["DebugHandleGenerator", "HandleMap", "HandleRecord", "generate_debug_handles"],
     "pipeline.core.errors": ["ArgumentError", "ArtifactError", "BackendNotAvailableError", "BackendRuntimeError",

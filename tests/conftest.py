@@ -24,3 +24,17 @@ def basic():
 def xh():
     generator = torch.Generator().manual_seed(0)
     return torch.randn(5, generator=generator), torch.randn(5, generator=generator)
+
+
+@pytest.fixture(scope="session")
+def inductor_mlp(tmp_path_factory):
+    """The MLP lowered once per session on inductor (an AOTInductor compile takes tens of seconds), with
+    kernel profiling compiled in, and saved: ``(model, inputs, lowered, path)``. Shared by the inductor
+    backend's tests and the trust tests."""
+    import pipeline
+
+    model, inputs = zoo.build("mlp"), zoo.example_inputs("mlp")
+    lowered = pipeline.to_backend("inductor", model, {m: {"cpp_enable_kernel_profile": True} for m in inputs},
+                                  example_inputs=inputs)
+    path = pipeline.save_lowered(lowered, tmp_path_factory.mktemp("inductor") / "mlp.lowered")
+    return model, inputs, lowered, path

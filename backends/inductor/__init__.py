@@ -20,13 +20,17 @@ JSON header, no pickle); the packages themselves are inductor's output and are
 not byte-reproducible (a random serialization id, compile commands noted in
 the sources).
 
-**Loading this payload loads native code.** ``compile`` writes each package to
-a private temporary directory and loads it with
-``torch._inductor.aoti_load_package``, which ``dlopen``\\ s the shared library
-inside it: loading an artifact of this backend runs machine code from the
-file, so load only artifacts you trust (unlike the reference and onnxruntime
-payloads, which are data). The library is built for the machine that lowered
-it (its CPU's instruction set, this torch's ABI).
+**Loading this payload loads native code.** ``compile`` checks each package's
+member names (no absolute paths, no ``..``, no symlinks), writes it to a
+private directory (mode 0700) and loads it with
+``torch._inductor.aoti_load_package``, which unpacks it there and
+``dlopen``\\ s the shared library inside it: loading an artifact of this
+backend runs machine code from the file. So the backend declares
+``carries_code``, and ``pipeline.load_lowered`` refuses its artifacts unless
+called with ``trust_code=True`` (the reference and onnxruntime payloads are
+data and need no opt-in). The private directory goes when the method's handle
+is released or the process exits. The library is built for the machine that
+lowered it (its CPU's instruction set, this torch's ABI).
 
 How it runs (`runtime.InductorBackend`): ``execute`` passes the flattened
 tensor arguments to the package's runner and returns its flat output list.

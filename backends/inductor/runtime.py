@@ -1,8 +1,14 @@
 """The runtime half: load each method's AOTInductor package and call it.
 
-``compile`` writes each ``.pt2`` to a private temporary directory and loads it
-with ``torch._inductor.aoti_load_package``, which loads the compiled shared
-library into the process (see the package docstring). ``execute`` passes the
+``compile`` checks each ``.pt2`` (a zip: no absolute or ``..`` member names, no
+symlinks, no bombs), writes it to a private directory (``tempfile.mkdtemp``:
+mode 0700) and loads it with ``torch._inductor.aoti_load_package``, which
+loads the compiled shared library into the process (see the package
+docstring). The loader unpacks the package into a fresh ``aotinductor_*``
+directory under the system temp directory (C++ ``temp_directory_path()``, which
+reads ``TMPDIR``); with ``TMPDIR`` pointed at the private directory during the
+load, it unpacks there instead, and the private directory is removed when the
+method's handle is released or the process exits. ``execute`` passes the
 flattened tensor arguments to the package's runner (``loader.boxed_run``, what
 ``AOTICompiledModel.__call__`` calls after flattening) and returns its flat
 list of outputs. A failure of the runner becomes `pipeline.BackendRuntimeError`
@@ -11,16 +17,19 @@ with handle ``-1``: the generated code does not say which kernel failed.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
-from typing import Any, Dict, List, Sequence
+import threading
+import weakref
+from typing import Any, Dict, Iterator, List, Sequence
 
 import torch
 import torch.utils._pytree as pytree
 
 from pipeline.core.backend import (UNKNOWN_HANDLE, Backend, BackendRuntimeError, LoweringError, ProfileEvent,
-                                   method_part, parse_compile_spec, unpack_parts)
+                                   check_extractable, method_part, parse_compile_spec, unpack_parts)
 
 from pipeline.backends.inductor.compile_spec import NAME, InductorCompileSpec
 from pipeline.backends.inductor.preprocess import PACKAGE_NAME, preprocess
@@ -55,18 +64,22 @@ class PackageMethod:
         self.method = method
         self.flat = bool(meta["flat"])
         self.kernels = [(str(name), tuple(int(h) for h in found)) for name, found in meta["kernels"]]
-        directory = tempfile.mkdtemp(prefix="pipeline-aoti-load-")
+        check_extractable(package, f"Backend {NAME!r}: the AOTInductor package of method {method!r}")
+        self.directory = tempfile.mkdtemp(prefix="pipeline-aoti-load-")
+        # Removed when this handle is collected, or at exit if it never is (a LoweredModule lives in a cycle).
+        self._cleanup = weakref.finalize(self, shutil.rmtree, self.directory, ignore_errors=True)
         try:
-            path = os.path.join(directory, PACKAGE_NAME)
+            path = os.path.join(self.directory, PACKAGE_NAME)
             with open(path, "wb") as handle:
                 handle.write(package)
-            self.model = torch._inductor.aoti_load_package(path, run_single_threaded=spec.run_single_threaded)
+            with _temp_dir(self.directory):
+                self.model = torch._inductor.aoti_load_package(path, run_single_threaded=spec.run_single_threaded)
+            os.remove(path)  # the loader has unpacked what it needs beside it
         except Exception as error:
+            self._cleanup()
             raise LoweringError(
                 f"Backend {NAME!r}: cannot load the AOTInductor package of method {method!r}: {error}"
             ) from error
-        finally:
-            shutil.rmtree(directory, ignore_errors=True)  # the loader has extracted what it needs
         self._run = self.model.loader.boxed_run
 
     def run(self, inputs: Sequence[Any]) -> List[Any]:
@@ -104,3 +117,25 @@ class PackageMethod:
             name, handles = self.kernels[found]
             events.append(ProfileEvent(f"{self.method}/{name}", event.cpu_time_total / 1e6, handles))
         return events
+
+
+_TMPDIR_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _temp_dir(directory: str) -> Iterator[None]:
+    """``TMPDIR`` set to ``directory`` while the C++ loader picks its unpacking directory (one load at a time).
+
+    Python's own ``tempfile`` is not affected: it caches its directory on first use, which the
+    ``mkdtemp`` before any load has made.
+    """
+    with _TMPDIR_LOCK:
+        before = os.environ.get("TMPDIR")
+        os.environ["TMPDIR"] = directory
+        try:
+            yield
+        finally:
+            if before is None:
+                del os.environ["TMPDIR"]
+            else:
+                os.environ["TMPDIR"] = before

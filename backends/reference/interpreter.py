@@ -57,6 +57,9 @@ class ReferenceBackend(Backend):
         return events
 
 
+MAX_VALUES = 1 << 22  # value numbers a method may use; real programs use thousands
+
+
 class CompiledMethod:
     """One method, ready to run: the handle `ReferenceBackend.compile` returns."""
 
@@ -66,7 +69,13 @@ class CompiledMethod:
         self.check_inputs = check_inputs
         self.flatten_inputs = method.flatten_inputs
         self.flatten_outputs = method.flatten_outputs
-        self.num_values = 1 + max(_defined_values(method), default=-1)
+        defined = _defined_values(method)
+        # The interpreter allocates one slot per value number: a forged payload must not choose that size.
+        if any(not 0 <= value < MAX_VALUES for value in defined):
+            raise LoweringError(
+                f"Reference backend: method {method.name!r} of the payload numbers a value outside 0..{MAX_VALUES - 1}."
+            )
+        self.num_values = 1 + max(defined, default=-1)
         try:
             self.body = _BlockSteps(method.name, method.body)
         except (KeyError, AttributeError, ValueError, RuntimeError) as error:

@@ -361,7 +361,9 @@ def _read_tensor(entry: dict, payload: bytes, data_start: int) -> torch.Tensor:
     start, nbytes = data_start + int(entry["offset"]), int(entry["nbytes"])
     if start + nbytes > len(payload) or nbytes < 0:
         raise LoweringError("Reference backend: corrupt payload: tensor data lies outside the payload.")
-    if nbytes == 0:
+    if nbytes == 0:  # no bytes, no elements: else a forged shape would allocate at will
+        if any(size < 0 for size in shape) or 0 not in shape:
+            raise ValueError(f"a tensor entry of shape {shape} with no bytes")
         return torch.empty(shape, dtype=dtype)
     # A bytearray copy: the tensor owns writable memory instead of aliasing the payload.
     return torch.frombuffer(bytearray(payload[start:start + nbytes]), dtype=dtype).reshape(shape)

@@ -21,7 +21,10 @@ and flatten its output with ``torch.utils._pytree``.
 The payload is a TorchScript archive (a zip). Its constants and attributes are
 pickled data, which ``torch.jit.load`` reads with TorchScript's own restricted
 unpickler: it rebuilds tensors and TorchScript types and runs TorchScript
-code, not arbitrary Python. The archive also holds the node -> handle map as
+code (a class's ``__setstate__``, for one), not arbitrary Python. Still, loading
+runs code from the file, so the backend declares ``carries_code`` and
+``pipeline.load_lowered`` refuses its artifacts unless called with
+``trust_code=True``. The archive also holds the node -> handle map as
 the extra file ``pipeline/backend_map.json``. Two lowerings of one model give
 archives that differ in TorchScript's per-process class-name mangling
 (``___torch_mangle_N``), so the payload is not byte-reproducible.

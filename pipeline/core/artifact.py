@@ -1,4 +1,4 @@
-"""Lowered-module artifacts: one zip file, no pickle anywhere.
+"""Lowered-module artifacts: one zip file, no pickle anywhere, read as data within limits.
 
 Layout (every entry written with a fixed timestamp, in a fixed order, so two
 identical lowerings give byte-identical files)::
@@ -10,31 +10,54 @@ identical lowerings give byte-identical files)::
     handles.json    the debug-handle map and the backend's own map
     code.py         the generated source of the lowered methods (for people)
 
-Loading reads JSON and bytes only: it finds the backend in the registry and
-compiles the payload again, as the original does on ``torch.jit.load``.
+Reading (`read_artifact`) takes the file as data from elsewhere: the zip within
+limits (`pipeline.core.bounded_zip`), JSON within limits
+(`pipeline.core.bounded_json`), every manifest field checked for its type,
+names, defaults and annotations from a closed set (`pipeline.core.literals`),
+each part's sha256 checked, and the manifest checked against ``code.py``
+(rendered again from the manifest, it must be the same text). Anything else is
+an `ArtifactError` naming the file and the part.
+
+The hashes catch accidents and partial edits. They cannot catch a consistent
+forgery (edit, then hash again), so loading also takes a trust decision:
+`load_lowered` refuses a backend whose payload carries code (``carries_code``:
+a native library, a TorchScript archive) unless called with ``trust_code=True``,
+in the spirit of ``torch.load(weights_only=True)``. A data-only payload is
+compiled again by its backend, as the original does on ``torch.jit.load``.
 """
 
 from __future__ import annotations
 
-import json
 import zipfile
+from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
 from typing import Any, Dict, Union
 
+from pipeline.core.backend import FRONTENDS
+from pipeline.core.bounded_json import expect, member, parse_json
+from pipeline.core.bounded_zip import ZipLimits, open_zip
+from pipeline.core.codegen import render_methods
 from pipeline.core.debug_handles import HandleMap
 from pipeline.core.environment import package_versions
-from pipeline.core.errors import ArtifactError, BackendNotAvailableError, UnknownBackendError
-from pipeline.core.hashing import canonical_json, sha256_bytes
+from pipeline.core.errors import (ArtifactError, BackendNotAvailableError, BackendRuntimeError, LoweringError,
+                                  MalformedInput, UnknownBackendError)
 from pipeline.core.files import write_atomic
+from pipeline.core.hashing import canonical_json, sha256_bytes, sha256_file
+from pipeline.core.literals import check_name
 from pipeline.core.lowered_module import LoweredModule
 from pipeline.core.registry import get_backend
 from pipeline.core.signature import MethodSignature, OutputStructure
 
 FORMAT = "lowering-pipeline/lowered-module"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: code.py must match the manifest; docstrings are repr'd strings
 _FIXED_TIME = (1980, 1, 1, 0, 0, 0)
 _PARTS = ("payload.bin", "handles.json", "code.py")
+_MEMBERS = ("manifest.json", *_PARTS)
+# Bytes each member may hold; the payload holds the weights, so only the zip limits bound it.
+_MAX_BYTES = {"manifest.json": 16 << 20, "handles.json": 1 << 30, "code.py": 64 << 20, "payload.bin": 1 << 36}
+LIMITS = ZipLimits(max_members=8, max_directory_bytes=1 << 16)  # room for a duplicate or stray member to be named
+MAX_METHODS = 1000
 
 
 def artifact_bytes(lowered: LoweredModule) -> bytes:
@@ -59,11 +82,22 @@ def artifact_bytes(lowered: LoweredModule) -> bytes:
         "versions": package_versions(("torch", "lowering-pipeline")),
         "sha256": {name: sha256_bytes(data) for name, data in parts.items()},
     }
+    members = {"manifest.json": canonical_json(manifest), **parts}
+    archive = _zip(members, stored=())
+    # A part that deflates past the reader's bomb limit (a payload of zeros) is stored instead, so
+    # that every artifact this writer makes is one the reader accepts.
+    with zipfile.ZipFile(BytesIO(archive)) as written:
+        stored = [info.filename for info in written.infolist() if info.file_size > LIMITS.ratio_applies_above
+                  and info.file_size > LIMITS.max_ratio * max(info.compress_size, 1)]
+    return _zip(members, stored) if stored else archive
+
+
+def _zip(members: Dict[str, bytes], stored) -> bytes:
     buffer = BytesIO()
-    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        for name, data in [("manifest.json", canonical_json(manifest)), *parts.items()]:
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in members.items():
             info = zipfile.ZipInfo(name, date_time=_FIXED_TIME)
-            info.compress_type = zipfile.ZIP_DEFLATED
+            info.compress_type = zipfile.ZIP_STORED if name in stored else zipfile.ZIP_DEFLATED
             info.external_attr = 0o644 << 16
             archive.writestr(info, data)
     return buffer.getvalue()
@@ -78,58 +112,157 @@ def save_lowered(lowered: LoweredModule, path: Union[str, Path]) -> Path:
     return path
 
 
+@dataclass
+class _Contents:
+    """An artifact read and checked: the raw manifest, its parsed fields and the parts."""
+
+    manifest: Dict[str, Any]
+    manifest_sha256: str
+    parts: Dict[str, bytes]
+    compile_spec: Dict[str, Dict[str, Any]]
+    signatures: Dict[str, MethodSignature]
+    outputs: Dict[str, OutputStructure]
+    handle_map: HandleMap
+
+
 def read_artifact(path: Union[str, Path]) -> Dict[str, Any]:
-    """The manifest and verified parts of an artifact, without compiling anything."""
+    """The manifest, its sha256 and the verified parts of an artifact, without compiling anything.
+
+    ``{"manifest": {...}, "manifest_sha256": "...", "payload.bin": b"...", "handles.json": b"...",
+    "code.py": b"..."}``; an `ArtifactError` naming the file and the part if anything is malformed.
+    """
+    contents = _read(Path(path))
+    return {"manifest": contents.manifest, "manifest_sha256": contents.manifest_sha256, **contents.parts}
+
+
+def artifact_digests(path: Union[str, Path]) -> Dict[str, str]:
+    """``{"artifact": sha256 of the file, "manifest": sha256 of its manifest.json}``, for records and replays.
+
+    The manifest digest covers what the part hashes inside the file cannot: the
+    manifest itself. Recorded beside a run, it tells a replay that the file it
+    finds is the one the run wrote.
+    """
     path = Path(path)
-    try:
-        with zipfile.ZipFile(path) as archive:
-            names = set(archive.namelist())
-            missing = [n for n in ("manifest.json", *_PARTS) if n not in names]
-            if missing:
-                raise ArtifactError(f"{path}: not a lowered-module artifact; missing {missing}.")
-            manifest = json.loads(archive.read("manifest.json"))
-            parts = {name: archive.read(name) for name in _PARTS}
-    except (OSError, zipfile.BadZipFile, json.JSONDecodeError) as error:
-        raise ArtifactError(f"{path}: cannot read lowered-module artifact: {error}") from error
-    if manifest.get("format") != FORMAT:
-        raise ArtifactError(f"{path}: not a lowered-module artifact (format {manifest.get('format')!r}).")
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise ArtifactError(
-            f"{path}: artifact format version {manifest.get('format_version')!r} is not supported; "
-            f"this pipeline reads version {FORMAT_VERSION}."
-        )
-    for name, data in parts.items():
-        expected = manifest.get("sha256", {}).get(name)
-        actual = sha256_bytes(data)
-        if expected != actual:
-            raise ArtifactError(f"{path}: sha256 mismatch in {name}: manifest says {expected}, content is {actual}.")
-    return {"manifest": manifest, **parts}
+    contents = _read(path)
+    return {"artifact": sha256_file(path), "manifest": contents.manifest_sha256}
 
 
-def load_lowered(path: Union[str, Path]) -> LoweredModule:
-    """Rebuild a lowered module: look up its backend, compile the payload again."""
-    contents = read_artifact(path)
-    manifest = contents["manifest"]
+def load_lowered(path: Union[str, Path], *, trust_code: bool = False) -> LoweredModule:
+    """Rebuild a lowered module: check the file, look up its backend, compile the payload again.
+
+    A backend whose payload carries executable code (``carries_code``) is refused
+    unless ``trust_code=True``: say so only for files from someone you trust.
+    """
+    path = Path(path)
+    contents = _read(path)
+    name = contents.manifest["backend"]
     try:
-        backend = get_backend(manifest["backend"])
+        backend = get_backend(name)
     except UnknownBackendError as error:
         raise ArtifactError(f"{path}: cannot load: {error}") from None
+    if backend.carries_code and not trust_code:
+        raise ArtifactError(
+            f"{path}: backend {name!r} payloads carry executable code, which loading would run. Load it only "
+            f"if you trust whoever made the file: load_lowered({str(path)!r}, trust_code=True)."
+        )
     if not backend.backend_cls().is_available():
         raise BackendNotAvailableError(
-            f"{path}: backend {backend.name!r} is not available on this machine, so the artifact cannot be loaded."
+            f"{path}: backend {name!r} is not available on this machine, so the artifact cannot be loaded."
         )
     try:
-        methods = manifest["methods"]
-        fields = dict(
-            frontend=manifest["frontend"],
-            method_compile_spec={m: manifest["compile_spec"][m] for m in methods},
-            handle_map=HandleMap.from_json(json.loads(contents["handles.json"])),
-            signatures={m: MethodSignature.from_json(manifest["signatures"][m]) for m in methods},
-            outputs={m: OutputStructure.from_json(manifest["outputs"][m]) for m in methods},
-            original_type=manifest["original_type"],
-            original_methods=manifest["original_methods"],
-            notes=manifest.get("notes", {}),
+        return LoweredModule(
+            backend,
+            frontend=contents.manifest["frontend"],
+            method_compile_spec=contents.compile_spec,
+            payload=contents.parts["payload.bin"],
+            handle_map=contents.handle_map,
+            signatures=contents.signatures,
+            outputs=contents.outputs,
+            original_type=contents.manifest["original_type"],
+            original_methods=contents.manifest["original_methods"],
+            notes=contents.manifest.get("notes", {}),
         )
-    except (KeyError, TypeError, ValueError, SyntaxError) as error:
-        raise ArtifactError(f"{path}: malformed manifest: {type(error).__name__}: {error}") from error
-    return LoweredModule(backend, payload=contents["payload.bin"], **fields)
+    except (LoweringError, BackendRuntimeError) as error:
+        raise ArtifactError(
+            f"{path}: backend {name!r} cannot compile payload.bin with the manifest's compile_spec: {error}"
+        ) from error
+
+
+def _read(path: Path) -> _Contents:
+    try:
+        with open_zip(path, "", LIMITS) as archive:
+            unknown = sorted(set(archive.names) - set(_MEMBERS))
+            missing = [name for name in _MEMBERS if name not in archive.names]
+            if unknown or missing:
+                problems = [f"missing {missing}"] * bool(missing) + [f"unexpected members {unknown}"] * bool(unknown)
+                raise MalformedInput(
+                    f"not a lowered-module artifact: {'; '.join(problems)}; an artifact holds exactly {list(_MEMBERS)}."
+                )
+            raw = {name: archive.read(name, _MAX_BYTES[name]) for name in _MEMBERS}
+        manifest = parse_json(raw["manifest.json"], "manifest.json", max_bytes=_MAX_BYTES["manifest.json"])
+        _check_format(manifest)
+        for name in _PARTS:
+            expected = member(member(manifest, "sha256", dict, "manifest.json"), name, str, "manifest.json: sha256")
+            actual = sha256_bytes(raw[name])
+            if expected != actual:
+                raise MalformedInput(f"sha256 mismatch in {name}: manifest says {expected}, content is {actual}.")
+        contents = _parse(manifest, raw)
+    except (OSError, MalformedInput, LoweringError) as error:
+        raise ArtifactError(f"{path}: cannot read lowered-module artifact: {error}") from None
+    return contents
+
+
+def _check_format(manifest: Any) -> None:
+    found = expect(manifest, dict, "manifest.json").get("format")
+    if found != FORMAT:
+        raise MalformedInput(f"not a lowered-module artifact (format {found!r}).")
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        raise MalformedInput(
+            f"artifact format version {version!r} is not supported; this pipeline reads version {FORMAT_VERSION}. "
+            "Lower the model again."
+        )
+
+
+def _parse(manifest: Dict[str, Any], raw: Dict[str, bytes]) -> _Contents:
+    """Every manifest field, checked for its type and closed-set contents; then code.py against the manifest."""
+    where = "manifest.json"
+    member(manifest, "backend", str, where)
+    member(manifest, "backend_version", (str, type(None)), where)
+    member(manifest, "original_type", str, where)
+    member(manifest, "versions", dict, where)
+    expect(manifest.get("notes", {}), dict, f"{where}: notes")
+    if member(manifest, "frontend", str, where) not in FRONTENDS:
+        raise MalformedInput(f"{where}: frontend {manifest['frontend']!r} is not one of {list(FRONTENDS)}.")
+    for i, name in enumerate(member(manifest, "original_methods", list, where)):
+        expect(name, str, f"{where}: original_methods[{i}]")
+    methods = member(manifest, "methods", list, where)
+    for i, name in enumerate(methods):
+        check_name(expect(name, str, f"{where}: methods[{i}]"), f"method name at {where}: methods[{i}]")
+    if not 0 < len(methods) <= MAX_METHODS or len(set(methods)) != len(methods):
+        raise MalformedInput(f"{where}: methods must list 1 to {MAX_METHODS} distinct names.")
+    sections = {key: member(manifest, key, dict, where) for key in ("compile_spec", "signatures", "outputs")}
+    for key, section in sections.items():
+        if sorted(section) != sorted(methods):
+            raise MalformedInput(f"{where}: {key} must have exactly the methods {methods}, not {sorted(section)}.")
+    compile_spec = {m: expect(sections["compile_spec"][m], dict, f"{where}: compile_spec.{m}") for m in methods}
+    signatures = {m: MethodSignature.from_json(sections["signatures"][m], f"{where}: signatures.{m}") for m in methods}
+    outputs = {m: OutputStructure.from_json(sections["outputs"][m], f"{where}: outputs.{m}") for m in methods}
+    handles = parse_json(raw["handles.json"], "handles.json", max_bytes=_MAX_BYTES["handles.json"])
+    handle_map = HandleMap.from_json(handles, "handles.json")
+    try:
+        code = raw["code.py"].decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise MalformedInput(f"code.py is not UTF-8 text: {error}") from None
+    expected, _ = render_methods(manifest["backend"], {m: (signatures[m], outputs[m]) for m in methods})
+    try:
+        compile(expected, "<code.py>", "exec")  # compiled only, not run: the module runs it once all checks pass
+    except (SyntaxError, ValueError, RecursionError, MemoryError) as error:
+        raise MalformedInput(f"the methods the manifest describes do not compile: {error}") from None
+    if code != expected:
+        raise MalformedInput(
+            "code.py does not match the methods the manifest describes (an edited manifest or code.py): "
+            "loading generates the methods from the manifest, and they must be the code the artifact shows."
+        )
+    return _Contents(manifest, sha256_bytes(raw["manifest.json"]), {name: raw[name] for name in _PARTS},
+                     compile_spec, signatures, outputs, handle_map)

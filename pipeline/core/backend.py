@@ -48,9 +48,17 @@ This module also re-exports what a backend may use, so that a backend imports
 only it and torch: node walking and description (`walk_nodes`,
 `describe_node`, and `handles_by_origin` for graphs an exporter derives from the
 program), the installed version of a runtime (`package_version`), silencing a
-runtime's log noise (`quiet_logs_from`), payload
-containers (`pack_parts`, `unpack_parts`, `method_part`), `canonical_json`,
-`parse_compile_spec`, and the error types.
+runtime's log noise (`quiet_logs_from`), payload containers (`pack_parts`,
+`unpack_parts`, `method_part`), `canonical_json`, `parse_compile_spec`,
+`check_extractable` (member names and sizes of a zip that a loader of the
+backend's will unpack), and the error types.
+
+**carries_code** is a promise to the people who load artifacts: declare it
+True when compiling the payload can run code that came with it (a native
+library, a TorchScript archive, anything unpickled). ``load_lowered`` then
+refuses such a payload unless the caller passes ``trust_code=True``. A
+data-only backend must parse its payload as data: every problem a
+`LoweringError`, nothing imported or run.
 """
 
 from __future__ import annotations
@@ -59,6 +67,7 @@ import abc
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Dict, List, Optional, Protocol, Tuple, Type
 
+from pipeline.core.bounded_zip import check_extractable
 from pipeline.core.debug_handles import UNKNOWN_HANDLE, handles_by_origin, walk_nodes
 from pipeline.core.errors import (BackendRuntimeError, LoweringError, UnsupportedOpError, did_you_mean,
                                   format_choices)
@@ -75,9 +84,9 @@ __all__ = [
     "Backend", "BackendInfo", "FRONTENDS", "MethodRunner", "PreprocessResult", "ProfileEvent",
     # for backends
     "BackendRuntimeError", "FieldError", "Frame", "LoweringError", "NodeSource", "SpecError", "UNKNOWN_HANDLE",
-    "UnsupportedOpError", "canonical_json", "describe_node", "did_you_mean", "format_choices", "handles_by_origin",
-    "method_part", "options_of", "pack_parts", "package_version", "parse_compile_spec", "portable_path",
-    "quiet_logs_from", "unpack_parts", "walk_nodes",
+    "UnsupportedOpError", "canonical_json", "check_extractable", "describe_node", "did_you_mean", "format_choices",
+    "handles_by_origin", "method_part", "options_of", "pack_parts", "package_version", "parse_compile_spec",
+    "portable_path", "quiet_logs_from", "unpack_parts", "walk_nodes",
 ]
 
 

@@ -6,18 +6,25 @@ arguments. Its body passes the arguments to the backend's ``execute`` in
 order, maps a `BackendRuntimeError` back to source, checks the number and kind
 of the returned leaves and rebuilds the original output structure. The body is
 straight-line code on purpose: it runs on every call.
+
+Nothing from a signature is pasted in as text: names pass
+`pipeline.core.literals.check_name`, defaults are ``repr``'d literals (or
+globals bound to the value), and the docstring, which shows annotations, is
+one ``repr``'d string. The source is part of the artifact format: loading
+renders it again from the manifest and compares it with the saved ``code.py``,
+so a change to what is rendered here needs a new artifact format version.
 """
 
 from __future__ import annotations
 
-import ast
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Tuple
 
 import torch
 import torch.utils._pytree as pytree
 
-from pipeline.core.errors import BackendRuntimeError
+from pipeline.core.errors import BackendRuntimeError, LoweringError
+from pipeline.core.literals import check_name, literal_source
 from pipeline.core.signature import (CONSTANT, EVERY_VALUE, KEYWORD_ONLY, LEAF_TENSOR, STRUCTURE, TENSOR,
                                      VAR_KEYWORD, VAR_POSITIONAL, CapturedValue, MethodSignature, OutputStructure)
 
@@ -30,8 +37,10 @@ class GeneratedMethods:
     functions: Dict[str, Callable]
 
 
-def generate_methods(backend_name: str, methods: Dict[str, Tuple[MethodSignature, OutputStructure]]) -> GeneratedMethods:
-    namespace: Dict[str, Any] = {
+def render_methods(backend_name: str,
+                   methods: Dict[str, Tuple[MethodSignature, OutputStructure]]) -> Tuple[str, Dict[str, Any]]:
+    """The source of the methods and the globals it reads, without running anything."""
+    namespace: Dict[str, Any] = {  # pipeline.core.literals.GENERATED_GLOBALS: parameters may not shadow them
         "Tensor": torch.Tensor,
         "BackendRuntimeError": BackendRuntimeError,
         "tree_unflatten": pytree.tree_unflatten,
@@ -46,7 +55,11 @@ def generate_methods(backend_name: str, methods: Dict[str, Tuple[MethodSignature
     ]
     for name, (signature, outputs) in methods.items():
         chunks.append(_method_source(name, signature, outputs, namespace))
-    source = "\n\n".join(chunks)
+    return "\n\n".join(chunks), namespace
+
+
+def generate_methods(backend_name: str, methods: Dict[str, Tuple[MethodSignature, OutputStructure]]) -> GeneratedMethods:
+    source, namespace = render_methods(backend_name, methods)
     exec(compile(source, f"<lowered {backend_name}>", "exec"), namespace)
     functions = {}
     for name, (signature, _) in methods.items():
@@ -57,9 +70,20 @@ def generate_methods(backend_name: str, methods: Dict[str, Tuple[MethodSignature
 
 
 def _method_source(name: str, signature: MethodSignature, outputs: OutputStructure, namespace: Dict[str, Any]) -> str:
+    check_name(name, "method name")
     params: List[str] = ["self"]
     keyword_only_started = False
+    seen = set()
+    inputs, checks, bound = _call_plan(name, signature, namespace)
+    # The method's own globals (its output spec, defaults that are not literals, captured values, the helpers
+    # its body calls) may not be shadowed by a parameter either.
+    reserved = frozenset({"self", f"_spec_{name}", *(f"_default_{name}_{p.name}" for p in signature.params),
+                          *bound})
     for p in signature.params:
+        check_name(p.name, f"parameter name of method {name!r}", reserved=reserved)
+        if p.name in seen:
+            raise LoweringError(f"Method {name!r} has two parameters named {p.name!r}.")
+        seen.add(p.name)
         if p.kind == VAR_POSITIONAL:
             params.append(f"*{p.name}")
             keyword_only_started = True
@@ -78,9 +102,10 @@ def _method_source(name: str, signature: MethodSignature, outputs: OutputStructu
     leaves = [f"_{i}" for i in range(count)]
     lines = [
         f"def {name}({', '.join(params)}):",
-        "    " + repr(f"Lowered {name}{signature}."),  # repr: a string literal whatever the text holds
+        f"    {f'Lowered {name}{signature.text()}.'!r}",  # repr: a string literal whatever the text holds
     ]
-    inputs, checks = _call_plan(name, signature, namespace)
+    for global_name in sorted(bound):  # the captured values the checks compare with, shown in the code
+        lines.append(f"    # {global_name} is {_shown(namespace[global_name])}")
     if checks:  # the values the program was specialised on: any other call is refused, never answered wrongly
         lines.append(f"    if not ({(chr(10) + '            and ').join(checks)}):")
         lines.append(f"        raise self._argument_error({name!r}, locals())")
@@ -102,20 +127,24 @@ def _method_source(name: str, signature: MethodSignature, outputs: OutputStructu
     expression = _rebuild_expression(outputs.spec, iter(leaves))
     if expression is None:
         namespace[f"_spec_{name}"] = outputs.spec
+        lines.append(f"    # _spec_{name} is {_spec_text(outputs.spec)!r}")  # so that code.py covers it
         expression = f"tree_unflatten(outputs, _spec_{name})"
     lines.append(f"    return {expression}")
     return "\n".join(lines)
 
 
-def _call_plan(method: str, signature: MethodSignature, namespace: Dict[str, Any]) -> Tuple[List[str], List[str]]:
-    """The expressions passed to ``execute``, and the checks that the call is the one captured.
+def _call_plan(method: str, signature: MethodSignature,
+               namespace: Dict[str, Any]) -> Tuple[List[str], List[str], List[str]]:
+    """The expressions passed to ``execute``, the checks that the call is the one captured, and the
+    global names bound for them.
 
     Only identifiers are written into the source; every captured value and
     keyword is bound in the namespace and referred to by a generated name.
     """
     captured = signature.captured
     if captured is None:  # a scripted program: every value goes through as it comes
-        return [p.name for p in signature.params if p.kind not in (VAR_POSITIONAL, VAR_KEYWORD)], []
+        return [p.name for p in signature.params if p.kind not in (VAR_POSITIONAL, VAR_KEYWORD)], [], []
+    before = set(namespace)
     by_param = {p.kind: p.name for p in signature.params if p.kind in (VAR_POSITIONAL, VAR_KEYWORD)}
     expressions: List[str] = []
     checks: List[str] = []
@@ -141,7 +170,15 @@ def _call_plan(method: str, signature: MethodSignature, namespace: Dict[str, Any
             checks.append(_check(method, len(checks), place, value, namespace))
             if captured.takes == EVERY_VALUE or value.kind != CONSTANT:
                 expressions.append(place)
-    return expressions, checks
+    return expressions, checks, sorted(set(namespace) - before)
+
+
+def _shown(value: Any) -> str:
+    """A bound value as a comment shows it: one line, whatever it holds."""
+    if isinstance(value, pytree.TreeSpec):
+        return _spec_text(value)
+    text = literal_source(value) if not isinstance(value, frozenset) else literal_source(sorted(value))
+    return " ".join((text or f"<{type(value).__name__}>").split())
 
 
 def _check(method: str, index: int, place: str, value: CapturedValue, namespace: Dict[str, Any]) -> str:
@@ -167,16 +204,20 @@ def same_value(given: Any, captured: Any) -> bool:
 
 
 def _default_expression(method: str, param: str, value: Any, namespace: Dict[str, Any]) -> str:
-    """The default's literal when it reads back equal; else a name bound in the namespace."""
-    text = repr(value)
-    try:
-        if ast.literal_eval(text) == value and type(ast.literal_eval(text)) is type(value):
-            return text
-    except (ValueError, SyntaxError):
-        pass
+    """The default's literal when it is one; else a name bound in the namespace."""
+    text = literal_source(value)
+    if text is not None:
+        return text
     global_name = f"_default_{method}_{param}"
     namespace[global_name] = value
     return global_name
+
+
+def _spec_text(spec: pytree.TreeSpec) -> str:
+    try:
+        return pytree.treespec_dumps(spec)
+    except Exception:  # a node type registered without a serialized name: saving will say so
+        return "(not serializable)"
 
 
 def _rebuild_expression(spec: pytree.TreeSpec, leaves) -> Any:

@@ -25,7 +25,8 @@ from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Set, 
 
 import torch
 
-from pipeline.core.errors import LoweringError, format_choices
+from pipeline.core.bounded_json import expect, member
+from pipeline.core.errors import LoweringError, MalformedInput, format_choices
 from pipeline.core.source import Frame, HierarchyPath, describe_node, format_module_hierarchy
 
 STRATEGIES = ("sequential", "stable", "none")
@@ -56,13 +57,16 @@ class HandleRecord:
         }
 
     @classmethod
-    def from_json(cls, data: dict) -> "HandleRecord":
-        src = data["source"]
-        source = Frame(src["file"], src["line"], src.get("function") or "<unknown>", src["text"]) if src.get("file") else None
+    def from_json(cls, data: Any, where: str = "handle") -> "HandleRecord":
+        """A record as an artifact holds it; `MalformedInput` naming the field if it is not one."""
+        src = member(data, "source", (dict, type(None)), where) or {}
+        source = _frame(src, f"{where}.source") if src.get("file") is not None else None
+        stack = member(data, "call_stack", list, where, default=[])
         return cls(
-            handle=int(data["handle"]), method=data["method"], op=data["op"], node=data["node"], source=source,
-            module_hierarchy=data["module_hierarchy"],
-            call_stack=tuple(Frame(f["file"], f["line"], f["function"], f["text"]) for f in data.get("call_stack", [])),
+            handle=member(data, "handle", int, where), method=member(data, "method", str, where),
+            op=member(data, "op", str, where), node=member(data, "node", str, where), source=source,
+            module_hierarchy=member(data, "module_hierarchy", str, where),
+            call_stack=tuple(_frame(frame, f"{where}.call_stack[{i}]") for i, frame in enumerate(stack)),
         )
 
     def describe(self) -> str:
@@ -90,13 +94,18 @@ class HandleMap:
         }
 
     @classmethod
-    def from_json(cls, data: dict) -> "HandleMap":
-        records = (HandleRecord.from_json(item) for item in data.get("handles", []))
-        return cls(
-            strategy=data.get("strategy", "sequential"),
-            handles={record.handle: record for record in records},
-            backend_map={key: [int(h) for h in value] for key, value in data.get("backend_map", {}).items()},
-        )
+    def from_json(cls, data: Any, where: str = "handle map") -> "HandleMap":
+        """The map as `to_json` wrote it; `MalformedInput` naming the field if it is not one."""
+        strategy = member(data, "strategy", str, where, default="sequential")
+        if strategy not in STRATEGIES:
+            raise MalformedInput(f"{where}: strategy {strategy!r} is not one of {list(STRATEGIES)}.")
+        items = member(data, "handles", list, where, default=[])
+        records = [HandleRecord.from_json(item, f"{where}: handles[{i}]") for i, item in enumerate(items)]
+        backend_map = {}
+        for key, handles in member(data, "backend_map", dict, where, default={}).items():
+            at = f"{where}: backend_map[{key!r}]"
+            backend_map[key] = [expect(h, int, at) for h in expect(handles, list, at)]
+        return cls(strategy=strategy, handles={record.handle: record for record in records}, backend_map=backend_map)
 
     def describe(self, handle: int) -> str:
         record = self.handles.get(handle)
@@ -158,6 +167,12 @@ class DebugHandleGenerator:
         while handle in self.handle_map.handles:  # a collision: probe deterministically
             handle = (handle + 1) & ((1 << _STABLE_BITS) - 1)
         return handle
+
+
+def _frame(data: Any, where: str) -> Frame:
+    return Frame(member(data, "file", str, where), member(data, "line", (int, type(None)), where),
+                 member(data, "function", (str, type(None)), where) or "<unknown>",
+                 member(data, "text", (str, type(None)), where))
 
 
 @contextlib.contextmanager

@@ -55,6 +55,15 @@ class ArgumentError(TypeError):
     """
 
 
+class MalformedInput(ValueError):
+    """Bytes from elsewhere that do not have the expected form (internal).
+
+    The bounded readers raise it naming the part (``manifest.json: ...``); their
+    callers turn it into `ArtifactError` or `LoweringError` naming the file or
+    backend, so it never reaches a user.
+    """
+
+
 class BackendNotAvailableError(RuntimeError):
     """The backend of a lowered module cannot run on this machine."""
 

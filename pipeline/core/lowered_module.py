@@ -21,6 +21,7 @@ from pipeline.core.codegen import generate_methods, same_value
 from pipeline.core.debug_handles import HandleMap
 from pipeline.core.errors import (ArgumentError, BackendNotAvailableError, BackendRuntimeError, LoweringError,
                                   format_choices)
+from pipeline.core.literals import check_name
 from pipeline.core.signature import (STRUCTURE, TENSOR, VAR_KEYWORD, VAR_POSITIONAL, CapturedValue, MethodSignature,
                                      OutputStructure)
 
@@ -70,6 +71,8 @@ class LoweredModule(torch.nn.Module):
         timings: Optional[Dict[str, float]] = None,
     ):
         super().__init__()
+        for name in method_compile_spec:
+            check_method_name(name)
         self.backend_name = backend.name
         self.frontend = frontend
         self.method_compile_spec = method_compile_spec
@@ -243,3 +246,21 @@ class LoweredModule(torch.nn.Module):
 
     def extra_repr(self) -> str:
         return f"backend={self.backend_name!r}, frontend={self.frontend!r}, methods={self.methods}"
+
+
+# Set on every instance (by __init__ or torch.nn.Module): a lowered method of the same name would replace them.
+_INSTANCE_ATTRIBUTES = frozenset({"backend_name", "frontend", "method_compile_spec", "payload", "handle_map",
+                                  "signatures", "outputs", "original_type", "original_methods", "backend_version",
+                                  "available", "training"})
+
+
+def check_method_name(name: Any) -> str:
+    """Each lowered method becomes an attribute: it may not replace one the module itself relies on."""
+    check_name(name, "method name")
+    if name.startswith("_") or (name != "forward" and (hasattr(LoweredModule, name) or name in _INSTANCE_ATTRIBUTES)):
+        raise LoweringError(
+            f"Method {name!r} cannot be lowered under that name: a LoweredModule has an attribute {name!r} of "
+            "its own (lowered method names may not start with '_' or be a torch.nn.Module or LoweredModule "
+            "attribute, except 'forward')."
+        )
+    return name

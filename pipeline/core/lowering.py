@@ -21,7 +21,7 @@ from pipeline.core.backend import BackendInfo, PreprocessResult
 from pipeline.core.debug_handles import DebugHandleGenerator
 from pipeline.core.errors import LoweringError, format_choices
 from pipeline.core.frontends import ExampleInputs, as_captured, call_arguments, capture, model_methods, type_name
-from pipeline.core.lowered_module import LoweredModule
+from pipeline.core.lowered_module import LoweredModule, check_method_name
 from pipeline.core.registry import get_backend
 from pipeline.core.source import HierarchyPath
 from pipeline.core.spec import SpecError, options_of, parse_compile_spec
@@ -168,6 +168,7 @@ def normalize_compile_spec(spec: MethodCompileSpec) -> Dict[str, Dict[str, Any]]
     for method, options in spec.items():
         if not isinstance(method, str):
             raise LoweringError(f"Compile-spec keys are method names (str); got {method!r}.")
+        check_method_name(method)
         if dataclasses.is_dataclass(options) and not isinstance(options, type):
             options = dataclasses.asdict(options)
         if options is None:

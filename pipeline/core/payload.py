@@ -10,19 +10,21 @@ Layout: 8 magic bytes, the header length as 8 little-endian bytes, the header
 as canonical JSON (``kind``, the caller's ``meta``, and each part's name, size
 and sha256, in the caller's order), then the parts back to back. Equal inputs
 give equal bytes; nothing in it is pickled, and reading it checks every length
-and hash, so a truncated or edited payload is rejected with a `LoweringError`.
+and hash, within limits (header size, JSON depth), so a truncated or edited
+payload is rejected with a `LoweringError` and never another exception.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 from typing import Any, Dict, Mapping, Tuple
 
-from pipeline.core.errors import LoweringError, format_choices
+from pipeline.core.bounded_json import member, parse_json
+from pipeline.core.errors import LoweringError, MalformedInput, format_choices
 from pipeline.core.hashing import canonical_json
 
 MAGIC = b"PLPARTS1"
+MAX_HEADER_BYTES = 64 << 20
 _LENGTH_BYTES = 8
 
 
@@ -38,32 +40,45 @@ def pack_parts(kind: str, meta: Mapping[str, Any], parts: Mapping[str, bytes]) -
 
 
 def unpack_parts(data: bytes, kind: str) -> Tuple[Dict[str, Any], Dict[str, bytes]]:
-    """``(meta, {name: bytes})``; raises `LoweringError` naming what is wrong."""
+    """``(meta, {name: bytes})``; raises `LoweringError` naming what is wrong, and nothing else, whatever the bytes."""
+    try:
+        return _unpack(data, kind)
+    except MalformedInput as error:
+        raise LoweringError(f"Backend {kind!r}: the payload is corrupt: {error}") from None
+
+
+def _unpack(data: bytes, kind: str) -> Tuple[Dict[str, Any], Dict[str, bytes]]:
     start = len(MAGIC) + _LENGTH_BYTES
-    if not isinstance(data, (bytes, bytearray)) or data[:len(MAGIC)] != MAGIC or len(data) < start:
+    if not isinstance(data, (bytes, bytearray)) or len(data) < start or data[:len(MAGIC)] != MAGIC:
         raise LoweringError(f"Backend {kind!r}: the payload is not a {kind} payload (bad magic bytes).")
     length = int.from_bytes(data[len(MAGIC):start], "little")
-    try:
-        header = json.loads(data[start:start + length])
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise LoweringError(f"Backend {kind!r}: the payload header is not valid JSON: {error}.") from None
-    if not isinstance(header, dict) or header.get("kind") != kind:
-        found = header.get("kind") if isinstance(header, dict) else None
+    if length > len(data) - start:
+        raise MalformedInput(f"the header claims {length} bytes; only {len(data) - start} follow.")
+    header = parse_json(bytes(data[start:start + length]), "header", max_bytes=MAX_HEADER_BYTES)
+    found = header.get("kind") if isinstance(header, dict) else None
+    if found != kind:
         raise LoweringError(f"Backend {kind!r}: the payload was written by backend {found!r}, not {kind!r}.")
+    meta = member(header, "meta", dict, "header", default={})
     parts: Dict[str, bytes] = {}
     offset = start + length
-    for part in header.get("parts", []):
-        chunk = bytes(data[offset:offset + part["size"]])
-        if len(chunk) != part["size"] or hashlib.sha256(chunk).hexdigest() != part["sha256"]:
+    for i, part in enumerate(member(header, "parts", list, "header", default=[])):
+        where = f"header.parts[{i}]"
+        name = member(part, "name", str, where)
+        size = member(part, "size", int, where)
+        digest = member(part, "sha256", str, where)
+        if name in parts:
+            raise MalformedInput(f"{where}: the part name {name!r} occurs twice.")
+        chunk = bytes(data[offset:offset + size]) if size >= 0 else b""
+        if size < 0 or len(chunk) != size or hashlib.sha256(chunk).hexdigest() != digest:
             raise LoweringError(
-                f"Backend {kind!r}: part {part['name']!r} of the payload is truncated or corrupt "
-                f"(expected {part['size']} bytes with sha256 {part['sha256'][:12]}...)."
+                f"Backend {kind!r}: part {name!r} of the payload is truncated or corrupt "
+                f"(expected {size} bytes with sha256 {digest[:12]}...)."
             )
-        parts[part["name"]] = chunk
-        offset += part["size"]
+        parts[name] = chunk
+        offset += size
     if offset != len(data):
         raise LoweringError(f"Backend {kind!r}: the payload has {len(data) - offset} unexpected trailing bytes.")
-    return header.get("meta", {}), parts
+    return meta, parts
 
 
 def method_part(parts: Mapping[str, bytes], method: str, kind: str) -> bytes:

@@ -7,12 +7,16 @@ Its `CapturedCall` records what a program was captured with, argument by
 argument, so that a lowered method refuses a call its program was not
 specialised for. `OutputStructure` is the method's output pytree
 spec plus the kind of each leaf, so the lowered method can rebuild and check
-what the backend returns. Both serialize to plain JSON for artifacts.
+what the backend returns. Both serialize to plain JSON for artifacts, and read
+it back as data only (`pipeline.core.literals` for names, defaults and
+annotations; a closed set of registered pytree node types for the output
+structure, never torch's ``treespec_loads``, whose enum and defaultdict
+contexts import any module a file names).
 """
 
 from __future__ import annotations
 
-import ast
+import collections
 import dataclasses
 import inspect
 from dataclasses import dataclass, field
@@ -21,7 +25,9 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 import torch.utils._pytree as pytree
 
-from pipeline.core.errors import LoweringError
+from pipeline.core.bounded_json import expect, member, parse_json
+from pipeline.core.errors import LoweringError, MalformedInput
+from pipeline.core.literals import check_annotation, check_name, literal_source, read_literal
 
 POSITIONAL = "positional"
 KEYWORD_ONLY = "keyword_only"
@@ -34,6 +40,10 @@ _KINDS = {
     VAR_KEYWORD: inspect.Parameter.VAR_KEYWORD,
 }
 _NO_DEFAULT = inspect.Parameter.empty
+MAX_PARAMS = 1000
+MAX_OUTPUT_DEPTH = 32
+MAX_OUTPUT_LEAVES = 100_000
+_PARAM_KEYS = frozenset({"name", "kind", "default", "annotation"})
 
 # What a captured program took for one argument.
 TENSOR = "tensor"  # a tensor: passed to the backend on every call
@@ -68,15 +78,30 @@ class CapturedValue:
     def to_json(self) -> dict:
         item: Dict[str, Any] = {"name": self.name, "kind": self.kind}
         if self.kind == CONSTANT:
-            item["value"] = _literal(self.value, self.name)
+            item["value"] = _saved_default(self.value, self.name)
         elif self.kind == STRUCTURE:
             item["value"] = self.value
         return item
 
     @classmethod
-    def from_json(cls, data: dict) -> "CapturedValue":
-        value = data.get("value")
-        return cls(data["name"], data["kind"], ast.literal_eval(value) if data["kind"] == CONSTANT else value)
+    def from_json(cls, data: Any, where: str) -> "CapturedValue":
+        _only_keys(data, frozenset({"name", "kind", "value"}), where)
+        name = member(data, "name", str, where)
+        if len(name) > 256:
+            raise MalformedInput(f"{where}.name is longer than 256 characters.")
+        kind = member(data, "kind", str, where)
+        if kind == CONSTANT:
+            return cls(name, kind, read_literal(member(data, "value", str, where), f"captured value at {where}.value"))
+        if kind == STRUCTURE:
+            text = member(data, "value", str, where)
+            try:  # a pytree spec names registered types only: reading it imports and runs nothing
+                pytree.treespec_loads(text)
+            except Exception as error:
+                raise MalformedInput(f"{where}.value is not a pytree spec this process knows: {error}") from None
+            return cls(name, kind, text)
+        if kind == TENSOR:
+            return cls(name, kind)
+        raise MalformedInput(f"{where}.kind is {kind!r}; allowed: {[TENSOR, CONSTANT, STRUCTURE]}.")
 
 
 @dataclass(frozen=True)
@@ -148,9 +173,26 @@ class CapturedCall:
                 "keywords": list(self.keywords), "takes": self.takes}
 
     @classmethod
-    def from_json(cls, data: dict) -> "CapturedCall":
-        return cls(tuple(CapturedValue.from_json(v) for v in data["values"]), int(data["var_positional"]),
-                   tuple(data["keywords"]), data["takes"])
+    def from_json(cls, data: Any, params: List[Param], where: str) -> "CapturedCall":
+        """The record an artifact holds, checked against the signature's parameters it describes."""
+        _only_keys(data, frozenset({"values", "var_positional", "keywords", "takes"}), where)
+        items = member(data, "values", list, where)
+        var_positional = member(data, "var_positional", int, where)
+        keywords = member(data, "keywords", list, where)
+        takes = member(data, "takes", str, where)
+        if takes not in (EVERY_VALUE, TENSORS_ONLY):
+            raise MalformedInput(f"{where}.takes is {takes!r}; allowed: {EVERY_VALUE!r}, {TENSORS_ONLY!r}.")
+        kinds = {p.kind for p in params}
+        named = sum(p.kind in (POSITIONAL, KEYWORD_ONLY) for p in params)
+        if (var_positional and VAR_POSITIONAL not in kinds) or (keywords and VAR_KEYWORD not in kinds) \
+                or not 0 <= var_positional <= MAX_PARAMS or len(keywords) > MAX_PARAMS \
+                or len(items) != named + var_positional + len(keywords):
+            raise MalformedInput(f"{where}: {len(items)} captured values do not fit the parameters "
+                                 f"({named} named, {var_positional} *args, {len(keywords)} **kwargs).")
+        for i, keyword in enumerate(keywords):
+            expect(keyword, str, f"{where}.keywords[{i}]")
+        values = tuple(CapturedValue.from_json(v, f"{where}.values[{i}]") for i, v in enumerate(items))
+        return cls(values, var_positional, tuple(keywords), takes)
 
 
 def _captured(name: str, value: Any) -> CapturedValue:
@@ -159,7 +201,7 @@ def _captured(name: str, value: Any) -> CapturedValue:
     leaves, spec = pytree.tree_flatten(value)
     if leaves and all(isinstance(leaf, torch.Tensor) for leaf in leaves) and not spec.is_leaf():
         return CapturedValue(name, STRUCTURE, pytree.treespec_dumps(spec))
-    _literal(value, name)  # a value the program was specialised on must be recordable
+    _saved_default(value, name)  # a value the program was specialised on must be recordable
     return CapturedValue(name, CONSTANT, value)
 
 
@@ -229,52 +271,121 @@ class MethodSignature:
         return inspect.Signature(params, return_annotation=self.return_annotation)
 
     def __str__(self) -> str:
-        return str(self.to_inspect())
+        return self.text()
+
+    def text(self) -> str:
+        """``(x: torch.Tensor, k=1, *, scale: float = 2.0) -> torch.Tensor``, the same before saving and after
+        loading: annotations shown by name, those outside `pipeline.core.literals.ANNOTATION_NAMES` left out
+        (as in an artifact, see `to_json`)."""
+        pieces: List[str] = []
+        star = False
+        for p in self.params:
+            if p.kind == KEYWORD_ONLY and not star:
+                pieces.append("*")
+                star = True
+            annotation = _saved_annotation(p.annotation)
+            piece = p.name if annotation is None else f"{p.name}: {annotation}"
+            if p.has_default:
+                shown = literal_source(p.default) or f"<{type(p.default).__name__}>"
+                piece += f"={shown}" if annotation is None else f" = {shown}"
+            pieces.append(piece)
+        returns = _saved_annotation(self.return_annotation)
+        return f"({', '.join(pieces)})" + ("" if returns is None else f" -> {returns}")
 
     def to_json(self) -> dict:
+        """Names, kinds, defaults as literals (a default that is not one cannot be saved: `LoweringError`),
+        and the annotations built from allowed type names; an annotation that names another type (a class
+        of the user's) is documentation only, and is left out rather than let a file name code."""
         params = []
         for p in self.params:
             item: Dict[str, Any] = {"name": p.name, "kind": p.kind}
             if p.has_default:
-                item["default"] = _literal(p.default, p.name)
-            if p.annotation is not _NO_DEFAULT:
-                item["annotation"] = _annotation_text(p.annotation)
+                item["default"] = _saved_default(p.default, p.name)
+            annotation = _saved_annotation(p.annotation)
+            if annotation is not None:
+                item["annotation"] = annotation
             params.append(item)
         out: Dict[str, Any] = {"params": params}
-        if self.return_annotation is not _NO_DEFAULT:
-            out["returns"] = _annotation_text(self.return_annotation)
+        returns = _saved_annotation(self.return_annotation)
+        if returns is not None:
+            out["returns"] = returns
         if self.captured is not None:
             out["captured"] = self.captured.to_json()
         return out
 
     @classmethod
-    def from_json(cls, data: dict) -> "MethodSignature":
-        params = tuple(
-            Param(item["name"], item["kind"],
-                  ast.literal_eval(item["default"]) if "default" in item else _NO_DEFAULT,
-                  item.get("annotation", _NO_DEFAULT))
-            for item in data["params"]
-        )
-        captured = CapturedCall.from_json(data["captured"]) if data.get("captured") is not None else None
-        return cls(params, data.get("returns", _NO_DEFAULT), captured)
+    def from_json(cls, data: Any, where: str = "signature") -> "MethodSignature":
+        """The signature an artifact describes; `MalformedInput` or `LoweringError` naming the field otherwise."""
+        _only_keys(data, frozenset({"params", "returns", "captured"}), where)
+        items = member(data, "params", list, where)
+        if len(items) > MAX_PARAMS:
+            raise MalformedInput(f"{where}.params: {len(items)} parameters, more than the limit of {MAX_PARAMS}.")
+        params: List[Param] = []
+        for i, item in enumerate(items):
+            at = f"{where}.params[{i}]"
+            _only_keys(item, _PARAM_KEYS, at)
+            name = check_name(member(item, "name", str, at), f"parameter name at {at}.name", reserved=frozenset({"self"}))
+            kind = member(item, "kind", str, at)
+            if kind not in _KINDS:
+                raise MalformedInput(f"{at}.kind is {kind!r}; allowed: {sorted(_KINDS)}.")
+            default = read_literal(item["default"], f"default at {at}.default") if "default" in item else _NO_DEFAULT
+            annotation = (check_annotation(item["annotation"], f"annotation at {at}.annotation")
+                          if "annotation" in item else _NO_DEFAULT)
+            params.append(Param(name, kind, default, annotation))
+        _check_order(params, where)
+        returns = check_annotation(data["returns"], f"annotation at {where}.returns") if "returns" in data else _NO_DEFAULT
+        captured = (CapturedCall.from_json(data["captured"], params, f"{where}.captured")
+                    if data.get("captured") is not None else None)
+        return cls(tuple(params), returns, captured)
 
 
-def _annotation_text(annotation: Any) -> str:
-    return annotation if isinstance(annotation, str) else inspect.formatannotation(annotation)
+def _check_order(params: List[Param], where: str) -> None:
+    """What Python's own def would refuse: a name twice, positional after keyword-only, no default after one."""
+    order = {POSITIONAL: 0, VAR_POSITIONAL: 1, KEYWORD_ONLY: 2, VAR_KEYWORD: 3}
+    seen, place, defaulted = set(), 0, False
+    for p in params:
+        if p.name in seen:
+            raise MalformedInput(f"{where}: the parameter name {p.name!r} occurs twice.")
+        seen.add(p.name)
+        if order[p.kind] < place or (p.kind in (VAR_POSITIONAL, VAR_KEYWORD) and order[p.kind] == place and
+                                     any(q.kind == p.kind for q in params if q is not p)):
+            raise MalformedInput(f"{where}: parameter {p.name!r} ({p.kind}) is out of Python's order.")
+        place = order[p.kind]
+        if p.kind in (VAR_POSITIONAL, VAR_KEYWORD) and p.has_default:
+            raise MalformedInput(f"{where}: *{p.name} cannot have a default.")
+        if p.kind == POSITIONAL:
+            if p.has_default:
+                defaulted = True
+            elif defaulted:
+                raise MalformedInput(f"{where}: parameter {p.name!r} without a default follows one with a default.")
 
 
-def _literal(value: Any, name: str) -> str:
-    """A default as a Python literal that `ast.literal_eval` reads back: no code runs on load."""
-    text = repr(value)
+def _only_keys(data: Any, allowed: frozenset, where: str) -> None:
+    unknown = sorted(set(expect(data, dict, where)) - allowed)
+    if unknown:
+        raise MalformedInput(f"{where} has unknown field(s) {unknown}; allowed: {sorted(allowed)}.")
+
+
+def _saved_annotation(annotation: Any) -> Optional[str]:
+    """The annotation's text if an artifact may hold it, else None."""
+    if annotation is _NO_DEFAULT:
+        return None
+    text = annotation if isinstance(annotation, str) else inspect.formatannotation(annotation)
     try:
-        if ast.literal_eval(text) == value:
-            return text
-    except (ValueError, SyntaxError):
-        pass
-    raise LoweringError(
-        f"Default of argument {name!r} ({text}) is not a Python literal, so it cannot be saved in an artifact; "
-        "allowed defaults: None, bool, int, float, str and tuples/lists/dicts of them."
-    )
+        return check_annotation(text, "annotation")
+    except LoweringError:
+        return None
+
+
+def _saved_default(value: Any, name: str) -> str:
+    """A default as the literal `read_literal` reads back: no code runs on load."""
+    text = literal_source(value)
+    if text is None:
+        raise LoweringError(
+            f"Default of argument {name!r} ({value!r}) is not a Python literal, so it cannot be saved in an "
+            "artifact; allowed defaults: None, bool, int, finite float, str and tuples/lists/dicts of them."
+        )
+    return text
 
 
 LEAF_TENSOR = "Tensor"
@@ -328,8 +439,72 @@ class OutputStructure:
         return {"spec": pytree.treespec_dumps(self.spec), "leaf_kinds": list(self.leaf_kinds)}
 
     @classmethod
-    def from_json(cls, data: dict) -> "OutputStructure":
-        return cls(pytree.treespec_loads(data["spec"]), tuple(data["leaf_kinds"]))
+    def from_json(cls, data: Any, where: str = "outputs") -> "OutputStructure":
+        """The structure an artifact describes, built from a closed set of node types (see the module docstring)."""
+        _only_keys(data, frozenset({"spec", "leaf_kinds"}), where)
+        text = member(data, "spec", str, where)
+        document = parse_json(text, f"{where}.spec", max_bytes=1 << 22, max_depth=2 * MAX_OUTPUT_DEPTH + 2)
+        if not (isinstance(document, list) and len(document) == 2 and document[0] == 1):
+            raise MalformedInput(f"{where}.spec must be [1, <node>] (pytree protocol 1).")
+        spec = _spec_from_json(document[1], f"{where}.spec", 0)
+        kinds = member(data, "leaf_kinds", list, where)
+        for i, kind in enumerate(kinds):
+            if not (isinstance(kind, str) and kind.isidentifier() and len(kind) <= 64):
+                raise MalformedInput(f"{where}.leaf_kinds[{i}] must be a type name, not {kind!r}.")
+        if spec.num_leaves > MAX_OUTPUT_LEAVES or len(kinds) != spec.num_leaves:
+            raise MalformedInput(f"{where}: {len(kinds)} leaf kinds for a structure of {spec.num_leaves} leaves.")
+        return cls(spec, tuple(kinds))
+
+
+_NODE_KEYS = frozenset({"type", "context", "children_spec"})
+_KEYED_TYPES = (dict, collections.OrderedDict)
+
+
+def _spec_from_json(node: Any, where: str, depth: int) -> pytree.TreeSpec:
+    """One pytree node: a leaf, or a registered type whose context is plain data (never an import)."""
+    _only_keys(node, _NODE_KEYS, where)
+    if depth > MAX_OUTPUT_DEPTH:
+        raise MalformedInput(f"{where}: outputs nested deeper than {MAX_OUTPUT_DEPTH} levels.")
+    name = member(node, "type", (str, type(None)), where)
+    children_data = member(node, "children_spec", list, where)
+    if name is None:
+        if node.get("context") is not None or children_data:
+            raise MalformedInput(f"{where}: a leaf has no context or children.")
+        return pytree.treespec_leaf()
+    typ = pytree.SERIALIZED_TYPE_TO_PYTHON_TYPE.get(name)
+    definition = pytree.SUPPORTED_SERIALIZED_TYPES.get(typ) if typ is not None else None
+    if definition is None:
+        raise MalformedInput(f"{where}: output type {name!r} is not a registered pytree node type "
+                             "(import the module that registers it before loading).")
+    if name == "collections.namedtuple":
+        context = pytree.SERIALIZED_TYPE_TO_PYTHON_TYPE.get(member(node, "context", str, where))
+        if not (isinstance(context, type) and issubclass(context, tuple)):
+            raise MalformedInput(f"{where}: namedtuple {node['context']!r} is not registered.")
+        expected = len(context._fields)
+    elif definition.from_dumpable_context is None:
+        context = parse_json(member(node, "context", str, where), f"{where}.context", max_bytes=1 << 20, max_depth=8)
+        expected = _expected_children(typ, context, where)
+    else:  # e.g. defaultdict, whose context names a module to import
+        raise MalformedInput(f"{where}: output type {name!r} is not supported in artifacts.")
+    children = [_spec_from_json(child, f"{where}.children_spec[{i}]", depth + 1)
+                for i, child in enumerate(children_data)]
+    if expected is not None and expected != len(children):
+        raise MalformedInput(f"{where}: {len(children)} children where the context says {expected}.")
+    return pytree.TreeSpec(typ, context, children)
+
+
+def _expected_children(typ: type, context: Any, where: str) -> Optional[int]:
+    """The number of children a built-in container's context implies (None: the type's own business)."""
+    if typ in (tuple, list):
+        if context is not None:
+            raise MalformedInput(f"{where}.context of a {typ.__name__} must be null.")
+        return None
+    if typ in _KEYED_TYPES:
+        keys = expect(context, list, f"{where}.context")
+        if any(type(key) not in (str, int, bool) for key in keys) or len(set(map(repr, keys))) != len(keys):
+            raise MalformedInput(f"{where}.context must list distinct str or int keys.")
+        return len(keys)
+    return None
 
 
 _KIND_EXAMPLE = {"Tensor": torch.empty(0), "int": 0, "float": 0.0, "bool": False}

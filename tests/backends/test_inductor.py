@@ -2,7 +2,8 @@
 
 An AOTInductor compile takes tens of seconds on a small CPU, so exactly one
 lowering runs unmarked: the MLP, end to end (lower, save, load, run), shared
-by the tests that look at its result. Every other lowering is marked slow.
+by the tests that look at its result (and by the trust tests: the
+``inductor_mlp`` fixture in tests/conftest.py). Every other lowering is marked slow.
 """
 
 from __future__ import annotations
@@ -49,12 +50,10 @@ def check_against_eager(model: nn.Module, inputs: dict, lowered: nn.Module, load
 # -- the one unmarked lowering: the MLP, end to end ----------------------------------------------
 
 @pytest.fixture(scope="module")
-def mlp(tmp_path_factory):
-    """The MLP lowered once (with kernel profiling compiled in), saved and loaded again."""
-    model, inputs = zoo.build("mlp"), zoo.example_inputs("mlp")
-    lowered = lower(model, inputs, {"cpp_enable_kernel_profile": True})
-    path = pipeline.save_lowered(lowered, tmp_path_factory.mktemp("inductor") / "mlp.lowered")
-    return model, inputs, lowered, pipeline.load_lowered(path)
+def mlp(inductor_mlp):
+    """The session's MLP lowering (tests/conftest.py), loaded again: our own file, so trusted."""
+    model, inputs, lowered, path = inductor_mlp
+    return model, inputs, lowered, pipeline.load_lowered(path, trust_code=True)
 
 
 def test_mlp_lowers_saves_loads_and_matches_eager(mlp):
@@ -158,7 +157,7 @@ def test_docstring_says_loading_runs_native_code_and_config_lists_every_option()
 def test_zoo_model_matches_eager_and_loads_back_with_the_same_outputs(name, tmp_path):
     model, inputs = zoo.build(name), zoo.example_inputs(name)
     lowered = lower(model, inputs)
-    loaded = pipeline.load_lowered(pipeline.save_lowered(lowered, tmp_path / f"{name}.lowered"))
+    loaded = pipeline.load_lowered(pipeline.save_lowered(lowered, tmp_path / f"{name}.lowered"), trust_code=True)
     check_against_eager(model, inputs, lowered, loaded)
 
 
@@ -193,7 +192,7 @@ def test_dict_and_dataclass_outputs_and_tuple_arguments_come_through(tmp_path):
     inputs = {"forward": (x, pair), "as_dataclass": (x,)}
     lowered = lower(model, inputs)
     assert not lowered.compiled("forward").flat
-    loaded = pipeline.load_lowered(pipeline.save_lowered(lowered, tmp_path / "heads.lowered"))
+    loaded = pipeline.load_lowered(pipeline.save_lowered(lowered, tmp_path / "heads.lowered"), trust_code=True)
     check_against_eager(model, {"as_dataclass": (x,)}, lowered, loaded)
     for module in (lowered, loaded):
         with torch.no_grad():

@@ -1,5 +1,6 @@
 """Artifacts: one zip, no pickle, verified on load, byte-identical for identical lowerings."""
 
+import hashlib
 import json
 import os
 import zipfile
@@ -96,7 +97,12 @@ def test_an_unknown_format_version_is_refused(lowered, tmp_path):
 
 def test_a_missing_backend_is_named(lowered, tmp_path):
     path = pipeline.save_lowered(lowered, tmp_path / "basic.lowered")
-    edit_manifest(path, backend="gone")
+    # a file made where a backend 'gone' is installed: its code.py names that backend too
+    rewrite(path, "code.py", lambda code: code.replace(b"'test_backend'", b"'gone'"))
+    with zipfile.ZipFile(path) as archive:
+        code = archive.read("code.py")
+    manifest = json.loads(zipfile.ZipFile(path).read("manifest.json"))
+    edit_manifest(path, backend="gone", sha256={**manifest["sha256"], "code.py": hashlib.sha256(code).hexdigest()})
     with pytest.raises(pipeline.ArtifactError, match="Backend 'gone' is not registered"):
         pipeline.load_lowered(path)
 
