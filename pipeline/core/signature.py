@@ -342,15 +342,15 @@ class MethodSignature:
 def _check_order(params: List[Param], where: str) -> None:
     """What Python's own def would refuse: a name twice, positional after keyword-only, no default after one."""
     order = {POSITIONAL: 0, VAR_POSITIONAL: 1, KEYWORD_ONLY: 2, VAR_KEYWORD: 3}
-    seen, place, defaulted = set(), 0, False
+    seen, previous, defaulted = set(), POSITIONAL, False
     for p in params:
         if p.name in seen:
             raise MalformedInput(f"{where}: the parameter name {p.name!r} occurs twice.")
         seen.add(p.name)
-        if order[p.kind] < place or (p.kind in (VAR_POSITIONAL, VAR_KEYWORD) and order[p.kind] == place and
-                                     any(q.kind == p.kind for q in params if q is not p)):
-            raise MalformedInput(f"{where}: parameter {p.name!r} ({p.kind}) is out of Python's order.")
-        place = order[p.kind]
+        if order[p.kind] < order[previous] or (p.kind == previous and p.kind in (VAR_POSITIONAL, VAR_KEYWORD)):
+            raise MalformedInput(f"{where}: {p.kind.replace('_', '-')} parameter {p.name!r} follows a "
+                                 f"{previous.replace('_', '-')} one.")
+        previous = p.kind
         if p.kind in (VAR_POSITIONAL, VAR_KEYWORD) and p.has_default:
             raise MalformedInput(f"{where}: *{p.name} cannot have a default.")
         if p.kind == POSITIONAL:
