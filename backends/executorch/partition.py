@@ -70,7 +70,7 @@ def method_table(program: Any, method: str) -> List[Dict[str, Any]]:
         arguments = instruction.instr_args
         kind = type(arguments).__name__
         node = emitted.get(index)
-        own = _nearest(node, _own_handle, users_first=True) if node is not None else None
+        own = _nearest(node, _own_handle) if node is not None else None
         entry: Dict[str, Any] = {"instruction": index, "kind": "other", "name": kind,
                                  "handles": [] if own is None else [own]}
         if kind == "KernelCall":
@@ -159,7 +159,7 @@ def _fx_handles_by_edge_handle(graph: torch.fx.Graph) -> Dict[int, List[int]]:
         edge_handles = _edge_handles(node)
         if not edge_handles:
             continue
-        handles = _nearest(node, _own_handle, users_first=True)
+        handles = _nearest(node, _own_handle)
         for edge_handle in edge_handles:
             found.setdefault(edge_handle, set()).update([] if handles is None else [handles])
     return {edge_handle: sorted(handles) for edge_handle, handles in found.items()}

@@ -27,6 +27,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+import warnings
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from pipeline.core.backend import UNKNOWN_HANDLE, BackendRuntimeError, ProfileEvent
@@ -65,7 +66,9 @@ def profile_method(method: Any, arguments: List[Any]) -> List[ProfileEvent]:
 
 def read_etdump(data: bytes) -> List[Event]:
     serialize = installed.executorch_module("executorch.devtools.etdump.serialize")
-    etdump = serialize.deserialize_from_etdump_flatcc(data)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # its own use of importlib.resources
+        etdump = serialize.deserialize_from_etdump_flatcc(data)
     events = []
     for run in etdump.run_data:
         for event in run.events or ():
