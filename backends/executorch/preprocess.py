@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, Mapping
 
 import torch
 
-from pipeline.core.backend import LoweringError, PreprocessResult, pack_parts, parse_compile_spec
+from pipeline.core.backend import PreprocessResult, exported_method, pack_parts, parse_compile_spec
 
 from pipeline.backends.executorch.compile_spec import NAME, ExecuTorchCompileSpec, Quantize
 from pipeline.backends.executorch.partition import backend_map, method_table, tag_handles
@@ -32,12 +32,7 @@ def preprocess(program: Any, method_compile_spec: Mapping[str, Mapping[str, Any]
     methods_meta: Dict[str, Any] = {}
     handles: Dict[str, Any] = {}
     for method, spec in specs.items():
-        exported = program.get(method) if isinstance(program, dict) else None
-        if not isinstance(exported, torch.export.ExportedProgram):
-            raise LoweringError(
-                f"Backend {NAME!r} lowers exported programs (the export frontend); method {method!r} of a "
-                f"{type(program).__name__} is not one."
-            )
+        exported = exported_method(program, method, NAME)
         tag_handles(generate_debug_handles(exported.graph, method=method))
         if spec.quantize is not Quantize.none:
             exported = quantize(exported, spec, method)

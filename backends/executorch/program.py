@@ -14,12 +14,9 @@ the kernels.
 
 from __future__ import annotations
 
-import contextlib
-import logging
-import warnings
-from typing import Any, Iterator, List
+from typing import Any, List
 
-from pipeline.core.backend import LoweringError, format_choices
+from pipeline.core.backend import LoweringError, format_choices, quiet
 
 from pipeline.backends.executorch.compile_spec import NAME, ExecuTorchCompileSpec, Partitioner
 from pipeline.backends.executorch.installed import executorch_module, runtime
@@ -33,7 +30,8 @@ def to_executorch(exported: "object", spec: ExecuTorchCompileSpec, method: str) 
         xnnpack = executorch_module("executorch.backends.xnnpack.partition.xnnpack_partitioner")
         partitioners = [xnnpack.XnnpackPartitioner()]
     try:
-        with _quiet():
+        # ExecuTorch logs every node it visits at INFO; torch's passes warn about their own deprecations.
+        with quiet("executorch"):
             edge = exir.to_edge_transform_and_lower({method: exported}, partitioner=partitioners)
             program = edge.to_executorch()
     except Exception as error:
@@ -67,18 +65,3 @@ def check_kernels(program: Any, method: str) -> None:
             f"have: {format_choices(missing)}. They stayed outside the delegate; the program would fail when "
             "loaded. Rewrite those ops, or lower this method with another backend."
         )
-
-
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """ExecuTorch logs every node it visits at INFO (shown under Hydra's logging), and torch's passes
-    warn about their own deprecations: neither is about the model."""
-    logger = logging.getLogger("executorch")
-    level = logger.level
-    logger.setLevel(logging.WARNING)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        logger.setLevel(level)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import gc
 import weakref
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Sequence
 
 import torch
 import torch.utils._pytree as pytree

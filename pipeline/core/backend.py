@@ -47,7 +47,9 @@ output leaves (``torch.utils._pytree`` order); and optionally
 This module also re-exports what a backend may use, so that a backend imports
 only it and torch: node walking and description (`walk_nodes`,
 `describe_node`), payload containers (`pack_parts`, `unpack_parts`,
-`method_part`), `canonical_json`, `parse_compile_spec`, and the error types.
+`method_part`), `canonical_json`, `parse_compile_spec`, `exported_method` (one
+method's ExportedProgram, for export-only backends), `quiet` (a toolchain's
+own logs and warnings kept out of the output), and the error types.
 """
 
 from __future__ import annotations
@@ -56,11 +58,14 @@ import abc
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Dict, List, Optional, Protocol, Tuple, Type
 
+import torch
+
 from pipeline.core.debug_handles import UNKNOWN_HANDLE, walk_nodes
 from pipeline.core.errors import (BackendRuntimeError, LoweringError, UnsupportedOpError, did_you_mean,
                                   format_choices)
 from pipeline.core.hashing import canonical_json
 from pipeline.core.payload import method_part, pack_parts, unpack_parts
+from pipeline.core.quiet import quiet
 from pipeline.core.source import Frame, NodeSource, describe_node
 from pipeline.core.spec import FieldError, SpecError, options_of, parse_compile_spec
 
@@ -71,7 +76,7 @@ __all__ = [
     # for backends
     "BackendRuntimeError", "FieldError", "Frame", "LoweringError", "NodeSource", "SpecError", "UNKNOWN_HANDLE",
     "UnsupportedOpError", "canonical_json", "describe_node", "did_you_mean", "format_choices", "method_part",
-    "options_of", "pack_parts", "parse_compile_spec", "unpack_parts", "walk_nodes",
+    "exported_method", "options_of", "pack_parts", "parse_compile_spec", "quiet", "unpack_parts", "walk_nodes",
 ]
 
 
@@ -140,6 +145,18 @@ class Backend(abc.ABC):
         handle's own ``profile(inputs)`` if it has one, else None)."""
         method_profile = getattr(handle, "profile", None)
         return method_profile(inputs) if method_profile is not None else None
+
+
+def exported_method(program: Any, method: str, backend: str) -> torch.export.ExportedProgram:
+    """``program[method]`` of an export-frontend program, or a `LoweringError` saying that ``backend``
+    lowers exported programs only."""
+    exported = program.get(method) if isinstance(program, dict) else None
+    if not isinstance(exported, torch.export.ExportedProgram):
+        raise LoweringError(
+            f"Backend {backend!r} lowers exported programs (the export frontend); method {method!r} of a "
+            f"{type(program).__name__} is not one."
+        )
+    return exported
 
 
 class MethodRunner(Protocol):

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
 
 import backend_checks
 import pipeline
