@@ -4,8 +4,8 @@ Debug handles travel through ExecuTorch in the nodes' ``meta``: preprocess
 writes each FX node's handle into ``node.meta["custom"]`` (`tag_handles`),
 which torch.export, PT2E quantization and ExecuTorch's passes copy to every
 node they derive from it. Nodes they insert (quantize/dequantize pairs, layout
-copies) carry none and take the handles of the nodes they feed, or else of the
-nodes that feed them.
+copies) carry none and take the handles of the nearest node they read from, or
+else of the nearest node that reads them.
 
 ExecuTorch's emitter sets the ``debug_handle`` of each node that emits an
 instruction to the instruction's index, and the nodes inside a delegate keep
@@ -170,15 +170,14 @@ def _own_handle(node: torch.fx.Node) -> Optional[int]:
     return custom.get(HANDLE_KEY) if isinstance(custom, dict) else None
 
 
-def _nearest(node: torch.fx.Node, value_of: Callable[[torch.fx.Node], Optional[int]],
-             users_first: bool = False) -> Optional[int]:
-    """``value_of`` the node itself, else of the nearest node it reads from (or, with ``users_first``,
-    that reads it) that has one, else of the nearest in the other direction."""
+def _nearest(node: torch.fx.Node, value_of: Callable[[torch.fx.Node], Optional[int]]) -> Optional[int]:
+    """``value_of`` the node itself, else of the nearest node it reads from that has one (a quantize
+    node: the op whose output it quantizes), else of the nearest that reads it (a weight's
+    dequantize: the op that uses the weight)."""
     own = value_of(node)
     if own is not None:
         return own
-    directions = [lambda n: list(n.users), lambda n: n.all_input_nodes]
-    for neighbours in (directions if users_first else directions[::-1]):
+    for neighbours in (lambda n: n.all_input_nodes, lambda n: list(n.users)):
         queue, seen = deque(neighbours(node)), {node}
         while queue:
             current = queue.popleft()
