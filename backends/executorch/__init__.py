@@ -39,7 +39,11 @@ twice gives the same bytes.
 How it runs (`runtime.ExecuTorchBackend`): ``compile`` loads each ``.pte``
 with ``executorch.runtime.Runtime``; a call passes the argument tensors to the
 loaded method and returns its outputs. The shapes are those of the example
-inputs: another shape is a `pipeline.BackendRuntimeError` (handle ``-1``).
+inputs: another shape is a `pipeline.BackendRuntimeError` with handle ``-1``.
+A kernel that fails (an index out of range) is a `pipeline.BackendRuntimeError`
+naming the instruction, with the handles of the FX nodes it runs, and so the
+source line: ExecuTorch raises only an error code, so the call is run again on a
+separate copy of the program with ETDump on, whose events end at that instruction.
 
 Compile-spec options (`ExecuTorchCompileSpec`, per method; defaults in brackets):
 

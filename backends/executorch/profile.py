@@ -20,6 +20,10 @@ created them from the delegate's nodes, and fuses some nodes into others
 (a dynamic quantization into the matrix multiply that follows). `align` pairs
 operators with nodes in order, by how alike their names are, and gives each
 node no operator took to the next operator (the one it was fused into).
+
+The same events locate a failing call (`failing_instruction`): ExecuTorch's
+Python runtime raises only an error code, but the ETDump of the call, run again
+on a separate copy of the program, ends at the instruction that failed.
 """
 
 from __future__ import annotations
@@ -49,19 +53,37 @@ Event = Tuple[str, int, int, str, int, int]
 
 
 def profile_method(method: Any, arguments: List[Any]) -> List[ProfileEvent]:
-    with tempfile.TemporaryDirectory(prefix="pipeline-executorch-profile-") as directory:
+    data = _etdump_of_calls(method, arguments, calls=2)  # a warm-up, then the call reported
+    return profile_events(method.method, method.instructions, last_call(read_etdump(data)))
+
+
+def failing_instruction(method: Any, arguments: List[Any]) -> Optional[Dict[str, Any]]:
+    """The instruction-table entry of the instruction a failing call stopped at, found by running the
+    call again on a separate copy of the program with ETDump on (ExecuTorch logs each instruction's
+    event even when it fails), or None when no instruction ran (e.g. the inputs were refused)."""
+    try:
+        data = _etdump_of_calls(method, arguments, calls=1, failing=True)
+    except Exception:  # the ETDump is best-effort context for an error already being raised
+        return None
+    ran = [e for e in read_etdump(data) if e[1] == 0]
+    by_index = {entry["instruction"]: entry for entry in method.instructions}
+    return by_index.get(ran[-1][2]) if ran else None
+
+
+def _etdump_of_calls(method: Any, arguments: List[Any], calls: int, failing: bool = False) -> bytes:
+    with tempfile.TemporaryDirectory(prefix="pipeline-executorch-etdump-") as directory:
         program = installed.runtime().load_program(method.pte, enable_etdump=True, debug_buffer_size=0)
         loaded = program.load_method(method.method)
-        for _ in range(2):  # a warm-up, then the call reported
+        for _ in range(calls):
             try:
                 loaded.execute(arguments)
             except RuntimeError as error:
-                raise BackendRuntimeError(f"ExecuTorch: {error}", [UNKNOWN_HANDLE]) from error
-        path = os.path.join(directory, "profile.etdp")
+                if not failing:
+                    raise BackendRuntimeError(f"ExecuTorch: {error}", [UNKNOWN_HANDLE]) from error
+        path = os.path.join(directory, "run.etdp")
         program.write_etdump_result_to_file(path, os.path.join(directory, "debug.bin"))
         with open(path, "rb") as handle:
-            data = handle.read()
-    return profile_events(method.method, method.instructions, last_call(read_etdump(data)))
+            return handle.read()
 
 
 def read_etdump(data: bytes) -> List[Event]:

@@ -11,9 +11,11 @@ crashes the process (it is ``_unsafe_reset_threadpool``), so `ThreadPool`
 resizes it only while no method of this backend is loaded, and otherwise
 refuses with a `pipeline.LoweringError` naming the pool's size.
 
-Failures of a call (a wrong shape or dtype, a kernel error) become
-`pipeline.BackendRuntimeError` with handle ``-1``: ExecuTorch's Python runtime
-does not say which instruction failed.
+A failed call becomes `pipeline.BackendRuntimeError`. ExecuTorch's Python
+runtime raises only an error code; the instruction the call stopped at is found
+from the ETDump of the call run again (`profile.failing_instruction`), and its
+handles are the error's. Where no instruction ran (an input of the wrong shape
+or dtype, refused before the first one) the handle is ``-1``.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from pipeline.core.backend import (UNKNOWN_HANDLE, Backend, BackendRuntimeError,
 from pipeline.backends.executorch import installed
 from pipeline.backends.executorch.compile_spec import NAME, ExecuTorchCompileSpec
 from pipeline.backends.executorch.preprocess import preprocess
-from pipeline.backends.executorch.profile import profile_method
+from pipeline.backends.executorch.profile import failing_instruction, profile_method
 
 
 def _executorch_version() -> str:
@@ -127,11 +129,20 @@ class ProgramMethod:
         except RuntimeError as error:
             contiguous = self.arguments(arguments, contiguous=True)
             if all(a is b for a, b in zip(contiguous, arguments)):
-                raise BackendRuntimeError(f"ExecuTorch: {error}", [UNKNOWN_HANDLE]) from error
+                raise self.failure(error, arguments) from error
         try:  # ExecuTorch takes contiguous (or channels-last) tensors only
             return self._run(contiguous)
         except RuntimeError as error:
-            raise BackendRuntimeError(f"ExecuTorch: {error}", [UNKNOWN_HANDLE]) from error
+            raise self.failure(error, contiguous) from error
+
+    def failure(self, error: Exception, arguments: List[Any]) -> BackendRuntimeError:
+        """The error of a failed call, with the handles of the instruction it stopped at if one ran."""
+        entry = failing_instruction(self, list(arguments))
+        if entry is None:
+            return BackendRuntimeError(f"ExecuTorch: {error}", [UNKNOWN_HANDLE])
+        return BackendRuntimeError(
+            f"ExecuTorch: {error} at instruction {entry['instruction']} ({entry['name']})",
+            entry["handles"] or [UNKNOWN_HANDLE])
 
     @staticmethod
     def arguments(inputs: Sequence[Any], contiguous: bool = False) -> List[Any]:

@@ -208,6 +208,22 @@ def test_outputs_are_not_overwritten_by_the_next_call(lowered):
     assert torch.equal(first, kept)
 
 
+class Pick(torch.nn.Module):
+    def forward(self, x, index):
+        doubled = x * 2
+        return doubled[index]
+
+
+def test_failing_kernel_is_reported_with_its_instruction_handle_and_source_line():
+    model, x, index = Pick(), torch.randn(5), torch.tensor([1, 3])
+    module = pipeline.to_backend("executorch", model, {"forward": {}}, example_inputs={"forward": (x, index)})
+    with pytest.raises(pipeline.BackendRuntimeError, match=r"at instruction \d+ \(aten::index.Tensor_out\)") as raised:
+        module(x, torch.tensor([1, 10]))
+    error = raised.value
+    assert [module.handle_map.handles[h].op for h in error.debug_handles] == ["aten::index.Tensor"]
+    assert f"line {backend_checks.line_of(Pick.forward, 'doubled[index]')}" in str(error)
+
+
 def test_input_of_another_shape_is_a_runtime_error_with_handle_minus_one(lowered):
     with pytest.raises(pipeline.BackendRuntimeError, match=r"set_inputs\(\) for method 'forward' failed") as raised:
         lowered("mlp")(torch.randn(3, 64))
