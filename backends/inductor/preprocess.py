@@ -20,7 +20,7 @@ from typing import Any, Callable, Dict, List, Mapping, Tuple
 
 import torch
 
-from pipeline.core.backend import LoweringError, PreprocessResult, pack_parts, parse_compile_spec
+from pipeline.core.backend import LoweringError, PreprocessResult, exported_method, pack_parts, parse_compile_spec
 
 from pipeline.backends.inductor.compile_spec import NAME, InductorCompileSpec
 
@@ -35,12 +35,7 @@ def preprocess(program: Any, method_compile_spec: Mapping[str, Mapping[str, Any]
     packages: Dict[str, bytes] = {}
     methods_meta: Dict[str, Any] = {}
     for method, spec in specs.items():
-        exported = program.get(method) if isinstance(program, dict) else None
-        if not isinstance(exported, torch.export.ExportedProgram):
-            raise LoweringError(
-                f"Backend {NAME!r} compiles exported programs (the export frontend); method {method!r} of a "
-                f"{type(program).__name__} is not one."
-            )
+        exported = exported_method(program, method, NAME)
         handles = generate_debug_handles(exported.graph, method=method)
         packages[method] = compile_package(exported, spec, method)
         kernels = _kernels(packages[method], {node.name: handle for node, handle in handles.items()})

@@ -30,13 +30,12 @@ import logging
 import os
 import re
 import sys
-import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import torch
 
-from pipeline.core.backend import LoweringError, UnsupportedOpError, describe_node, handles_by_origin
+from pipeline.core.backend import LoweringError, UnsupportedOpError, describe_node, handles_by_origin, quiet
 
 from pipeline.backends.onnxruntime.compile_spec import NAME, OnnxRuntimeCompileSpec
 
@@ -309,18 +308,9 @@ def _first_line(error: Exception) -> str:
     return text.splitlines()[0] if text else ""
 
 
-@contextlib.contextmanager
-def _quiet_exporter() -> Iterator[None]:
+def _quiet_exporter():
     """The exporters' warnings and log lines are about the exporters, not the model: keep them out."""
-    logger = logging.getLogger("torch.onnx")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        logger.setLevel(level)
+    return quiet("torch.onnx", level=logging.ERROR)
 
 
 @contextlib.contextmanager

@@ -48,10 +48,11 @@ This module also re-exports what a backend may use, so that a backend imports
 only it and torch: node walking and description (`walk_nodes`,
 `describe_node`, and `handles_by_origin` for graphs an exporter derives from the
 program), the installed version of a runtime (`package_version`), silencing a
-runtime's log noise (`quiet_logs_from`), payload containers (`pack_parts`,
-`unpack_parts`, `method_part`), `canonical_json`, `parse_compile_spec`,
-`check_extractable` (member names and sizes of a zip that a loader of the
-backend's will unpack), and the error types.
+runtime's log noise (`quiet_logs_from`, `quiet`), payload containers
+(`pack_parts`, `unpack_parts`, `method_part`), `canonical_json`,
+`parse_compile_spec`, `exported_method` (one method's ExportedProgram, for
+export-only backends), `check_extractable` (member names and sizes of a zip that
+a loader of the backend's will unpack), and the error types.
 
 **carries_code** is a promise to the people who load artifacts: declare it
 True when compiling the payload can run code that came with it (a native
@@ -67,6 +68,8 @@ import abc
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Dict, List, Optional, Protocol, Tuple, Type
 
+import torch
+
 from pipeline.core.bounded_zip import check_extractable
 from pipeline.core.debug_handles import UNKNOWN_HANDLE, handles_by_origin, walk_nodes
 from pipeline.core.errors import (BackendRuntimeError, LoweringError, UnsupportedOpError, did_you_mean,
@@ -75,6 +78,7 @@ from pipeline.core.environment import package_version
 from pipeline.core.hashing import canonical_json
 from pipeline.core.logs import quiet_logs_from
 from pipeline.core.payload import method_part, pack_parts, unpack_parts
+from pipeline.core.quiet import quiet
 from pipeline.core.source import Frame, NodeSource, describe_node, portable_path
 from pipeline.core.spec import FieldError, SpecError, options_of, parse_compile_spec
 
@@ -84,9 +88,9 @@ __all__ = [
     "Backend", "BackendInfo", "FRONTENDS", "MethodRunner", "PreprocessResult", "ProfileEvent",
     # for backends
     "BackendRuntimeError", "FieldError", "Frame", "LoweringError", "NodeSource", "SpecError", "UNKNOWN_HANDLE",
-    "UnsupportedOpError", "canonical_json", "check_extractable", "describe_node", "did_you_mean", "format_choices",
-    "handles_by_origin", "method_part", "options_of", "pack_parts", "package_version", "parse_compile_spec",
-    "portable_path", "quiet_logs_from", "unpack_parts", "walk_nodes",
+    "UnsupportedOpError", "canonical_json", "check_extractable", "describe_node", "did_you_mean", "exported_method",
+    "format_choices", "handles_by_origin", "method_part", "options_of", "pack_parts", "package_version",
+    "parse_compile_spec", "portable_path", "quiet", "quiet_logs_from", "unpack_parts", "walk_nodes",
 ]
 
 
@@ -159,6 +163,18 @@ class Backend(abc.ABC):
         handle's own ``profile(inputs)`` if it has one, else None)."""
         method_profile = getattr(handle, "profile", None)
         return method_profile(inputs) if method_profile is not None else None
+
+
+def exported_method(program: Any, method: str, backend: str) -> torch.export.ExportedProgram:
+    """``program[method]`` of an export-frontend program, or a `LoweringError` saying that ``backend``
+    lowers exported programs only."""
+    exported = program.get(method) if isinstance(program, dict) else None
+    if not isinstance(exported, torch.export.ExportedProgram):
+        raise LoweringError(
+            f"Backend {backend!r} lowers exported programs (the export frontend); method {method!r} of a "
+            f"{type(program).__name__} is not one."
+        )
+    return exported
 
 
 class MethodRunner(Protocol):

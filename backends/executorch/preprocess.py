@@ -1,0 +1,51 @@
+"""The ahead-of-time half: ``preprocess`` lowers each exported method to a ``.pte`` and packs them.
+
+Per method: issue debug handles for the exported program's nodes and tag the
+nodes with them (`partition.tag_handles`); quantize it if the spec says so
+(`quantize`); lower it to an ExecuTorch program (`program.to_executorch`); read
+the partition back (`partition.method_table`). The payload
+(`pipeline.core.payload.pack_parts`, kind ``executorch``) holds one ``.pte``
+per method, with each method's instruction table and argument layout in the
+header. Nothing is pickled: a ``.pte`` is a flatbuffer, data the runtime
+interprets.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, Mapping
+
+import torch
+
+from pipeline.core.backend import PreprocessResult, exported_method, pack_parts, parse_compile_spec
+
+from pipeline.backends.executorch.compile_spec import NAME, ExecuTorchCompileSpec, Quantize
+from pipeline.backends.executorch.partition import backend_map, method_table, tag_handles
+from pipeline.backends.executorch.program import to_executorch
+from pipeline.backends.executorch.quantize import quantize
+
+
+def preprocess(program: Any, method_compile_spec: Mapping[str, Mapping[str, Any]],
+               generate_debug_handles: Callable) -> PreprocessResult:
+    specs = {method: parse_compile_spec(ExecuTorchCompileSpec, options, f"compile_spec.{method}")
+             for method, options in method_compile_spec.items()}
+    programs: Dict[str, bytes] = {}
+    methods_meta: Dict[str, Any] = {}
+    handles: Dict[str, Any] = {}
+    for method, spec in specs.items():
+        exported = exported_method(program, method, NAME)
+        tag_handles(generate_debug_handles(exported.graph, method=method))
+        if spec.quantize is not Quantize.none:
+            exported = quantize(exported, spec, method)
+        lowered = to_executorch(exported, spec, method)
+        programs[method] = bytes(lowered.buffer)
+        table = method_table(lowered, method)
+        methods_meta[method] = {"flat": takes_flat_tensors(exported), "instructions": table}
+        handles.update(backend_map(method, table))
+    return PreprocessResult(pack_parts(NAME, {"methods": methods_meta}, programs), handles)
+
+
+def takes_flat_tensors(exported: "torch.export.ExportedProgram") -> bool:
+    """Whether the method's arguments are tensors passed positionally (no nesting, no keywords), so
+    that the runtime can hand them to ExecuTorch as they come."""
+    args, kwargs = exported.example_inputs or ((), {})
+    return not kwargs and all(isinstance(a, torch.Tensor) for a in args)

@@ -1,0 +1,67 @@
+"""One exported method to an ExecuTorch program: edge dialect, partitioned, emitted as a ``.pte``.
+
+``to_executorch(exported, spec, method)``:
+``executorch.exir.to_edge_transform_and_lower({method: exported},
+partitioner=[XnnpackPartitioner()])`` (no partitioner for ``partitioner=none``)
+and then ``.to_executorch()``, whose ``.buffer`` is the ``.pte`` flatbuffer.
+`partition` reads the emitted graph and instructions from the manager it returns.
+
+A kernel the program calls outside any delegate must be registered in the
+installed runtime, or the program fails only when it is loaded (a common
+ExecuTorch surprise); `check_kernels` makes that a lowering error that names
+the kernels.
+"""
+
+from __future__ import annotations
+
+from typing import Any, List
+
+from pipeline.core.backend import LoweringError, format_choices, quiet
+
+from pipeline.backends.executorch.compile_spec import NAME, ExecuTorchCompileSpec, Partitioner
+from pipeline.backends.executorch.installed import executorch_module, runtime
+
+
+def to_executorch(exported: "object", spec: ExecuTorchCompileSpec, method: str) -> Any:
+    """The ``ExecutorchProgramManager`` of one method."""
+    exir = executorch_module("executorch.exir")
+    partitioners = None
+    if spec.partitioner is Partitioner.xnnpack:
+        xnnpack = executorch_module("executorch.backends.xnnpack.partition.xnnpack_partitioner")
+        partitioners = [xnnpack.XnnpackPartitioner()]
+    try:
+        # ExecuTorch logs every node it visits at INFO; torch's passes warn about their own deprecations.
+        with quiet("executorch"):
+            edge = exir.to_edge_transform_and_lower({method: exported}, partitioner=partitioners)
+            program = edge.to_executorch()
+    except Exception as error:
+        raise LoweringError(
+            f"Backend {NAME!r}: ExecuTorch could not lower method {method!r} (partitioner="
+            f"{spec.partitioner.value}, quantize={spec.quantize.value}): {type(error).__name__}: {error}"
+        ) from error
+    check_kernels(program, method)
+    return program
+
+
+def kernel_names(program: Any, method: str) -> List[str]:
+    """The portable kernels the method's instructions call, as the runtime names them."""
+    plan = execution_plan(program, method)
+    return [f"{op.name}.{op.overload}" if op.overload else op.name for op in plan.operators]
+
+
+def execution_plan(program: Any, method: str) -> Any:
+    for plan in program.executorch_program.execution_plan:
+        if plan.name == method:
+            return plan
+    raise LoweringError(f"Backend {NAME!r}: the emitted program has no method {method!r}.")
+
+
+def check_kernels(program: Any, method: str) -> None:
+    registered = runtime().operator_registry.operator_names
+    missing = sorted(set(kernel_names(program, method)) - set(registered))
+    if missing:
+        raise LoweringError(
+            f"Backend {NAME!r}: method {method!r} calls kernels that the installed ExecuTorch runtime does not "
+            f"have: {format_choices(missing)}. They stayed outside the delegate; the program would fail when "
+            "loaded. Rewrite those ops, or lower this method with another backend."
+        )
