@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import platform
 import statistics
 import sys
 import tempfile
@@ -25,8 +24,7 @@ import torch
 
 import pipeline
 from pipeline import zoo
-from pipeline.core.environment import git_state, package_versions
-from pipeline.core.files import write_json
+from results_file import write_results
 
 
 def bench_model(name: str, directory: Path, rounds: int) -> dict:
@@ -60,13 +58,7 @@ def main(argv=None) -> int:
     for row in rows:
         print(f"{row['model']:<13}{row['bytes']:>9}{row['handles']:>9}{row['save_ms']:>10.2f}"
               f"{row['read_artifact_ms']:>10.2f}{row['load_lowered_ms']:>10.2f}")
-    write_json(Path(args.out), {
-        "benchmark": "artifact",
-        "models": rows,
-        "env": {**package_versions(), "git": git_state(), "machine": platform.machine(),
-                "torch_threads": torch.get_num_threads()},
-    })
-    print(f"\nwrote {args.out}")
+    write_results(args.out, {"benchmark": "artifact", "models": rows})
     return 0
 
 

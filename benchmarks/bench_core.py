@@ -15,19 +15,16 @@ from __future__ import annotations
 
 import argparse
 import gc
-import platform
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import torch
 
 import pipeline
 from pipeline import zoo
 from pipeline.core.debug_handles import STRATEGIES, DebugHandleGenerator
-from pipeline.core.environment import git_state, package_versions
-from pipeline.core.files import write_json
+from results_file import write_results
 
 
 class TrivialBackend(pipeline.Backend):
@@ -146,14 +143,11 @@ def main(argv=None) -> int:
     for row in handles:
         print(f"{row['graph']:<13}{row['nodes']:>8}  {row['strategy']:<11}{row['seconds']:>9.4f}{row['us_per_node']:>9.2f}")
 
-    write_json(Path(args.out), {
+    write_results(args.out, {
         "benchmark": "core",
         "call_overhead": calls,
         "debug_handles": handles,
-        "env": {**package_versions(), "git": git_state(), "machine": platform.machine(),
-                "torch_threads": torch.get_num_threads()},
     })
-    print(f"\nwrote {args.out}")
     return 0
 
 
