@@ -108,32 +108,35 @@ def backend_map(method: str, table: List[Dict[str, Any]]) -> Dict[str, List[int]
 
 def partition_summary(lowered: Any) -> Dict[str, Any]:
     """Per method of an executorch-lowered module: its delegates and portable kernels with the debug
-    handles of the FX nodes each runs, and how many of the method's FX nodes went where.
+    handles of the FX nodes each runs, and how many of the method's FX nodes went where (`method_partition`)."""
+    meta, _ = unpack_parts(lowered.payload, NAME)
+    return {method: method_partition(method_meta["instructions"],
+                                     {h for h, r in lowered.handle_map.handles.items() if r.method == method},
+                                     lowered.method_compile_spec[method])
+            for method, method_meta in meta["methods"].items()}
+
+
+def method_partition(table: List[Dict[str, Any]], issued: Set[int], options: Dict[str, Any]) -> Dict[str, Any]:
+    """One method's partition, as the run's report shows it (``backend_notes``).
 
     ``not_run`` counts FX nodes no instruction runs: folded away while lowering (``detach``, no-op
     ``dropout``, ...), or whose handles ExecuTorch did not carry.
     """
-    meta, _ = unpack_parts(lowered.payload, NAME)
-    summary = {}
-    for method, method_meta in meta["methods"].items():
-        table = method_meta["instructions"]
-        issued = {h for h, record in lowered.handle_map.handles.items() if record.method == method}
-        delegated = _union(e["handles"] for e in table if e["kind"] == "delegate")
-        portable = sorted(set(_union(e["handles"] for e in table if e["kind"] == "kernel")) - set(delegated))
-        summary[method] = {
-            "partitioner": lowered.method_compile_spec[method]["partitioner"],
-            "quantize": lowered.method_compile_spec[method]["quantize"],
-            "delegates": [{"instruction": e["instruction"], "backend": e["name"], "debug_handles": e["handles"],
-                           "nodes": [node["name"] for node in e["nodes"]]}
-                          for e in table if e["kind"] == "delegate"],
-            "portable_kernels": [{"instruction": e["instruction"], "kernel": e["name"], "debug_handles": e["handles"]}
-                                 for e in table if e["kind"] == "kernel"],
-            "fx_nodes": len(issued),
-            "delegated": len(delegated),
-            "portable": len(portable),
-            "not_run": len(issued - set(delegated) - set(portable)),
-        }
-    return summary
+    delegated = _union(e["handles"] for e in table if e["kind"] == "delegate")
+    portable = sorted(set(_union(e["handles"] for e in table if e["kind"] == "kernel")) - set(delegated))
+    return {
+        "partitioner": options["partitioner"],
+        "quantize": options["quantize"],
+        "delegates": [{"instruction": e["instruction"], "backend": e["name"], "debug_handles": e["handles"],
+                       "nodes": [node["name"] for node in e["nodes"]]}
+                      for e in table if e["kind"] == "delegate"],
+        "portable_kernels": [{"instruction": e["instruction"], "kernel": e["name"], "debug_handles": e["handles"]}
+                             for e in table if e["kind"] == "kernel"],
+        "fx_nodes": len(issued),
+        "delegated": len(delegated),
+        "portable": len(portable),
+        "not_run": len(issued - set(delegated) - set(portable)),
+    }
 
 
 def _delegate_node_entries(lowered: Any, fx_of: Dict[int, List[int]]) -> List[Dict[str, Any]]:

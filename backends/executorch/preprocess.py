@@ -16,10 +16,10 @@ from typing import Any, Callable, Dict, Mapping
 
 import torch
 
-from pipeline.core.backend import PreprocessResult, exported_method, pack_parts, parse_compile_spec
+from pipeline.core.backend import PreprocessResult, exported_method, options_of, pack_parts, parse_compile_spec
 
 from pipeline.backends.executorch.compile_spec import NAME, ExecuTorchCompileSpec, Quantize
-from pipeline.backends.executorch.partition import backend_map, method_table, tag_handles
+from pipeline.backends.executorch.partition import backend_map, method_partition, method_table, tag_handles
 from pipeline.backends.executorch.program import to_executorch
 from pipeline.backends.executorch.quantize import quantize
 
@@ -31,9 +31,11 @@ def preprocess(program: Any, method_compile_spec: Mapping[str, Mapping[str, Any]
     programs: Dict[str, bytes] = {}
     methods_meta: Dict[str, Any] = {}
     handles: Dict[str, Any] = {}
+    notes: Dict[str, Any] = {}
     for method, spec in specs.items():
         exported = exported_method(program, method, NAME)
-        tag_handles(generate_debug_handles(exported.graph, method=method))
+        issued = generate_debug_handles(exported.graph, method=method)
+        tag_handles(issued)
         if spec.quantize is not Quantize.none:
             exported = quantize(exported, spec, method)
         lowered = to_executorch(exported, spec, method)
@@ -41,7 +43,8 @@ def preprocess(program: Any, method_compile_spec: Mapping[str, Mapping[str, Any]
         table = method_table(lowered, method)
         methods_meta[method] = {"flat": takes_flat_tensors(exported), "instructions": table}
         handles.update(backend_map(method, table))
-    return PreprocessResult(pack_parts(NAME, {"methods": methods_meta}, programs), handles)
+        notes[method] = {"partition": method_partition(table, set(issued.values()), options_of(spec))}
+    return PreprocessResult(pack_parts(NAME, {"methods": methods_meta}, programs), handles, notes)
 
 
 def takes_flat_tensors(exported: "torch.export.ExportedProgram") -> bool:

@@ -308,7 +308,7 @@ def cli(*args):
 
 
 @pytest.mark.parametrize("override, message", [
-    ("backend=onnxruntim", "backend=onnxruntim: no such option; allowed: 'inductor', 'onnxruntime'"),
+    ("backend=onnxruntim", "backend=onnxruntim: no such option; allowed: 'executorch', 'inductor', 'onnxruntime'"),
     ("seeed=3", "seeed: no such key; the config has: "),
     ("verify.enabld=false", "verify.enabld: no such key; verify has: 'enabled', 'random_trials', 'tolerance'. "
                             "Did you mean 'enabled'?"),
@@ -332,7 +332,7 @@ def test_help_describes_the_tool_and_its_commands_before_hydras_groups():
     assert text.startswith("lowering-pipeline: lower a PyTorch model")
     for command in ("pipeline.validate", "pipeline.backends", "pipeline.inspect", "pipeline.replay", "pipeline.compare"):
         assert command in text
-    assert text.index("pipeline.validate") < text.index("backend: inductor")
+    assert text.index("pipeline.validate") < text.index("backend: executorch, inductor")
 
 
 def test_a_custom_model_needs_its_example_inputs():
