@@ -18,6 +18,7 @@ instruction or kernel ids to handles.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import hashlib
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ import torch
 
 from pipeline.core.bounded_json import expect, member
 from pipeline.core.errors import LoweringError, MalformedInput, format_choices
-from pipeline.core.source import Frame, HierarchyPath, describe_node, format_module_hierarchy
+from pipeline.core.source import Frame, HierarchyPath, NodeSource, describe_node, format_module_hierarchy
 
 STRATEGIES = ("sequential", "stable", "none")
 UNKNOWN_HANDLE = -1
@@ -124,13 +125,17 @@ class DebugHandleGenerator:
     selectively lowered submodule reports the hierarchy from the model's top.
     """
 
-    def __init__(self, strategy: str = "sequential", *, top_type: str = "Module", prefix: HierarchyPath = ()):
+    def __init__(self, strategy: str = "sequential", *, top_type: str = "Module", prefix: HierarchyPath = (),
+                 call_sites: Optional[Dict[str, Dict[str, Frame]]] = None):
         if strategy not in STRATEGIES:
             raise LoweringError(f"Unknown debug-handle strategy {strategy!r}; allowed: {format_choices(STRATEGIES)}")
         self.strategy = strategy
         self.top_type = top_type
         self.prefix = tuple(prefix)
         self.handle_map = HandleMap(strategy)
+        # {method: {submodule attribute: the user's line that calls it}}: where a scripted node whose own
+        # source is inside torch (F.relu's body) came from in the user's code (`torchscript_call_sites`).
+        self.call_sites = call_sites or {}
         self._next = 0
 
     def __call__(self, graph: Any, method: str = "forward") -> Dict[Any, int]:
@@ -143,7 +148,7 @@ class DebugHandleGenerator:
         handles: Dict[Any, int] = {}
         occurrences: Dict[Tuple[str, str], int] = {}
         for node in walk_nodes(graph):
-            where = describe_node(node)
+            where = self._from_user_code(describe_node(node), method)
             if self.strategy == "sequential":
                 handle = self._next
                 self._next += 1
@@ -160,6 +165,13 @@ class DebugHandleGenerator:
                 format_module_hierarchy(self.top_type, levels, op_name), where.call_stack,
             )
         return handles
+
+    def _from_user_code(self, where: NodeSource, method: str) -> NodeSource:
+        inside_torch = where.source is not None and where.source.file.startswith("<torch>/")
+        site = self.call_sites.get(method, {}).get(where.hierarchy[0][0]) if where.hierarchy else None
+        if not inside_torch or site is None:
+            return where
+        return dataclasses.replace(where, source=site, call_stack=(site,) + tuple(where.call_stack))
 
     def _stable_handle(self, method: str, module_path: str, op: str, occurrence: int) -> int:
         key = f"{method}|{module_path}|{op}|{occurrence}".encode()

@@ -23,7 +23,7 @@ from pipeline.core.errors import LoweringError, format_choices
 from pipeline.core.frontends import ExampleInputs, as_captured, call_arguments, capture, model_methods, type_name
 from pipeline.core.lowered_module import LoweredModule, check_method_name
 from pipeline.core.registry import get_backend
-from pipeline.core.source import HierarchyPath
+from pipeline.core.source import HierarchyPath, torchscript_call_sites
 from pipeline.core.spec import SpecError, options_of, parse_compile_spec
 
 MethodCompileSpec = Mapping[str, Any]
@@ -57,8 +57,9 @@ def codegen_backend_module(
             f"Backend {backend_name!r} does not accept the {captured.frontend!r} frontend; "
             f"it accepts: {format_choices(backend.accepts)}."
         )
-    generator = _TimedGenerator(
-        DebugHandleGenerator(debug_handles, top_type=top_type or captured.top_type, prefix=hierarchy_prefix))
+    call_sites = (torchscript_call_sites(captured.program, list(spec)) if captured.frontend == "torchscript" else {})
+    generator = _TimedGenerator(DebugHandleGenerator(debug_handles, top_type=top_type or captured.top_type,
+                                                     prefix=hierarchy_prefix, call_sites=call_sites))
     start = time.perf_counter()
     try:
         with torch_output.logged():  # exporters and compilers print as they work; that belongs in the log

@@ -15,7 +15,7 @@ import linecache
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -204,3 +204,28 @@ def _innermost_user_frame(frames: Sequence[Frame]) -> Optional[Frame]:
         if not frame.file.startswith(_TORCH_DIR):
             return frame
     return frames[-1] if frames else None
+
+
+def torchscript_call_sites(module: Any, methods: Sequence[str]) -> Dict[str, Dict[str, Frame]]:
+    """``{method: {submodule attribute: Frame}}``: the line of each method that calls a submodule.
+
+    Inlining keeps only a node's innermost source (``F.relu``'s body inside
+    torch); the call ``self.features(x)`` in the user's code is a
+    ``prim::CallMethod`` on ``prim::GetAttr[name="features"]`` before inlining.
+    """
+    sites: Dict[str, Dict[str, Frame]] = {}
+    for method in methods:
+        found: Dict[str, Frame] = {}
+        graph = getattr(module, method).graph
+        stack = [graph.nodes()]
+        while stack:
+            for node in stack.pop():
+                stack += [block.nodes() for block in node.blocks()]
+                if node.kind() != "prim::CallMethod":
+                    continue
+                receiver = next(iter(node.inputs())).node()
+                frame = _parse_ts_source_range(node.sourceRange())
+                if receiver.kind() == "prim::GetAttr" and frame is not None:
+                    found.setdefault(receiver.s("name"), _portable(frame))
+        sites[method] = found
+    return sites

@@ -64,7 +64,7 @@ def test_a_failing_job_does_not_stop_the_others_and_the_sweep_exits_non_zero(tmp
     failed = summary["jobs"][1]
     assert failed["stage"] == "lower" and "aten::sort" in failed["error"]
     assert summary["failed"] == 1
-    assert "[job 2/3] FAILED in stage lower" in done.stderr + done.stdout
+    assert "[job 2/3] - FAILED in stage lower" in done.stderr + done.stdout
 
 
 def test_the_sweep_shows_progress_per_job(tmp_path):
@@ -73,8 +73,8 @@ def test_the_sweep_shows_progress_per_job(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     log = done.stderr + done.stdout
     assert "sweep of 2 jobs" in log
-    assert "[job 1/2] started: " in log and "debug_handles=sequential" in log
-    assert "[job 2/2] ok" in log
+    assert "[job 1/2] - started: " in log and "debug_handles=sequential" in log
+    assert "[job 2/2] - ok" in log
 
 
 @pytest.fixture

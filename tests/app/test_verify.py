@@ -50,10 +50,10 @@ class Shifted(torch.nn.Module):
 
 
 def test_mean_error_and_top1_agreement_are_recorded_for_classifier_outputs():
-    result = verify(Shifted(0.0), Shifted(1.0), {"forward": [(torch.zeros(1),)]}, 1e-5, 1e-5)
+    result = verify(Shifted(0.0), Shifted(1.0), {"forward": [((torch.zeros(1),), {})]}, 1e-5, 1e-5)
     assert result.mean_abs_err == 1.5 / 3 and result.max_abs_err == 1.5
     assert result.agreement == 0.5  # sample 0 keeps class 0; sample 1 moves from class 1 to class 2
-    assert verify(Shifted(0.0), Shifted(0.0), {"forward": [(torch.zeros(1),)] * 2}, 1e-5, 1e-5).agreement == 1.0
+    assert verify(Shifted(0.0), Shifted(0.0), {"forward": [((torch.zeros(1),), {})] * 2}, 1e-5, 1e-5).agreement == 1.0
 
 
 def test_agreement_is_none_where_no_output_is_a_row_of_class_scores():

@@ -349,7 +349,7 @@ def test_quantized_run_records_error_and_top1_agreement(quantized, how):
 
     model, inputs, lowered = quantized[how, "cnn"]
     x = inputs["forward"][0]
-    sets = {"forward": [(x,)] + [backend_checks.fresh_like((x,), seed) for seed in range(1, 4)]}
+    sets = {"forward": [((x,), {})] + [(backend_checks.fresh_like((x,), seed), {}) for seed in range(1, 4)]}
     result = verify(model, lowered, sets, **QUANTIZED_TOLERANCE)
     assert result.passed and 0 < result.mean_abs_err < result.max_abs_err
     assert result.agreement is not None and result.agreement >= 0.75  # 8 rows of 10 logits

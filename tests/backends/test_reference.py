@@ -16,6 +16,7 @@ import pipeline.backends.reference as reference
 import backend_checks
 from backend_checks import fresh_like, line_of
 import pipeline
+from pipeline.core.source import portable_path
 from pipeline.backends.reference import ops
 from pipeline.backends.reference.interpreter import ReferenceBackend
 from pipeline.backends.reference.program import (
@@ -151,7 +152,7 @@ def test_unsupported_op_is_rejected_naming_op_method_source_line_and_the_way_out
     message = str(info.value)
     line = line_of(Sorting.forward, "torch.sort")
     assert "aten::sort is not in the reference backend's op table; lower on onnxruntime or inductor" in message
-    assert f"method 'forward', {__file__}:{line}: `return torch.sort(y, 0).values`" in message
+    assert f"method 'forward', {portable_path(__file__)}:{line}: `return torch.sort(y, 0).values`" in message
     assert f"runs the {len(ops.SUPPORTED_OPS)} ops listed in pipeline.backends.reference's docstring" in message
 
 
@@ -216,7 +217,7 @@ def test_shape_mismatch_at_run_time_names_hierarchy_and_source_of_the_add(fronte
     line = line_of(zoo.BasicModule.accum, "return x + h")
     assert "aten::add" in message and "must match the size" in message
     assert "top(BasicModule)::<unknown>.aten::add" in message
-    assert f'File "{zoo.__file__}", line {line}' in message and "return x + h" in message
+    assert f'File "{portable_path(zoo.__file__)}", line {line}' in message and "return x + h" in message
     assert len(error.debug_handles) == 1 and error.debug_handles[0] != -1
 
 
@@ -226,7 +227,7 @@ def test_shape_mismatch_in_a_submodule_names_the_submodule(frontend):
     message = str(mismatched_call(lowered))
     assert "top(C)::<unknown>.A0(A)::forward.aten::add" in message
     if frontend != "trace":  # pipeline.core.source does not parse traced source ranges yet
-        assert f'File "{__file__}", line {line_of(A.forward, "return x + y")}' in message
+        assert f'File "{portable_path(__file__)}", line {line_of(A.forward, "return x + y")}' in message
 
 
 def test_a_failing_assert_in_the_model_raises_with_its_message():

@@ -15,6 +15,7 @@ from torch.nn import functional as F
 import backend_checks
 from backend_checks import line_of
 import pipeline
+from pipeline.core.source import portable_path
 from pipeline.backends.reference.program import parse, to_text
 from pipeline.zoo import architectures
 from pipeline.zoo.architectures import ARCHITECTURES, BasicBlock, ResNetLike
@@ -68,7 +69,7 @@ def test_in_place_ops_run_functionally_and_keep_the_users_source_lines(frontend)
     for instruction in parse(lowered.payload).methods["forward"].instructions():
         record = lowered.handle_map.handles[instruction.handle]
         lines.setdefault(instruction.op_name, set()).add((record.source.file, record.source.line))
-    file = architectures.__file__
+    file = portable_path(architectures.__file__)
     assert lines["aten::relu"] == {(file, line_of(ResNetLike.forward, "self.maxpool(self.relu")),
                                    (file, line_of(BasicBlock.forward, "out = self.relu(self.bn1")),
                                    (file, line_of(BasicBlock.forward, "out = self.relu(out)"))}
@@ -124,7 +125,7 @@ def test_in_place_op_that_cannot_be_made_functional_exactly_is_rejected_in_torch
     with pytest.raises(pipeline.UnsupportedOpError, match="cannot compile 1 node of 1 op") as info:
         lower(model, {"forward": (torch.randn(6),)}, "script")
     assert reason in str(info.value)
-    assert f"{__file__}:{line_of(type(model).forward, '.relu_()')}" in str(info.value)
+    assert f"{portable_path(__file__)}:{line_of(type(model).forward, '.relu_()')}" in str(info.value)
 
 
 def test_export_writes_through_views_use_torchs_functionalization_and_point_at_the_assignment():
@@ -255,7 +256,7 @@ def test_unsupported_ops_are_grouped_by_op_in_a_short_message(frontend):
     lines = str(info.value).splitlines()
     assert len(lines) <= 15
     assert lines[0] == "The reference backend cannot compile 17 nodes of 16 ops:"
-    sort_line = f"{__file__}:{line_of(ManyUnsupportedOps.forward, 'torch.sort')}"
+    sort_line = f"{portable_path(__file__)}:{line_of(ManyUnsupportedOps.forward, 'torch.sort')}"
     assert lines[1].startswith("  - aten::sort (2 nodes; the first) is not in the reference backend's op table")
     assert sort_line in lines[1]
     assert len([line for line in lines if line.startswith("  - aten::")]) == 8
