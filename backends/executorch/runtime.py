@@ -28,21 +28,12 @@ import torch
 import torch.utils._pytree as pytree
 
 from pipeline.core.backend import (UNKNOWN_HANDLE, Backend, BackendRuntimeError, LoweringError, ProfileEvent,
-                                   method_part, parse_compile_spec, unpack_parts)
+                                   method_part, package_version, parse_compile_spec, unpack_parts)
 
 from pipeline.backends.executorch import installed
 from pipeline.backends.executorch.compile_spec import NAME, ExecuTorchCompileSpec
 from pipeline.backends.executorch.preprocess import preprocess
 from pipeline.backends.executorch.profile import failing_instruction, profile_method
-
-
-def _executorch_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("executorch")
-    except PackageNotFoundError:
-        return "missing"
 
 
 class ExecuTorchBackend(Backend):
@@ -51,7 +42,7 @@ class ExecuTorchBackend(Backend):
     name = NAME
     accepts = ("export",)
     CompileSpec = ExecuTorchCompileSpec
-    version = f"0.1.0+executorch.{_executorch_version()}"
+    version = f"0.1.0+executorch.{package_version('executorch') or 'missing'}"
     reproducible = True
     carries_code = False  # a .pte is a flatbuffer of instructions and weights, interpreted by the runtime
     preprocess = staticmethod(preprocess)

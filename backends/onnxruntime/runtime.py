@@ -19,22 +19,12 @@ from typing import Any, Dict, List, Optional, Sequence
 import torch
 import torch.utils._pytree as pytree
 
-from importlib.metadata import PackageNotFoundError
-from importlib.metadata import version as _package_version
-
 from pipeline.core.backend import (UNKNOWN_HANDLE, Backend, BackendRuntimeError, LoweringError, ProfileEvent,
-                                   method_part, parse_compile_spec, unpack_parts)
+                                   method_part, package_version, parse_compile_spec, unpack_parts)
 
 from pipeline.backends.onnxruntime.compile_spec import NAME, OnnxRuntimeCompileSpec, check_providers, session_options
 from pipeline.backends.onnxruntime.preprocess import preprocess
 
-
-
-def _installed_version(package: str) -> str:
-    try:
-        return _package_version(package)
-    except PackageNotFoundError:
-        return "missing"
 
 
 _NODE_IN_MESSAGE = re.compile(r"Name:'(?P<name>[^']*)'")
@@ -48,7 +38,7 @@ class OnnxRuntimeBackend(Backend):
     name = NAME
     accepts = ("torchscript", "export")
     CompileSpec = OnnxRuntimeCompileSpec
-    version = f"0.1.0+onnxruntime.{_installed_version('onnxruntime')}"
+    version = f"0.1.0+onnxruntime.{package_version('onnxruntime') or 'missing'}"
     preprocess = staticmethod(preprocess)
 
     def is_available(self) -> bool:
