@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, Mapping
 
 import torch
 
-from pipeline.core.backend import PreprocessResult, exported_method, options_of, pack_parts, parse_compile_spec
+from pipeline.core.backend import PreprocessResult, exported_method, options_of, pack_parts, parse_method_specs
 
 from pipeline.backends.executorch.compile_spec import NAME, ExecuTorchCompileSpec, Quantize
 from pipeline.backends.executorch.partition import backend_map, method_partition, method_table, tag_handles
@@ -26,8 +26,7 @@ from pipeline.backends.executorch.quantize import quantize
 
 def preprocess(program: Any, method_compile_spec: Mapping[str, Mapping[str, Any]],
                generate_debug_handles: Callable) -> PreprocessResult:
-    specs = {method: parse_compile_spec(ExecuTorchCompileSpec, options, f"compile_spec.{method}")
-             for method, options in method_compile_spec.items()}
+    specs = parse_method_specs(ExecuTorchCompileSpec, method_compile_spec)
     programs: Dict[str, bytes] = {}
     methods_meta: Dict[str, Any] = {}
     handles: Dict[str, Any] = {}

@@ -28,7 +28,7 @@ import torch
 import torch.utils._pytree as pytree
 
 from pipeline.core.backend import (UNKNOWN_HANDLE, Backend, BackendRuntimeError, LoweringError, ProfileEvent,
-                                   method_part, package_version, parse_compile_spec, unpack_parts)
+                                   method_part, package_version, parse_method_specs, unpack_parts)
 
 from pipeline.backends.executorch import installed
 from pipeline.backends.executorch.compile_spec import NAME, ExecuTorchCompileSpec
@@ -61,8 +61,7 @@ class ExecuTorchBackend(Backend):
 
     def compile(self, payload: bytes, method_compile_spec: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
         meta, programs = unpack_parts(payload, NAME)
-        specs = {method: parse_compile_spec(ExecuTorchCompileSpec, options, f"compile_spec.{method}")
-                 for method, options in method_compile_spec.items()}
+        specs = parse_method_specs(ExecuTorchCompileSpec, method_compile_spec)
         THREAD_POOL.resize(max((spec.threads for spec in specs.values()), default=0))
         return {method: ProgramMethod(method, method_part(programs, method, NAME), meta["methods"][method])
                 for method in specs}

@@ -20,7 +20,7 @@ from typing import Any, Callable, Dict, List, Mapping, Tuple
 
 import torch
 
-from pipeline.core.backend import LoweringError, PreprocessResult, exported_method, pack_parts, parse_compile_spec
+from pipeline.core.backend import LoweringError, PreprocessResult, exported_method, pack_parts, parse_method_specs
 
 from pipeline.backends.inductor.compile_spec import NAME, InductorCompileSpec
 
@@ -30,8 +30,7 @@ _PROVENANCE = {"trace.provenance_tracking_level": 1}
 
 def preprocess(program: Any, method_compile_spec: Mapping[str, Mapping[str, Any]],
                generate_debug_handles: Callable) -> PreprocessResult:
-    specs = {method: parse_compile_spec(InductorCompileSpec, options, f"compile_spec.{method}")
-             for method, options in method_compile_spec.items()}
+    specs = parse_method_specs(InductorCompileSpec, method_compile_spec)
     packages: Dict[str, bytes] = {}
     methods_meta: Dict[str, Any] = {}
     for method, spec in specs.items():

@@ -14,7 +14,7 @@ from typing import Any, Callable, Mapping
 
 import torch
 
-from pipeline.core.backend import LoweringError, PreprocessResult, pack_parts, parse_compile_spec
+from pipeline.core.backend import LoweringError, PreprocessResult, pack_parts, parse_method_specs
 
 from pipeline.backends.onnxruntime.compile_spec import NAME, OnnxRuntimeCompileSpec, Quantize, check_providers
 from pipeline.backends.onnxruntime.exporters import export_program, export_torchscript
@@ -23,8 +23,7 @@ from pipeline.backends.onnxruntime.quantize import quantize
 
 def preprocess(program: Any, method_compile_spec: Mapping[str, Mapping[str, Any]],
                generate_debug_handles: Callable) -> PreprocessResult:
-    specs = {method: parse_compile_spec(OnnxRuntimeCompileSpec, options, f"compile_spec.{method}")
-             for method, options in method_compile_spec.items()}
+    specs = parse_method_specs(OnnxRuntimeCompileSpec, method_compile_spec)
     for method, spec in specs.items():
         check_providers(spec, method)
     exported = {}

@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
-from pipeline.core.backend import LoweringError, PreprocessResult, UnsupportedOpError, parse_compile_spec
+from pipeline.core.backend import LoweringError, PreprocessResult, UnsupportedOpError, parse_method_specs
 
 from pipeline.backends.reference import from_export, from_torchscript, ops, passes
 from pipeline.backends.reference.compile_spec import ReferenceCompileSpec
@@ -25,8 +25,7 @@ from pipeline.backends.reference.program import NO_HANDLE, Instruction, MethodPr
 
 def preprocess(program: Any, method_compile_spec: Mapping[str, Mapping[str, Any]],
                generate_debug_handles: Callable) -> PreprocessResult:
-    specs = {method: parse_compile_spec(ReferenceCompileSpec, options, f"compile_spec.{method}")
-             for method, options in method_compile_spec.items()}
+    specs = parse_method_specs(ReferenceCompileSpec, method_compile_spec)
     methods: Dict[str, MethodProgram] = {}
     problems: List[Problem] = []
     for name, spec in specs.items():

@@ -9,7 +9,7 @@ TOTAL_ENV = "PIPELINE_SWEEP_JOBS"  # the sweep's job count, set by the sweep cal
 
 
 class PipelineOnly(logging.Filter):
-    """Passes the ``pipeline`` logger's records, except torch's output that `pipeline.core.torch_output`
+    """Passes the ``pipeline`` logger's records, except torch's output that `pipeline.core.toolchain_output`
     collects under ``pipeline.torch``; other libraries' records (exporters, optimizers) stay in the file."""
 
     def filter(self, record: logging.LogRecord) -> bool:

@@ -21,7 +21,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
-from pipeline.core import torch_output
+from pipeline.core import toolchain_output
 from pipeline.core.backend import FRONTENDS
 from pipeline.core.errors import LoweringError, did_you_mean, format_choices
 from pipeline.core.signature import CONSTANT, TENSORS_ONLY, MethodSignature, OutputStructure
@@ -99,7 +99,7 @@ def capture(model: Any, methods: Sequence[str], frontend: Optional[str] = None,
         raise LoweringError(f"Unknown frontend {frontend!r}; allowed: {format_choices(FRONTENDS)}")
     check_methods(model, methods)
     example_inputs = dict(example_inputs or {})
-    with torch_output.logged():  # torch's own output goes to the log, not the console
+    with toolchain_output.logged():  # torch's own output goes to the log, not the console
         if frontend == "torchscript":
             return _capture_torchscript(model, methods, example_inputs, torchscript_mode)
         return _capture_export(model, methods, example_inputs)

@@ -16,7 +16,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence
 
 import torch
 
-from pipeline.core import torch_output
+from pipeline.core import toolchain_output
 from pipeline.core.backend import BackendInfo, PreprocessResult
 from pipeline.core.debug_handles import DebugHandleGenerator
 from pipeline.core.errors import LoweringError, format_choices
@@ -62,7 +62,7 @@ def codegen_backend_module(
                                                      prefix=hierarchy_prefix, call_sites=call_sites))
     start = time.perf_counter()
     try:
-        with torch_output.logged():  # exporters and compilers print as they work; that belongs in the log
+        with toolchain_output.logged():  # exporters and compilers print as they work; that belongs in the log
             result = backend.preprocess(_own_copy(captured.program), spec, generator)
     except LoweringError:
         raise

@@ -54,6 +54,12 @@ def parse_compile_spec(schema: type, options: Any, path: str = "compile_spec") -
         raise SpecError(f"{path}: {_message(error)}" if path else _message(error)) from None
 
 
+def parse_method_specs(schema: type, method_compile_spec: Mapping[str, Any]) -> Dict[str, Any]:
+    """``{method: schema instance}`` for a whole method compile spec, as preprocess and compile read it."""
+    return {method: parse_compile_spec(schema, options, f"compile_spec.{method}")
+            for method, options in method_compile_spec.items()}
+
+
 def options_of(spec: Any) -> Dict[str, Any]:
     """A spec instance as plain JSON values (enums by value), every field present."""
     return {f.name: _plain(getattr(spec, f.name)) for f in dataclasses.fields(spec)}

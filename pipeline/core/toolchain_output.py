@@ -1,10 +1,16 @@
-"""Torch's own output while capturing and lowering goes to a log, not to the user's console.
+"""What toolchains print while a model is captured and lowered: to the log, or nowhere.
 
-torch.export, Dynamo and the ONNX exporter write hundreds of lines while they
-work (graphs, guard failures, symbolic-shape warnings) and more when they
-fail. `logged` sends all of it, logging records, ``print`` output and Python
-warnings alike, to the ``pipeline.torch`` logger. The Hydra app writes that
-logger to the job's log file only; a library user can attach a handler to it.
+torch.export, Dynamo, the ONNX exporter and the deployment toolchains write
+hundreds of lines while they work (graphs, guard failures, passes) and more
+when they fail; none of it says anything about the model a user can act on.
+
+* `logged` sends all of it, logging records, ``print`` output and Python
+  warnings alike, to the ``pipeline.torch`` logger, around capture and
+  preprocess. The Hydra app writes that logger to the job's log file only; a
+  library user can attach a handler to it.
+* `quiet` lowers one library logger's level (and hides warnings) for a block,
+  and `quiet_logs_from` drops root-logger records logged from inside one
+  package: for backends whose runtimes log on their own while compiling.
 """
 
 from __future__ import annotations
@@ -79,3 +85,39 @@ def logged() -> Iterator[None]:
 
 def _log_warning(message: Any, category: type, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
     LOG.warning("%s:%s: %s: %s", filename, lineno, category.__name__, message)
+
+
+@contextlib.contextmanager
+def quiet(logger: str, level: int = logging.WARNING) -> Iterator[None]:
+    """Within the block, ``logger`` (and its children) log only at ``level`` and above, and warnings
+    are not shown."""
+    target = logging.getLogger(logger)
+    previous = target.level
+    target.setLevel(level)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        target.setLevel(previous)
+
+
+class _FromPackage(logging.Filter):
+    def __init__(self, package: str):
+        super().__init__()
+        self.marker = "/" + package.replace(".", "/") + "/"
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.marker not in record.pathname.replace("\\", "/")
+
+
+@contextlib.contextmanager
+def quiet_logs_from(package: str) -> Iterator[None]:
+    """Drop root-logger records logged from inside ``package`` (a dotted name) until the block ends."""
+    root = logging.getLogger()
+    drop = _FromPackage(package)
+    root.addFilter(drop)
+    try:
+        yield
+    finally:
+        root.removeFilter(drop)
