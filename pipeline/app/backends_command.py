@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from typing import Any, Dict, List
 
 from pipeline.core.errors import LoweringError
 from pipeline.core.registry import get_backend, list_backends
 from pipeline.core.spec import spec_fields
+from pipeline.core.toolchain_output import logged
 
 
 def describe() -> List[Dict[str, Any]]:
@@ -68,7 +70,12 @@ def main(argv=None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    rows = describe()
+    # Asking a runtime whether it is available imports it, and some print while they load: a listing
+    # keeps no log, so that output goes nowhere.
+    logging.getLogger("pipeline.torch").addHandler(logging.NullHandler())
+    logging.getLogger("pipeline.torch").propagate = False
+    with logged():
+        rows = describe()
     print(json.dumps(rows, indent=2, sort_keys=True) if args.json else render(rows))
     return 0
 
