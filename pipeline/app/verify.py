@@ -9,8 +9,8 @@ the figures that say how much a quantized run lost.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from dataclasses import asdict, dataclass, field
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.utils._pytree as pytree
@@ -32,31 +32,54 @@ class VerifyResult:
         return asdict(self)
 
 
-def compare_outputs(expected: Any, actual: Any) -> Tuple[float, float, bool, Callable]:
-    """Largest absolute and relative error over all leaves, and whether the structures match."""
+@dataclass
+class Comparison:
+    """One call's outputs, lowered against eager: the errors, and whether they are within tolerance."""
+
+    max_abs: float = 0.0
+    max_rel: float = 0.0
+    same_structure: bool = True
+    error_sum: float = 0.0  # over every output element, for the mean error
+    elements: int = 0
+    agreeing: int = 0  # rows of 2-D float outputs whose top-1 class agrees
+    rows: int = 0
+    pairs: List[Tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
+
+    def close(self, atol: float, rtol: float) -> bool:
+        return self.same_structure and all(torch.allclose(a, e, atol=atol, rtol=rtol, equal_nan=True)
+                                           for e, a in self.pairs)
+
+
+def _different() -> Comparison:
+    return Comparison(math.inf, math.inf, same_structure=False)
+
+
+def compare_outputs(expected: Any, actual: Any) -> Comparison:
+    """Largest absolute and relative error over all leaves, their sum, top-1 agreement of class scores,
+    and whether the structures match, from one pass over the leaves."""
     expected_leaves, expected_spec = pytree.tree_flatten(expected)
     actual_leaves, actual_spec = pytree.tree_flatten(actual)
     if expected_spec != actual_spec:
-        return float("inf"), float("inf"), False, lambda atol, rtol: False
-    max_abs, max_rel = 0.0, 0.0
-    pairs: List[Tuple[torch.Tensor, torch.Tensor]] = []
+        return _different()
+    result = Comparison()
     for e, a in zip(expected_leaves, actual_leaves):
         if isinstance(e, torch.Tensor):
             if not isinstance(a, torch.Tensor) or e.shape != a.shape:
-                return float("inf"), float("inf"), False, lambda atol, rtol: False
+                return _different()
             e64, a64 = e.detach().double(), a.detach().double()
             diff = _abs_error(e64, a64)
             if diff.numel():
-                max_abs = max(max_abs, float(diff.max()))
-                max_rel = max(max_rel, float((diff / e64.abs().clamp_min(1e-12)).max()))
-            pairs.append((e64, a64))
+                result.max_abs = max(result.max_abs, float(diff.max()))
+                result.max_rel = max(result.max_rel, float((diff / e64.abs().clamp_min(1e-12)).max()))
+            result.error_sum += float(diff.sum())
+            result.elements += e.numel()
+            if e.dim() == 2 and e.is_floating_point() and e.shape[1] > 1:  # a row of class scores per sample
+                result.agreeing += int((e.argmax(dim=1) == a.argmax(dim=1)).sum())
+                result.rows += e.shape[0]
+            result.pairs.append((e64, a64))
         elif e != a:
-            return float("inf"), float("inf"), False, lambda atol, rtol: False
-
-    def close(atol: float, rtol: float) -> bool:
-        return all(torch.allclose(a, e, atol=atol, rtol=rtol, equal_nan=True) for e, a in pairs)
-
-    return max_abs, max_rel, True, close
+            return _different()
+    return result
 
 
 def _abs_error(expected: torch.Tensor, actual: torch.Tensor) -> torch.Tensor:
@@ -77,31 +100,14 @@ def verify(eager: torch.nn.Module, lowered: torch.nn.Module, input_sets: Dict[st
             for index, (args, kwargs) in enumerate(sets):
                 expected = getattr(eager, method)(*args, **kwargs)
                 actual = getattr(lowered, method)(*args, **kwargs)
-                abs_err, rel_err, same_structure, close = compare_outputs(expected, actual)
+                compared = compare_outputs(expected, actual)
                 trials += 1
-                if abs_err >= max_abs:
+                if compared.max_abs >= max_abs:
                     worst = f"{method}[{'example' if index == 0 else f'random {index}'}]"
-                max_abs, max_rel = max(max_abs, abs_err), max(max_rel, rel_err)
-                passed = passed and same_structure and close(atol, rtol)
-                if same_structure:
-                    counts = _error_and_agreement(expected, actual)
-                    error_sum, elements = error_sum + counts[0], elements + counts[1]
-                    agreeing, rows = agreeing + counts[2], rows + counts[3]
+                max_abs, max_rel = max(max_abs, compared.max_abs), max(max_rel, compared.max_rel)
+                passed = passed and compared.close(atol, rtol)
+                error_sum, elements = error_sum + compared.error_sum, elements + compared.elements
+                agreeing, rows = agreeing + compared.agreeing, rows + compared.rows
     return VerifyResult(max_abs, max_rel, atol, rtol, passed, trials, worst,
                         mean_abs_err=error_sum / elements if elements else 0.0,
                         agreement=agreeing / rows if rows else None)
-
-
-def _error_and_agreement(expected: Any, actual: Any) -> Tuple[float, int, int, int]:
-    """(sum of absolute errors, elements, rows whose top-1 class agrees, rows of 2-D float outputs)
-    over the tensor outputs of one call whose structures match."""
-    error_sum, elements, agreeing, rows = 0.0, 0, 0, 0
-    for e, a in zip(pytree.tree_leaves(expected), pytree.tree_leaves(actual)):
-        if not isinstance(e, torch.Tensor):
-            continue
-        error_sum += float(_abs_error(e.detach().double(), a.detach().double()).sum())
-        elements += e.numel()
-        if e.dim() == 2 and e.is_floating_point() and e.shape[1] > 1:  # a row of class scores per sample
-            agreeing += int((e.argmax(dim=1) == a.argmax(dim=1)).sum())
-            rows += e.shape[0]
-    return error_sum, elements, agreeing, rows
