@@ -112,7 +112,7 @@ def _where(record: Dict[str, Any]) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipeline.inspect", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("path", type=Path, help="a .lowered artifact or a run directory")
+    parser.add_argument("path", type=Path, help="a .lowered artifact, a run directory or a sweep directory")
     parser.add_argument("--json", action="store_true", help="print everything as JSON")
     parser.add_argument("--all", action="store_true", help="show every handle, not the first 40")
     args = parser.parse_args(argv)
