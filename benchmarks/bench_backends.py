@@ -1,167 +1,180 @@
-"""Backends against eager PyTorch: latency, the lowered module's overhead, and lowering time per stage.
+"""Every backend against its peers (eager and ``torch.compile``) and against its own raw runtime.
 
-    python benchmarks/bench_backends.py [--backends reference onnxruntime inductor torchscript]
-        [--models mlp cnn transformer] [--batches 1 32] [--threads 1] [--calls 200] [--rounds 7]
-        [--out benchmarks/results/backends.json]
+    python benchmarks/bench_backends.py [--backends reference onnxruntime inductor torchscript executorch openvino]
+        [--models mlp cnn transformer hf_bert] [--batches 1 32] [--threads 1] [--calls 200] [--rounds 7]
+        [--no-compile] [--out benchmarks/results/backends.json]
 
-Per backend, model (the zoo's MLP, CNN and Transformer, seeded) and batch size:
+1. Peers, per model and batch size, in one set of interleaved rounds: eager
+   PyTorch, ``torch.compile(model)`` (default mode: the peer a user would pick
+   instead), and for every backend its lowered module and its raw runtime
+   (`raw_runtimes`: the runtime called directly on the same tensors). Rounds
+   rotate the order, so that machine noise hits every candidate alike, and
+   each block starts with untimed calls (the first calls after another runtime
+   ran are slow: its worker threads still spin, the next one's are asleep).
+   Blocks are sized to about 40 ms, so long calls get fewer iterations. The
+   table shows medians under ``torch.no_grad()``, the lowering time per stage,
+   and ``torch.compile``'s first call (when it compiles).
+2. Wrapper overhead, where it can be seen: the MLP at batch 1, the lowered
+   module against the raw runtime only, in many short alternating rounds; the
+   overhead is the median of the per-round differences (pairs taken seconds
+   apart cancel the machine's drift, which is larger than the effect).
 
-1. Lowering: capture (the frontend; export, or torchscript for the torchscript
-   backend) timed on its own, then ``codegen_backend_module(..., timings=...)``,
-   which times issuing debug handles, the rest of preprocess, compile and codegen.
-2. Latency, under ``torch.no_grad()``: eager, the lowered module, and the
-   backend's raw executor called directly on the same inputs --
-   ``InferenceSession.run`` with ready numpy feeds (onnxruntime), the AOTI
-   runner's ``boxed_run`` (inductor), the loaded TorchScript method
-   (torchscript), the compiled instruction list (reference). Rounds interleave
-   the three, in rotated order, so that machine noise hits them alike; each
-   block starts with untimed calls, because the first calls after another
-   runtime ran are slow (its worker threads still spin on the 2 cores, and the
-   next runtime's are asleep). The table shows medians;
-   ``overhead`` is lowered minus raw, which at long calls is within noise.
-3. Wrapper overhead, measured where it can be seen: the MLP at batch 1,
-   lowered against raw only, with 10x the calls and 2x the rounds. For
-   onnxruntime, the raw run on torch tensors (converting to numpy and back
-   each call) is shown too: those conversions are part of any torch caller's cost.
+Threads: eager and ``torch.compile`` run with ``torch.set_num_threads
+(--threads)`` and each backend with as many of its own (onnxruntime
+``intra_op_num_threads`` without spinning, inductor ``cpp_threads``,
+executorch and openvino ``threads``; torchscript and reference use torch's).
 
-Threads: eager runs with ``torch.set_num_threads(--threads)`` and each backend
-with as many threads of its own (onnxruntime ``intra_op_num_threads``,
-inductor ``cpp_threads``; torchscript and reference use torch's). With more
-than one, onnxruntime's pool is separate from torch's OpenMP pool: its idle
-workers spin by default and would take the cores from the eager rounds that
-follow (eager then measures up to 10x slower), so the benchmark turns
-``allow_spinning`` off. With 1 thread there are no pools at all.
-
-Targets on a 2-core CPU: onnxruntime and inductor never slower than eager and
-at least 1.3x faster on two of the three models; overhead at most 3 us per call.
+Goals: on every model the project's best backend is at least as fast as
+``torch.compile``; every backend's wrapper overhead is at most 2 us a call.
 """
 
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import sys
 import time
 import warnings
-from pathlib import Path
 from typing import Any, Callable, Dict, List, Tuple
 
 import torch
+import torch.utils._pytree as pytree
 
 import pipeline
-from pipeline import zoo
-from pipeline.core.environment import git_state, package_versions
 from pipeline.core.frontends import capture
-from pipeline.core.files import write_json
-from pipeline.app.latency import per_call_us
 from pipeline.core.lowering import codegen_backend_module
 from pipeline.core.registry import get_backend
+from raw_runtimes import runners
+from results_file import write_results
+from workloads import MODELS, workload
 
-BACKENDS = ("reference", "onnxruntime", "inductor", "torchscript")
-MODELS = ("mlp", "cnn", "transformer")
-SPEEDUP_TARGET = 1.3
-OVERHEAD_TARGET_US = 3.0
+BACKENDS = ("reference", "onnxruntime", "inductor", "torchscript", "executorch", "openvino")
+OVERHEAD_TARGET_US = 2.0
+BLOCK_S = 0.04  # the time one timed block aims at
+STAGES = ("capture", "debug_handles", "preprocess", "compile", "codegen")
 
-
-def raw_executor(backend: str, lowered: pipeline.LoweredModule, args: tuple) -> Tuple[Callable, tuple]:
-    """The backend's own executor for ``forward``, called as directly as it can be, with its inputs."""
-    handle = lowered.compiled("forward")
-    if backend == "onnxruntime":
-        feeds = {name: args[index].numpy() for name, index in handle.inputs}
-        run = handle.session.run
-        return (lambda: run(None, feeds)), ()
-    if backend == "inductor":
-        run = handle.model.loader.boxed_run
-        return (lambda *tensors: run(list(tensors))), args
-    if backend == "torchscript":
-        return handle.fn, args
-    return (lambda *tensors: handle.run(tensors)), args  # reference: the compiled instruction list
+Candidate = Tuple[Callable[..., Any], tuple, Dict[str, Any]]
 
 
 def thread_options(backend: str, threads: int) -> Dict[str, Any]:
     """The compile-spec options that give the backend's own thread pool as many threads as torch has."""
     if backend == "onnxruntime":
-        # No spinning: idle onnxruntime workers would spin through the eager rounds that follow.
+        # No spinning: idle onnxruntime workers would spin through the rounds of the other candidates.
         return {"intra_op_num_threads": threads, "allow_spinning": False}
     if backend == "inductor":
         return {"cpp_threads": threads}
+    if backend in ("executorch", "openvino"):
+        return {"threads": threads}
     return {}  # reference and torchscript run on torch's own threads
 
 
-def bench_one(backend: str, name: str, batch: int, calls: int, rounds: int, threads: int) -> Dict[str, Any]:
-    model = zoo.build(name)
-    inputs = zoo.example_inputs(name, batch=batch)
+def lower(backend: str, work, threads: int) -> Tuple[pipeline.LoweredModule, Dict[str, float]]:
     frontend = "torchscript" if backend == "torchscript" else "export"
     start = time.perf_counter()
-    captured = capture(model, ["forward"], frontend, inputs)
+    captured = capture(work.model, ["forward"], frontend, work.example_inputs, torchscript_mode=work.torchscript_mode)
     timings = {"capture": time.perf_counter() - start}
-    lowered = codegen_backend_module(backend, captured, {"forward": thread_options(backend, threads)}, timings=timings)
-    args = inputs["forward"]
-    raw, raw_args = raw_executor(backend, lowered, args)
-    candidates = {"eager": (model, args), "lowered": (lowered, args), "raw": (raw, raw_args)}
-    samples: Dict[str, List[float]] = {key: [] for key in candidates}
-    with torch.no_grad():
-        expected, actual = model(*args), lowered(*args)
-        for fn, fn_args in candidates.values():
-            per_call_us(fn, fn_args, max(10, calls // 5))  # warm-up
-        order = list(candidates)
-        for round_ in range(rounds):
-            for key in order[round_ % 3:] + order[:round_ % 3]:  # rotated: no candidate always goes first
-                fn, fn_args = candidates[key]
-                per_call_us(fn, fn_args, max(5, calls // 10))  # untimed: the runtime switch settles first
-                samples[key].append(per_call_us(fn, fn_args, calls))
-    median = {key: statistics.median(values) for key, values in samples.items()}
-    return {
-        "backend": backend, "model": name, "batch": batch, "frontend": frontend,
-        "eager_us": median["eager"], "lowered_us": median["lowered"], "raw_us": median["raw"],
-        "speedup": median["eager"] / median["lowered"], "overhead_us": median["lowered"] - median["raw"],
-        "max_abs_err": float((expected - actual).abs().max()),
-        "lowering_s": {stage: timings[stage] for stage in ("capture", "debug_handles", "preprocess", "compile",
-                                                           "codegen")},
-        "samples_us": samples,
-    }
+    lowered = codegen_backend_module(backend, captured, {"forward": thread_options(backend, threads)},
+                                     timings=timings)
+    return lowered, {stage: timings[stage] for stage in STAGES}
 
 
-def bench_overhead(backend: str, calls: int, rounds: int, threads: int) -> Dict[str, Any]:
-    """Lowered against raw only, on the MLP at batch 1 (the shortest call, so the least noise)."""
-    model, inputs = zoo.build("mlp"), zoo.example_inputs("mlp", batch=1)
-    frontend = "torchscript" if backend == "torchscript" else "export"
-    lowered = pipeline.to_backend(backend, model, {"forward": thread_options(backend, threads)}, frontend=frontend,
-                                  example_inputs=inputs)
-    args = inputs["forward"]
-    raw, raw_args = raw_executor(backend, lowered, args)
-    candidates = {"lowered": (lowered, args), "raw": (raw, raw_args)}
-    if backend == "onnxruntime":  # the raw run again, but converting torch tensors to numpy and back per call
-        handle = lowered.compiled("forward")
-        run, names = handle.session.run, [name for name, _ in handle.inputs]
-        candidates["raw_from_tensors"] = (
-            lambda *tensors: [torch.from_numpy(o) for o in run(None, {n: t.numpy() for n, t in zip(names, tensors)})],
-            args)
+def per_call_us(fn: Callable, args: tuple, kwargs: Dict[str, Any], calls: int) -> float:
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn(*args, **kwargs)
+    return (time.perf_counter() - start) / calls * 1e6
+
+
+def interleaved(candidates: Dict[str, Candidate], rounds: int, max_calls: int) -> Dict[str, List[float]]:
+    """Per candidate, the mean time per call of each round's block (us); rounds rotate the order."""
+    calls = {}
+    for key, (fn, args, kwargs) in candidates.items():
+        per_call_us(fn, args, kwargs, 3)  # first calls: allocation, lazy initialisation
+        estimate = per_call_us(fn, args, kwargs, 5)
+        calls[key] = max(3, min(max_calls, int(BLOCK_S * 1e6 / max(estimate, 1e-3))))
     samples: Dict[str, List[float]] = {key: [] for key in candidates}
+    order = list(candidates)
+    for round_ in range(rounds):
+        shift = round_ % len(order)
+        for key in order[shift:] + order[:shift]:
+            fn, args, kwargs = candidates[key]
+            per_call_us(fn, args, kwargs, max(2, calls[key] // 10))  # untimed: the runtime switch settles
+            samples[key].append(per_call_us(fn, args, kwargs, calls[key]))
+    return samples
+
+
+def leaves(output: Any) -> List[torch.Tensor]:
+    if hasattr(output, "to_tuple"):  # a Hugging Face ModelOutput
+        output = output.to_tuple()
+    return [leaf for leaf in pytree.tree_leaves(output) if isinstance(leaf, torch.Tensor)]
+
+
+def max_abs_err(expected: Any, actual: Any) -> float:
+    return max((float((e.float() - a.float()).abs().max()) for e, a in zip(leaves(expected), leaves(actual))),
+               default=0.0)
+
+
+def bench_peers(name: str, batch: int, backends: List[str], compile_peer: bool, threads: int, calls: int,
+                rounds: int) -> Dict[str, Any]:
+    work = workload(name, batch)
+    candidates: Dict[str, Candidate] = {"eager": (work.model, work.args, work.kwargs)}
+    row: Dict[str, Any] = {"model": name, "batch": batch, "backends": {}}
     with torch.no_grad():
-        for fn, fn_args in candidates.values():
-            per_call_us(fn, fn_args, calls // 5)
-        for _ in range(rounds):
-            for key, (fn, fn_args) in candidates.items():
-                samples[key].append(per_call_us(fn, fn_args, calls))
+        expected = work.model(*work.args, **work.kwargs)
+        if compile_peer:
+            torch._dynamo.reset()  # a fresh compilation per model and batch: no shapes marked dynamic by the last
+            compiled = torch.compile(work.model)
+            start = time.perf_counter()
+            output = compiled(*work.args, **work.kwargs)
+            row["torch_compile"] = {"first_call_s": time.perf_counter() - start,
+                                    "max_abs_err": max_abs_err(expected, output)}
+            candidates["torch.compile"] = (compiled, work.args, work.kwargs)
+        for backend in backends:
+            lowered, lowering_s = lower(backend, work, threads)
+            row["backends"][backend] = {"lowering_s": lowering_s,
+                                        "max_abs_err": max_abs_err(expected, lowered(*work.args, **work.kwargs))}
+            candidates[backend] = (lowered, work.args, work.kwargs)
+            for kind, (fn, fn_args) in runners(backend, lowered, work.args, work.kwargs).items():
+                if kind == "raw":
+                    candidates[f"{backend}:raw"] = (fn, fn_args, {})
+        samples = interleaved(candidates, rounds, calls)
     median = {key: statistics.median(values) for key, values in samples.items()}
-    return {"backend": backend, "median_us": median, "overhead_us": median["lowered"] - median["raw"],
-            "calls_per_round": calls, "rounds": rounds}
+    row["eager_us"] = median["eager"]
+    if compile_peer:
+        row["torch_compile"]["us"] = median["torch.compile"]
+    for backend, entry in row["backends"].items():
+        entry.update(us=median[backend], raw_us=median[f"{backend}:raw"],
+                     speedup=median["eager"] / median[backend])
+    row["samples_us"] = samples
+    return row
+
+
+def bench_overhead(backend: str, threads: int, rounds: int, calls: int) -> Dict[str, Any]:
+    """Lowered against raw (and the runtime on ready inputs) on the MLP at batch 1: paired rounds."""
+    work = workload("mlp", 1)
+    lowered, _ = lower(backend, work, threads)
+    candidates: Dict[str, Candidate] = {"lowered": (lowered, work.args, {})}
+    for kind, (fn, fn_args) in runners(backend, lowered, work.args, {}).items():
+        candidates[kind] = (fn, fn_args, {})
+    with torch.no_grad():
+        samples = interleaved(candidates, rounds, calls)
+    differences = [lowered_us - raw_us for lowered_us, raw_us in zip(samples["lowered"], samples["raw"])]
+    result = {"backend": backend, "median_us": {key: statistics.median(v) for key, v in samples.items()},
+              "overhead_us": statistics.median(differences), "rounds": rounds}
+    if "ready" in samples:
+        result["conversions_us"] = statistics.median(r - n for r, n in zip(samples["raw"], samples["ready"]))
+    return result
 
 
 def verdicts(rows: List[Dict[str, Any]], overheads: List[Dict[str, Any]]) -> List[str]:
     lines = []
-    for backend in ("onnxruntime", "inductor"):
-        mine = [r for r in rows if r["backend"] == backend]
-        if not mine:
+    for row in rows:
+        if "torch_compile" not in row or not row["backends"]:
             continue
-        slower = [f"{r['model']}@{r['batch']}" for r in mine if r["speedup"] < 1.0]
-        fast_models = sorted({r["model"] for r in mine
-                              if all(o["speedup"] >= SPEEDUP_TARGET for o in mine if o["model"] == r["model"])})
-        lines.append(f"{backend}: never slower than eager: {'yes' if not slower else 'NO (' + ', '.join(slower) + ')'}; "
-                     f">= {SPEEDUP_TARGET}x at every batch on {len(fast_models)} of {len({r['model'] for r in mine})} "
-                     f"models ({', '.join(fast_models) or 'none'}; target: 2)")
+        best = min(row["backends"], key=lambda b: row["backends"][b]["us"])
+        ratio = row["torch_compile"]["us"] / row["backends"][best]["us"]
+        lines.append(f"{row['model']}@{row['batch']}: best backend {best} is {ratio:.2f}x torch.compile's speed "
+                     f"({'ok' if ratio >= 1.0 else 'SLOWER'})")
     for row in overheads:
         verdict = "ok" if row["overhead_us"] <= OVERHEAD_TARGET_US else "OVER"
         lines.append(f"wrapper overhead, {row['backend']}: {row['overhead_us']:.2f} us per call "
@@ -169,66 +182,71 @@ def verdicts(rows: List[Dict[str, Any]], overheads: List[Dict[str, Any]]) -> Lis
     return lines
 
 
+def print_peers(row: Dict[str, Any]) -> None:
+    compiled = row.get("torch_compile")
+    peers = f"eager {row['eager_us']:.1f} us" + (
+        f", torch.compile {compiled['us']:.1f} us ({row['eager_us'] / compiled['us']:.2f}x, first call "
+        f"{compiled['first_call_s']:.1f} s)" if compiled else "")
+    print(f"\n{row['model']} at batch {row['batch']}: {peers}")
+    print(f"  {'backend':<12}{'us':>10}{'vs eager':>9}{'vs compile':>11}{'raw us':>10}{'overhead':>9}{'max err':>9}"
+          f"   {'capture':>7}{'handles':>8}{'preproc':>8}{'compile':>8}{'codegen':>8}")
+    for backend, entry in row["backends"].items():
+        versus = f"{compiled['us'] / entry['us']:>10.2f}x" if compiled else f"{'-':>11}"
+        t = entry["lowering_s"]
+        print(f"  {backend:<12}{entry['us']:>10.1f}{entry['speedup']:>8.2f}x{versus}{entry['raw_us']:>10.1f}"
+              f"{entry['us'] - entry['raw_us']:>9.2f}{entry['max_abs_err']:>9.1e}   {t['capture']:>7.2f}"
+              f"{t['debug_handles']:>8.3f}{t['preprocess']:>8.2f}{t['compile']:>8.3f}{t['codegen']:>8.4f}",
+              flush=True)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS)
+    parser.add_argument("--backends", nargs="+", default=None, choices=BACKENDS,
+                        help="default: every backend installed here")
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 32])
     parser.add_argument("--threads", type=int, default=1,
-                        help="threads for eager (torch.set_num_threads) and for each backend's own pool alike")
-    parser.add_argument("--calls", type=int, default=200, help="calls per round")
+                        help="threads for eager, torch.compile and each backend's own pool alike")
+    parser.add_argument("--calls", type=int, default=200, help="at most this many calls per timed block")
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--no-compile", dest="compile_peer", action="store_false",
+                        help="leave torch.compile out (it compiles for each model and batch)")
     parser.add_argument("--out", default="benchmarks/results/backends.json")
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore", category=DeprecationWarning)  # torch's own, about torch.jit and pytree:
     warnings.filterwarnings("ignore", category=FutureWarning)  # they would interleave with the table
     torch.set_num_threads(args.threads)
-    for backend in args.backends:
-        get_backend(backend)  # registers it through its entry point
+    installed = [b for b in BACKENDS if get_backend(b).backend_cls().is_available()]
+    backends = args.backends or installed
+    print(f"Latency: median of {args.rounds} interleaved rounds (blocks of ~{BLOCK_S * 1e3:g} ms, at most "
+          f"{args.calls} calls), {args.threads} thread(s); lowering time per stage in s. Backends: {backends}")
 
     rows = []
-    header = (f"{'backend':<12}{'model':<12}{'batch':>5}{'eager us':>10}{'lowered':>10}{'speedup':>8}"
-              f"{'raw us':>10}{'overhead':>9}   {'capture':>7}{'handles':>8}{'preproc':>8}{'compile':>8}{'codegen':>8}")
-    print(f"Latency (median of {args.rounds} interleaved rounds x {args.calls} calls, "
-          f"torch threads {args.threads}) and lowering time per stage (s)")
-    print(header)
-    for backend in args.backends:
-        for name in args.models:
-            for batch in args.batches:
-                row = bench_one(backend, name, batch, args.calls, args.rounds, args.threads)
-                rows.append(row)
-                t = row["lowering_s"]
-                print(f"{backend:<12}{name:<12}{batch:>5}{row['eager_us']:>10.1f}{row['lowered_us']:>10.1f}"
-                      f"{row['speedup']:>7.2f}x{row['raw_us']:>10.1f}{row['overhead_us']:>9.2f}   "
-                      f"{t['capture']:>7.2f}{t['debug_handles']:>8.3f}{t['preprocess']:>8.2f}{t['compile']:>8.3f}"
-                      f"{t['codegen']:>8.4f}", flush=True)
+    for name in args.models:
+        for batch in args.batches:
+            rows.append(bench_peers(name, batch, backends, args.compile_peer, args.threads, args.calls,
+                                    args.rounds))
+            print_peers(rows[-1])
 
-    print(f"\nWrapper overhead on the MLP at batch 1 (lowered against raw only; median of {args.rounds * 2} rounds "
-          f"x {args.calls * 10} calls)")
-    print(f"{'backend':<12}{'lowered us':>11}{'raw us':>9}{'overhead':>10}")
+    overhead_rounds = args.rounds * 6
+    print(f"\nWrapper overhead on the MLP at batch 1: lowered minus raw, median of {overhead_rounds} paired rounds")
+    print(f"{'backend':<12}{'lowered us':>11}{'raw us':>9}{'overhead':>10}{'numpy in/out':>14}")
     overheads = []
-    for backend in args.backends:
-        row = bench_overhead(backend, args.calls * 10, args.rounds * 2, args.threads)
+    for backend in backends:
+        row = bench_overhead(backend, args.threads, overhead_rounds, args.calls * 2)
         overheads.append(row)
         m = row["median_us"]
-        note = (f"   (raw run converting torch<->numpy per call: {m['raw_from_tensors']:.2f} us)"
-                if "raw_from_tensors" in m else "")
-        print(f"{backend:<12}{m['lowered']:>11.2f}{m['raw']:>9.2f}{row['overhead_us']:>10.2f}{note}", flush=True)
-    print()
+        conversions = f"{row['conversions_us']:>14.2f}" if "conversions_us" in row else f"{'-':>14}"
+        print(f"{backend:<12}{m['lowered']:>11.2f}{m['raw']:>9.2f}{row['overhead_us']:>10.2f}{conversions}",
+              flush=True)
+    print("(numpy in/out: what the raw call spends converting torch tensors to numpy and back; both "
+          "the raw call and the lowered module pay it)\n")
     for line in verdicts(rows, overheads):
         print(line)
 
-    write_json(Path(args.out), {
-        "benchmark": "backends",
-        "rows": rows,
-        "overhead": overheads,
-        "verdicts": verdicts(rows, overheads),
-        "env": {**package_versions(("torch", "onnxruntime", "onnx", "onnxscript", "lowering-pipeline")),
-                "git": git_state(), "machine": platform.machine(), "processor": platform.processor(),
-                "torch_threads": torch.get_num_threads(),
-                "backends": {b: get_backend(b).version for b in args.backends}},
-    })
-    print(f"\nwrote {args.out}")
+    write_results(args.out, {"benchmark": "backends", "rows": rows, "overhead": overheads,
+                             "verdicts": verdicts(rows, overheads),
+                             "backends": {b: get_backend(b).version for b in backends}})
     return 0
 
 

@@ -15,6 +15,8 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 import torch.utils._pytree as pytree
+from torch.nn.modules.module import (_global_backward_hooks, _global_backward_pre_hooks, _global_forward_hooks,
+                                     _global_forward_pre_hooks)
 
 from pipeline.core.backend import Backend, BackendInfo, ProfileEvent
 from pipeline.core.codegen import generate_methods, same_value
@@ -26,6 +28,7 @@ from pipeline.core.signature import (STRUCTURE, TENSOR, VAR_KEYWORD, VAR_POSITIO
                                      OutputStructure)
 
 
+_get_tracing_state = torch._C._get_tracing_state
 _RECAPTURE = "Lower the model again with example inputs like this call's, to run it."
 
 
@@ -91,7 +94,7 @@ class LoweredModule(torch.nn.Module):
         start = time.perf_counter()
         if self.available:
             self._handles = self._compile()
-            self._execute = self._backend.execute
+            self._execute = _bound_execute(self._backend, self._handles)
         else:
             warnings.warn(
                 f"Backend {self.backend_name!r} is not available on this machine. Lowering succeeded; "
@@ -110,6 +113,17 @@ class LoweredModule(torch.nn.Module):
         if "forward" not in generated.functions:
             self.__dict__["forward"] = self._not_lowered("forward")
         timings["codegen"] = time.perf_counter() - start
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        # torch.nn.Module.__call__ costs about 1 us a call (two frames that repack the arguments, the tracing
+        # state, eight hook checks) before it reaches forward: most of a lowered call's overhead at small
+        # sizes. With no hooks, no tracer and no torch.compile wrapper, call forward directly; otherwise
+        # torch's own path runs, hooks and all.
+        if (self._forward_pre_hooks or self._forward_hooks or self._backward_pre_hooks or self._backward_hooks
+                or _global_forward_pre_hooks or _global_forward_hooks or _global_backward_pre_hooks
+                or _global_backward_hooks or self._compiled_call_impl is not None or _get_tracing_state()):
+            return torch.nn.Module.__call__(self, *args, **kwargs)
+        return self.forward(*args, **kwargs)
 
     @property
     def code(self) -> str:
@@ -246,6 +260,20 @@ class LoweredModule(torch.nn.Module):
 
     def extra_repr(self) -> str:
         return f"backend={self.backend_name!r}, frontend={self.frontend!r}, methods={self.methods}"
+
+
+def _bound_execute(backend: Backend, handles: Dict[str, Any]):
+    """What the generated methods call as ``self._execute(handle, inputs)``.
+
+    It is the backend's ``execute``, unless the backend keeps the default (which
+    calls ``handle.run(inputs)``) and every handle is of one class: then it is
+    that class's ``run`` function itself, one Python frame less on every call.
+    """
+    kinds = {type(handle) for handle in handles.values()}
+    run = getattr(next(iter(kinds)), "run", None) if len(kinds) == 1 else None
+    if type(backend).execute is Backend.execute and isinstance(run, types.FunctionType):
+        return run
+    return backend.execute
 
 
 # Set on every instance (by __init__ or torch.nn.Module): a lowered method of the same name would replace them.

@@ -115,6 +115,18 @@ def test_nested_arguments_are_flattened_and_outputs_keep_their_structure():
     backend_checks.assert_same_outputs(model(*args), lowered(*args), **TOLERANCE)
 
 
+class ThreeOutputs(torch.nn.Module):
+    def forward(self, x):
+        return x.sum(), x * 2, x[:2] + 1
+
+
+def test_one_input_with_several_outputs_gives_each_output_in_its_place():
+    model, x = ThreeOutputs(), torch.randn(4)
+    lowered = lower(model, {"forward": (x,)})
+    assert lowered.compiled("forward").flat
+    backend_checks.assert_same_outputs(model(x), lowered(x), **TOLERANCE)
+
+
 def test_inputs_that_require_grad_or_are_not_contiguous_are_accepted(zoo_lowered):
     model, inputs, lowered, _ = zoo_lowered["mlp"]
     x = inputs["forward"][0]

@@ -228,6 +228,26 @@ def test_lowered_module_nested_in_an_eager_parent(xh):
     assert isinstance(parent.child, pipeline.LoweredModule)
 
 
+def test_forward_hooks_of_the_module_and_global_ones_still_run(xh):
+    # LoweredModule.__call__ skips torch.nn.Module's call machinery only while no hook is registered.
+    lowered = lower_basic("export", xh, spec={"forward": {}})
+    seen = []
+    handles = [lowered.register_forward_pre_hook(lambda module, args: seen.append("pre")),
+               lowered.register_forward_hook(lambda module, args, output: (output[0] * 0, output[1]))]
+    total, _ = lowered(*xh)
+    assert seen == ["pre"] and total.eq(0).all()
+    for handle in handles:
+        handle.remove()
+    total, _ = lowered(*xh)
+    assert seen == ["pre"] and total.equal(xh[0] + xh[1])
+    global_handle = torch.nn.modules.module.register_module_forward_hook(lambda m, a, o: seen.append(type(m)))
+    try:
+        lowered(*xh)
+    finally:
+        global_handle.remove()
+    assert seen == ["pre", pipeline.LoweredModule]
+
+
 @dataclasses.dataclass
 class ModelOutput:
     logits: torch.Tensor
