@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from typing import Any, List
 
+import torch
+
 from pipeline.core.backend import LoweringError, format_choices, quiet
 
 from pipeline.backends.executorch.compile_spec import NAME, ExecuTorchCompileSpec, Partitioner
@@ -38,9 +40,19 @@ def to_executorch(exported: "object", spec: ExecuTorchCompileSpec, method: str) 
         raise LoweringError(
             f"Backend {NAME!r}: ExecuTorch could not lower method {method!r} (partitioner="
             f"{spec.partitioner.value}, quantize={spec.quantize.value}): {type(error).__name__}: {error}"
+            + _hint(exported, spec, error)
         ) from error
     check_kernels(program, method)
     return program
+
+
+def _hint(exported: Any, spec: ExecuTorchCompileSpec, error: Exception) -> str:
+    """What to do when XNNPACK kept an op whole for itself but cannot take it: inside torch.cond branches."""
+    control_flow = any(isinstance(node.target, torch._ops.HigherOrderOperator) for node in exported.graph.nodes)
+    if spec.partitioner is Partitioner.xnnpack and control_flow and "not decomposed or delegated" in str(error):
+        return ("\n(The method has control flow (torch.cond): XNNPACK does not delegate inside its branches. "
+                "Lower it with compile_spec partitioner=none, which runs ExecuTorch's portable kernels.)")
+    return ""
 
 
 def kernel_names(program: Any, method: str) -> List[str]:

@@ -58,7 +58,7 @@ def convert(program: "torch.export.ExportedProgram", method: str) -> Converted:
             model = frontend.convert(frontend.load(decoder))
             apply_moc_transformations(model, cf=False, smart_reshape=True)
             compress_quantize_weights_transformation(model)
-            restore_shapes(model, inputs_of(decoder.pt_module.graph), method)
+            restore_shapes(model, [n for n in decoder.pt_module.graph.nodes if n.op == "placeholder"], method)
     except LoweringError:
         raise
     except Exception as error:
@@ -86,26 +86,37 @@ def _quiet_converter() -> Iterator[None]:
 
 def inputs_of(graph: "torch.fx.Graph") -> List["torch.fx.Node"]:
     """The converted graph's inputs: the method's flattened tensor arguments, in order, as the model's
-    parameters are (their names are the frontend's own: ``pair`` for the argument ``pair_0``)."""
-    return [node for node in graph.nodes if node.op == "placeholder"]
+    parameters are (their names are the frontend's own: ``pair`` for the argument ``pair_0``). Values
+    the program was specialised on (``use_cache=False``, None) are placeholders too, but not inputs."""
+    return [node for node in graph.nodes if node.op == "placeholder" and _is_tensor(node)]
 
 
-def restore_shapes(model: Any, inputs: List["torch.fx.Node"], method: str) -> None:
+def _is_tensor(node: "torch.fx.Node") -> bool:
+    return isinstance(node.meta.get("val"), torch.Tensor)
+
+
+def restore_shapes(model: Any, placeholders: List["torch.fx.Node"], method: str) -> None:
+    """Give each input the program's static shape back, and drop the parameters the frontend made for
+    specialised values: they are unused, and the CPU plugin refuses a parameter of dynamic rank."""
     import openvino
     from openvino.passes import ConstantFolding, Manager
 
     parameters = model.get_parameters()
-    if len(parameters) != len(inputs):
+    if len(parameters) != len(placeholders):
         raise LoweringError(
-            f"Backend {NAME!r}: the IR of method {method!r} has {len(parameters)} inputs, but the method has "
-            f"{len(inputs)} tensor arguments ({[node.name for node in inputs]})."
+            f"Backend {NAME!r}: the IR of method {method!r} has {len(parameters)} inputs, but the method's graph "
+            f"has {len(placeholders)} ({[node.name for node in placeholders]})."
         )
     shapes = {}
-    for parameter, node in zip(parameters, inputs):
-        value = node.meta.get("val")
-        if isinstance(value, torch.Tensor):
-            shapes[parameter.output(0)] = openvino.PartialShape(
-                [size if isinstance(size, int) else openvino.Dimension() for size in value.shape])
+    for parameter, node in zip(parameters, placeholders):
+        if not _is_tensor(node):
+            if any(user.target != "_guards_fn" for user in node.users):  # torch.export's input guards only
+                raise LoweringError(f"Backend {NAME!r}: method {method!r} computes with its non-tensor argument "
+                                    f"{node.name!r}; OpenVINO takes tensor inputs only.")
+            model.remove_parameter(parameter)
+            continue
+        shapes[parameter.output(0)] = openvino.PartialShape(
+            [size if isinstance(size, int) else openvino.Dimension() for size in node.meta["val"].shape])
     model.reshape(shapes)
     folding = Manager()
     folding.register_pass(ConstantFolding())

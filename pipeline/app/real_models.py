@@ -24,11 +24,19 @@ BACKENDS: Dict[str, List[str]] = {
     "onnxruntime": ["backend=onnxruntime", "frontend=export"],
     "torchscript": ["backend=torchscript", "frontend=torchscript", "frontend.mode=trace"],
     "inductor": ["backend=inductor", "frontend=export"],
+    "executorch": ["backend=executorch", "frontend=export"],
+    "openvino": ["backend=openvino", "frontend=export"],
 }
 QUICK = ["latency.enabled=false", "verify.random_trials=2", "threads=1"]
 
-# (model, backend) -> the stage it fails in and why: torch.cond can be exported but neither traced nor scripted.
-EXPECTED_FAILURES = {("cond_gate", "torchscript"): ("capture", "torch.jit.trace failed for CondGate")}
+# (model, backend) -> the stage it fails in, why, and the advice its error gives (if any). torch.cond can be exported but
+# neither traced nor scripted, and XNNPACK does not delegate inside its branches. ExecuTorch's edge passes
+# meet GPT-2's `x.view(-1, n)` on a transposed tensor (eager's strides differ): an upstream limitation.
+EXPECTED_FAILURES = {
+    ("cond_gate", "torchscript"): ("capture", "torch.jit.trace failed for CondGate", "frontend=export"),
+    ("cond_gate", "executorch"): ("lower", "XNNPACK does not delegate inside its branches", "partitioner=none"),
+    ("hf_gpt2", "executorch"): ("lower", "Cannot view a tensor with shape", None),
+}
 
 
 def lower(model: str, backend: str, out_dir: Path, extra: List[str] = ()) -> Dict[str, Any]:

@@ -115,6 +115,18 @@ def test_nested_arguments_are_flattened_and_outputs_keep_their_structure():
     backend_checks.assert_same_outputs(model(*args), lowered(*args), **TOLERANCE)
 
 
+class OptionalArguments(torch.nn.Module):  # as Hugging Face models take token_type_ids=None, use_cache=...
+    def forward(self, x, bias=None, double=False):
+        y = x + bias if bias is not None else x
+        return y * 2 if double else y
+
+
+def test_values_the_program_was_specialised_on_are_not_ir_inputs():
+    model, x = OptionalArguments(), torch.randn(4)
+    lowered = lower(model, {"forward": {"args": (x,), "kwargs": {"bias": None, "double": True}}})
+    backend_checks.assert_same_outputs(model(x, double=True), lowered(x, double=True), **TOLERANCE)
+
+
 class ThreeOutputs(torch.nn.Module):
     def forward(self, x):
         return x.sum(), x * 2, x[:2] + 1
