@@ -203,6 +203,7 @@ def sub_program(program: torch.export.ExportedProgram, group: Group, method: str
         outputs=[TensorArgument(env[node].name) for node in group.outputs],
         in_spec=pytree.tree_structure((examples, {})),
         out_spec=pytree.tree_structure(tuple(range(len(group.outputs)))),
+        forward_arg_names=[node.name for node in users],
     )
     try:
         return torch.export.ExportedProgram(

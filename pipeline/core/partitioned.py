@@ -193,7 +193,7 @@ def summary_line(record: Dict[str, Any]) -> str:
             ops_at[place].append(op)
     if not ops_at:
         return text + "; no fallback"
-    places = [f"{' and '.join(ops)} at {place}" for place, ops in ops_at.items()]
+    places = [f"{'/'.join(ops)} at {place}" for place, ops in ops_at.items()]
     more = f" and {len(places) - MAX_LISTED} more" if len(places) > MAX_LISTED else ""
     return f"{text}; fallback: {', '.join(places[:MAX_LISTED])}{more}"
 
