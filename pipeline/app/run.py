@@ -138,8 +138,12 @@ def run_stages(request: RunRequest, out_dir: Path, stages: Stages, report: Dict[
         lowered = codegen_backend_module(
             request.backend_name, captured, request.compile_spec,
             debug_handles=request.debug_handles, timings=lower_timings,
+            partition=request.partition, min_nodes=request.min_nodes,
         )
         report["backend_notes"] = lowered.notes
+        if request.partition:
+            report["partition"] = lowered.partition
+            log.info("partition    %s", lowered.partition["summary"])
     if request.verify.enabled:
         with stages("verify"):
             result = verify(model, lowered, _input_sets(request, calls), request.tolerance.atol,
@@ -270,6 +274,7 @@ def _base_report(request: RunRequest, extra: Dict[str, Any]) -> Dict[str, Any]:
         "profile": None,
         "artifact": None,
         "handles": None,
+        "partition": None,
         "env": {**package_versions(), "git": git_state()},
         **extra,
     }
