@@ -46,7 +46,7 @@ def node_support(node: Any) -> "bool | str":
     op = node.target
     if not isinstance(op, torch._ops.OpOverload):
         return "is not an ATen op (higher-order ops such as torch.cond are lowered only as whole programs)"
-    reason = KNOWN_FAILURES.get(op.name())
+    reason = KNOWN_FAILURES.get(op._schema.name)
     if reason:
         return reason
     values = pytree.tree_leaves((node.meta.get("val"), [a.meta.get("val") for a in node.all_input_nodes]))

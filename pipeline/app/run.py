@@ -232,7 +232,9 @@ def record_profile(lowered: Any, inputs: Dict[str, Any], out_dir: Path) -> Dict[
         return {"path": None, "supported": False, "top": []}
     write_json(out_dir / PROFILE, result)
     top = [{k: e[k] for k in ("source", "module_hierarchy", "seconds", "share")} for e in result["by_source"][:10]]
-    return {"path": PROFILE, "supported": True, "attributed_share": result["attributed_share"], "top": top}
+    by_partition = {"by_partition": result["by_partition"]} if "by_partition" in result else {}
+    return {"path": PROFILE, "supported": True, "attributed_share": result["attributed_share"], "top": top,
+            **by_partition}
 
 
 def _earlier_artifact(out_dir: Path) -> List[str]:

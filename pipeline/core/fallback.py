@@ -47,7 +47,7 @@ def op_name(target: Any) -> Optional[str]:
     """``aten::fft_fft.default`` for an OpOverload of an allowed namespace, else None."""
     if not isinstance(target, torch._ops.OpOverload) or target.namespace not in NAMESPACES:
         return None
-    return f"{target.name()}.{target._overloadname}"
+    return f"{target._schema.name}.{target._overloadname}"
 
 
 class TensorTable:
