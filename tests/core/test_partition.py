@@ -14,8 +14,8 @@ from pipeline.core.partitioned import KIND, PartitionedModule
 from pipeline.core.payload import pack_parts, unpack_parts
 from pipeline.core.profiling import profile
 from pipeline.zoo.fnet import FNet, FourierBlock
-from tests.artifact_forgery import forge, members
-from tests.backend_checks import check_against_eager, line_of
+from artifact_forgery import forge, members
+from backend_checks import check_against_eager, line_of
 
 FFT_LINE = line_of(FourierBlock.forward, "torch.fft.fft2")
 
