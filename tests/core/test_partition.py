@@ -15,7 +15,7 @@ from pipeline.core.payload import pack_parts, unpack_parts
 from pipeline.core.profiling import profile
 from pipeline.zoo.fnet import FNet, FourierBlock
 from artifact_forgery import forge, members
-from backend_checks import check_against_eager, line_of
+from backend_checks import check_against_eager, line_of, tolerance
 
 FFT_LINE = line_of(FourierBlock.forward, "torch.fft.fft2")
 
@@ -188,3 +188,25 @@ def test_partitioning_needs_the_export_frontend():
         to_backend("reference", model, {"forward": {}}, example_inputs={"forward": (torch.randn(1, 4),)},
                    partition=True, min_nodes=0)
 
+
+
+class Eigen(nn.Module):
+    def forward(self, x):
+        values = torch.linalg.eigh(x @ x.mT)[0]  # the reference backend has no eigh
+        return torch.relu(values * 2) + torch.linalg.eigh(x)[0]
+
+
+def test_a_failing_fallback_op_is_reported_at_its_source_line():
+    lowered = to_backend("reference", Eigen().eval(), {"forward": {}}, example_inputs={"forward": (torch.randn(3, 3),)},
+                         partition=True)
+    with pytest.raises(pipeline.BackendRuntimeError, match="Fallback op aten::linalg_eigh.default") as error:
+        lowered(torch.randn(3, 4))  # x @ x.mT is square, x itself is not
+    assert f"line {line_of(Eigen.forward, 'torch.linalg.eigh(x)[0]')}" in str(error.value)
+
+
+def test_the_onnxruntime_backend_partitions_fnet_around_its_complex_values(fnet):
+    model, inputs = fnet
+    lowered = to_backend("onnxruntime", model, {"forward": {}}, example_inputs=inputs, partition=True)
+    assert len(lowered.partition["partitions"]) == 3
+    assert "complex tensor" in lowered.partition["fallback"][0]["reason"]
+    check_against_eager(model, inputs, lowered, **tolerance("onnxruntime"))
