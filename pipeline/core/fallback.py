@@ -135,13 +135,16 @@ def resolve_op(name: str, where: str) -> torch._ops.OpOverload:
     return found
 
 
-def decode(data: Any, tensors: Sequence[torch.Tensor], where: str) -> Callable[[Dict[str, Any]], Any]:
-    """A reader of one operand from the values computed so far."""
+def decode(data: Any, tensors: Sequence[torch.Tensor], where: str,
+           defined: Optional[set] = None) -> Callable[[Dict[str, Any]], Any]:
+    """A reader of one operand from the values computed so far (``defined``: their names, when checked)."""
     if not isinstance(data, dict) or len(data) != 1:
         raise MalformedInput(f"{where}: an operand is a one-key object, not {type(data).__name__}.")
     (tag, content), = data.items()
     if tag == "ref":
         name = expect(content, str, where)
+        if defined is not None and name not in defined:
+            raise MalformedInput(f"{where}: {name!r} is read before any input or step defines it.")
         return lambda values: values[name]
     if tag == "tensor":
         index = expect(content, int, where)
@@ -150,7 +153,7 @@ def decode(data: Any, tensors: Sequence[torch.Tensor], where: str) -> Callable[[
         tensor = tensors[index]
         return lambda values: tensor
     if tag == "list":
-        items = [decode(item, tensors, f"{where}[{i}]") for i, item in enumerate(expect(content, list, where))]
+        items = [decode(item, tensors, f"{where}[{i}]", defined) for i, item in enumerate(expect(content, list, where))]
         return lambda values: [read(values) for read in items]
     constant = _constant(tag, content, where)
     return lambda values: constant
@@ -196,18 +199,22 @@ class FallbackProgram:
         steps = member(data, "steps", list, where)
         if len(steps) > MAX_STEPS:
             raise MalformedInput(f"{where}: more than {MAX_STEPS} steps.")
-        self.steps = [self._step(step, tensors, partitions, f"{where}: steps[{i}]") for i, step in enumerate(steps)]
-        self.outputs = [decode(o, tensors, f"{where}: outputs") for o in member(data, "outputs", list, where)]
+        defined = set(self.inputs)  # every read is checked against what is defined before it
+        self.steps = [self._step(step, tensors, partitions, f"{where}: steps[{i}]", defined)
+                      for i, step in enumerate(steps)]
+        self.outputs = [decode(o, tensors, f"{where}: outputs", defined) for o in member(data, "outputs", list, where)]
         self.profilers = {name: profile for name, (_, profile, _) in partitions.items()}
 
     @staticmethod
     def _step(data: Any, tensors: Sequence[torch.Tensor], partitions: Dict[str, Tuple[Callable, Callable, tuple]],
-              where: str) -> _Step:
+              where: str, defined: set) -> _Step:
         call = member(data, "call", str, where)
-        args = [decode(a, tensors, f"{where}.args[{i}]") for i, a in enumerate(member(data, "args", list, where))]
-        kwargs = {expect(k, str, where): decode(v, tensors, f"{where}.kwargs.{k}")
+        args = [decode(a, tensors, f"{where}.args[{i}]", defined)
+                for i, a in enumerate(member(data, "args", list, where))]
+        kwargs = {expect(k, str, where): decode(v, tensors, f"{where}.kwargs.{k}", defined)
                   for k, v in member(data, "kwargs", dict, where, default={}).items()}
         outputs = [expect(name, str, f"{where}.outputs") for name in member(data, "outputs", list, where)]
+        defined.update(outputs)
         target = member(data, "target", str, where, default="")
         if call == "op":
             kernel = resolve_op(target, where)

@@ -98,7 +98,8 @@ def _partitioned(backend: BackendInfo, captured: Any, spec: Dict[str, Dict[str, 
                  min_nodes: int, timings: Dict[str, float], module_kwargs: Dict[str, Any]) -> PartitionedModule:
     """Split (`pipeline.core.partitioned`), lower the supported groups in one preprocess, record the split."""
     start = time.perf_counter()
-    split = split_program(backend, captured, spec, generator, min_nodes)
+    with toolchain_output.logged():  # functionalizing re-traces the program, and torch talks as it does
+        split = split_program(backend, captured, spec, generator, min_nodes)
     timings["partition"] = time.perf_counter() - start - generator.seconds
     timed = _TimedGenerator(split.generator)
     timed.seconds = generator.seconds

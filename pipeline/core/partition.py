@@ -18,6 +18,7 @@ resolve the group's nodes too, and their source lines stay the user's.
 from __future__ import annotations
 
 import copy
+import heapq
 import operator
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Union
@@ -146,20 +147,26 @@ def _run_order(graph: torch.fx.Graph, groups: List[Group],
     for node in graph.nodes:
         if node.op == "call_function" or node.op == "get_attr":
             units.setdefault(owner.get(node, node), []).append(node)
-    depends = {unit: {owner.get(arg, arg) for n in nodes for arg in n.all_input_nodes} - {unit}
+    depends = {unit: {owner.get(arg, arg) for n in nodes for arg in n.all_input_nodes} & units.keys() - {unit}
                for unit, nodes in units.items()}
-    depends = {unit: {d for d in deps if d in units} for unit, deps in depends.items()}
-    first = {unit: min(position[n] for n in nodes) for unit, nodes in units.items()}
+    first = {unit: min(position[n] for n in nodes) for unit, nodes in units.items()}  # unique per unit
+    readers: Dict[Any, List[Any]] = {unit: [] for unit in units}
+    for unit, deps in depends.items():
+        for dep in deps:
+            readers[dep].append(unit)
+    waiting = {unit: len(deps) for unit, deps in depends.items()}
+    ready = [(first[unit], unit) for unit, count in waiting.items() if count == 0]
+    heapq.heapify(ready)
     order: List[Any] = []
-    done: set = set()
-    pending = sorted(units, key=first.__getitem__)
-    while pending:  # the groups are convex (the partitioner's guarantee), so every pass makes progress
-        ready = next((u for u in pending if depends[u] <= done), None)
-        if ready is None:
-            raise LoweringError("Partitioned lowering: the groups depend on each other in a cycle.")
-        order.append(ready)
-        done.add(ready)
-        pending.remove(ready)
+    while ready:  # Kahn's sort, earliest original position first: the program's order where it can be kept
+        _, unit = heapq.heappop(ready)
+        order.append(unit)
+        for reader in readers[unit]:
+            waiting[reader] -= 1
+            if waiting[reader] == 0:
+                heapq.heappush(ready, (first[reader], reader))
+    if len(order) != len(units):  # the partitioner keeps groups convex, so this would be its bug
+        raise LoweringError("Partitioned lowering: the groups depend on each other in a cycle.")
     return order
 
 

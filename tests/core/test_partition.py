@@ -133,6 +133,14 @@ def test_loading_refuses_a_fallback_op_outside_the_allowed_namespaces(lowered, t
     assert NAMESPACES == ("aten", "prims")
 
 
+def test_loading_refuses_a_fallback_that_reads_a_value_before_it_is_defined(lowered, tmp_path):
+    path = pipeline.save_lowered(lowered, tmp_path / "fnet.lowered")
+    forged = _forge_fallback(path, tmp_path / "forged.lowered",
+                             lambda meta: meta["methods"]["forward"]["steps"][0]["args"].append({"ref": "nowhere"}))
+    with pytest.raises(pipeline.ArtifactError, match="'nowhere' is read before any input or step defines it"):
+        pipeline.load_lowered(forged)
+
+
 def test_a_version_2_artifact_still_loads_and_may_not_claim_a_partition(tmp_path):
     model = nn.Linear(4, 2).eval()
     x = torch.randn(1, 4)
