@@ -1,7 +1,7 @@
 """Partitioned lowering: the subgraphs a backend supports run on it, the rest in PyTorch, and it is recorded.
 
 ``to_backend(..., partition=True)`` (export frontend only) comes here through
-`split_program`: each method's program is functionalized, its nodes get debug
+`split_program`: each method's program is functionalized if it writes in place, its nodes get debug
 handles, `pipeline.core.partition.split_method` finds the supported groups,
 and the backend's ``preprocess`` lowers all groups of all methods in one call,
 each group as a method of its own (``forward_p0``, ``forward_p1``, ...), with
@@ -87,7 +87,12 @@ def split_program(backend: BackendInfo, captured: Any, spec: Dict[str, Dict[str,
 
 
 def functionalize(program: torch.export.ExportedProgram, method: str) -> torch.export.ExportedProgram:
-    """No in-place op may write across a group's edge: the program with every write made functional."""
+    """No in-place op may write across a group's edge: a program with an op that writes into its arguments
+    is functionalized (``run_decompositions({})``, which also normalizes some ops: ``batch_norm`` to
+    ``_native_batch_norm_legit_no_training``, ``flatten`` to ``view``); any other is kept as exported."""
+    if not any(isinstance(node.target, torch._ops.OpOverload) and node.target._schema.is_mutable
+               for node in program.graph.nodes if node.op == "call_function"):
+        return program
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # torch's own pytree deprecation, inside deepcopy

@@ -36,7 +36,7 @@ def test_fnet_runs_partitioned_from_the_command_line_and_records_where_each_node
     entry = report["partition"]
     line = line_of(FourierBlock.forward, "torch.fft.fft2")
     assert entry["summary"] == (f"{entry['on_backend']} of {entry['nodes']} nodes on reference in 3 subgraphs; "
-                                f"fallback: fft_fft2/view_as_real at fnet.py:{line}")
+                                f"fallback: fft_fft2/real at fnet.py:{line}")
     assert report["verify"]["passed"]
     console = done.stdout + done.stderr
     assert sum(entry["summary"] in text for text in console.splitlines()) == 1  # one line, and only one
