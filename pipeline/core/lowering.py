@@ -90,7 +90,7 @@ def _preprocess(backend: BackendInfo, program: Any, spec: Dict[str, Dict[str, An
     except Exception as error:
         raise LoweringError(f"Backend {backend.name!r}: preprocess failed: {type(error).__name__}: {error}") from error
     timings["debug_handles"] = generator.seconds
-    timings["preprocess"] = timings.get("preprocess", 0.0) + time.perf_counter() - start - (generator.seconds - before)
+    timings["preprocess"] = time.perf_counter() - start - (generator.seconds - before)
     return _as_preprocess_result(backend.name, result)
 
 
