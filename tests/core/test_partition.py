@@ -200,6 +200,30 @@ def test_partitioning_needs_the_export_frontend():
 
 
 
+class Windowed(nn.Module):
+    """A buffer and a constant tensor read by fallback ops, and an input returned as it is."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("window", torch.hann_window(8))
+        self.linear = nn.Linear(8, 8)
+
+    def forward(self, x):
+        window = torch.fft.fft(self.window).real
+        ramp = torch.tensor([1.0, 2.0] * 4)
+        return self.linear(x * window) + torch.fft.fft(ramp).real, x
+
+
+def test_buffers_and_constants_the_fallback_reads_are_stored_with_it(tmp_path):
+    model, inputs = Windowed().eval(), {"forward": (torch.randn(2, 8),)}
+    lowered = to_backend("reference", model, {"forward": {}}, example_inputs=inputs, partition=True)
+    meta, parts = unpack_parts(lowered.payload, KIND)
+    assert meta["tensors"][0] == {"dtype": "float32", "shape": [8]}  # the window, read by the first fft
+    assert parts["tensor/0"] == model.window.numpy().tobytes()
+    loaded = pipeline.load_lowered(pipeline.save_lowered(lowered, tmp_path / "windowed.lowered"))
+    check_against_eager(model, inputs, lowered, atol=1e-5, rtol=1e-5, loaded=loaded)
+
+
 class Eigen(nn.Module):
     def forward(self, x):
         values = torch.linalg.eigh(x @ x.mT)[0]  # the reference backend has no eigh
