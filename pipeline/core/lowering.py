@@ -103,7 +103,7 @@ def _partitioned(backend: BackendInfo, captured: Any, spec: Dict[str, Dict[str, 
     timings["partition"] = time.perf_counter() - start - generator.seconds
     timed = _TimedGenerator(split.generator)
     timed.seconds = generator.seconds
-    result = (_preprocess(backend, split.programs, split.spec, timed, timings) if split.programs
+    result = (_preprocess(backend, _own_copy(split.programs), split.spec, timed, timings) if split.programs
               else PreprocessResult(b""))
     handle_map = generator.handle_map
     mark_handles(handle_map, split)

@@ -91,6 +91,7 @@ def test_debug_handles_are_unique_across_partitions_and_each_names_its_partition
     for partition in lowered.partition["partitions"]:
         assert sorted(by_partition[partition["name"]]) == partition["handles"]
     # the backend's instruction ids point at the handles of their own partition's nodes
+    assert len(lowered.handle_map.backend_map) == lowered.partition["on_backend"]
     for key, handles in lowered.handle_map.backend_map.items():
         assert all(records[h].partition == key.split("/")[0] for h in handles)
     assert sorted(by_partition["fallback"]) == sorted(e["handle"] for e in lowered.partition["fallback"])
