@@ -26,6 +26,7 @@ _EXPORTS = {
     "pipeline.core.frontends": ["CapturedProgram", "capture"],
     "pipeline.core.lowered_module": ["LoweredModule"],
     "pipeline.core.lowering": ["codegen_backend_module", "to_backend", "to_backend_selective"],
+    "pipeline.core.partitioned": ["PartitionedModule"],
     "pipeline.core.registry": ["get_backend", "get_backend_preprocess_function", "has_backend_preprocess_function",
                           "list_backends", "register_backend", "register_backend_preprocess_function",
                           "unregister_backend"],

@@ -24,6 +24,7 @@ from pipeline.core.backend import (UNKNOWN_HANDLE, Backend, BackendRuntimeError,
 
 from pipeline.backends.onnxruntime.compile_spec import NAME, OnnxRuntimeCompileSpec, check_providers, session_options
 from pipeline.backends.onnxruntime.preprocess import preprocess
+from pipeline.backends.onnxruntime.support import node_support
 
 
 
@@ -40,6 +41,11 @@ class OnnxRuntimeBackend(Backend):
     CompileSpec = OnnxRuntimeCompileSpec
     version = f"0.1.0+onnxruntime.{package_version('onnxruntime') or 'missing'}"
     preprocess = staticmethod(preprocess)
+
+    @classmethod
+    def supports(cls, node: Any) -> "bool | str":
+        """What the ONNX exporter translates or decomposes, less known failures (`support.node_support`)."""
+        return node_support(node)
 
     def is_available(self) -> bool:
         try:

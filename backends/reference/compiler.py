@@ -11,12 +11,13 @@ debug handle of the node it came from.
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
-from pipeline.core.backend import LoweringError, PreprocessResult, UnsupportedOpError, parse_method_specs
+from pipeline.core.backend import LoweringError, PreprocessResult, UnsupportedOpError, describe_node, parse_method_specs
 
 from pipeline.backends.reference import from_export, from_torchscript, ops, passes
 from pipeline.backends.reference.compile_spec import ReferenceCompileSpec
@@ -129,6 +130,24 @@ def _why_not_runnable(instruction: Instruction) -> str:
     if constants:
         return f"takes a {type(constants[0]).__name__} constant, which a reference-backend program cannot hold"
     return ""
+
+
+def node_support(node: Any) -> "bool | str":
+    """`Backend.supports` for one FX node: the op table (``ops.SUPPORTED_OPS``) and the same checks
+    `find_problems` makes on the instruction the node would become (in-place writes, training flags,
+    constants a program cannot hold), so that what it accepts, preprocess compiles."""
+    if node.op != "call_function":
+        return f"is a {node.op} node"
+    if node.target is operator.getitem:
+        return True
+    if not isinstance(node.target, torch._ops.OpOverload):  # torch.cond and other higher-order ops
+        return ("is not an ATen op; the reference backend runs torch.cond only in a whole program, "
+                "not in a partition")
+    refs = lambda value: Ref(0) if isinstance(value, torch.fx.Node) else (  # noqa: E731
+        type(value)(refs(v) for v in value) if isinstance(value, (list, tuple)) else value)
+    instruction = Instruction(describe_node(node).op, [refs(a) for a in node.args],
+                              {k: refs(v) for k, v in node.kwargs.items()}, [0])
+    return _why_not_runnable(instruction) or True
 
 
 # Ops that appear only when a model is captured in training mode.

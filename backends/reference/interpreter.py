@@ -21,7 +21,7 @@ from pipeline.core.backend import (Backend, BackendRuntimeError, LoweringError, 
 
 from pipeline.backends.reference import ops
 from pipeline.backends.reference.compile_spec import ReferenceCompileSpec
-from pipeline.backends.reference.compiler import preprocess
+from pipeline.backends.reference.compiler import node_support, preprocess
 from pipeline.backends.reference.program import NO_HANDLE, Block, InputSpec, Instruction, MethodProgram, Ref, is_constant, parse
 
 Reader = Callable[[List[Any]], Any]  # reads one operand from the value table
@@ -36,6 +36,11 @@ class ReferenceBackend(Backend):
     CompileSpec = ReferenceCompileSpec
     version = "0.1.0"
     preprocess = staticmethod(preprocess)
+
+    @classmethod
+    def supports(cls, node: Any) -> "bool | str":
+        """From the op table and the compiler's own checks (`compiler.node_support`)."""
+        return node_support(node)
 
     def compile(self, payload: bytes, method_compile_spec: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
         program = parse(payload)

@@ -42,6 +42,12 @@ class TorchScriptBackend(Backend):
     preprocess = staticmethod(preprocess)
     check_compile_spec = staticmethod(check_same_spec)
 
+    @classmethod
+    def supports(cls, node: Any) -> "bool | str":
+        """Everything: TorchScript runs any op PyTorch has. (It lowers scripted programs, so
+        partitioned lowering, which splits exported ones, has nothing to give it.)"""
+        return True
+
     def compile(self, payload: bytes, method_compile_spec: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
         spec = module_spec(method_compile_spec)
         extra = {BACKEND_MAP_FILE: ""}

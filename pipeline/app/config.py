@@ -79,6 +79,11 @@ def validate(cfg: DictConfig) -> RunRequest:
         raise ConfigError(f"threads: {options.threads} is not allowed; allowed: null (torch's default) "
                           f"or 1..{MAX_THREADS}.")
     _check_artifact_name(options.artifact_name)
+    if options.partition and frontend != "export":
+        raise ConfigError(f"partition=true splits exported programs; frontend {frontend!r} cannot be partitioned "
+                          "(allowed with partition=true: 'export'). Choose frontend=export.")
+    if options.min_nodes < 1:
+        raise ConfigError(f"min_nodes: {options.min_nodes} is not allowed; allowed: 1 or more.")
     strategy = _choice(_section(cfg, "debug_handles").get("strategy"), STRATEGIES, "debug_handles.strategy")
     return RunRequest(
         model_target=str(target),
@@ -97,6 +102,8 @@ def validate(cfg: DictConfig) -> RunRequest:
         seed=options.seed,
         threads=options.threads,
         artifact_name=options.artifact_name,
+        partition=options.partition,
+        min_nodes=options.min_nodes,
     )
 
 

@@ -70,6 +70,8 @@ def render(data: Dict[str, Any], show_all: bool = False) -> str:
         out.append(f"artifact: backend={manifest['backend']} frontend={manifest['frontend']} "
                    f"model={manifest['original_type']} format=v{manifest['format_version']}")
         out.append("versions: " + ", ".join(f"{k} {v}" for k, v in sorted(manifest["versions"].items())))
+        if isinstance(manifest.get("partition"), dict):
+            out.append(f"partition: {manifest['partition'].get('summary')}")
         rows = [[m, json.dumps(manifest["compile_spec"][m], sort_keys=True),
                  "(" + ", ".join(p["name"] + ("=" + p["default"] if "default" in p else "")
                                  for p in manifest["signatures"][m]["params"]) + ")"]
@@ -80,11 +82,14 @@ def render(data: Dict[str, Any], show_all: bool = False) -> str:
     if handles:
         records = handles["handles"]
         shown = records if show_all else records[:40]
-        rows = [[r["handle"], r["method"], r["op"], _where(r), _tail(r["module_hierarchy"])] for r in shown]
+        partitioned = any("partition" in r for r in records)
+        rows = [[r["handle"], r["method"], r["op"], *([r.get("partition", "")] if partitioned else []), _where(r),
+                 _tail(r["module_hierarchy"])] for r in shown]
         out.append("")
         out.append(f"handle map: {len(records)} handles ({handles['strategy']}), "
                    f"{len(handles['backend_map'])} backend ids")
-        out.append(text_table(["handle", "method", "op", "source", "module hierarchy"], rows, max_width=100))
+        out.append(text_table(["handle", "method", "op", *(["partition"] if partitioned else []), "source",
+                               "module hierarchy"], rows, max_width=100))
         if len(shown) < len(records):
             out.append(f"... {len(records) - len(shown)} more (--all shows every handle)")
     profile = data.get("profile")

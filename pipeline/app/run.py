@@ -138,8 +138,12 @@ def run_stages(request: RunRequest, out_dir: Path, stages: Stages, report: Dict[
         lowered = codegen_backend_module(
             request.backend_name, captured, request.compile_spec,
             debug_handles=request.debug_handles, timings=lower_timings,
+            partition=request.partition, min_nodes=request.min_nodes,
         )
         report["backend_notes"] = lowered.notes
+        if request.partition:
+            report["partition"] = lowered.partition
+            log.info("partition    %s", lowered.partition["summary"])
     if request.verify.enabled:
         with stages("verify"):
             result = verify(model, lowered, _input_sets(request, calls), request.tolerance.atol,
@@ -228,7 +232,9 @@ def record_profile(lowered: Any, inputs: Dict[str, Any], out_dir: Path) -> Dict[
         return {"path": None, "supported": False, "top": []}
     write_json(out_dir / PROFILE, result)
     top = [{k: e[k] for k in ("source", "module_hierarchy", "seconds", "share")} for e in result["by_source"][:10]]
-    return {"path": PROFILE, "supported": True, "attributed_share": result["attributed_share"], "top": top}
+    by_partition = {"by_partition": result["by_partition"]} if "by_partition" in result else {}
+    return {"path": PROFILE, "supported": True, "attributed_share": result["attributed_share"], "top": top,
+            **by_partition}
 
 
 def _earlier_artifact(out_dir: Path) -> List[str]:
@@ -270,6 +276,7 @@ def _base_report(request: RunRequest, extra: Dict[str, Any]) -> Dict[str, Any]:
         "profile": None,
         "artifact": None,
         "handles": None,
+        "partition": None,
         "env": {**package_versions(), "git": git_state()},
         **extra,
     }

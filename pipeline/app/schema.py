@@ -101,6 +101,10 @@ class RunConfig:
     threads: Optional[int] = 1
     profile: bool = False  # per-instruction times mapped to source, written to profile.json
     artifact_name: str = "model.lowered"  # the artifact's file name in the run directory
+    # Lower the groups of nodes the backend supports and run the rest in PyTorch (export frontend only);
+    # report.json's `partition` says which node went where.
+    partition: bool = False
+    min_nodes: int = 1  # with partition=true: smaller supported groups run in PyTorch too
     verify: VerifyConfig = field(default_factory=VerifyConfig)
     latency: LatencyConfig = field(default_factory=LatencyConfig)
 
@@ -128,3 +132,5 @@ class RunRequest:
     seed: int
     threads: Optional[int]
     artifact_name: str
+    partition: bool = False
+    min_nodes: int = 1

@@ -10,6 +10,13 @@ identical lowerings give byte-identical files)::
     handles.json    the debug-handle map and the backend's own map
     code.py         the generated source of the lowered methods (for people)
 
+A partitioned lowering (``to_backend(..., partition=True)``) adds ``partition``
+to the manifest (the record of the split; format version 3) and its
+payload.bin is a container of the backend's payload, each method's fallback as
+JSON and the tensors it reads (`pipeline.core.partitioned`); loading runs the
+fallback's ATen ops and the backend's handles, nothing else. Version-2 files
+(no partition) still load.
+
 Reading (`read_artifact`) takes the file as data from elsewhere: the zip within
 limits (`pipeline.core.bounded_zip`), JSON within limits
 (`pipeline.core.bounded_json`), every manifest field checked for its type,
@@ -46,11 +53,13 @@ from pipeline.core.files import write_atomic
 from pipeline.core.hashing import canonical_json, sha256_bytes, sha256_file
 from pipeline.core.literals import check_name
 from pipeline.core.lowered_module import LoweredModule
+from pipeline.core.partitioned import PartitionedModule
 from pipeline.core.registry import get_backend
 from pipeline.core.signature import MethodSignature, OutputStructure
 
 FORMAT = "lowering-pipeline/lowered-module"
-FORMAT_VERSION = 2  # 2: code.py must match the manifest; docstrings are repr'd strings
+FORMAT_VERSION = 3  # 2: code.py must match the manifest; docstrings are repr'd strings; 3: "partition"
+READABLE_VERSIONS = (2, 3)  # a version-2 file is a version-3 file without a partition
 _FIXED_TIME = (1980, 1, 1, 0, 0, 0)
 _PARTS = ("payload.bin", "handles.json", "code.py")
 _MEMBERS = ("manifest.json", *_PARTS)
@@ -82,6 +91,8 @@ def artifact_bytes(lowered: LoweredModule) -> bytes:
         "versions": package_versions(("torch", "lowering-pipeline")),
         "sha256": {name: sha256_bytes(data) for name, data in parts.items()},
     }
+    if isinstance(lowered, PartitionedModule):  # the payload is a partitioned container: load must know
+        manifest["partition"] = lowered.partition
     members = {"manifest.json": canonical_json(manifest), **parts}
     archive = _zip(members, stored=())
     # A part that deflates past the reader's bomb limit (a payload of zeros) is stored instead, so
@@ -169,9 +180,12 @@ def load_lowered(path: Union[str, Path], *, trust_code: bool = False) -> Lowered
         raise BackendNotAvailableError(
             f"{path}: backend {name!r} is not available on this machine, so the artifact cannot be loaded."
         )
+    partition = contents.manifest.get("partition")
+    module, extra = (LoweredModule, {}) if partition is None else (PartitionedModule, {"partition": partition})
     try:
-        return LoweredModule(
+        return module(
             backend,
+            **extra,
             frontend=contents.manifest["frontend"],
             method_compile_spec=contents.compile_spec,
             payload=contents.parts["payload.bin"],
@@ -217,11 +231,13 @@ def _check_format(manifest: Any) -> None:
     if found != FORMAT:
         raise MalformedInput(f"not a lowered-module artifact (format {found!r}).")
     version = manifest.get("format_version")
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         raise MalformedInput(
-            f"artifact format version {version!r} is not supported; this pipeline reads version {FORMAT_VERSION}. "
-            "Lower the model again."
+            f"artifact format version {version!r} is not supported; this pipeline reads versions "
+            f"{list(READABLE_VERSIONS)}. Lower the model again."
         )
+    if version < 3 and "partition" in manifest:
+        raise MalformedInput(f"a version-{version} manifest has no 'partition' (partitioned artifacts are version 3).")
 
 
 def _parse(manifest: Dict[str, Any], raw: Dict[str, bytes]) -> _Contents:
@@ -232,6 +248,7 @@ def _parse(manifest: Dict[str, Any], raw: Dict[str, bytes]) -> _Contents:
     member(manifest, "original_type", str, where)
     member(manifest, "versions", dict, where)
     expect(manifest.get("notes", {}), dict, f"{where}: notes")
+    expect(manifest.get("partition", {}), dict, f"{where}: partition")
     if member(manifest, "frontend", str, where) not in FRONTENDS:
         raise MalformedInput(f"{where}: frontend {manifest['frontend']!r} is not one of {list(FRONTENDS)}.")
     for i, name in enumerate(member(manifest, "original_methods", list, where)):

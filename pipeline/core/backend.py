@@ -30,6 +30,10 @@ the caller's program is never affected. ``method_compile_spec`` is
 ``{method: {option: value}}`` with every option of ``CompileSpec`` filled in
 and checked (`parse_compile_spec` turns one method's options back into the
 dataclass; ``check_compile_spec`` holds rules across methods).
+``supports(node)`` (a classmethod; default True) says whether the backend
+lowers one FX node, True or a reason: partitioned lowering
+(``to_backend(..., partition=True)``) lowers the connected groups a backend
+supports and runs the rest in PyTorch.
 ``generate_debug_handles(graph, method)`` issues a ``{node: handle}`` map for a
 TorchScript or FX graph and records where each node came from. The result is
 the **payload** saved in the artifact: it must be ``bytes``, because artifacts
@@ -141,6 +145,20 @@ class Backend(abc.ABC):
         Each method's own rules belong in ``CompileSpec.__post_init__``. Both run
         before preprocess, and in ``python -m pipeline.validate``.
         """
+
+    @classmethod
+    def supports(cls, node: torch.fx.Node) -> "bool | str":
+        """Whether this backend can lower ``node`` (an FX ``call_function`` node of an exported program):
+        True, or the reason it cannot, as a short phrase ("is not in the op table").
+
+        Partitioned lowering (``to_backend(..., partition=True)``) asks it of every
+        node, lowers the supported groups and runs the rest in PyTorch, so answer
+        from what ``preprocess`` and the runtime really handle (an op table, a list
+        of ops the exporter fails on), never by trying. A backend that declares
+        nothing supports everything: its unsupported ops then fail in preprocess,
+        as without partitioning.
+        """
+        return True
 
     def is_available(self) -> bool:
         return True

@@ -44,10 +44,13 @@ class HandleRecord:
     source: Optional[Frame]
     module_hierarchy: str
     call_stack: Tuple[Frame, ...] = ()
+    partition: Optional[str] = None  # partitioned lowering: the group it runs in ("forward_p0") or "fallback"
 
     def to_json(self) -> dict:
         source = self.source.to_json() if self.source else {"file": None, "line": None, "function": None, "text": None}
+        partition = {} if self.partition is None else {"partition": self.partition}
         return {
+            **partition,
             "handle": self.handle,
             "method": self.method,
             "op": self.op,
@@ -68,6 +71,7 @@ class HandleRecord:
             op=member(data, "op", str, where), node=member(data, "node", str, where), source=source,
             module_hierarchy=member(data, "module_hierarchy", str, where),
             call_stack=tuple(_frame(frame, f"{where}.call_stack[{i}]") for i, frame in enumerate(stack)),
+            partition=member(data, "partition", (str, type(None)), where, default=None),
         )
 
     def describe(self) -> str:

@@ -22,6 +22,7 @@ from pipeline.core.debug_handles import DebugHandleGenerator
 from pipeline.core.errors import LoweringError, format_choices
 from pipeline.core.frontends import ExampleInputs, as_captured, call_arguments, capture, model_methods, type_name
 from pipeline.core.lowered_module import LoweredModule, check_method_name
+from pipeline.core.partitioned import PartitionedModule, mark_handles, partition_record, partitioned_payload, split_program
 from pipeline.core.registry import get_backend
 from pipeline.core.source import HierarchyPath, torchscript_call_sites
 from pipeline.core.spec import SpecError, options_of, parse_compile_spec
@@ -39,11 +40,16 @@ def codegen_backend_module(
     hierarchy_prefix: HierarchyPath = (),
     top_type: Optional[str] = None,
     timings: Optional[Dict[str, float]] = None,
+    partition: bool = False,
+    min_nodes: int = 1,
 ) -> LoweredModule:
     """Lower a captured program: a ScriptModule, a dict of ExportedPrograms, or a `CapturedProgram`.
 
     ``timings``, if given, receives the seconds spent issuing debug handles, in
-    the rest of preprocess, in compile and in codegen.
+    the rest of preprocess, in compile and in codegen. ``partition=True``
+    (export frontend only) lowers the groups of at least ``min_nodes`` nodes
+    that the backend ``supports`` and runs the rest in PyTorch
+    (`pipeline.core.partitioned`); the result is a `PartitionedModule`.
     """
     timings = {} if timings is None else timings
     backend = get_backend(backend_name)
@@ -60,40 +66,59 @@ def codegen_backend_module(
     call_sites = (torchscript_call_sites(captured.program, list(spec)) if captured.frontend == "torchscript" else {})
     generator = _TimedGenerator(DebugHandleGenerator(debug_handles, top_type=top_type or captured.top_type,
                                                      prefix=hierarchy_prefix, call_sites=call_sites))
+    module_kwargs = dict(frontend=captured.frontend, method_compile_spec=spec, signatures=captured.signatures,
+                         outputs=captured.outputs, original_type=captured.top_type,
+                         original_methods=original_methods or list(spec), timings=timings)
+    if partition:
+        return _partitioned(backend, captured, spec, generator, min_nodes, timings, module_kwargs)
+    result = _preprocess(backend, _own_copy(captured.program), spec, generator, timings)
+    handle_map = generator.handle_map
+    handle_map.backend_map = {str(k): [int(h) for h in v] for k, v in result.backend_map.items()}
+    return LoweredModule(backend, payload=result.payload, notes=result.notes, handle_map=handle_map, **module_kwargs)
+
+
+def _preprocess(backend: BackendInfo, program: Any, spec: Dict[str, Dict[str, Any]], generator: "_TimedGenerator",
+                timings: Dict[str, float]) -> PreprocessResult:
+    """The backend's preprocess on its own copy of the program, timed, its failures as `LoweringError`."""
     start = time.perf_counter()
+    before = generator.seconds
     try:
         with toolchain_output.logged():  # exporters and compilers print as they work; that belongs in the log
-            result = backend.preprocess(_own_copy(captured.program), spec, generator)
+            result = backend.preprocess(program, spec, generator)
     except LoweringError:
         raise
     except Exception as error:
-        raise LoweringError(f"Backend {backend_name!r}: preprocess failed: {type(error).__name__}: {error}") from error
+        raise LoweringError(f"Backend {backend.name!r}: preprocess failed: {type(error).__name__}: {error}") from error
     timings["debug_handles"] = generator.seconds
-    timings["preprocess"] = time.perf_counter() - start - generator.seconds
-    result = _as_preprocess_result(backend_name, result)
+    timings["preprocess"] = time.perf_counter() - start - (generator.seconds - before)
+    return _as_preprocess_result(backend.name, result)
+
+
+def _partitioned(backend: BackendInfo, captured: Any, spec: Dict[str, Dict[str, Any]], generator: "_TimedGenerator",
+                 min_nodes: int, timings: Dict[str, float], module_kwargs: Dict[str, Any]) -> PartitionedModule:
+    """Split (`pipeline.core.partitioned`), lower the supported groups in one preprocess, record the split."""
+    start = time.perf_counter()
+    with toolchain_output.logged():  # functionalizing re-traces the program, and torch talks as it does
+        split = split_program(backend, captured, spec, generator, min_nodes)
+    timings["partition"] = time.perf_counter() - start - generator.seconds
+    timed = _TimedGenerator(split.generator)
+    timed.seconds = generator.seconds
+    result = (_preprocess(backend, _own_copy(split.programs), split.spec, timed, timings) if split.programs
+              else PreprocessResult(b""))
     handle_map = generator.handle_map
+    mark_handles(handle_map, split)
     handle_map.backend_map = {str(k): [int(h) for h in v] for k, v in result.backend_map.items()}
-    return LoweredModule(
-        backend,
-        frontend=captured.frontend,
-        method_compile_spec=spec,
-        payload=result.payload,
-        notes=result.notes,
-        handle_map=handle_map,
-        signatures=captured.signatures,
-        outputs=captured.outputs,
-        original_type=captured.top_type,
-        original_methods=original_methods or list(spec),
-        timings=timings,
-    )
+    record = partition_record(split, backend.name, min_nodes)
+    return PartitionedModule(backend, partition=record, payload=partitioned_payload(split, result.payload),
+                             notes=result.notes, handle_map=handle_map, **module_kwargs)
 
 
 class _TimedGenerator:
     """A debug-handle generator that adds up the time spent in it."""
 
-    def __init__(self, generator: DebugHandleGenerator):
+    def __init__(self, generator: Any):
         self.generator = generator
-        self.handle_map = generator.handle_map
+        self.handle_map = getattr(generator, "handle_map", None)
         self.seconds = 0.0
 
     def __call__(self, graph: Any, method: str = "forward") -> Dict[Any, int]:
@@ -115,17 +140,24 @@ def to_backend(
     torchscript_mode: str = "script",
     hierarchy_prefix: HierarchyPath = (),
     top_type: Optional[str] = None,
+    partition: bool = False,
+    min_nodes: int = 1,
 ) -> LoweredModule:
     """Capture ``module`` with a frontend and lower the methods named in the spec.
 
     ``frontend=None`` means torchscript for a ScriptModule and export otherwise;
-    ``example_inputs`` is ``{method: tuple of args}``.
+    ``example_inputs`` is ``{method: tuple of args}``. ``partition=True`` lowers
+    what the backend supports and runs the rest in PyTorch (export frontend only;
+    see `codegen_backend_module`).
     """
     spec = normalize_compile_spec(method_compile_spec)
+    if partition and frontend not in (None, "export"):
+        raise LoweringError(f"Partitioned lowering splits exported programs; frontend {frontend!r} cannot be "
+                            "partitioned (allowed with partition=True: 'export').")
     captured = capture(module, list(spec), frontend, example_inputs, torchscript_mode)
     return codegen_backend_module(
         backend_name, captured, spec, debug_handles=debug_handles, original_methods=model_methods(module),
-        hierarchy_prefix=hierarchy_prefix, top_type=top_type,
+        hierarchy_prefix=hierarchy_prefix, top_type=top_type, partition=partition, min_nodes=min_nodes,
     )
 
 

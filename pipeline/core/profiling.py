@@ -58,7 +58,23 @@ def profile(lowered: LoweredModule, inputs: Dict[str, tuple], calls: int = 3) ->
             for (m, n, h), s in sorted(events.items(), key=lambda item: -item[1])
         ],
         "by_source": ranked,
+        **_by_partition(lowered, events, total),
     }
+
+
+def _by_partition(lowered: LoweredModule, events: Dict[Tuple[str, str, Tuple[int, ...]], float],
+                  total: float) -> Dict[str, Any]:
+    """For a partitioned module, ``{"by_partition": {"forward_p0": {"seconds":, "share":}, "fallback": ...}}``:
+    each event's time goes to the partitions of its handles (handles.json records them)."""
+    if not any(record.partition for record in lowered.handle_map.handles.values()):
+        return {}
+    seconds: Dict[str, float] = defaultdict(float)
+    for (_, _, handles), spent in events.items():
+        owners = sorted({getattr(lowered.handle_map.handles.get(h), "partition", None) or "<unknown>"
+                         for h in handles}) or ["<unknown>"]
+        for owner in owners:
+            seconds[owner] += spent / len(owners)
+    return {"by_partition": {name: {"seconds": s, "share": s / total} for name, s in sorted(seconds.items())}}
 
 
 def _place(record: Any) -> Tuple[str, str]:

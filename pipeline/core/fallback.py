@@ -1,0 +1,276 @@
+"""The fallback of a partitioned method: what PyTorch runs between the backend's subgraphs, as data.
+
+A method's fallback is a list of steps over named values, kept as JSON::
+
+    {"inputs": ["x"],
+     "steps": [{"call": "partition", "target": "forward_p0", "args": [{"ref": "x"}], "outputs": ["relu"]},
+               {"call": "op", "target": "aten::fft_fft.default", "args": [{"ref": "relu"}],
+                "kwargs": {}, "outputs": ["fft_fft"], "handle": 3},
+               {"call": "item", "args": [{"ref": "max_1"}, {"literal": "0"}], "outputs": ["getitem"]}],
+     "outputs": [{"ref": "mul"}]}
+
+An ``op`` step names an ATen or prims overload as ``namespace::name.overload``;
+at load it is looked up as ``torch.ops.<namespace>.<name>.<overload>``, and
+anything outside the namespaces `NAMESPACES`, or an overload that writes into
+its arguments, is refused: loading a fallback runs PyTorch's own kernels and
+nothing else. A ``partition`` step calls the backend's compiled handle of that
+subgraph. Operands are ``{"ref": name}``, ``{"tensor": i}`` (a parameter or
+constant, stored as raw bytes beside the JSON), ``{"literal": text}`` (the
+closed literal set of `pipeline.core.literals`), ``{"list": [...]}``, and
+``{"dtype"|"device"|"layout"|"memory_format"|"float": text}``.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.utils._pytree as pytree
+
+from pipeline.core.backend import BackendRuntimeError, ProfileEvent
+from pipeline.core.bounded_json import expect, member
+from pipeline.core.errors import LoweringError, MalformedInput
+from pipeline.core.literals import literal_source, read_literal
+
+NAMESPACES = ("aten", "prims")
+_ENUMS = {"dtype": torch.dtype, "layout": torch.layout, "memory_format": torch.memory_format}
+MAX_STEPS = 1_000_000
+
+# -- encoding (at lowering) -----------------------------------------------------------------------
+
+
+def op_name(target: Any) -> Optional[str]:
+    """``aten::fft_fft.default`` for an OpOverload of an allowed namespace, else None."""
+    if not isinstance(target, torch._ops.OpOverload) or target.namespace not in NAMESPACES:
+        return None
+    return f"{target._schema.name}.{target._overloadname}"
+
+
+class TensorTable:
+    """Tensors a fallback reads (parameters, constants), each stored once, in first-use order."""
+
+    def __init__(self) -> None:
+        self.tensors: List[torch.Tensor] = []
+        self._index: Dict[int, int] = {}
+
+    def add(self, tensor: torch.Tensor) -> int:
+        if id(tensor) not in self._index:
+            if tensor.layout != torch.strided or tensor.is_quantized:
+                raise LoweringError(f"Partitioned lowering: a {tensor.layout} tensor cannot be stored in a fallback.")
+            self._index[id(tensor)] = len(self.tensors)
+            self.tensors.append(tensor)
+        return self._index[id(tensor)]
+
+    def to_parts(self) -> Tuple[List[dict], Dict[str, bytes]]:
+        entries, parts = [], {}
+        for i, tensor in enumerate(self.tensors):
+            entries.append({"dtype": str(tensor.dtype).removeprefix("torch."), "shape": list(tensor.shape)})
+            parts[f"tensor/{i}"] = tensor_bytes(tensor)
+        return entries, parts
+
+
+def tensor_bytes(tensor: torch.Tensor) -> bytes:
+    """A tensor's elements in row-major order, as raw bytes."""
+    flat = tensor.detach().cpu().resolve_conj().resolve_neg().contiguous().reshape(-1)
+    if flat.numel() == 0:
+        return b""
+    out = bytearray(flat.numel() * flat.element_size())
+    torch.frombuffer(out, dtype=torch.uint8).copy_(flat.view(torch.uint8))
+    return bytes(out)
+
+
+def read_tensor(entry: Any, data: bytes, where: str) -> torch.Tensor:
+    dtype = getattr(torch, member(entry, "dtype", str, where), None)
+    if not isinstance(dtype, torch.dtype):
+        raise MalformedInput(f"{where}: unknown dtype {entry['dtype']!r}.")
+    shape = [expect(s, int, f"{where}.shape") for s in member(entry, "shape", list, where)]
+    if any(s < 0 for s in shape) or math.prod(shape) * dtype.itemsize != len(data):
+        raise MalformedInput(f"{where}: shape {shape} of {dtype} does not match its {len(data)} bytes.")
+    if not data:
+        return torch.empty(shape, dtype=dtype)
+    return torch.frombuffer(bytearray(data), dtype=dtype).reshape(shape)
+
+
+def encode(value: Any, tensors: TensorTable, tensor_of: Callable[[torch.fx.Node], Optional[torch.Tensor]]) -> Any:
+    """One operand as JSON; ``tensor_of`` gives a lifted parameter's or constant's tensor for its node."""
+    if isinstance(value, torch.fx.Node):
+        tensor = tensor_of(value)
+        return {"tensor": tensors.add(tensor)} if tensor is not None else {"ref": value.name}
+    if isinstance(value, float) and not math.isfinite(value):
+        return {"float": repr(value)}
+    text = literal_source(value)
+    if text is not None:
+        return {"literal": text}
+    if isinstance(value, (list, tuple)):
+        return {"list": [encode(item, tensors, tensor_of) for item in value]}
+    if isinstance(value, torch.device):
+        return {"device": str(value)}
+    for tag, kind in _ENUMS.items():
+        if isinstance(value, kind):
+            return {tag: str(value).removeprefix("torch.")}
+    raise LoweringError(f"Partitioned lowering: a {type(value).__name__} argument ({value!r}) cannot be kept in "
+                        "a fallback; it holds tensors, literals, dtypes, devices, layouts and memory formats.")
+
+
+# -- decoding and running (at load) ---------------------------------------------------------------
+
+
+def resolve_op(name: str, where: str) -> torch._ops.OpOverload:
+    """``torch.ops.<namespace>.<name>.<overload>`` for an allowed, functional op; else `MalformedInput`."""
+    namespace, _, rest = name.partition("::")
+    op, _, overload = rest.partition(".")
+    if namespace not in NAMESPACES or not all(part.isidentifier() for part in (op, overload)):
+        raise MalformedInput(f"{where}: op {name!r} is not allowed; a fallback runs ops of the namespaces "
+                             f"{list(NAMESPACES)}, named 'namespace::name.overload'.")
+    try:
+        found = getattr(getattr(getattr(torch.ops, namespace), op), overload)
+    except (AttributeError, RuntimeError):
+        raise MalformedInput(f"{where}: op {name!r} does not exist in this PyTorch.") from None
+    if not isinstance(found, torch._ops.OpOverload) or found._schema.is_mutable:
+        raise MalformedInput(f"{where}: op {name!r} writes into its arguments; a fallback runs functional ops only.")
+    return found
+
+
+def decode(data: Any, tensors: Sequence[torch.Tensor], where: str,
+           defined: Optional[set] = None) -> Callable[[Dict[str, Any]], Any]:
+    """A reader of one operand from the values computed so far (``defined``: their names, when checked)."""
+    if not isinstance(data, dict) or len(data) != 1:
+        raise MalformedInput(f"{where}: an operand is a one-key object, not {type(data).__name__}.")
+    (tag, content), = data.items()
+    if tag == "ref":
+        name = expect(content, str, where)
+        if defined is not None and name not in defined:
+            raise MalformedInput(f"{where}: {name!r} is read before any input or step defines it.")
+        return lambda values: values[name]
+    if tag == "tensor":
+        index = expect(content, int, where)
+        if not 0 <= index < len(tensors):
+            raise MalformedInput(f"{where}: tensor {index} is not one of the {len(tensors)} stored.")
+        tensor = tensors[index]
+        return lambda values: tensor
+    if tag == "list":
+        items = [decode(item, tensors, f"{where}[{i}]", defined) for i, item in enumerate(expect(content, list, where))]
+        return lambda values: [read(values) for read in items]
+    constant = _constant(tag, content, where)
+    return lambda values: constant
+
+
+def _constant(tag: str, content: Any, where: str) -> Any:
+    try:
+        if tag == "literal":
+            return read_literal(content, where)
+        if tag == "float" and content in ("inf", "-inf", "nan"):
+            return float(content)
+        if tag == "device":
+            return torch.device(expect(content, str, where))
+    except (LoweringError, RuntimeError) as error:
+        raise MalformedInput(f"{where}: {error}") from None
+    if tag in _ENUMS:
+        value = getattr(torch, expect(content, str, where), None)
+        if isinstance(value, _ENUMS[tag]):
+            return value
+    raise MalformedInput(f"{where}: {tag} {content!r} is not an operand this reader knows.")
+
+
+@dataclass
+class _Step:
+    call: str  # "op", "item" or "partition"
+    target: str
+    run: Callable[[List[Any], Dict[str, Any]], Any]
+    args: List[Callable]
+    kwargs: Dict[str, Callable]
+    outputs: List[str]
+    handles: Tuple[int, ...]
+
+
+class FallbackProgram:
+    """One method's fallback, read from JSON and ready to run with the backend's partition handles."""
+
+    def __init__(self, method: str, data: Any, tensors: Sequence[torch.Tensor],
+                 partitions: Dict[str, Tuple[Callable, Callable, Tuple[int, ...]]]):
+        """``partitions`` maps each partition name to (run(inputs), profile(inputs), its handles)."""
+        where = f"fallback of {method!r}"
+        self.method = method
+        self.inputs = [expect(name, str, f"{where}: inputs") for name in member(data, "inputs", list, where)]
+        steps = member(data, "steps", list, where)
+        if len(steps) > MAX_STEPS:
+            raise MalformedInput(f"{where}: more than {MAX_STEPS} steps.")
+        defined = set(self.inputs)  # every read is checked against what is defined before it
+        self.steps = [self._step(step, tensors, partitions, f"{where}: steps[{i}]", defined)
+                      for i, step in enumerate(steps)]
+        self.outputs = [decode(o, tensors, f"{where}: outputs", defined) for o in member(data, "outputs", list, where)]
+        self.profilers = {name: profile for name, (_, profile, _) in partitions.items()}
+
+    @staticmethod
+    def _step(data: Any, tensors: Sequence[torch.Tensor], partitions: Dict[str, Tuple[Callable, Callable, tuple]],
+              where: str, defined: set) -> _Step:
+        call = member(data, "call", str, where)
+        args = [decode(a, tensors, f"{where}.args[{i}]", defined)
+                for i, a in enumerate(member(data, "args", list, where))]
+        kwargs = {expect(k, str, where): decode(v, tensors, f"{where}.kwargs.{k}", defined)
+                  for k, v in member(data, "kwargs", dict, where, default={}).items()}
+        outputs = [expect(name, str, f"{where}.outputs") for name in member(data, "outputs", list, where)]
+        defined.update(outputs)
+        target = member(data, "target", str, where, default="")
+        if call == "op":
+            kernel = resolve_op(target, where)
+            handle = member(data, "handle", int, where, default=None)
+            handles = () if handle is None else (handle,)
+            return _Step(call, target, lambda a, k: [kernel(*a, **k)], args, kwargs, outputs, handles)
+        if call == "item":
+            return _Step(call, "getitem", lambda a, k: [operator.getitem(*a)], args, {}, outputs, ())
+        if call == "partition":
+            if target not in partitions:
+                raise MalformedInput(f"{where}: partition {target!r} is not one of {sorted(partitions)}.")
+            run, _, handles = partitions[target]
+            return _Step(call, target, lambda a, k: run(a), args, {}, outputs, handles)
+        raise MalformedInput(f"{where}: call {call!r} is not one of 'op', 'item', 'partition'.")
+
+    def run(self, inputs: Sequence[Any], events: Optional[List[ProfileEvent]] = None) -> List[Any]:
+        leaves = pytree.tree_leaves(list(inputs))  # as export's user inputs: every leaf, in order
+        if len(leaves) != len(self.inputs):
+            raise BackendRuntimeError(f"Partitioned method {self.method!r} takes {len(self.inputs)} input values "
+                                      f"({', '.join(self.inputs)}); it got {len(leaves)}.")
+        values = dict(zip(self.inputs, leaves))
+        with torch.no_grad():
+            for step in self.steps:
+                args = [read(values) for read in step.args]
+                kwargs = {name: read(values) for name, read in step.kwargs.items()}
+                start = time.perf_counter()
+                results = self._call(step, args, kwargs)
+                if events is not None:
+                    self._record(step, args, time.perf_counter() - start, events)
+                if len(results) != len(step.outputs):
+                    raise BackendRuntimeError(f"Partitioned method {self.method!r}: {step.target} gave "
+                                              f"{len(results)} values; the fallback expects {len(step.outputs)}.",
+                                              debug_handles=list(step.handles))
+                values.update(zip(step.outputs, results))
+            return [read(values) for read in self.outputs]
+
+    def _call(self, step: _Step, args: List[Any], kwargs: Dict[str, Any]) -> List[Any]:
+        if step.call == "partition":
+            return list(step.run(args, kwargs))  # the backend's own errors carry their handles
+        try:
+            return step.run(args, kwargs)
+        except Exception as error:
+            raise BackendRuntimeError(f"Fallback op {step.target} of method {self.method!r} failed: "
+                                      f"{type(error).__name__}: {error}", debug_handles=list(step.handles)) from error
+
+    def _record(self, step: _Step, args: List[Any], seconds: float, events: List[ProfileEvent]) -> None:
+        if step.call != "partition":
+            events.append(ProfileEvent(f"fallback:{step.target}", seconds, step.handles))
+            return
+        inner = self.profilers[step.target](args)
+        if inner:  # the backend's own per-instruction events, named by partition
+            events.extend(ProfileEvent(f"{step.target}:{e.name}", e.seconds, tuple(e.debug_handles)) for e in inner)
+        else:
+            events.append(ProfileEvent(step.target, seconds, step.handles))
+
+    def profile(self, inputs: Sequence[Any]) -> List[ProfileEvent]:
+        events: List[ProfileEvent] = []
+        self.run(inputs, events)
+        return events
