@@ -27,8 +27,9 @@ class SearchSweeperConf:
     study_name: str = "search"
     # KEY: SPEC in Hydra's override grammar, like the basic sweeper's params; the command line wins.
     params: Optional[Dict[str, Any]] = None
-    # BACKEND: {KEY: SPEC}: sampled (or set) only in trials that choose that backend.
-    backend_params: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+    # BACKEND: {KEY: SPEC}: sampled (or set) only in trials that choose that backend. None rather than {}, so
+    # that hydra.sweeper.backend_params={onnxruntime:{...}} on the command line sets it (Hydra merges into a dict).
+    backend_params: Any = None
 
 
 class SearchConfigError(ValueError):

@@ -35,6 +35,8 @@ def outcome_of(report: Optional[Dict[str, Any]], objectives: List[str], job_erro
     values = {name: float(value) for name, value in (
         ("latency", (latency or {}).get("lowered_us")), ("max_abs_err", (verify or {}).get("max_abs_err")),
         ("artifact_bytes", artifact.get("bytes"))) if isinstance(value, (int, float))}
+    if status != "ok" and report.get("stage") == "verify":
+        return Outcome(False, status, f"verify failed: {report.get('error')}", values)
     if status != "ok":
         return Outcome(False, status, f"{status} in stage {report.get('stage')}: {report.get('error')}", values)
     if not verify:
