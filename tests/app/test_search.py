@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from omegaconf import OmegaConf
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
@@ -152,16 +153,40 @@ def test_a_search_runs_only_a_chosen_backends_options_writes_best_yaml_that_repl
     assert replay.replay(sweep_dir / str(best["job"]))["match"]
 
 
-def test_a_search_under_joblib_runs_a_batch_of_trials_in_parallel(tmp_path):
+def test_a_search_under_joblib_runs_a_batch_of_trials_in_parallel_with_a_pareto_front(tmp_path):
     sweep_dir = tmp_path / "search"
     done = search(sweep_dir, "hydra/launcher=joblib_local", "hydra.sweeper.n_jobs=2", "hydra.sweeper.n_trials=2",
-                  "backend=choice(reference,onnxruntime)", "hydra.sweeper.sampler=grid")
+                  "backend=choice(reference,onnxruntime)", "hydra.sweeper.sampler=grid",
+                  "hydra.sweeper.objectives=[latency,max_abs_err]")
     assert done.returncode == 0, done.stderr[-3000:]
     search_ = results_of(sweep_dir)["search"]
     assert [(t["job"], t["params"]["backend"], t["feasible"]) for t in search_["trials"]] == [
         (0, "reference", True), (1, "onnxruntime", True)]
     assert "is launching 2 jobs" in done.stdout + done.stderr  # one batch of two
     assert (sweep_dir / "best.yaml").exists()
+    front = [t for t in search_["trials"] if t["trial"] in search_["pareto"]]
+    assert search_["best"]["trial"] in search_["pareto"]  # the fastest is never dominated
+    assert front == [t for t in search_["trials"] if not any(
+        all(o["values"][k] <= t["values"][k] for k in ("latency", "max_abs_err")) and o["values"] != t["values"]
+        for o in search_["trials"])]
+
+
+def test_the_presets_choose_the_search_sweeper_and_their_spaces_compose():
+    from hydra import compose, initialize_config_module
+
+    with initialize_config_module("pipeline.conf", version_base="1.3"):
+        for preset, trials in (("search_backends", 24), ("search_ort", 20)):
+            config = compose("config", overrides=[f"experiment={preset}"], return_hydra_config=True)
+            assert config.hydra.sweeper._target_ == "hydra_plugins.pipeline_search.SearchSweeper"
+            assert config.hydra.sweeper.n_trials == trials and config.hydra.mode.name == "MULTIRUN"
+            lines = [f"{k}={v}" for k, v in config.hydra.sweeper.params.items()]
+            assert all(o.is_sweep_override() for o in parse(*lines))
+            backends = [o for o in parse(*lines) if o.key_or_group == "backend"]
+            for backend in (list(backends[0].sweep_string_iterator()) if backends else [config.backend.name]):
+                composed = compose("config", overrides=[f"experiment={preset}", f"backend={backend}"])
+                keys = [line.split("=")[0] for line in lines if line.split("=")[0] != "backend"]
+                owned = [key for key in keys if OmegaConf.select(composed, key, default="absent") != "absent"]
+                assert owned, f"{preset}: no option of {backend} is searched"
 
 
 def test_an_infeasible_trial_is_never_best_even_when_faster(tmp_path):

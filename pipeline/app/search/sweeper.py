@@ -49,6 +49,10 @@ class Search(Sweeper):
                  backend_params: Optional[Dict[str, Dict[str, Any]]] = None, **unknown: Any):
         if unknown:  # the ConfigStore schema catches typos on the command line; this, a hand-written _target_
             raise TypeError(f"hydra.sweeper: unknown option(s) {sorted(unknown)}")
+        import importlib.util
+
+        if importlib.util.find_spec("optuna") is None:
+            raise ImportError("hydra/sweeper=search needs optuna: pip install 'lowering-pipeline[search]'")
         self.objectives = [str(o) for o in objectives]
         check_options(n_trials, timeout, n_jobs, sampler, n_startup_trials, self.objectives)
         self.n_trials, self.timeout, self.n_jobs, self.seed = n_trials, timeout, n_jobs, seed
