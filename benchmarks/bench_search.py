@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import subprocess
 import sys
@@ -86,6 +87,10 @@ def main(argv: List[str] = None) -> int:
         s["ratio_to_grid_best"] = s["grid_us_of_pick"] / best_us if s["grid_us_of_pick"] else None
     ratios = [s["ratio_to_grid_best"] for s in searches if s["ratio_to_grid_best"] is not None]
     median_ratio = statistics.median(ratios) if ratios else None
+    # How hard the goal is: how many configurations the grid finds within 5% of its best, and the chance that
+    # `budget` configurations drawn at random (no repeats) include one of them.
+    near_best = sum(us <= best_us * TARGET_RATIO for us in grid_us.values())
+    random_hit = 1 - math.comb(configurations - near_best, budget) / math.comb(configurations, budget)
     median_jobs = statistics.median(s["jobs_run"] for s in searches)
     met = median_ratio is not None and median_ratio <= TARGET_RATIO and median_jobs <= configurations * BUDGET_FRACTION
 
@@ -102,13 +107,15 @@ def main(argv: List[str] = None) -> int:
     print(f"median over {len(searches)} seeds: {median_jobs:g} of {configurations} trials, pick at "
           f"{median_ratio:.3f}x the grid's best -> goal (<= {TARGET_RATIO:.2f}x in <= 1/3 of the trials) "
           f"{'MET' if met else 'NOT MET'}")
+    print(f"for scale: {near_best} of the {configurations} configurations are within 5% of the grid's best; "
+          f"{budget} drawn at random include one with probability {random_hit:.2f}")
     write_results(args.out, {
         "benchmark": "search", "model": MODEL, "measure": MEASURE, "space": SPACE,
         "grid": {"configurations": configurations, "feasible": grid["feasible"], "best_us": best_us,
                  "best": key(grid["best"]["params"]), "wall_s": grid["wall_s"],
                  "latency_us": dict(sorted(grid_us.items()))},
         "searches": searches, "budget": budget, "median_ratio_to_grid_best": median_ratio,
-        "median_jobs": median_jobs, "goal_met": met})
+        "median_jobs": median_jobs, "goal_met": met, "near_best": near_best, "random_hit_probability": random_hit})
     return 0
 
 
