@@ -150,6 +150,13 @@ def plot_summary(path: Path, jobs: List[Dict[str, Any]]) -> None:
     tradeoff.set_xlabel("max abs error against eager (zero drawn at 1e-12)")
     tradeoff.set_ylabel("speedup over eager")
     tradeoff.set_title("Speed against accuracy (job numbers)")
+    save_figure(path, figure)
+
+
+def save_figure(path: Path, figure: Any) -> None:
+    """A matplotlib figure as PNG bytes with no software tag or date, written atomically, then closed."""
+    import matplotlib.pyplot as plt
+
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100, metadata={"Software": None})

@@ -126,7 +126,7 @@ def test_the_pareto_front_keeps_what_nothing_beats_on_every_objective():
 
 def test_a_search_runs_only_a_chosen_backends_options_writes_best_yaml_that_replays_and_resumes(tmp_path):
     sweep_dir = tmp_path / "search"
-    space = ["backend=choice(reference,onnxruntime)", f"{ORT_THREADS}=range(1,3)"]
+    space = ["backend=choice(reference,onnxruntime)", f"{ORT_THREADS}=range(1,4)"]  # 4 configurations
     done = search(sweep_dir, *space, "hydra.sweeper.n_trials=2")
     assert done.returncode == 0, done.stderr[-3000:]
     first = results_of(sweep_dir)["search"]
@@ -134,13 +134,15 @@ def test_a_search_runs_only_a_chosen_backends_options_writes_best_yaml_that_repl
     for trial in first["trials"]:
         onnx_param = f"onnxruntime:{ORT_THREADS}" in trial["params"]
         assert onnx_param == (trial["params"]["backend"] == "onnxruntime")
-    again = search(sweep_dir, *space, "hydra.sweeper.n_trials=1")  # the same command continues the study
+    # The same command continues the study; the timeout lets one trial (over 1 s) start, not the second.
+    again = search(sweep_dir, *space, "hydra.sweeper.n_trials=2", "hydra.sweeper.timeout=1")
     assert again.returncode == 0, again.stderr[-3000:]
+    assert "timeout of 1s reached after 1 trials" in again.stdout + again.stderr
     summary = results_of(sweep_dir)
     search_ = summary["search"]
     assert search_["jobs_run"] == 3 and search_["trials"][:len(first["trials"])] == first["trials"]
     assert sorted(job["num"] for job in summary["jobs"]) == [0, 1, 2]
-    assert len({tuple(sorted(t["params"].items())) for t in search_["trials"] if t["job"] is not None}) == 3
+    assert len({tuple(sorted(t["params"].items())) for t in search_["trials"] if t["job"] is not None}) == 3  # no repeat
     best = search_["best"]
     assert best["feasible"] and best["values"]["latency"] == min(
         t["values"]["latency"] for t in search_["trials"] if t["feasible"])
@@ -223,3 +225,14 @@ def test_a_trial_whose_process_is_killed_is_failed_and_the_search_goes_on(tmp_pa
     assert killed["state"] == "FAIL" and killed["status"] == "crashed" and "signal 9 (SIGKILL)" in killed["reason"]
     assert relu["feasible"] and summary["search"]["best"]["trial"] == relu["trial"]
     assert [job["status"] for job in summary["jobs"]] == ["crashed", "ok"]
+
+
+@pytest.mark.slow
+def test_a_search_under_submitit_runs_its_trials_as_separate_jobs(tmp_path):
+    sweep_dir = tmp_path / "search"
+    done = search(sweep_dir, "hydra/launcher=submitit_local", "hydra.sweeper.n_jobs=2",
+                  "backend=choice(reference,onnxruntime)", "hydra.sweeper.sampler=grid")
+    assert done.returncode == 0, done.stderr[-3000:]
+    search_ = results_of(sweep_dir)["search"]
+    assert [t["feasible"] for t in search_["trials"]] == [True, True]
+    assert replay.replay(sweep_dir / str(search_["best"]["job"]))["match"]

@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import io
 import logging
 import shlex
 from pathlib import Path
@@ -25,7 +24,7 @@ import optuna
 from pipeline.core.files import write_atomic
 from pipeline.app.run_files import HYDRA_DIR
 from pipeline.app.search.objective import Outcome
-from pipeline.app.summary import summarize, write_summary
+from pipeline.app.summary import save_figure, summarize, write_summary
 from pipeline.app.tables import markdown_table
 
 BEST_YAML, SEARCH_PNG = "best.yaml", "search.png"
@@ -144,7 +143,7 @@ def markdown(results: Dict[str, Any]) -> str:
         head += "**No trial was feasible**: no best.yaml.\n\n"
     rows = [[t["trial"], t["job"] if t["job"] is not None else f"= trial {t['duplicate_of']}",
              "yes" if t["feasible"] else "no", t["values"].get("latency"), t["values"].get("max_abs_err"),
-             t["values"].get("artifact_bytes"), "best" if best and t["trial"] == best["trial"] else
+             _whole(t["values"].get("artifact_bytes")), "best" if best and t["trial"] == best["trial"] else
              ("pareto" if t["trial"] in results["pareto"] else ""),
              " ".join(f"{k}={v}" for k, v in t["params"].items()), t["reason"] or ""] for t in results["trials"]]
     table = markdown_table(["trial", "job", "feasible", "latency_us", "max_abs_err", "artifact_bytes", "", "params",
@@ -192,11 +191,11 @@ def plot_search(path: Path, results: Dict[str, Any]) -> None:
     tradeoff.set_xlabel("median lowered latency (us)")
     tradeoff.set_ylabel("max abs error against eager (zero drawn at 1e-12)")
     tradeoff.set_title("Speed against accuracy (trial numbers)")
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100, metadata={"Software": None})
-    plt.close(figure)
-    write_atomic(path, buffer.getvalue())
+    save_figure(path, figure)
+
+
+def _whole(value: Optional[float]) -> Optional[int]:
+    return None if value is None else int(value)
 
 
 def _plain(value: Any) -> Any:
