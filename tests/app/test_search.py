@@ -236,3 +236,24 @@ def test_a_search_under_submitit_runs_its_trials_as_separate_jobs(tmp_path):
     search_ = results_of(sweep_dir)["search"]
     assert [t["feasible"] for t in search_["trials"]] == [True, True]
     assert replay.replay(sweep_dir / str(search_["best"]["job"]))["match"]
+
+
+def test_trials_a_stopped_search_left_running_are_told_from_their_reports_or_failed(tmp_path):
+    from pipeline.app.search.study import open_study
+    from pipeline.app.search.sweeper import Search
+
+    study = open_study(tmp_path, "search", "tpe", 0, 4, ["latency"])
+    finished, died = study.ask(), study.ask()
+    for trial, job in ((finished, 0), (died, 1)):
+        trial.suggest_categorical("backend", ["reference", "onnxruntime"])
+        trial.set_user_attr("job", job)
+    (tmp_path / "0").mkdir()
+    (tmp_path / "0" / "report.json").write_text(json.dumps(
+        {"status": "failed", "stage": "verify", "error": "lowered outputs differ from eager"}))
+    Search().finish_interrupted(study, tmp_path)  # the next invocation does this first
+    reopened = open_study(tmp_path, "search", "tpe", 0, 4, ["latency"])
+    first, second = reopened.trials
+    assert first.state.name == "FAIL" and first.user_attrs["outcome"]["status"] == "failed"
+    assert first.user_attrs["outcome"]["reason"] == "verify failed: lowered outputs differ from eager"
+    assert second.state.name == "FAIL"
+    assert second.user_attrs["outcome"]["reason"] == "the search stopped before this trial finished"
