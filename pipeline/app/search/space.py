@@ -100,7 +100,10 @@ def build_space(overrides: Sequence[Override], backend_params: Dict[str, Sequenc
                     Param(f"{backend}:{key}", key, distribution_of(override)))
         else:
             param = Param(key, key, distribution_of(override))
-            space.common.insert(0, param) if override.key_or_group == BACKEND else space.common.append(param)
+            if override.key_or_group == BACKEND:  # sampled first: it decides which options come after
+                space.common.insert(0, param)
+            else:
+                space.common.append(param)
     for backend, params in backend_params.items():
         if searched_backends is None or backend not in searched_backends:
             raise SearchConfigError(f"hydra.sweeper.backend_params.{backend}: {backend!r} is not among the searched "

@@ -9,15 +9,12 @@ its trial says ``duplicate_of``.
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any, List
 
 import optuna
 
 STUDY_FILE = "study.journal"
-
-log = logging.getLogger("pipeline")
 
 
 def open_study(sweep_dir: Path, name: str, sampler_name: str, seed: int, n_startup_trials: int,
