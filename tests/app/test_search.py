@@ -257,3 +257,10 @@ def test_trials_a_stopped_search_left_running_are_told_from_their_reports_or_fai
     assert first.user_attrs["outcome"]["reason"] == "verify failed: lowered outputs differ from eager"
     assert second.state.name == "FAIL"
     assert second.user_attrs["outcome"]["reason"] == "the search stopped before this trial finished"
+
+
+def test_a_space_that_does_not_compose_stops_the_search_with_hydras_reason(tmp_path):
+    done = search(tmp_path / "search", "sede=choice(1,2)")
+    assert done.returncode == 1
+    assert "the search space gives a config that does not compose: " in done.stderr
+    assert "Could not override 'sede'" in done.stderr and "Traceback" not in done.stderr

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
+from hydra.errors import CompactHydraException
+
 SAMPLERS = ("tpe", "random", "grid")
 # What a trial can be scored on, each taken from its report.json, each minimized.
 OBJECTIVES = {
@@ -32,8 +34,9 @@ class SearchSweeperConf:
     backend_params: Any = None
 
 
-class SearchConfigError(ValueError):
-    """A ``hydra.sweeper.*`` option or a search parameter that cannot be used, and what is allowed."""
+class SearchConfigError(CompactHydraException, ValueError):
+    """A ``hydra.sweeper.*`` option or a search parameter that cannot be used, and what is allowed.
+    (Hydra prints a compact exception's message alone, without a traceback.)"""
 
 
 def check_options(n_trials: int, timeout: Optional[float], n_jobs: int, sampler: str, n_startup_trials: int,

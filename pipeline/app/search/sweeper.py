@@ -28,7 +28,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.app.logs import TOTAL_ENV
-from pipeline.app.search.config import check_options
+from pipeline.app.search.config import SearchConfigError, check_options
 from pipeline.app.search.objective import Outcome, outcome_of, read_report
 
 if TYPE_CHECKING:  # optuna is imported when a search starts: Hydra imports this module at every start-up
@@ -166,14 +166,22 @@ class Search(Sweeper):
         for index, ((trial, _), lines) in enumerate(zip(batch, overrides)):
             trial.set_user_attr("job", first_job + index)
             trial.set_user_attr("overrides", lines)
+        try:  # as the basic sweeper does: a space that does not compose is the user's to fix, not a trial's result
+            self.validate_batch_is_legal(overrides)
+        except Exception as error:
+            for trial, _ in batch:
+                tell(study, trial, Outcome(False, "config", f"does not compose: {error}"), self.objectives)
+            raise SearchConfigError(f"the search space gives a config that does not compose: "
+                                    f"{' '.join(overrides[0])}: {error}") from None
+        launcher_error = None
         try:
             job_returns: Sequence[Optional[JobReturn]] = self.launcher.launch(overrides, initial_job_idx=first_job)
         except Exception as error:  # e.g. a launcher whose workers died: the trials fail, the search goes on
             log.error("search: the launcher failed for jobs %d-%d: %s", first_job, first_job + len(batch) - 1, error)
-            job_returns = [None] * len(batch)
+            job_returns, launcher_error = [None] * len(batch), f"the launcher failed: {error}"
         for index, ((trial, _), job_return) in enumerate(zip(batch, job_returns)):
             outcome = outcome_of(read_report(job_dir(sweep_dir, job_return, first_job + index)), self.objectives,
-                                 job_error(job_return))
+                                 launcher_error or job_error(job_return))
             tell(study, trial, outcome, self.objectives)
             log.info("trial %d (job %d): %s", trial.number, first_job + index, describe(outcome, self.objectives))
         return [r for r in job_returns if r is not None]
