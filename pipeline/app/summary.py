@@ -86,7 +86,8 @@ def varying_overrides(jobs: List[Dict[str, Any]]) -> List[str]:
     return [" ".join(o for o in (j["overrides"] or []) if o not in shared) or "(defaults)" for j in jobs]
 
 
-def write_summary(sweep_dir: Path, summary: Dict[str, Any]) -> None:
+def write_summary(sweep_dir: Path, summary: Dict[str, Any], preface: str = "") -> None:
+    """summary.json, .csv, .md and .png; ``preface`` is markdown put before the jobs' table (a search's results)."""
     jobs = summary["jobs"]
     rows = [[job[c] if c != "overrides" else " ".join(job[c]) for c in COLUMNS] for job in jobs]
     write_json(sweep_dir / SUMMARY_JSON, summary)
@@ -96,7 +97,7 @@ def write_summary(sweep_dir: Path, summary: Dict[str, Any]) -> None:
     writer.writerows(rows)
     write_atomic(sweep_dir / SUMMARY_CSV, buffer.getvalue().encode())
     table = markdown_table(TABLE, table_rows(jobs))
-    text = f"# Sweep summary\n\n{len(jobs)} jobs, {summary['failed']} failed, in `{sweep_dir}`.\n\n{table}\n"
+    text = f"# Sweep summary\n\n{len(jobs)} jobs, {summary['failed']} failed, in `{sweep_dir}`.\n\n{preface}{table}\n"
     write_atomic(sweep_dir / SUMMARY_MD, text.encode())
     plot_summary(sweep_dir / SUMMARY_PNG, jobs)
 
@@ -149,6 +150,13 @@ def plot_summary(path: Path, jobs: List[Dict[str, Any]]) -> None:
     tradeoff.set_xlabel("max abs error against eager (zero drawn at 1e-12)")
     tradeoff.set_ylabel("speedup over eager")
     tradeoff.set_title("Speed against accuracy (job numbers)")
+    save_figure(path, figure)
+
+
+def save_figure(path: Path, figure: Any) -> None:
+    """A matplotlib figure as PNG bytes with no software tag or date, written atomically, then closed."""
+    import matplotlib.pyplot as plt
+
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100, metadata={"Software": None})

@@ -7,6 +7,10 @@ records failures instead of raising), and ``on_multirun_end`` reads them all
 from the sweep directory (`summary.summarize`) and writes ``summary.json``,
 ``summary.csv``, ``summary.md`` and ``summary.png``. If any job failed, the
 sweep then exits non-zero.
+
+A search (``hydra/sweeper=search``) expects infeasible trials: its sweeper
+writes the summary with the trials' outcomes and decides the exit status (1
+only when no trial was feasible), so this callback leaves that to it.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from omegaconf import DictConfig
 
 from pipeline.app.logs import TOTAL_ENV
 from pipeline.app.run_files import SUMMARY_MD
+from pipeline.app.search.config import is_search
 from pipeline.app.summary import TABLE, summarize, table_rows, write_summary
 from pipeline.app.tables import text_table
 
@@ -33,6 +38,8 @@ log = logging.getLogger("pipeline")
 
 class SweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if is_search(config):
+            return  # the sweeper knows the count (trials so far + n_trials) and logs it
         total = count_jobs(config)
         if total:
             os.environ[TOTAL_ENV] = str(total)
@@ -58,6 +65,8 @@ class SweepCallback(Callback):
             log.info("FAILED: the job raised")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if is_search(config):
+            return
         sweep_dir = Path(str(config.hydra.sweep.dir))
         total = int(os.environ.get(TOTAL_ENV, "0")) or None
         summary = summarize(sweep_dir, total)
