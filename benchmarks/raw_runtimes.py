@@ -10,7 +10,7 @@ runtime's API needs, returning torch tensors as a lowered method does:
   wrapper, costs ~1.5 us more: the lowered module does not use it either);
 - inductor: the AOTI runner's ``boxed_run`` on a new list of the tensors;
 - torchscript: the loaded TorchScript method;
-- executorch: the loaded method's bound C++ call on the flat tensor list;
+- executorch: the loaded method's bound C++ call on the flat argument list;
 - openvino: the C++ ``InferRequest.infer`` on ``openvino.Tensor``\\ s sharing
   the arguments' memory, which returns copies of the outputs (a copy is
   needed: the request's own buffers are overwritten by the next call).
@@ -67,7 +67,7 @@ def _torchscript(handle: Any, inputs: List[Any], leaves: List[torch.Tensor]) -> 
 
 
 def _executorch(handle: Any, inputs: List[Any], leaves: List[torch.Tensor]) -> Dict[str, Runner]:
-    return {"raw": (handle.loaded._method, (leaves,))}
+    return {"raw": (handle.loaded._method, (handle.arguments(inputs),))}  # every leaf, as the program takes them
 
 
 def _openvino(handle: Any, inputs: List[Any], leaves: List[torch.Tensor]) -> Dict[str, Runner]:
