@@ -25,10 +25,9 @@ import weakref
 from typing import Any, Dict, List, Sequence
 
 import torch
-import torch.utils._pytree as pytree
 
-from pipeline.core.backend import (UNKNOWN_HANDLE, Backend, BackendRuntimeError, LoweringError, ProfileEvent,
-                                   method_part, package_version, parse_method_specs, unpack_parts)
+from pipeline.core.backend import (Backend, BackendRuntimeError, LoweringError, ProfileEvent, UNKNOWN_HANDLE,
+                                   argument_leaves, method_part, package_version, parse_method_specs, unpack_parts)
 
 from pipeline.backends.executorch import installed
 from pipeline.backends.executorch.compile_spec import NAME, ExecuTorchCompileSpec
@@ -138,7 +137,7 @@ class ProgramMethod:
     def arguments(inputs: Sequence[Any], contiguous: bool = False) -> List[Any]:
         """The flat argument list ExecuTorch takes: the leaves of the method's arguments, made
         contiguous if asked (tensors that already are stay the same objects)."""
-        leaves = pytree.tree_leaves(list(inputs))
+        leaves = argument_leaves(inputs)
         if contiguous:
             leaves = [leaf.contiguous() if isinstance(leaf, torch.Tensor) else leaf for leaf in leaves]
         return leaves

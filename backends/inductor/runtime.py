@@ -26,10 +26,9 @@ import weakref
 from typing import Any, Dict, Iterator, List, Sequence
 
 import torch
-import torch.utils._pytree as pytree
 
-from pipeline.core.backend import (UNKNOWN_HANDLE, Backend, BackendRuntimeError, LoweringError, ProfileEvent,
-                                   check_extractable, method_part, parse_compile_spec, unpack_parts)
+from pipeline.core.backend import (Backend, BackendRuntimeError, LoweringError, ProfileEvent, UNKNOWN_HANDLE,
+                                   argument_leaves, check_extractable, method_part, parse_compile_spec, unpack_parts)
 
 from pipeline.backends.inductor.compile_spec import NAME, InductorCompileSpec
 from pipeline.backends.inductor.preprocess import PACKAGE_NAME, preprocess
@@ -84,7 +83,7 @@ class PackageMethod:
 
     def run(self, inputs: Sequence[Any]) -> List[Any]:
         # a new list either way: boxed_run empties the list it is given
-        tensors = list(inputs) if self.flat else [x for x in pytree.tree_leaves(list(inputs))
+        tensors = list(inputs) if self.flat else [x for x in argument_leaves(inputs)
                                                    if isinstance(x, torch.Tensor)]
         try:
             return self._run(tensors)

@@ -17,10 +17,9 @@ import tempfile
 from typing import Any, Dict, List, Optional, Sequence
 
 import torch
-import torch.utils._pytree as pytree
 
-from pipeline.core.backend import (UNKNOWN_HANDLE, Backend, BackendRuntimeError, LoweringError, ProfileEvent,
-                                   method_part, package_version, parse_compile_spec, unpack_parts)
+from pipeline.core.backend import (Backend, BackendRuntimeError, LoweringError, ProfileEvent, UNKNOWN_HANDLE,
+                                   argument_leaves, method_part, package_version, parse_compile_spec, unpack_parts)
 
 from pipeline.backends.onnxruntime.compile_spec import NAME, OnnxRuntimeCompileSpec, check_providers, session_options
 from pipeline.backends.onnxruntime.preprocess import preprocess
@@ -109,7 +108,7 @@ class SessionMethod:
         return list(map(torch.from_numpy, outputs))
 
     def feeds(self, inputs: Sequence[Any]) -> Dict[str, Any]:
-        leaves = pytree.tree_leaves(list(inputs))
+        leaves = argument_leaves(inputs)
         feeds = {}
         for name, index in self.inputs:
             value = leaves[index] if index < len(leaves) else None
@@ -117,7 +116,10 @@ class SessionMethod:
                 raise BackendRuntimeError(
                     f"onnxruntime: method {self.method!r} needs a tensor for ONNX input {name!r} "
                     f"(flattened argument {index}), got {type(value).__name__}.", [UNKNOWN_HANDLE])
-            feeds[name] = value.detach().cpu().contiguous().numpy()
+            try:
+                feeds[name] = value.numpy()  # a view: a contiguous CPU tensor without grad
+            except RuntimeError:  # requires grad, or not on the CPU
+                feeds[name] = value.detach().cpu().contiguous().numpy()
         return feeds
 
     def handles_in_message(self, message: str) -> List[int]:

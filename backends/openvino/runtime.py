@@ -22,10 +22,9 @@ from __future__ import annotations
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
-import torch.utils._pytree as pytree
 
-from pipeline.core.backend import (UNKNOWN_HANDLE, Backend, BackendRuntimeError, LoweringError, ProfileEvent,
-                                   format_choices, package_version, parse_compile_spec, unpack_parts)
+from pipeline.core.backend import (Backend, BackendRuntimeError, LoweringError, ProfileEvent, UNKNOWN_HANDLE,
+                                   argument_leaves, format_choices, package_version, parse_compile_spec, unpack_parts)
 
 from pipeline.backends.openvino.compile_spec import DEVICE, NAME, OpenVinoCompileSpec, require_openvino
 from pipeline.backends.openvino.mapping import runtime_node_handles
@@ -141,7 +140,7 @@ class RequestMethod:
         return [torch.from_numpy(array) for array in outputs.values()]  # copies, in output order
 
     def _tensors(self, inputs: Sequence[Any]) -> List[torch.Tensor]:
-        tensors = [leaf for leaf in pytree.tree_leaves(list(inputs)) if isinstance(leaf, torch.Tensor)]
+        tensors = [leaf for leaf in argument_leaves(inputs) if isinstance(leaf, torch.Tensor)]
         if len(tensors) != self.n_inputs:
             raise BackendRuntimeError(
                 f"OpenVINO: method {self.method!r} takes {self.n_inputs} tensors (its flattened arguments), got "

