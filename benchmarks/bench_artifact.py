@@ -24,7 +24,7 @@ import torch
 
 import pipeline
 from pipeline import zoo
-from results_file import write_results
+from results_file import results_path, write_results
 
 
 def bench_model(name: str, directory: Path, rounds: int) -> dict:
@@ -48,7 +48,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--models", nargs="+", default=["basic", "mlp", "cnn", "transformer"])
-    parser.add_argument("--out", default="benchmarks/results/artifact.json")
+    parser.add_argument("--out", default=results_path("artifact.json"))
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as directory:

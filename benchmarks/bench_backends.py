@@ -45,7 +45,7 @@ from pipeline.core.frontends import capture
 from pipeline.core.lowering import codegen_backend_module
 from pipeline.core.registry import get_backend
 from raw_runtimes import runners
-from results_file import write_results
+from results_file import results_path, write_results
 from workloads import MODELS, workload
 
 BACKENDS = ("reference", "onnxruntime", "inductor", "torchscript", "executorch", "openvino")
@@ -212,7 +212,7 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--no-compile", dest="compile_peer", action="store_false",
                         help="leave torch.compile out (it compiles for each model and batch)")
-    parser.add_argument("--out", default="benchmarks/results/backends.json")
+    parser.add_argument("--out", default=results_path("backends.json"))
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore", category=DeprecationWarning)  # torch's own, about torch.jit and pytree:
     warnings.filterwarnings("ignore", category=FutureWarning)  # they would interleave with the table

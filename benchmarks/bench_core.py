@@ -24,7 +24,7 @@ import torch
 import pipeline
 from pipeline import zoo
 from pipeline.core.debug_handles import STRATEGIES, DebugHandleGenerator
-from results_file import write_results
+from results_file import results_path, write_results
 
 
 class TrivialBackend(pipeline.Backend):
@@ -124,7 +124,7 @@ def main(argv=None) -> int:
     parser.add_argument("--calls", type=int, default=5000)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000, 10_000, 100_000])
-    parser.add_argument("--out", default="benchmarks/results/core.json")
+    parser.add_argument("--out", default=results_path("core.json"))
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
 

@@ -22,7 +22,7 @@ import torch
 import pipeline
 from pipeline import zoo
 from pipeline.zoo.fnet import FNet
-from results_file import write_results
+from results_file import results_path, write_results
 
 
 def per_call_us(fn, args: tuple, calls: int) -> float:
@@ -54,7 +54,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--calls", type=int, default=300)
-    parser.add_argument("--out", default="benchmarks/results/partition.json")
+    parser.add_argument("--out", default=results_path("partition.json"))
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     torch.manual_seed(0)

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Dict, List
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from results_file import write_results  # noqa: E402
+from results_file import results_path, write_results  # noqa: E402
 
 MODEL = ["model=transformer"]
 MEASURE = ["latency.warmup=5", "latency.iterations=20", "latency.rounds=3", "verify.random_trials=1", "threads=1"]
@@ -64,7 +64,7 @@ def key(params: Dict[str, Any]) -> str:
 def main(argv: List[str] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--out", default="benchmarks/results/search.json")
+    parser.add_argument("--out", default=results_path("search.json"))
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as tmp:

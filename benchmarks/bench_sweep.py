@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 from pipeline.core.environment import git_state, package_versions
+from results_file import results_path
 from pipeline.core.files import write_json
 
 SWEEP = ["model=mlp", "threads=1", "backend.compile_spec.forward.constant_folding=true,false",
@@ -68,7 +69,7 @@ def run_sweep(launcher_overrides, model_overrides, work_dir: Path) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=2, help="alternating runs of each launcher")
-    parser.add_argument("--out", default="benchmarks/results/sweep.json")
+    parser.add_argument("--out", default=results_path("sweep.json"))
     args = parser.parse_args(argv)
 
     results = {}

@@ -12,6 +12,14 @@ from pipeline.core.environment import git_state, package_versions
 from pipeline.core.files import write_json
 
 
+RESULTS = Path(__file__).resolve().parent / "results"  # wherever the script is run from
+
+
+def results_path(name: str) -> str:
+    """The default ``--out`` of a benchmark: ``benchmarks/results/<name>``."""
+    return str(RESULTS / name)
+
+
 def write_results(path: str, record: Dict[str, Any]) -> None:
     """``record`` with an ``env`` entry (package versions, git state, machine, torch threads), written to ``path``."""
     env = {**package_versions(), "git": git_state(), "machine": platform.machine(),

@@ -85,8 +85,14 @@ def portable_path(path: str) -> str:
     directory. A path under none of them (or not a file path at all) stays as it is."""
     if not path or path.startswith("<") or not os.path.isabs(path):
         return path
+    return _portable_from(path, os.getcwd())
+
+
+@functools.lru_cache(maxsize=4096)
+def _portable_from(path: str, cwd: str) -> str:
+    # Cached: a graph names a few files thousands of times, and realpath costs a stat per path component.
     path = os.path.realpath(path)
-    for root, name in _roots():
+    for root, name in _roots(cwd):
         if path.startswith(root):
             rest = path[len(root):]
             if name is None:  # site-packages: the package's own name is the root
@@ -110,8 +116,8 @@ def _root_table() -> Tuple[Tuple[str, Optional[str]], ...]:
     return tuple((root.rstrip(os.sep) + os.sep, name) for root, name in roots)
 
 
-def _roots() -> Tuple[Tuple[str, Optional[str]], ...]:
-    cwd = (os.path.realpath(os.getcwd()).rstrip(os.sep) + os.sep, "cwd")
+def _roots(cwd: str) -> Tuple[Tuple[str, Optional[str]], ...]:
+    cwd = (os.path.realpath(cwd).rstrip(os.sep) + os.sep, "cwd")
     # the most specific root first: site-packages lies under the stdlib's prefix in some layouts
     return tuple(sorted(_root_table() + (cwd,), key=lambda item: -len(item[0])))
 
