@@ -9,7 +9,6 @@ format of PyTorch's TorchScript backends
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import linecache
 import os
@@ -74,8 +73,9 @@ def short_type_name(qualified: str) -> str:
 def describe_node(node: Any) -> NodeSource:
     """Where ``node`` came from; file names are portable (`portable_path`)."""
     found = _describe_fx_node(node) if isinstance(node, torch.fx.Node) else _describe_ts_node(node)
-    return dataclasses.replace(found, source=_portable(found.source),
-                               call_stack=tuple(_portable(frame) for frame in found.call_stack))
+    # Built directly, not with dataclasses.replace: this runs once per node of every graph lowered.
+    return NodeSource(found.op, found.node, _portable(found.source), found.hierarchy,
+                      tuple(_portable(frame) for frame in found.call_stack))
 
 
 def portable_path(path: str) -> str:
@@ -123,7 +123,7 @@ def _roots(cwd: str) -> Tuple[Tuple[str, Optional[str]], ...]:
 
 
 def _portable(frame: Optional[Frame]) -> Optional[Frame]:
-    return frame if frame is None else dataclasses.replace(frame, file=portable_path(frame.file))
+    return frame if frame is None else Frame(portable_path(frame.file), frame.line, frame.function, frame.text)
 
 
 def fx_op_name(node: torch.fx.Node) -> str:
