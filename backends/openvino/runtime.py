@@ -95,7 +95,6 @@ class RequestMethod:
         self.inference_precision = self._checked_precision()
         self.request = self.compiled.create_infer_request()
         self.n_inputs = len(self.compiled.inputs)
-        self.outputs = len(self.compiled.outputs)
         # Bound once for the hot path (one tensor in): the C++ request's infer, which sets the input, runs
         # and returns copies of the outputs in one call. The Python InferRequest.infer wrapper costs ~3 us
         # more (argument dispatch, an OVDict of the results), set_input_tensor + infer + copy ~5 us more.
