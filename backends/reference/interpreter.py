@@ -16,8 +16,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import torch
 import torch.utils._pytree as pytree
 
-from pipeline.core.backend import (Backend, BackendRuntimeError, LoweringError, ProfileEvent, format_choices,
-                                   parse_compile_spec)
+from pipeline.core.backend import (Backend, BackendRuntimeError, LoweringError, ProfileEvent, argument_leaves,
+                                   format_choices, parse_compile_spec)
 
 from pipeline.backends.reference import ops
 from pipeline.backends.reference.compile_spec import ReferenceCompileSpec
@@ -90,7 +90,7 @@ class CompiledMethod:
             ) from error
 
     def run(self, inputs: Sequence[Any], events: Events = None) -> List[Any]:
-        inputs = pytree.tree_leaves(list(inputs)) if self.flatten_inputs else list(inputs)
+        inputs = argument_leaves(inputs) if self.flatten_inputs else list(inputs)
         self._check(inputs)
         values: List[Any] = [None] * self.num_values
         for spec, value in zip(self.inputs, inputs):

@@ -31,7 +31,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import torch
 
-from pipeline.core.backend import LoweringError
+from pipeline.core.backend import LoweringError, tensor_bytes
 
 MAGIC = b"PLREFBE\0"
 FORMAT_VERSION = 1
@@ -340,17 +340,6 @@ class _TensorTable:
             self.data.append(raw)
             self._offset += len(raw)
         return self._index[key]
-
-
-def tensor_bytes(tensor: torch.Tensor) -> bytes:
-    """A tensor's elements in row-major order, as raw (little-endian) bytes."""
-    flat = tensor.detach().cpu().resolve_conj().resolve_neg().contiguous().reshape(-1)
-    if flat.numel() == 0:
-        return b""
-    as_bytes = flat.view(torch.uint8)
-    out = bytearray(as_bytes.numel())
-    torch.frombuffer(out, dtype=torch.uint8).copy_(as_bytes)  # one memcpy; bytes(storage) goes byte by byte
-    return bytes(out)
 
 
 def _read_tensor(entry: dict, payload: bytes, data_start: int) -> torch.Tensor:

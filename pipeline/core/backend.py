@@ -85,6 +85,7 @@ from pipeline.core.toolchain_output import quiet, quiet_logs_from
 from pipeline.core.signature import argument_leaves
 from pipeline.core.source import Frame, NodeSource, describe_node, portable_path
 from pipeline.core.spec import FieldError, SpecError, options_of, parse_compile_spec, parse_method_specs
+from pipeline.core.tensor_data import tensor_bytes
 
 FRONTENDS: Tuple[str, ...] = ("torchscript", "export")
 
@@ -94,7 +95,8 @@ __all__ = [
     "BackendRuntimeError", "FieldError", "Frame", "LoweringError", "NodeSource", "SpecError", "UNKNOWN_HANDLE",
     "UnsupportedOpError", "argument_leaves", "canonical_json", "check_extractable", "describe_node", "did_you_mean", "exported_method",
     "format_choices", "handles_by_origin", "method_part", "options_of", "pack_parts", "package_version",
-    "parse_compile_spec", "parse_method_specs", "portable_path", "quiet", "quiet_logs_from", "unpack_parts", "walk_nodes",
+    "parse_compile_spec", "parse_method_specs", "portable_path", "quiet", "quiet_logs_from", "tensor_bytes", "unpack_parts",
+    "walk_nodes",
 ]
 
 

@@ -29,12 +29,12 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
-import torch.utils._pytree as pytree
 
-from pipeline.core.backend import BackendRuntimeError, ProfileEvent
+from pipeline.core.backend import BackendRuntimeError, ProfileEvent, argument_leaves
 from pipeline.core.bounded_json import expect, member
 from pipeline.core.errors import LoweringError, MalformedInput
 from pipeline.core.literals import literal_source, read_literal
+from pipeline.core.tensor_data import tensor_bytes
 
 NAMESPACES = ("aten", "prims")
 _ENUMS = {"dtype": torch.dtype, "layout": torch.layout, "memory_format": torch.memory_format}
@@ -71,16 +71,6 @@ class TensorTable:
             entries.append({"dtype": str(tensor.dtype).removeprefix("torch."), "shape": list(tensor.shape)})
             parts[f"tensor/{i}"] = tensor_bytes(tensor)
         return entries, parts
-
-
-def tensor_bytes(tensor: torch.Tensor) -> bytes:
-    """A tensor's elements in row-major order, as raw bytes."""
-    flat = tensor.detach().cpu().resolve_conj().resolve_neg().contiguous().reshape(-1)
-    if flat.numel() == 0:
-        return b""
-    out = bytearray(flat.numel() * flat.element_size())
-    torch.frombuffer(out, dtype=torch.uint8).copy_(flat.view(torch.uint8))
-    return bytes(out)
 
 
 def read_tensor(entry: Any, data: bytes, where: str) -> torch.Tensor:
@@ -231,7 +221,7 @@ class FallbackProgram:
         raise MalformedInput(f"{where}: call {call!r} is not one of 'op', 'item', 'partition'.")
 
     def run(self, inputs: Sequence[Any], events: Optional[List[ProfileEvent]] = None) -> List[Any]:
-        leaves = pytree.tree_leaves(list(inputs))  # as export's user inputs: every leaf, in order
+        leaves = argument_leaves(inputs)  # as export's user inputs: every leaf, in order
         if len(leaves) != len(self.inputs):
             raise BackendRuntimeError(f"Partitioned method {self.method!r} takes {len(self.inputs)} input values "
                                       f"({', '.join(self.inputs)}); it got {len(leaves)}.")
