@@ -38,9 +38,10 @@ import warnings
 from typing import Any, Callable, Dict, List, Tuple
 
 import torch
-import torch.utils._pytree as pytree
 
 import pipeline
+from pipeline.app.latency import per_call_us
+from pipeline.app.verify import compare_outputs
 from pipeline.core.frontends import capture
 from pipeline.core.lowering import codegen_backend_module
 from pipeline.core.registry import get_backend
@@ -78,19 +79,12 @@ def lower(backend: str, work, threads: int) -> Tuple[pipeline.LoweredModule, Dic
     return lowered, {stage: timings[stage] for stage in STAGES}
 
 
-def per_call_us(fn: Callable, args: tuple, kwargs: Dict[str, Any], calls: int) -> float:
-    start = time.perf_counter()
-    for _ in range(calls):
-        fn(*args, **kwargs)
-    return (time.perf_counter() - start) / calls * 1e6
-
-
 def interleaved(candidates: Dict[str, Candidate], rounds: int, max_calls: int) -> Dict[str, List[float]]:
     """Per candidate, the mean time per call of each round's block (us); rounds rotate the order."""
     calls = {}
     for key, (fn, args, kwargs) in candidates.items():
-        per_call_us(fn, args, kwargs, 3)  # first calls: allocation, lazy initialisation
-        estimate = per_call_us(fn, args, kwargs, 5)
+        per_call_us(fn, args, 3, kwargs)  # first calls: allocation, lazy initialisation
+        estimate = per_call_us(fn, args, 5, kwargs)
         calls[key] = max(3, min(max_calls, int(BLOCK_S * 1e6 / max(estimate, 1e-3))))
     samples: Dict[str, List[float]] = {key: [] for key in candidates}
     order = list(candidates)
@@ -98,20 +92,9 @@ def interleaved(candidates: Dict[str, Candidate], rounds: int, max_calls: int) -
         shift = round_ % len(order)
         for key in order[shift:] + order[:shift]:
             fn, args, kwargs = candidates[key]
-            per_call_us(fn, args, kwargs, max(2, calls[key] // 10))  # untimed: the runtime switch settles
-            samples[key].append(per_call_us(fn, args, kwargs, calls[key]))
+            per_call_us(fn, args, max(2, calls[key] // 10), kwargs)  # untimed: the runtime switch settles
+            samples[key].append(per_call_us(fn, args, calls[key], kwargs))
     return samples
-
-
-def leaves(output: Any) -> List[torch.Tensor]:
-    if hasattr(output, "to_tuple"):  # a Hugging Face ModelOutput
-        output = output.to_tuple()
-    return [leaf for leaf in pytree.tree_leaves(output) if isinstance(leaf, torch.Tensor)]
-
-
-def max_abs_err(expected: Any, actual: Any) -> float:
-    return max((float((e.float() - a.float()).abs().max()) for e, a in zip(leaves(expected), leaves(actual))),
-               default=0.0)
 
 
 def bench_peers(name: str, batch: int, backends: List[str], compile_peer: bool, threads: int, calls: int,
@@ -130,11 +113,11 @@ def bench_peers(name: str, batch: int, backends: List[str], compile_peer: bool, 
             start = time.perf_counter()
             output = compiled(*work.args, **work.kwargs)
             row["torch_compile"] = {"first_call_s": time.perf_counter() - start,
-                                    "max_abs_err": max_abs_err(expected, output)}
+                                    "max_abs_err": compare_outputs(expected, output).max_abs}
             candidates["torch.compile"] = (compiled, work.args, work.kwargs)
         for backend, (module, lowering_s) in lowered.items():
             row["backends"][backend] = {"lowering_s": lowering_s,
-                                        "max_abs_err": max_abs_err(expected, module(*work.args, **work.kwargs))}
+                                        "max_abs_err": compare_outputs(expected, module(*work.args, **work.kwargs)).max_abs}
             candidates[backend] = (module, work.args, work.kwargs)
             fn, fn_args = runners(backend, module, work.args, work.kwargs)["raw"]
             candidates[f"{backend}:raw"] = (fn, fn_args, {})

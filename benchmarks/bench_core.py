@@ -24,6 +24,7 @@ import torch
 import pipeline
 from pipeline import zoo
 from pipeline.core.debug_handles import STRATEGIES, DebugHandleGenerator
+from pipeline.app.latency import per_call_us
 from results_file import results_path, write_results
 
 
@@ -34,13 +35,6 @@ class TrivialBackend(pipeline.Backend):
     def execute(self, handle, inputs):
         x, h = inputs
         return [x + h, x - h]
-
-
-def per_call_us(fn, args, calls: int) -> float:
-    start = time.perf_counter()
-    for _ in range(calls):
-        fn(*args)
-    return (time.perf_counter() - start) / calls * 1e6
 
 
 def bench_call_overhead(calls: int, rounds: int) -> dict:

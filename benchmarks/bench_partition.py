@@ -15,21 +15,14 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 
 import torch
 
 import pipeline
 from pipeline import zoo
 from pipeline.zoo.fnet import FNet
+from pipeline.app.latency import per_call_us
 from results_file import results_path, write_results
-
-
-def per_call_us(fn, args: tuple, calls: int) -> float:
-    start = time.perf_counter()
-    for _ in range(calls):
-        fn(*args)
-    return (time.perf_counter() - start) / calls * 1e6
 
 
 def bench(name: str, model: torch.nn.Module, args: tuple, rounds: int, calls: int) -> dict:

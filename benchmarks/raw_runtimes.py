@@ -45,7 +45,7 @@ def _handle_run(handle: Any, inputs: List[Any], leaves: List[torch.Tensor]) -> D
 
 
 def _onnxruntime(handle: Any, inputs: List[Any], leaves: List[torch.Tensor]) -> Dict[str, Runner]:
-    run, outputs = handle.session._sess.run, [output.name for output in handle.session.get_outputs()]
+    run, outputs = handle.session._sess.run, handle.output_names
     places = [(name, leaves[index]) for name, index in handle.inputs]
     to_torch = torch.from_numpy
 
