@@ -1,6 +1,10 @@
-"""Checks shared by the backend tests: fresh inputs, output comparison, source lines, registration, config."""
+"""Checks shared by the backend tests: fresh inputs, output comparison, source lines, registration, config,
+and a run of the app."""
 
 import inspect
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -89,3 +93,14 @@ def check_registration(name: str, backend_cls: type, **declared) -> None:
     config = composed_backend(name)
     assert config["_target_"] == f"pipeline.backends.{name}.{backend_cls.__name__}"
     assert config["compile_spec"]["forward"] == spec.options_of(backend_cls.CompileSpec())
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_app(tmp_path: Path, *overrides: str, timeout: float = 600) -> dict:
+    """``python -m pipeline OVERRIDES`` into ``tmp_path``, as a user runs it; it must succeed. Its report."""
+    done = subprocess.run([sys.executable, "-m", "pipeline", *overrides, f"hydra.run.dir={tmp_path}"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads((tmp_path / "report.json").read_text())

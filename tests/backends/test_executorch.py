@@ -18,6 +18,7 @@ import pytest
 import torch
 
 import backend_checks
+from backend_checks import run_app
 import pipeline
 import pipeline.backends.executorch as et_backend
 from pipeline import zoo
@@ -397,16 +398,10 @@ def test_yaml_declares_a_quantized_tolerance_looser_than_the_float_one():
     assert quantized_tolerance()["atol"] > TOLERANCE["atol"]
 
 
-def run_app(tmp_path: Path, *overrides: str) -> dict:
-    done = subprocess.run([sys.executable, "-m", "pipeline", *overrides, f"hydra.run.dir={tmp_path}"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads((tmp_path / "report.json").read_text())
-
-
 @pytest.mark.slow
 def test_app_lowers_the_mlp_to_executorch_and_records_the_partition_handles(tmp_path):
-    report = run_app(tmp_path, "model=mlp", "backend=executorch", "backend.compile_spec.forward.threads=1")
+    report = run_app(tmp_path, "model=mlp", "backend=executorch", "backend.compile_spec.forward.threads=1",
+                     timeout=900)
     assert report["status"] == "ok" and report["verify"]["passed"]
     assert report["compile_spec"]["forward"]["threads"] == 1
     handles = json.loads((tmp_path / "handles.json").read_text())

@@ -10,11 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import json
-import subprocess
-import sys
 import zipfile
-from pathlib import Path
 from typing import Dict
 
 import pytest
@@ -24,6 +20,7 @@ from torch import nn
 
 import pipeline.backends.inductor as inductor_backend
 import backend_checks
+from backend_checks import run_app
 import pipeline
 from pipeline.backends.inductor.compile_spec import INDUCTOR_OPTIONS, InductorCompileSpec
 from pipeline.core.spec import parse_compile_spec
@@ -31,7 +28,6 @@ from pipeline.backends.inductor.runtime import InductorBackend
 from pipeline.core.payload import pack_parts, unpack_parts
 from pipeline import zoo
 
-ROOT = Path(__file__).resolve().parents[2]
 TOLERANCE = backend_checks.tolerance("inductor")
 
 
@@ -211,10 +207,7 @@ def test_inductor_options_reach_the_compile():
 
 @pytest.mark.slow
 def test_app_lowers_the_default_model_with_inductor(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "pipeline", "backend=inductor", "frontend=export",
-                           "backend.compile_spec.forward.options.epilogue_fusion=false", f"hydra.run.dir={tmp_path}"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=1200)
-    assert done.returncode == 0, done.stderr[-3000:]
-    report = json.loads((tmp_path / "report.json").read_text())
+    report = run_app(tmp_path, "backend=inductor", "frontend=export",
+                     "backend.compile_spec.forward.options.epilogue_fusion=false", timeout=1200)
     assert report["status"] == "ok" and report["verify"]["passed"]
     assert report["compile_spec"]["forward"]["options"] == {"epilogue_fusion": False}

@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import subprocess
-import sys
-from pathlib import Path
 from typing import Dict
 
 import onnx
@@ -22,18 +19,19 @@ from torch import nn
 
 import pipeline.backends.onnxruntime as ort_backend
 import backend_checks
-from backend_checks import line_of
+from backend_checks import line_of, run_app
 import pipeline
 from pipeline.core.payload import pack_parts, unpack_parts
 from pipeline.backends.onnxruntime.runtime import OnnxRuntimeBackend
 from pipeline import zoo
 
-ROOT = Path(__file__).resolve().parents[2]
 TOLERANCE = backend_checks.tolerance("onnxruntime")
 
 
 def assert_same_outputs(expected, actual, **tolerance) -> None:
     backend_checks.assert_same_outputs(expected, actual, **(tolerance or TOLERANCE))
+
+
 FRONTENDS = {
     "export": dict(frontend="export"),
     "trace": dict(frontend="torchscript", torchscript_mode="trace"),
@@ -411,13 +409,6 @@ def test_backend_is_found_by_name_as_its_class_declares_it():
 def test_docstring_and_config_list_every_compile_spec_option_with_its_default():
     fields = {f.name: f for f in dataclasses.fields(ort_backend.OnnxRuntimeCompileSpec)}
     assert [name for name in fields if f"``{name}``" not in ort_backend.__doc__] == []
-
-
-def run_app(tmp_path: Path, *overrides: str) -> dict:
-    done = subprocess.run([sys.executable, "-m", "pipeline", *overrides, f"hydra.run.dir={tmp_path}"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads((tmp_path / "report.json").read_text())
 
 
 def test_app_lowers_the_default_model_to_onnxruntime_with_an_option_overridden(tmp_path):

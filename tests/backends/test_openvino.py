@@ -10,10 +10,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import subprocess
 import sys
 import tempfile
-from pathlib import Path
 
 import numpy
 import openvino
@@ -25,13 +23,12 @@ from torch import nn
 import backend_checks
 import pipeline
 import pipeline.backends.openvino as ov_backend
-from backend_checks import line_of
+from backend_checks import line_of, run_app
 from pipeline import zoo
 from pipeline.backends.openvino.convert import convert
 from pipeline.backends.openvino.runtime import OpenVinoBackend
 from pipeline.core.payload import pack_parts, unpack_parts
 
-ROOT = Path(__file__).resolve().parents[2]
 TOLERANCE = backend_checks.tolerance("openvino")
 CAPABILITIES = openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
@@ -339,16 +336,9 @@ def test_docstring_lists_every_compile_spec_option():
     assert [name for name in fields if f"``{name}``" not in ov_backend.__doc__] == []
 
 
-def run_app(tmp_path: Path, *overrides: str) -> dict:
-    done = subprocess.run([sys.executable, "-m", "pipeline", "backend=openvino", *overrides,
-                           f"hydra.run.dir={tmp_path}"], cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads((tmp_path / "report.json").read_text())
-
-
 def test_app_lowers_with_an_option_overridden_records_the_precision_and_maps_the_profile(tmp_path):
-    report = run_app(tmp_path, "model=cnn", "backend.compile_spec.forward.threads=1", "profile=true",
-                     "latency.enabled=false")
+    report = run_app(tmp_path, "backend=openvino", "model=cnn", "backend.compile_spec.forward.threads=1",
+                     "profile=true", "latency.enabled=false")
     assert report["status"] == "ok" and report["verify"]["passed"]
     assert report["compile_spec"]["forward"]["threads"] == 1
     assert report["compile_spec"]["forward"]["inference_precision"] == "f32"

@@ -42,6 +42,8 @@ TOLERANCE = backend_checks.tolerance("reference")
 
 def assert_same_outputs(expected, actual, **tolerance) -> None:
     backend_checks.assert_same_outputs(expected, actual, **(tolerance or TOLERANCE))
+
+
 pytestmark = [  # tracing the zoo warns about what it does; the tests check the results instead
     pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning"),
     pytest.mark.filterwarnings("ignore:`torch.jit.trace_method` is deprecated:DeprecationWarning"),

@@ -9,10 +9,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
-import subprocess
-import sys
 import zipfile
-from pathlib import Path
 from typing import Dict
 
 import pytest
@@ -21,17 +18,18 @@ from torch import nn
 
 import pipeline.backends.torchscript as ts_backend
 import backend_checks
-from backend_checks import line_of
+from backend_checks import line_of, run_app
 import pipeline
 from pipeline.backends.torchscript.runtime import BACKEND_MAP_FILE, TorchScriptBackend
 from pipeline import zoo
 
-ROOT = Path(__file__).resolve().parents[2]
 TOLERANCE = backend_checks.tolerance("torchscript")
 
 
 def assert_same_outputs(expected, actual, **tolerance) -> None:
     backend_checks.assert_same_outputs(expected, actual, **(tolerance or TOLERANCE))
+
+
 MODES = ("script", "trace")
 
 
@@ -217,10 +215,6 @@ def test_docstring_says_what_loading_the_archive_runs_and_lists_every_option():
 
 
 def test_app_lowers_a_scripted_model_to_torchscript(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "pipeline", "backend=torchscript", "frontend=torchscript",
-                           "model=cnn", f"hydra.run.dir={tmp_path}"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    report = json.loads((tmp_path / "report.json").read_text())
+    report = run_app(tmp_path, "backend=torchscript", "frontend=torchscript", "model=cnn")
     assert report["status"] == "ok" and report["verify"]["passed"]
     assert report["compile_spec"]["forward"] == {"freeze": True, "optimize_for_inference": True}
