@@ -32,10 +32,10 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import torch
 from torch.export.graph_signature import InputKind
 
-from pipeline.core.backend import Backend, BackendInfo, ProfileEvent
+from pipeline.core.backend import Backend, BackendInfo
 from pipeline.core.debug_handles import HandleMap, walk_nodes
 from pipeline.core.errors import LoweringError, MalformedInput
-from pipeline.core.fallback import FallbackProgram, TensorTable, encode, op_name, read_tensor
+from pipeline.core.fallback import NAMESPACES, FallbackProgram, TensorTable, encode, op_name, read_tensor
 from pipeline.core.bounded_json import expect, member
 from pipeline.core.lowered_module import LoweredModule
 from pipeline.core.partition import FALLBACK, MethodSplit, counted, split_method
@@ -142,7 +142,7 @@ def _fallback_json(split: MethodSplit, handles: Dict[torch.fx.Node, int], tensor
             if name is None or unit.target._schema.is_mutable:
                 raise LoweringError(
                     f"Partitioned lowering: node {unit.name} of method {split.method!r} ({describe_node(unit).op}) "
-                    f"cannot run in the fallback, which runs functional ops of {['aten', 'prims']} only, and the "
+                    f"cannot run in the fallback, which runs functional ops of {list(NAMESPACES)} only, and the "
                     f"backend does not take it ({split.reasons.get(unit, 'not in a group')})."
                 )
             step = {"call": "op", "target": name, "args": [operand(a) for a in unit.args],
@@ -261,13 +261,8 @@ class PartitionedRuntime(Backend):
         missing = sorted(set(spec) - set(methods))
         if missing:
             raise MalformedInput(f"no fallback for methods {missing}.")
+        # Its handles are FallbackPrograms, which the contract's default execute and profile run.
         return {method: FallbackProgram(method, methods[method], tensors, calls) for method in spec}
-
-    def execute(self, handle: FallbackProgram, inputs: List[Any]) -> List[Any]:
-        return handle.run(inputs)
-
-    def profile(self, handle: FallbackProgram, inputs: List[Any]) -> Optional[List[ProfileEvent]]:
-        return handle.profile(inputs)
 
 
 class PartitionedModule(LoweredModule):
