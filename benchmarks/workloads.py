@@ -39,14 +39,11 @@ def workload(name: str, batch: int) -> Workload:
 
 
 def _from_config(name: str, batch: int) -> Workload:
-    from hydra import compose, initialize_config_module
-
-    from pipeline.app.config import validate
+    from pipeline.app.config import compose_config, validate
     from pipeline.app.inputs import make_call
     from pipeline.app.run import build_model
 
-    with initialize_config_module("pipeline.conf", version_base="1.3"):
-        request = validate(compose("config", overrides=[f"model={name}"]))
+    request = validate(compose_config([f"model={name}"]))
     spec = request.example_inputs["forward"]
     spec = dataclasses.replace(spec, args=[_batched(item, batch) for item in spec.args],
                                kwargs={key: _batched(item, batch) for key, item in spec.kwargs.items()})

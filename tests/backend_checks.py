@@ -71,11 +71,11 @@ def tolerance(backend: str, key: str = "tolerance") -> dict:
 
 def composed_backend(backend: str) -> dict:
     """The ``backend`` node of the composed config for ``backend=<backend>``, as plain values."""
-    from hydra import compose, initialize_config_module
     from omegaconf import OmegaConf
 
-    with initialize_config_module("pipeline.conf", version_base="1.3"):
-        return OmegaConf.to_container(compose("config", overrides=[f"backend={backend}"]).backend, resolve=True)
+    from pipeline.app.config import compose_config
+
+    return OmegaConf.to_container(compose_config([f"backend={backend}"]).backend, resolve=True)
 
 
 def check_registration(name: str, backend_cls: type, **declared) -> None:

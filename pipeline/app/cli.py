@@ -22,7 +22,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from pipeline.core.files import write_json
-from pipeline.app.config import ConfigError, validate
+from pipeline.app.config import ConfigError, compose_config, validate
 from pipeline.app.faults import can_fork, exit_code_of, run_in_child
 from pipeline.app.run_files import REPORT
 from pipeline.app.schema import RunRequest
@@ -79,7 +79,7 @@ def compose_check(argv: "list[str]") -> int:
         return 0  # another primary config: Hydra checks it
     extra = [f"hydra.searchpath=[file://{Path(config_dir).resolve()}]"] if config_dir else []
     try:
-        _compose(overrides + extra)
+        compose_config(overrides + extra)
         return 0
     except HydraException as error:
         message = explain_composition_error(error, overrides, extra)
@@ -89,13 +89,6 @@ def compose_check(argv: "list[str]") -> int:
         write_json(Path(run_dir) / REPORT, {"status": "failed", "stage": "config", "error": message,
                                             "overrides": overrides})
     return 2
-
-
-def _compose(overrides: "list[str]") -> DictConfig:
-    from hydra import compose, initialize_config_module
-
-    with initialize_config_module("pipeline.conf", version_base="1.3"):
-        return compose("config", overrides=overrides)
 
 
 def explain_composition_error(error: BaseException, overrides: "list[str]", extra: "list[str]") -> str:
@@ -118,7 +111,8 @@ def explain_composition_error(error: BaseException, overrides: "list[str]", extr
         parent, _, name = key["key"].rpartition(".")
         others = [o for o in overrides if not o.split("=", 1)[0].lstrip("+~").startswith(key["key"])]
         try:
-            node = OmegaConf.select(_compose(others + extra), parent) if parent else _compose(others + extra)
+            config = compose_config(others + extra)
+            node = OmegaConf.select(config, parent) if parent else config
             known = [str(k) for k in node] if hasattr(node, "keys") else []
         except Exception:  # the rest of the config does not compose either: say what Hydra said
             known = []

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 from pathlib import PurePath
-from typing import Any, Dict, List, Mapping, Tuple
+from typing import Any, Dict, List, Mapping, Sequence, Tuple
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
@@ -28,7 +28,17 @@ from pipeline.app.targets import locate
 MODEL_RESERVED_KEYS = ("_target_", "example_inputs")
 TORCHSCRIPT_MODES = ("script", "trace")
 
-__all__ = ["ConfigError", "InputSpec", "LatencyConfig", "RunRequest", "Tolerance", "VerifyConfig", "validate"]
+__all__ = ["ConfigError", "InputSpec", "LatencyConfig", "RunRequest", "Tolerance", "VerifyConfig", "compose_config",
+           "validate"]
+
+
+def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
+    """The packaged config composed with ``overrides``, as ``python -m pipeline OVERRIDES`` composes it
+    (without Hydra's own ``hydra`` node, and running nothing)."""
+    from hydra import compose, initialize_config_module
+
+    with initialize_config_module("pipeline.conf", version_base="1.3"):
+        return compose("config", overrides=list(overrides))
 
 
 def validate(cfg: DictConfig) -> RunRequest:

@@ -41,12 +41,9 @@ EXPECTED_FAILURES = {
 
 def lower(model: str, backend: str, out_dir: Path, extra: List[str] = ()) -> Dict[str, Any]:
     """Run ``model`` on ``backend`` into ``out_dir``; the run's report."""
-    from hydra import compose, initialize_config_module
-
-    from pipeline.app.config import validate
+    from pipeline.app.config import compose_config, validate
     from pipeline.app.run import run
 
     overrides = [f"model={model}", *BACKENDS[backend], *QUICK, *extra]
-    with initialize_config_module("pipeline.conf", version_base="1.3"):
-        request = validate(compose("config", overrides=overrides))
+    request = validate(compose_config(overrides))
     return run(request, out_dir, extra_record={"overrides": overrides})

@@ -14,10 +14,9 @@ import json
 import sys
 from pathlib import Path
 
-from hydra import compose, initialize_config_module
 from hydra.errors import HydraException
 
-from pipeline.app.config import ConfigError, validate
+from pipeline.app.config import ConfigError, compose_config, validate
 
 
 def main(argv=None) -> int:
@@ -30,8 +29,7 @@ def main(argv=None) -> int:
     if args.config_dir:
         overrides.append(f"hydra.searchpath=[file://{args.config_dir.resolve()}]")
     try:
-        with initialize_config_module("pipeline.conf", version_base="1.3"):
-            request = validate(compose("config", overrides=overrides))
+        request = validate(compose_config(overrides))
     except (ConfigError, HydraException) as error:
         print(f"Config error: {error}", file=sys.stderr)
         return 2

@@ -9,11 +9,10 @@ from pathlib import Path
 import jsonschema
 import pytest
 import torch
-from hydra import compose, initialize_config_module
 from hydra.errors import MissingConfigException
 
 import pipeline
-from pipeline.app.config import ConfigError, validate
+from pipeline.app.config import ConfigError, compose_config, validate
 from pipeline.core.hashing import sha256_file
 from pipeline.app.run import run
 
@@ -26,8 +25,7 @@ SCHEMAS = ROOT / "pipeline" / "app" / "schemas"
 
 def composed(*overrides, user_configs=False):
     extra = [f"hydra.searchpath=[file://{USER / 'conf'}]"] if user_configs else []
-    with initialize_config_module("pipeline.conf", version_base="1.3"):
-        return compose("config", overrides=list(overrides) + extra)
+    return compose_config(list(overrides) + extra)
 
 
 def options(group):

@@ -8,10 +8,9 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-from hydra import compose, initialize_config_module
 
 import pipeline
-from pipeline.app.config import ConfigError, validate
+from pipeline.app.config import ConfigError, compose_config, validate
 from pipeline.zoo.fnet import FourierBlock
 from backend_checks import line_of
 
@@ -48,14 +47,12 @@ def test_fnet_runs_partitioned_from_the_command_line_and_records_where_each_node
 
 
 def test_partition_true_with_the_torchscript_frontend_is_refused_before_running():
-    with initialize_config_module("pipeline.conf", version_base="1.3"):
-        cfg = compose("config", overrides=["frontend=torchscript", "partition=true"])
+    cfg = compose_config(["frontend=torchscript", "partition=true"])
     with pytest.raises(ConfigError, match="allowed with partition=true: 'export'"):
         validate(cfg)
 
 
 def test_min_nodes_below_one_is_refused():
-    with initialize_config_module("pipeline.conf", version_base="1.3"):
-        cfg = compose("config", overrides=["partition=true", "min_nodes=0"])
+    cfg = compose_config(["partition=true", "min_nodes=0"])
     with pytest.raises(ConfigError, match="min_nodes: 0 is not allowed"):
         validate(cfg)

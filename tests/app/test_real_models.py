@@ -5,10 +5,9 @@ from the same list (benchmarks/bench_real_models.py)."""
 import pytest
 import torch
 import torch.utils._pytree as pytree
-from hydra import compose, initialize_config_module
 
 import pipeline
-from pipeline.app.config import validate
+from pipeline.app.config import compose_config, validate
 from pipeline.app.inputs import make_method_calls
 from pipeline.app.real_models import BACKENDS, EXPECTED_FAILURES, QUICK, REAL_MODELS, lower
 from pipeline.app.run import build_model
@@ -19,8 +18,7 @@ CELLS = [pytest.param(model, backend, marks=[pytest.mark.slow] if backend in SLO
 
 
 def request_for(model, backend):
-    with initialize_config_module("pipeline.conf", version_base="1.3"):
-        return validate(compose("config", overrides=[f"model={model}", *BACKENDS[backend], *QUICK]))
+    return validate(compose_config([f"model={model}", *BACKENDS[backend], *QUICK]))
 
 
 @pytest.mark.parametrize("model, backend", CELLS)

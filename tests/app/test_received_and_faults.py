@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hydra import compose, initialize_config_module
 
 from pipeline.app import compare, inspect as pipeline_inspect, replay
-from pipeline.app.config import ConfigError, validate
+from pipeline.app.config import ConfigError, compose_config, validate
 from pipeline.app.faults import Interrupted
 from pipeline.core.files import write_atomic
 
@@ -26,8 +25,7 @@ ENV = {**os.environ, "PYTHONPATH": str(USER)}
 
 
 def composed(*overrides):
-    with initialize_config_module("pipeline.conf", version_base="1.3"):
-        return compose("config", overrides=list(overrides))
+    return compose_config(overrides)
 
 
 def lower(run_dir, *overrides, flags=()):
