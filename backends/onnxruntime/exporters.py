@@ -92,10 +92,27 @@ def export_program(program: "torch.export.ExportedProgram", method: str, spec: O
         found = origins.get(match["name"], []) if match else []
         if found:
             node_handles[node.name or f"#{index}"] = found
+    _check_numpy_exchangeable(model, method)
     inputs, flat = _program_inputs(program, [value.name for value in model.graph.input], method)
     examples, real = _program_examples(program, inputs)
     return ExportedMethod(model.SerializeToString(deterministic=True), inputs, flat, node_handles, examples, real,
                           retried_on)
+
+
+def _check_numpy_exchangeable(model: Any, method: str) -> None:
+    """onnxruntime's Python API passes inputs and outputs as numpy arrays, and numpy has no bfloat16:
+    such a method would lower and then fail on every call."""
+    import onnx
+
+    for kind, values in (("input", model.graph.input), ("output", model.graph.output)):
+        for value in values:
+            if value.type.tensor_type.elem_type == onnx.TensorProto.BFLOAT16:
+                raise LoweringError(
+                    f"Backend {NAME!r}: method {method!r} has a bfloat16 {kind} ({value.name!r}); onnxruntime's "
+                    "Python API exchanges tensors as numpy arrays, which have no bfloat16. Cast it to float32 or "
+                    "float16 in the model, or lower on a backend that returns bfloat16 (reference, openvino, "
+                    "executorch, torchscript)."
+                )
 
 
 def _dynamo_export(program: "torch.export.ExportedProgram", spec: OnnxRuntimeCompileSpec) -> Any:
@@ -197,6 +214,7 @@ def export_torchscript(module: torch.jit.ScriptModule, method: str, spec: OnnxRu
     for node in model.graph.node:
         node.doc_string = ""  # a copy of the source text: not needed at run time
     tensors = [i for i, value in enumerate(_flat(arguments)) if isinstance(value, torch.Tensor)]
+    _check_numpy_exchangeable(model, method)
     names = [value.name for value in model.graph.input]
     if len(names) != len(tensors):
         raise LoweringError(

@@ -95,6 +95,9 @@ class RequestMethod:
         self.inference_precision = self._checked_precision()
         self.request = self.compiled.create_infer_request()
         self.n_inputs = len(self.compiled.inputs)
+        # numpy has no bfloat16: OpenVINO hands bf16 results over as float16 arrays of the same bits.
+        bf16 = {i for i, port in enumerate(self.compiled.outputs) if port.get_element_type() == openvino.Type.bf16}
+        self._as_torch = _as_torch if not bf16 else lambda arrays: _as_torch_reading_bf16(arrays, bf16)
         # Bound once for the hot path (one tensor in): the C++ request's infer, which sets the input, runs
         # and returns copies of the outputs in one call. The Python InferRequest.infer wrapper costs ~3 us
         # more (argument dispatch, an OVDict of the results), set_input_tensor + infer + copy ~5 us more.
@@ -121,7 +124,7 @@ class RequestMethod:
             try:
                 outputs = self._infer_with(self.request, self._tensor(inputs[0].numpy(), shared_memory=True),
                                            False, False)
-                return [torch.from_numpy(array) for array in outputs.values()]  # copies, in output order
+                return self._as_torch(outputs)
             except Exception:  # not a contiguous CPU tensor without grad, or the call failed:
                 pass  # the general path below copies what it must, or says what failed and where
         return self._run(self.request, inputs)
@@ -136,7 +139,7 @@ class RequestMethod:
         except Exception as error:  # OpenVINO raises RuntimeError, or TypeError for what it cannot wrap
             message = str(error).strip()
             raise BackendRuntimeError(f"OpenVINO: {message}", self.handles_in_message(message)) from error
-        return [torch.from_numpy(array) for array in outputs.values()]  # copies, in output order
+        return self._as_torch(outputs)
 
     def _tensors(self, inputs: Sequence[Any]) -> List[torch.Tensor]:
         tensors = [leaf for leaf in argument_leaves(inputs) if isinstance(leaf, torch.Tensor)]
@@ -192,3 +195,12 @@ class RequestMethod:
         return [ProfileEvent(f"{self.method}/{info.node_name} {info.node_type}", info.real_time.total_seconds(),
                              handles.get(info.node_name, ()))
                 for info in request.get_profiling_info() if info.status == openvino.ProfilingInfo.Status.EXECUTED]
+
+
+def _as_torch(outputs: Dict[Any, Any]) -> List[torch.Tensor]:
+    """The results of one infer (copies, in output order) as tensors that share their memory."""
+    return [torch.from_numpy(array) for array in outputs.values()]
+
+
+def _as_torch_reading_bf16(outputs: Dict[Any, Any], bf16: "set[int]") -> List[torch.Tensor]:
+    return [tensor.view(torch.bfloat16) if i in bf16 else tensor for i, tensor in enumerate(_as_torch(outputs))]

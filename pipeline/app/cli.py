@@ -24,7 +24,7 @@ from omegaconf import DictConfig
 from pipeline.core.files import write_json
 from pipeline.app.config import ConfigError, compose_config, validate
 from pipeline.app.faults import can_fork, exit_code_of, run_in_child
-from pipeline.app.run_files import REPORT
+from pipeline.app.run_files import REPORT, clear_earlier_run
 from pipeline.app.schema import RunRequest
 
 log = logging.getLogger("pipeline")
@@ -86,6 +86,7 @@ def compose_check(argv: "list[str]") -> int:
     print(f"Config error: {message}", file=sys.stderr)
     run_dir = next((o.split("=", 1)[1] for o in overrides if o.startswith("hydra.run.dir=")), None)
     if run_dir:
+        clear_earlier_run(Path(run_dir))
         write_json(Path(run_dir) / REPORT, {"status": "failed", "stage": "config", "error": message,
                                             "overrides": overrides})
     return 2
@@ -142,6 +143,7 @@ def lower(cfg: DictConfig) -> Dict[str, Any]:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         report = {"status": "failed", "stage": "config", "error": str(error), **record}
+        clear_earlier_run(out_dir, _artifact_name(cfg))
         write_json(out_dir / REPORT, report)
         print(f"Config error: {error}", file=sys.stderr)
         return _finish(report, multirun, exit_code=2)
@@ -159,6 +161,14 @@ def lower(cfg: DictConfig) -> Dict[str, Any]:
     if interrupted is not None:
         sys.exit(interrupted)  # a sweep stops too: the user asked to stop
     return _finish(report, multirun, exit_code=1)
+
+
+def _artifact_name(cfg: DictConfig) -> Any:
+    """The artifact name the config asks for, if it can be read at all (the config did not validate)."""
+    try:
+        return cfg.get("artifact_name")
+    except Exception:  # an interpolation that does not resolve
+        return None
 
 
 def _crashed(out_dir: Path, request: RunRequest, record: Dict[str, Any], stage: str, cause: str) -> Dict[str, Any]:

@@ -17,7 +17,6 @@ import contextlib
 import os
 import signal
 import threading
-from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, Optional
 
 INTERRUPTING_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -128,15 +127,3 @@ def _flush_std_streams() -> None:
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()
-
-
-def clear_run_outputs(out_dir: Path, names: "list[str]") -> None:
-    """Remove what an earlier run left in ``out_dir`` (its records and artifact, stale temporary
-    files), so that no old artifact sits beside a new failed report."""
-    for name in names:
-        path = out_dir / name
-        if path.is_file() or path.is_symlink():
-            path.unlink()
-    for stale in out_dir.glob(".*.tmp"):  # write_atomic's temporary files of a run that was killed
-        if stale.is_file():
-            stale.unlink()

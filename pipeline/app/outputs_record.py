@@ -3,7 +3,9 @@ when the artifact's bytes cannot match (native code, TorchScript archives).
 
 ``outputs.bin`` is a payload container (`pipeline.core.payload`): a JSON header
 with each method's output leaves (dtype, shape) and the digest of the example
-inputs, then the raw bytes of each leaf. No pickle; equal outputs give equal bytes.
+inputs, then the raw bytes of each leaf (`pipeline.core.tensor_data`), so every
+output a backend returns is kept: 0-dim and empty tensors, views, bool, integers
+and 16-bit floats. No pickle; equal outputs give equal bytes.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ from typing import Any, Dict, List, Tuple
 import torch
 import torch.utils._pytree as pytree
 
-from pipeline.core.errors import LoweringError
+from pipeline.core.errors import LoweringError, MalformedInput
 from pipeline.core.files import write_atomic
 from pipeline.core.payload import pack_parts, unpack_parts
+from pipeline.core.tensor_data import read_tensor, tensor_bytes, tensor_entry
 
 KIND = "outputs"
 
@@ -29,9 +32,8 @@ def inputs_digest(calls: Dict[str, Tuple[tuple, Dict[str, Any]]]) -> str:
         args, kwargs = calls[method]
         for leaf in pytree.tree_leaves((args, dict(sorted(kwargs.items())))):
             if isinstance(leaf, torch.Tensor):
-                tensor = leaf.detach().contiguous().cpu()
-                digest.update(f"{method}:{tensor.dtype}:{list(tensor.shape)}".encode())
-                digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+                digest.update(f"{method}:{leaf.dtype}:{list(leaf.shape)}".encode())
+                digest.update(tensor_bytes(leaf))
             else:
                 digest.update(f"{method}:{leaf!r}".encode())
     return digest.hexdigest()
@@ -45,10 +47,9 @@ def record(path: Path, lowered: Any, calls: Dict[str, Tuple[tuple, Dict[str, Any
         for method, (args, kwargs) in calls.items():
             leaves = [leaf for leaf in pytree.tree_leaves(getattr(lowered, method)(*args, **kwargs))
                       if isinstance(leaf, torch.Tensor)]
-            meta["methods"][method] = [{"dtype": str(t.dtype).replace("torch.", ""), "shape": list(t.shape)}
-                                       for t in leaves]
+            meta["methods"][method] = [tensor_entry(t) for t in leaves]
             for index, tensor in enumerate(leaves):
-                parts[f"{method}/{index}"] = tensor.detach().contiguous().cpu().view(torch.uint8).numpy().tobytes()
+                parts[f"{method}/{index}"] = tensor_bytes(tensor)
     data = pack_parts(KIND, meta, parts)
     write_atomic(path, data)
     return {"path": path.name, "sha256": hashlib.sha256(data).hexdigest(), "inputs_sha256": meta["inputs_sha256"]}
@@ -60,13 +61,10 @@ def read(path: Path) -> Tuple[str, Dict[str, List[torch.Tensor]]]:
     outputs: Dict[str, List[torch.Tensor]] = {}
     try:
         for method, leaves in meta["methods"].items():
-            outputs[method] = []
-            for index, leaf in enumerate(leaves):
-                dtype = getattr(torch, leaf["dtype"])
-                raw = torch.frombuffer(bytearray(parts[f"{method}/{index}"]), dtype=torch.uint8)
-                outputs[method].append(raw.view(dtype).reshape(leaf["shape"]))
+            outputs[method] = [read_tensor(leaf, parts[f"{method}/{index}"], f"{method}[{index}]")
+                               for index, leaf in enumerate(leaves)]
         return meta["inputs_sha256"], outputs
-    except (KeyError, TypeError, RuntimeError, AttributeError, ValueError) as error:
+    except (MalformedInput, KeyError, TypeError, RuntimeError, AttributeError, ValueError) as error:
         raise LoweringError(f"{path}: not an outputs record: {type(error).__name__}: {error}") from None
 
 

@@ -13,7 +13,6 @@ directory is removed first.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import signal
 import threading
@@ -32,11 +31,11 @@ from pipeline.core.hashing import canonical_json, sha256_bytes
 from pipeline.core.lowering import codegen_backend_module
 from pipeline.core.profiling import profile
 from pipeline.app.backend_loading import load_backend
-from pipeline.app.faults import Interrupted, clear_run_outputs, signals_deferred, signals_raise
+from pipeline.app.faults import Interrupted, signals_deferred, signals_raise
 from pipeline.app.inputs import Call, as_example_inputs, make_call, make_method_calls
 from pipeline.app.latency import measure
 from pipeline.app import outputs_record
-from pipeline.app.run_files import HANDLES, OUTPUTS, PROFILE, REPORT
+from pipeline.app.run_files import HANDLES, OUTPUTS, PROFILE, REPORT, clear_earlier_run
 from pipeline.app.schema import RunRequest
 from pipeline.app.targets import locate
 from pipeline.app.verify import verify
@@ -94,7 +93,7 @@ def run(request: RunRequest, out_dir: Path, extra_record: Optional[Dict[str, Any
     started = time.perf_counter() if started is None else started
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    clear_run_outputs(out_dir, [REPORT, HANDLES, PROFILE, OUTPUTS, request.artifact_name, *_earlier_artifact(out_dir)])
+    clear_earlier_run(out_dir, request.artifact_name)
     stages = Stages(on_stage)
     report = _base_report(request, extra_record or {})
     lower_timings: Dict[str, float] = {}
@@ -235,16 +234,6 @@ def record_profile(lowered: Any, inputs: Dict[str, Any], out_dir: Path) -> Dict[
     by_partition = {"by_partition": result["by_partition"]} if "by_partition" in result else {}
     return {"path": PROFILE, "supported": True, "attributed_share": result["attributed_share"], "top": top,
             **by_partition}
-
-
-def _earlier_artifact(out_dir: Path) -> List[str]:
-    """The artifact an earlier run in ``out_dir`` recorded, if its report names a plain file name."""
-    try:
-        entry = json.loads((out_dir / REPORT).read_text()).get("artifact") or {}
-        name = entry.get("path")
-    except (OSError, ValueError, AttributeError):
-        return []
-    return [name] if isinstance(name, str) and name == Path(name).name and not name.startswith(".") else []
 
 
 def _input_sets(request: RunRequest, calls: Dict[str, Call]) -> Dict[str, List[Call]]:

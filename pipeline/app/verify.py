@@ -64,7 +64,7 @@ def compare_outputs(expected: Any, actual: Any) -> Comparison:
     result = Comparison()
     for e, a in zip(expected_leaves, actual_leaves):
         if isinstance(e, torch.Tensor):
-            if not isinstance(a, torch.Tensor) or e.shape != a.shape:
+            if not isinstance(a, torch.Tensor) or e.shape != a.shape or e.dtype != a.dtype:
                 return _different()
             e64, a64 = e.detach().double(), a.detach().double()
             diff = _abs_error(e64, a64)

@@ -34,7 +34,7 @@ from pipeline.core.backend import BackendRuntimeError, ProfileEvent, argument_le
 from pipeline.core.bounded_json import expect, member
 from pipeline.core.errors import LoweringError, MalformedInput
 from pipeline.core.literals import literal_source, read_literal
-from pipeline.core.tensor_data import tensor_bytes
+from pipeline.core.tensor_data import read_tensor, tensor_bytes, tensor_entry
 
 NAMESPACES = ("aten", "prims")
 _ENUMS = {"dtype": torch.dtype, "layout": torch.layout, "memory_format": torch.memory_format}
@@ -68,21 +68,9 @@ class TensorTable:
     def to_parts(self) -> Tuple[List[dict], Dict[str, bytes]]:
         entries, parts = [], {}
         for i, tensor in enumerate(self.tensors):
-            entries.append({"dtype": str(tensor.dtype).removeprefix("torch."), "shape": list(tensor.shape)})
+            entries.append(tensor_entry(tensor))
             parts[f"tensor/{i}"] = tensor_bytes(tensor)
         return entries, parts
-
-
-def read_tensor(entry: Any, data: bytes, where: str) -> torch.Tensor:
-    dtype = getattr(torch, member(entry, "dtype", str, where), None)
-    if not isinstance(dtype, torch.dtype):
-        raise MalformedInput(f"{where}: unknown dtype {entry['dtype']!r}.")
-    shape = [expect(s, int, f"{where}.shape") for s in member(entry, "shape", list, where)]
-    if any(s < 0 for s in shape) or math.prod(shape) * dtype.itemsize != len(data):
-        raise MalformedInput(f"{where}: shape {shape} of {dtype} does not match its {len(data)} bytes.")
-    if not data:
-        return torch.empty(shape, dtype=dtype)
-    return torch.frombuffer(bytearray(data), dtype=dtype).reshape(shape)
 
 
 def encode(value: Any, tensors: TensorTable, tensor_of: Callable[[torch.fx.Node], Optional[torch.Tensor]]) -> Any:

@@ -35,12 +35,13 @@ from torch.export.graph_signature import InputKind
 from pipeline.core.backend import Backend, BackendInfo
 from pipeline.core.debug_handles import HandleMap, walk_nodes
 from pipeline.core.errors import LoweringError, MalformedInput
-from pipeline.core.fallback import NAMESPACES, FallbackProgram, TensorTable, encode, op_name, read_tensor
+from pipeline.core.fallback import NAMESPACES, FallbackProgram, TensorTable, encode, op_name
 from pipeline.core.bounded_json import expect, member
 from pipeline.core.lowered_module import LoweredModule
 from pipeline.core.partition import FALLBACK, MethodSplit, counted, split_method
 from pipeline.core.payload import pack_parts, unpack_parts
 from pipeline.core.source import describe_node
+from pipeline.core.tensor_data import read_tensor
 
 KIND = "partitioned"
 MAX_LISTED = 3  # fallback places named in the summary line; the record lists all

@@ -210,6 +210,20 @@ def test_a_failed_run_in_a_used_directory_leaves_no_stale_artifact(tmp_path):
     assert not (tmp_path / "model.lowered").exists() and not (tmp_path / "handles.json").exists()
 
 
+@pytest.mark.parametrize("invalid", [
+    ["model=cnn", "model.example_inputs={forward:[{shape:[-1,3,8,8]}]}"],  # fails validation
+    ["seeed=3"],  # fails composition, before Hydra runs the app
+], ids=["validation", "composition"])
+def test_a_config_error_in_a_used_directory_leaves_no_earlier_record_beside_its_report(tmp_path, invalid):
+    assert lower(tmp_path, "artifact_name=mine.lowered").returncode == 0
+    assert {"mine.lowered", "handles.json", "outputs.bin"} <= {p.name for p in tmp_path.iterdir()}
+    done = lower(tmp_path, *invalid)
+    assert done.returncode == 2, done.stderr[-2000:]
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["status"] == "failed" and report["stage"] == "config"
+    assert not {"mine.lowered", "model.lowered", "handles.json", "outputs.bin"} & {p.name for p in tmp_path.iterdir()}
+
+
 @pytest.mark.parametrize("launcher", ["joblib_local", pytest.param("basic", marks=pytest.mark.slow)])
 def test_a_sweep_job_whose_process_is_killed_is_recorded_as_crashed_and_the_others_run(tmp_path, launcher):
     sweep_dir = tmp_path / "sweep"
