@@ -96,8 +96,6 @@ def explain_composition_error(error: BaseException, overrides: "list[str]", extr
     """Hydra's message in one paragraph, with the closest option or key there is."""
     import re
 
-    from omegaconf import OmegaConf
-
     from pipeline.core.errors import did_you_mean
 
     text = " ".join(str(error).split())
@@ -108,19 +106,37 @@ def explain_composition_error(error: BaseException, overrides: "list[str]", extr
         return (f"{missing['group']}={missing['option']}: no such option; allowed: "
                 f"{', '.join(repr(o) for o in options)}.{did_you_mean(missing['option'], options)}")
     key = re.search(r"Could not override '(?P<key>[^']+)'", text)
-    if key:
-        parent, _, name = key["key"].rpartition(".")
+    if key and not key["key"].startswith("hydra."):
         others = [o for o in overrides if not o.split("=", 1)[0].lstrip("+~").startswith(key["key"])]
         try:
             config = compose_config(others + extra)
-            node = OmegaConf.select(config, parent) if parent else config
-            known = [str(k) for k in node] if hasattr(node, "keys") else []
         except Exception:  # the rest of the config does not compose either: say what Hydra said
-            known = []
-        return (f"{key['key']}: no such key; " + (f"{parent or 'the config'} has: "
-                f"{', '.join(repr(k) for k in known)}.{did_you_mean(name, known)} " if known else "")
-                + f"To add a new key, use +{key['key']}=...")
+            config = None
+        return unknown_key_message(key["key"], config) if config is not None else f"{key['key']}: no such key."
     return text.split(" Set the environment variable HYDRA_FULL_ERROR")[0]
+
+
+def unknown_key_message(key: str, config: Any) -> str:
+    """``verify.tolerence.atol: no such key; verify has: ... Did you mean 'tolerance'?``, naming the first
+    segment of the path that does not exist, at any depth. Only ``model`` takes keys its config lacks (the
+    constructor's arguments, with ``+``): every other section is closed by its schema, so no ``+`` hint."""
+    from omegaconf import OmegaConf
+
+    from pipeline.core.errors import did_you_mean
+
+    parts = key.split(".")
+    node, depth = config, 0
+    while depth < len(parts) - 1 and OmegaConf.is_dict(node) and parts[depth] in node:
+        node, depth = node[parts[depth]], depth + 1
+    parent, missing = ".".join(parts[:depth]), parts[depth]
+    if not OmegaConf.is_dict(node):
+        return f"{key}: no such key; {parent} is a value ({node!r}), not a section."
+    known = [str(k) for k in node]
+    where = f"{parent or 'the config'} has: {', '.join(repr(k) for k in known)}." if known else ""
+    message = f"{'.'.join(parts[:depth + 1])}: no such key; {where}{did_you_mean(missing, known)}".rstrip("; ")
+    if parts[0] == "model" and depth >= 1:
+        message += f" A constructor argument the model's config lacks is added with +: +{key}=..."
+    return message
 
 
 @hydra.main(config_path="pkg://pipeline.conf", config_name="config", version_base="1.3")

@@ -22,7 +22,7 @@ from pipeline.core.spec import SpecError, parse_compile_spec
 from pipeline.app.backend_loading import load_backend
 from pipeline.app.run_files import RUN_FILES
 from pipeline.app.schema import (GROUPS, MAX_THREADS, ConfigError, InputSpec, LatencyConfig, MethodInputs, RunConfig,
-                                 RunRequest, Tolerance, VerifyConfig)
+                                 RunRequest, Tolerance, ToleranceOverride, VerifyConfig)
 from pipeline.app.targets import locate
 
 MODEL_RESERVED_KEYS = ("_target_", "example_inputs")
@@ -119,10 +119,16 @@ def validate(cfg: DictConfig) -> RunRequest:
 
 def _backend_tolerance(backend_cfg: DictConfig, name: str, compile_spec: Dict[str, Dict[str, Any]],
                        verify: VerifyConfig) -> Tolerance:
-    """verify.tolerance if given; else the backend's ``quantized_tolerance`` when a method is quantized
-    (``quantize`` other than none), which the backend must then declare; else its ``tolerance``."""
-    if verify.tolerance is not None:
-        return verify.tolerance
+    """The backend's tolerance, with each field that verify.tolerance sets replaced."""
+    given = {k: v for k, v in dataclasses.asdict(verify.tolerance or ToleranceOverride()).items() if v is not None}
+    if set(given) == {"atol", "rtol"}:
+        return Tolerance(**given)
+    return dataclasses.replace(_backends_own_tolerance(backend_cfg, name, compile_spec), **given)
+
+
+def _backends_own_tolerance(backend_cfg: DictConfig, name: str, compile_spec: Dict[str, Dict[str, Any]]) -> Tolerance:
+    """The backend's ``quantized_tolerance`` when a method is quantized (``quantize`` other than none), which
+    the backend must then declare; else its ``tolerance``."""
     quantized = {method: spec["quantize"] for method, spec in compile_spec.items()
                  if spec.get("quantize") not in (None, "none")}
     if not quantized:

@@ -64,10 +64,25 @@ class Tolerance:
 
 
 @dataclass
+class ToleranceOverride:
+    """``verify.tolerance``: a field that is set replaces the backend's; one left null keeps it."""
+
+    atol: Optional[float] = None
+    rtol: Optional[float] = None
+
+    def __post_init__(self) -> None:
+        for name in ("atol", "rtol"):
+            value = getattr(self, name)
+            if value is not None and not value >= 0:  # also rejects NaN
+                raise FieldError(name, f"must be >= 0, not {value}.")
+
+
+@dataclass
 class VerifyConfig:
     enabled: bool = True
     random_trials: int = 2  # fresh random inputs of the example shapes, besides the examples
-    tolerance: Optional[Tolerance] = None  # None: the backend config's tolerance
+    # Overrides the backend config's tolerance field by field: verify.tolerance.atol=0 alone keeps its rtol.
+    tolerance: Optional[ToleranceOverride] = field(default_factory=ToleranceOverride)
 
     def __post_init__(self) -> None:
         if self.random_trials < 0:

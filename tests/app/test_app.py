@@ -310,14 +310,45 @@ def cli(*args):
     ("seeed=3", "seeed: no such key; the config has: "),
     ("verify.enabld=false", "verify.enabld: no such key; verify has: 'enabled', 'random_trials', 'tolerance'. "
                             "Did you mean 'enabled'?"),
+    ("lattency.rounds=2", "lattency: no such key; the config has: 'model', "),
 ])
 def test_hydras_own_composition_errors_exit_2_with_a_did_you_mean_and_a_report(tmp_path, override, message):
     done = cli(override, f"hydra.run.dir={tmp_path}")
     assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
+    assert "+" not in done.stderr  # the schema rejects keys it lacks: adding one with + would not help
     if override.startswith("backend"):
         assert "Did you mean 'onnxruntime'?" in done.stderr
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["status"] == "failed" and report["stage"] == "config"
+
+
+@pytest.mark.parametrize("key, message", [
+    ("lattency.rounds", "lattency: no such key; the config has: 'model', 'frontend', 'backend', 'debug_handles', "
+                        "'seed', 'threads', 'profile', 'artifact_name', 'partition', 'min_nodes', 'verify', 'latency'. "
+                        "Did you mean 'latency'?"),
+    ("verify.tolerence.atol", "verify.tolerence: no such key; verify has: 'enabled', 'random_trials', 'tolerance'. "
+                              "Did you mean 'tolerance'?"),
+    ("latency.rounds.x", "latency.rounds.x: no such key; latency.rounds is a value (5), not a section."),
+    ("model.widht", "model.widht: no such key; model has: '_target_', 'in_features', 'hidden', 'out_features', "
+                    "'layers', 'example_inputs'. A constructor argument the model's config lacks is added with +: "
+                    "+model.widht=..."),
+])
+def test_an_unknown_key_at_any_depth_names_the_missing_segment_and_what_its_parent_has(key, message):
+    from pipeline.app.cli import unknown_key_message
+
+    assert unknown_key_message(key, composed()) == message
+
+
+@pytest.mark.parametrize("overrides, atol, rtol", [
+    (["verify.tolerance.atol=0"], 0.0, 1e-4),  # the backend's rtol stays
+    (["verify.tolerance.rtol=0.5"], 1e-5, 0.5),
+    (["verify.tolerance={atol:0,rtol:0}"], 0.0, 0.0),
+    (["verify.tolerance=null"], 1e-5, 1e-4),
+    (["backend.compile_spec.forward.quantize=int8_dynamic", "verify.tolerance.atol=0.5"], 0.5, 3e-2),
+])
+def test_verify_tolerance_overrides_the_backends_field_by_field(overrides, atol, rtol):
+    tolerance = validate(composed("backend=onnxruntime", *overrides)).tolerance
+    assert (tolerance.atol, tolerance.rtol) == (atol, rtol)
 
 
 def test_version_names_the_project_and_torch():
