@@ -41,6 +41,7 @@ from io import BytesIO
 from pathlib import Path
 from typing import Any, Dict, Union
 
+from pipeline.core import toolchain_output
 from pipeline.core.backend import FRONTENDS
 from pipeline.core.bounded_json import expect, member, parse_json
 from pipeline.core.bounded_zip import ZipLimits, open_zip
@@ -176,7 +177,9 @@ def load_lowered(path: Union[str, Path], *, trust_code: bool = False) -> Lowered
             f"{path}: backend {name!r} payloads carry executable code, which loading would run. Load it only "
             f"if you trust whoever made the file: load_lowered({str(path)!r}, trust_code=True)."
         )
-    if not backend.backend_cls().is_available():
+    with toolchain_output.logged():  # asking imports the runtime, and some print as they load
+        available = backend.backend_cls().is_available()
+    if not available:
         raise BackendNotAvailableError(
             f"{path}: backend {name!r} is not available on this machine, so the artifact cannot be loaded."
         )

@@ -23,6 +23,7 @@ from pipeline.core.codegen import generate_methods, same_value
 from pipeline.core.debug_handles import HandleMap
 from pipeline.core.errors import (ArgumentError, BackendNotAvailableError, BackendRuntimeError, LoweringError,
                                   format_choices)
+from pipeline.core import toolchain_output
 from pipeline.core.literals import check_name
 from pipeline.core.signature import (STRUCTURE, TENSOR, VAR_KEYWORD, VAR_POSITIONAL, CapturedValue, MethodSignature,
                                      OutputStructure)
@@ -89,7 +90,8 @@ class LoweredModule(torch.nn.Module):
         self.backend_version = backend.version
         self._backend = backend.backend_cls()
         self._handles: Dict[str, Any] = {}
-        self.available = bool(self._backend.is_available())
+        with toolchain_output.logged():  # asking imports the runtime, and some print as they load
+            self.available = bool(self._backend.is_available())
         timings = {} if timings is None else timings
         start = time.perf_counter()
         if self.available:
@@ -160,7 +162,8 @@ class LoweredModule(torch.nn.Module):
 
     def _compile(self) -> Dict[str, Any]:
         try:
-            handles = self._backend.compile(self.payload, self.method_compile_spec)
+            with toolchain_output.logged():  # runtimes log as they load (ExecuTorch's cpuinfo): to the log
+                handles = self._backend.compile(self.payload, self.method_compile_spec)
         except BackendRuntimeError as error:
             raise self._source_error(error, "compile") from error
         except LoweringError:

@@ -32,6 +32,7 @@ import dataclasses
 import importlib.metadata
 from typing import Any, Callable, Dict, List, Optional, Sequence, Type, Union
 
+from pipeline.core import toolchain_output
 from pipeline.core.backend import FRONTENDS, Backend, BackendInfo
 from pipeline.core.errors import LoweringError, UnknownBackendError, did_you_mean, format_choices
 
@@ -189,7 +190,8 @@ def _load_entry_point(name: str) -> bool:
     if entry_point is None:
         return False
     try:
-        target: Any = entry_point.load()
+        with toolchain_output.logged():  # a runtime may print as it is imported (torchao's missing kernels)
+            target: Any = entry_point.load()
     except Exception as error:
         raise LoweringError(
             f"Backend {name!r}: loading entry point {entry_point.value!r} failed: {error}"

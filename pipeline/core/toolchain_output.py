@@ -4,10 +4,14 @@ torch.export, Dynamo, the ONNX exporter and the deployment toolchains write
 hundreds of lines while they work (graphs, guard failures, passes) and more
 when they fail; none of it says anything about the model a user can act on.
 
-* `logged` sends all of it, logging records, ``print`` output and Python
-  warnings alike, to the ``pipeline.torch`` logger, around capture and
-  preprocess. The Hydra app writes that logger to the job's log file only; a
-  library user can attach a handler to it.
+* `logged` sends all of it, logging records, ``print`` output, Python
+  warnings and what native code writes to the process's stderr (ExecuTorch's
+  cpuinfo lines, OpenVINO's and onnxruntime's own logs) alike, to the
+  ``pipeline.torch`` logger, around capture, preprocess and compile (which
+  loading an artifact runs too). The Hydra app writes that logger to the job's
+  log file only; a library user sees none of it unless they attach a handler
+  to it (it has a `logging.NullHandler`, so Python's last-resort handler never
+  prints it).
 * `quiet` lowers one library logger's level (and hides warnings) for a block,
   and `quiet_logs_from` drops root-logger records logged from inside one
   package: for backends whose runtimes log on their own while compiling.
@@ -18,12 +22,16 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
 import sys
+import tempfile
 import threading
 import warnings
 from typing import Any, Iterator, List, Tuple
 
 LOG = logging.getLogger("pipeline.torch")
+LOG.addHandler(logging.NullHandler())
+MAX_NATIVE_BYTES = 1 << 20  # of native output kept per block: a runtime that floods stderr must not fill memory
 _NOISY = ("torch", "onnxscript", "onnx_ir")  # loggers whose records belong to the log, not the console
 
 
@@ -73,7 +81,7 @@ def logged() -> Iterator[None]:
         saved.append((logger, logger.handlers[:], logger.propagate))
         logger.handlers, logger.propagate = [forward], False
     try:
-        with warnings.catch_warnings(), \
+        with native_stderr_logged(), warnings.catch_warnings(), \
                 contextlib.redirect_stdout(_LineWriter(logging.INFO, sys.stdout)), \
                 contextlib.redirect_stderr(_LineWriter(logging.WARNING, sys.stderr)):
             warnings.showwarning = _log_warning
@@ -81,6 +89,35 @@ def logged() -> Iterator[None]:
     finally:
         for logger, handlers, propagate in saved:
             logger.handlers, logger.propagate = handlers, propagate
+
+
+@contextlib.contextmanager
+def native_stderr_logged() -> Iterator[None]:
+    """Within the block, what is written to file descriptor 2 (by native code, which Python's
+    ``sys.stderr`` does not see) goes to a temporary file, whose lines are logged when the block ends.
+
+    Process-wide while it lasts: another thread's stderr goes to the log too. Standard output is left
+    alone: the Hydra app's console is there, and the runtimes log to stderr.
+    """
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no stderr to redirect (a daemon, a closed descriptor)
+        yield
+        return
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(Exception):
+                sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            for line in capture.read(MAX_NATIVE_BYTES).decode(errors="replace").splitlines():
+                if line.strip():
+                    LOG.info("%s", line)
 
 
 def _log_warning(message: Any, category: type, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
