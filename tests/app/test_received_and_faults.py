@@ -62,7 +62,7 @@ def test_replay_refuses_a_config_whose_model_target_runs_a_command(recorded_run,
     edit_config(received, lambda c: c["model"].update(_target_="subprocess.run", args=["touch", str(canary)]))
     with pytest.raises(replay.UntrustedConfigError) as refused:
         replay.replay(received)
-    assert "model._target_='subprocess.run': not a class that subclasses torch.nn.Module" in str(refused.value)
+    assert "model._target_='subprocess.run': not one of the project's own models (pipeline.zoo.*)" in str(refused.value)
     assert "--trust" in str(refused.value)
     assert not canary.exists() and not list(tmp_path.glob("received.replay*"))
 
@@ -75,7 +75,59 @@ def test_replay_refuses_targets_anywhere_else_and_lists_them_all(recorded_run, t
                           cwd=ROOT, timeout=300)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "model.width._target_='os.system': only model._target_ and backend._target_" in done.stderr
-    assert "backend._target_='builtins.eval': not a pipeline.Backend subclass" in done.stderr
+    assert "backend._target_='builtins.eval': not the class of an installed backend" in done.stderr
+
+
+CANARY_MODULE = """
+import pathlib
+pathlib.Path({marker!r}).write_text("imported")
+import torch
+class Net(torch.nn.Module):
+    def forward(self, x):
+        return x
+"""
+
+
+@pytest.mark.parametrize("where", ["beside the record", "on sys.path"])
+def test_replay_judges_a_target_from_its_name_and_never_imports_it(recorded_run, tmp_path, where):
+    received = copy_of(recorded_run, tmp_path)
+    marker = tmp_path / "imported"
+    folder = received if where == "beside the record" else tmp_path / "site"
+    folder.mkdir(exist_ok=True)
+    (folder / "advcanary.py").write_text(CANARY_MODULE.format(marker=str(marker)))
+    edit_config(received, lambda c: c["model"].update(_target_="advcanary.Net"))
+    env = {**ENV, "PYTHONPATH": str(folder)} if where == "on sys.path" else ENV
+    done = subprocess.run([sys.executable, "-m", "pipeline.replay", "."], capture_output=True, text=True,
+                          cwd=received, env=env, timeout=300)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "model._target_='advcanary.Net'" in done.stderr and "--trust" in done.stderr
+    assert not marker.exists()
+
+
+def test_replay_never_imports_an_installed_module_to_judge_it(recorded_run, tmp_path):
+    received = copy_of(recorded_run, tmp_path)
+    edit_config(received, lambda c: c["model"].update(_target_="this.Net"))  # importing `this` prints the Zen
+    done = subprocess.run([sys.executable, "-m", "pipeline.replay", str(received)], capture_output=True, text=True,
+                          cwd=ROOT, timeout=300)
+    assert done.returncode == 2 and "model._target_='this.Net'" in done.stderr
+    assert "Beautiful is better than ugly" not in done.stdout + done.stderr
+
+
+def test_a_zoo_target_must_be_a_model_the_zoo_defines(recorded_run, tmp_path):
+    received = copy_of(recorded_run, tmp_path)
+    edit_config(received, lambda c: c["model"].update(_target_="pipeline.zoo.architectures.torch.load"))
+    with pytest.raises(replay.UntrustedConfigError, match="pipeline.zoo.architectures.torch.load"):
+        replay.replay(received)
+
+
+def test_replay_resolves_no_interpolation_in_a_received_config(recorded_run, tmp_path, monkeypatch):
+    monkeypatch.setenv("PIPELINE_TEST_SECRET", "hunter2")
+    received = copy_of(recorded_run, tmp_path)
+    edit_config(received, lambda c: c.update(seed="${oc.decode:${oc.env:PIPELINE_TEST_SECRET}}"))
+    with pytest.raises(replay.UntrustedConfigError) as refused:
+        replay.replay(received)
+    assert "seed holds an interpolation" in str(refused.value) and "hunter2" not in str(refused.value)
+    assert not list(tmp_path.glob("received.replay*"))
 
 
 def test_with_trust_replay_runs_a_target_the_check_would_refuse(recorded_run, tmp_path):
