@@ -290,3 +290,36 @@ def test_a_sweep_job_whose_process_is_killed_is_recorded_as_crashed_and_the_othe
     crashed = summary["jobs"][1]
     assert crashed["stage"] == "build" and "killed by signal 9 (SIGKILL)" in crashed["error"]
     assert "TerminatedWorkerError" not in done.stderr
+
+
+# ---- one run per directory ----------------------------------------------------------------------
+
+def test_a_second_run_into_a_held_directory_exits_2_naming_the_holder_and_leaves_its_records(tmp_path):
+    run_dir, marker = tmp_path / "run", tmp_path / "building"
+    first = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", f"hydra.run.dir={run_dir}", *QUICK, "model=custom", EXAMPLE,
+         "model._target_=models.WaitsToBeStopped", f"+model.marker={marker}", "+model.seconds=3"],
+        cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not marker.exists() and time.monotonic() < deadline and first.poll() is None:
+        time.sleep(0.1)
+    assert marker.exists(), first.communicate()[1][-2000:]
+    recorded_config = (run_dir / ".hydra" / "config.yaml").read_text()
+    second = lower(run_dir, "seed=7")
+    assert second.returncode == 2 and f"in use by another run (pid {first.pid})" in second.stderr
+    _, stderr = first.communicate(timeout=300)
+    assert first.returncode == 0, stderr[-2000:]
+    assert (run_dir / ".hydra" / "config.yaml").read_text() == recorded_config  # the second run wrote nothing
+    report = json.loads((run_dir / "report.json").read_text())
+    assert report["status"] == "ok" and report["seed"] == 0 and report["lock_takeover"] is None
+
+
+def test_a_lock_left_by_a_run_that_died_is_taken_over_and_the_takeover_recorded(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (run_dir / ".lock").write_text(f"{dead.pid}\n")  # what a killed holder leaves: the kernel released its flock
+    done = lower(run_dir)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads((run_dir / "report.json").read_text())["lock_takeover"] == {"pid": dead.pid}
