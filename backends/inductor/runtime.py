@@ -13,6 +13,13 @@ flattened tensor arguments to the package's runner (``loader.boxed_run``, what
 ``AOTICompiledModel.__call__`` calls after flattening) and returns its flat
 list of outputs. A failure of the runner becomes `pipeline.BackendRuntimeError`
 with handle ``-1``: the generated code does not say which kernel failed.
+
+A package compiled for static shapes reads its inputs as it was compiled for:
+a tensor of another size gives wrong numbers, and an empty one crashes the
+process. The generated code checks every input's size, stride and dtype when
+``AOTI_RUNTIME_CHECK_INPUTS`` is set, which this module sets before any package
+is loaded (the check is read once per process, at the first call of any AOTInductor
+model). An input whose only fault is its strides is retried as a contiguous copy.
 """
 
 from __future__ import annotations
@@ -32,6 +39,8 @@ from pipeline.core.backend import (Backend, BackendRuntimeError, LoweringError, 
 
 from pipeline.backends.inductor.compile_spec import NAME, InductorCompileSpec
 from pipeline.backends.inductor.preprocess import PACKAGE_NAME, preprocess
+
+os.environ.setdefault("AOTI_RUNTIME_CHECK_INPUTS", "1")
 
 
 class InductorBackend(Backend):
@@ -88,6 +97,10 @@ class PackageMethod:
         try:
             return self._run(tensors)
         except Exception as error:
+            leaves = argument_leaves(inputs)
+            views = any(isinstance(t, torch.Tensor) and not t.is_contiguous() for t in leaves)
+            if views and "unmatched stride" in str(error):  # a view of the right size: run it as a contiguous copy
+                return self.run([t.contiguous() if isinstance(t, torch.Tensor) else t for t in leaves])
             raise BackendRuntimeError(f"AOTInductor: {error}", [UNKNOWN_HANDLE]) from error
 
     def profile(self, inputs: Sequence[Any]) -> List[ProfileEvent]:

@@ -118,9 +118,17 @@ class SessionMethod:
                     f"(flattened argument {index}), got {type(value).__name__}.", [UNKNOWN_HANDLE])
             try:
                 feeds[name] = value.numpy()  # a view: a contiguous CPU tensor without grad
-            except RuntimeError:  # requires grad, or not on the CPU
-                feeds[name] = value.detach().cpu().contiguous().numpy()
+            except (RuntimeError, TypeError):  # requires grad, or not on the CPU; or a dtype numpy lacks
+                feeds[name] = self.as_array(value, name, index)
         return feeds
+
+    def as_array(self, value: torch.Tensor, name: str, index: int) -> Any:
+        try:
+            return value.detach().cpu().contiguous().numpy()
+        except (RuntimeError, TypeError, NotImplementedError) as error:  # a meta tensor, bfloat16
+            raise BackendRuntimeError(
+                f"onnxruntime: method {self.method!r} cannot pass flattened argument {index} (ONNX input {name!r}, a "
+                f"{value.dtype} tensor on {value.device}) to onnxruntime: {error}", [UNKNOWN_HANDLE]) from None
 
     def handles_in_message(self, message: str) -> List[int]:
         match = _NODE_IN_MESSAGE.search(message)

@@ -9,6 +9,7 @@ its ``report.json``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -23,6 +24,7 @@ from omegaconf import DictConfig
 
 from pipeline.core.files import write_json
 from pipeline.app.config import ConfigError, compose_config, validate
+from pipeline.app import run_lock
 from pipeline.app.faults import can_fork, exit_code_of, run_in_child
 from pipeline.app.run_files import REPORT, clear_earlier_run
 from pipeline.app.schema import RunRequest
@@ -36,11 +38,19 @@ def main() -> Any:
     if "--version" in argv:
         print(version_text())
         return None
-    if not (set(argv) & _HYDRA_FLAGS_WITHOUT_A_RUN):
-        exit_code = compose_check(argv)
-        if exit_code:
-            sys.exit(exit_code)
-    return lower()
+    if set(argv) & _HYDRA_FLAGS_WITHOUT_A_RUN:
+        return lower()
+    # A run into a named directory holds it from the start: Hydra writes .hydra/ there before the job runs.
+    run_dir = next((a.split("=", 1)[1] for a in argv if a.startswith("hydra.run.dir=")), None)
+    try:
+        with run_lock.held(Path(run_dir)) if run_dir else contextlib.nullcontext():
+            exit_code = compose_check(argv)
+            if exit_code:
+                sys.exit(exit_code)
+            return lower()
+    except run_lock.RunDirectoryBusy as busy:
+        print(f"Config error: {busy}", file=sys.stderr)
+        sys.exit(2)
 
 
 _FLAGS_WITH_A_VALUE = {"--config-dir": "--config-dir", "-cd": "--config-dir", "--config-path": "--config-path",
@@ -145,6 +155,11 @@ def lower(cfg: DictConfig) -> Dict[str, Any]:
     hydra_cfg = HydraConfig.get()
     out_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    with run_lock.held(out_dir):
+        return _lower_into(cfg, out_dir, multirun, started, hydra_cfg)
+
+
+def _lower_into(cfg: DictConfig, out_dir: Path, multirun: bool, started: float, hydra_cfg: Any) -> Dict[str, Any]:
     record = {
         "job_num": hydra_cfg.job.num if multirun else None,
         "run_dir": str(out_dir),
@@ -152,6 +167,7 @@ def lower(cfg: DictConfig) -> Dict[str, Any]:
         "choices": {k: v for k, v in hydra_cfg.runtime.choices.items() if not k.startswith("hydra/")},
         # A sweep's first job in each process also pays for importing torch.
         "process": {"pid": os.getpid(), "torch_preloaded": "torch" in sys.modules},
+        "lock_takeover": run_lock.takeover(out_dir),  # the run that died holding this directory, if one did
     }
     try:
         request = validate(cfg)

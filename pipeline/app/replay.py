@@ -11,10 +11,11 @@ byte-reproducible, the artifact's bytes need not.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Iterator, Optional, Tuple
 
 from omegaconf import OmegaConf
 
@@ -36,12 +37,20 @@ def replay(run_dir: Path, out_dir: Optional[Path] = None, trust: bool = False) -
     """Re-run ``run_dir``'s recorded config into ``out_dir`` and compare what it writes with the record.
 
     Before anything is imported and called, every ``_target_`` in the recorded
-    config is checked (`targets.untrusted_targets`); ``trust=True`` skips that.
+    config is checked against an allow-list, as a string (`targets.untrusted_targets`),
+    interpolations (``${...}``) are refused, and neither the run directory nor the
+    working directory is importable; ``trust=True`` skips all three.
     """
     from pipeline.app.run import run
 
     recorded = read_record(run_dir / REPORT, "report")
     config = recorded_config(run_dir)
+    interpolated = None if trust else next(interpolations(config), None)
+    if interpolated:  # a resolver reads the environment or files: ${oc.env:SECRET} would land in the report
+        raise UntrustedConfigError(
+            f"{run_dir / CONFIG}: refusing to replay: {interpolated[0]} holds an interpolation "
+            f"({interpolated[1][:60]!r}), and nothing in a received config is resolved. Replay it only if you trust "
+            "where it came from: python -m pipeline.replay --trust RUN_DIR")
     offending = [] if trust else untrusted_targets(config)
     if offending:
         raise UntrustedConfigError(
@@ -49,8 +58,10 @@ def replay(run_dir: Path, out_dir: Optional[Path] = None, trust: bool = False) -
             + "\n  ".join(offending)
             + "\nReplay it only if you trust where it came from: python -m pipeline.replay --trust RUN_DIR")
     out_dir = out_dir or _fresh_dir(run_dir)
-    request = validate(OmegaConf.create(config))
-    report = run(request, out_dir, extra_record={"replay_of": str(run_dir), "overrides": recorded.get("overrides", [])})
+    with contextlib.nullcontext() if trust else _received_paths_not_importable(run_dir):
+        request = validate(OmegaConf.create(config))
+        report = run(request, out_dir,
+                     extra_record={"replay_of": str(run_dir), "overrides": recorded.get("overrides", [])})
     reproducible = recorded.get("reproducible") or {"artifact": True, "handles": True}
     mode = "bytes" if reproducible.get("artifact", True) else "numerics"
     checks = {part: _compare_files(run_dir, recorded, out_dir, report, part) for part in ("artifact", "handles")}
@@ -155,6 +166,31 @@ def recorded_config(run_dir: Path) -> Dict[str, Any]:
         raise RecordError(f"{path}: not a recorded config: expected a mapping of option names, "
                           f"got {type(config).__name__}.")
     return config
+
+
+def interpolations(node: Any, path: str = "") -> Iterator[Tuple[str, str]]:
+    """``(key path, text)`` of every string in a YAML document that OmegaConf would resolve (``${...}``)."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from interpolations(value, f"{path}.{key}" if path else str(key))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from interpolations(value, f"{path}[{index}]")
+    elif isinstance(node, str) and "${" in node:
+        yield path or "the config", node
+
+
+@contextlib.contextmanager
+def _received_paths_not_importable(run_dir: Path) -> Iterator[None]:
+    """Within the block, neither the run directory nor the working directory is on ``sys.path`` (``python -m``
+    puts the working directory first): a module shipped beside a record must not shadow an allowed target's."""
+    here = {str(Path.cwd().resolve()), str(Path(run_dir).resolve())}
+    saved = sys.path[:]
+    sys.path[:] = [entry for entry in saved if entry and str(Path(entry).resolve()) not in here]
+    try:
+        yield
+    finally:
+        sys.path[:] = saved
 
 
 def _fresh_dir(run_dir: Path) -> Path:

@@ -34,7 +34,7 @@ from pipeline.app.backend_loading import load_backend
 from pipeline.app.faults import Interrupted, signals_deferred, signals_raise
 from pipeline.app.inputs import Call, as_example_inputs, make_call, make_method_calls
 from pipeline.app.latency import measure
-from pipeline.app import outputs_record
+from pipeline.app import outputs_record, run_lock
 from pipeline.app.run_files import HANDLES, OUTPUTS, PROFILE, REPORT, clear_earlier_run
 from pipeline.app.schema import RunRequest
 from pipeline.app.targets import locate
@@ -92,7 +92,12 @@ def run(request: RunRequest, out_dir: Path, extra_record: Optional[Dict[str, Any
     """
     started = time.perf_counter() if started is None else started
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    with run_lock.held(out_dir):  # re-entrant: the app holds it already; replay and the API take it here
+        return _run_into(request, out_dir, extra_record, started, on_stage)
+
+
+def _run_into(request: RunRequest, out_dir: Path, extra_record: Optional[Dict[str, Any]], started: float,
+              on_stage: Optional[Callable[[str], None]]) -> Dict[str, Any]:
     clear_earlier_run(out_dir, request.artifact_name)
     stages = Stages(on_stage)
     report = _base_report(request, extra_record or {})

@@ -12,8 +12,9 @@ PROFILE = "profile.json"  # with profile=true: per-instruction times by source l
 OUTPUTS = "outputs.bin"  # the lowered outputs on the example inputs: replay compares them where bytes cannot
 LOG = "lower.log"  # the job's log (hydra.job.name is "lower")
 HYDRA_DIR = ".hydra"  # Hydra's record of the composed config and overrides
+LOCK = ".lock"  # held by the run writing into the directory (`pipeline.app.run_lock`)
 
-RUN_FILES = (REPORT, HANDLES, PROFILE, OUTPUTS, LOG, HYDRA_DIR)
+RUN_FILES = (REPORT, HANDLES, PROFILE, OUTPUTS, LOG, HYDRA_DIR, LOCK)
 
 SUMMARY_JSON, SUMMARY_CSV, SUMMARY_MD, SUMMARY_PNG = "summary.json", "summary.csv", "summary.md", "summary.png"
 

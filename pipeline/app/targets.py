@@ -1,9 +1,11 @@
-"""What a config's ``_target_`` names: imported for a run, checked before anything in a received config runs."""
+"""What a config's ``_target_`` names: imported for a run; for a received config, checked as a string first."""
 
 from __future__ import annotations
 
-import importlib
-from typing import Any, Iterator, List, Mapping, Optional, Tuple
+import functools
+import importlib.util
+from pathlib import Path
+from typing import Any, FrozenSet, Iterator, List, Mapping, Tuple
 
 from pipeline.app.schema import ConfigError
 
@@ -19,27 +21,77 @@ def locate(target: str, path: str) -> Any:
 
 
 def untrusted_targets(config: Mapping[str, Any]) -> List[str]:
-    """Every ``_target_`` in a received config that is not what a run may call, with why.
+    """Every ``_target_`` in a received config that a run may not call, with why, decided from the
+    string alone: nothing is imported to judge it (importing runs a module's code).
 
-    A run calls ``model._target_`` (it must be a class that subclasses
-    ``torch.nn.Module``) and registers ``backend._target_`` (a `Backend`
-    subclass, or the class of a registered or installed backend). Anything
-    else, anywhere in the config, could be any callable: it is refused unless
-    the user trusts the config. Checking imports the named module (code that
-    is installed here) but calls nothing.
+    A run calls ``model._target_`` and registers ``backend._target_``. Allowed
+    without trust: the project's own models (``pipeline.zoo.*``), the targets
+    the packaged model presets name (`preset_model_targets`: the Hugging Face
+    classes among them), and the class an installed backend's entry point names.
+    Anything else, anywhere in the config, could be any callable: refused unless
+    the user trusts the config.
     """
+    from pipeline.core.registry import installed_backend_targets
+
+    presets, backends = preset_model_targets(), installed_backend_targets()
     problems = []
     for path, target in _targets(config):
-        if path == "model._target_":
-            problem = _not_a_subclass(target, "torch.nn", "Module")
+        if not isinstance(target, str) or not all(part.isidentifier() for part in target.split(".")):
+            problem = "not a dotted name"
+        elif path == "model._target_":
+            problem = None if target in presets or is_zoo_model(target) else (
+                f"not one of the project's own models ({ZOO}*) or a packaged preset's "
+                f"({', '.join(sorted(t for t in presets if not t.startswith(ZOO)))})")
         elif path == "backend._target_":
-            backend = config.get("backend")
-            problem = _not_a_backend(target, backend.get("name") if isinstance(backend, Mapping) else None)
+            problem = None if target in backends else (
+                f"not the class of an installed backend ({', '.join(sorted(backends))})")
         else:
             problem = "only model._target_ and backend._target_ are called by a run"
         if problem:
             problems.append(f"{path}={target!r}: {problem}")
     return problems
+
+
+ZOO = "pipeline.zoo."
+
+
+def is_zoo_model(target: str) -> bool:
+    """Whether ``target`` is an nn.Module class defined in ``pipeline.zoo``. Only modules inside
+    ``pipeline.zoo`` are imported to tell, and the class must be defined there: a name the zoo merely
+    imports (``pipeline.zoo.architectures.torch.load``) is not one of its models."""
+    import importlib
+
+    import torch
+
+    if not target.startswith(ZOO):
+        return False
+    parts = target.split(".")
+    for split in range(len(parts) - 1, 1, -1):  # the longest prefix that is a module of the zoo
+        try:
+            obj: Any = importlib.import_module(".".join(parts[:split]))
+        except ImportError:
+            continue
+        for attribute in parts[split:]:
+            obj = getattr(obj, attribute, None)
+        return (isinstance(obj, type) and issubclass(obj, torch.nn.Module)
+                and (obj.__module__ + ".").startswith(ZOO))
+    return False
+
+
+@functools.lru_cache(maxsize=None)
+def preset_model_targets() -> FrozenSet[str]:
+    """The ``_target_`` of every packaged ``conf/model/*.yaml``, read as YAML data (the package
+    ``pipeline.conf`` is found, not imported: importing it registers configs)."""
+    import yaml
+
+    spec = importlib.util.find_spec("pipeline.conf")
+    targets = set()
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        for preset in sorted(Path(folder, "model").glob("*.yaml")):
+            target = (yaml.safe_load(preset.read_text()) or {}).get("_target_")
+            if isinstance(target, str) and target != "???":
+                targets.add(target)
+    return frozenset(targets)
 
 
 def _targets(node: Any, path: str = "") -> Iterator[Tuple[str, Any]]:
@@ -53,50 +105,3 @@ def _targets(node: Any, path: str = "") -> Iterator[Tuple[str, Any]]:
     elif isinstance(node, list):
         for index, value in enumerate(node):
             yield from _targets(value, f"{path}[{index}]")
-
-
-def _resolve(target: Any) -> Tuple[Any, Optional[str]]:
-    """The object ``target`` names, imported without calling anything; or why it cannot be."""
-    if not isinstance(target, str) or not all(part.isidentifier() for part in target.split(".")):
-        return None, "not a dotted name"
-    parts = target.split(".")
-    for split in range(len(parts) - 1, 0, -1):  # the longest importable module prefix
-        try:
-            obj = importlib.import_module(".".join(parts[:split]))
-        except ImportError:
-            continue
-        try:
-            for attribute in parts[split:]:
-                obj = getattr(obj, attribute)
-        except AttributeError:
-            return None, "cannot be found"
-        return obj, None
-    return None, "cannot be imported"
-
-
-def _not_a_subclass(target: Any, module: str, name: str) -> Optional[str]:
-    obj, problem = _resolve(target)
-    if problem:
-        return problem
-    base = getattr(importlib.import_module(module), name)
-    if not (isinstance(obj, type) and issubclass(obj, base)):
-        return f"not a class that subclasses {module}.{name} (it is {_kind(obj)})"
-    return None
-
-
-def _not_a_backend(target: Any, name: Any) -> Optional[str]:
-    from pipeline.core.backend import Backend
-    from pipeline.core.registry import entry_point_target, is_registered
-
-    if isinstance(name, str) and (is_registered(name) or entry_point_target(name) == target):
-        return None
-    obj, problem = _resolve(target)
-    if problem:
-        return problem
-    if not (isinstance(obj, type) and issubclass(obj, Backend)):
-        return f"not a pipeline.Backend subclass (it is {_kind(obj)})"
-    return None
-
-
-def _kind(obj: Any) -> str:
-    return f"the {type(obj).__name__} {getattr(obj, '__qualname__', obj)!r}"

@@ -30,7 +30,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import importlib.metadata
-from typing import Any, Callable, Dict, List, Optional, Sequence, Type, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Type, Union
 
 from pipeline.core import toolchain_output
 from pipeline.core.backend import FRONTENDS, Backend, BackendInfo
@@ -159,6 +159,12 @@ def entry_point_target(name: str) -> Optional[str]:
     """The dotted path an installed backend's entry point names (``pkg.module.Class``), if there is one."""
     entry_point = _discover_entry_points().get(name)
     return entry_point.value.replace(":", ".") if entry_point is not None else None
+
+
+def installed_backend_targets() -> Set[str]:
+    """The dotted path of every installed backend's class, read from the entry points' metadata (nothing is
+    imported): what a received config's ``backend._target_`` may name without trust."""
+    return {ep.value.replace(":", ".") for ep in _discover_entry_points().values()}
 
 
 def unregister_backend(name: str) -> None:

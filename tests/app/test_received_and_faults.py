@@ -62,7 +62,7 @@ def test_replay_refuses_a_config_whose_model_target_runs_a_command(recorded_run,
     edit_config(received, lambda c: c["model"].update(_target_="subprocess.run", args=["touch", str(canary)]))
     with pytest.raises(replay.UntrustedConfigError) as refused:
         replay.replay(received)
-    assert "model._target_='subprocess.run': not a class that subclasses torch.nn.Module" in str(refused.value)
+    assert "model._target_='subprocess.run': not one of the project's own models (pipeline.zoo.*)" in str(refused.value)
     assert "--trust" in str(refused.value)
     assert not canary.exists() and not list(tmp_path.glob("received.replay*"))
 
@@ -75,7 +75,59 @@ def test_replay_refuses_targets_anywhere_else_and_lists_them_all(recorded_run, t
                           cwd=ROOT, timeout=300)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "model.width._target_='os.system': only model._target_ and backend._target_" in done.stderr
-    assert "backend._target_='builtins.eval': not a pipeline.Backend subclass" in done.stderr
+    assert "backend._target_='builtins.eval': not the class of an installed backend" in done.stderr
+
+
+CANARY_MODULE = """
+import pathlib
+pathlib.Path({marker!r}).write_text("imported")
+import torch
+class Net(torch.nn.Module):
+    def forward(self, x):
+        return x
+"""
+
+
+@pytest.mark.parametrize("where", ["beside the record", "on sys.path"])
+def test_replay_judges_a_target_from_its_name_and_never_imports_it(recorded_run, tmp_path, where):
+    received = copy_of(recorded_run, tmp_path)
+    marker = tmp_path / "imported"
+    folder = received if where == "beside the record" else tmp_path / "site"
+    folder.mkdir(exist_ok=True)
+    (folder / "advcanary.py").write_text(CANARY_MODULE.format(marker=str(marker)))
+    edit_config(received, lambda c: c["model"].update(_target_="advcanary.Net"))
+    env = {**ENV, "PYTHONPATH": str(folder)} if where == "on sys.path" else ENV
+    done = subprocess.run([sys.executable, "-m", "pipeline.replay", "."], capture_output=True, text=True,
+                          cwd=received, env=env, timeout=300)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "model._target_='advcanary.Net'" in done.stderr and "--trust" in done.stderr
+    assert not marker.exists()
+
+
+def test_replay_never_imports_an_installed_module_to_judge_it(recorded_run, tmp_path):
+    received = copy_of(recorded_run, tmp_path)
+    edit_config(received, lambda c: c["model"].update(_target_="this.Net"))  # importing `this` prints the Zen
+    done = subprocess.run([sys.executable, "-m", "pipeline.replay", str(received)], capture_output=True, text=True,
+                          cwd=ROOT, timeout=300)
+    assert done.returncode == 2 and "model._target_='this.Net'" in done.stderr
+    assert "Beautiful is better than ugly" not in done.stdout + done.stderr
+
+
+def test_a_zoo_target_must_be_a_model_the_zoo_defines(recorded_run, tmp_path):
+    received = copy_of(recorded_run, tmp_path)
+    edit_config(received, lambda c: c["model"].update(_target_="pipeline.zoo.architectures.torch.load"))
+    with pytest.raises(replay.UntrustedConfigError, match="pipeline.zoo.architectures.torch.load"):
+        replay.replay(received)
+
+
+def test_replay_resolves_no_interpolation_in_a_received_config(recorded_run, tmp_path, monkeypatch):
+    monkeypatch.setenv("PIPELINE_TEST_SECRET", "hunter2")
+    received = copy_of(recorded_run, tmp_path)
+    edit_config(received, lambda c: c.update(seed="${oc.decode:${oc.env:PIPELINE_TEST_SECRET}}"))
+    with pytest.raises(replay.UntrustedConfigError) as refused:
+        replay.replay(received)
+    assert "seed holds an interpolation" in str(refused.value) and "hunter2" not in str(refused.value)
+    assert not list(tmp_path.glob("received.replay*"))
 
 
 def test_with_trust_replay_runs_a_target_the_check_would_refuse(recorded_run, tmp_path):
@@ -238,3 +290,36 @@ def test_a_sweep_job_whose_process_is_killed_is_recorded_as_crashed_and_the_othe
     crashed = summary["jobs"][1]
     assert crashed["stage"] == "build" and "killed by signal 9 (SIGKILL)" in crashed["error"]
     assert "TerminatedWorkerError" not in done.stderr
+
+
+# ---- one run per directory ----------------------------------------------------------------------
+
+def test_a_second_run_into_a_held_directory_exits_2_naming_the_holder_and_leaves_its_records(tmp_path):
+    run_dir, marker = tmp_path / "run", tmp_path / "building"
+    first = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", f"hydra.run.dir={run_dir}", *QUICK, "model=custom", EXAMPLE,
+         "model._target_=models.WaitsToBeStopped", f"+model.marker={marker}", "+model.seconds=3"],
+        cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not marker.exists() and time.monotonic() < deadline and first.poll() is None:
+        time.sleep(0.1)
+    assert marker.exists(), first.communicate()[1][-2000:]
+    recorded_config = (run_dir / ".hydra" / "config.yaml").read_text()
+    second = lower(run_dir, "seed=7")
+    assert second.returncode == 2 and f"in use by another run (pid {first.pid})" in second.stderr
+    _, stderr = first.communicate(timeout=300)
+    assert first.returncode == 0, stderr[-2000:]
+    assert (run_dir / ".hydra" / "config.yaml").read_text() == recorded_config  # the second run wrote nothing
+    report = json.loads((run_dir / "report.json").read_text())
+    assert report["status"] == "ok" and report["seed"] == 0 and report["lock_takeover"] is None
+
+
+def test_a_lock_left_by_a_run_that_died_is_taken_over_and_the_takeover_recorded(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (run_dir / ".lock").write_text(f"{dead.pid}\n")  # what a killed holder leaves: the kernel released its flock
+    done = lower(run_dir)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads((run_dir / "report.json").read_text())["lock_takeover"] == {"pid": dead.pid}

@@ -264,3 +264,55 @@ def test_a_space_that_does_not_compose_stops_the_search_with_hydras_reason(tmp_p
     assert done.returncode == 1
     assert "the search space gives a config that does not compose: " in done.stderr
     assert "Could not override 'sede'" in done.stderr and "Traceback" not in done.stderr
+
+
+# A received or edited sweep directory: the journal is data, and a trial counts only as its job's report says
+
+def forge_trial(sweep_dir, latency, job, overrides):
+    """A finished, feasible-looking trial appended to the study's journal, as a forger would add one."""
+    import optuna
+
+    from pipeline.app.search.study import open_study
+
+    study = open_study(sweep_dir, "search", "tpe", 0, 4, ["latency"])
+    study.add_trial(optuna.trial.create_trial(
+        params={"backend": "reference"}, distributions={"backend": CategoricalDistribution(["reference"])},
+        value=latency, user_attrs={"job": job, "overrides": overrides,
+                                   "outcome": {"status": "ok", "reason": None, "feasible": True,
+                                               "values": {"latency": latency}}}))
+    return study
+
+
+def test_a_forged_trial_is_reported_never_crowned_and_its_overrides_never_printed(tmp_path, monkeypatch):
+    from pipeline.app.search.results import write_results
+
+    sweep_dir = tmp_path / "search"
+    done = search(sweep_dir, "backend=reference", "hydra.sweeper.n_trials=1")
+    assert done.returncode == 0, done.stderr[-3000:]
+    honest = results_of(sweep_dir)["search"]["best"]
+    forge_trial(sweep_dir, 0.001, 7, ["model._target_=os.system"])  # no job directory 7
+    study = forge_trial(sweep_dir, 0.002, honest["job"], ["model._target_=os.system"])  # a real job, other overrides
+    monkeypatch.setenv("PIPELINE_TEST_SECRET", "hunter2")
+    config = sweep_dir / str(honest["job"]) / ".hydra" / "config.yaml"
+    config.write_text(config.read_text() + "note: ${oc.env:PIPELINE_TEST_SECRET}\n")
+
+    results = write_results(sweep_dir, study, ["latency"])
+    forged = results["trials"][-2:]
+    assert all(not t["feasible"] and t["reason"].startswith("forged: ") for t in forged)
+    assert results["best"]["trial"] == honest["trial"]
+    assert "os.system" not in results["command"] and "os.system" not in (sweep_dir / "best.yaml").read_text()
+    best_yaml = (sweep_dir / "best.yaml").read_text()
+    assert "${oc.env:PIPELINE_TEST_SECRET}" in best_yaml and "hunter2" not in best_yaml
+
+
+def test_a_malformed_journal_entry_stops_the_search_naming_the_file_and_line(tmp_path):
+    sweep_dir = tmp_path / "search"
+    done = search(sweep_dir, "backend=reference", "hydra.sweeper.n_trials=1")
+    assert done.returncode == 0, done.stderr[-3000:]
+    journal = sweep_dir / "study.journal"
+    lines = journal.read_text().splitlines()
+    lines.append(json.dumps({"op_code": 8, "worker_id": "x", "trial_id": 0, "user_attr": {"job": "x"}}))
+    journal.write_text("\n".join(lines) + "\n")
+    again = search(sweep_dir, "backend=reference", "hydra.sweeper.n_trials=1")
+    assert again.returncode != 0 and "Traceback" not in again.stderr
+    assert f"study.journal, line {len(lines)}: trial attribute 'job' is 'x'" in again.stderr

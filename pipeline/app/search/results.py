@@ -38,14 +38,19 @@ def describe(outcome: Outcome, objectives: List[str]) -> str:
     return "feasible, " + ", ".join(f"{name} {outcome.values[name]:.6g}" for name in objectives)
 
 
-def trial_entries(study: optuna.Study) -> List[Dict[str, Any]]:
-    """One entry per trial, in order; a trial that repeats an earlier one names it and has no job."""
+def trial_entries(study: optuna.Study, sweep_dir: Path) -> List[Dict[str, Any]]:
+    """One entry per trial, in order; a trial that repeats an earlier one names it and has no job. A trial
+    counts only as its job's report.json says (`verified_outcome`): the journal is not trusted on its own."""
     entries = []
     for trial in study.trials:
         outcome = trial.user_attrs.get("outcome") or {}
         repeat = trial.user_attrs.get("duplicate_of")
         if repeat is not None:
             outcome = study.trials[repeat].user_attrs.get("outcome") or {}
+            if not 0 <= repeat < len(study.trials) or repeat == trial.number:
+                outcome = {"reason": f"the journal says it repeats trial {repeat}, which it cannot"}
+        elif trial.state == optuna.trial.TrialState.COMPLETE:
+            outcome = verified_outcome(sweep_dir, trial, outcome, study.user_attrs.get("objectives") or ["latency"])
         entries.append({
             "trial": trial.number,
             "job": trial.user_attrs.get("job"),
@@ -61,6 +66,22 @@ def trial_entries(study: optuna.Study) -> List[Dict[str, Any]]:
     return entries
 
 
+def verified_outcome(sweep_dir: Path, trial: Any, outcome: Dict[str, Any], objectives: List[str]) -> Dict[str, Any]:
+    """The journal's outcome of a finished trial if its job directory holds a valid report.json run with the
+    trial's overrides that judges it the same; else an infeasible outcome that says the trial is forged."""
+    from pipeline.app.search.objective import outcome_of, read_report
+
+    job, overrides = trial.user_attrs.get("job"), trial.user_attrs.get("overrides", [])
+    report = read_report(sweep_dir / str(job)) if isinstance(job, int) else None
+    judged = outcome_of(report, objectives) if report else None
+    if (judged is None or report.get("overrides") != overrides or judged.feasible != bool(outcome.get("feasible"))
+            or any(judged.values.get(k) != v for k, v in (outcome.get("values") or {}).items())):
+        return {"status": "forged", "feasible": False, "values": {},
+                "reason": f"forged: the journal records job {job!r}, but its directory holds no report.json of this "
+                          "trial's overrides with these results"}
+    return outcome
+
+
 def pareto_front(entries: List[Dict[str, Any]], objectives: List[str]) -> List[Dict[str, Any]]:
     """The entries no other entry beats on every objective (all minimized)."""
     def dominates(a: Dict[str, Any], b: Dict[str, Any]) -> bool:
@@ -71,8 +92,8 @@ def pareto_front(entries: List[Dict[str, Any]], objectives: List[str]) -> List[D
     return [e for e in usable if not any(dominates(other, e) for other in usable)]
 
 
-def search_results(study: optuna.Study, objectives: List[str]) -> Dict[str, Any]:
-    trials = trial_entries(study)
+def search_results(study: optuna.Study, objectives: List[str], sweep_dir: Path) -> Dict[str, Any]:
+    trials = trial_entries(study, sweep_dir)
     feasible = [t for t in trials if t["feasible"] and t["duplicate_of"] is None]
     best = min(feasible, key=lambda t: (t["values"]["latency"], t["trial"])) if feasible else None
     front = pareto_front(feasible, objectives) if len(objectives) > 1 else ([best] if best else [])
@@ -93,7 +114,7 @@ def reproduce_command(overrides: List[str]) -> str:
 
 
 def write_results(sweep_dir: Path, study: optuna.Study, objectives: List[str]) -> Dict[str, Any]:
-    results = search_results(study, objectives)
+    results = search_results(study, objectives, sweep_dir)
     summary = summarize(sweep_dir)
     by_job = {t["job"]: t for t in results["trials"] if t["job"] is not None}
     best = results["best"]
@@ -117,15 +138,9 @@ def write_results(sweep_dir: Path, study: optuna.Study, objectives: List[str]) -
 
 
 def best_config(job_dir: Path, best: Dict[str, Any], command: str) -> str:
-    """The best trial's composed config, resolved where it can be (``${hydra:...}`` needs a running Hydra)."""
-    from omegaconf import OmegaConf
-
-    config = OmegaConf.load(job_dir / HYDRA_DIR / "config.yaml")
-    try:
-        text = OmegaConf.to_yaml(config, resolve=True)
-    except Exception as error:  # an interpolation only Hydra can resolve: keep the config as recorded
-        log.warning("best.yaml keeps interpolations unresolved: %s", error)
-        text = OmegaConf.to_yaml(config)
+    """The best trial's composed config as its job recorded it: read as data, nothing resolved (a job directory
+    may come from elsewhere, and ``${oc.env:...}`` would copy the environment into the file)."""
+    text = (job_dir / HYDRA_DIR / "config.yaml").read_text()
     return (f"# The best trial of a search: trial {best['trial']}, job directory {job_dir.name}, "
             f"median lowered latency {best['values']['latency']:.6g} us.\n# Reproduce it: {command}\n"
             f"# or replay the job: python -m pipeline.replay {job_dir}\n{text}")

@@ -14,6 +14,8 @@ from typing import Any, List
 
 import optuna
 
+from pipeline.app.search.config import SearchConfigError
+
 STUDY_FILE = "study.journal"
 
 
@@ -25,6 +27,7 @@ def open_study(sweep_dir: Path, name: str, sampler_name: str, seed: int, n_start
     from optuna.storages.journal import JournalFileBackend
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the sweeper logs each trial itself
+    check_journal(sweep_dir / STUDY_FILE)
     storage = JournalStorage(JournalFileBackend(str(sweep_dir / STUDY_FILE)))
     directions = ["minimize"] * len(objectives)
     study = optuna.create_study(study_name=name, storage=storage, directions=directions, load_if_exists=True)
@@ -35,6 +38,50 @@ def open_study(sweep_dir: Path, name: str, sampler_name: str, seed: int, n_start
     study.set_user_attr("objectives", objectives)
     study.sampler = make_sampler(sampler_name, seed + len(study.trials), n_startup_trials)
     return study
+
+
+class JournalError(SearchConfigError):
+    """A study journal that is not one a search wrote: the message names the file and the line."""
+
+
+MAX_JOURNAL_LINE = 1 << 20
+# The user attributes a search sets on a trial, and the type each must have: a received journal is data.
+TRIAL_ATTRIBUTES = {"job": int, "overrides": list, "outcome": dict, "duplicate_of": int}
+
+
+def check_journal(path: Path) -> None:
+    """Read a journal as data before optuna replays it: every line a JSON object with an operation code, and
+    every trial attribute of the search's own of the type the search writes (``job`` a job number, and so on).
+    optuna would otherwise replay any value into the study, and the search would trip over it later."""
+    import json
+
+    from optuna.storages.journal._storage import JournalOperation
+
+    if not path.exists():
+        return
+    codes = {operation.value for operation in JournalOperation}
+    with path.open("rb") as journal:
+        for number, line in enumerate(journal, start=1):
+            where = f"{path}, line {number}"
+            if len(line) > MAX_JOURNAL_LINE:
+                raise JournalError(f"{where}: a line of over {MAX_JOURNAL_LINE} bytes is not a journal entry.")
+            if not line.strip():
+                continue
+            try:
+                entry = json.loads(line)
+            except ValueError as error:
+                raise JournalError(f"{where}: not JSON: {error}") from None
+            if not isinstance(entry, dict) or entry.get("op_code") not in codes:
+                raise JournalError(f"{where}: not a journal entry (an object with an optuna op_code).")
+            for name, value in (entry.get("user_attr") or {}).items() if isinstance(entry.get("user_attr"), dict) \
+                    else ():
+                kind = TRIAL_ATTRIBUTES.get(name)
+                if kind is not None and (not isinstance(value, kind) or isinstance(value, bool)
+                                         or (kind is int and value < 0)
+                                         or (name == "overrides" and not all(isinstance(o, str) for o in value))):
+                    raise JournalError(f"{where}: trial attribute {name!r} is {value!r}; the search writes "
+                                       f"{'a list of override strings' if kind is list else 'a ' + kind.__name__}"
+                                       f"{' >= 0' if kind is int else ''}.")
 
 
 def make_sampler(name: str, seed: int, n_startup_trials: int) -> optuna.samplers.BaseSampler:
