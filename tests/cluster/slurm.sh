@@ -174,12 +174,12 @@ start() {
 }
 
 stop_daemon() {  # SIGTERM, then SIGKILL if it has not gone after 30 s
-  local pid i
+  local pid deadline=$((SECONDS + 30))
   pid=$(pid_of "$1") || return 0
   kill -TERM "$pid"
-  for ((i = 0; i < 30; i++)); do
+  while ((SECONDS < deadline)); do
     kill -0 "$pid" 2>/dev/null || return 0
-    sleep 1
+    sleep 0.2
   done
   say "$1 (pid $pid) ignored SIGTERM for 30s; killing it"
   kill -KILL "$pid" 2>/dev/null || true
