@@ -9,6 +9,9 @@
   takes down only itself: the parent records ``status: crashed`` with the stage
   the child was in, and the launcher's worker goes on with the other jobs.
   Forking is cheap here (torch is already imported) and needs no pickling.
+* `record_lost_job`: a job that a scheduler ended (scancel, a time limit, a
+  lost node) may leave a report.json but never returns its result to the
+  sweep; the launcher records it from its directory, with the scheduler's word.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ import contextlib
 import os
 import signal
 import threading
-from typing import Any, Callable, Dict, Iterator, Optional
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 INTERRUPTING_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -127,3 +131,24 @@ def _flush_std_streams() -> None:
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()
+
+
+def record_lost_job(job_dir: Path, cause: str, overrides: List[str]) -> Dict[str, Any]:
+    """The record of a sweep job whose result never reached the sweep, ``cause`` saying why (the scheduler's
+    account): the job's own report.json with ``cause`` added to its error, or a ``crashed`` report if it left
+    none that can be read. Written back into ``job_dir``, so the summary reads it as it reads every job's."""
+    from pipeline.core.files import write_json
+    from pipeline.app.records import RecordError, read_record
+    from pipeline.app.run_files import REPORT
+
+    try:
+        report = read_record(job_dir / REPORT, "report")
+    except RecordError as error:
+        report = {"status": "crashed", "stage": None, "error": f"{cause}; its report: {error}",
+                  "overrides": overrides, "run_dir": str(job_dir)}
+    else:
+        if report["status"] == "ok":  # it finished and recorded everything before the scheduler ended it
+            return report
+        report["error"] = f"{report['error']} ({cause})"
+    write_json(job_dir / REPORT, report)
+    return report
