@@ -7,16 +7,20 @@ into the manifest, so that an edit reaches the checks behind the hash check.
 `CanaryModel` has annotations, defaults, a keyword-only argument and a nested
 output, so that its manifest has every kind of field an edit can aim at.
 `injections(canary)` are texts that create the file ``canary`` if they ever run.
+`time_limit` is the hang guard a load of a bad artifact runs under: generous, so
+that a busy machine never trips it, and a `Hang` (a BaseException) when it does.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import signal
 import warnings
 import zipfile
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -33,6 +37,27 @@ class CanaryModel(nn.Module):
 def canary_inputs() -> tuple:
     generator = torch.Generator().manual_seed(0)
     return torch.randn(4, generator=generator), torch.randn(4, generator=generator)
+
+
+HANG_GUARD_S = 20.0  # loading a bad artifact takes milliseconds; this only tells a hang from an answer
+
+
+class Hang(BaseException):
+    """Raised by the alarm; a BaseException, so that no ``except Exception`` under test swallows it."""
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float = HANG_GUARD_S) -> Iterator[None]:
+    def alarm(signum, frame):
+        raise Hang(f"no answer in {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def members(path: Path) -> List[Tuple[str, bytes]]:

@@ -231,12 +231,21 @@ def test_a_signal_during_a_run_records_where_it_stopped_and_exits_128_plus_the_s
         [sys.executable, "-m", "pipeline", f"hydra.run.dir={tmp_path / 'run'}", "model=custom", EXAMPLE,
          "model._target_=models.WaitsToBeStopped", f"+model.marker={marker}"],
         cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while not marker.exists() and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.1)
-    assert marker.exists(), process.communicate()[1][-2000:]
-    process.send_signal(signum)
-    _, stderr = process.communicate(timeout=60)
+    try:
+        # Signalled only once the child is in the stage (the model writes the marker as it is built): a hang
+        # guard, as long as every other subprocess's here, for a start that a busy machine makes slow.
+        deadline = time.monotonic() + 600
+        while not marker.exists() and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.1)
+        if not marker.exists():
+            process.kill()
+            raise AssertionError(f"the run never reached the build stage: {process.communicate()[1][-2000:]}")
+        process.send_signal(signum)
+        _, stderr = process.communicate(timeout=600)
+    finally:
+        if process.poll() is None:  # the test failed: leave no child behind
+            process.kill()
+            process.communicate()
     assert process.returncode == code, stderr[-2000:]
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     assert report["status"] == "interrupted" and report["stage"] == "build"

@@ -21,12 +21,10 @@ twenty times as many examples, for a campaign longer than CI's.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import json
 import os
-import signal
 import sys
 import zipfile
 from collections import Counter
@@ -38,30 +36,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import pipeline
-from artifact_forgery import (CANARY_MODULE, CanaryModel, canary_inputs, injections, members, write_canary_module,
-                              write_members)
+from artifact_forgery import (CANARY_MODULE, CanaryModel, canary_inputs, injections, members, time_limit,
+                              write_canary_module, write_members)
 
 FUZZ = dict(deadline=None, database=None, suppress_health_check=list(HealthCheck), print_blob=True)
 SCALE = int(os.environ.get("PIPELINE_FUZZ_SCALE", "1"))  # more examples for a longer campaign than CI's
 OUTCOMES: Counter = Counter()
-
-
-class Hang(BaseException):
-    """Raised by the alarm; a BaseException, so that no ``except Exception`` under test swallows it."""
-
-
-@contextlib.contextmanager
-def time_limit(seconds: float):
-    def alarm(signum, frame):
-        raise Hang(f"no answer in {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 class Base(dict):
@@ -89,7 +69,7 @@ def check(base, data: bytes, family: str) -> str:
     """Load the mutant: same outputs, or ArtifactError; never another exception, a hang or code run."""
     base["mutant"].write_bytes(data)
     try:
-        with time_limit(20):
+        with time_limit():
             loaded = pipeline.load_lowered(base["mutant"])
             outputs = loaded(*base["inputs"])
     except pipeline.ArtifactError:
@@ -292,7 +272,7 @@ def test_forged_reference_payloads_raise_only_pipeline_errors(base, data):
     items["manifest.json"] = json.dumps(document).encode()
     base["mutant"].write_bytes(zipped(list(items.items())))
     try:
-        with time_limit(20):
+        with time_limit():
             loaded = pipeline.load_lowered(base["mutant"])
             loaded(*base["inputs"])  # a program of its own: its outputs may differ
         result = "ran"
