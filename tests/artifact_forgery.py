@@ -39,7 +39,7 @@ def canary_inputs() -> tuple:
     return torch.randn(4, generator=generator), torch.randn(4, generator=generator)
 
 
-HANG_GUARD_S = 20.0  # loading a bad artifact takes milliseconds; this only tells a hang from an answer
+HANG_GUARD_S = 60.0  # loading a bad artifact takes milliseconds; this only tells a hang from an answer
 
 
 class Hang(BaseException):

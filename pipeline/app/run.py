@@ -52,6 +52,9 @@ class Stages:
 
     A stage that runs long (an export, an inductor compile) logs that it is
     still working every `HEARTBEAT_S` seconds, so a sweep never looks stuck.
+    The heartbeat needs a thread; where the machine refuses one (a busy
+    machine out of threads or processes), the stage runs without it and a
+    warning says so.
     """
 
     HEARTBEAT_S = 10.0
@@ -68,13 +71,19 @@ class Stages:
             self.on_enter(name)
         start = time.perf_counter()
         done = threading.Event()
-        heartbeat = threading.Thread(target=self._heartbeat, args=(name, start, done), daemon=True)
-        heartbeat.start()
+        heartbeat: Optional[threading.Thread] = threading.Thread(target=self._heartbeat, args=(name, start, done),
+                                                                 daemon=True)
+        try:
+            heartbeat.start()
+        except RuntimeError as error:  # a busy machine refused a thread: the stage runs, only its heartbeat is lost
+            log.warning("%-12s no heartbeat for this stage: %s: %s", name, type(error).__name__, error)
+            heartbeat = None
         try:
             yield
         finally:
             done.set()
-            heartbeat.join()
+            if heartbeat is not None:
+                heartbeat.join()
         self.timings[name] = time.perf_counter() - start
         log.info("%-12s %8.3f s", name, self.timings[name])
         self.current = None

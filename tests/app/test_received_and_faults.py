@@ -1,11 +1,13 @@
 """Run directories from elsewhere run nothing unasked; bad values and faults leave a true record."""
 
 import json
+import logging
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -15,6 +17,7 @@ import yaml
 from pipeline.app import compare, inspect as pipeline_inspect, replay
 from pipeline.app.config import ConfigError, compose_config, validate
 from pipeline.app.faults import Interrupted
+from pipeline.app.run import run
 from pipeline.core.files import write_atomic
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -251,6 +254,20 @@ def test_a_signal_during_a_run_records_where_it_stopped_and_exits_128_plus_the_s
     assert report["status"] == "interrupted" and report["stage"] == "build"
     assert report["signal"] == signal.Signals(signum).name
     assert not list((tmp_path / "run").glob(".*.tmp"))
+
+
+def test_a_machine_out_of_threads_still_runs_every_stage_without_the_heartbeat(tmp_path, monkeypatch, caplog):
+    # A busy machine can refuse a new thread ("can't start new thread"); each stage's heartbeat, a log
+    # line every 10 s, needs one, and must not be what fails the run.
+    def no_thread_to_spare(self):
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(threading.Thread, "start", no_thread_to_spare)
+    with caplog.at_level(logging.INFO, logger="pipeline"):
+        report = run(validate(composed(*QUICK)), tmp_path)
+    assert report["status"] == "ok", report["error"]
+    assert {"register", "build", "capture", "lower", "verify", "latency", "record"} <= set(report["timings"])
+    assert "no heartbeat for this stage: RuntimeError: can't start new thread" in caplog.text
 
 
 def test_an_interrupted_write_leaves_no_temporary_file(tmp_path, monkeypatch):

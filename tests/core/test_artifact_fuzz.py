@@ -1,6 +1,6 @@
 """Fuzzing artifacts: every mutant of a valid artifact loads and gives the same outputs, or is an ArtifactError.
 
-Never another exception, a hang (each load runs under a 20 s alarm), or code
+Never another exception, a hang (each load runs under a 60 s alarm), or code
 execution (the mutations inject texts that would create a canary file, and
 treespec contexts that would import a module that creates it). The base is a
 reference-backend artifact of `CanaryModel`, whose manifest has every kind of
