@@ -1,20 +1,21 @@
 """Files that tell whether a loader touched them, for the tests that a received artifact reads and writes nothing.
 
 `secret_file` writes bytes that must never appear in anything a load returns or
-says. `FifoWatch` is a named pipe with a thread that notices whoever opens it
-for reading: opening a FIFO for writing without blocking succeeds only while
-some process has it open for reading (a reader blocked in ``open`` counts), so
-the thread polls that open; on success it records the reader and closes at
-once, which gives the reader end-of-file, so nobody hangs.
+says. `OpenWatch` asks the kernel (Linux's inotify) to report every open of a
+file and every read from it while a test runs: asking whether a file exists or
+what size it is (``stat``) is not an open, so only a real read attempt counts.
 """
 
 from __future__ import annotations
 
-import errno
+import ctypes
 import os
-import threading
-import time
+import sys
 from pathlib import Path
+
+import pytest
+
+_IN_ACCESS, _IN_OPEN = 0x1, 0x20
 
 
 def secret_file(path: Path) -> bytes:
@@ -24,33 +25,28 @@ def secret_file(path: Path) -> bytes:
     return data
 
 
-class FifoWatch:
-    """``with FifoWatch(path) as watch: ...``; afterwards ``watch.opened`` says whether anything opened it."""
+class OpenWatch:
+    """``with OpenWatch(path) as watch: ...``; afterwards ``watch.opened`` says whether anything opened or read
+    the file (which must exist) meanwhile."""
 
     def __init__(self, path: Path):
+        if not sys.platform.startswith("linux"):
+            pytest.skip("OpenWatch uses Linux's inotify")
         self.path = Path(path)
-        os.mkfifo(self.path)
         self.opened = False
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._libc = ctypes.CDLL(None, use_errno=True)
+        self._fd = -1
 
-    def __enter__(self) -> "FifoWatch":
-        self._thread.start()
+    def __enter__(self) -> "OpenWatch":
+        self._fd = self._libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+        if self._fd < 0 or self._libc.inotify_add_watch(self._fd, str(self.path).encode(), _IN_OPEN | _IN_ACCESS) < 0:
+            raise OSError(ctypes.get_errno(), f"inotify cannot watch {self.path}")
         return self
 
     def __exit__(self, *exc) -> None:
-        time.sleep(0.05)  # a reader that opens just before the end is still seen
-        self._stop.set()
-        self._thread.join()
-
-    def _watch(self) -> None:
-        while not self._stop.is_set():
-            try:
-                descriptor = os.open(self.path, os.O_WRONLY | os.O_NONBLOCK)
-            except OSError as error:
-                if error.errno != errno.ENXIO:  # ENXIO: no reader now
-                    raise
-                time.sleep(0.002)
-                continue
-            self.opened = True
-            os.close(descriptor)
+        try:
+            self.opened = bool(os.read(self._fd, 1 << 16))
+        except BlockingIOError:  # no event: nothing opened it
+            self.opened = False
+        finally:
+            os.close(self._fd)

@@ -13,7 +13,7 @@ from torch import nn
 
 import pipeline
 from artifact_forgery import forge, members
-from file_canaries import FifoWatch, secret_file
+from file_canaries import OpenWatch, secret_file
 from pipeline.core import op_policy
 from pipeline.core.literals import literal_source
 from pipeline.core.lowering import to_backend
@@ -138,17 +138,22 @@ def test_a_forged_fallback_step_off_the_allow_list_is_refused_at_load_naming_it(
 
 def test_a_fallback_never_opens_the_file_a_forged_from_file_names(partitioned, tmp_path):
     path, _ = partitioned
-    with FifoWatch(tmp_path / "secret.fifo") as watch:
-        forged = forge_fallback(path, tmp_path / "forged.lowered",
-                                [step("aten::from_file.default", lit(str(watch.path)), lit(False), lit(64))])
+    secret_file(tmp_path / "secret.bin")
+    forged = forge_fallback(path, tmp_path / "forged.lowered",
+                            [step("aten::from_file.default", lit(str(tmp_path / "secret.bin")), lit(False), lit(64))])
+    with OpenWatch(tmp_path / "secret.bin") as watch:
         refused_at_load(forged, "aten::from_file.default")
     assert not watch.opened
 
 
-def test_the_fifo_watch_sees_a_reader(tmp_path):
+def test_the_open_watch_sees_a_read_and_not_a_stat(tmp_path):
     """The proof above means something only if an open would have been seen."""
-    with FifoWatch(tmp_path / "probe.fifo") as watch:
-        assert (tmp_path / "probe.fifo").read_bytes() == b""
+    secret = secret_file(tmp_path / "probe.bin")
+    with OpenWatch(tmp_path / "probe.bin") as watch:
+        assert (tmp_path / "probe.bin").stat().st_size == len(secret)
+    assert not watch.opened
+    with OpenWatch(tmp_path / "probe.bin") as watch:
+        aten.from_file.default(str(tmp_path / "probe.bin"), False, 4, dtype=torch.uint8)
     assert watch.opened
 
 
