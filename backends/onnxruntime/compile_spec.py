@@ -15,6 +15,8 @@ import torch
 
 from pipeline.core.backend import LoweringError, format_choices
 
+from pipeline.backends.onnxruntime.external_data import ONNX_ONLY
+
 if TYPE_CHECKING:
     import onnxruntime
 
@@ -135,6 +137,7 @@ def session_options(spec: OnnxRuntimeCompileSpec) -> "onnxruntime.SessionOptions
     options.use_deterministic_compute = spec.use_deterministic_compute
     options.log_severity_level = spec.log_severity_level
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spec.allow_spinning else "0")
+    options.add_session_config_entry(*ONNX_ONLY)  # a payload is an ONNX model, checked as one (external_data)
     return options
 
 

@@ -2,7 +2,8 @@
 
 Per method: validate the compile spec (and its execution providers), export
 the method (`exporters.export_program` or `exporters.export_torchscript`),
-quantize it if the spec says so (`quantize.quantize`), then pack all models
+quantize it if the spec says so (`quantize.quantize`), check that it holds all
+its data (`external_data.check_model`, the loader's own check), then pack all models
 into one payload (`pipeline.core.payload.pack_parts`), with the feeding plan
 and node -> handles map of each in the header. The backend map
 is ``{"<method>/<ONNX node name>": [handles]}``.
@@ -18,6 +19,7 @@ from pipeline.core.backend import LoweringError, PreprocessResult, pack_parts, p
 
 from pipeline.backends.onnxruntime.compile_spec import NAME, OnnxRuntimeCompileSpec, Quantize, check_providers
 from pipeline.backends.onnxruntime.exporters import export_program, export_torchscript
+from pipeline.backends.onnxruntime.external_data import check_model
 from pipeline.backends.onnxruntime.quantize import quantize
 
 
@@ -40,6 +42,7 @@ def preprocess(program: Any, method_compile_spec: Mapping[str, Mapping[str, Any]
             )
         if spec.quantize is not Quantize.none:
             exported[method] = quantize(exported[method], spec, method)
+        check_model(exported[method].model, f"Backend {NAME!r}: the exported model of method {method!r}")
     payload = pack_parts(NAME, {"methods": {m: e.meta() for m, e in exported.items()}},
                          {m: e.model for m, e in exported.items()})
     backend_map = {f"{method}/{node}": handles

@@ -22,6 +22,7 @@ from pipeline.core.backend import (Backend, BackendRuntimeError, LoweringError, 
                                    argument_leaves, method_part, package_version, parse_compile_spec, unpack_parts)
 
 from pipeline.backends.onnxruntime.compile_spec import NAME, OnnxRuntimeCompileSpec, check_providers, session_options
+from pipeline.backends.onnxruntime.external_data import check_model
 from pipeline.backends.onnxruntime.preprocess import preprocess
 from pipeline.backends.onnxruntime.support import node_support
 
@@ -77,6 +78,7 @@ class SessionMethod:
         self.inputs = [(str(name), int(index)) for name, index in meta["inputs"]]
         self.flat = bool(meta["flat"])
         self.node_handles = {name: [int(h) for h in handles] for name, handles in meta["node_handles"].items()}
+        check_model(model, f"Backend {NAME!r}: the model of method {method!r}")  # no file outside the payload
         try:
             self.session = onnxruntime.InferenceSession(model, session_options(spec), providers=list(spec.providers))
         except Exception as error:

@@ -24,6 +24,7 @@ from pipeline.core.backend import (LoweringError, PreprocessResult, handles_by_o
 from pipeline.backends.openvino.compile_spec import NAME, OpenVinoCompileSpec, require_openvino
 from pipeline.backends.openvino.convert import Converted, convert, inputs_of
 from pipeline.backends.openvino.mapping import canonical_names, ir_node_handles
+from pipeline.backends.openvino.received_ir import check_xml
 
 
 def preprocess(program: Any, method_compile_spec: Mapping[str, Mapping[str, Any]],
@@ -48,6 +49,7 @@ def preprocess(program: Any, method_compile_spec: Mapping[str, Mapping[str, Any]
         node_handles = ir_node_handles(converted.model, origins)
         flat = feeding_plan(exported, converted)
         parts[f"{method}.xml"], parts[f"{method}.bin"] = serialize(converted.model)
+        check_xml(parts[f"{method}.xml"], f"Backend {NAME!r}: the IR of method {method!r}")  # the loader's check
         methods[method] = {"flat": flat, "node_handles": node_handles}
         backend_map.update({f"{method}/{node}": found for node, found in node_handles.items()})
     return PreprocessResult(pack_parts(NAME, {"methods": methods}, parts), backend_map)

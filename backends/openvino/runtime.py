@@ -1,6 +1,7 @@
 """The runtime half: one compiled model and one explicit ``InferRequest`` per method.
 
-``compile`` reads each method's IR from the payload's bytes (no file), compiles
+``compile`` reads each method's IR from the payload's bytes (no file; the
+bytes must be IR, `received_ir`), compiles
 it for the CPU with the spec's config, checks that the precision the compiled
 model reports is the one the spec asks for, and creates the method's infer
 request once. ``execute`` wraps each argument's memory in an OpenVINO tensor
@@ -29,6 +30,7 @@ from pipeline.core.backend import (Backend, BackendRuntimeError, LoweringError, 
 from pipeline.backends.openvino.compile_spec import DEVICE, NAME, OpenVinoCompileSpec, require_openvino
 from pipeline.backends.openvino.mapping import runtime_node_handles
 from pipeline.backends.openvino.preprocess import preprocess
+from pipeline.backends.openvino.received_ir import check_model, check_xml
 
 
 class OpenVinoBackend(Backend):
@@ -85,8 +87,14 @@ class RequestMethod:
         self._core = core
         self._weights = weights  # the model's constants point into these bytes
         self._tensor = openvino.Tensor
+        what = f"Backend {NAME!r}: the IR of method {method!r}"
+        check_xml(xml, what)  # IR or nothing: another frontend would read the files a model names
         try:
             self.model = core.read_model(xml, openvino.Tensor(numpy.frombuffer(weights, dtype=numpy.uint8)))
+        except Exception as error:
+            raise LoweringError(f"{what} cannot be read: {error}") from error
+        check_model(self.model, what)
+        try:
             self.compiled = core.compile_model(self.model, DEVICE, spec.plugin_config())
         except Exception as error:
             raise LoweringError(

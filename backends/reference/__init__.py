@@ -44,7 +44,13 @@ Compile-spec options (`ReferenceCompileSpec`, per method): ``constant_folding``,
 ``dead_code_elimination`` (both on by default) and ``check_inputs`` (off).
 
 Supported ops (the table is ``ops.SUPPORTED_OPS``; every overload of each is
-supported, except overloads that write into an argument such as ``out=``):
+supported, except overloads that write into an argument such as ``out=``).
+Loading a payload checks every instruction as preprocess does
+(`compiler.why_not_runnable`), so a forged one may name only these ops; a
+new tensor may be at most ``MAX_TENSOR_BYTES`` (8 GiB, `pipeline.core.op_policy`),
+judged when the payload loads for sizes it holds and before the op runs for
+sizes the program computes; ``format`` fills ``{}`` fields only, as
+TorchScript's does, so a template reads no attribute:
 
 * elementwise: ``aten::add``, ``sub``, ``rsub``, ``mul``, ``div`` (Tensor and
   Scalar overloads, ``alpha``, ``rounding_mode``), ``neg``, ``pow``, ``exp``,

@@ -17,7 +17,8 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
-from pipeline.core.backend import LoweringError, PreprocessResult, UnsupportedOpError, describe_node, parse_method_specs
+from pipeline.core.backend import (UNKNOWN, LoweringError, PreprocessResult, UnsupportedOpError, describe_node,
+                                   parse_method_specs, size_problem)
 
 from pipeline.backends.reference import from_export, from_torchscript, ops, passes
 from pipeline.backends.reference.compile_spec import ReferenceCompileSpec
@@ -103,10 +104,14 @@ def find_problems(method: MethodProgram, reasons: Optional[Mapping[int, str]] = 
     reasons = reasons or {}
     return [Problem(instruction.op_name, reason, where(instruction, method.name), id(instruction) in reasons)
             for instruction in method.instructions()
-            for reason in [reasons.get(id(instruction)) or _why_not_runnable(instruction)] if reason]
+            for reason in [reasons.get(id(instruction)) or why_not_runnable(instruction)] if reason]
 
 
-def _why_not_runnable(instruction: Instruction) -> str:
+def why_not_runnable(instruction: Instruction) -> str:
+    """``""`` if the backend runs ``instruction``, else why not. Preprocess asks it of every instruction it
+    writes, and compile of every instruction it reads, so what the writer makes, the reader accepts: an op of
+    the table (`ops.SUPPORTED_OPS`) in an overload that writes into no argument, whose sizes are within
+    `MAX_TENSOR_BYTES`."""
     if not ops.is_supported(instruction.op):
         return hint_for(instruction.op)
     op = ops.definition(instruction.op)
@@ -129,6 +134,10 @@ def _why_not_runnable(instruction: Instruction) -> str:
     constants = [a for a in [*instruction.args, *instruction.kwargs.values()] if not encodable(_without_refs(a))]
     if constants:
         return f"takes a {type(constants[0]).__name__} constant, which a reference-backend program cannot hold"
+    kernel = ops.torch_overload(instruction.op)
+    if kernel is not None:
+        return size_problem(kernel, [_unknown_refs(a) for a in instruction.args],
+                            {k: _unknown_refs(v) for k, v in instruction.kwargs.items()})
     return ""
 
 
@@ -147,7 +156,7 @@ def node_support(node: Any) -> "bool | str":
         type(value)(refs(v) for v in value) if isinstance(value, (list, tuple)) else value)
     instruction = Instruction(describe_node(node).op, [refs(a) for a in node.args],
                               {k: refs(v) for k, v in node.kwargs.items()}, [0])
-    return _why_not_runnable(instruction) or True
+    return why_not_runnable(instruction) or True
 
 
 # Ops that appear only when a model is captured in training mode.
@@ -180,6 +189,15 @@ def where(instruction: Instruction, method: str) -> str:
 
 def is_plain(value: Any) -> bool:
     return isinstance(value, (bool, int, float, str)) or value is None
+
+
+def _unknown_refs(operand: Any) -> Any:
+    """The operand as known before running: values the program computes are `UNKNOWN`."""
+    if isinstance(operand, Ref):
+        return UNKNOWN
+    if isinstance(operand, (list, tuple)):
+        return type(operand)(_unknown_refs(o) for o in operand)
+    return operand
 
 
 def _without_refs(operand: Any) -> Any:

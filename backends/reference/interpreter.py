@@ -17,11 +17,11 @@ import torch
 import torch.utils._pytree as pytree
 
 from pipeline.core.backend import (Backend, BackendRuntimeError, LoweringError, ProfileEvent, argument_leaves,
-                                   format_choices, parse_compile_spec)
+                                   format_choices, guarded, parse_compile_spec, sized)
 
 from pipeline.backends.reference import ops
 from pipeline.backends.reference.compile_spec import ReferenceCompileSpec
-from pipeline.backends.reference.compiler import node_support, preprocess
+from pipeline.backends.reference.compiler import node_support, preprocess, why_not_runnable
 from pipeline.backends.reference.program import NO_HANDLE, Block, InputSpec, Instruction, MethodProgram, Ref, is_constant, parse
 
 Reader = Callable[[List[Any]], Any]  # reads one operand from the value table
@@ -82,6 +82,11 @@ class CompiledMethod:
             )
         self.num_values = 1 + max(defined, default=-1)
         try:
+            for instruction in method.instructions():  # the checks preprocess made: the payload may be forged
+                reason = why_not_runnable(instruction)
+                if reason:
+                    raise LoweringError(f"Reference backend: method {method.name!r} of the payload: instruction "
+                                        f"{instruction.id} ({instruction.op}) {reason}.")
             self.body = _BlockSteps(method.name, method.body)
         except (KeyError, AttributeError, ValueError, RuntimeError) as error:
             raise LoweringError(
@@ -196,6 +201,8 @@ class _Call(_Step):
     def __init__(self, method: str, instruction: Instruction):
         super().__init__(method, instruction)
         self.kernel = ops.kernel_for(instruction.op)
+        if sized(self.kernel):  # a size the program computes is judged when it is known
+            self.kernel = guarded(self.kernel, check_results=False)
         self.one_output = len(self.outputs) == 1 and not ops.definition(self.op).unpacks
 
     def run(self, values: List[Any], events: Events) -> None:

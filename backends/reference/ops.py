@@ -53,7 +53,15 @@ def _append(items: list, item: Any) -> list:
 
 
 def _format(template: str, *args: Any) -> str:
-    return template.format(*args)
+    """TorchScript's ``str.format``: each ``{}`` in turn becomes the next argument, and nothing else is a
+    field (``{0}``, ``{x.attr}`` stay as written), so a template from a payload reads no attribute."""
+    pieces = template.split("{}")
+    if len(pieces) - 1 > len(args):
+        raise ValueError(f"Too few arguments for format string: {template}")
+    out = [pieces[0]]
+    for value, piece in zip(args, pieces[1:]):
+        out += [str(value), piece]
+    return "".join(out)
 
 
 def _warn(message: str, stacklevel: int = 2) -> None:
@@ -235,7 +243,7 @@ SUPPORTED_OPS: Dict[str, OpDef] = {
     "aten::__isnot__": OpDef("x is not y", kernel=operator.is_not),
     "aten::append": OpDef("list.append (in place)", kernel=_append, mutates_first_arg=True,
                           aliases_inputs=True),
-    "aten::format": OpDef("str.format", kernel=_format),
+    "aten::format": OpDef("str.format, TorchScript's: {} fields only", kernel=_format),
     "aten::warn": OpDef("warnings.warn", kernel=_warn, side_effects=True),
     "prim::ListConstruct": OpDef("a new list", kernel=lambda *items: list(items), aliases_inputs=True),
     "prim::TupleConstruct": OpDef("a new tuple", kernel=lambda *items: tuple(items), aliases_inputs=True),
@@ -300,6 +308,20 @@ def kernel_for(op: str) -> Callable:
         return dict(op_def.overload_kernels)[overload]
     namespace, packet = name.split("::", 1)
     return getattr(getattr(getattr(torch.ops, namespace), packet), overload or "default")
+
+
+def torch_overload(op: str) -> Optional[torch._ops.OpOverload]:
+    """The ``torch.ops`` overload an instruction runs, or None: a Python kernel of ours, a structured or
+    compile-time op, or an overload this PyTorch does not have."""
+    name, _, overload = op.partition(".")
+    op_def = SUPPORTED_OPS[name]
+    if op_def.kernel is not None or op_def.structured or op_def.compile_time or overload in dict(op_def.overload_kernels):
+        return None
+    try:
+        found = kernel_for(op)
+    except (AttributeError, RuntimeError):
+        return None
+    return found if isinstance(found, torch._ops.OpOverload) else None
 
 
 def supported_op_names() -> str:

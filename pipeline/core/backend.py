@@ -56,7 +56,9 @@ runtime's log noise (`quiet_logs_from`, `quiet`), payload containers
 (`pack_parts`, `unpack_parts`, `method_part`), `canonical_json`,
 `parse_compile_spec`, `exported_method` (one method's ExportedProgram, for
 export-only backends), `check_extractable` (member names and sizes of a zip that
-a loader of the backend's will unpack), and the error types.
+a loader of the backend's will unpack), the size limit on tensors a program
+from a file may ask for (`MAX_TENSOR_BYTES`, `size_problem`, `sized`,
+`guarded`, `UNKNOWN`; `pipeline.core.op_policy`), and the error types.
 
 **carries_code** is a promise to the people who load artifacts: declare it
 True when compiling the payload can run code that came with it (a native
@@ -80,6 +82,7 @@ from pipeline.core.errors import (BackendRuntimeError, LoweringError, Unsupporte
                                   format_choices)
 from pipeline.core.environment import package_version
 from pipeline.core.hashing import canonical_json
+from pipeline.core.op_policy import MAX_TENSOR_BYTES, UNKNOWN, guarded, size_problem, sized
 from pipeline.core.payload import method_part, pack_parts, unpack_parts
 from pipeline.core.toolchain_output import quiet, quiet_logs_from
 from pipeline.core.signature import argument_leaves
@@ -92,10 +95,11 @@ FRONTENDS: Tuple[str, ...] = ("torchscript", "export")
 __all__ = [
     "Backend", "BackendInfo", "FRONTENDS", "MethodRunner", "PreprocessResult", "ProfileEvent",
     # for backends
-    "BackendRuntimeError", "FieldError", "Frame", "LoweringError", "NodeSource", "SpecError", "UNKNOWN_HANDLE",
+    "BackendRuntimeError", "FieldError", "Frame", "LoweringError", "MAX_TENSOR_BYTES", "NodeSource", "UNKNOWN", "SpecError", "UNKNOWN_HANDLE",
     "UnsupportedOpError", "argument_leaves", "canonical_json", "check_extractable", "describe_node", "did_you_mean", "exported_method",
-    "format_choices", "handles_by_origin", "method_part", "options_of", "pack_parts", "package_version",
-    "parse_compile_spec", "parse_method_specs", "portable_path", "quiet", "quiet_logs_from", "tensor_bytes", "unpack_parts",
+    "format_choices", "guarded", "handles_by_origin", "method_part", "options_of", "pack_parts", "package_version",
+    "parse_compile_spec", "parse_method_specs", "portable_path", "quiet", "quiet_logs_from", "size_problem", "sized",
+    "tensor_bytes", "unpack_parts",
     "walk_nodes",
 ]
 

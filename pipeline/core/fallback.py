@@ -10,10 +10,14 @@ A method's fallback is a list of steps over named values, kept as JSON::
      "outputs": [{"ref": "mul"}]}
 
 An ``op`` step names an ATen or prims overload as ``namespace::name.overload``;
-at load it is looked up as ``torch.ops.<namespace>.<name>.<overload>``, and
-anything outside the namespaces `NAMESPACES`, or an overload that writes into
-its arguments, is refused: loading a fallback runs PyTorch's own kernels and
-nothing else. A ``partition`` step calls the backend's compiled handle of that
+at load it is looked up as ``torch.ops.<namespace>.<name>.<overload>`` and must
+be on the allow-list of `pipeline.core.op_policy` (functional, data in and out,
+no file names, no samplers, public or one of the private ops export writes),
+and the sizes it asks for within its limit; anything else is refused, naming
+the op (`step_problem`). Lowering applies the same check to every step it
+writes, so what the writer makes, the reader accepts. The ops run through
+`op_policy.guarded`: sizes computed while running are judged before the op
+runs, and what it returns after. A ``partition`` step calls the backend's compiled handle of that
 subgraph. Operands are ``{"ref": name}``, ``{"tensor": i}`` (a parameter or
 constant, stored as raw bytes beside the JSON), ``{"literal": text}`` (the
 closed literal set of `pipeline.core.literals`), ``{"list": [...]}``, and
@@ -34,9 +38,8 @@ from pipeline.core.backend import BackendRuntimeError, ProfileEvent, argument_le
 from pipeline.core.bounded_json import expect, member
 from pipeline.core.errors import LoweringError, MalformedInput
 from pipeline.core.literals import literal_source, read_literal
+from pipeline.core.op_policy import NAMESPACES, UNKNOWN, guarded, lookup, refusal, size_problem
 from pipeline.core.tensor_data import read_tensor, tensor_bytes, tensor_entry
-
-NAMESPACES = ("aten", "prims")
 _ENUMS = {"dtype": torch.dtype, "layout": torch.layout, "memory_format": torch.memory_format}
 MAX_STEPS = 1_000_000
 
@@ -98,19 +101,45 @@ def encode(value: Any, tensors: TensorTable, tensor_of: Callable[[torch.fx.Node]
 
 
 def resolve_op(name: str, where: str) -> torch._ops.OpOverload:
-    """``torch.ops.<namespace>.<name>.<overload>`` for an allowed, functional op; else `MalformedInput`."""
+    """``torch.ops.<namespace>.<name>.<overload>`` for an op on the allow-list; else `MalformedInput`."""
     namespace, _, rest = name.partition("::")
     op, _, overload = rest.partition(".")
     if namespace not in NAMESPACES or not all(part.isidentifier() for part in (op, overload)):
         raise MalformedInput(f"{where}: op {name!r} is not allowed; a fallback runs ops of the namespaces "
                              f"{list(NAMESPACES)}, named 'namespace::name.overload'.")
-    try:
-        found = getattr(getattr(getattr(torch.ops, namespace), op), overload)
-    except (AttributeError, RuntimeError):
-        raise MalformedInput(f"{where}: op {name!r} does not exist in this PyTorch.") from None
-    if not isinstance(found, torch._ops.OpOverload) or found._schema.is_mutable:
-        raise MalformedInput(f"{where}: op {name!r} writes into its arguments; a fallback runs functional ops only.")
+    found = lookup(namespace, op, overload)
+    if found is None:
+        raise MalformedInput(f"{where}: op {name!r} does not exist in this PyTorch.")
+    reason = refusal(found)
+    if reason:
+        raise MalformedInput(f"{where}: op {name!r} is not on the fallback's allow-list: it {reason}.")
     return found
+
+
+def step_problem(target: str, args: Sequence[Any], kwargs: Dict[str, Any], tensors: Sequence[torch.Tensor],
+                 where: str) -> Tuple[Optional[torch._ops.OpOverload], str]:
+    """An op step's kernel and ``""``, or None and what is wrong with it: an op off the allow-list, or a
+    size past the limit among the operands the step writes down (`op_policy.size_problem`)."""
+    try:
+        kernel = resolve_op(target, where)
+    except MalformedInput as error:
+        return None, str(error)
+    known_args = [_known(a, tensors) for a in args]
+    known_kwargs = {k: _known(v, tensors) for k, v in kwargs.items()}
+    problem = size_problem(kernel, known_args, known_kwargs)
+    return kernel, f"{where}: op {target!r} {problem}." if problem else ""
+
+
+def _known(data: Any, tensors: Sequence[torch.Tensor]) -> Any:
+    """An operand as far as it is known before running: values computed at run time are `UNKNOWN`."""
+    (tag, content), = data.items()
+    if tag == "ref":
+        return UNKNOWN
+    if tag == "tensor":
+        return tensors[content]
+    if tag == "list":
+        return [_known(item, tensors) for item in content]
+    return _constant(tag, content, "operand")
 
 
 def decode(data: Any, tensors: Sequence[torch.Tensor], where: str,
@@ -195,10 +224,13 @@ class FallbackProgram:
         defined.update(outputs)
         target = member(data, "target", str, where, default="")
         if call == "op":
-            kernel = resolve_op(target, where)
+            kernel, problem = step_problem(target, data["args"], data.get("kwargs", {}), tensors, where)
+            if problem:
+                raise MalformedInput(problem)
+            run = guarded(kernel)
             handle = member(data, "handle", int, where, default=None)
             handles = () if handle is None else (handle,)
-            return _Step(call, target, lambda a, k: [kernel(*a, **k)], args, kwargs, outputs, handles)
+            return _Step(call, target, lambda a, k: [run(*a, **k)], args, kwargs, outputs, handles)
         if call == "item":
             return _Step(call, "getitem", lambda a, k: [operator.getitem(*a)], args, {}, outputs, ())
         if call == "partition":

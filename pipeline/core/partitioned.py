@@ -34,8 +34,8 @@ from torch.export.graph_signature import InputKind
 
 from pipeline.core.backend import Backend, BackendInfo
 from pipeline.core.debug_handles import HandleMap, walk_nodes
-from pipeline.core.errors import LoweringError, MalformedInput
-from pipeline.core.fallback import NAMESPACES, FallbackProgram, TensorTable, encode, op_name
+from pipeline.core.errors import LoweringError, MalformedInput, UnsupportedOpError
+from pipeline.core.fallback import NAMESPACES, FallbackProgram, TensorTable, encode, op_name, step_problem
 from pipeline.core.bounded_json import expect, member
 from pipeline.core.lowered_module import LoweredModule
 from pipeline.core.partition import FALLBACK, MethodSplit, counted, split_method
@@ -140,20 +140,26 @@ def _fallback_json(split: MethodSplit, handles: Dict[torch.fx.Node, int], tensor
             steps.append({"call": "item", "args": [operand(a) for a in unit.args], "outputs": [unit.name]})
         else:
             name = op_name(unit.target) if unit.op == "call_function" else None
-            if name is None or unit.target._schema.is_mutable:
-                raise LoweringError(
-                    f"Partitioned lowering: node {unit.name} of method {split.method!r} ({describe_node(unit).op}) "
-                    f"cannot run in the fallback, which runs functional ops of {list(NAMESPACES)} only, and the "
-                    f"backend does not take it ({split.reasons.get(unit, 'not in a group')})."
-                )
+            if name is None:
+                raise UnsupportedOpError(_cannot_fall_back(split, unit, f"runs ATen ops of {list(NAMESPACES)} only"))
             step = {"call": "op", "target": name, "args": [operand(a) for a in unit.args],
                     "kwargs": {k: operand(v) for k, v in unit.kwargs.items()}, "outputs": [unit.name]}
+            _, problem = step_problem(name, step["args"], step["kwargs"], tensors.tensors, "its step")
+            if problem:  # the loader's own check: what lowering writes, loading accepts
+                raise UnsupportedOpError(_cannot_fall_back(split, unit, problem))
             if unit in handles:
                 step["handle"] = handles[unit]
             steps.append(step)
     inputs = [n.name for n in program.graph.nodes if n.op == "placeholder" and tensor_of(n) is None]
     output = next(n for n in program.graph.nodes if n.op == "output")
     return {"inputs": inputs, "steps": steps, "outputs": [operand(v) for v in output.args[0]]}
+
+
+def _cannot_fall_back(split: MethodSplit, node: torch.fx.Node, why: str) -> str:
+    where = describe_node(node)
+    line = f" at {where.source.file}:{where.source.line}" if where.source else ""
+    return (f"Partitioned lowering: node {node.name} of method {split.method!r} ({where.op}{line}) cannot run in the "
+            f"fallback ({why}), and the backend does not take it ({split.reasons.get(node, 'not in a group')}).")
 
 
 def partition_record(split: ProgramSplit, backend: str, min_nodes: int) -> Dict[str, Any]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from typing import Dict
 
 import onnx
@@ -418,3 +419,154 @@ def test_app_lowers_the_default_model_to_onnxruntime_with_an_option_overridden(t
     assert report["env"]["backend:onnxruntime"] == OnnxRuntimeBackend.version
     handles = json.loads((tmp_path / "handles.json").read_text())
     assert handles["backend_map"]
+
+
+# -- no external data: a received model reads no file (issue 27) ---------------------------------
+
+from onnx import TensorProto, helper  # noqa: E402
+
+from artifact_forgery import forge  # noqa: E402
+from file_canaries import OpenWatch  # noqa: E402
+from pipeline.backends.onnxruntime.external_data import check_model, external_tensors  # noqa: E402
+
+
+def _externalize(tensor: TensorProto, location: str = "secret.bin") -> bytes:
+    """Moves ``tensor``'s bytes out of the model to ``location``, as ONNX's external data does; its bytes."""
+    data = onnx.numpy_helper.to_array(tensor).tobytes()
+    for name in ("raw_data", "float_data", "int32_data", "int64_data", "double_data"):
+        tensor.ClearField(name)
+    del tensor.external_data[:]
+    for key, value in (("location", location), ("offset", "0"), ("length", str(len(data)))):
+        entry = tensor.external_data.add()
+        entry.key, entry.value = key, value
+    tensor.data_location = TensorProto.EXTERNAL
+    return data
+
+
+@pytest.fixture(scope="module")
+def mlp_artifact(tmp_path_factory):
+    model, inputs = zoo.build("mlp"), zoo.example_inputs("mlp")
+    lowered = lower(model, inputs)
+    return pipeline.save_lowered(lowered, tmp_path_factory.mktemp("ort") / "mlp.lowered"), lowered, inputs
+
+
+def _forged_with_external_weight(mlp_artifact, out, level, location="secret.bin"):
+    """The MLP artifact with its first initializer's data in ``location`` and the manifest's optimization level
+    set to ``level``; every hash recomputed. Returns the artifact and the weight's bytes."""
+    path, lowered, _ = mlp_artifact
+    meta, models = unpack_parts(lowered.payload, "onnxruntime")
+    proto = onnx.load_from_string(models["forward"])
+    data = _externalize(proto.graph.initializer[0], location)
+    payload = pack_parts("onnxruntime", meta, {"forward": proto.SerializeToString()})
+
+    def level_of(manifest):
+        manifest["compile_spec"]["forward"]["graph_optimization_level"] = level
+
+    return forge(path, out, manifest=level_of, parts={"payload.bin": payload}), data, proto.graph.initializer[0].name
+
+
+@pytest.mark.parametrize("level", ["disable", "all"])
+def test_an_initializer_with_external_data_is_refused_at_load_whatever_the_optimization_level(
+        level, mlp_artifact, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # where onnxruntime looks for the file of a model given as bytes
+    forged, data, name = _forged_with_external_weight(mlp_artifact, tmp_path / "forged.lowered", level)
+    (tmp_path / "secret.bin").write_bytes(data)  # the weights it wants, so that only the check can refuse
+    with pytest.raises(pipeline.ArtifactError, match=rf"forged.lowered: .*method 'forward': tensor graph.initializer "
+                                                     rf"'{name}' keeps its data outside the model, in 'secret.bin'"):
+        pipeline.load_lowered(forged)
+
+
+@pytest.mark.parametrize("level", ["disable", "all"])
+def test_the_file_external_data_names_is_never_opened(level, mlp_artifact, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    forged, data, _ = _forged_with_external_weight(mlp_artifact, tmp_path / "forged.lowered", level)
+    (tmp_path / "secret.bin").write_bytes(data)
+    with OpenWatch(tmp_path / "secret.bin") as watch:
+        with pytest.raises(pipeline.ArtifactError, match="keeps its data outside the model"):
+            pipeline.load_lowered(forged)
+    assert not watch.opened
+
+
+def test_onnxruntime_itself_would_open_it(mlp_artifact, tmp_path, monkeypatch):
+    """Why the check exists, and that the FIFO would tell: a session made directly opens the file."""
+    monkeypatch.chdir(tmp_path)
+    _, lowered, _ = mlp_artifact
+    _, models = unpack_parts(lowered.payload, "onnxruntime")
+    proto = onnx.load_from_string(models["forward"])
+    (tmp_path / "secret.bin").write_bytes(_externalize(proto.graph.initializer[0]))
+    options = onnxruntime.SessionOptions()
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
+    with OpenWatch(tmp_path / "secret.bin") as watch:
+        onnxruntime.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    assert watch.opened
+
+
+def _constant(name: str, value: float = 1.0) -> onnx.NodeProto:
+    return helper.make_node("Constant", [], [name], name=name,
+                            value=onnx.numpy_helper.from_array(numpy_array([value]), name=f"{name}_value"))
+
+
+def numpy_array(values):
+    import numpy
+
+    return numpy.asarray(values, dtype=numpy.float32)
+
+
+def _model(nodes, initializers=(), sparse=(), functions=()) -> onnx.ModelProto:
+    graph = helper.make_graph(nodes, "g", [], [helper.make_tensor_value_info(nodes[-1].output[0], TensorProto.FLOAT, None)],
+                              list(initializers), sparse_initializer=list(sparse))
+    return helper.make_model(graph, functions=list(functions), opset_imports=[helper.make_opsetid("", 17),
+                                                                              helper.make_opsetid("local", 1)])
+
+
+def _in_initializer():
+    weight = onnx.numpy_helper.from_array(numpy_array([1.0]), name="w")
+    _externalize(weight)
+    return _model([helper.make_node("Identity", ["w"], ["y"])], initializers=[weight]), "graph.initializer 'w'"
+
+
+def _in_sparse_initializer():
+    values = onnx.numpy_helper.from_array(numpy_array([1.0]), name="s")
+    indices = onnx.numpy_helper.from_array(__import__("numpy").asarray([0], dtype="int64"), name="s_indices")
+    _externalize(values)
+    sparse = helper.make_sparse_tensor(values, indices, [4])
+    return _model([helper.make_node("Identity", ["s"], ["y"])], sparse=[sparse]), "sparse_initializer 's' values"
+
+
+def _in_a_constant_attribute():
+    node = _constant("c")
+    _externalize(node.attribute[0].t)
+    return _model([node]), "node 'c', attribute 'value'"
+
+
+def _in_a_subgraph():
+    inner = _constant("deep")
+    _externalize(inner.attribute[0].t)
+    then = helper.make_graph([inner], "then", [], [helper.make_tensor_value_info("deep", TensorProto.FLOAT, None)])
+    other = helper.make_graph([_constant("shallow")], "else", [],
+                              [helper.make_tensor_value_info("shallow", TensorProto.FLOAT, None)])
+    flag = helper.make_node("Constant", [], ["flag"], value=helper.make_tensor("f", TensorProto.BOOL, [], [True]))
+    branch = helper.make_node("If", ["flag"], ["y"], name="branch", then_branch=then, else_branch=other)
+    return _model([flag, branch]), "node 'branch', attribute 'then_branch' (graph), node 'deep'"
+
+
+def _in_a_function():
+    inner = _constant("in_function")
+    _externalize(inner.attribute[0].t)
+    function = helper.make_function("local", "Made", [], ["in_function"], [inner], [helper.make_opsetid("", 17)])
+    return _model([helper.make_node("Made", [], ["y"], domain="local")], functions=[function]), "function Made"
+
+
+@pytest.mark.parametrize("make", [_in_initializer, _in_sparse_initializer, _in_a_constant_attribute, _in_a_subgraph,
+                                  _in_a_function], ids=lambda make: make.__name__.removeprefix("_in_"))
+def test_external_data_is_found_wherever_a_tensor_can_stand(make):
+    model, where = make()
+    assert [location for _, location in external_tensors(model)] == ["secret.bin"]
+    with pytest.raises(pipeline.LoweringError, match=re.escape(where) + r".*keeps its data outside the model, in "
+                                                                        r"'secret.bin'"):
+        check_model(model.SerializeToString(), "the model")
+
+
+def test_a_payload_model_that_is_not_onnx_is_refused():
+    with pytest.raises(pipeline.LoweringError, match="the model is not an ONNX model"):
+        check_model(b"\x00\x00ORTM" + b"\xff" * 40, "the model")

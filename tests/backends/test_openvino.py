@@ -347,3 +347,74 @@ def test_app_lowers_with_an_option_overridden_records_the_precision_and_maps_the
     profile = json.loads((tmp_path / "profile.json").read_text())
     assert report["profile"]["supported"] and profile["by_source"]
     assert all(entry["source"] != "<unknown>" for entry in profile["by_source"])
+
+
+# -- a received IR is IR, reads only its own weights and sets no compile option (issue 27) --------
+
+from artifact_forgery import forge  # noqa: E402
+from file_canaries import OpenWatch, secret_file  # noqa: E402
+
+
+def _onnx_naming(location: str) -> bytes:
+    """An ONNX model whose one initializer keeps its 16 bytes in the file ``location``."""
+    from onnx import TensorProto, helper
+
+    weight = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[4], data_location=TensorProto.EXTERNAL)
+    for key, value in (("location", location), ("offset", "0"), ("length", "16")):
+        entry = weight.external_data.add()
+        entry.key, entry.value = key, value
+    float4 = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [4]) for n in ("x", "y")]
+    graph = helper.make_graph([helper.make_node("Add", ["x", "w"], ["y"])], "g", float4[:1], float4[1:], [weight])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+
+
+@pytest.fixture(scope="module")
+def mlp_artifact(zoo_lowered, tmp_path_factory):
+    _, _, lowered, _ = zoo_lowered["mlp"]
+    return pipeline.save_lowered(lowered, tmp_path_factory.mktemp("ov-artifact") / "mlp.lowered"), lowered
+
+
+def _with_xml(mlp_artifact, out, xml: bytes):
+    path, lowered = mlp_artifact
+    meta, parts = unpack_parts(lowered.payload, "openvino")
+    return forge(path, out, parts={"payload.bin": pack_parts("openvino", meta, {**parts, "forward.xml": xml})})
+
+
+def test_openvino_reads_onnx_bytes_given_as_ir_and_the_file_their_external_data_names(tmp_path, monkeypatch):
+    """Why the IR is checked: read_model picks a frontend by content, and the ONNX one reads files."""
+    monkeypatch.chdir(tmp_path)
+    secret_file(tmp_path / "secret.bin")
+    with OpenWatch(tmp_path / "secret.bin") as watch:
+        openvino.Core().read_model(_onnx_naming("secret.bin"), openvino.Tensor(numpy.zeros(0, numpy.uint8)))
+    assert watch.opened
+
+
+def test_an_onnx_model_in_place_of_the_ir_is_refused_and_the_file_it_names_is_never_opened(
+        mlp_artifact, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    secret = secret_file(tmp_path / "secret.bin")
+    forged = _with_xml(mlp_artifact, tmp_path / "forged.lowered", _onnx_naming("secret.bin"))
+    with OpenWatch(tmp_path / "secret.bin") as watch:
+        with pytest.raises(pipeline.ArtifactError, match=r"forged.lowered: .*the IR of method 'forward' is not "
+                                                         r"OpenVINO IR: it starts"):
+            pipeline.load_lowered(forged)
+    assert not watch.opened
+    assert secret not in (tmp_path / "forged.lowered").read_bytes()
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda xml: xml.replace(b"?>", b'?>\n<!DOCTYPE net [<!ENTITY leak SYSTEM "file:///etc/hostname">]>', 1),
+     "declares a document type"),
+    (lambda xml: b"<root/>", "it starts b'<root/>'"),
+    (lambda xml: xml.replace(b"<net ", b"<notnet ", 1).replace(b"</net>", b"</notnet>"), "root element is not <net>"),
+    (lambda xml: xml.replace(b"<rt_info />", b'<rt_info><runtime_options><INFERENCE_NUM_THREADS value="100000" />'
+                                             b'</runtime_options></rt_info>', 1), "carries runtime_options"),
+], ids=["a document type", "another root", "no net", "runtime options"])
+def test_an_ir_that_is_not_what_preprocess_writes_is_refused(edit, message, mlp_artifact, tmp_path):
+    _, lowered = mlp_artifact
+    _, parts = unpack_parts(lowered.payload, "openvino")
+    edited = edit(parts["forward.xml"])
+    assert edited != parts["forward.xml"]
+    forged = _with_xml(mlp_artifact, tmp_path / "forged.lowered", edited)
+    with pytest.raises(pipeline.ArtifactError, match=message):
+        pipeline.load_lowered(forged)

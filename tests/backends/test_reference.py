@@ -396,3 +396,62 @@ def test_package_docstring_documents_every_supported_op():
     missing = [name for name in ops.SUPPORTED_OPS if f"``{name.split('::')[1]}``" not in documented
                and f"``{name}``" not in documented]
     assert missing == []
+
+
+# -- a received payload runs the op table and nothing else (issue 27) ----------------------------
+
+def _one_instruction_payload(instruction: Instruction, inputs=(InputSpec(0, "x", "Tensor"),)) -> bytes:
+    method = MethodProgram("forward", list(inputs), Block([instruction], [Ref(instruction.outputs[0])]),
+                           flatten_inputs=True, flatten_outputs=False)
+    return serialize(Program({"forward": method}))
+
+
+@pytest.mark.parametrize("instruction, message", [
+    (Instruction("aten::add.out", [Ref(0), Ref(0)], {"out": Ref(0)}, [1], id=0),
+     r"instruction 0 \(aten::add.out\) writes into its argument 'out' in place"),
+    (Instruction("aten::full.default", [[1 << 40], 1.0], {}, [1], id=0),
+     r"instruction 0 \(aten::full.default\) asks for a tensor of 4398046511104 bytes, past the limit"),
+    (Instruction("aten::expand.default", [Ref(0), [1 << 40]], {}, [1], id=0),
+     r"\(aten::expand.default\) asks for a tensor of \d+ bytes, past the limit"),
+    (Instruction("prim::Constant", [], {}, [1], id=0), r"\(prim::Constant\) reads a value known only at run time"),
+], ids=["an out= variant", "full of 2**40", "expand to 2**40", "a compile-time op"])
+def test_a_payload_instruction_preprocess_would_not_write_is_refused_at_compile(instruction, message):
+    with pytest.raises(pipeline.LoweringError, match=message):
+        ReferenceBackend().compile(_one_instruction_payload(instruction), {"forward": {}})
+
+
+def test_a_forged_out_variant_in_an_artifact_is_an_artifact_error_and_the_input_is_untouched(tmp_path):
+    from artifact_forgery import forge
+
+    x = torch.randn(2, 64)
+    lowered = lower(zoo.build("mlp"), {"forward": (x,)}, "export")
+    path = pipeline.save_lowered(lowered, tmp_path / "mlp.lowered")
+    payload = _one_instruction_payload(Instruction("aten::mul.out", [Ref(0), 0.0], {"out": Ref(0)}, [1], id=0))
+    forged = forge(path, tmp_path / "forged.lowered", parts={"payload.bin": payload})
+    with pytest.raises(pipeline.ArtifactError, match=r"forged.lowered: .*aten::mul.out\) writes into its argument"):
+        pipeline.load_lowered(forged)
+
+
+def test_a_size_the_program_computes_is_judged_before_the_factory_runs():
+    zeros = Instruction("aten::zeros.default", [[Ref(0)]], {}, [1], id=0)
+    handle = ReferenceBackend().compile(_one_instruction_payload(zeros, [InputSpec(0, "n", "int")]),
+                                        {"forward": {}})["forward"]
+    assert handle.run([3])[0].equal(torch.zeros(3))
+    with pytest.raises(pipeline.BackendRuntimeError, match=r"aten::zeros.default asks for a tensor of \d+ bytes"):
+        handle.run([1 << 40])
+
+
+def test_format_fills_only_empty_fields_as_torchscript_does_and_reads_no_attribute():
+    format_ = ops.kernel_for("aten::format")
+    template = "{} {0} {0.__repr__.__globals__} {x} {}"
+    assert format_(template, torch.zeros(1), 2) == f"{torch.zeros(1)} {{0}} {{0.__repr__.__globals__}} {{x}} 2"
+
+    class Checked(nn.Module):
+        def forward(self, x):
+            if x.dim() != 2:
+                raise ValueError("needs 2 dims, got {} ({})".format(x.dim(), "x"))
+            return x.relu()
+
+    lowered = lower(Checked(), {"forward": (torch.randn(2, 3),)}, "script")
+    with pytest.raises(pipeline.BackendRuntimeError, match=r"needs 2 dims, got 3 \(x\)"):
+        lowered(torch.randn(2, 3, 4))
