@@ -37,7 +37,7 @@ does not):
    (``sparse_coo_tensor(...).to_dense()`` writes wherever they point), and no
    ``resize`` / ``resize_as``, whose results hold memory nothing initialized.
 
-`allowed_overloads` lists what passes in the installed PyTorch (about 1,400
+`allowed_overloads` lists what passes in the installed PyTorch (about 1,600
 of its 3,900 aten and prims overloads). Partitioned lowering applies the same
 rule before it writes a fallback step, so what the writer makes, the reader
 accepts; a model whose fallback would need another op is refused with an
