@@ -268,15 +268,25 @@ def _size_kind(op: torch._ops.OpOverload) -> Optional[str]:
     return "size" if factory or base.startswith("new_") or base in _GROWS_INPUT else None
 
 
+_NO_DEFAULT = object()
+
+
+@functools.lru_cache(maxsize=None)
+def _parameters(schema: torch.FunctionSchema) -> tuple:
+    """``(name, keyword only, default)`` per argument, read once: the schema's accessors are slow to call."""
+    return tuple((a.name, a.kwarg_only, a.default_value if a.has_default_value() else _NO_DEFAULT)
+                 for a in schema.arguments)
+
+
 def _bind(schema: torch.FunctionSchema, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Dict[str, Any]:
     bound = {}
-    for position, argument in enumerate(schema.arguments):
-        if argument.name in kwargs:
-            bound[argument.name] = kwargs[argument.name]
-        elif position < len(args) and not argument.kwarg_only:
-            bound[argument.name] = args[position]
-        elif argument.has_default_value():
-            bound[argument.name] = argument.default_value
+    for position, (name, kwarg_only, default) in enumerate(_parameters(schema)):
+        if name in kwargs:
+            bound[name] = kwargs[name]
+        elif position < len(args) and not kwarg_only:
+            bound[name] = args[position]
+        elif default is not _NO_DEFAULT:
+            bound[name] = default
     return bound
 
 
