@@ -197,7 +197,7 @@ def size_problem(op: Any, args: Sequence[Any], kwargs: Mapping[str, Any]) -> str
     known (`UNKNOWN` operands count as small); else what it asks for, as a clause."""
     if not isinstance(op, torch._ops.OpOverload):
         return ""
-    asked = _declared_bytes(op, _bind(op._schema, args, kwargs))
+    asked = _declared_bytes(op, _bind(op, args, kwargs))
     if asked is None or asked <= MAX_TENSOR_BYTES:
         return ""
     return (f"asks for a tensor of {asked} bytes, past the limit of {MAX_TENSOR_BYTES} bytes "
@@ -272,15 +272,15 @@ _NO_DEFAULT = object()
 
 
 @functools.lru_cache(maxsize=None)
-def _parameters(schema: torch.FunctionSchema) -> tuple:
+def _parameters(op: torch._ops.OpOverload) -> tuple:
     """``(name, keyword only, default)`` per argument, read once: the schema's accessors are slow to call."""
     return tuple((a.name, a.kwarg_only, a.default_value if a.has_default_value() else _NO_DEFAULT)
-                 for a in schema.arguments)
+                 for a in op._schema.arguments)
 
 
-def _bind(schema: torch.FunctionSchema, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Dict[str, Any]:
+def _bind(op: torch._ops.OpOverload, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Dict[str, Any]:
     bound = {}
-    for position, (name, kwarg_only, default) in enumerate(_parameters(schema)):
+    for position, (name, kwarg_only, default) in enumerate(_parameters(op)):
         if name in kwargs:
             bound[name] = kwargs[name]
         elif position < len(args) and not kwarg_only:
