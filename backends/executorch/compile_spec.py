@@ -9,7 +9,7 @@ enum options take their names as strings::
 import enum
 from dataclasses import dataclass
 
-from pipeline.core.backend import FieldError
+from pipeline.core.backend import MAX_CALIBRATION_SAMPLES, MAX_THREADS, FieldError, out_of_range
 
 NAME = "executorch"
 
@@ -33,18 +33,21 @@ class Quantize(enum.Enum):
 class ExecuTorchCompileSpec:
     partitioner: Partitioner = Partitioner.xnnpack
     # The runtime's thread pool (XNNPACK's threads). It is one pool per process: 0 leaves it as it is
-    # (ExecuTorch sizes it to the cores); set it for fair timing.
+    # (ExecuTorch sizes it to the cores); set it for fair timing. 0..MAX_THREADS (256): ExecuTorch makes
+    # as many threads as it is told (100,000 took 5 s).
     threads: int = 0
     quantize: Quantize = Quantize.none
     # int8_static: random inputs, of the example inputs' shapes and dtypes, that calibrate the activation
-    # ranges together with the example inputs (seeded, so the same model gives the same payload).
+    # ranges together with the example inputs (seeded, so the same model gives the same payload);
+    # 0..MAX_CALIBRATION_SAMPLES (10,000).
     calibration_samples: int = 16
 
     def __post_init__(self) -> None:
-        if self.threads < 0:
-            raise FieldError("threads", f"must be >= 0 (0: the runtime's default), not {self.threads}.")
-        if self.calibration_samples < 0:
-            raise FieldError("calibration_samples", f"must be >= 0, not {self.calibration_samples}.")
+        for name, high, meaning in (("threads", MAX_THREADS, "0: the runtime's default"),
+                                    ("calibration_samples", MAX_CALIBRATION_SAMPLES, "")):
+            problem = out_of_range(getattr(self, name), 0, high, meaning)
+            if problem:
+                raise FieldError(name, problem + ".")
         if self.quantize is not Quantize.none and self.partitioner is not Partitioner.xnnpack:
             # ExecuTorch's portable kernels have no quantize/dequantize ops (to_executorch fails with
             # "Missing out variants"): quantized programs run inside the XNNPACK delegate.

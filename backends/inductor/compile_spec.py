@@ -15,9 +15,10 @@ the installed torch does not know is rejected with the closest one it does.
 from dataclasses import dataclass, field
 from typing import Any, Dict, Mapping, Optional
 
-from pipeline.core.backend import FieldError, did_you_mean
+from pipeline.core.backend import MAX_THREADS, FieldError, did_you_mean, out_of_range
 
 NAME = "inductor"
+MAX_SIMDLEN = 2048  # bits: the widest vectors of any ISA (Arm SVE)
 
 # field of InductorCompileSpec -> option of torch._inductor.config
 INDUCTOR_OPTIONS = {
@@ -36,9 +37,10 @@ class InductorCompileSpec:
     max_autotune: bool = False
     # Treat parameters as constants: constant folding and weight prepacking (mkldnn on CPU).
     freezing: bool = True
-    # Threads of the generated OpenMP kernels; -1: torch.get_num_threads() when compiling.
+    # Threads of the generated OpenMP kernels; -1: torch.get_num_threads() when compiling; else 1..MAX_THREADS (256).
     cpp_threads: int = -1
-    # SIMD width in bits (e.g. 256 for AVX2, 512 for AVX-512); null: what the CPU has.
+    # SIMD width in bits (e.g. 256 for AVX2, 512 for AVX-512); null: what the CPU has; else 1..2048 (SVE's
+    # widest), and a width no ISA of this CPU has gives scalar kernels.
     cpp_simdlen: Optional[int] = None
     # Record each generated kernel as a profiler event (profile() then names kernels).
     cpp_enable_kernel_profile: bool = False
@@ -51,8 +53,12 @@ class InductorCompileSpec:
 
     def __post_init__(self) -> None:
         check_inductor_options(flatten_options(self.options))
-        if self.cpp_threads < -1 or self.cpp_threads == 0:
-            raise FieldError("cpp_threads", f"must be -1 (torch's thread count) or >= 1, not {self.cpp_threads}.")
+        if self.cpp_threads != -1 and out_of_range(self.cpp_threads, 1, MAX_THREADS):
+            raise FieldError("cpp_threads", f"must be -1 (torch's thread count) or in 1..{MAX_THREADS}, "
+                             f"not {self.cpp_threads}.")
+        if self.cpp_simdlen is not None and out_of_range(self.cpp_simdlen, 1, MAX_SIMDLEN):
+            raise FieldError("cpp_simdlen", f"must be null (the CPU's) or in 1..{MAX_SIMDLEN} bits, "
+                             f"not {self.cpp_simdlen}.")
 
     def inductor_configs(self) -> Dict[str, Any]:
         """The ``inductor_configs`` of ``aoti_compile_and_package``."""

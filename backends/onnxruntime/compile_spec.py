@@ -8,12 +8,14 @@ values of the enum options are their names as strings::
 """
 
 import enum
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, List, Optional
 
 import torch
 
-from pipeline.core.backend import LoweringError, format_choices
+from pipeline.core.backend import (MAX_CALIBRATION_SAMPLES, MAX_TENSOR_BYTES, MAX_THREADS, LoweringError, format_choices,
+                                   out_of_range)
 
 from pipeline.backends.onnxruntime.external_data import ONNX_ONLY
 
@@ -53,22 +55,24 @@ class ExecutionMode(enum.Enum):
 @dataclass
 class OnnxRuntimeCompileSpec:
     # -- used when the method is exported to ONNX (preprocess) --
-    # The ai.onnx opset to export to.
+    # The ai.onnx opset to export to: 7 to the installed onnx's newest.
     opset: int = DEFAULT_OPSET
     # Run the ONNX exporter's own graph optimizer (onnxscript) on the exported model.
     export_optimize: bool = True
     # Torchscript frontend only: the shapes (and dtypes, default float32) of the method's tensor
-    # arguments, to export with. Not needed for traced modules, whose graphs carry them.
+    # arguments, to export with. Not needed for traced modules, whose graphs carry them. Sizes >= 0, each
+    # tensor at most MAX_TENSOR_BYTES (8 GiB): the exporter makes one of each.
     input_shapes: Optional[List[List[int]]] = None
     input_dtypes: Optional[List[str]] = None
     # int8 quantization of the exported model, with onnxruntime.quantization (see quantize.py).
     quantize: Quantize = Quantize.none
-    # int8_static: random calibration samples besides the example inputs (seeded, like the examples).
+    # int8_static: random calibration samples besides the example inputs (seeded, like the examples);
+    # 0..MAX_CALIBRATION_SAMPLES (10,000).
     calibration_samples: int = 8
     # -- the InferenceSession (compile) --
     graph_optimization_level: GraphOptimizationLevel = GraphOptimizationLevel.all
-    intra_op_num_threads: int = 0  # 0: ORT's default (one per physical core)
-    inter_op_num_threads: int = 0  # 0: ORT's default; used with execution_mode=parallel
+    intra_op_num_threads: int = 0  # 0: ORT's default (one per physical core); 0..MAX_THREADS (256)
+    inter_op_num_threads: int = 0  # 0: ORT's default; used with execution_mode=parallel; 0..MAX_THREADS (256)
     execution_mode: ExecutionMode = ExecutionMode.sequential
     # Checked against onnxruntime.get_available_providers() when lowering and when loading.
     providers: List[str] = field(default_factory=lambda: ["CPUExecutionProvider"])
@@ -78,20 +82,27 @@ class OnnxRuntimeCompileSpec:
     use_deterministic_compute: bool = False
     # Let intra-op threads spin while waiting for work: lower latency, more CPU burnt.
     allow_spinning: bool = True
-    log_severity_level: int = 3  # 0 verbose, 1 info, 2 warning, 3 error, 4 fatal
+    log_severity_level: int = 3  # 0 verbose, 1 info, 2 warning, 3 error, 4 fatal; 0..4
 
     def __post_init__(self) -> None:
-        problems = [f"{name} must be >= 0, not {getattr(self, name)}"
-                    for name in ("intra_op_num_threads", "inter_op_num_threads") if getattr(self, name) < 0]
-        if self.calibration_samples < 0:
-            problems.append(f"calibration_samples must be >= 0, not {self.calibration_samples}")
-        if not 0 <= self.log_severity_level <= 4:
-            problems.append(f"log_severity_level must be 0..4, not {self.log_severity_level}")
+        bounds = {"intra_op_num_threads": (0, MAX_THREADS, "0: onnxruntime's default"),
+                  "inter_op_num_threads": (0, MAX_THREADS, "0: onnxruntime's default"),
+                  "calibration_samples": (0, MAX_CALIBRATION_SAMPLES, ""),
+                  "log_severity_level": (0, 4, "0 verbose .. 4 fatal")}
+        problems = [f"{name} {problem}" for name, (low, high, meaning) in bounds.items()
+                    for problem in [out_of_range(getattr(self, name), low, high, meaning)] if problem]
         max_opset = _max_onnx_opset()
         if not 7 <= self.opset <= max_opset:
             problems.append(f"opset must be in 7..{max_opset} (the installed onnx's range), not {self.opset}")
         if not self.providers:
             problems.append("providers must name at least one execution provider")
+        dtypes = self.input_dtypes or []
+        for i, shape in enumerate(self.input_shapes or []):
+            dtype = getattr(torch, dtypes[i], None) if i < len(dtypes) else torch.float32
+            itemsize = dtype.itemsize if isinstance(dtype, torch.dtype) else 1  # unknown: refused below
+            if any(size < 0 for size in shape) or math.prod(shape) * itemsize > MAX_TENSOR_BYTES:
+                problems.append(f"input_shapes[{i}] {shape} must have sizes >= 0 and at most {MAX_TENSOR_BYTES} "
+                                "bytes (MAX_TENSOR_BYTES)")
         if self.input_dtypes is not None:
             unknown = [d for d in self.input_dtypes if not isinstance(getattr(torch, d, None), torch.dtype)]
             if unknown:

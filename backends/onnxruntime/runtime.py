@@ -66,6 +66,24 @@ class OnnxRuntimeBackend(Backend):
 
 
 
+MAX_ARGUMENT_LEAVES = 100_000  # a method's flattened arguments (a payload's input index is one of them)
+
+
+def feeding_plan(meta: Any, method: str) -> List[tuple]:
+    """``[(ONNX input name, flattened argument index)]`` from the payload's header: names are strings, indexes
+    in 0..MAX_ARGUMENT_LEAVES-1 (a negative one would feed another argument, counted from the end)."""
+    pairs = meta.get("inputs") if isinstance(meta, dict) else None
+    plan = []
+    for pair in pairs if isinstance(pairs, list) else [None]:
+        name, index = pair if isinstance(pair, list) and len(pair) == 2 else (None, None)
+        if not isinstance(name, str) or isinstance(index, bool) or not isinstance(index, int) \
+                or not 0 <= index < MAX_ARGUMENT_LEAVES:
+            raise LoweringError(f"Backend {NAME!r}: the payload's inputs of method {method!r} must be "
+                                f"[name, index] pairs with index in 0..{MAX_ARGUMENT_LEAVES - 1}, not {pair!r}.")
+        plan.append((name, index))
+    return plan
+
+
 class SessionMethod:
     """One method, ready to run: the handle `OnnxRuntimeBackend.compile` returns."""
 
@@ -75,7 +93,7 @@ class SessionMethod:
         self.method = method
         self.model = model
         self.spec = spec
-        self.inputs = [(str(name), int(index)) for name, index in meta["inputs"]]
+        self.inputs = feeding_plan(meta, method)
         self.flat = bool(meta["flat"])
         self.node_handles = {name: [int(h) for h in handles] for name, handles in meta["node_handles"].items()}
         check_model(model, f"Backend {NAME!r}: the model of method {method!r}")  # no file outside the payload

@@ -16,7 +16,7 @@ import enum
 from dataclasses import dataclass
 from typing import Any, Dict
 
-from pipeline.core.backend import FieldError, LoweringError
+from pipeline.core.backend import MAX_THREADS, FieldError, LoweringError, out_of_range
 
 NAME = "openvino"
 EXTRA = "openvino"  # pip install 'lowering-pipeline[openvino]'
@@ -45,15 +45,16 @@ class OpenVinoCompileSpec:
     # differs from eager by ~1e-3 on the zoo models; the lower precisions are a deliberate choice.
     inference_precision: InferencePrecision = InferencePrecision.f32
     performance_hint: PerformanceHint = PerformanceHint.LATENCY
-    # Parallel inference streams (NUM_STREAMS); 0: as many as the performance hint chooses.
+    # Parallel inference streams (NUM_STREAMS); 0: as many as the performance hint chooses; 0..MAX_THREADS (256).
     num_streams: int = 0
-    # Threads of the CPU plugin (INFERENCE_NUM_THREADS); 0: the plugin's default (every core).
+    # Threads of the CPU plugin (INFERENCE_NUM_THREADS); 0: the plugin's default (every core); 0..MAX_THREADS (256).
     threads: int = 0
 
     def __post_init__(self) -> None:
         for name in ("num_streams", "threads"):
-            if getattr(self, name) < 0:
-                raise FieldError(name, f"must be >= 0 (0: the plugin's choice), not {getattr(self, name)}.")
+            problem = out_of_range(getattr(self, name), 0, MAX_THREADS, "0: the plugin's choice")
+            if problem:
+                raise FieldError(name, problem + ".")
 
     def plugin_config(self) -> Dict[str, Any]:
         """The ``compile_model`` config: only what the spec sets, so 0 leaves the plugin's choice."""

@@ -18,10 +18,10 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from pipeline.core.backend import FRONTENDS
 from pipeline.core.errors import LoweringError, did_you_mean, format_choices
-from pipeline.core.spec import SpecError, parse_compile_spec
+from pipeline.core.spec import MAX_THREADS, SpecError, parse_compile_spec
 from pipeline.app.backend_loading import load_backend
 from pipeline.app.run_files import RUN_FILES
-from pipeline.app.schema import (GROUPS, MAX_THREADS, ConfigError, InputSpec, LatencyConfig, MethodInputs, RunConfig,
+from pipeline.app.schema import (GROUPS, ConfigError, InputSpec, LatencyConfig, MethodInputs, RunConfig,
                                  RunRequest, Tolerance, ToleranceOverride, VerifyConfig)
 from pipeline.app.targets import locate
 

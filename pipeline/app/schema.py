@@ -16,7 +16,6 @@ from pipeline.core.errors import LoweringError, format_choices
 from pipeline.core.spec import FieldError
 
 DTYPES = ("float32", "float64", "float16", "bfloat16", "int64", "int32", "bool")
-MAX_THREADS = 1024
 
 
 class ConfigError(LoweringError):

@@ -54,7 +54,8 @@ only it and torch: node walking and description (`walk_nodes`,
 program), the installed version of a runtime (`package_version`), silencing a
 runtime's log noise (`quiet_logs_from`, `quiet`), payload containers
 (`pack_parts`, `unpack_parts`, `method_part`), `canonical_json`,
-`parse_compile_spec`, `exported_method` (one method's ExportedProgram, for
+`parse_compile_spec` and the bounds of spec fields (`out_of_range`,
+`MAX_THREADS`, `MAX_CALIBRATION_SAMPLES`), `exported_method` (one method's ExportedProgram, for
 export-only backends), `check_extractable` (member names and sizes of a zip that
 a loader of the backend's will unpack), the size limit on tensors a program
 from a file may ask for (`MAX_TENSOR_BYTES`, `size_problem`, `sized`,
@@ -87,7 +88,8 @@ from pipeline.core.payload import method_part, pack_parts, unpack_parts
 from pipeline.core.toolchain_output import quiet, quiet_logs_from
 from pipeline.core.signature import argument_leaves
 from pipeline.core.source import Frame, NodeSource, describe_node, portable_path
-from pipeline.core.spec import FieldError, SpecError, options_of, parse_compile_spec, parse_method_specs
+from pipeline.core.spec import (MAX_CALIBRATION_SAMPLES, MAX_THREADS, FieldError, SpecError, options_of, out_of_range,
+                                parse_compile_spec, parse_method_specs)
 from pipeline.core.tensor_data import tensor_bytes
 
 FRONTENDS: Tuple[str, ...] = ("torchscript", "export")
@@ -95,9 +97,10 @@ FRONTENDS: Tuple[str, ...] = ("torchscript", "export")
 __all__ = [
     "Backend", "BackendInfo", "FRONTENDS", "MethodRunner", "PreprocessResult", "ProfileEvent",
     # for backends
-    "BackendRuntimeError", "FieldError", "Frame", "LoweringError", "MAX_TENSOR_BYTES", "NodeSource", "UNKNOWN", "SpecError", "UNKNOWN_HANDLE",
+    "BackendRuntimeError", "FieldError", "Frame", "LoweringError", "MAX_CALIBRATION_SAMPLES", "MAX_TENSOR_BYTES",
+    "MAX_THREADS", "NodeSource", "UNKNOWN", "SpecError", "UNKNOWN_HANDLE",
     "UnsupportedOpError", "argument_leaves", "canonical_json", "check_extractable", "describe_node", "did_you_mean", "exported_method",
-    "format_choices", "guarded", "handles_by_origin", "method_part", "options_of", "pack_parts", "package_version",
+    "format_choices", "guarded", "handles_by_origin", "method_part", "options_of", "out_of_range", "pack_parts", "package_version",
     "parse_compile_spec", "parse_method_specs", "portable_path", "quiet", "quiet_logs_from", "size_problem", "sized",
     "tensor_bytes", "unpack_parts",
     "walk_nodes",

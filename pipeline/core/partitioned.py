@@ -144,9 +144,9 @@ def _fallback_json(split: MethodSplit, handles: Dict[torch.fx.Node, int], tensor
                 raise UnsupportedOpError(_cannot_fall_back(split, unit, f"runs ATen ops of {list(NAMESPACES)} only"))
             step = {"call": "op", "target": name, "args": [operand(a) for a in unit.args],
                     "kwargs": {k: operand(v) for k, v in unit.kwargs.items()}, "outputs": [unit.name]}
-            _, problem = step_problem(name, step["args"], step["kwargs"], tensors.tensors, "its step")
+            _, problem = step_problem(name, step["args"], step["kwargs"], tensors.tensors, f"steps[{len(steps)}]")
             if problem:  # the loader's own check: what lowering writes, loading accepts
-                raise UnsupportedOpError(_cannot_fall_back(split, unit, problem))
+                raise UnsupportedOpError(_cannot_fall_back(split, unit, problem.rstrip(".")))
             if unit in handles:
                 step["handle"] = handles[unit]
             steps.append(step)

@@ -277,7 +277,7 @@ def test_inspect_prints_the_handle_map_of_a_run_and_of_an_artifact(tmp_path):
 
 @pytest.mark.parametrize("override, message", [
     ("seed=abc", "seed: expected an integer, got 'abc'"),
-    ("threads=0", "threads: 0 is not allowed; allowed: null (torch's default) or 1..1024."),
+    ("threads=0", "threads: 0 is not allowed; allowed: null (torch's default) or 1..256."),
     ("profile=perhaps", "profile: expected true or false, got 'perhaps'"),
 ])
 def test_bad_top_level_options_are_rejected(override, message):

@@ -204,7 +204,7 @@ def test_compare_names_the_file_it_cannot_read(recorded_run, tmp_path, capsys):
     ("verify.random_trials=-1", "verify.random_trials: must be >= 0, not -1."),
     ("backend.tolerance.atol=-1e-3", "backend.tolerance.atol: must be >= 0, not -0.001."),
     ("verify.tolerance={atol:1e-3,rtol:-1}", "verify.tolerance.rtol: must be >= 0, not -1.0."),
-    ("threads=1000000", "threads: 1000000 is not allowed; allowed: null (torch's default) or 1..1024."),
+    ("threads=1000000", "threads: 1000000 is not allowed; allowed: null (torch's default) or 1..256."),
     ("+verfy.enabled=false", "verfy: unknown top-level key; allowed: "),
     ("artifact_name=../x.lowered", "artifact_name: '../x.lowered' is not a plain file name"),
     ("artifact_name=/tmp/x.lowered", "artifact_name: '/tmp/x.lowered' is not a plain file name"),

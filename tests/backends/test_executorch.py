@@ -120,11 +120,12 @@ def test_two_lowerings_of_a_statically_quantized_model_give_the_same_bytes_and_l
 
 @pytest.mark.parametrize("options, message", [
     ({"thread": 1}, r"compile_spec.forward.thread: unknown key.*Did you mean 'threads'"),
-    ({"threads": -1}, r"compile_spec.forward.threads: must be >= 0"),
+    ({"threads": -1}, r"compile_spec.forward.threads: must be in 0\.\.256 \(0: the runtime's default\), not -1"),
+    ({"threads": 100000}, r"compile_spec.forward.threads: must be in 0\.\.256"),
     ({"threads": "two"}, r"compile_spec.forward.threads: expected an integer"),
     ({"partitioner": "coreml"}, r"compile_spec.forward.partitioner: 'coreml' is not allowed; allowed: 'none', 'xnnpack'"),
     ({"quantize": "int4"}, r"quantize: 'int4' is not allowed; allowed: 'int8_dynamic', 'int8_static', 'none'"),
-    ({"calibration_samples": -2}, r"compile_spec.forward.calibration_samples: must be >= 0"),
+    ({"calibration_samples": -2}, r"compile_spec.forward.calibration_samples: must be in 0\.\.10000, not -2"),
     ({"quantize": "int8_static", "partitioner": "none"}, r"quantize=int8_static needs partitioner=xnnpack"),
 ])
 def test_invalid_compile_spec_is_rejected_naming_the_option_and_what_is_allowed(options, message):

@@ -113,7 +113,9 @@ def test_compile_spec_maps_fields_and_options_to_inductor_configs():
     ({"options": {"cpp": {"simdln": 256}}}, r"no inductor option 'cpp.simdln'.*Did you mean 'cpp.simdlen'"),
     ({"options": {"epilogue_fusion": 3}}, r"options.epilogue_fusion: expected a bool"),
     ({"options": {"max_autotune": True}}, r"set it with the field 'max_autotune'"),
-    ({"cpp_threads": 0}, r"compile_spec.forward.cpp_threads: must be -1"),
+    ({"cpp_threads": 0}, r"compile_spec.forward.cpp_threads: must be -1 \(torch's thread count\) or in 1\.\.256, not 0"),
+    ({"cpp_threads": 100000}, r"compile_spec.forward.cpp_threads: must be -1 .* or in 1\.\.256, not 100000"),
+    ({"cpp_simdlen": 1 << 20}, r"compile_spec.forward.cpp_simdlen: must be null \(the CPU's\) or in 1\.\.2048 bits"),
     ({"freezing": "sometimes"}, r"compile_spec.forward.freezing: expected true or false"),
 ])
 def test_invalid_compile_spec_is_rejected_before_compiling(options, message):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import time
 from typing import Dict
 
 import onnx
@@ -182,7 +183,9 @@ def test_opset_option_is_the_exported_models_opset():
     ({"graph_optimization_level": "fast"}, r"graph_optimization_level.*allowed: 'all', 'basic', 'disable', "
                                            r"'extended', 'layout'"),
     ({"execution_mode": "async"}, r"execution_mode.*allowed: 'parallel', 'sequential'"),
-    ({"intra_op_num_threads": -1}, r"intra_op_num_threads must be >= 0"),
+    ({"intra_op_num_threads": -1}, r"intra_op_num_threads must be in 0\.\.256 \(0: onnxruntime's default\), not -1"),
+    ({"intra_op_num_threads": 100000}, r"intra_op_num_threads must be in 0\.\.256 .*, not 100000"),
+    ({"inter_op_num_threads": 100000}, r"inter_op_num_threads must be in 0\.\.256 .*, not 100000"),
     ({"intra_op_num_threads": "two"}, r"compile_spec.forward.intra_op_num_threads: expected an integer"),
     ({"opset": 3}, r"opset must be in 7\.\."),
     ({"input_dtypes": ["float32"]}, r"input_dtypes needs input_shapes"),
@@ -392,7 +395,7 @@ def test_quantized_profile_maps_every_kernel_to_source(quantized):
 
 @pytest.mark.parametrize("options, message", [
     ({"quantize": "int4"}, r"quantize: 'int4' is not allowed; allowed: 'int8_dynamic', 'int8_static', 'none'"),
-    ({"calibration_samples": -1}, r"calibration_samples must be >= 0"),
+    ({"calibration_samples": -1}, r"calibration_samples must be in 0\.\.10000, not -1"),
 ])
 def test_invalid_quantization_options_are_rejected(options, message):
     with pytest.raises(pipeline.LoweringError, match=message):
@@ -570,3 +573,28 @@ def test_external_data_is_found_wherever_a_tensor_can_stand(make):
 def test_a_payload_model_that_is_not_onnx_is_refused():
     with pytest.raises(pipeline.LoweringError, match="the model is not an ONNX model"):
         check_model(b"\x00\x00ORTM" + b"\xff" * 40, "the model")
+
+
+@pytest.mark.parametrize("field", ["intra_op_num_threads", "inter_op_num_threads"])
+def test_a_received_manifest_asking_for_more_threads_than_the_bound_is_refused_at_load(field, mlp_artifact, tmp_path):
+    path, _, _ = mlp_artifact
+
+    def many_threads(manifest):
+        manifest["compile_spec"]["forward"].update({field: 100_000, "execution_mode": "parallel"})
+
+    forged = forge(path, tmp_path / "threads.lowered", manifest=many_threads)
+    started = time.perf_counter()
+    with pytest.raises(pipeline.ArtifactError, match=rf"threads.lowered: .*compile_spec.forward: {field} must be in "
+                                                     rf"0\.\.256 \(0: onnxruntime's default\), not 100000"):
+        pipeline.load_lowered(forged)
+    assert time.perf_counter() - started < 5.0  # refused before any thread is made
+
+
+@pytest.mark.parametrize("inputs", [[["x", -1]], [["x", 10**12]], [["x", "0"]], [[0, 0]], "x"])
+def test_a_payload_input_index_outside_the_arguments_is_refused_at_compile(inputs, mlp_artifact):
+    _, lowered, _ = mlp_artifact
+    meta, models = unpack_parts(lowered.payload, "onnxruntime")
+    meta["methods"]["forward"]["inputs"] = inputs
+    with pytest.raises(pipeline.LoweringError, match=r"inputs of method 'forward' must be \[name, index\] pairs "
+                                                     r"with index in 0\.\.99999"):
+        OnnxRuntimeBackend().compile(pack_parts("onnxruntime", meta, models), lowered.method_compile_spec)

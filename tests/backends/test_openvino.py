@@ -199,8 +199,10 @@ def test_compile_spec_options_reach_the_plugin():
     ({"precision": "f32"}, r"compile_spec.forward.precision: unknown key.*Did you mean 'inference_precision'"),
     ({"inference_precision": "fp32"}, r"inference_precision: 'fp32' is not allowed; allowed: 'bf16', 'f16', 'f32'"),
     ({"performance_hint": "FAST"}, r"performance_hint.*allowed: 'CUMULATIVE_THROUGHPUT', 'LATENCY', 'THROUGHPUT'"),
-    ({"threads": -1}, r"compile_spec.forward.threads: must be >= 0"),
-    ({"num_streams": -2}, r"compile_spec.forward.num_streams: must be >= 0"),
+    ({"threads": -1}, r"compile_spec.forward.threads: must be in 0\.\.256 \(0: the plugin's choice\), not -1"),
+    ({"threads": 100000}, r"compile_spec.forward.threads: must be in 0\.\.256 \(0: the plugin's choice\), not 100000"),
+    ({"num_streams": -2}, r"compile_spec.forward.num_streams: must be in 0\.\.256"),
+    ({"num_streams": 100000}, r"compile_spec.forward.num_streams: must be in 0\.\.256"),
     ({"threads": "two"}, r"compile_spec.forward.threads: expected an integer"),
 ])
 def test_invalid_compile_spec_is_rejected_naming_the_option_and_what_is_allowed(options, message):
