@@ -41,7 +41,7 @@ def main() -> Any:
     if set(argv) & _HYDRA_FLAGS_WITHOUT_A_RUN:
         return lower()
     # A run into a named directory holds it from the start: Hydra writes .hydra/ there before the job runs.
-    run_dir = next((a.split("=", 1)[1] for a in argv if a.startswith("hydra.run.dir=")), None)
+    run_dir = named_run_dir(argv)
     try:
         with run_lock.held(Path(run_dir)) if run_dir else contextlib.nullcontext():
             exit_code = compose_check(argv)
@@ -58,6 +58,11 @@ _FLAGS_WITH_A_VALUE = {"--config-dir": "--config-dir", "-cd": "--config-dir", "-
                        "--package": "--package", "-p": "--package"}
 _HYDRA_FLAGS_WITHOUT_A_RUN = {"--help", "-h", "--hydra-help", "--info", "-i", "--cfg", "-c", "--shell-completion",
                               "-sc", "--multirun", "-m", "--experimental-rerun"}
+
+
+def named_run_dir(arguments: "list[str]") -> "str | None":
+    """The directory a single run was told to write into (``hydra.run.dir=DIR``), if it was told one."""
+    return next((a.split("=", 1)[1] for a in arguments if a.startswith("hydra.run.dir=")), None)
 
 
 def version_text() -> str:
@@ -94,7 +99,7 @@ def compose_check(argv: "list[str]") -> int:
     except HydraException as error:
         message = explain_composition_error(error, overrides, extra)
     print(f"Config error: {message}", file=sys.stderr)
-    run_dir = next((o.split("=", 1)[1] for o in overrides if o.startswith("hydra.run.dir=")), None)
+    run_dir = named_run_dir(overrides)
     if run_dir:
         clear_earlier_run(Path(run_dir))
         write_json(Path(run_dir) / REPORT, {"status": "failed", "stage": "config", "error": message,

@@ -49,6 +49,14 @@ class MethodInputs:
     kwargs: Dict[str, Any] = field(default_factory=dict)
 
 
+def _check_non_negative(options: Any, names: "tuple[str, ...]") -> None:
+    """Each named field that is set (not None) is >= 0; NaN is not."""
+    for name in names:
+        value = getattr(options, name)
+        if value is not None and not value >= 0:
+            raise FieldError(name, f"must be >= 0, not {value}.")
+
+
 @dataclass
 class Tolerance:
     """How far lowered outputs may be from eager: |lowered - eager| <= atol + rtol * |eager|."""
@@ -57,9 +65,7 @@ class Tolerance:
     rtol: float = 1e-5
 
     def __post_init__(self) -> None:
-        for name in ("atol", "rtol"):
-            if not getattr(self, name) >= 0:  # also rejects NaN
-                raise FieldError(name, f"must be >= 0, not {getattr(self, name)}.")
+        _check_non_negative(self, ("atol", "rtol"))
 
 
 @dataclass
@@ -70,10 +76,7 @@ class ToleranceOverride:
     rtol: Optional[float] = None
 
     def __post_init__(self) -> None:
-        for name in ("atol", "rtol"):
-            value = getattr(self, name)
-            if value is not None and not value >= 0:  # also rejects NaN
-                raise FieldError(name, f"must be >= 0, not {value}.")
+        _check_non_negative(self, ("atol", "rtol"))
 
 
 @dataclass

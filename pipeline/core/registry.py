@@ -164,7 +164,7 @@ def entry_point_target(name: str) -> Optional[str]:
 def installed_backend_targets() -> Set[str]:
     """The dotted path of every installed backend's class, read from the entry points' metadata (nothing is
     imported): what a received config's ``backend._target_`` may name without trust."""
-    return {ep.value.replace(":", ".") for ep in _discover_entry_points().values()}
+    return {target for name in _discover_entry_points() if (target := entry_point_target(name))}
 
 
 def unregister_backend(name: str) -> None:

@@ -305,6 +305,20 @@ def test_a_forged_trial_is_reported_never_crowned_and_its_overrides_never_printe
     assert "${oc.env:PIPELINE_TEST_SECRET}" in best_yaml and "hunter2" not in best_yaml
 
 
+def test_a_trial_the_journal_says_repeats_one_that_does_not_exist_is_not_feasible(tmp_path):
+    import optuna
+
+    from pipeline.app.search.results import trial_entries
+    from pipeline.app.search.study import open_study
+
+    study = open_study(tmp_path, "search", "tpe", 0, 4, ["latency"])
+    study.add_trial(optuna.trial.create_trial(
+        params={"backend": "reference"}, distributions={"backend": CategoricalDistribution(["reference"])},
+        value=0.001, user_attrs={"duplicate_of": 999}))
+    (entry,) = trial_entries(study, tmp_path)
+    assert not entry["feasible"] and entry["reason"] == "the journal says it repeats trial 999, which it cannot"
+
+
 def test_a_malformed_journal_entry_stops_the_search_naming_the_file_and_line(tmp_path):
     sweep_dir = tmp_path / "search"
     done = search(sweep_dir, "backend=reference", "hydra.sweeper.n_trials=1")

@@ -46,9 +46,9 @@ def trial_entries(study: optuna.Study, sweep_dir: Path) -> List[Dict[str, Any]]:
         outcome = trial.user_attrs.get("outcome") or {}
         repeat = trial.user_attrs.get("duplicate_of")
         if repeat is not None:
-            outcome = study.trials[repeat].user_attrs.get("outcome") or {}
-            if not 0 <= repeat < len(study.trials) or repeat == trial.number:
-                outcome = {"reason": f"the journal says it repeats trial {repeat}, which it cannot"}
+            outcome = (study.trials[repeat].user_attrs.get("outcome") or {}
+                       if 0 <= repeat < len(study.trials) and repeat != trial.number
+                       else {"reason": f"the journal says it repeats trial {repeat}, which it cannot"})
         elif trial.state == optuna.trial.TrialState.COMPLETE:
             outcome = verified_outcome(sweep_dir, trial, outcome, study.user_attrs.get("objectives") or ["latency"])
         entries.append({

@@ -73,8 +73,8 @@ def check_journal(path: Path) -> None:
                 raise JournalError(f"{where}: not JSON: {error}") from None
             if not isinstance(entry, dict) or entry.get("op_code") not in codes:
                 raise JournalError(f"{where}: not a journal entry (an object with an optuna op_code).")
-            for name, value in (entry.get("user_attr") or {}).items() if isinstance(entry.get("user_attr"), dict) \
-                    else ():
+            attributes = entry.get("user_attr")
+            for name, value in attributes.items() if isinstance(attributes, dict) else ():
                 kind = TRIAL_ATTRIBUTES.get(name)
                 if kind is not None and (not isinstance(value, kind) or isinstance(value, bool)
                                          or (kind is int and value < 0)
