@@ -36,6 +36,8 @@ from io import BytesIO
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+import torch
+
 from artifact_forgery import forge, members
 from pipeline.core.forked import fork
 from pipeline.core.payload import MAGIC, pack_parts, unpack_parts
@@ -179,6 +181,7 @@ def load_and_call(path: Path, inputs: Sequence[Any], *, trust_code: bool, timeou
     if pid == 0:
         os.setpgid(0, 0)
         faulthandler.disable()  # deaths are expected here: counted, not dumped
+        torch.set_num_threads(1)  # OpenMP's thread team stayed in the parent: a team op here would wait forever
         os.close(read_end)
         report: Dict[str, Any] = {"outcome": "error", "stage": "load"}
         try:

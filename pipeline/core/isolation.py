@@ -25,6 +25,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+import torch
+
 from pipeline.core import toolchain_output
 from pipeline.core.backend import BackendInfo
 from pipeline.core.errors import ArtifactError
@@ -58,6 +60,9 @@ def load_in_child(path: Path, backend: str, build: Callable[[], Any]) -> None:
             # wait for worker threads that a forked child does not have (OpenVINO's stream executors hang).
             gc.disable()
             faulthandler.disable()  # a death here is reported as an ArtifactError, not dumped on the terminal
+            # OpenMP's worker threads stayed in the parent, and a parallel op here would wait for them
+            # forever (libgomp is not fork-safe): the child's torch ops run on its one thread.
+            torch.set_num_threads(1)
             with toolchain_output.native_stderr_kept(stderr):
                 try:
                     _KEPT.append(build())

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gc
 import os
+import signal
 
 import pytest
 import torch
@@ -43,6 +44,8 @@ class CrashingBackend(pipeline.Backend):
             os.abort()
         if payload == b"collect":  # a runtime that collects garbage while it loads
             gc.collect()
+        if payload == b"matmul":  # a runtime that runs a parallel torch op while it loads
+            torch.randn(512, 512) @ torch.randn(512, 512)
         if payload == b"raise":
             raise pipeline.LoweringError("crashing_backend: this payload is refused")
         return {method: method for method in method_compile_spec}
@@ -53,7 +56,7 @@ class CrashingBackend(pipeline.Backend):
 
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory):
-    """``{"fine" | "abort" | "raise" | "collect" | "reference": path}``."""
+    """``{"fine" | "abort" | "raise" | "collect" | "matmul" | "reference": path}``."""
     if NAME not in pipeline.list_backends():
         pipeline.register_backend(CrashingBackend)
     directory = tmp_path_factory.mktemp("isolation")
@@ -62,7 +65,7 @@ def artifacts(tmp_path_factory):
                                  directory / "fine.lowered")
     paths = {"fine": fine, "reference": pipeline.save_lowered(
         pipeline.to_backend("reference", model, {"forward": {}}, example_inputs=inputs), directory / "ref.lowered")}
-    for payload in ("abort", "raise", "collect"):
+    for payload in ("abort", "raise", "collect", "matmul"):
         paths[payload] = forge(fine, directory / f"{payload}.lowered", parts={"payload.bin": payload.encode()})
     return paths
 
@@ -143,3 +146,25 @@ def test_the_child_never_collects_the_parents_garbage(artifacts, tmp_path):
     finally:
         gc.enable()
     assert record.read_text().split() == [str(os.getpid())]
+
+
+class Hang(BaseException):
+    pass
+
+
+def test_a_parallel_torch_op_in_the_child_does_not_wait_for_the_parents_openmp_threads(artifacts):
+    def alarm(signum, frame):
+        raise Hang("the isolated load did not finish in 60 s")
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(2, threads))
+    torch.randn(512, 512) @ torch.randn(512, 512)  # OpenMP's team of threads now exists, in this process only
+    previous = signal.signal(signal.SIGALRM, alarm)
+    signal.alarm(60)
+    try:
+        loaded = pipeline.load_lowered(artifacts["matmul"])  # waiting, interrupted, kills the child
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+        torch.set_num_threads(threads)
+    assert loaded.methods == ["forward"]
