@@ -169,8 +169,9 @@ def load_and_call(path: Path, inputs: Sequence[Any], *, trust_code: bool, timeou
     """Load ``path`` and call it once on ``inputs``, in a forked child; how that ended.
 
     ``{"outcome": "loaded" | "refused" | "error" | DEATH | HANG, ...}``: ``refused`` is an
-    ArtifactError from loading, ``error`` any other exception (its type is ``error_type``, and
-    ``stage`` says whether loading or the call raised it); a death carries the signal or exit code.
+    ArtifactError from loading, ``error`` any other exception from loading (its type is
+    ``error_type``); ``loaded`` has ``call``, "ran" or the type of what the call raised. A death
+    carries the signal or exit code, and ``stage``: whether it came while loading or in the call.
     The child leads a process group of its own, so that a hang is killed with whatever it started.
     """
     import pipeline
@@ -186,6 +187,7 @@ def load_and_call(path: Path, inputs: Sequence[Any], *, trust_code: bool, timeou
         report: Dict[str, Any] = {"outcome": "error", "stage": "load"}
         try:
             module = load(path, trust_code=trust_code, **options)
+            os.write(write_end, b"loaded\n")  # so that a death from here on is known to be the call's
             report = {"outcome": "loaded", "stage": "call"}
             module(*inputs)
             report["call"] = "ran"
@@ -197,7 +199,7 @@ def load_and_call(path: Path, inputs: Sequence[Any], *, trust_code: bool, timeou
             else:
                 report.update(error_type=f"{type(error).__module__}.{type(error).__name__}",
                               message=str(error)[:2000])
-        os.write(write_end, json.dumps(report).encode())
+        os.write(write_end, json.dumps(report).encode() + b"\n")
         os._exit(0)
     os.close(write_end)
     deadline = time.monotonic() + timeout
@@ -215,10 +217,12 @@ def load_and_call(path: Path, inputs: Sequence[Any], *, trust_code: bool, timeou
         else:
             time.sleep(0.002)
     with os.fdopen(read_end, "rb") as channel:
-        text = channel.read()
+        lines = channel.read().splitlines()
+    stage = "call" if b"loaded" in lines else "load"
     if os.WIFSIGNALED(status):
-        return {"outcome": DEATH, "message": f"killed by {signal.Signals(os.WTERMSIG(status)).name}"}
-    if not text or os.WEXITSTATUS(status) != 0:
-        return {"outcome": DEATH, "message": f"exited with code {os.WEXITSTATUS(status)} without a report"}
-    return json.loads(text)
+        return {"outcome": DEATH, "stage": stage, "message": f"killed by {signal.Signals(os.WTERMSIG(status)).name}"}
+    if len(lines) < 1 + (stage == "call") or os.WEXITSTATUS(status) != 0:
+        return {"outcome": DEATH, "stage": stage,
+                "message": f"exited with code {os.WEXITSTATUS(status)} without a report"}
+    return json.loads(lines[-1])
 

@@ -11,7 +11,10 @@ and the last lines the runtime wrote to stderr, and this process never
 touches the payload. If the child survives, the module is built again here.
 
 What it costs: a fork (the parent's pages are shared, not copied) and one
-more compile of the methods, per load. What it does not cover: a payload that
+more compile of the methods, per load (40 to 90 ms for the zoo MLP on the five
+native backends). The child's temporary files go into a directory of the
+parent's that is removed when the child is done, since its finalizers never
+run. What it does not cover: a payload that
 crashes only on a call, or only on some runs; and memory the child's compile
 takes is taken twice for a moment.
 """
@@ -54,8 +57,13 @@ def load_in_child(path: Path, backend: str, build: Callable[[], Any]) -> None:
     An ordinary exception in the child is not reported here: the caller builds
     again in this process and raises it there, as an unisolated load would.
     """
-    with tempfile.TemporaryFile() as stderr:
+    # The child leaves with os._exit, so the temporary files its runtime makes (an AOTInductor package's
+    # unpacked directory) are never cleaned up by their finalizers: they go into a directory of the
+    # parent's, removed when the child is done.
+    with tempfile.TemporaryFile() as stderr, tempfile.TemporaryDirectory(prefix="pipeline-isolated-") as scratch:
         def job(report_stage: Callable[[str], None]) -> str:
+            tempfile.tempdir = scratch
+            os.environ["TMPDIR"] = scratch
             # Nothing built here is ever destroyed: the child leaves with os._exit. Runtimes' destructors
             # wait for worker threads that a forked child does not have (OpenVINO's stream executors hang).
             gc.disable()
