@@ -36,8 +36,12 @@ header holding each method's instruction table (below). Neither is code that
 Python runs: loading an artifact needs no trust opt-in. The same model lowered
 twice gives the same bytes.
 
-How it runs (`runtime.ExecuTorchBackend`): ``compile`` loads each ``.pte``
-with ``executorch.runtime.Runtime``; a call passes the argument tensors to the
+How it runs (`runtime.ExecuTorchBackend`): ``compile`` checks each ``.pte``
+(`pte_check`: the extended header, segments inside the file and not
+overlapping, every text the runtime may log, the XNNPACK blobs' headers and
+named keys; ExecuTorch's Python bindings abort the process on a log line that
+is not UTF-8) and loads it with ``executorch.runtime.Runtime``, which runs its
+flatbuffer verifier; a call passes the argument tensors to the
 loaded method and returns its outputs. The shapes are those of the example
 inputs: another shape is a `pipeline.BackendRuntimeError` with handle ``-1``.
 A kernel that fails (an index out of range) is a `pipeline.BackendRuntimeError`

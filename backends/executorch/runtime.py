@@ -33,6 +33,7 @@ from pipeline.backends.executorch import installed
 from pipeline.backends.executorch.compile_spec import NAME, ExecuTorchCompileSpec
 from pipeline.backends.executorch.preprocess import preprocess
 from pipeline.backends.executorch.profile import failing_instruction, profile_method
+from pipeline.backends.executorch.pte_check import check_program
 
 
 class ExecuTorchBackend(Backend):
@@ -44,6 +45,7 @@ class ExecuTorchBackend(Backend):
     version = f"0.1.0+executorch.{package_version('executorch') or 'missing'}"
     reproducible = True
     carries_code = False  # a .pte is a flatbuffer of instructions and weights, interpreted by the runtime
+    native_payload = True  # the runtime and XNNPACK parse the .pte in C++: a received file loads in a child first
     preprocess = staticmethod(preprocess)
 
     @classmethod
@@ -100,8 +102,10 @@ class ProgramMethod:
         self.pte = program
         self.flat = bool(meta["flat"])
         self.instructions = meta["instructions"]
+        check_program(program, method)  # what the runtime would log must be text it can decode
         try:
-            self.program = installed.runtime().load_program(program)
+            verification = installed.runtime_bindings().Verification.InternalConsistency  # its flatbuffer verifier
+            self.program = installed.runtime().load_program(program, verification=verification)
             self.loaded = self.program.load_method(method)
         except LoweringError:
             raise

@@ -52,6 +52,7 @@ class InductorBackend(Backend):
     version = f"0.1.0+torch.{torch.__version__}"
     reproducible = False  # AOTI packages embed a random serialization id and build commands
     carries_code = True  # loading the payload loads a shared library
+    native_payload = True  # the package's shared library is loaded with dlopen: a received file loads in a child first
     preprocess = staticmethod(preprocess)
 
     def compile(self, payload: bytes, method_compile_spec: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:

@@ -41,6 +41,7 @@ class OnnxRuntimeBackend(Backend):
     CompileSpec = OnnxRuntimeCompileSpec
     version = f"0.1.0+onnxruntime.{package_version('onnxruntime') or 'missing'}"
     preprocess = staticmethod(preprocess)
+    native_payload = True  # onnxruntime parses the ONNX protobuf in C++: a received file loads in a child first
 
     @classmethod
     def supports(cls, node: Any) -> "bool | str":

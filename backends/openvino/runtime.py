@@ -42,6 +42,7 @@ class OpenVinoBackend(Backend):
     version = f"0.1.0+openvino.{package_version('openvino') or 'missing'}"
     reproducible = True
     carries_code = False  # the IR is a graph and its weights: data
+    native_payload = True  # OpenVINO parses and compiles the IR in C++: a received file loads in a child first
     preprocess = staticmethod(preprocess)
 
     def __init__(self) -> None:

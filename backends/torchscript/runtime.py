@@ -39,6 +39,7 @@ class TorchScriptBackend(Backend):
     version = f"0.1.0+torch.{torch.__version__}"
     reproducible = False  # TorchScript renames classes per process, so archives differ across processes
     carries_code = True  # the archive holds TorchScript code and pickled data that loading runs
+    native_payload = True  # torch.jit.load reads the archive in C++: a received file loads in a child first
     preprocess = staticmethod(preprocess)
     check_compile_spec = staticmethod(check_same_spec)
 

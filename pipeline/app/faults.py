@@ -8,7 +8,8 @@
   job that is killed (SIGKILL, the out-of-memory killer, a crash in native code)
   takes down only itself: the parent records ``status: crashed`` with the stage
   the child was in, and the launcher's worker goes on with the other jobs.
-  Forking is cheap here (torch is already imported) and needs no pickling.
+  Forking is cheap here (torch is already imported) and needs no pickling; the
+  mechanics are `pipeline.core.forked`'s, which ``load_lowered`` uses too.
 * `record_lost_job`: a job that a scheduler ended (scancel, a time limit, a
   lost node) may leave a report.json but never returns its result to the
   sweep; the launcher records it from its directory, with the scheduler's word.
@@ -21,7 +22,12 @@ import os
 import signal
 import threading
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional
+
+from pipeline.core.forked import can_fork, run_in_child
+
+__all__ = ["INTERRUPTING_SIGNALS", "Interrupted", "can_fork", "exit_code_of", "record_lost_job", "run_in_child",
+           "signals_deferred", "signals_raise"]
 
 INTERRUPTING_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -77,60 +83,6 @@ def signals_deferred() -> Iterator[None]:
             signal.signal(signum, handler)
         if received:
             os.kill(os.getpid(), received[0])
-
-
-def can_fork() -> bool:
-    return hasattr(os, "fork")
-
-
-def run_in_child(job: Callable[[Callable[[str], None]], Any], on_death: Callable[[str, str], Any]) -> Any:
-    """Run ``job(report_stage)`` in a forked child; return what it returned, or ``on_death(stage, cause)``.
-
-    The child sends each stage it enters through a pipe (``report_stage(name)``)
-    and its result as the last message, so the parent knows where a child that
-    died was. The child's result must be JSON-serializable.
-    """
-    import json
-
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child
-        os.close(read_end)
-        code = 1
-        try:
-            with os.fdopen(write_end, "w", buffering=1) as channel:
-                result = job(lambda stage: channel.write(json.dumps({"stage": stage}) + "\n"))
-                channel.write(json.dumps({"result": result}) + "\n")
-            code = 0
-        finally:
-            _flush_std_streams()
-            os._exit(code)
-    os.close(write_end)
-    with os.fdopen(read_end) as channel:
-        messages = [json.loads(line) for line in channel if line.strip()]
-    _, status = os.waitpid(pid, 0)
-    results = [m["result"] for m in messages if "result" in m]
-    if results and os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
-        return results[-1]
-    stages = [m["stage"] for m in messages if "stage" in m]
-    return on_death(stages[-1] if stages else "start", _cause(status))
-
-
-def _cause(status: int) -> str:
-    if os.WIFSIGNALED(status):
-        signum = os.WTERMSIG(status)
-        name = signal.Signals(signum).name if signum in signal.Signals._value2member_map_ else str(signum)
-        hint = " (SIGKILL is also what the out-of-memory killer sends)" if signum == signal.SIGKILL else ""
-        return f"the job's process was killed by signal {signum} ({name}){hint}"
-    return f"the job's process exited with code {os.WEXITSTATUS(status)} before recording its result"
-
-
-def _flush_std_streams() -> None:
-    import sys
-
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):
-            stream.flush()
 
 
 def record_lost_job(job_dir: Path, cause: str, overrides: List[str]) -> Dict[str, Any]:

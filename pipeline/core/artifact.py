@@ -31,17 +31,21 @@ forgery (edit, then hash again), so loading also takes a trust decision:
 a native library, a TorchScript archive) unless called with ``trust_code=True``,
 in the spirit of ``torch.load(weights_only=True)``. A data-only payload is
 compiled again by its backend, as the original does on ``torch.jit.load``.
+A payload that native code parses is compiled in a forked child first
+(``isolate``; `pipeline.core.isolation`), so that one that crashes its
+runtime is an `ArtifactError`, not the end of the process.
 """
 
 from __future__ import annotations
 
+import functools
 import zipfile
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
-from typing import Any, Dict, Union
+from typing import Any, Dict, Optional, Union
 
-from pipeline.core import toolchain_output
+from pipeline.core import isolation, toolchain_output
 from pipeline.core.backend import FRONTENDS
 from pipeline.core.bounded_json import expect, member, parse_json
 from pipeline.core.bounded_zip import ZipLimits, open_zip
@@ -159,11 +163,18 @@ def artifact_digests(path: Union[str, Path]) -> Dict[str, str]:
     return {"artifact": sha256_file(path), "manifest": contents.manifest_sha256}
 
 
-def load_lowered(path: Union[str, Path], *, trust_code: bool = False) -> LoweredModule:
+def load_lowered(path: Union[str, Path], *, trust_code: bool = False,
+                 isolate: Optional[bool] = None) -> LoweredModule:
     """Rebuild a lowered module: check the file, look up its backend, compile the payload again.
 
     A backend whose payload carries executable code (``carries_code``) is refused
     unless ``trust_code=True``: say so only for files from someone you trust.
+
+    ``isolate``: compile the payload in a forked child first, so that a payload
+    that crashes its runtime is an `ArtifactError` instead of the end of this
+    process (`pipeline.core.isolation`). None (the default) isolates backends
+    whose payload native code parses (``native_payload``); False loads in this
+    process only, for files you trust or load many times.
     """
     path = Path(path)
     contents = _read(path)
@@ -185,20 +196,24 @@ def load_lowered(path: Union[str, Path], *, trust_code: bool = False) -> Lowered
         )
     partition = contents.manifest.get("partition")
     module, extra = (LoweredModule, {}) if partition is None else (PartitionedModule, {"partition": partition})
+    build = functools.partial(
+        module,
+        backend,
+        **extra,
+        frontend=contents.manifest["frontend"],
+        method_compile_spec=contents.compile_spec,
+        payload=contents.parts["payload.bin"],
+        handle_map=contents.handle_map,
+        signatures=contents.signatures,
+        outputs=contents.outputs,
+        original_type=contents.manifest["original_type"],
+        original_methods=contents.manifest["original_methods"],
+        notes=contents.manifest.get("notes", {}),
+    )
+    if isolation.wanted(isolate, backend, path):
+        isolation.load_in_child(path, name, build)
     try:
-        return module(
-            backend,
-            **extra,
-            frontend=contents.manifest["frontend"],
-            method_compile_spec=contents.compile_spec,
-            payload=contents.parts["payload.bin"],
-            handle_map=contents.handle_map,
-            signatures=contents.signatures,
-            outputs=contents.outputs,
-            original_type=contents.manifest["original_type"],
-            original_methods=contents.manifest["original_methods"],
-            notes=contents.manifest.get("notes", {}),
-        )
+        return build()
     except (LoweringError, BackendRuntimeError) as error:
         raise ArtifactError(
             f"{path}: backend {name!r} cannot compile payload.bin with the manifest's compile_spec: {error}"

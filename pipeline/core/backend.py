@@ -10,6 +10,7 @@ declares what the pipeline needs to know as class attributes::
         version = "1.0"                 # recorded in artifacts and reports
         reproducible = True             # equal programs and specs give equal payload bytes
         carries_code = False            # the payload holds executable code (native or TorchScript)
+        native_payload = False          # native code parses the payload: received files load in a child first
 
         @dataclass
         class CompileSpec:              # one method's options; each default written once, here
@@ -67,6 +68,13 @@ library, a TorchScript archive, anything unpickled). ``load_lowered`` then
 refuses such a payload unless the caller passes ``trust_code=True``. A
 data-only backend must parse its payload as data: every problem a
 `LoweringError`, nothing imported or run.
+
+**native_payload** says that ``compile`` hands the payload's bytes to native
+code (a runtime's parser, a shared library). Such code can crash the process
+on a hostile file, so ``load_lowered`` builds the module in a forked child
+first (``isolate``, on by default for these backends) and raises an
+`ArtifactError` if the child dies. A payload that only Python reads (the
+reference backend's JSON) needs no child.
 """
 
 from __future__ import annotations
@@ -141,6 +149,7 @@ class Backend(abc.ABC):
     version: ClassVar[Optional[str]] = None
     reproducible: ClassVar[bool] = True
     carries_code: ClassVar[bool] = False
+    native_payload: ClassVar[bool] = False
 
     @staticmethod
     @abc.abstractmethod
@@ -222,3 +231,4 @@ class BackendInfo:
     version: Optional[str] = None
     reproducible: bool = True
     carries_code: bool = False
+    native_payload: bool = False

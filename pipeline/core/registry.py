@@ -72,6 +72,7 @@ def register_backend(
     version: Optional[str] = None,
     reproducible: Optional[bool] = None,
     carries_code: Optional[bool] = None,
+    native_payload: Optional[bool] = None,
 ):
     """Register a backend class: ``register_backend(Cls)``, or ``register_backend(name, Cls, **overrides)``.
 
@@ -80,7 +81,7 @@ def register_backend(
     override the class's declarations. Returns the class.
     """
     overrides = dict(preprocess=preprocess, accepts=accepts, compile_spec=compile_spec, version=version,
-                     reproducible=reproducible, carries_code=carries_code)
+                     reproducible=reproducible, carries_code=carries_code, native_payload=native_payload)
     if isinstance(name_or_cls, type):
         return _register(None, name_or_cls, overrides)
     if backend_cls is None:
@@ -105,7 +106,8 @@ def backend_info(backend_cls: Type[Backend], name: Optional[str] = None, **overr
     declared = {"name": name or backend_cls.name, "backend_cls": backend_cls,
                 "preprocess": backend_cls.preprocess, "accepts": backend_cls.accepts,
                 "compile_spec": backend_cls.CompileSpec, "version": backend_cls.version,
-                "reproducible": backend_cls.reproducible, "carries_code": backend_cls.carries_code}
+                "reproducible": backend_cls.reproducible, "carries_code": backend_cls.carries_code,
+                "native_payload": backend_cls.native_payload}
     declared.update({k: v for k, v in overrides.items() if v is not None})
     if not declared["name"]:
         raise LoweringError(f"Backend class {backend_cls.__qualname__} declares no name; set its `name` attribute.")

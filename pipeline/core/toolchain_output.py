@@ -99,6 +99,9 @@ def native_stderr_logged() -> Iterator[None]:
     Process-wide while it lasts: another thread's stderr goes to the log too. Standard output is left
     alone: the Hydra app's console is there, and the runtimes log to stderr.
     """
+    if _kept:  # a forked loader keeps all of it in one file, for its parent to read if it dies
+        yield
+        return
     try:
         sys.stderr.flush()
         saved = os.dup(2)
@@ -118,6 +121,28 @@ def native_stderr_logged() -> Iterator[None]:
             for line in capture.read(MAX_NATIVE_BYTES).decode(errors="replace").splitlines():
                 if line.strip():
                     LOG.info("%s", line)
+
+
+_kept: List[bool] = []
+
+
+@contextlib.contextmanager
+def native_stderr_kept(file: Any) -> Iterator[None]:
+    """Within the block, file descriptor 2 writes to ``file``, and `native_stderr_logged` blocks inside
+    leave it there: a child process that may die keeps what native code said last where its parent
+    can read it (`pipeline.core.isolation`)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    os.dup2(file.fileno(), 2)
+    _kept.append(True)
+    try:
+        yield
+    finally:
+        _kept.pop()
+        with contextlib.suppress(Exception):
+            sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _log_warning(message: Any, category: type, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
