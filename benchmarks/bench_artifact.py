@@ -21,10 +21,10 @@ import time
 from pathlib import Path
 
 import torch
+from results_file import results_path, write_results
 
 import pipeline
 from pipeline import zoo
-from results_file import results_path, write_results
 
 
 def bench_model(name: str, directory: Path, rounds: int) -> dict:
@@ -40,8 +40,13 @@ def bench_model(name: str, directory: Path, rounds: int) -> dict:
             start = time.perf_counter()
             fn(path)
             times[label].append(time.perf_counter() - start)
-    return {"model": name, "bytes": path.stat().st_size, "handles": len(lowered.handle_map.handles),
-            "save_ms": save * 1e3, **{f"{label}_ms": statistics.median(values) * 1e3 for label, values in times.items()}}
+    return {
+        "model": name,
+        "bytes": path.stat().st_size,
+        "handles": len(lowered.handle_map.handles),
+        "save_ms": save * 1e3,
+        **{f"{label}_ms": statistics.median(values) * 1e3 for label, values in times.items()},
+    }
 
 
 def main(argv=None) -> int:
@@ -56,8 +61,10 @@ def main(argv=None) -> int:
     print(f"Reference-backend artifacts (median of {args.rounds} rounds)")
     print(f"{'model':<13}{'bytes':>9}{'handles':>9}{'save ms':>10}{'read ms':>10}{'load ms':>10}")
     for row in rows:
-        print(f"{row['model']:<13}{row['bytes']:>9}{row['handles']:>9}{row['save_ms']:>10.2f}"
-              f"{row['read_artifact_ms']:>10.2f}{row['load_lowered_ms']:>10.2f}")
+        print(
+            f"{row['model']:<13}{row['bytes']:>9}{row['handles']:>9}{row['save_ms']:>10.2f}"
+            f"{row['read_artifact_ms']:>10.2f}{row['load_lowered_ms']:>10.2f}"
+        )
     write_results(args.out, {"benchmark": "artifact", "models": rows})
     return 0
 

@@ -35,9 +35,13 @@ import statistics
 import sys
 import time
 import warnings
-from typing import Any, Callable, Dict, List, Tuple
+from collections.abc import Callable
+from typing import Any
 
 import torch
+from raw_runtimes import runners
+from results_file import results_path, write_results
+from workloads import MODELS, workload
 
 import pipeline
 from pipeline.app.latency import per_call_us
@@ -45,19 +49,16 @@ from pipeline.app.verify import compare_outputs
 from pipeline.core.frontends import capture
 from pipeline.core.lowering import codegen_backend_module
 from pipeline.core.registry import get_backend
-from raw_runtimes import runners
-from results_file import results_path, write_results
-from workloads import MODELS, workload
 
 BACKENDS = ("reference", "onnxruntime", "inductor", "torchscript", "executorch", "openvino")
 OVERHEAD_TARGET_US = 2.0
 BLOCK_S = 0.04  # the time one timed block aims at
 STAGES = ("capture", "debug_handles", "preprocess", "compile", "codegen")
 
-Candidate = Tuple[Callable[..., Any], tuple, Dict[str, Any]]
+Candidate = tuple[Callable[..., Any], tuple, dict[str, Any]]
 
 
-def thread_options(backend: str, threads: int) -> Dict[str, Any]:
+def thread_options(backend: str, threads: int) -> dict[str, Any]:
     """The compile-spec options that give the backend's own thread pool as many threads as torch has."""
     if backend == "onnxruntime":
         # No spinning: idle onnxruntime workers would spin through the rounds of the other candidates.
@@ -69,24 +70,23 @@ def thread_options(backend: str, threads: int) -> Dict[str, Any]:
     return {}  # reference and torchscript run on torch's own threads
 
 
-def lower(backend: str, work, threads: int) -> Tuple[pipeline.LoweredModule, Dict[str, float]]:
+def lower(backend: str, work, threads: int) -> tuple[pipeline.LoweredModule, dict[str, float]]:
     frontend = "torchscript" if backend == "torchscript" else "export"
     start = time.perf_counter()
     captured = capture(work.model, ["forward"], frontend, work.example_inputs, torchscript_mode=work.torchscript_mode)
     timings = {"capture": time.perf_counter() - start}
-    lowered = codegen_backend_module(backend, captured, {"forward": thread_options(backend, threads)},
-                                     timings=timings)
+    lowered = codegen_backend_module(backend, captured, {"forward": thread_options(backend, threads)}, timings=timings)
     return lowered, {stage: timings[stage] for stage in STAGES}
 
 
-def interleaved(candidates: Dict[str, Candidate], rounds: int, max_calls: int) -> Dict[str, List[float]]:
+def interleaved(candidates: dict[str, Candidate], rounds: int, max_calls: int) -> dict[str, list[float]]:
     """Per candidate, the mean time per call of each round's block (us); rounds rotate the order."""
     calls = {}
     for key, (fn, args, kwargs) in candidates.items():
         per_call_us(fn, args, 3, kwargs)  # first calls: allocation, lazy initialisation
         estimate = per_call_us(fn, args, 5, kwargs)
         calls[key] = max(3, min(max_calls, int(BLOCK_S * 1e6 / max(estimate, 1e-3))))
-    samples: Dict[str, List[float]] = {key: [] for key in candidates}
+    samples: dict[str, list[float]] = {key: [] for key in candidates}
     order = list(candidates)
     for round_ in range(rounds):
         shift = round_ % len(order)
@@ -97,11 +97,12 @@ def interleaved(candidates: Dict[str, Candidate], rounds: int, max_calls: int) -
     return samples
 
 
-def bench_peers(name: str, batch: int, backends: List[str], compile_peer: bool, threads: int, calls: int,
-                rounds: int) -> Dict[str, Any]:
+def bench_peers(
+    name: str, batch: int, backends: list[str], compile_peer: bool, threads: int, calls: int, rounds: int
+) -> dict[str, Any]:
     work = workload(name, batch)
-    candidates: Dict[str, Candidate] = {"eager": (work.model, work.args, work.kwargs)}
-    row: Dict[str, Any] = {"model": name, "batch": batch, "backends": {}}
+    candidates: dict[str, Candidate] = {"eager": (work.model, work.args, work.kwargs)}
+    row: dict[str, Any] = {"model": name, "batch": batch, "backends": {}}
     # Lowered with grad enabled, as the app captures: under no_grad, nn.TransformerEncoderLayer takes its
     # fast path (aten._transformer_encoder_layer_fwd), which exporters have no translation for.
     lowered = {backend: lower(backend, work, threads) for backend in backends}
@@ -112,12 +113,16 @@ def bench_peers(name: str, batch: int, backends: List[str], compile_peer: bool, 
             compiled = torch.compile(work.model)
             start = time.perf_counter()
             output = compiled(*work.args, **work.kwargs)
-            row["torch_compile"] = {"first_call_s": time.perf_counter() - start,
-                                    "max_abs_err": compare_outputs(expected, output).max_abs}
+            row["torch_compile"] = {
+                "first_call_s": time.perf_counter() - start,
+                "max_abs_err": compare_outputs(expected, output).max_abs,
+            }
             candidates["torch.compile"] = (compiled, work.args, work.kwargs)
         for backend, (module, lowering_s) in lowered.items():
-            row["backends"][backend] = {"lowering_s": lowering_s,
-                                        "max_abs_err": compare_outputs(expected, module(*work.args, **work.kwargs)).max_abs}
+            row["backends"][backend] = {
+                "lowering_s": lowering_s,
+                "max_abs_err": compare_outputs(expected, module(*work.args, **work.kwargs)).max_abs,
+            }
             candidates[backend] = (module, work.args, work.kwargs)
             fn, fn_args = runners(backend, module, work.args, work.kwargs)["raw"]
             candidates[f"{backend}:raw"] = (fn, fn_args, {})
@@ -127,74 +132,94 @@ def bench_peers(name: str, batch: int, backends: List[str], compile_peer: bool, 
     if compile_peer:
         row["torch_compile"]["us"] = median["torch.compile"]
     for backend, entry in row["backends"].items():
-        entry.update(us=median[backend], raw_us=median[f"{backend}:raw"],
-                     speedup=median["eager"] / median[backend])
+        entry.update(us=median[backend], raw_us=median[f"{backend}:raw"], speedup=median["eager"] / median[backend])
     row["samples_us"] = samples
     return row
 
 
-def bench_overhead(backend: str, threads: int, rounds: int, calls: int) -> Dict[str, Any]:
+def bench_overhead(backend: str, threads: int, rounds: int, calls: int) -> dict[str, Any]:
     """Lowered against raw (and the runtime on ready inputs) on the MLP at batch 1: paired rounds."""
     work = workload("mlp", 1)
     lowered, _ = lower(backend, work, threads)
-    candidates: Dict[str, Candidate] = {"lowered": (lowered, work.args, {})}
+    candidates: dict[str, Candidate] = {"lowered": (lowered, work.args, {})}
     for kind, (fn, fn_args) in runners(backend, lowered, work.args, {}).items():
         candidates[kind] = (fn, fn_args, {})
     with torch.no_grad():
         samples = interleaved(candidates, rounds, calls)
     differences = [lowered_us - raw_us for lowered_us, raw_us in zip(samples["lowered"], samples["raw"])]
-    result = {"backend": backend, "median_us": {key: statistics.median(v) for key, v in samples.items()},
-              "overhead_us": statistics.median(differences), "rounds": rounds}
+    result = {
+        "backend": backend,
+        "median_us": {key: statistics.median(v) for key, v in samples.items()},
+        "overhead_us": statistics.median(differences),
+        "rounds": rounds,
+    }
     if "ready" in samples:
         result["conversions_us"] = statistics.median(r - n for r, n in zip(samples["raw"], samples["ready"]))
     return result
 
 
-def verdicts(rows: List[Dict[str, Any]], overheads: List[Dict[str, Any]]) -> List[str]:
+def verdicts(rows: list[dict[str, Any]], overheads: list[dict[str, Any]]) -> list[str]:
     lines = []
     for row in rows:
         if "torch_compile" not in row or not row["backends"]:
             continue
         best = min(row["backends"], key=lambda b: row["backends"][b]["us"])
         ratio = row["torch_compile"]["us"] / row["backends"][best]["us"]
-        lines.append(f"{row['model']}@{row['batch']}: best backend {best} is {ratio:.2f}x torch.compile's speed "
-                     f"({'ok' if ratio >= 1.0 else 'SLOWER'})")
+        lines.append(
+            f"{row['model']}@{row['batch']}: best backend {best} is {ratio:.2f}x torch.compile's speed "
+            f"({'ok' if ratio >= 1.0 else 'SLOWER'})"
+        )
     for row in overheads:
         verdict = "ok" if row["overhead_us"] <= OVERHEAD_TARGET_US else "OVER"
-        lines.append(f"wrapper overhead, {row['backend']}: {row['overhead_us']:.2f} us per call "
-                     f"(target <= {OVERHEAD_TARGET_US:g}: {verdict})")
+        lines.append(
+            f"wrapper overhead, {row['backend']}: {row['overhead_us']:.2f} us per call "
+            f"(target <= {OVERHEAD_TARGET_US:g}: {verdict})"
+        )
     return lines
 
 
-def print_peers(row: Dict[str, Any]) -> None:
+def print_peers(row: dict[str, Any]) -> None:
     compiled = row.get("torch_compile")
     peers = f"eager {row['eager_us']:.1f} us" + (
         f", torch.compile {compiled['us']:.1f} us ({row['eager_us'] / compiled['us']:.2f}x, first call "
-        f"{compiled['first_call_s']:.1f} s)" if compiled else "")
+        f"{compiled['first_call_s']:.1f} s)"
+        if compiled
+        else ""
+    )
     print(f"\n{row['model']} at batch {row['batch']}: {peers}")
-    print(f"  {'backend':<12}{'us':>10}{'vs eager':>9}{'vs compile':>11}{'raw us':>10}{'overhead':>9}{'max err':>9}"
-          f"   {'capture':>7}{'handles':>8}{'preproc':>8}{'compile':>8}{'codegen':>8}")
+    print(
+        f"  {'backend':<12}{'us':>10}{'vs eager':>9}{'vs compile':>11}{'raw us':>10}{'overhead':>9}{'max err':>9}"
+        f"   {'capture':>7}{'handles':>8}{'preproc':>8}{'compile':>8}{'codegen':>8}"
+    )
     for backend, entry in row["backends"].items():
         versus = f"{compiled['us'] / entry['us']:>10.2f}x" if compiled else f"{'-':>11}"
         t = entry["lowering_s"]
-        print(f"  {backend:<12}{entry['us']:>10.1f}{entry['speedup']:>8.2f}x{versus}{entry['raw_us']:>10.1f}"
-              f"{entry['us'] - entry['raw_us']:>9.2f}{entry['max_abs_err']:>9.1e}   {t['capture']:>7.2f}"
-              f"{t['debug_handles']:>8.3f}{t['preprocess']:>8.2f}{t['compile']:>8.3f}{t['codegen']:>8.4f}",
-              flush=True)
+        print(
+            f"  {backend:<12}{entry['us']:>10.1f}{entry['speedup']:>8.2f}x{versus}{entry['raw_us']:>10.1f}"
+            f"{entry['us'] - entry['raw_us']:>9.2f}{entry['max_abs_err']:>9.1e}   {t['capture']:>7.2f}"
+            f"{t['debug_handles']:>8.3f}{t['preprocess']:>8.2f}{t['compile']:>8.3f}{t['codegen']:>8.4f}",
+            flush=True,
+        )
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--backends", nargs="+", default=None, choices=BACKENDS,
-                        help="default: every backend installed here")
+    parser.add_argument(
+        "--backends", nargs="+", default=None, choices=BACKENDS, help="default: every backend installed here"
+    )
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 32])
-    parser.add_argument("--threads", type=int, default=1,
-                        help="threads for eager, torch.compile and each backend's own pool alike")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="threads for eager, torch.compile and each backend's own pool alike"
+    )
     parser.add_argument("--calls", type=int, default=200, help="at most this many calls per timed block")
     parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--no-compile", dest="compile_peer", action="store_false",
-                        help="leave torch.compile out (it compiles for each model and batch)")
+    parser.add_argument(
+        "--no-compile",
+        dest="compile_peer",
+        action="store_false",
+        help="leave torch.compile out (it compiles for each model and batch)",
+    )
     parser.add_argument("--out", default=results_path("backends.json"))
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore", category=DeprecationWarning)  # torch's own, about torch.jit and pytree:
@@ -202,14 +227,15 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     installed = [b for b in BACKENDS if get_backend(b).backend_cls().is_available()]
     backends = args.backends or installed
-    print(f"Latency: median of {args.rounds} interleaved rounds (blocks of ~{BLOCK_S * 1e3:g} ms, at most "
-          f"{args.calls} calls), {args.threads} thread(s); lowering time per stage in s. Backends: {backends}")
+    print(
+        f"Latency: median of {args.rounds} interleaved rounds (blocks of ~{BLOCK_S * 1e3:g} ms, at most "
+        f"{args.calls} calls), {args.threads} thread(s); lowering time per stage in s. Backends: {backends}"
+    )
 
     rows = []
     for name in args.models:
         for batch in args.batches:
-            rows.append(bench_peers(name, batch, backends, args.compile_peer, args.threads, args.calls,
-                                    args.rounds))
+            rows.append(bench_peers(name, batch, backends, args.compile_peer, args.threads, args.calls, args.rounds))
             print_peers(rows[-1])
 
     overhead_rounds = args.rounds * 6
@@ -221,16 +247,24 @@ def main(argv=None) -> int:
         overheads.append(row)
         m = row["median_us"]
         conversions = f"{row['conversions_us']:>14.2f}" if "conversions_us" in row else f"{'-':>14}"
-        print(f"{backend:<12}{m['lowered']:>11.2f}{m['raw']:>9.2f}{row['overhead_us']:>10.2f}{conversions}",
-              flush=True)
-    print("(numpy in/out: what the raw call spends converting torch tensors to numpy and back; both "
-          "the raw call and the lowered module pay it)\n")
+        print(f"{backend:<12}{m['lowered']:>11.2f}{m['raw']:>9.2f}{row['overhead_us']:>10.2f}{conversions}", flush=True)
+    print(
+        "(numpy in/out: what the raw call spends converting torch tensors to numpy and back; both "
+        "the raw call and the lowered module pay it)\n"
+    )
     for line in verdicts(rows, overheads):
         print(line)
 
-    write_results(args.out, {"benchmark": "backends", "rows": rows, "overhead": overheads,
-                             "verdicts": verdicts(rows, overheads),
-                             "backends": {b: get_backend(b).version for b in backends}})
+    write_results(
+        args.out,
+        {
+            "benchmark": "backends",
+            "rows": rows,
+            "overhead": overheads,
+            "verdicts": verdicts(rows, overheads),
+            "backends": {b: get_backend(b).version for b in backends},
+        },
+    )
     return 0
 
 

@@ -20,12 +20,12 @@ import sys
 import time
 
 import torch
+from results_file import results_path, write_results
 
 import pipeline
 from pipeline import zoo
-from pipeline.core.debug_handles import STRATEGIES, DebugHandleGenerator
 from pipeline.app.latency import per_call_us
-from results_file import results_path, write_results
+from pipeline.core.debug_handles import STRATEGIES, DebugHandleGenerator
 
 
 class TrivialBackend(pipeline.Backend):
@@ -51,7 +51,7 @@ def bench_call_overhead(calls: int, rounds: int) -> dict:
     }
     samples = {name: [] for name in candidates}
     with torch.no_grad():
-        for name, (fn, args) in candidates.items():
+        for fn, args in candidates.values():
             per_call_us(fn, args, calls // 5)  # warm-up
         for _ in range(rounds):
             for name, (fn, args) in candidates.items():
@@ -107,8 +107,16 @@ def bench_handles(sizes) -> list:
                 start = time.perf_counter()
                 handles = DebugHandleGenerator(strategy)(graph, "forward")
                 seconds = time.perf_counter() - start
-                rows.append({"graph": kind, "nodes": size, "strategy": strategy, "seconds": seconds,
-                             "us_per_node": seconds / size * 1e6, "handles": len(handles)})
+                rows.append(
+                    {
+                        "graph": kind,
+                        "nodes": size,
+                        "strategy": strategy,
+                        "seconds": seconds,
+                        "us_per_node": seconds / size * 1e6,
+                        "handles": len(handles),
+                    }
+                )
                 del handles
     return rows
 
@@ -123,8 +131,10 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
 
     calls = bench_call_overhead(args.calls, args.rounds)
-    print("Per-call latency, BasicModule.forward with a trivial backend (median of "
-          f"{args.rounds} rounds x {args.calls} calls)")
+    print(
+        "Per-call latency, BasicModule.forward with a trivial backend (median of "
+        f"{args.rounds} rounds x {args.calls} calls)"
+    )
     print(f"{'path':<10}{'us/call':>10}")
     for name, value in calls["median_us"].items():
         print(f"{name:<10}{value:>10.2f}")
@@ -135,13 +145,17 @@ def main(argv=None) -> int:
     print("Debug-handle issuing")
     print(f"{'graph':<13}{'nodes':>8}  {'strategy':<11}{'seconds':>9}{'us/node':>9}")
     for row in handles:
-        print(f"{row['graph']:<13}{row['nodes']:>8}  {row['strategy']:<11}{row['seconds']:>9.4f}{row['us_per_node']:>9.2f}")
+        timing = f"{row['seconds']:>9.4f}{row['us_per_node']:>9.2f}"
+        print(f"{row['graph']:<13}{row['nodes']:>8}  {row['strategy']:<11}{timing}")
 
-    write_results(args.out, {
-        "benchmark": "core",
-        "call_overhead": calls,
-        "debug_handles": handles,
-    })
+    write_results(
+        args.out,
+        {
+            "benchmark": "core",
+            "call_overhead": calls,
+            "debug_handles": handles,
+        },
+    )
     return 0
 
 

@@ -17,12 +17,12 @@ import statistics
 import sys
 
 import torch
+from results_file import results_path, write_results
 
 import pipeline
 from pipeline import zoo
-from pipeline.zoo.fnet import FNet
 from pipeline.app.latency import per_call_us
-from results_file import results_path, write_results
+from pipeline.zoo.fnet import FNet
 
 
 def bench(name: str, model: torch.nn.Module, args: tuple, rounds: int, calls: int) -> dict:

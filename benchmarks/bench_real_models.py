@@ -43,12 +43,18 @@ def main() -> int:
                 start = time.perf_counter()
                 report = lower(model, backend, Path(scratch))
                 results[f"{model}/{backend}"] = {
-                    "status": report["status"], "stage": report["stage"], "error": report["error"],
+                    "status": report["status"],
+                    "stage": report["stage"],
+                    "error": report["error"],
                     "max_abs_err": (report.get("verify") or {}).get("max_abs_err"),
-                    "seconds": round(time.perf_counter() - start, 1), "cell": cell(report)}
+                    "seconds": round(time.perf_counter() - start, 1),
+                    "cell": cell(report),
+                }
                 print(f"{model:18s} {backend:12s} {results[f'{model}/{backend}']['cell']}", file=sys.stderr)
     lines = ["| model | " + " | ".join(backends) + " |", "|---" * (len(backends) + 1) + "|"]
-    lines += [f"| {model} | " + " | ".join(results[f"{model}/{b}"]["cell"] for b in backends) + " |" for model in models]
+    lines += [
+        f"| {model} | " + " | ".join(results[f"{model}/{b}"]["cell"] for b in backends) + " |" for model in models
+    ]
     print("\n".join(lines))
     write_json(RESULTS, {"results": results, "env": {**package_versions(), "git": git_state()}})
     return 0

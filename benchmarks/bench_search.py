@@ -27,7 +27,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results_file import results_path, write_results  # noqa: E402
@@ -46,10 +46,24 @@ SPACE = [
 TARGET_RATIO, BUDGET_FRACTION = 1.05, 1 / 3
 
 
-def run_search(sweep_dir: Path, *overrides: str) -> Dict[str, Any]:
+def run_search(sweep_dir: Path, *overrides: str) -> dict[str, Any]:
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "pipeline", "-m", "hydra/sweeper=search", f"hydra.sweep.dir={sweep_dir}",
-                           *MODEL, *MEASURE, *SPACE, *overrides], capture_output=True, text=True)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "-m",
+            "hydra/sweeper=search",
+            f"hydra.sweep.dir={sweep_dir}",
+            *MODEL,
+            *MEASURE,
+            *SPACE,
+            *overrides,
+        ],
+        capture_output=True,
+        text=True,
+    )
     wall = time.perf_counter() - start
     if done.returncode != 0:
         raise RuntimeError(f"search failed ({' '.join(overrides)}):\n{done.stderr[-3000:]}")
@@ -57,11 +71,11 @@ def run_search(sweep_dir: Path, *overrides: str) -> Dict[str, Any]:
     return {**search, "wall_s": wall}
 
 
-def key(params: Dict[str, Any]) -> str:
+def key(params: dict[str, Any]) -> str:
     return " ".join(f"{k}={v}" for k, v in sorted(params.items()))
 
 
-def main(argv: List[str] = None) -> int:
+def main(argv: list[str] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", default=results_path("search.json"))
@@ -72,16 +86,30 @@ def main(argv: List[str] = None) -> int:
         grid_us = {key(t["params"]): t["values"]["latency"] for t in grid["trials"] if t["feasible"]}
         configurations = grid["jobs_run"]
         budget = int(configurations * BUDGET_FRACTION)
-        print(f"grid: {configurations} configurations, {grid['feasible']} feasible, best "
-              f"{grid['best']['values']['latency']:.1f} us ({key(grid['best']['params'])}), {grid['wall_s']:.0f} s")
+        print(
+            f"grid: {configurations} configurations, {grid['feasible']} feasible, best "
+            f"{grid['best']['values']['latency']:.1f} us ({key(grid['best']['params'])}), {grid['wall_s']:.0f} s"
+        )
         searches = []
         for seed in args.seeds:
-            result = run_search(Path(tmp) / f"search-{seed}", "hydra.sweeper.sampler=tpe", f"hydra.sweeper.seed={seed}",
-                                f"hydra.sweeper.n_trials={budget}")
+            result = run_search(
+                Path(tmp) / f"search-{seed}",
+                "hydra.sweeper.sampler=tpe",
+                f"hydra.sweeper.seed={seed}",
+                f"hydra.sweeper.n_trials={budget}",
+            )
             pick = key(result["best"]["params"])
-            searches.append({"seed": seed, "jobs_run": result["jobs_run"], "trials": len(result["trials"]),
-                             "pick": pick, "own_us": result["best"]["values"]["latency"],
-                             "grid_us_of_pick": grid_us.get(pick), "wall_s": result["wall_s"]})
+            searches.append(
+                {
+                    "seed": seed,
+                    "jobs_run": result["jobs_run"],
+                    "trials": len(result["trials"]),
+                    "pick": pick,
+                    "own_us": result["best"]["values"]["latency"],
+                    "grid_us_of_pick": grid_us.get(pick),
+                    "wall_s": result["wall_s"],
+                }
+            )
     best_us = grid["best"]["values"]["latency"]
     for s in searches:
         s["ratio_to_grid_best"] = s["grid_us_of_pick"] / best_us if s["grid_us_of_pick"] else None
@@ -95,27 +123,54 @@ def main(argv: List[str] = None) -> int:
     met = median_ratio is not None and median_ratio <= TARGET_RATIO and median_jobs <= configurations * BUDGET_FRACTION
 
     print(f"\nTransformer; each configuration measured once ({' '.join(MEASURE)}); basic launcher")
-    header = f"{'run':<12}{'jobs':>6}{'best latency us':>17}{'grid us of pick':>17}{'/ grid best':>13}{'wall s':>9}  pick"
+    header = (
+        f"{'run':<12}{'jobs':>6}{'best latency us':>17}{'grid us of pick':>17}{'/ grid best':>13}{'wall s':>9}  pick"
+    )
     print(header)
-    print(f"{'grid':<12}{configurations:>6}{best_us:>17.1f}{best_us:>17.1f}{1.0:>13.3f}{grid['wall_s']:>9.0f}  "
-          f"{key(grid['best']['params'])}")
+    print(
+        f"{'grid':<12}{configurations:>6}{best_us:>17.1f}{best_us:>17.1f}{1.0:>13.3f}{grid['wall_s']:>9.0f}  "
+        f"{key(grid['best']['params'])}"
+    )
     for s in searches:
         ratio = f"{s['ratio_to_grid_best']:.3f}" if s["ratio_to_grid_best"] else "-"
         grid_of_pick = f"{s['grid_us_of_pick']:.1f}" if s["grid_us_of_pick"] else "-"
-        print(f"{'tpe seed ' + str(s['seed']):<12}{s['jobs_run']:>6}{s['own_us']:>17.1f}{grid_of_pick:>17}{ratio:>13}"
-              f"{s['wall_s']:>9.0f}  {s['pick']}")
-    print(f"median over {len(searches)} seeds: {median_jobs:g} of {configurations} trials, pick at "
-          f"{median_ratio:.3f}x the grid's best -> goal (<= {TARGET_RATIO:.2f}x in <= 1/3 of the trials) "
-          f"{'MET' if met else 'NOT MET'}")
-    print(f"for scale: {near_best} of the {configurations} configurations are within 5% of the grid's best; "
-          f"{budget} drawn at random include one with probability {random_hit:.2f}")
-    write_results(args.out, {
-        "benchmark": "search", "model": MODEL, "measure": MEASURE, "space": SPACE,
-        "grid": {"configurations": configurations, "feasible": grid["feasible"], "best_us": best_us,
-                 "best": key(grid["best"]["params"]), "wall_s": grid["wall_s"],
-                 "latency_us": dict(sorted(grid_us.items()))},
-        "searches": searches, "budget": budget, "median_ratio_to_grid_best": median_ratio,
-        "median_jobs": median_jobs, "goal_met": met, "near_best": near_best, "random_hit_probability": random_hit})
+        print(
+            f"{'tpe seed ' + str(s['seed']):<12}{s['jobs_run']:>6}{s['own_us']:>17.1f}{grid_of_pick:>17}{ratio:>13}"
+            f"{s['wall_s']:>9.0f}  {s['pick']}"
+        )
+    print(
+        f"median over {len(searches)} seeds: {median_jobs:g} of {configurations} trials, pick at "
+        f"{median_ratio:.3f}x the grid's best -> goal (<= {TARGET_RATIO:.2f}x in <= 1/3 of the trials) "
+        f"{'MET' if met else 'NOT MET'}"
+    )
+    print(
+        f"for scale: {near_best} of the {configurations} configurations are within 5% of the grid's best; "
+        f"{budget} drawn at random include one with probability {random_hit:.2f}"
+    )
+    write_results(
+        args.out,
+        {
+            "benchmark": "search",
+            "model": MODEL,
+            "measure": MEASURE,
+            "space": SPACE,
+            "grid": {
+                "configurations": configurations,
+                "feasible": grid["feasible"],
+                "best_us": best_us,
+                "best": key(grid["best"]["params"]),
+                "wall_s": grid["wall_s"],
+                "latency_us": dict(sorted(grid_us.items())),
+            },
+            "searches": searches,
+            "budget": budget,
+            "median_ratio_to_grid_best": median_ratio,
+            "median_jobs": median_jobs,
+            "goal_met": met,
+            "near_best": near_best,
+            "random_hit_probability": random_hit,
+        },
+    )
     return 0
 
 

@@ -22,17 +22,18 @@ torch caller pays for numpy in and out.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Tuple
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.utils._pytree as pytree
 
 import pipeline
 
-Runner = Tuple[Callable[..., Any], tuple]
+Runner = tuple[Callable[..., Any], tuple]
 
 
-def runners(backend: str, lowered: pipeline.LoweredModule, args: tuple, kwargs: Dict[str, Any]) -> Dict[str, Runner]:
+def runners(backend: str, lowered: pipeline.LoweredModule, args: tuple, kwargs: dict[str, Any]) -> dict[str, Runner]:
     """``{"raw": (fn, fn_args)}``, plus ``"ready"`` for the runtimes that take numpy."""
     handle = lowered.compiled("forward")
     inputs = lowered.signatures["forward"].bind(args, kwargs, method="forward")  # what execute() is given
@@ -40,11 +41,11 @@ def runners(backend: str, lowered: pipeline.LoweredModule, args: tuple, kwargs: 
     return _RUNNERS.get(backend, _handle_run)(handle, inputs, leaves)
 
 
-def _handle_run(handle: Any, inputs: List[Any], leaves: List[torch.Tensor]) -> Dict[str, Runner]:
+def _handle_run(handle: Any, inputs: list[Any], leaves: list[torch.Tensor]) -> dict[str, Runner]:
     return {"raw": (handle.run, (inputs,))}
 
 
-def _onnxruntime(handle: Any, inputs: List[Any], leaves: List[torch.Tensor]) -> Dict[str, Runner]:
+def _onnxruntime(handle: Any, inputs: list[Any], leaves: list[torch.Tensor]) -> dict[str, Runner]:
     run, outputs = handle.session._sess.run, handle.output_names
     places = [(name, leaves[index]) for name, index in handle.inputs]
     to_torch = torch.from_numpy
@@ -56,38 +57,50 @@ def _onnxruntime(handle: Any, inputs: List[Any], leaves: List[torch.Tensor]) -> 
     return {"raw": (raw, (places,)), "ready": (run, (outputs, feeds, None))}
 
 
-def _inductor(handle: Any, inputs: List[Any], leaves: List[torch.Tensor]) -> Dict[str, Runner]:
+def _inductor(handle: Any, inputs: list[Any], leaves: list[torch.Tensor]) -> dict[str, Runner]:
     boxed_run = handle.model.loader.boxed_run
     return {"raw": (lambda tensors: boxed_run(list(tensors)), (leaves,))}  # boxed_run empties its list
 
 
-def _torchscript(handle: Any, inputs: List[Any], leaves: List[torch.Tensor]) -> Dict[str, Runner]:
-    positional, keywords = list(inputs[:handle.positional]), dict(zip(handle.keywords, inputs[handle.positional:]))
+def _torchscript(handle: Any, inputs: list[Any], leaves: list[torch.Tensor]) -> dict[str, Runner]:
+    positional, keywords = (
+        list(inputs[: handle.positional]),
+        dict(zip(handle.keywords, inputs[handle.positional :])),
+    )
     return {"raw": (lambda: handle.fn(*positional, **keywords), ())}
 
 
-def _executorch(handle: Any, inputs: List[Any], leaves: List[torch.Tensor]) -> Dict[str, Runner]:
+def _executorch(handle: Any, inputs: list[Any], leaves: list[torch.Tensor]) -> dict[str, Runner]:
     return {"raw": (handle.loaded._method, (handle.arguments(inputs),))}  # every leaf, as the program takes them
 
 
-def _openvino(handle: Any, inputs: List[Any], leaves: List[torch.Tensor]) -> Dict[str, Runner]:
+def _openvino(handle: Any, inputs: list[Any], leaves: list[torch.Tensor]) -> dict[str, Runner]:
     import openvino
     from openvino._pyopenvino import InferRequest
 
     infer, request, shared, to_torch = InferRequest.infer, handle.request, openvino.Tensor, torch.from_numpy
 
     if len(leaves) == 1:  # one input: the tensor itself, as the lowered method passes it
+
         def raw(tensors):
             feeds = shared(tensors[0].numpy(), shared_memory=True)
             return [to_torch(array) for array in infer(request, feeds, False, False).values()]
+
         ready = shared(leaves[0].numpy(), shared_memory=True)
     else:
+
         def raw(tensors):
             feeds = {port: shared(tensor.numpy(), shared_memory=True) for port, tensor in enumerate(tensors)}
             return [to_torch(array) for array in infer(request, feeds, False, False).values()]
+
         ready = {port: shared(tensor.numpy(), shared_memory=True) for port, tensor in enumerate(leaves)}
     return {"raw": (raw, (leaves,)), "ready": (infer, (request, ready, False, False))}
 
 
-_RUNNERS = {"onnxruntime": _onnxruntime, "inductor": _inductor, "torchscript": _torchscript,
-            "executorch": _executorch, "openvino": _openvino}
+_RUNNERS = {
+    "onnxruntime": _onnxruntime,
+    "inductor": _inductor,
+    "torchscript": _torchscript,
+    "executorch": _executorch,
+    "openvino": _openvino,
+}

@@ -10,7 +10,7 @@ seeded random weights, ``input_ids`` and ``attention_mask`` of sequence length
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict, NamedTuple, Tuple
+from typing import Any, NamedTuple
 
 import torch
 
@@ -23,12 +23,12 @@ MODELS = (*ZOO, "hf_bert")
 class Workload(NamedTuple):
     name: str
     model: torch.nn.Module
-    args: Tuple[Any, ...]
-    kwargs: Dict[str, Any]
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
     torchscript_mode: str  # how the torchscript backend captures it: HF models trace, they do not script
 
     @property
-    def example_inputs(self) -> Dict[str, Dict[str, Any]]:
+    def example_inputs(self) -> dict[str, dict[str, Any]]:
         return {"forward": {"args": self.args, "kwargs": self.kwargs}}
 
 
@@ -45,8 +45,11 @@ def _from_config(name: str, batch: int) -> Workload:
 
     request = validate(compose_config([f"model={name}"]))
     spec = request.example_inputs["forward"]
-    spec = dataclasses.replace(spec, args=[_batched(item, batch) for item in spec.args],
-                               kwargs={key: _batched(item, batch) for key, item in spec.kwargs.items()})
+    spec = dataclasses.replace(
+        spec,
+        args=[_batched(item, batch) for item in spec.args],
+        kwargs={key: _batched(item, batch) for key, item in spec.kwargs.items()},
+    )
     args, kwargs = make_call(spec, request.seed)
     return Workload(name, build_model(request), args, kwargs, "trace")
 

@@ -29,8 +29,9 @@ PARTS = ("payload.bin", "handles.json", "code.py")
 
 
 class CanaryModel(nn.Module):
-    def forward(self, x: torch.Tensor, y: Optional[torch.Tensor] = None, scale: float = 2.0, *,
-                shift: int = 1) -> Dict[str, Tuple[torch.Tensor, torch.Tensor]]:
+    def forward(
+        self, x: torch.Tensor, y: Optional[torch.Tensor] = None, scale: float = 2.0, *, shift: int = 1
+    ) -> Dict[str, Tuple[torch.Tensor, torch.Tensor]]:
         return {"sum": x + y, "pair": (x * scale, y + shift)}
 
 
@@ -75,8 +76,14 @@ def write_members(path, items: List[Tuple[str, bytes]], compression: int = zipfi
     return path
 
 
-def forge(path: Path, out: Path, *, manifest: Optional[Callable[[dict], object]] = None,
-          parts: Optional[Dict[str, bytes]] = None, raw_manifest: Optional[bytes] = None) -> Path:
+def forge(
+    path: Path,
+    out: Path,
+    *,
+    manifest: Optional[Callable[[dict], object]] = None,
+    parts: Optional[Dict[str, bytes]] = None,
+    raw_manifest: Optional[bytes] = None,
+) -> Path:
     """``out``: the artifact at ``path`` with ``manifest(m)`` applied (in place, or its return value if not
     None), ``parts`` replaced, and the sha256 of replaced parts recomputed."""
     items = dict(members(path))
@@ -100,8 +107,10 @@ def forge_consistently(path: Path, out: Path, manifest: Callable[[dict], object]
 
     document = json.loads(dict(members(path))["manifest.json"])
     manifest(document)
-    methods = {m: (MethodSignature.from_json(document["signatures"][m]), OutputStructure.from_json(document["outputs"][m]))
-               for m in document["methods"]}
+    methods = {
+        m: (MethodSignature.from_json(document["signatures"][m]), OutputStructure.from_json(document["outputs"][m]))
+        for m in document["methods"]
+    }
     code, _ = render_methods(document["backend"], methods)
     return forge(path, out, manifest=manifest, parts={"code.py": code.encode()})
 

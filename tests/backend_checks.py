@@ -100,7 +100,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def run_app(tmp_path: Path, *overrides: str, timeout: float = 600) -> dict:
     """``python -m pipeline OVERRIDES`` into ``tmp_path``, as a user runs it; it must succeed. Its report."""
-    done = subprocess.run([sys.executable, "-m", "pipeline", *overrides, f"hydra.run.dir={tmp_path}"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline", *overrides, f"hydra.run.dir={tmp_path}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads((tmp_path / "report.json").read_text())

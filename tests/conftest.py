@@ -10,6 +10,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "user_backends"))  # 
 warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
 
 from backend_for_tests import register  # noqa: E402
+
 from pipeline import zoo  # noqa: E402
 
 register()
@@ -34,7 +35,8 @@ def inductor_mlp(tmp_path_factory):
     import pipeline
 
     model, inputs = zoo.build("mlp"), zoo.example_inputs("mlp")
-    lowered = pipeline.to_backend("inductor", model, {m: {"cpp_enable_kernel_profile": True} for m in inputs},
-                                  example_inputs=inputs)
+    lowered = pipeline.to_backend(
+        "inductor", model, {m: {"cpp_enable_kernel_profile": True} for m in inputs}, example_inputs=inputs
+    )
     path = pipeline.save_lowered(lowered, tmp_path_factory.mktemp("inductor") / "mlp.lowered")
     return model, inputs, lowered, path

@@ -37,8 +37,8 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
-
 from artifact_forgery import forge, members
+
 from pipeline.core.forked import fork
 from pipeline.core.payload import MAGIC, pack_parts, unpack_parts
 
@@ -63,7 +63,7 @@ def mutate(blob: bytes, rng: random.Random, kind: Optional[str] = None) -> Tuple
         return bytes(data), f"flip {flips}"
     if kind == "random":
         at, size = position(len(data), rng), rng.randint(1, 16)
-        data[at:at + size] = bytes(rng.randrange(256) for _ in range(size))[:len(data) - at]
+        data[at : at + size] = bytes(rng.randrange(256) for _ in range(size))[: len(data) - at]
         return bytes(data), f"random bytes at {at}+{size}"
     if kind == "truncate":
         size = position(len(data), rng)
@@ -72,7 +72,7 @@ def mutate(blob: bytes, rng: random.Random, kind: Optional[str] = None) -> Tuple
         if len(data) < 4:
             return bytes(data), "u32 (blob too short)"
         at, value = position(len(data) - 3, rng) // 4 * 4, rng.choice(EXTREME_U32 + (len(data), len(data) + 1))
-        data[at:at + 4] = struct.pack("<I", value)
+        data[at : at + 4] = struct.pack("<I", value)
         return bytes(data), f"u32 {value:#x} at {at}"
     if kind == "insert":
         at, size = position(len(data) + 1, rng), rng.randint(1, 64)
@@ -94,8 +94,9 @@ def stored_members(blob: bytes) -> List[zipfile.ZipInfo]:
     """The non-empty stored members of a zip blob (none if it is not a readable zip)."""
     try:
         with zipfile.ZipFile(BytesIO(blob)) as archive:
-            return [info for info in archive.infolist()
-                    if info.compress_type == zipfile.ZIP_STORED and info.file_size >= 4]
+            return [
+                info for info in archive.infolist() if info.compress_type == zipfile.ZIP_STORED and info.file_size >= 4
+            ]
     except (zipfile.BadZipFile, ValueError, OSError):
         return []
 
@@ -110,17 +111,17 @@ def mutate_member(blob: bytes, rng: random.Random) -> Optional[Tuple[bytes, str]
     data = bytearray(blob)
     name_length, extra_length = struct.unpack_from("<HH", data, info.header_offset + 26)
     start = info.header_offset + 30 + name_length + extra_length
-    content = bytes(data[start:start + info.file_size])
+    content = bytes(data[start : start + info.file_size])
     mutant, description = mutate(content, rng, rng.choice(("flip", "random", "u32")))
-    data[start:start + info.file_size] = mutant
+    data[start : start + info.file_size] = mutant
     crc = zlib.crc32(mutant)
     struct.pack_into("<I", data, info.header_offset + 14, crc)
     with zipfile.ZipFile(BytesIO(blob)) as archive:
         central = archive.start_dir
-    while data[central:central + 4] == b"PK\x01\x02":  # the central directory: find this member's entry
-        offset, = struct.unpack_from("<I", data, central + 42)
+    while data[central : central + 4] == b"PK\x01\x02":  # the central directory: find this member's entry
+        (offset,) = struct.unpack_from("<I", data, central + 42)
         name_length, extra_length, comment_length = struct.unpack_from("<HHH", data, central + 28)
-        if data[central + 46:central + 46 + name_length].decode("utf-8", "replace") == info.filename:
+        if data[central + 46 : central + 46 + name_length].decode("utf-8", "replace") == info.filename:
             struct.pack_into("<I", data, central + 16, crc)
         central += 46 + name_length + extra_length + comment_length
     return bytes(data), f"member {info.filename}: {description}"
@@ -164,8 +165,15 @@ def mutant_artifact(base: Path, out: Path, backend: str, seed: int) -> str:
 DEATH, HANG = "death", "hang"
 
 
-def load_and_call(path: Path, inputs: Sequence[Any], *, trust_code: bool, timeout: float,
-                  load: Optional[Callable[..., Any]] = None, **options: Any) -> Dict[str, Any]:
+def load_and_call(
+    path: Path,
+    inputs: Sequence[Any],
+    *,
+    trust_code: bool,
+    timeout: float,
+    load: Optional[Callable[..., Any]] = None,
+    **options: Any,
+) -> Dict[str, Any]:
     """Load ``path`` and call it once on ``inputs``, in a forked child; how that ended.
 
     ``{"outcome": "loaded" | "refused" | "error" | DEATH | HANG, ...}``: ``refused`` is an
@@ -197,8 +205,7 @@ def load_and_call(path: Path, inputs: Sequence[Any], *, trust_code: bool, timeou
             if report["outcome"] == "loaded":
                 report["call"] = type(error).__name__
             else:
-                report.update(error_type=f"{type(error).__module__}.{type(error).__name__}",
-                              message=str(error)[:2000])
+                report.update(error_type=f"{type(error).__module__}.{type(error).__name__}", message=str(error)[:2000])
         os.write(write_end, json.dumps(report).encode() + b"\n")
         os._exit(0)
     os.close(write_end)
@@ -222,7 +229,9 @@ def load_and_call(path: Path, inputs: Sequence[Any], *, trust_code: bool, timeou
     if os.WIFSIGNALED(status):
         return {"outcome": DEATH, "stage": stage, "message": f"killed by {signal.Signals(os.WTERMSIG(status)).name}"}
     if len(lines) < 1 + (stage == "call") or os.WEXITSTATUS(status) != 0:
-        return {"outcome": DEATH, "stage": stage,
-                "message": f"exited with code {os.WEXITSTATUS(status)} without a report"}
+        return {
+            "outcome": DEATH,
+            "stage": stage,
+            "message": f"exited with code {os.WEXITSTATUS(status)} without a report",
+        }
     return json.loads(lines[-1])
-

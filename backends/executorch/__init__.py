@@ -88,5 +88,4 @@ from pipeline.backends.executorch.partition import partition_summary
 from pipeline.backends.executorch.preprocess import preprocess
 from pipeline.backends.executorch.runtime import ExecuTorchBackend
 
-__all__ = ["ExecuTorchBackend", "ExecuTorchCompileSpec", "Partitioner", "Quantize", "partition_summary",
-           "preprocess"]
+__all__ = ["ExecuTorchBackend", "ExecuTorchCompileSpec", "Partitioner", "Quantize", "partition_summary", "preprocess"]

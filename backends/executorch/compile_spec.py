@@ -43,13 +43,17 @@ class ExecuTorchCompileSpec:
     calibration_samples: int = 16
 
     def __post_init__(self) -> None:
-        for name, high, meaning in (("threads", MAX_THREADS, "0: the runtime's default"),
-                                    ("calibration_samples", MAX_CALIBRATION_SAMPLES, "")):
+        for name, high, meaning in (
+            ("threads", MAX_THREADS, "0: the runtime's default"),
+            ("calibration_samples", MAX_CALIBRATION_SAMPLES, ""),
+        ):
             problem = out_of_range(getattr(self, name), 0, high, meaning)
             if problem:
                 raise FieldError(name, problem + ".")
         if self.quantize is not Quantize.none and self.partitioner is not Partitioner.xnnpack:
             # ExecuTorch's portable kernels have no quantize/dequantize ops (to_executorch fails with
             # "Missing out variants"): quantized programs run inside the XNNPACK delegate.
-            raise ValueError(f"quantize={self.quantize.value} needs partitioner=xnnpack: the portable kernels "
-                             "have no quantized ops; allowed with partitioner=none: quantize=none.")
+            raise ValueError(
+                f"quantize={self.quantize.value} needs partitioner=xnnpack: the portable kernels "
+                "have no quantized ops; allowed with partitioner=none: quantize=none."
+            )

@@ -20,8 +20,8 @@ from __future__ import annotations
 import functools
 import re
 import struct
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional
 
 from pipeline.core.backend import LoweringError
 
@@ -50,14 +50,16 @@ class Buffer:
             raise self.fail(f"{what} at byte {at} is not 4-byte aligned.")
         return at + self._read("<I", at, what)
 
-    def root(self, identifiers, name: str) -> "Table":
+    def root(self, identifiers, name: str) -> Table:
         found = self.data[4:8]
         if found not in identifiers:
-            raise self.fail(f"file identifier {found!r} is not one the installed runtime reads "
-                            f"({', '.join(repr(i) for i in identifiers)}).")
+            raise self.fail(
+                f"file identifier {found!r} is not one the installed runtime reads "
+                f"({', '.join(repr(i) for i in identifiers)})."
+            )
         return self.table(self.uoffset(0, "the root offset"), name)
 
-    def table(self, at: int, what: str) -> "Table":
+    def table(self, at: int, what: str) -> Table:
         self.tables_left -= 1
         if self.tables_left < 0:
             raise self.fail(f"{what}: more tables than the flatbuffer has bytes for (shared tables).")
@@ -77,10 +79,16 @@ class Buffer:
 
 class Table:
     def __init__(self, buffer: Buffer, at: int, vtable: int, vtable_size: int, size: int, what: str):
-        self.buffer, self.at, self.vtable, self.vtable_size, self.size, self.what = \
-            buffer, at, vtable, vtable_size, size, what
+        self.buffer, self.at, self.vtable, self.vtable_size, self.size, self.what = (
+            buffer,
+            at,
+            vtable,
+            vtable_size,
+            size,
+            what,
+        )
 
-    def _field(self, slot: int, width: int, name: str) -> Optional[int]:
+    def _field(self, slot: int, width: int, name: str) -> int | None:
         """The position of the field in ``slot``, or None if it is absent."""
         entry = 4 + 2 * slot
         if entry + 2 > self.vtable_size:
@@ -96,17 +104,23 @@ class Table:
         at = self._field(slot, struct.calcsize(fmt), name)
         return default if at is None else self.buffer._read(fmt, at, f"{self.what}.{name}")
 
-    def table(self, slot: int, name: str) -> Optional[Table]:
+    def table(self, slot: int, name: str) -> Table | None:
         at = self._field(slot, 4, name)
-        return None if at is None else self.buffer.table(self.buffer.uoffset(at, f"{self.what}.{name}"),
-                                                         f"{self.what}.{name}")
+        return (
+            None
+            if at is None
+            else self.buffer.table(self.buffer.uoffset(at, f"{self.what}.{name}"), f"{self.what}.{name}")
+        )
 
-    def string(self, slot: int, name: str, limit: int = MAX_STRING_BYTES) -> Optional[str]:
+    def string(self, slot: int, name: str, limit: int = MAX_STRING_BYTES) -> str | None:
         """The UTF-8 text in ``slot`` (None if absent); text that is not UTF-8, or longer than ``limit``
         bytes, is an error."""
         at = self._field(slot, 4, name)
-        return None if at is None else self.buffer_string(self.buffer.uoffset(at, f"{self.what}.{name}"),
-                                                          f"{self.what}.{name}", limit)
+        return (
+            None
+            if at is None
+            else self.buffer_string(self.buffer.uoffset(at, f"{self.what}.{name}"), f"{self.what}.{name}", limit)
+        )
 
     def buffer_string(self, at: int, what: str, limit: int) -> str:
         buffer = self.buffer
@@ -116,14 +130,16 @@ class Table:
         end = at + 4 + length
         if end + 1 > len(buffer.data) or buffer.data[end] != 0:
             raise buffer.fail(f"{what} ({length} bytes at byte {at}) runs past the flatbuffer or is not terminated.")
-        raw = buffer.data[at + 4:end]
+        raw = buffer.data[at + 4 : end]
         try:
             return raw.decode("utf-8")
         except UnicodeDecodeError as error:
-            raise buffer.fail(f"{what} is not UTF-8 text ({error.reason} at byte {error.start}: "
-                              f"{raw[max(0, error.start - 8):error.start + 8]!r}).") from None
+            raise buffer.fail(
+                f"{what} is not UTF-8 text ({error.reason} at byte {error.start}: "
+                f"{raw[max(0, error.start - 8) : error.start + 8]!r})."
+            ) from None
 
-    def vector(self, slot: int, name: str, width: int) -> List[int]:
+    def vector(self, slot: int, name: str, width: int) -> list[int]:
         """The element positions of the vector in ``slot`` (empty if absent)."""
         at = self._field(slot, 4, name)
         if at is None:
@@ -147,20 +163,21 @@ class Table:
 
 # -- field slots from the installed schemas -----------------------------------------------------------
 
+
 def schema_text(path: Path) -> str:
     """A ``.fbs`` file without its comments."""
     return re.sub(r"//[^\n]*", "", path.read_text())
 
 
-@functools.lru_cache(maxsize=None)
-def slots(path: Path, table: str) -> Dict[str, int]:
+@functools.cache
+def slots(path: Path, table: str) -> dict[str, int]:
     """``{field: slot}`` of ``table`` in the schema at ``path``; a union field ``f`` has ``f_type`` too."""
     text = schema_text(path)
     unions = set(re.findall(r"\bunion\s+(\w+)", text))
     block = re.search(rf"\btable\s+{table}\s*\{{([^}}]*)\}}", text)
     if block is None:
         raise LoweringError(f"The installed ExecuTorch schema {path} has no table {table!r}.")
-    found: Dict[str, int] = {}
+    found: dict[str, int] = {}
     slot = 0
     for name, kind in re.findall(r"(\w+)\s*:\s*(\[?[\w.]+\]?)[^;]*;", block.group(1)):
         if kind in unions:
@@ -171,8 +188,8 @@ def slots(path: Path, table: str) -> Dict[str, int]:
     return found
 
 
-@functools.lru_cache(maxsize=None)
-def union_members(path: Path, union: str) -> Dict[str, int]:
+@functools.cache
+def union_members(path: Path, union: str) -> dict[str, int]:
     """``{member: type value}`` of ``union`` (the first member is 1; 0 is NONE)."""
     block = re.search(rf"\bunion\s+{union}\s*\{{([^}}]*)\}}", schema_text(path))
     if block is None:
@@ -180,7 +197,7 @@ def union_members(path: Path, union: str) -> Dict[str, int]:
     return {name: i + 1 for i, name in enumerate(re.findall(r"\w+", block.group(1)))}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def file_identifier(path: Path) -> bytes:
     found = re.search(r'file_identifier\s+"(\w{4})"', schema_text(path))
     if found is None:

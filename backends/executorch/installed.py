@@ -11,9 +11,8 @@ import importlib
 import warnings
 from types import ModuleType
 
-from pipeline.core.backend import LoweringError
-
 from pipeline.backends.executorch.compile_spec import NAME
+from pipeline.core.backend import LoweringError
 
 INSTALL_HINT = "pip install 'lowering-pipeline[executorch]'"
 
@@ -38,7 +37,7 @@ def runtime_bindings() -> ModuleType:
     return executorch_module("executorch.extension.pybindings.portable_lib")
 
 
-def runtime() -> "object":
+def runtime() -> object:
     """The process's ``executorch.runtime.Runtime``."""
     return executorch_module("executorch.runtime").Runtime.get()
 

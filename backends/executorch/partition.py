@@ -32,21 +32,21 @@ from __future__ import annotations
 
 import operator
 from collections import deque
-from typing import Any, Callable, Dict, Iterable, List, Optional, Set
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
-
-from pipeline.core.backend import unpack_parts
 
 from pipeline.backends.executorch.compile_spec import NAME
 from pipeline.backends.executorch.program import execution_plan
 from pipeline.backends.executorch.xnnpack_graph import delegate_nodes
+from pipeline.core.backend import unpack_parts
 
 HANDLE_KEY = "pipeline_debug_handle"
 XNNPACK = "XnnpackBackend"
 
 
-def tag_handles(handles: Dict[torch.fx.Node, int]) -> None:
+def tag_handles(handles: dict[torch.fx.Node, int]) -> None:
     """Write each node's debug handle where torch and ExecuTorch carry it along (``meta["custom"]``),
     and make the node the first of its own provenance (``meta["from_node"]``).
 
@@ -61,7 +61,7 @@ def tag_handles(handles: Dict[torch.fx.Node, int]) -> None:
         node.meta["from_node"] = [torch.fx.traceback.NodeSource(node, pass_name="pipeline debug handles")]
 
 
-def method_table(program: Any, method: str) -> List[Dict[str, Any]]:
+def method_table(program: Any, method: str) -> list[dict[str, Any]]:
     """One entry per instruction of ``method`` (see the module docstring)."""
     emitted = _emitting_nodes(program.exported_program(method).graph_module.graph)
     plan = execution_plan(program, method)
@@ -71,8 +71,12 @@ def method_table(program: Any, method: str) -> List[Dict[str, Any]]:
         kind = type(arguments).__name__
         node = emitted.get(index)
         own = _nearest(node, _own_handle) if node is not None else None
-        entry: Dict[str, Any] = {"instruction": index, "kind": "other", "name": kind,
-                                 "handles": [] if own is None else [own]}
+        entry: dict[str, Any] = {
+            "instruction": index,
+            "kind": "other",
+            "name": kind,
+            "handles": [] if own is None else [own],
+        }
         if kind == "KernelCall":
             op = plan.operators[arguments.op_index]
             entry.update(kind="kernel", name=f"{op.name}.{op.overload}" if op.overload else op.name)
@@ -86,18 +90,22 @@ def method_table(program: Any, method: str) -> List[Dict[str, Any]]:
     return table
 
 
-def _emitting_nodes(graph: torch.fx.Graph) -> Dict[int, torch.fx.Node]:
+def _emitting_nodes(graph: torch.fx.Graph) -> dict[int, torch.fx.Node]:
     """Instruction index -> the node that emitted it. The emitter sets the ``debug_handle`` of each node
     that emits an instruction to that instruction's index (getitems keep a stale one: skipped)."""
-    found: Dict[int, torch.fx.Node] = {}
+    found: dict[int, torch.fx.Node] = {}
     for node in graph.nodes:
-        if node.op == "call_function" and node.target is not operator.getitem and node.meta.get("debug_handle") is not None:
+        if (
+            node.op == "call_function"
+            and node.target is not operator.getitem
+            and node.meta.get("debug_handle") is not None
+        ):
             found.setdefault(int(node.meta["debug_handle"]), node)
     return found
 
 
-def backend_map(method: str, table: List[Dict[str, Any]]) -> Dict[str, List[int]]:
-    entries: Dict[str, List[int]] = {}
+def backend_map(method: str, table: list[dict[str, Any]]) -> dict[str, list[int]]:
+    entries: dict[str, list[int]] = {}
     for entry in table:
         key = f"{method}/{entry['instruction']}:{entry['name']}"
         entries[key] = list(entry["handles"])
@@ -106,17 +114,21 @@ def backend_map(method: str, table: List[Dict[str, Any]]) -> Dict[str, List[int]
     return entries
 
 
-def partition_summary(lowered: Any) -> Dict[str, Any]:
+def partition_summary(lowered: Any) -> dict[str, Any]:
     """Per method of an executorch-lowered module: its delegates and portable kernels with the debug
     handles of the FX nodes each runs, and how many of the method's FX nodes went where (`method_partition`)."""
     meta, _ = unpack_parts(lowered.payload, NAME)
-    return {method: method_partition(method_meta["instructions"],
-                                     {h for h, r in lowered.handle_map.handles.items() if r.method == method},
-                                     lowered.method_compile_spec[method])
-            for method, method_meta in meta["methods"].items()}
+    return {
+        method: method_partition(
+            method_meta["instructions"],
+            {h for h, r in lowered.handle_map.handles.items() if r.method == method},
+            lowered.method_compile_spec[method],
+        )
+        for method, method_meta in meta["methods"].items()
+    }
 
 
-def method_partition(table: List[Dict[str, Any]], issued: Set[int], options: Dict[str, Any]) -> Dict[str, Any]:
+def method_partition(table: list[dict[str, Any]], issued: set[int], options: dict[str, Any]) -> dict[str, Any]:
     """One method's partition, as the run's report shows it (``backend_notes``).
 
     ``not_run`` counts FX nodes no instruction runs: folded away while lowering (``detach``, no-op
@@ -127,11 +139,21 @@ def method_partition(table: List[Dict[str, Any]], issued: Set[int], options: Dic
     return {
         "partitioner": options["partitioner"],
         "quantize": options["quantize"],
-        "delegates": [{"instruction": e["instruction"], "backend": e["name"], "debug_handles": e["handles"],
-                       "nodes": [node["name"] for node in e["nodes"]]}
-                      for e in table if e["kind"] == "delegate"],
-        "portable_kernels": [{"instruction": e["instruction"], "kernel": e["name"], "debug_handles": e["handles"]}
-                             for e in table if e["kind"] == "kernel"],
+        "delegates": [
+            {
+                "instruction": e["instruction"],
+                "backend": e["name"],
+                "debug_handles": e["handles"],
+                "nodes": [node["name"] for node in e["nodes"]],
+            }
+            for e in table
+            if e["kind"] == "delegate"
+        ],
+        "portable_kernels": [
+            {"instruction": e["instruction"], "kernel": e["name"], "debug_handles": e["handles"]}
+            for e in table
+            if e["kind"] == "kernel"
+        ],
         "fx_nodes": len(issued),
         "delegated": len(delegated),
         "portable": len(portable),
@@ -139,12 +161,12 @@ def method_partition(table: List[Dict[str, Any]], issued: Set[int], options: Dic
     }
 
 
-def _delegate_node_entries(lowered: Any, fx_of: Dict[int, List[int]]) -> List[Dict[str, Any]]:
+def _delegate_node_entries(lowered: Any, fx_of: dict[int, list[int]]) -> list[dict[str, Any]]:
     nodes = delegate_nodes(lowered.processed_bytes)
-    owner: Dict[int, int] = {}
+    owner: dict[int, int] = {}
     for index, (_, edge_handle) in enumerate(nodes):
         owner.setdefault(edge_handle, index)
-    taken_in: Dict[int, Set[int]] = {index: {edge_handle} for index, (_, edge_handle) in enumerate(nodes)}
+    taken_in: dict[int, set[int]] = {index: {edge_handle} for index, (_, edge_handle) in enumerate(nodes)}
     for node in lowered.original_module.graph.nodes:
         for edge_handle in _edge_handles(node):
             if edge_handle in owner:
@@ -152,12 +174,14 @@ def _delegate_node_entries(lowered: Any, fx_of: Dict[int, List[int]]) -> List[Di
             index = _nearest(node, lambda n: next((owner[h] for h in _edge_handles(n) if h in owner), None))
             if index is not None:
                 taken_in[index].add(edge_handle)
-    return [{"name": name, "handles": _union(fx_of.get(h, ()) for h in sorted(taken_in[index]))}
-            for index, (name, _) in enumerate(nodes)]
+    return [
+        {"name": name, "handles": _union(fx_of.get(h, ()) for h in sorted(taken_in[index]))}
+        for index, (name, _) in enumerate(nodes)
+    ]
 
 
-def _fx_handles_by_edge_handle(graph: torch.fx.Graph) -> Dict[int, List[int]]:
-    found: Dict[int, Set[int]] = {}
+def _fx_handles_by_edge_handle(graph: torch.fx.Graph) -> dict[int, list[int]]:
+    found: dict[int, set[int]] = {}
     for node in graph.nodes:
         edge_handles = _edge_handles(node)
         if not edge_handles:
@@ -168,12 +192,12 @@ def _fx_handles_by_edge_handle(graph: torch.fx.Graph) -> Dict[int, List[int]]:
     return {edge_handle: sorted(handles) for edge_handle, handles in found.items()}
 
 
-def _own_handle(node: torch.fx.Node) -> Optional[int]:
+def _own_handle(node: torch.fx.Node) -> int | None:
     custom = node.meta.get("custom")
     return custom.get(HANDLE_KEY) if isinstance(custom, dict) else None
 
 
-def _nearest(node: torch.fx.Node, value_of: Callable[[torch.fx.Node], Optional[int]]) -> Optional[int]:
+def _nearest(node: torch.fx.Node, value_of: Callable[[torch.fx.Node], int | None]) -> int | None:
     """``value_of`` the node itself, else of the nearest node it reads from that has one (a quantize
     node: the op whose output it quantizes), else of the nearest that reads it (a weight's
     dequantize: the op that uses the weight)."""
@@ -194,13 +218,13 @@ def _nearest(node: torch.fx.Node, value_of: Callable[[torch.fx.Node], Optional[i
     return None
 
 
-def _edge_handles(node: torch.fx.Node) -> List[int]:
+def _edge_handles(node: torch.fx.Node) -> list[int]:
     if node.op != "call_function":
         return []
     return _as_list(node.meta.get("debug_handle"))
 
 
-def _as_list(value: Any) -> List[int]:
+def _as_list(value: Any) -> list[int]:
     if value is None:
         return []
     if isinstance(value, (list, tuple)):
@@ -208,5 +232,5 @@ def _as_list(value: Any) -> List[int]:
     return [int(value)]
 
 
-def _union(groups: Iterable[Iterable[int]]) -> List[int]:
+def _union(groups: Iterable[Iterable[int]]) -> list[int]:
     return sorted({h for group in groups for h in group})

@@ -12,25 +12,26 @@ interprets.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
-
-from pipeline.core.backend import PreprocessResult, exported_method, options_of, pack_parts, parse_method_specs
 
 from pipeline.backends.executorch.compile_spec import NAME, ExecuTorchCompileSpec, Quantize
 from pipeline.backends.executorch.partition import backend_map, method_partition, method_table, tag_handles
 from pipeline.backends.executorch.program import to_executorch
 from pipeline.backends.executorch.quantize import quantize
+from pipeline.core.backend import PreprocessResult, exported_method, options_of, pack_parts, parse_method_specs
 
 
-def preprocess(program: Any, method_compile_spec: Mapping[str, Mapping[str, Any]],
-               generate_debug_handles: Callable) -> PreprocessResult:
+def preprocess(
+    program: Any, method_compile_spec: Mapping[str, Mapping[str, Any]], generate_debug_handles: Callable
+) -> PreprocessResult:
     specs = parse_method_specs(ExecuTorchCompileSpec, method_compile_spec)
-    programs: Dict[str, bytes] = {}
-    methods_meta: Dict[str, Any] = {}
-    handles: Dict[str, Any] = {}
-    notes: Dict[str, Any] = {}
+    programs: dict[str, bytes] = {}
+    methods_meta: dict[str, Any] = {}
+    handles: dict[str, Any] = {}
+    notes: dict[str, Any] = {}
     for method, spec in specs.items():
         exported = exported_method(program, method, NAME)
         issued = generate_debug_handles(exported.graph, method=method)
@@ -46,7 +47,7 @@ def preprocess(program: Any, method_compile_spec: Mapping[str, Mapping[str, Any]
     return PreprocessResult(pack_parts(NAME, {"methods": methods_meta}, programs), handles, notes)
 
 
-def takes_flat_tensors(exported: "torch.export.ExportedProgram") -> bool:
+def takes_flat_tensors(exported: torch.export.ExportedProgram) -> bool:
     """Whether the method's arguments are tensors passed positionally (no nesting, no keywords), so
     that the runtime can hand them to ExecuTorch as they come."""
     args, kwargs = exported.example_inputs or ((), {})

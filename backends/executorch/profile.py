@@ -32,32 +32,50 @@ import os
 import re
 import tempfile
 import warnings
-from typing import Any, Dict, List, Optional, Sequence, Tuple
-
-from pipeline.core.backend import UNKNOWN_HANDLE, BackendRuntimeError, ProfileEvent
+from collections.abc import Sequence
+from typing import Any
 
 from pipeline.backends.executorch import installed
+from pipeline.core.backend import UNKNOWN_HANDLE, BackendRuntimeError, ProfileEvent
 
 _NANOSECONDS = 1e-9
 _RUN_END = "Method::execute"
 _KERNEL_EVENT = "OPERATOR_CALL"
 _DELEGATE_EVENT = "DELEGATE_CALL"
 # XNNPACK unary operators that its name table lacks print as "Invalid Unary Op".
-_UNARY = {"abs", "ceiling", "clamp", "cos", "elu", "exp", "floor", "gelu", "hardswish", "leakyrelu", "log",
-          "negate", "reciprocalsquareroot", "sigmoid", "sin", "square", "squareroot", "tanh"}
+_UNARY = {
+    "abs",
+    "ceiling",
+    "clamp",
+    "cos",
+    "elu",
+    "exp",
+    "floor",
+    "gelu",
+    "hardswish",
+    "leakyrelu",
+    "log",
+    "negate",
+    "reciprocalsquareroot",
+    "sigmoid",
+    "sin",
+    "square",
+    "squareroot",
+    "tanh",
+}
 _SAME_OPERATION = {"mean": ("globalavgpooling",), "copy": ("staticreshape", "squeeze", "unsqueeze")}
 
 
 # One ETDump profile event: (name, chain, instruction, delegate operator or "", start, end).
-Event = Tuple[str, int, int, str, int, int]
+Event = tuple[str, int, int, str, int, int]
 
 
-def profile_method(method: Any, arguments: List[Any]) -> List[ProfileEvent]:
+def profile_method(method: Any, arguments: list[Any]) -> list[ProfileEvent]:
     data = _etdump_of_calls(method, arguments, calls=2)  # a warm-up, then the call reported
     return profile_events(method.method, method.instructions, last_call(read_etdump(data)))
 
 
-def failing_instruction(method: Any, arguments: List[Any]) -> Optional[Dict[str, Any]]:
+def failing_instruction(method: Any, arguments: list[Any]) -> dict[str, Any] | None:
     """The instruction-table entry of the instruction a failing call stopped at, found by running the
     call again on a separate copy of the program with ETDump on (ExecuTorch logs each instruction's
     event even when it fails), or None when no instruction ran (e.g. the inputs were refused)."""
@@ -70,7 +88,7 @@ def failing_instruction(method: Any, arguments: List[Any]) -> Optional[Dict[str,
     return by_index.get(ran[-1][2]) if ran else None
 
 
-def _etdump_of_calls(method: Any, arguments: List[Any], calls: int, failing: bool = False) -> bytes:
+def _etdump_of_calls(method: Any, arguments: list[Any], calls: int, failing: bool = False) -> bytes:
     with tempfile.TemporaryDirectory(prefix="pipeline-executorch-etdump-") as directory:
         program = installed.runtime().load_program(method.pte, enable_etdump=True, debug_buffer_size=0)
         loaded = program.load_method(method.method)
@@ -86,7 +104,7 @@ def _etdump_of_calls(method: Any, arguments: List[Any], calls: int, failing: boo
             return handle.read()
 
 
-def read_etdump(data: bytes) -> List[Event]:
+def read_etdump(data: bytes) -> list[Event]:
     serialize = installed.executorch_module("executorch.devtools.etdump.serialize")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # its own use of importlib.resources
@@ -96,23 +114,30 @@ def read_etdump(data: bytes) -> List[Event]:
         for event in run.events or ():
             found = event.profile_event
             if found is not None:
-                events.append((found.name or "", found.chain_index, found.instruction_id,
-                               found.delegate_debug_id_str or "", found.start_time, found.end_time))
+                events.append(
+                    (
+                        found.name or "",
+                        found.chain_index,
+                        found.instruction_id,
+                        found.delegate_debug_id_str or "",
+                        found.start_time,
+                        found.end_time,
+                    )
+                )
     return events
 
 
-def last_call(events: List[Event]) -> List[Event]:
+def last_call(events: list[Event]) -> list[Event]:
     """The events of the last ``execute``: those after the one-but-last ``Method::execute`` event."""
     ends = [i for i, event in enumerate(events) if event[0] == _RUN_END]
     if not ends:
         return []
     start = ends[-2] + 1 if len(ends) > 1 else 0
-    return events[start:ends[-1]]
+    return events[start : ends[-1]]
 
 
-def profile_events(method: str, instructions: List[Dict[str, Any]],
-                   events: List[Event]) -> List[ProfileEvent]:
-    by_instruction: Dict[int, List[Event]] = {}
+def profile_events(method: str, instructions: list[dict[str, Any]], events: list[Event]) -> list[ProfileEvent]:
+    by_instruction: dict[int, list[Event]] = {}
     for event in events:
         if event[1] == 0:  # the method's one chain
             by_instruction.setdefault(event[2], []).append(event)
@@ -130,7 +155,7 @@ def profile_events(method: str, instructions: List[Dict[str, Any]],
     return reported
 
 
-def _delegate_events(key: str, entry: Dict[str, Any], found: List[Event]) -> List[ProfileEvent]:
+def _delegate_events(key: str, entry: dict[str, Any], found: list[Event]) -> list[ProfileEvent]:
     calls = [e for e in found if e[0] == _DELEGATE_EVENT]
     total = _seconds(calls[-1]) if calls else 0.0
     inside = [e for e in found if e[3]]
@@ -149,7 +174,7 @@ def _delegate_events(key: str, entry: Dict[str, Any], found: List[Event]) -> Lis
     return reported
 
 
-def align(operators: Sequence[str], nodes: Sequence[str]) -> List[List[int]]:
+def align(operators: Sequence[str], nodes: Sequence[str]) -> list[list[int]]:
     """For each operator (in run order), the indices of the delegate nodes it runs.
 
     Operators and nodes are paired in order, as many pairs as possible and the
@@ -161,9 +186,10 @@ def align(operators: Sequence[str], nodes: Sequence[str]) -> List[List[int]]:
     best = [[0] * (m + 1) for _ in range(n + 1)]
     for i in range(n - 1, -1, -1):
         for j in range(m - 1, -1, -1):
-            best[i][j] = max(best[i + 1][j], best[i][j + 1],
-                             10 + _likeness(operators[i], nodes[j]) + best[i + 1][j + 1])
-    pairs: List[Optional[int]] = [None] * n
+            best[i][j] = max(
+                best[i + 1][j], best[i][j + 1], 10 + _likeness(operators[i], nodes[j]) + best[i + 1][j + 1]
+            )
+    pairs: list[int | None] = [None] * n
     i = j = 0
     while i < n and j < m:
         if best[i][j] == 10 + _likeness(operators[i], nodes[j]) + best[i + 1][j + 1]:
@@ -173,7 +199,7 @@ def align(operators: Sequence[str], nodes: Sequence[str]) -> List[List[int]]:
             j += 1
         else:
             i += 1
-    covered: List[List[int]] = [[] if p is None else [p] for p in pairs]
+    covered: list[list[int]] = [[] if p is None else [p] for p in pairs]
     paired = [i for i, p in enumerate(pairs) if p is not None]
     taken = {p for p in pairs if p is not None}
     for node in range(m):
@@ -194,8 +220,11 @@ def _likeness(operator: str, node: str) -> int:
         return 3
     if op in kind or bare in op:
         return 2
-    if (any(kind.startswith(alias) for alias in _SAME_OPERATION.get(op, ())) or ("unary" in op and kind in _UNARY)
-            or op[:4] == kind[:4]):
+    if (
+        any(kind.startswith(alias) for alias in _SAME_OPERATION.get(op, ()))
+        or ("unary" in op and kind in _UNARY)
+        or op[:4] == kind[:4]
+    ):
         return 1
     return 0
 

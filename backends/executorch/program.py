@@ -14,17 +14,16 @@ the kernels.
 
 from __future__ import annotations
 
-from typing import Any, List
+from typing import Any
 
 import torch
 
-from pipeline.core.backend import LoweringError, format_choices, quiet
-
 from pipeline.backends.executorch.compile_spec import NAME, ExecuTorchCompileSpec, Partitioner
 from pipeline.backends.executorch.installed import executorch_module, runtime
+from pipeline.core.backend import LoweringError, format_choices, quiet
 
 
-def to_executorch(exported: "object", spec: ExecuTorchCompileSpec, method: str) -> Any:
+def to_executorch(exported: object, spec: ExecuTorchCompileSpec, method: str) -> Any:
     """The ``ExecutorchProgramManager`` of one method."""
     exir = executorch_module("executorch.exir")
     partitioners = None
@@ -50,12 +49,14 @@ def _hint(exported: Any, spec: ExecuTorchCompileSpec, error: Exception) -> str:
     """What to do when XNNPACK kept an op whole for itself but cannot take it: inside torch.cond branches."""
     control_flow = any(isinstance(node.target, torch._ops.HigherOrderOperator) for node in exported.graph.nodes)
     if spec.partitioner is Partitioner.xnnpack and control_flow and "not decomposed or delegated" in str(error):
-        return ("\n(The method has control flow (torch.cond): XNNPACK does not delegate inside its branches. "
-                "Lower it with compile_spec partitioner=none, which runs ExecuTorch's portable kernels.)")
+        return (
+            "\n(The method has control flow (torch.cond): XNNPACK does not delegate inside its branches. "
+            "Lower it with compile_spec partitioner=none, which runs ExecuTorch's portable kernels.)"
+        )
     return ""
 
 
-def kernel_names(program: Any, method: str) -> List[str]:
+def kernel_names(program: Any, method: str) -> list[str]:
     """The portable kernels the method's instructions call, as the runtime names them."""
     plan = execution_plan(program, method)
     return [f"{op.name}.{op.overload}" if op.overload else op.name for op in plan.operators]

@@ -32,12 +32,10 @@ from __future__ import annotations
 import importlib.util
 import struct
 from pathlib import Path
-from typing import Dict, List, Set, Tuple
-
-from pipeline.core.backend import LoweringError
 
 from pipeline.backends.executorch.compile_spec import NAME
 from pipeline.backends.executorch.flatbuffer import Buffer, Table, file_identifier, slots, union_members
+from pipeline.core.backend import LoweringError
 
 EXTENDED_HEADER = b"eh00"
 XNNPACK_HEADER = b"XH00"
@@ -58,7 +56,7 @@ def program_schema() -> Path:
     return _package_dir() / "schema" / "program.fbs"
 
 
-def xnnpack_schemas() -> List[Path]:
+def xnnpack_schemas() -> list[Path]:
     directory = _package_dir() / "backends" / "xnnpack" / "serialization"
     return [directory / "schema.fbs", directory / "runtime_schema.fbs"]
 
@@ -81,11 +79,11 @@ def check_program(pte: bytes, method: str) -> None:
         for index in _plan_delegates(plan, schema, len(segments), inline, program):
             if index is not None:
                 offset, size = segments[index]
-                blob = pte[base + offset:base + offset + size]
+                blob = pte[base + offset : base + offset + size]
                 check_xnnpack_blob(blob, keys, f"{where}, XNNPACK delegate in segment {index}")
 
 
-def _extended_header(pte: bytes, where: str) -> Tuple[int, int, int]:
+def _extended_header(pte: bytes, where: str) -> tuple[int, int, int]:
     """``(program size, segment base offset, segment data size)``, each checked against the file."""
     if pte[8:12] != EXTENDED_HEADER:
         return len(pte), 0, 0  # no segments: the whole file is the flatbuffer
@@ -96,19 +94,24 @@ def _extended_header(pte: bytes, where: str) -> Tuple[int, int, int]:
     if length < 24 or length > 64:
         raise LoweringError(f"{where}: the extended header claims {length} bytes; ExecuTorch writes 24 to 64.")
     if not 8 + length <= program_size <= len(pte):
-        raise LoweringError(f"{where}: the extended header puts the program's end at byte {program_size}, "
-                            f"outside the {len(pte)}-byte file.")
+        raise LoweringError(
+            f"{where}: the extended header puts the program's end at byte {program_size}, "
+            f"outside the {len(pte)}-byte file."
+        )
     if base and not program_size <= base <= len(pte):
-        raise LoweringError(f"{where}: the segments start at byte {base}, not between the program's end "
-                            f"({program_size}) and the file's ({len(pte)}).")
+        raise LoweringError(
+            f"{where}: the segments start at byte {base}, not between the program's end "
+            f"({program_size}) and the file's ({len(pte)})."
+        )
     if base and data_size and base + data_size > len(pte):
-        raise LoweringError(f"{where}: the extended header claims {data_size} bytes of segments from byte "
-                            f"{base}, past the {len(pte)}-byte file.")
+        raise LoweringError(
+            f"{where}: the extended header claims {data_size} bytes of segments from byte "
+            f"{base}, past the {len(pte)}-byte file."
+        )
     return program_size, base, (data_size or len(pte) - base) if base else 0
 
 
-def _segments(root: Table, fields: Dict[str, int], base: int, data_size: int,
-              program: Buffer) -> List[Tuple[int, int]]:
+def _segments(root: Table, fields: dict[str, int], base: int, data_size: int, program: Buffer) -> list[tuple[int, int]]:
     """``[(offset, size)]`` of every segment, relative to the segment base, inside the segment data and
     not overlapping."""
     schema = program_schema()
@@ -117,9 +120,11 @@ def _segments(root: Table, fields: Dict[str, int], base: int, data_size: int,
     for i, table in enumerate(root.tables(fields["segments"], "segments")):
         offset = table.scalar(segment["offset"], "<Q", "offset")
         size = table.scalar(segment["size"], "<Q", "size")
-        if not base or offset + size > data_size:
-            raise program.fail(f"segments[{i}] (offset {offset}, {size} bytes) lies outside the file's "
-                               f"{data_size} bytes of segment data.")
+        if (size and not base) or offset + size > data_size:  # an empty segment needs no segment data
+            raise program.fail(
+                f"segments[{i}] (offset {offset}, {size} bytes) lies outside the file's "
+                f"{data_size} bytes of segment data."
+            )
         found.append((offset, size))
     ordered = sorted((offset, size, i) for i, (offset, size) in enumerate(found))
     for (offset, size, i), (next_offset, _, j) in zip(ordered, ordered[1:]):
@@ -128,9 +133,9 @@ def _segments(root: Table, fields: Dict[str, int], base: int, data_size: int,
     return found
 
 
-def _named_data(root: Table, fields: Dict[str, int], segments: int, program: Buffer) -> Set[str]:
+def _named_data(root: Table, fields: dict[str, int], segments: int, program: Buffer) -> set[str]:
     named = slots(program_schema(), "NamedData")
-    keys: Set[str] = set()
+    keys: set[str] = set()
     for i, entry in enumerate(root.tables(fields["named_data"], "named_data")):
         key = entry.string(named["key"], "key", MAX_KEY_BYTES)
         if not key or key in keys:
@@ -142,12 +147,14 @@ def _named_data(root: Table, fields: Dict[str, int], segments: int, program: Buf
     return keys
 
 
-def _subsegments(root: Table, fields: Dict[str, int], segments: List[Tuple[int, int]], program: Buffer) -> None:
+def _subsegments(root: Table, fields: dict[str, int], segments: list[tuple[int, int]], program: Buffer) -> None:
     """The constant segment and the mutable data segments: indices into the segments, offsets inside them."""
     sub = slots(program_schema(), "SubsegmentOffsets")
     tables = [("constant_segment", root.table(fields["constant_segment"], "constant_segment"))]
-    tables += [(f"mutable_data_segments[{i}]", t)
-               for i, t in enumerate(root.tables(fields["mutable_data_segments"], "mutable_data_segments"))]
+    tables += [
+        (f"mutable_data_segments[{i}]", t)
+        for i, t in enumerate(root.tables(fields["mutable_data_segments"], "mutable_data_segments"))
+    ]
     for name, table in tables:
         if table is None:
             continue
@@ -173,8 +180,11 @@ def _plan_delegates(plan: Table, schema: Path, segments: int, inline: int, progr
         op.string(operator["name"], "name", MAX_NAME_BYTES)
         op.string(operator["overload"], "overload", MAX_NAME_BYTES)
     _value_texts(plan, fields, schema)
-    delegate, reference, spec = (slots(schema, "BackendDelegate"), slots(schema, "BackendDelegateDataReference"),
-                                 slots(schema, "CompileSpec"))
+    delegate, reference, spec = (
+        slots(schema, "BackendDelegate"),
+        slots(schema, "BackendDelegateDataReference"),
+        slots(schema, "CompileSpec"),
+    )
     for i, entry in enumerate(plan.tables(fields["delegates"], "delegates")):
         backend = entry.string(delegate["id"], "id", MAX_NAME_BYTES)
         for compile_spec in entry.tables(delegate["compile_specs"], "compile_specs"):
@@ -186,16 +196,22 @@ def _plan_delegates(plan: Table, schema: Path, segments: int, inline: int, progr
         index = processed.scalar(reference["index"], "<I", "index")
         limit = {INLINE: inline, SEGMENT: segments}.get(location)
         if limit is None or index >= limit:
-            raise program.fail(f"delegates[{i}] ({backend!r}) points at {'segment' if location else 'inline data'} "
-                               f"{index} (location {location}); there are {limit or 0}.")
+            raise program.fail(
+                f"delegates[{i}] ({backend!r}) points at {'segment' if location else 'inline data'} "
+                f"{index} (location {location}); there are {limit or 0}."
+            )
         yield index if location == SEGMENT and backend == XNNPACK_ID else None
 
 
-def _value_texts(plan: Table, fields: Dict[str, int], schema: Path) -> None:
+def _value_texts(plan: Table, fields: dict[str, int], schema: Path) -> None:
     """The texts among the plan's values: string values and tensors' names."""
     kinds = union_members(schema, "KernelTypes")
-    value, text, tensor, extra = (slots(schema, "EValue"), slots(schema, "String"), slots(schema, "Tensor"),
-                                  slots(schema, "ExtraTensorInfo"))
+    value, text, tensor, extra = (
+        slots(schema, "EValue"),
+        slots(schema, "String"),
+        slots(schema, "Tensor"),
+        slots(schema, "ExtraTensorInfo"),
+    )
     for entry in plan.tables(fields["values"], "values"):
         kind = entry.scalar(value["val_type"], "<B", "val_type")
         if kind not in (kinds["String"], kinds["Tensor"]):
@@ -211,7 +227,7 @@ def _value_texts(plan: Table, fields: Dict[str, int], schema: Path) -> None:
             info.string(extra["fully_qualified_name"], "fully_qualified_name", MAX_KEY_BYTES)
 
 
-def check_xnnpack_blob(blob: bytes, keys: Set[str], where: str) -> None:
+def check_xnnpack_blob(blob: bytes, keys: set[str], where: str) -> None:
     """An XNNPACK delegate's blob: header, flatbuffer identifier, the named keys and offsets of its constants."""
     if len(blob) < 8:
         raise LoweringError(f"{where}: {len(blob)} bytes, too short for an XNNPACK blob.")
@@ -220,13 +236,17 @@ def check_xnnpack_blob(blob: bytes, keys: Set[str], where: str) -> None:
         if len(blob) < 30:
             raise LoweringError(f"{where}: the XNNPACK header is cut off ({len(blob)} bytes).")
         length, fb_offset, fb_size, constant_offset, constant_size = struct.unpack_from("<HIIIQ", blob, 8)
-        if length < 30 or not length <= fb_offset <= fb_offset + fb_size <= constant_offset \
-                or constant_offset + constant_size > len(blob):
+        if (
+            length < 30
+            or not length <= fb_offset <= fb_offset + fb_size <= constant_offset
+            or constant_offset + constant_size > len(blob)
+        ):
             raise LoweringError(
                 f"{where}: the XNNPACK header ({length} bytes) places the flatbuffer at {fb_offset}+{fb_size} and "
                 f"the constants at {constant_offset}+{constant_size}; they must follow the header, in that order, "
-                f"inside the {len(blob)}-byte blob.")
-        flat, constants = blob[fb_offset:fb_offset + fb_size], blob[constant_offset:constant_offset + constant_size]
+                f"inside the {len(blob)}-byte blob."
+            )
+        flat, constants = blob[fb_offset : fb_offset + fb_size], blob[constant_offset : constant_offset + constant_size]
     else:
         flat = blob
     schemas = xnnpack_schemas()
@@ -239,10 +259,12 @@ def check_xnnpack_blob(blob: bytes, keys: Set[str], where: str) -> None:
         key = entry.string(offset["named_key"], "named_key", MAX_KEY_BYTES)
         if key:
             if key not in keys:
-                raise graph.fail(f"constant_data[{i}] names the key {key!r}, which the program's named data "
-                                 "does not have.")
+                raise graph.fail(
+                    f"constant_data[{i}] names the key {key!r}, which the program's named data does not have."
+                )
             continue
         start, size = entry.scalar(offset["offset"], "<Q", "offset"), entry.scalar(offset["size"], "<Q", "size")
         if start + size > len(constants):
-            raise graph.fail(f"constant_data[{i}] ({start}+{size}) lies outside the {len(constants)} bytes "
-                             "of constant data.")
+            raise graph.fail(
+                f"constant_data[{i}] ({start}+{size}) lies outside the {len(constants)} bytes of constant data."
+            )

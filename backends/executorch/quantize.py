@@ -21,25 +21,26 @@ the handles of the op they feed).
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Tuple
+from typing import Any
 
 import torch
 import torch.utils._pytree as pytree
 
-from pipeline.core.backend import LoweringError
-
 from pipeline.backends.executorch.compile_spec import NAME, ExecuTorchCompileSpec, Quantize
 from pipeline.backends.executorch.installed import executorch_module
+from pipeline.core.backend import LoweringError
 
 CALIBRATION_SEED = 0
 
 
-def quantize(exported: "torch.export.ExportedProgram", spec: ExecuTorchCompileSpec,
-             method: str) -> "torch.export.ExportedProgram":
+def quantize(
+    exported: torch.export.ExportedProgram, spec: ExecuTorchCompileSpec, method: str
+) -> torch.export.ExportedProgram:
     pt2e = executorch_module("torchao.quantization.pt2e.quantize_pt2e")
     xnnpack = executorch_module("executorch.backends.xnnpack.quantizer.xnnpack_quantizer")
     config = xnnpack.get_symmetric_quantization_config(
-        is_per_channel=True, is_dynamic=spec.quantize is Quantize.int8_dynamic)
+        is_per_channel=True, is_dynamic=spec.quantize is Quantize.int8_dynamic
+    )
     quantizer = xnnpack.XNNPACKQuantizer().set_global(config)
     args, kwargs = example_inputs(exported, method)
     samples = spec.calibration_samples if spec.quantize is Quantize.int8_static else 0
@@ -57,7 +58,7 @@ def quantize(exported: "torch.export.ExportedProgram", spec: ExecuTorchCompileSp
         ) from error
 
 
-def example_inputs(exported: "torch.export.ExportedProgram", method: str) -> Tuple[tuple, Dict[str, Any]]:
+def example_inputs(exported: torch.export.ExportedProgram, method: str) -> tuple[tuple, dict[str, Any]]:
     """The inputs the method was exported with (torch.export keeps them in the program)."""
     found = exported.example_inputs
     if found is None:
@@ -69,7 +70,7 @@ def example_inputs(exported: "torch.export.ExportedProgram", method: str) -> Tup
     return tuple(args), dict(kwargs or {})
 
 
-def calibration_inputs(args: tuple, kwargs: Dict[str, Any], count: int) -> List[Tuple[tuple, Dict[str, Any]]]:
+def calibration_inputs(args: tuple, kwargs: dict[str, Any], count: int) -> list[tuple[tuple, dict[str, Any]]]:
     """``count`` random inputs like ``(args, kwargs)``: every tensor leaf replaced by a random one of
     its shape and dtype (floats normal, integers within the example's range, booleans fair coins)."""
     generator = torch.Generator().manual_seed(CALIBRATION_SEED)

@@ -22,18 +22,28 @@ from __future__ import annotations
 
 import gc
 import weakref
-from typing import Any, Dict, List, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
-
-from pipeline.core.backend import (Backend, BackendRuntimeError, LoweringError, ProfileEvent, UNKNOWN_HANDLE,
-                                   argument_leaves, method_part, package_version, parse_method_specs, unpack_parts)
 
 from pipeline.backends.executorch import installed
 from pipeline.backends.executorch.compile_spec import NAME, ExecuTorchCompileSpec
 from pipeline.backends.executorch.preprocess import preprocess
 from pipeline.backends.executorch.profile import failing_instruction, profile_method
 from pipeline.backends.executorch.pte_check import check_program
+from pipeline.core.backend import (
+    UNKNOWN_HANDLE,
+    Backend,
+    BackendRuntimeError,
+    LoweringError,
+    ProfileEvent,
+    argument_leaves,
+    method_part,
+    package_version,
+    parse_method_specs,
+    unpack_parts,
+)
 
 
 class ExecuTorchBackend(Backend):
@@ -49,7 +59,7 @@ class ExecuTorchBackend(Backend):
     preprocess = staticmethod(preprocess)
 
     @classmethod
-    def check_compile_spec(cls, specs: Dict[str, ExecuTorchCompileSpec]) -> None:
+    def check_compile_spec(cls, specs: dict[str, ExecuTorchCompileSpec]) -> None:
         threads = sorted({spec.threads for spec in specs.values() if spec.threads})
         if len(threads) > 1:
             raise LoweringError(
@@ -60,19 +70,21 @@ class ExecuTorchBackend(Backend):
     def is_available(self) -> bool:
         return installed.available()
 
-    def compile(self, payload: bytes, method_compile_spec: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
+    def compile(self, payload: bytes, method_compile_spec: dict[str, dict[str, Any]]) -> dict[str, Any]:
         meta, programs = unpack_parts(payload, NAME)
         specs = parse_method_specs(ExecuTorchCompileSpec, method_compile_spec)
         THREAD_POOL.resize(max((spec.threads for spec in specs.values()), default=0))
-        return {method: ProgramMethod(method, method_part(programs, method, NAME), meta["methods"][method])
-                for method in specs}
+        return {
+            method: ProgramMethod(method, method_part(programs, method, NAME), meta["methods"][method])
+            for method in specs
+        }
 
 
 class ThreadPool:
     """ExecuTorch's process-wide thread pool, resized only while no loaded method uses it."""
 
     def __init__(self) -> None:
-        self.users: "weakref.WeakSet[ProgramMethod]" = weakref.WeakSet()
+        self.users: weakref.WeakSet[ProgramMethod] = weakref.WeakSet()
 
     def size(self) -> int:
         return int(installed.runtime_bindings()._threadpool_get_thread_count())
@@ -97,7 +109,7 @@ THREAD_POOL = ThreadPool()
 class ProgramMethod:
     """One method, ready to run: the handle `ExecuTorchBackend.compile` returns."""
 
-    def __init__(self, method: str, program: bytes, meta: Dict[str, Any]):
+    def __init__(self, method: str, program: bytes, meta: dict[str, Any]):
         self.method = method
         self.pte = program
         self.flat = bool(meta["flat"])
@@ -115,7 +127,7 @@ class ProgramMethod:
         # The bound C++ call (ExecuTorchMethod.__call__): what Method.execute calls, one Python frame less.
         self._run = self.loaded._method
 
-    def run(self, inputs: Sequence[Any]) -> List[Any]:
+    def run(self, inputs: Sequence[Any]) -> list[Any]:
         arguments = inputs if self.flat else self.arguments(inputs)
         try:
             return self._run(arguments)
@@ -128,17 +140,18 @@ class ProgramMethod:
         except RuntimeError as error:
             raise self.failure(error, contiguous) from error
 
-    def failure(self, error: Exception, arguments: List[Any]) -> BackendRuntimeError:
+    def failure(self, error: Exception, arguments: list[Any]) -> BackendRuntimeError:
         """The error of a failed call, with the handles of the instruction it stopped at if one ran."""
         entry = failing_instruction(self, list(arguments))
         if entry is None:
             return BackendRuntimeError(f"ExecuTorch: {error}", [UNKNOWN_HANDLE])
         return BackendRuntimeError(
             f"ExecuTorch: {error} at instruction {entry['instruction']} ({entry['name']})",
-            entry["handles"] or [UNKNOWN_HANDLE])
+            entry["handles"] or [UNKNOWN_HANDLE],
+        )
 
     @staticmethod
-    def arguments(inputs: Sequence[Any], contiguous: bool = False) -> List[Any]:
+    def arguments(inputs: Sequence[Any], contiguous: bool = False) -> list[Any]:
         """The flat argument list ExecuTorch takes: the leaves of the method's arguments, made
         contiguous if asked (tensors that already are stay the same objects)."""
         leaves = argument_leaves(inputs)
@@ -146,5 +159,5 @@ class ProgramMethod:
             leaves = [leaf.contiguous() if isinstance(leaf, torch.Tensor) else leaf for leaf in leaves]
         return leaves
 
-    def profile(self, inputs: Sequence[Any]) -> List[ProfileEvent]:
+    def profile(self, inputs: Sequence[Any]) -> list[ProfileEvent]:
         return profile_method(self, self.arguments(inputs, contiguous=True))

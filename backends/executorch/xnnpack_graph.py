@@ -17,24 +17,22 @@ import json
 import os
 import re
 import tempfile
-from typing import List, Tuple
-
-from pipeline.core.backend import LoweringError
 
 from pipeline.backends.executorch.compile_spec import NAME
 from pipeline.backends.executorch.installed import executorch_module
+from pipeline.core.backend import LoweringError
 
 _PREFIX = "XNN"
 # flatc writes non-finite floats (a clamp's output_min/max) as bare inf/nan, which JSON has not.
 _NON_FINITE = re.compile(r"(?<=[:\[,\s])(-?)(inf|nan)\b")
 
 
-def delegate_nodes(processed: bytes) -> List[Tuple[str, int]]:
+def delegate_nodes(processed: bytes) -> list[tuple[str, int]]:
     """``[(node type without the XNN prefix, ExecuTorch debug handle)]`` of one XNNPACK delegate."""
     serialize = executorch_module("executorch.backends.xnnpack.serialization.xnnpack_graph_serialize")
     flatbuffer = executorch_module("executorch.exir._serialize._flatbuffer")
-    header = serialize.XNNHeader.from_bytes(bytes(processed[:serialize.XNNHeader.EXPECTED_LENGTH]))
-    graph_bytes = bytes(processed[header.flatbuffer_offset:header.flatbuffer_offset + header.flatbuffer_size])
+    header = serialize.XNNHeader.from_bytes(bytes(processed[: serialize.XNNHeader.EXPECTED_LENGTH]))
+    graph_bytes = bytes(processed[header.flatbuffer_offset : header.flatbuffer_offset + header.flatbuffer_size])
     with tempfile.TemporaryDirectory(prefix="pipeline-executorch-xnn-") as directory:
         schema = os.path.join(directory, "schema.fbs")
         graph = os.path.join(directory, "graph.bin")
@@ -52,9 +50,9 @@ def delegate_nodes(processed: bytes) -> List[Tuple[str, int]]:
     return [(_short(node["xnode_union_type"]), int(node["debug_handle"])) for node in decoded.get("xnodes", [])]
 
 
-def _json_number(match: "re.Match[str]") -> str:
+def _json_number(match: re.Match[str]) -> str:
     return {"inf": f"{match[1]}Infinity", "nan": "NaN"}[match[2]]
 
 
 def _short(node_type: str) -> str:
-    return node_type[len(_PREFIX):] if node_type.startswith(_PREFIX) else node_type
+    return node_type[len(_PREFIX) :] if node_type.startswith(_PREFIX) else node_type

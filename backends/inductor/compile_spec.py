@@ -12,8 +12,9 @@ config option (`INDUCTOR_OPTIONS`). Any other option of the installed torch's
 the installed torch does not know is rejected with the closest one it does.
 """
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Dict, Mapping, Optional
+from typing import Any
 
 from pipeline.core.backend import MAX_THREADS, FieldError, did_you_mean, out_of_range
 
@@ -41,7 +42,7 @@ class InductorCompileSpec:
     cpp_threads: int = -1
     # SIMD width in bits (e.g. 256 for AVX2, 512 for AVX-512); null: what the CPU has; else 1..2048 (SVE's
     # widest), and a width no ISA of this CPU has gives scalar kernels.
-    cpp_simdlen: Optional[int] = None
+    cpp_simdlen: int | None = None
     # Record each generated kernel as a profiler event (profile() then names kernels).
     cpp_enable_kernel_profile: bool = False
     # Keep the weights inside the shared library (else beside it in the package).
@@ -49,28 +50,30 @@ class InductorCompileSpec:
     # Load the package with run_single_threaded (aoti_load_package): no inter-call locking.
     run_single_threaded: bool = False
     # Any other inductor option, by its dotted name in torch._inductor.config.
-    options: Dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         check_inductor_options(flatten_options(self.options))
         if self.cpp_threads != -1 and out_of_range(self.cpp_threads, 1, MAX_THREADS):
-            raise FieldError("cpp_threads", f"must be -1 (torch's thread count) or in 1..{MAX_THREADS}, "
-                             f"not {self.cpp_threads}.")
+            raise FieldError(
+                "cpp_threads", f"must be -1 (torch's thread count) or in 1..{MAX_THREADS}, not {self.cpp_threads}."
+            )
         if self.cpp_simdlen is not None and out_of_range(self.cpp_simdlen, 1, MAX_SIMDLEN):
-            raise FieldError("cpp_simdlen", f"must be null (the CPU's) or in 1..{MAX_SIMDLEN} bits, "
-                             f"not {self.cpp_simdlen}.")
+            raise FieldError(
+                "cpp_simdlen", f"must be null (the CPU's) or in 1..{MAX_SIMDLEN} bits, not {self.cpp_simdlen}."
+            )
 
-    def inductor_configs(self) -> Dict[str, Any]:
+    def inductor_configs(self) -> dict[str, Any]:
         """The ``inductor_configs`` of ``aoti_compile_and_package``."""
         configs = {option: getattr(self, name) for name, option in INDUCTOR_OPTIONS.items()}
         configs.update(flatten_options(self.options))
         return configs
 
 
-def flatten_options(options: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
+def flatten_options(options: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """``{"cpp": {"simdlen": 256}}`` -> ``{"cpp.simdlen": 256}``; dotted names pass as they are."""
     known = _known_options()
-    flat: Dict[str, Any] = {}
+    flat: dict[str, Any] = {}
     for key, value in options.items():
         name = f"{prefix}{key}"
         if isinstance(value, Mapping) and name not in known:
@@ -89,15 +92,11 @@ def check_inductor_options(options: Mapping[str, Any]) -> None:
             raise FieldError(path, f"set it with the field {named[option]!r} instead.")
         if option not in known:
             raise FieldError(
-                path, f"torch {_torch_version()} has no inductor option {option!r}."
-                + did_you_mean(option, known)
+                path, f"torch {_torch_version()} has no inductor option {option!r}." + did_you_mean(option, known)
             )
         default = known[option]
         if default is not None and not _same_kind(value, default):
-            raise FieldError(
-                path, f"expected a {type(default).__name__} (its default is {default!r}), "
-                f"got {value!r}."
-            )
+            raise FieldError(path, f"expected a {type(default).__name__} (its default is {default!r}), got {value!r}.")
 
 
 def _same_kind(value: Any, default: Any) -> bool:
@@ -110,7 +109,7 @@ def _same_kind(value: Any, default: Any) -> bool:
     return isinstance(value, type(default))
 
 
-def _known_options() -> Dict[str, Any]:
+def _known_options() -> dict[str, Any]:
     import torch._inductor.config
 
     return torch._inductor.config.get_config_copy()
@@ -120,5 +119,3 @@ def _torch_version() -> str:
     import torch
 
     return torch.__version__
-
-

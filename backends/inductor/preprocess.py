@@ -16,23 +16,24 @@ import json
 import os
 import tempfile
 import zipfile
-from typing import Any, Callable, Dict, List, Mapping, Tuple
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 
-from pipeline.core.backend import LoweringError, PreprocessResult, exported_method, pack_parts, parse_method_specs
-
 from pipeline.backends.inductor.compile_spec import NAME, InductorCompileSpec
+from pipeline.core.backend import LoweringError, PreprocessResult, exported_method, pack_parts, parse_method_specs
 
 PACKAGE_NAME = "model.pt2"  # the archive's top folder is named after the file: keep it fixed
 _PROVENANCE = {"trace.provenance_tracking_level": 1}
 
 
-def preprocess(program: Any, method_compile_spec: Mapping[str, Mapping[str, Any]],
-               generate_debug_handles: Callable) -> PreprocessResult:
+def preprocess(
+    program: Any, method_compile_spec: Mapping[str, Mapping[str, Any]], generate_debug_handles: Callable
+) -> PreprocessResult:
     specs = parse_method_specs(InductorCompileSpec, method_compile_spec)
-    packages: Dict[str, bytes] = {}
-    methods_meta: Dict[str, Any] = {}
+    packages: dict[str, bytes] = {}
+    methods_meta: dict[str, Any] = {}
     for method, spec in specs.items():
         exported = exported_method(program, method, NAME)
         handles = generate_debug_handles(exported.graph, method=method)
@@ -40,12 +41,13 @@ def preprocess(program: Any, method_compile_spec: Mapping[str, Mapping[str, Any]
         kernels = _kernels(packages[method], {node.name: handle for node, handle in handles.items()})
         methods_meta[method] = {"flat": _takes_flat_tensors(exported), "kernels": kernels}
     payload = pack_parts(NAME, {"methods": methods_meta}, packages)
-    backend_map = {f"{method}/{name}": found
-                   for method, meta in methods_meta.items() for name, found in meta["kernels"] if found}
+    backend_map = {
+        f"{method}/{name}": found for method, meta in methods_meta.items() for name, found in meta["kernels"] if found
+    }
     return PreprocessResult(payload, backend_map)
 
 
-def compile_package(program: "torch.export.ExportedProgram", spec: InductorCompileSpec, method: str) -> bytes:
+def compile_package(program: torch.export.ExportedProgram, spec: InductorCompileSpec, method: str) -> bytes:
     configs = {**_PROVENANCE, **spec.inductor_configs()}
     with tempfile.TemporaryDirectory(prefix="pipeline-aoti-") as directory:
         path = os.path.join(directory, PACKAGE_NAME)
@@ -60,7 +62,7 @@ def compile_package(program: "torch.export.ExportedProgram", spec: InductorCompi
             return handle.read()
 
 
-def _kernels(package: bytes, handle_of: Dict[str, int]) -> List[Tuple[str, List[int]]]:
+def _kernels(package: bytes, handle_of: dict[str, int]) -> list[tuple[str, list[int]]]:
     """``[(kernel:call number, handles)]`` in call order, from the package's kernel_information.json."""
     import io
 
@@ -68,11 +70,13 @@ def _kernels(package: bytes, handle_of: Dict[str, int]) -> List[Tuple[str, List[
         names = [n for n in archive.namelist() if n.endswith("kernel_information.json")]
         information = json.loads(archive.read(names[0])) if names else {}
     calls = sorted(information.items(), key=lambda item: int(item[0].rsplit(":", 1)[-1]))
-    return [(kernel, sorted({handle_of[n] for n in info.get("pre_grad_nodes", []) if n in handle_of}))
-            for kernel, info in calls]
+    return [
+        (kernel, sorted({handle_of[n] for n in info.get("pre_grad_nodes", []) if n in handle_of}))
+        for kernel, info in calls
+    ]
 
 
-def _takes_flat_tensors(program: "torch.export.ExportedProgram") -> bool:
+def _takes_flat_tensors(program: torch.export.ExportedProgram) -> bool:
     """Every argument is one tensor (no tuples, keyword-only or non-tensor arguments)."""
     from torch.export.graph_signature import InputKind
 
@@ -82,5 +86,6 @@ def _takes_flat_tensors(program: "torch.export.ExportedProgram") -> bool:
     args = in_spec.child(0)
     placeholders = {node.name: node for node in program.graph.nodes if node.op == "placeholder"}
     users = [s.arg.name for s in program.graph_signature.input_specs if s.kind == InputKind.USER_INPUT]
-    return (all(args.child(i).is_leaf() for i in range(args.num_children))
-            and all(isinstance(placeholders[name].meta.get("val"), torch.Tensor) for name in users))
+    return all(args.child(i).is_leaf() for i in range(args.num_children)) and all(
+        isinstance(placeholders[name].meta.get("val"), torch.Tensor) for name in users
+    )

@@ -30,15 +30,25 @@ import shutil
 import tempfile
 import threading
 import weakref
-from typing import Any, Dict, Iterator, List, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import torch
 
-from pipeline.core.backend import (Backend, BackendRuntimeError, LoweringError, ProfileEvent, UNKNOWN_HANDLE,
-                                   argument_leaves, check_extractable, method_part, parse_compile_spec, unpack_parts)
-
 from pipeline.backends.inductor.compile_spec import NAME, InductorCompileSpec
 from pipeline.backends.inductor.preprocess import PACKAGE_NAME, preprocess
+from pipeline.core.backend import (
+    UNKNOWN_HANDLE,
+    Backend,
+    BackendRuntimeError,
+    LoweringError,
+    ProfileEvent,
+    argument_leaves,
+    check_extractable,
+    method_part,
+    parse_compile_spec,
+    unpack_parts,
+)
 
 os.environ.setdefault("AOTI_RUNTIME_CHECK_INPUTS", "1")
 
@@ -55,7 +65,7 @@ class InductorBackend(Backend):
     native_payload = True  # the package's shared library is loaded with dlopen: a received file loads in a child first
     preprocess = staticmethod(preprocess)
 
-    def compile(self, payload: bytes, method_compile_spec: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
+    def compile(self, payload: bytes, method_compile_spec: dict[str, dict[str, Any]]) -> dict[str, Any]:
         meta, packages = unpack_parts(payload, NAME)
         handles = {}
         for method, options in method_compile_spec.items():
@@ -64,12 +74,10 @@ class InductorBackend(Backend):
         return handles
 
 
-
-
 class PackageMethod:
     """One method, ready to run: the handle `InductorBackend.compile` returns."""
 
-    def __init__(self, method: str, package: bytes, meta: Dict[str, Any], spec: InductorCompileSpec):
+    def __init__(self, method: str, package: bytes, meta: dict[str, Any], spec: InductorCompileSpec):
         self.method = method
         self.flat = bool(meta["flat"])
         self.kernels = [(str(name), tuple(int(h) for h in found)) for name, found in meta["kernels"]]
@@ -91,10 +99,9 @@ class PackageMethod:
             ) from error
         self._run = self.model.loader.boxed_run
 
-    def run(self, inputs: Sequence[Any]) -> List[Any]:
+    def run(self, inputs: Sequence[Any]) -> list[Any]:
         # a new list either way: boxed_run empties the list it is given
-        tensors = list(inputs) if self.flat else [x for x in argument_leaves(inputs)
-                                                   if isinstance(x, torch.Tensor)]
+        tensors = list(inputs) if self.flat else [x for x in argument_leaves(inputs) if isinstance(x, torch.Tensor)]
         try:
             return self._run(tensors)
         except Exception as error:
@@ -104,7 +111,7 @@ class PackageMethod:
                 return self.run([t.contiguous() if isinstance(t, torch.Tensor) else t for t in leaves])
             raise BackendRuntimeError(f"AOTInductor: {error}", [UNKNOWN_HANDLE]) from error
 
-    def profile(self, inputs: Sequence[Any]) -> List[ProfileEvent]:
+    def profile(self, inputs: Sequence[Any]) -> list[ProfileEvent]:
         """The top-level events of one call under ``torch.profiler``, aligned with the kernel calls.
 
         Extern kernels (``aoti_torch_cpu_addmm_out``, ...) always record an
@@ -121,8 +128,14 @@ class PackageMethod:
         for event in recorded.events():
             if event.cpu_parent is not None:
                 continue
-            found = next((i for i in range(cursor, len(self.kernels))
-                          if event.name.endswith(self.kernels[i][0].rsplit(":", 1)[0])), None)
+            found = next(
+                (
+                    i
+                    for i in range(cursor, len(self.kernels))
+                    if event.name.endswith(self.kernels[i][0].rsplit(":", 1)[0])
+                ),
+                None,
+            )
             if found is None:
                 events.append(ProfileEvent(f"{self.method}/? {event.name}", event.cpu_time_total / 1e6))
                 continue

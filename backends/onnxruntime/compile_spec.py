@@ -10,14 +10,19 @@ values of the enum options are their names as strings::
 import enum
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, List, Optional
+from typing import TYPE_CHECKING
 
 import torch
 
-from pipeline.core.backend import (MAX_CALIBRATION_SAMPLES, MAX_TENSOR_BYTES, MAX_THREADS, LoweringError, format_choices,
-                                   out_of_range)
-
 from pipeline.backends.onnxruntime.external_data import ONNX_ONLY
+from pipeline.core.backend import (
+    MAX_CALIBRATION_SAMPLES,
+    MAX_TENSOR_BYTES,
+    MAX_THREADS,
+    LoweringError,
+    format_choices,
+    out_of_range,
+)
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -62,8 +67,8 @@ class OnnxRuntimeCompileSpec:
     # Torchscript frontend only: the shapes (and dtypes, default float32) of the method's tensor
     # arguments, to export with. Not needed for traced modules, whose graphs carry them. Sizes >= 0, each
     # tensor at most MAX_TENSOR_BYTES (8 GiB): the exporter makes one of each.
-    input_shapes: Optional[List[List[int]]] = None
-    input_dtypes: Optional[List[str]] = None
+    input_shapes: list[list[int]] | None = None
+    input_dtypes: list[str] | None = None
     # int8 quantization of the exported model, with onnxruntime.quantization (see quantize.py).
     quantize: Quantize = Quantize.none
     # int8_static: random calibration samples besides the example inputs (seeded, like the examples);
@@ -75,7 +80,7 @@ class OnnxRuntimeCompileSpec:
     inter_op_num_threads: int = 0  # 0: ORT's default; used with execution_mode=parallel; 0..MAX_THREADS (256)
     execution_mode: ExecutionMode = ExecutionMode.sequential
     # Checked against onnxruntime.get_available_providers() when lowering and when loading.
-    providers: List[str] = field(default_factory=lambda: ["CPUExecutionProvider"])
+    providers: list[str] = field(default_factory=lambda: ["CPUExecutionProvider"])
     enable_mem_pattern: bool = True
     enable_cpu_mem_arena: bool = True
     enable_mem_reuse: bool = True
@@ -85,12 +90,18 @@ class OnnxRuntimeCompileSpec:
     log_severity_level: int = 3  # 0 verbose, 1 info, 2 warning, 3 error, 4 fatal; 0..4
 
     def __post_init__(self) -> None:
-        bounds = {"intra_op_num_threads": (0, MAX_THREADS, "0: onnxruntime's default"),
-                  "inter_op_num_threads": (0, MAX_THREADS, "0: onnxruntime's default"),
-                  "calibration_samples": (0, MAX_CALIBRATION_SAMPLES, ""),
-                  "log_severity_level": (0, 4, "0 verbose .. 4 fatal")}
-        problems = [f"{name} {problem}" for name, (low, high, meaning) in bounds.items()
-                    for problem in [out_of_range(getattr(self, name), low, high, meaning)] if problem]
+        bounds = {
+            "intra_op_num_threads": (0, MAX_THREADS, "0: onnxruntime's default"),
+            "inter_op_num_threads": (0, MAX_THREADS, "0: onnxruntime's default"),
+            "calibration_samples": (0, MAX_CALIBRATION_SAMPLES, ""),
+            "log_severity_level": (0, 4, "0 verbose .. 4 fatal"),
+        }
+        problems = [
+            f"{name} {problem}"
+            for name, (low, high, meaning) in bounds.items()
+            for problem in [out_of_range(getattr(self, name), low, high, meaning)]
+            if problem
+        ]
         max_opset = _max_onnx_opset()
         if not 7 <= self.opset <= max_opset:
             problems.append(f"opset must be in 7..{max_opset} (the installed onnx's range), not {self.opset}")
@@ -101,8 +112,10 @@ class OnnxRuntimeCompileSpec:
             dtype = getattr(torch, dtypes[i], None) if i < len(dtypes) else torch.float32
             itemsize = dtype.itemsize if isinstance(dtype, torch.dtype) else 1  # unknown: refused below
             if any(size < 0 for size in shape) or math.prod(shape) * itemsize > MAX_TENSOR_BYTES:
-                problems.append(f"input_shapes[{i}] {shape} must have sizes >= 0 and at most {MAX_TENSOR_BYTES} "
-                                "bytes (MAX_TENSOR_BYTES)")
+                problems.append(
+                    f"input_shapes[{i}] {shape} must have sizes >= 0 and at most {MAX_TENSOR_BYTES} "
+                    "bytes (MAX_TENSOR_BYTES)"
+                )
         if self.input_dtypes is not None:
             unknown = [d for d in self.input_dtypes if not isinstance(getattr(torch, d, None), torch.dtype)]
             if unknown:

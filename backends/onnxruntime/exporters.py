@@ -30,14 +30,14 @@ import logging
 import os
 import re
 import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any
 
 import torch
 
-from pipeline.core.backend import LoweringError, UnsupportedOpError, describe_node, handles_by_origin, quiet
-
 from pipeline.backends.onnxruntime.compile_spec import NAME, OnnxRuntimeCompileSpec
+from pipeline.core.backend import LoweringError, UnsupportedOpError, describe_node, handles_by_origin, quiet
 
 _FX_NODE = re.compile(r"^%(?P<name>\S+) :")
 _UNSUPPORTED = re.compile(r"Exporting the operator '(?P<op>[^']+)' to ONNX opset version \d+ is not supported")
@@ -51,26 +51,27 @@ class ExportedMethod:
 
     model: bytes
     # (ONNX graph input name, index of the tensor among the flattened arguments), in graph order
-    inputs: List[Tuple[str, int]]
+    inputs: list[tuple[str, int]]
     # every argument is one tensor: execute can index the arguments without flattening them
     flat: bool
-    node_handles: Dict[str, List[int]] = field(default_factory=dict)
+    node_handles: dict[str, list[int]] = field(default_factory=dict)
     # ONNX input name -> a tensor of its shape and dtype (for calibration; not in the payload): the
     # example input itself where `examples_are_real` (an ExportedProgram keeps them), else zeros.
-    examples: Dict[str, torch.Tensor] = field(default_factory=dict)
+    examples: dict[str, torch.Tensor] = field(default_factory=dict)
     examples_are_real: bool = False
     # what the program had to go through before the exporter took it, if anything (for the report)
-    retried_on: Optional[str] = None
+    retried_on: str | None = None
 
-    def meta(self) -> Dict[str, Any]:
-        return {"inputs": [list(pair) for pair in self.inputs], "flat": self.flat,
-                "node_handles": self.node_handles}
+    def meta(self) -> dict[str, Any]:
+        return {"inputs": [list(pair) for pair in self.inputs], "flat": self.flat, "node_handles": self.node_handles}
 
 
 # -- export frontend ------------------------------------------------------------------------------
 
-def export_program(program: "torch.export.ExportedProgram", method: str, spec: OnnxRuntimeCompileSpec,
-                   generate_debug_handles: Callable) -> ExportedMethod:
+
+def export_program(
+    program: torch.export.ExportedProgram, method: str, spec: OnnxRuntimeCompileSpec, generate_debug_handles: Callable
+) -> ExportedMethod:
     handles = generate_debug_handles(program.graph, method=method)
     handle_of = {node.name: handle for node, handle in handles.items()}
     retried_on = None
@@ -95,8 +96,9 @@ def export_program(program: "torch.export.ExportedProgram", method: str, spec: O
     _check_numpy_exchangeable(model, method)
     inputs, flat = _program_inputs(program, [value.name for value in model.graph.input], method)
     examples, real = _program_examples(program, inputs)
-    return ExportedMethod(model.SerializeToString(deterministic=True), inputs, flat, node_handles, examples, real,
-                          retried_on)
+    return ExportedMethod(
+        model.SerializeToString(deterministic=True), inputs, flat, node_handles, examples, real, retried_on
+    )
 
 
 def _check_numpy_exchangeable(model: Any, method: str) -> None:
@@ -115,10 +117,11 @@ def _check_numpy_exchangeable(model: Any, method: str) -> None:
                 )
 
 
-def _dynamo_export(program: "torch.export.ExportedProgram", spec: OnnxRuntimeCompileSpec) -> Any:
+def _dynamo_export(program: torch.export.ExportedProgram, spec: OnnxRuntimeCompileSpec) -> Any:
     with _quiet_exporter():
-        return torch.onnx.export(program, (), dynamo=True, opset_version=spec.opset,
-                                 optimize=spec.export_optimize, verbose=False)
+        return torch.onnx.export(
+            program, (), dynamo=True, opset_version=spec.opset, optimize=spec.export_optimize, verbose=False
+        )
 
 
 def _dynamo_export_error(method: str, error: Exception) -> LoweringError:
@@ -142,8 +145,9 @@ def _dynamo_export_error(method: str, error: Exception) -> LoweringError:
     )
 
 
-def _program_inputs(program: "torch.export.ExportedProgram", onnx_inputs: List[str],
-                    method: str) -> Tuple[List[Tuple[str, int]], bool]:
+def _program_inputs(
+    program: torch.export.ExportedProgram, onnx_inputs: list[str], method: str
+) -> tuple[list[tuple[str, int]], bool]:
     from torch.export.graph_signature import InputKind
 
     user = [spec.arg.name for spec in program.graph_signature.input_specs if spec.kind == InputKind.USER_INPUT]
@@ -158,15 +162,17 @@ def _program_inputs(program: "torch.export.ExportedProgram", onnx_inputs: List[s
     in_spec = program.call_spec.in_spec
     args_spec = in_spec.child(0) if in_spec is not None and in_spec.num_children else None
     flat = (
-        args_spec is not None and in_spec.child(1).num_children == 0
+        args_spec is not None
+        and in_spec.child(1).num_children == 0
         and all(args_spec.child(i).is_leaf() for i in range(args_spec.num_children))
         and all(isinstance(placeholders[name].meta.get("val"), torch.Tensor) for name in user)
     )
     return [(name, position[name]) for name in onnx_inputs], flat
 
 
-def _program_examples(program: "torch.export.ExportedProgram",
-                      inputs: List[Tuple[str, int]]) -> Tuple[Dict[str, torch.Tensor], bool]:
+def _program_examples(
+    program: torch.export.ExportedProgram, inputs: list[tuple[str, int]]
+) -> tuple[dict[str, torch.Tensor], bool]:
     """Each ONNX input's example value, from the program's example inputs; zeros of the shape and dtype
     its placeholder records where the program keeps none."""
     import torch.utils._pytree as pytree
@@ -177,14 +183,17 @@ def _program_examples(program: "torch.export.ExportedProgram",
         return {name: leaves[index].detach() for name, index in inputs}, True
     user = [spec.arg.name for spec in program.graph_signature.input_specs if spec.kind == InputKind.USER_INPUT]
     values = {node.name: node.meta.get("val") for node in program.graph.nodes if node.op == "placeholder"}
-    return {name: torch.zeros(values[user[index]].shape, dtype=values[user[index]].dtype)
-            for name, index in inputs}, False
+    return {
+        name: torch.zeros(values[user[index]].shape, dtype=values[user[index]].dtype) for name, index in inputs
+    }, False
 
 
 # -- torchscript frontend -------------------------------------------------------------------------
 
-def export_torchscript(module: torch.jit.ScriptModule, method: str, spec: OnnxRuntimeCompileSpec,
-                       generate_debug_handles: Callable) -> ExportedMethod:
+
+def export_torchscript(
+    module: torch.jit.ScriptModule, method: str, spec: OnnxRuntimeCompileSpec, generate_debug_handles: Callable
+) -> ExportedMethod:
     import onnx
 
     graph = getattr(module, method).graph.copy()
@@ -195,8 +204,9 @@ def export_torchscript(module: torch.jit.ScriptModule, method: str, spec: OnnxRu
     try:
         with _quiet_exporter(), _stdout_to_devnull():
             # verbose: the exporter then keeps each node's source range as its doc_string
-            torch.onnx.export(_host(module, method), arguments, buffer, dynamo=False, verbose=True,
-                              opset_version=spec.opset)
+            torch.onnx.export(
+                _host(module, method), arguments, buffer, dynamo=False, verbose=True, opset_version=spec.opset
+            )
     except (ImportError, AttributeError, TypeError) as error:
         if not _has_torchscript_exporter():
             raise LoweringError(
@@ -209,7 +219,7 @@ def export_torchscript(module: torch.jit.ScriptModule, method: str, spec: OnnxRu
         raise _export_error(method, error) from error
     model = onnx.load_from_string(buffer.getvalue())
     for node in model.graph.node:  # "/inner/body/0/Gemm" -> "body/0/Gemm": the scope in the lowered module
-        node.name = node.name[len(_HOST_SCOPE):] if node.name.startswith(_HOST_SCOPE) else node.name.lstrip("/")
+        node.name = node.name[len(_HOST_SCOPE) :] if node.name.startswith(_HOST_SCOPE) else node.name.lstrip("/")
     node_handles = _match_source_ranges(model, handles)
     for node in model.graph.node:
         node.doc_string = ""  # a copy of the source text: not needed at run time
@@ -223,8 +233,14 @@ def export_torchscript(module: torch.jit.ScriptModule, method: str, spec: OnnxRu
         )
     flat = all(isinstance(value, torch.Tensor) for value in arguments)
     examples = dict(zip(names, (_flat(arguments)[index] for index in tensors)))
-    return ExportedMethod(model.SerializeToString(deterministic=True), list(zip(names, tensors)), flat, node_handles,
-                          examples, examples_are_real=False)
+    return ExportedMethod(
+        model.SerializeToString(deterministic=True),
+        list(zip(names, tensors)),
+        flat,
+        node_handles,
+        examples,
+        examples_are_real=False,
+    )
 
 
 def _example_arguments(module: torch.jit.ScriptModule, method: str, spec: OnnxRuntimeCompileSpec) -> tuple:
@@ -237,8 +253,7 @@ def _example_arguments(module: torch.jit.ScriptModule, method: str, spec: OnnxRu
                 f"method {method!r} takes {len(arguments)} arguments."
             )
         dtypes = spec.input_dtypes or ["float32"] * len(spec.input_shapes)
-        return tuple(torch.zeros(shape, dtype=getattr(torch, dtype))
-                     for shape, dtype in zip(spec.input_shapes, dtypes))
+        return tuple(torch.zeros(shape, dtype=getattr(torch, dtype)) for shape, dtype in zip(spec.input_shapes, dtypes))
     example = []
     for value in arguments:
         kind = value.type()
@@ -254,8 +269,18 @@ def _example_arguments(module: torch.jit.ScriptModule, method: str, spec: OnnxRu
     return tuple(example)
 
 
-_DTYPE_NAMES = {"Float": "float32", "Double": "float64", "Half": "float16", "BFloat16": "bfloat16",
-                "Long": "int64", "Int": "int32", "Short": "int16", "Char": "int8", "Byte": "uint8", "Bool": "bool"}
+_DTYPE_NAMES = {
+    "Float": "float32",
+    "Double": "float64",
+    "Half": "float16",
+    "BFloat16": "bfloat16",
+    "Long": "int64",
+    "Int": "int32",
+    "Short": "int16",
+    "Char": "int8",
+    "Byte": "uint8",
+    "Bool": "bool",
+}
 
 
 def _host(module: torch.jit.ScriptModule, method: str) -> torch.jit.ScriptModule:
@@ -274,14 +299,15 @@ def _host(module: torch.jit.ScriptModule, method: str) -> torch.jit.ScriptModule
     return host.eval()
 
 
-def _match_source_ranges(model: Any, handles: Dict[Any, int]) -> Dict[str, List[int]]:
+def _match_source_ranges(model: Any, handles: dict[Any, int]) -> dict[str, list[int]]:
     """ONNX node -> handles of the TorchScript ops with its source range, in its module if that decides."""
-    by_source: Dict[str, List[Tuple[str, int]]] = {}
+    by_source: dict[str, list[tuple[str, int]]] = {}
     for node, handle in handles.items():
         text = node.sourceRange()
         if text and not node.kind().startswith("prim::"):  # constants, lists: they share their user's range
-            path = ".".join(level for level in describe_node(node).module_path.split(".")
-                            if level and level != "UNKNOWN_INSTANCE")
+            path = ".".join(
+                level for level in describe_node(node).module_path.split(".") if level and level != "UNKNOWN_INSTANCE"
+            )
             by_source.setdefault(text, []).append((path, handle))
     node_handles = {}
     for node in model.graph.node:
@@ -296,8 +322,10 @@ def _match_source_ranges(model: Any, handles: Dict[Any, int]) -> Dict[str, List[
 
 def _export_error(method: str, error: Exception) -> LoweringError:
     match = _UNSUPPORTED.search(str(error))
-    hint = ("The TorchScript ONNX exporter is limited (control flow on runtime state, ops without ONNX "
-            "symbolics); the export frontend (frontend='export') uses the dynamo exporter.")
+    hint = (
+        "The TorchScript ONNX exporter is limited (control flow on runtime state, ops without ONNX "
+        "symbolics); the export frontend (frontend='export') uses the dynamo exporter."
+    )
     if match:
         return UnsupportedOpError(
             f"Backend {NAME!r}: method {method!r} uses {match['op']}, which the TorchScript ONNX exporter cannot "
@@ -315,7 +343,7 @@ def _has_torchscript_exporter() -> bool:
     return importlib.util.find_spec("torch.onnx._internal.torchscript_exporter") is not None
 
 
-def _flat(arguments: tuple) -> List[Any]:
+def _flat(arguments: tuple) -> list[Any]:
     import torch.utils._pytree as pytree
 
     return pytree.tree_leaves(list(arguments))

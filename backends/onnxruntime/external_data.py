@@ -30,7 +30,8 @@ every location is refused.
 
 from __future__ import annotations
 
-from typing import Any, Collection, Iterator, List, Tuple
+from collections.abc import Collection, Iterator
+from typing import Any
 
 from pipeline.core.backend import LoweringError
 
@@ -59,7 +60,7 @@ def check_model(model: bytes, what: str, parts: Collection[str] = ()) -> None:
         )
 
 
-def external_tensors(model: Any) -> List[Tuple[str, str]]:
+def external_tensors(model: Any) -> list[tuple[str, str]]:
     """``(where, location)`` of every tensor of ``model`` (an ``onnx.ModelProto``) with external data."""
     found = []
     for where, tensor in _tensors(model):
@@ -69,7 +70,7 @@ def external_tensors(model: Any) -> List[Tuple[str, str]]:
     return found
 
 
-def _tensors(model: Any) -> Iterator[Tuple[str, Any]]:
+def _tensors(model: Any) -> Iterator[tuple[str, Any]]:
     yield from _graph(model.graph, "graph")
     for function in model.functions:
         for node in function.node:
@@ -79,7 +80,7 @@ def _tensors(model: Any) -> Iterator[Tuple[str, Any]]:
         yield from _graph(info.algorithm, f"training_info[{i}].algorithm")
 
 
-def _graph(graph: Any, where: str) -> Iterator[Tuple[str, Any]]:
+def _graph(graph: Any, where: str) -> Iterator[tuple[str, Any]]:
     for tensor in graph.initializer:
         yield f"{where}.initializer {tensor.name!r}", tensor
     for sparse in graph.sparse_initializer:
@@ -88,7 +89,7 @@ def _graph(graph: Any, where: str) -> Iterator[Tuple[str, Any]]:
         yield from _node(node, where)
 
 
-def _node(node: Any, where: str) -> Iterator[Tuple[str, Any]]:
+def _node(node: Any, where: str) -> Iterator[tuple[str, Any]]:
     for attribute in node.attribute:
         at = f"{where}, node {node.name or node.op_type!r}, attribute {attribute.name!r}"
         if attribute.HasField("t"):
@@ -105,6 +106,6 @@ def _node(node: Any, where: str) -> Iterator[Tuple[str, Any]]:
             yield from _graph(graph, f"{at} (graph {i})")
 
 
-def _sparse(sparse: Any, where: str) -> Iterator[Tuple[str, Any]]:
+def _sparse(sparse: Any, where: str) -> Iterator[tuple[str, Any]]:
     yield f"{where} values", sparse.values
     yield f"{where} indices", sparse.indices

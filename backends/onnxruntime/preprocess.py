@@ -11,20 +11,21 @@ is ``{"<method>/<ONNX node name>": [handles]}``.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
-
-from pipeline.core.backend import LoweringError, PreprocessResult, pack_parts, parse_method_specs
 
 from pipeline.backends.onnxruntime.compile_spec import NAME, OnnxRuntimeCompileSpec, Quantize, check_providers
 from pipeline.backends.onnxruntime.exporters import export_program, export_torchscript
 from pipeline.backends.onnxruntime.external_data import check_model
 from pipeline.backends.onnxruntime.quantize import quantize
+from pipeline.core.backend import LoweringError, PreprocessResult, pack_parts, parse_method_specs
 
 
-def preprocess(program: Any, method_compile_spec: Mapping[str, Mapping[str, Any]],
-               generate_debug_handles: Callable) -> PreprocessResult:
+def preprocess(
+    program: Any, method_compile_spec: Mapping[str, Mapping[str, Any]], generate_debug_handles: Callable
+) -> PreprocessResult:
     specs = parse_method_specs(OnnxRuntimeCompileSpec, method_compile_spec)
     for method, spec in specs.items():
         check_providers(spec, method)
@@ -43,9 +44,11 @@ def preprocess(program: Any, method_compile_spec: Mapping[str, Mapping[str, Any]
         if spec.quantize is not Quantize.none:
             exported[method] = quantize(exported[method], spec, method)
         check_model(exported[method].model, f"Backend {NAME!r}: the exported model of method {method!r}")
-    payload = pack_parts(NAME, {"methods": {m: e.meta() for m, e in exported.items()}},
-                         {m: e.model for m, e in exported.items()})
-    backend_map = {f"{method}/{node}": handles
-                   for method, e in exported.items() for node, handles in e.node_handles.items()}
+    payload = pack_parts(
+        NAME, {"methods": {m: e.meta() for m, e in exported.items()}}, {m: e.model for m, e in exported.items()}
+    )
+    backend_map = {
+        f"{method}/{node}": handles for method, e in exported.items() for node, handles in e.node_handles.items()
+    }
     notes = {method: {"exported_after": e.retried_on} for method, e in exported.items() if e.retried_on}
     return PreprocessResult(payload, backend_map, notes)

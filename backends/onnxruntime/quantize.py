@@ -29,14 +29,14 @@ from __future__ import annotations
 import dataclasses
 import os
 import tempfile
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 
-from pipeline.core.backend import LoweringError, quiet_logs_from
-
 from pipeline.backends.onnxruntime.compile_spec import NAME, OnnxRuntimeCompileSpec, Quantize
 from pipeline.backends.onnxruntime.exporters import ExportedMethod
+from pipeline.core.backend import LoweringError, quiet_logs_from
 
 CALIBRATION_SEED = 0
 
@@ -44,15 +44,16 @@ CALIBRATION_SEED = 0
 def quantize(exported: ExportedMethod, spec: OnnxRuntimeCompileSpec, method: str) -> ExportedMethod:
     """The method with its model quantized as ``spec.quantize`` says, and its node map redone."""
     import onnx
-    from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType, quantize_dynamic,
-                                          quantize_static)
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
 
     source = onnx.load_from_string(exported.model)
     try:
         # The quantizer's advice to run its pre-processing is not taken: that optimizes the graph and
         # renames the nodes the handles map through.
-        with tempfile.TemporaryDirectory(prefix="pipeline-ort-quantize-") as directory, \
-                quiet_logs_from("onnxruntime.quantization"):
+        with (
+            tempfile.TemporaryDirectory(prefix="pipeline-ort-quantize-") as directory,
+            quiet_logs_from("onnxruntime.quantization"),
+        ):
             path = os.path.join(directory, "quantized.onnx")
             if spec.quantize is Quantize.int8_dynamic:
                 quantize_dynamic(source, path, weight_type=QuantType.QInt8)
@@ -63,9 +64,15 @@ def quantize(exported: ExportedMethod, spec: OnnxRuntimeCompileSpec, method: str
                         f"Backend {NAME!r}, method {method!r}: quantize=int8_static has nothing to calibrate on: the "
                         "program keeps no example inputs and compile_spec calibration_samples is 0."
                     )
-                quantize_static(source, path, _Reader(samples), quant_format=QuantFormat.QDQ,
-                                activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                                calibrate_method=CalibrationMethod.MinMax)
+                quantize_static(
+                    source,
+                    path,
+                    _Reader(samples),
+                    quant_format=QuantFormat.QDQ,
+                    activation_type=QuantType.QInt8,
+                    weight_type=QuantType.QInt8,
+                    calibrate_method=CalibrationMethod.MinMax,
+                )
             quantized = onnx.load(path)
     except LoweringError:
         raise
@@ -74,11 +81,14 @@ def quantize(exported: ExportedMethod, spec: OnnxRuntimeCompileSpec, method: str
             f"Backend {NAME!r}: onnxruntime.quantization failed on method {method!r} (quantize="
             f"{spec.quantize.value}): {type(error).__name__}: {error}"
         ) from error
-    return dataclasses.replace(exported, model=quantized.SerializeToString(deterministic=True),
-                               node_handles=node_handles(quantized, source, exported.node_handles))
+    return dataclasses.replace(
+        exported,
+        model=quantized.SerializeToString(deterministic=True),
+        node_handles=node_handles(quantized, source, exported.node_handles),
+    )
 
 
-def calibration_data(inputs: Mapping[str, torch.Tensor], have_examples: bool, count: int) -> List[Dict[str, Any]]:
+def calibration_data(inputs: Mapping[str, torch.Tensor], have_examples: bool, count: int) -> list[dict[str, Any]]:
     """The example inputs (if the program has them), then ``count`` seeded random samples like them."""
     generator = torch.Generator().manual_seed(CALIBRATION_SEED)
     samples = [{name: value.numpy() for name, value in inputs.items()}] if have_examples else []
@@ -99,32 +109,37 @@ def _like(example: torch.Tensor, is_example: bool, generator: torch.Generator) -
 class _Reader:
     """``onnxruntime.quantization.CalibrationDataReader``: the samples, one per ``get_next``."""
 
-    def __init__(self, samples: Sequence[Dict[str, Any]]):
+    def __init__(self, samples: Sequence[dict[str, Any]]):
         self._samples = iter(samples)
 
-    def get_next(self) -> Optional[Dict[str, Any]]:
+    def get_next(self) -> dict[str, Any] | None:
         return next(self._samples, None)
 
 
-def node_handles(quantized: Any, exported: Any, exported_handles: Mapping[str, List[int]]) -> Dict[str, List[int]]:
+def node_handles(quantized: Any, exported: Any, exported_handles: Mapping[str, list[int]]) -> dict[str, list[int]]:
     """Node of the quantized model -> handles (see the module docstring). Unnamed nodes the quantizer
     made are named ``<op type>_<index>`` here first, so that every node has a key."""
     nodes = list(quantized.graph.node)
     for index, node in enumerate(nodes):
         node.name = node.name or f"{node.op_type}_{index}"
     produced_by = {value: exported_handles.get(node.name, []) for node in exported.graph.node for value in node.output}
-    consumers: Dict[str, List[Any]] = {}
-    producer: Dict[str, Any] = {}
+    consumers: dict[str, list[Any]] = {}
+    producer: dict[str, Any] = {}
     for node in nodes:
         for value in node.input:
             consumers.setdefault(value, []).append(node)
         for value in node.output:
             producer[value] = node
     # by name, and by the values it computes: a Conv the quantizer fused a Relu into now produces `relu`
-    own = {node.name: sorted(set(_by_name(node.name, exported_handles))
-                             | {h for value in node.output for h in produced_by.get(value, [])}) for node in nodes}
+    own = {
+        node.name: sorted(
+            set(_by_name(node.name, exported_handles))
+            | {h for value in node.output for h in produced_by.get(value, [])}
+        )
+        for node in nodes
+    }
 
-    def neighbours(node: Any, downstream: bool) -> List[int]:
+    def neighbours(node: Any, downstream: bool) -> list[int]:
         """Handles of the first nodes with their own, downstream (the nodes it feeds) or upstream."""
         found: set = set()
         seen = {node.name}
@@ -132,8 +147,11 @@ def node_handles(quantized: Any, exported: Any, exported_handles: Mapping[str, L
         while frontier and not found:
             step = []
             for current in frontier:
-                linked = ([c for value in current.output for c in consumers.get(value, [])] if downstream else
-                          [producer[value] for value in current.input if value in producer])
+                linked = (
+                    [c for value in current.output for c in consumers.get(value, [])]
+                    if downstream
+                    else [producer[value] for value in current.input if value in producer]
+                )
                 for other in linked:
                     if other.name not in seen:
                         seen.add(other.name)
@@ -150,7 +168,7 @@ def node_handles(quantized: Any, exported: Any, exported_handles: Mapping[str, L
     return result
 
 
-def _by_name(name: str, exported: Mapping[str, List[int]]) -> List[int]:
+def _by_name(name: str, exported: Mapping[str, list[int]]) -> list[int]:
     """Handles of the exported node this one is, or is named after (the longest name it starts with)."""
     if name in exported:
         return list(exported[name])

@@ -14,19 +14,27 @@ import json
 import os
 import re
 import tempfile
-from typing import Any, Dict, List, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
-
-from pipeline.core.backend import (Backend, BackendRuntimeError, LoweringError, ProfileEvent, UNKNOWN_HANDLE,
-                                   argument_leaves, method_part, package_version, parse_compile_spec, unpack_parts)
 
 from pipeline.backends.onnxruntime.compile_spec import NAME, OnnxRuntimeCompileSpec, check_providers, session_options
 from pipeline.backends.onnxruntime.external_data import check_model
 from pipeline.backends.onnxruntime.preprocess import preprocess
 from pipeline.backends.onnxruntime.support import node_support
-
-
+from pipeline.core.backend import (
+    UNKNOWN_HANDLE,
+    Backend,
+    BackendRuntimeError,
+    LoweringError,
+    ProfileEvent,
+    argument_leaves,
+    method_part,
+    package_version,
+    parse_compile_spec,
+    unpack_parts,
+)
 
 _NODE_IN_MESSAGE = re.compile(r"Name:'(?P<name>[^']*)'")
 _KERNEL_SUFFIX = "_kernel_time"
@@ -44,7 +52,7 @@ class OnnxRuntimeBackend(Backend):
     native_payload = True  # onnxruntime parses the ONNX protobuf in C++: a received file loads in a child first
 
     @classmethod
-    def supports(cls, node: Any) -> "bool | str":
+    def supports(cls, node: Any) -> bool | str:
         """What the ONNX exporter translates or decomposes, less known failures (`support.node_support`)."""
         return node_support(node)
 
@@ -55,7 +63,7 @@ class OnnxRuntimeBackend(Backend):
             return False
         return True
 
-    def compile(self, payload: bytes, method_compile_spec: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
+    def compile(self, payload: bytes, method_compile_spec: dict[str, dict[str, Any]]) -> dict[str, Any]:
         meta, models = unpack_parts(payload, NAME)
         handles = {}
         for method, options in method_compile_spec.items():
@@ -65,22 +73,26 @@ class OnnxRuntimeBackend(Backend):
         return handles
 
 
-
-
 MAX_ARGUMENT_LEAVES = 100_000  # a method's flattened arguments (a payload's input index is one of them)
 
 
-def feeding_plan(meta: Any, method: str) -> List[tuple]:
+def feeding_plan(meta: Any, method: str) -> list[tuple]:
     """``[(ONNX input name, flattened argument index)]`` from the payload's header: names are strings, indexes
     in 0..MAX_ARGUMENT_LEAVES-1 (a negative one would feed another argument, counted from the end)."""
     pairs = meta.get("inputs") if isinstance(meta, dict) else None
     plan = []
     for pair in pairs if isinstance(pairs, list) else [None]:
         name, index = pair if isinstance(pair, list) and len(pair) == 2 else (None, None)
-        if not isinstance(name, str) or isinstance(index, bool) or not isinstance(index, int) \
-                or not 0 <= index < MAX_ARGUMENT_LEAVES:
-            raise LoweringError(f"Backend {NAME!r}: the payload's inputs of method {method!r} must be "
-                                f"[name, index] pairs with index in 0..{MAX_ARGUMENT_LEAVES - 1}, not {pair!r}.")
+        if (
+            not isinstance(name, str)
+            or isinstance(index, bool)
+            or not isinstance(index, int)
+            or not 0 <= index < MAX_ARGUMENT_LEAVES
+        ):
+            raise LoweringError(
+                f"Backend {NAME!r}: the payload's inputs of method {method!r} must be "
+                f"[name, index] pairs with index in 0..{MAX_ARGUMENT_LEAVES - 1}, not {pair!r}."
+            )
         plan.append((name, index))
     return plan
 
@@ -88,7 +100,7 @@ def feeding_plan(meta: Any, method: str) -> List[tuple]:
 class SessionMethod:
     """One method, ready to run: the handle `OnnxRuntimeBackend.compile` returns."""
 
-    def __init__(self, method: str, model: bytes, meta: Dict[str, Any], spec: OnnxRuntimeCompileSpec):
+    def __init__(self, method: str, model: bytes, meta: dict[str, Any], spec: OnnxRuntimeCompileSpec):
         import onnxruntime
 
         self.method = method
@@ -110,7 +122,7 @@ class SessionMethod:
         self.output_names = [output.name for output in self.session.get_outputs()]
         self.name0, self.index0 = self.inputs[0] if len(self.inputs) == 1 else (None, None)
 
-    def run(self, inputs: Sequence[Any]) -> List[torch.Tensor]:
+    def run(self, inputs: Sequence[Any]) -> list[torch.Tensor]:
         """The hot path: no pytree and no comprehension for one tensor argument (the common case)."""
         if not self.flat:
             feeds = self.feeds(inputs)
@@ -128,7 +140,7 @@ class SessionMethod:
             raise BackendRuntimeError(f"onnxruntime: {error}", self.handles_in_message(str(error))) from error
         return list(map(torch.from_numpy, outputs))
 
-    def feeds(self, inputs: Sequence[Any]) -> Dict[str, Any]:
+    def feeds(self, inputs: Sequence[Any]) -> dict[str, Any]:
         leaves = argument_leaves(inputs)
         feeds = {}
         for name, index in self.inputs:
@@ -136,7 +148,9 @@ class SessionMethod:
             if not isinstance(value, torch.Tensor):
                 raise BackendRuntimeError(
                     f"onnxruntime: method {self.method!r} needs a tensor for ONNX input {name!r} "
-                    f"(flattened argument {index}), got {type(value).__name__}.", [UNKNOWN_HANDLE])
+                    f"(flattened argument {index}), got {type(value).__name__}.",
+                    [UNKNOWN_HANDLE],
+                )
             try:
                 feeds[name] = value.numpy()  # a view: a contiguous CPU tensor without grad
             except (RuntimeError, TypeError):  # requires grad, or not on the CPU; or a dtype numpy lacks
@@ -149,14 +163,16 @@ class SessionMethod:
         except (RuntimeError, TypeError, NotImplementedError) as error:  # a meta tensor, bfloat16
             raise BackendRuntimeError(
                 f"onnxruntime: method {self.method!r} cannot pass flattened argument {index} (ONNX input {name!r}, a "
-                f"{value.dtype} tensor on {value.device}) to onnxruntime: {error}", [UNKNOWN_HANDLE]) from None
+                f"{value.dtype} tensor on {value.device}) to onnxruntime: {error}",
+                [UNKNOWN_HANDLE],
+            ) from None
 
-    def handles_in_message(self, message: str) -> List[int]:
+    def handles_in_message(self, message: str) -> list[int]:
         match = _NODE_IN_MESSAGE.search(message)
         found = self.handles_of_node(match["name"]) if match else []
         return found or [UNKNOWN_HANDLE]
 
-    def handles_of_node(self, name: str, produced_by: Optional[Dict[str, List[int]]] = None) -> List[int]:
+    def handles_of_node(self, name: str, produced_by: dict[str, list[int]] | None = None) -> list[int]:
         """Handles of a node of the session's graph: exported nodes by name; nodes onnxruntime made
         by fusion (``node_MatMul_1/MatMulAddFusion``) by the name before the slash, or else by the
         exported nodes whose outputs they produce (``produced_by``, from the optimized model)."""
@@ -165,7 +181,7 @@ class SessionMethod:
                 return self.node_handles[candidate]
         return (produced_by or {}).get(name, [])
 
-    def profile(self, inputs: Sequence[Any]) -> List[ProfileEvent]:
+    def profile(self, inputs: Sequence[Any]) -> list[ProfileEvent]:
         """Per-node kernel times of one call, from a separate profiling session.
 
         The session is made on demand with the method's own options plus
@@ -199,13 +215,18 @@ class SessionMethod:
                 continue
             if not start <= event["ts"] <= end:
                 continue
-            node = event["name"][:-len(_KERNEL_SUFFIX)]
+            node = event["name"][: -len(_KERNEL_SUFFIX)]
             op = event.get("args", {}).get("op_name", "")
-            events.append(ProfileEvent(f"{self.method}/{node} {op}".rstrip(), event["dur"] / 1e6,
-                                       tuple(self.handles_of_node(node, produced_by))))
+            events.append(
+                ProfileEvent(
+                    f"{self.method}/{node} {op}".rstrip(),
+                    event["dur"] / 1e6,
+                    tuple(self.handles_of_node(node, produced_by)),
+                )
+            )
         return events
 
-    def _producers(self, optimized: Any) -> Dict[str, List[int]]:
+    def _producers(self, optimized: Any) -> dict[str, list[int]]:
         """Node of the optimized model -> handles of every exported node it computes.
 
         A node of the optimized graph computes some values from others. Its
@@ -220,10 +241,10 @@ class SessionMethod:
 
         exported = onnx.load_from_string(self.model)
         producer = {value: node for node in exported.graph.node for value in node.output}
-        alias: Dict[str, str] = {}  # optimized value -> the exported value it holds
+        alias: dict[str, str] = {}  # optimized value -> the exported value it holds
         producers = {}
         for node in optimized.graph.node:
-            stem = node.name[:-len(_LAYOUT_SUFFIX)] if node.name.endswith(_LAYOUT_SUFFIX) else None
+            stem = node.name[: -len(_LAYOUT_SUFFIX)] if node.name.endswith(_LAYOUT_SUFFIX) else None
             if stem in producer and len(node.output) == 1:
                 alias[node.output[0]] = stem
             inputs = {alias.get(v, v) for v in node.input}
@@ -237,7 +258,7 @@ class SessionMethod:
         return producers
 
 
-def _covered(producer: Dict[str, Any], outputs: List[str], inputs: set) -> List[Any]:
+def _covered(producer: dict[str, Any], outputs: list[str], inputs: set) -> list[Any]:
     """The exported nodes that compute ``outputs`` from ``inputs``: walk back from the outputs, stopping at
     the inputs (and at graph inputs and initializers, which no node produces)."""
     seen, stack, covered = set(), [v for v in outputs if v not in inputs], []

@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import operator
-from typing import Any, Optional
+from typing import Any
 
 import torch
 import torch.utils._pytree as pytree
@@ -32,13 +32,13 @@ from pipeline.core.backend import quiet
 # op (without overload) -> why it fails although the exporter claims it.
 KNOWN_FAILURES = {
     "aten::_transformer_encoder_layer_fwd": "is the fast path of nn.TransformerEncoderLayer under torch.no_grad(), "
-                                            "which the ONNX exporter has no translation for",
+    "which the ONNX exporter has no translation for",
     "aten::_native_multi_head_attention": "is the fast path of nn.MultiheadAttention under torch.no_grad(), which "
-                                          "the ONNX exporter has no translation for",
+    "the ONNX exporter has no translation for",
 }
 
 
-def node_support(node: Any) -> "bool | str":
+def node_support(node: Any) -> bool | str:
     if node.op != "call_function":
         return f"is a {node.op} node"
     if node.target is operator.getitem:
@@ -51,8 +51,10 @@ def node_support(node: Any) -> "bool | str":
         return reason
     values = pytree.tree_leaves((node.meta.get("val"), [a.meta.get("val") for a in node.all_input_nodes]))
     if any(isinstance(v, torch.Tensor) and v.is_complex() for v in values):
-        return ("reads or makes a complex tensor, which an onnxruntime session cannot take or return (the "
-                "exporter represents complex values only inside one whole program)")
+        return (
+            "reads or makes a complex tensor, which an onnxruntime session cannot take or return (the "
+            "exporter represents complex values only inside one whole program)"
+        )
     registry = _registry()
     if registry is None or registry.is_registered(op) or _decomposed_first(op, node, registry):
         return True
@@ -60,7 +62,7 @@ def node_support(node: Any) -> "bool | str":
 
 
 @functools.lru_cache(maxsize=1)
-def _registry() -> Optional[Any]:
+def _registry() -> Any | None:
     try:
         from torch.onnx._internal.exporter import _registration
     except ImportError:

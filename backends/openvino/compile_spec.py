@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Any, Dict
+from typing import Any
 
 from pipeline.core.backend import MAX_THREADS, FieldError, LoweringError, out_of_range
 
@@ -56,9 +56,9 @@ class OpenVinoCompileSpec:
             if problem:
                 raise FieldError(name, problem + ".")
 
-    def plugin_config(self) -> Dict[str, Any]:
+    def plugin_config(self) -> dict[str, Any]:
         """The ``compile_model`` config: only what the spec sets, so 0 leaves the plugin's choice."""
-        config: Dict[str, Any] = {
+        config: dict[str, Any] = {
             "INFERENCE_PRECISION_HINT": self.inference_precision.value,
             "PERFORMANCE_HINT": self.performance_hint.value,
         }

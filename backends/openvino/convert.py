@@ -29,23 +29,23 @@ from __future__ import annotations
 
 import contextlib
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator, List
+from typing import Any
 
 import torch
 
-from pipeline.core.backend import LoweringError, quiet_logs_from
-
 from pipeline.backends.openvino.compile_spec import NAME, require_openvino
+from pipeline.core.backend import LoweringError, quiet_logs_from
 
 
 @dataclass
 class Converted:
     model: Any  # openvino.Model, with fused_names runtime info
-    graph: "torch.fx.Graph"  # the decomposed graph the frontend converted
+    graph: torch.fx.Graph  # the decomposed graph the frontend converted
 
 
-def convert(program: "torch.export.ExportedProgram", method: str) -> Converted:
+def convert(program: torch.export.ExportedProgram, method: str) -> Converted:
     require_openvino()
     from openvino._offline_transformations import apply_moc_transformations, compress_quantize_weights_transformation
     from openvino.frontend import FrontEndManager
@@ -84,18 +84,18 @@ def _quiet_converter() -> Iterator[None]:
         yield
 
 
-def inputs_of(graph: "torch.fx.Graph") -> List["torch.fx.Node"]:
+def inputs_of(graph: torch.fx.Graph) -> list[torch.fx.Node]:
     """The converted graph's inputs: the method's flattened tensor arguments, in order, as the model's
     parameters are (their names are the frontend's own: ``pair`` for the argument ``pair_0``). Values
     the program was specialised on (``use_cache=False``, None) are placeholders too, but not inputs."""
     return [node for node in graph.nodes if node.op == "placeholder" and _is_tensor(node)]
 
 
-def _is_tensor(node: "torch.fx.Node") -> bool:
+def _is_tensor(node: torch.fx.Node) -> bool:
     return isinstance(node.meta.get("val"), torch.Tensor)
 
 
-def restore_shapes(model: Any, placeholders: List["torch.fx.Node"], method: str) -> None:
+def restore_shapes(model: Any, placeholders: list[torch.fx.Node], method: str) -> None:
     """Give each input the program's static shape back, and drop the parameters the frontend made for
     specialised values: they are unused, and the CPU plugin refuses a parameter of dynamic rank."""
     import openvino
@@ -111,12 +111,15 @@ def restore_shapes(model: Any, placeholders: List["torch.fx.Node"], method: str)
     for parameter, node in zip(parameters, placeholders):
         if not _is_tensor(node):
             if any(user.target != "_guards_fn" for user in node.users):  # torch.export's input guards only
-                raise LoweringError(f"Backend {NAME!r}: method {method!r} computes with its non-tensor argument "
-                                    f"{node.name!r}; OpenVINO takes tensor inputs only.")
+                raise LoweringError(
+                    f"Backend {NAME!r}: method {method!r} computes with its non-tensor argument "
+                    f"{node.name!r}; OpenVINO takes tensor inputs only."
+                )
             model.remove_parameter(parameter)
             continue
         shapes[parameter.output(0)] = openvino.PartialShape(
-            [size if isinstance(size, int) else openvino.Dimension() for size in node.meta["val"].shape])
+            [size if isinstance(size, int) else openvino.Dimension() for size in node.meta["val"].shape]
+        )
     model.reshape(shapes)
     folding = Manager()
     folding.register_pass(ConstantFolding())

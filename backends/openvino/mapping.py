@@ -26,7 +26,8 @@ What survives, as found with OpenVINO 2026.4:
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Sequence, Tuple
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 _FUSED_NAMES = "fused_names_0"
 _NOT_WORK = ("Constant",)
@@ -43,7 +44,7 @@ def canonical_names(model: Any, method: str, keep: Sequence[str] = ("Parameter",
             op.set_friendly_name(f"{op.get_type_name()}_{index}")
 
 
-def ir_node_handles(model: Any, origins: Mapping[str, List[int]]) -> Dict[str, List[int]]:
+def ir_node_handles(model: Any, origins: Mapping[str, list[int]]) -> dict[str, list[int]]:
     """IR node name -> handles of the FX nodes it came from (fused ones included); constants left out."""
     node_handles = {}
     for op in model.get_ordered_ops():
@@ -57,17 +58,21 @@ def ir_node_handles(model: Any, origins: Mapping[str, List[int]]) -> Dict[str, L
     return node_handles
 
 
-def runtime_node_handles(compiled: Any, node_handles: Mapping[str, Sequence[int]]) -> Dict[str, Tuple[int, ...]]:
+def runtime_node_handles(compiled: Any, node_handles: Mapping[str, Sequence[int]]) -> dict[str, tuple[int, ...]]:
     """Runtime node name -> handles of the IR nodes it executes (``originalLayersNames``); a node the
     plugin made itself (a layout ``Reorder``, a piece of an op it decomposed) takes those of the nodes it feeds."""
     ops = compiled.get_runtime_model().get_ordered_ops()
-    found: Dict[str, Tuple[int, ...]] = {}
+    found: dict[str, tuple[int, ...]] = {}
     for op in reversed(ops):  # consumers first
         info = op.get_rt_info()
         layers = info["originalLayersNames"].astype(str) if "originalLayersNames" in info else ""
         handles = {h for name in layers.split(",") if name for h in node_handles.get(name, ())}
         if not handles and info["layerType"].astype(str) not in _NOT_EXECUTED:
-            handles = {h for output in op.outputs() for target in output.get_target_inputs()
-                       for h in found.get(target.get_node().get_friendly_name(), ())}
+            handles = {
+                h
+                for output in op.outputs()
+                for target in output.get_target_inputs()
+                for h in found.get(target.get_node().get_friendly_name(), ())
+            }
         found[op.get_friendly_name()] = tuple(sorted(handles))
     return found

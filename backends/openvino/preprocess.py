@@ -14,27 +14,27 @@ from __future__ import annotations
 
 import os
 import tempfile
-from typing import Any, Callable, Dict, List, Mapping, Tuple
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
-
-from pipeline.core.backend import (LoweringError, PreprocessResult, handles_by_origin, pack_parts,
-                                   parse_compile_spec)
 
 from pipeline.backends.openvino.compile_spec import NAME, OpenVinoCompileSpec, require_openvino
 from pipeline.backends.openvino.convert import Converted, convert, inputs_of
 from pipeline.backends.openvino.mapping import canonical_names, ir_node_handles
 from pipeline.backends.openvino.received_ir import check_xml
+from pipeline.core.backend import LoweringError, PreprocessResult, handles_by_origin, pack_parts, parse_compile_spec
 
 
-def preprocess(program: Any, method_compile_spec: Mapping[str, Mapping[str, Any]],
-               generate_debug_handles: Callable) -> PreprocessResult:
+def preprocess(
+    program: Any, method_compile_spec: Mapping[str, Mapping[str, Any]], generate_debug_handles: Callable
+) -> PreprocessResult:
     for method, options in method_compile_spec.items():
         parse_compile_spec(OpenVinoCompileSpec, options, f"compile_spec.{method}")
     require_openvino()
-    methods: Dict[str, Any] = {}
-    parts: Dict[str, bytes] = {}
-    backend_map: Dict[str, List[int]] = {}
+    methods: dict[str, Any] = {}
+    parts: dict[str, bytes] = {}
+    backend_map: dict[str, list[int]] = {}
     for method in method_compile_spec:
         exported = program.get(method) if isinstance(program, dict) else None
         if not isinstance(exported, torch.export.ExportedProgram):
@@ -55,19 +55,20 @@ def preprocess(program: Any, method_compile_spec: Mapping[str, Mapping[str, Any]
     return PreprocessResult(pack_parts(NAME, {"methods": methods}, parts), backend_map)
 
 
-def feeding_plan(program: "torch.export.ExportedProgram", converted: Converted) -> bool:
+def feeding_plan(program: torch.export.ExportedProgram, converted: Converted) -> bool:
     """Whether the method's arguments are its IR inputs already, in order: one tensor each, nothing nested
     and no keyword arguments (execute then skips flattening them)."""
     in_spec = program.call_spec.in_spec
     args_spec = in_spec.child(0) if in_spec is not None and in_spec.num_children else None
     return bool(
-        args_spec is not None and in_spec.child(1).num_children == 0
+        args_spec is not None
+        and in_spec.child(1).num_children == 0
         and all(args_spec.child(i).is_leaf() for i in range(args_spec.num_children))
         and args_spec.num_children == len(inputs_of(converted.graph))
     )
 
 
-def serialize(model: Any) -> Tuple[bytes, bytes]:
+def serialize(model: Any) -> tuple[bytes, bytes]:
     """The IR as (xml, bin) bytes, without the conversion's fused-names runtime info; no file is left."""
     import openvino
     from openvino._offline_transformations import apply_fused_names_cleanup

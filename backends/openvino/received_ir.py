@@ -31,8 +31,10 @@ def check_xml(xml: bytes, what: str) -> None:
     """A `LoweringError` naming ``what`` unless ``xml`` is OpenVINO IR: ``<?xml ...?>`` then ``<net>``, no DTD."""
     if not isinstance(xml, (bytes, bytearray)) or not xml.startswith(_IR_START):
         start = bytes(xml[:8]) if isinstance(xml, (bytes, bytearray)) else type(xml).__name__
-        raise LoweringError(f"{what} is not OpenVINO IR: it starts {start!r}, not {_IR_START!r}; a payload holds "
-                            "IR only, never a model another frontend would read (ONNX reads files it names).")
+        raise LoweringError(
+            f"{what} is not OpenVINO IR: it starts {start!r}, not {_IR_START!r}; a payload holds "
+            "IR only, never a model another frontend would read (ONNX reads files it names)."
+        )
     if _DOCUMENT_TYPE.search(xml):
         raise LoweringError(f"{what} declares a document type (<!DOCTYPE or <!ENTITY), which OpenVINO IR never has.")
     if not _ROOT.match(xml):
@@ -42,5 +44,7 @@ def check_xml(xml: bytes, what: str) -> None:
 def check_model(model: Any, what: str) -> None:
     """A `LoweringError` naming ``what`` if the read model carries ``runtime_options`` for the compiler."""
     if model.has_rt_info(["runtime_options"]):
-        raise LoweringError(f"{what} carries runtime_options in its runtime info, which would set compile "
-                            "properties the compile spec does not show; a payload's IR carries none.")
+        raise LoweringError(
+            f"{what} carries runtime_options in its runtime info, which would set compile "
+            "properties the compile spec does not show; a payload's IR carries none."
+        )

@@ -20,17 +20,27 @@ handles of the node its message names, else ``-1``.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from collections.abc import Sequence
+from typing import Any
 
 import torch
-
-from pipeline.core.backend import (Backend, BackendRuntimeError, LoweringError, ProfileEvent, UNKNOWN_HANDLE,
-                                   argument_leaves, format_choices, package_version, parse_compile_spec, unpack_parts)
 
 from pipeline.backends.openvino.compile_spec import DEVICE, NAME, OpenVinoCompileSpec, require_openvino
 from pipeline.backends.openvino.mapping import runtime_node_handles
 from pipeline.backends.openvino.preprocess import preprocess
 from pipeline.backends.openvino.received_ir import check_model, check_xml
+from pipeline.core.backend import (
+    UNKNOWN_HANDLE,
+    Backend,
+    BackendRuntimeError,
+    LoweringError,
+    ProfileEvent,
+    argument_leaves,
+    format_choices,
+    package_version,
+    parse_compile_spec,
+    unpack_parts,
+)
 
 
 class OpenVinoBackend(Backend):
@@ -56,7 +66,7 @@ class OpenVinoBackend(Backend):
             return False
         return True
 
-    def compile(self, payload: bytes, method_compile_spec: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
+    def compile(self, payload: bytes, method_compile_spec: dict[str, dict[str, Any]]) -> dict[str, Any]:
         openvino = require_openvino()
         if self._core is None:
             self._core = openvino.Core()
@@ -65,18 +75,22 @@ class OpenVinoBackend(Backend):
         for method, options in method_compile_spec.items():
             spec = parse_compile_spec(OpenVinoCompileSpec, options, f"compile_spec.{method}")
             if method not in meta.get("methods", {}):
-                raise LoweringError(f"Backend {NAME!r}: the payload has no method {method!r}; it has "
-                                    f"{format_choices(meta.get('methods', {}))}.")
-            handles[method] = RequestMethod(self._core, method, parts[f"{method}.xml"], parts[f"{method}.bin"],
-                                            meta["methods"][method], spec)
+                raise LoweringError(
+                    f"Backend {NAME!r}: the payload has no method {method!r}; it has "
+                    f"{format_choices(meta.get('methods', {}))}."
+                )
+            handles[method] = RequestMethod(
+                self._core, method, parts[f"{method}.xml"], parts[f"{method}.bin"], meta["methods"][method], spec
+            )
         return handles
 
 
 class RequestMethod:
     """One method, ready to run: the handle `OpenVinoBackend.compile` returns."""
 
-    def __init__(self, core: Any, method: str, xml: bytes, weights: bytes, meta: Dict[str, Any],
-                 spec: OpenVinoCompileSpec):
+    def __init__(
+        self, core: Any, method: str, xml: bytes, weights: bytes, meta: dict[str, Any], spec: OpenVinoCompileSpec
+    ):
         import numpy
         import openvino
         from openvino._pyopenvino import InferRequest as CppInferRequest  # the binding InferRequest wraps
@@ -112,7 +126,7 @@ class RequestMethod:
         # more (argument dispatch, an OVDict of the results), set_input_tensor + infer + copy ~5 us more.
         self._one_input = self.flat and self.n_inputs == 1
         self._infer_with = CppInferRequest.infer
-        self._runtime_handles: Optional[Dict[str, Tuple[int, ...]]] = None
+        self._runtime_handles: dict[str, tuple[int, ...]] | None = None
         self._profiling: Any = None
 
     def _checked_precision(self) -> str:
@@ -128,17 +142,18 @@ class RequestMethod:
             )
         return actual
 
-    def run(self, inputs: Sequence[Any]) -> List[torch.Tensor]:
+    def run(self, inputs: Sequence[Any]) -> list[torch.Tensor]:
         if self._one_input:
             try:
-                outputs = self._infer_with(self.request, self._tensor(inputs[0].numpy(), shared_memory=True),
-                                           False, False)
+                outputs = self._infer_with(
+                    self.request, self._tensor(inputs[0].numpy(), shared_memory=True), False, False
+                )
                 return self._as_torch(outputs)
             except Exception:  # not a contiguous CPU tensor without grad, or the call failed:
                 pass  # the general path below copies what it must, or says what failed and where
         return self._run(self.request, inputs)
 
-    def _run(self, request: Any, inputs: Sequence[Any]) -> List[torch.Tensor]:
+    def _run(self, request: Any, inputs: Sequence[Any]) -> list[torch.Tensor]:
         tensors = inputs if self.flat else self._tensors(inputs)
         try:
             feeds = {port: self._shared(value, port) for port, value in enumerate(tensors)}
@@ -150,12 +165,14 @@ class RequestMethod:
             raise BackendRuntimeError(f"OpenVINO: {message}", self.handles_in_message(message)) from error
         return self._as_torch(outputs)
 
-    def _tensors(self, inputs: Sequence[Any]) -> List[torch.Tensor]:
+    def _tensors(self, inputs: Sequence[Any]) -> list[torch.Tensor]:
         tensors = [leaf for leaf in argument_leaves(inputs) if isinstance(leaf, torch.Tensor)]
         if len(tensors) != self.n_inputs:
             raise BackendRuntimeError(
                 f"OpenVINO: method {self.method!r} takes {self.n_inputs} tensors (its flattened arguments), got "
-                f"{len(tensors)}.", [UNKNOWN_HANDLE])
+                f"{len(tensors)}.",
+                [UNKNOWN_HANDLE],
+            )
         return tensors
 
     def _shared(self, value: Any, index: int) -> Any:
@@ -163,7 +180,9 @@ class RequestMethod:
         if not isinstance(value, torch.Tensor):
             raise BackendRuntimeError(
                 f"OpenVINO: method {self.method!r} needs a tensor for flattened argument {index}, got "
-                f"{type(value).__name__}.", [UNKNOWN_HANDLE])
+                f"{type(value).__name__}.",
+                [UNKNOWN_HANDLE],
+            )
         try:
             array = value.numpy()
         except RuntimeError:  # requires grad, or not on the CPU
@@ -172,19 +191,19 @@ class RequestMethod:
             array = array.copy(order="C")
         return self._tensor(array, shared_memory=True)
 
-    def handles_in_message(self, message: str) -> List[int]:
+    def handles_in_message(self, message: str) -> list[int]:
         """Handles of the nodes the message names in quotes (the plugin names runtime nodes), else ``-1``."""
         named = {**self.node_handles, **self.runtime_handles()}
         found = sorted({h for name, handles in named.items() if f"'{name}'" in message for h in handles})
         return found or [UNKNOWN_HANDLE]
 
-    def runtime_handles(self) -> Dict[str, Tuple[int, ...]]:
+    def runtime_handles(self) -> dict[str, tuple[int, ...]]:
         """Node of the compiled (runtime) model -> handles of the IR nodes it executes."""
         if self._runtime_handles is None:
             self._runtime_handles = runtime_node_handles(self.compiled, self.node_handles)
         return self._runtime_handles
 
-    def profile(self, inputs: Sequence[Any]) -> List[ProfileEvent]:
+    def profile(self, inputs: Sequence[Any]) -> list[ProfileEvent]:
         """Per-node times of one call, from a second compilation of the method with ``PERF_COUNT``.
 
         Counting costs time on every call (about 6 us, a fifth, on the zoo MLP at
@@ -201,15 +220,21 @@ class RequestMethod:
         request, handles = self._profiling
         for _ in range(2):
             self._run(request, inputs)
-        return [ProfileEvent(f"{self.method}/{info.node_name} {info.node_type}", info.real_time.total_seconds(),
-                             handles.get(info.node_name, ()))
-                for info in request.get_profiling_info() if info.status == openvino.ProfilingInfo.Status.EXECUTED]
+        return [
+            ProfileEvent(
+                f"{self.method}/{info.node_name} {info.node_type}",
+                info.real_time.total_seconds(),
+                handles.get(info.node_name, ()),
+            )
+            for info in request.get_profiling_info()
+            if info.status == openvino.ProfilingInfo.Status.EXECUTED
+        ]
 
 
-def _as_torch(outputs: Dict[Any, Any]) -> List[torch.Tensor]:
+def _as_torch(outputs: dict[Any, Any]) -> list[torch.Tensor]:
     """The results of one infer (copies, in output order) as tensors that share their memory."""
     return [torch.from_numpy(array) for array in outputs.values()]
 
 
-def _as_torch_reading_bf16(outputs: Dict[Any, Any], bf16: "set[int]") -> List[torch.Tensor]:
+def _as_torch_reading_bf16(outputs: dict[Any, Any], bf16: set[int]) -> list[torch.Tensor]:
     return [tensor.view(torch.bfloat16) if i in bf16 else tensor for i, tensor in enumerate(_as_torch(outputs))]

@@ -12,24 +12,40 @@ debug handle of the node it came from.
 from __future__ import annotations
 
 import operator
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any
 
 import torch
 
-from pipeline.core.backend import (UNKNOWN, LoweringError, PreprocessResult, UnsupportedOpError, describe_node,
-                                   parse_method_specs, size_problem)
-
 from pipeline.backends.reference import from_export, from_torchscript, ops, passes
 from pipeline.backends.reference.compile_spec import ReferenceCompileSpec
-from pipeline.backends.reference.program import NO_HANDLE, Instruction, MethodProgram, Program, Ref, encodable, serialize
+from pipeline.backends.reference.program import (
+    NO_HANDLE,
+    Instruction,
+    MethodProgram,
+    Program,
+    Ref,
+    encodable,
+    serialize,
+)
+from pipeline.core.backend import (
+    UNKNOWN,
+    LoweringError,
+    PreprocessResult,
+    UnsupportedOpError,
+    describe_node,
+    parse_method_specs,
+    size_problem,
+)
 
 
-def preprocess(program: Any, method_compile_spec: Mapping[str, Mapping[str, Any]],
-               generate_debug_handles: Callable) -> PreprocessResult:
+def preprocess(
+    program: Any, method_compile_spec: Mapping[str, Mapping[str, Any]], generate_debug_handles: Callable
+) -> PreprocessResult:
     specs = parse_method_specs(ReferenceCompileSpec, method_compile_spec)
-    methods: Dict[str, MethodProgram] = {}
-    problems: List[Problem] = []
+    methods: dict[str, MethodProgram] = {}
+    problems: list[Problem] = []
     for name, spec in specs.items():
         methods[name], found = compile_method(program, name, spec, generate_debug_handles)
         problems += found
@@ -51,8 +67,9 @@ def preprocess(program: Any, method_compile_spec: Mapping[str, Mapping[str, Any]
     return PreprocessResult(payload, backend_map)
 
 
-def compile_method(program: Any, method: str, spec: ReferenceCompileSpec,
-                   generate_debug_handles: Callable) -> Tuple[MethodProgram, List[Problem]]:
+def compile_method(
+    program: Any, method: str, spec: ReferenceCompileSpec, generate_debug_handles: Callable
+) -> tuple[MethodProgram, list[Problem]]:
     """One method, converted and optimized, and the problems that keep the backend from running it."""
     if isinstance(program, torch.jit.ScriptModule):
         program.eval()  # the backend compiles for inference: `training` folds to False
@@ -72,7 +89,7 @@ def compile_method(program: Any, method: str, spec: ReferenceCompileSpec,
     )
 
 
-def optimize(method: MethodProgram, spec: ReferenceCompileSpec) -> List[Problem]:
+def optimize(method: MethodProgram, spec: ReferenceCompileSpec) -> list[Problem]:
     """Fold and drop dead code (as the spec says), make in-place ops functional, simplify what that
     exposed; the problems left."""
     _simplify(method, spec)
@@ -98,13 +115,16 @@ class Problem:
     in_place: bool = False  # an in-place op that passes.functionalize could not rewrite
 
 
-def find_problems(method: MethodProgram, reasons: Optional[Mapping[int, str]] = None) -> List[Problem]:
+def find_problems(method: MethodProgram, reasons: Mapping[int, str] | None = None) -> list[Problem]:
     """One `Problem` per instruction the backend cannot run; ``reasons`` (by ``id(instruction)``) are
     what earlier passes found (an in-place op that could not be made functional)."""
     reasons = reasons or {}
-    return [Problem(instruction.op_name, reason, where(instruction, method.name), id(instruction) in reasons)
-            for instruction in method.instructions()
-            for reason in [reasons.get(id(instruction)) or why_not_runnable(instruction)] if reason]
+    return [
+        Problem(instruction.op_name, reason, where(instruction, method.name), id(instruction) in reasons)
+        for instruction in method.instructions()
+        for reason in [reasons.get(id(instruction)) or why_not_runnable(instruction)]
+        if reason
+    ]
 
 
 def why_not_runnable(instruction: Instruction) -> str:
@@ -116,32 +136,41 @@ def why_not_runnable(instruction: Instruction) -> str:
         return hint_for(instruction.op)
     op = ops.definition(instruction.op)
     if not ops.callable_from_python(instruction.op):
-        return ("is TorchScript's generic list overload, which the reference backend has no kernel for; "
-                "lower with the export frontend")
+        return (
+            "is TorchScript's generic list overload, which the reference backend has no kernel for; "
+            "lower with the export frontend"
+        )
     if op.compile_time:
         return "reads a value known only at run time, which the reference backend cannot do"
     written = ops.written_arguments(instruction.op)
     if written and not op.mutates_first_arg:
-        return (f"writes into its argument {written[0]!r} in place; the reference backend runs "
-                "functional programs (call the op without out=)")
+        return (
+            f"writes into its argument {written[0]!r} in place; the reference backend runs "
+            "functional programs (call the op without out=)"
+        )
     if op.inference_flag is not None:
         name = op.inference_flag
         flag = ops.argument(instruction.op, instruction.args, instruction.kwargs, name)
         if flag is not False:
             state = "decided at run time" if isinstance(flag, Ref) or not is_plain(flag) else repr(flag)
-            return (f"has {name}={state}; the reference backend runs inference only and needs {name}=False "
-                    "(lower the model in eval mode)")
+            return (
+                f"has {name}={state}; the reference backend runs inference only and needs {name}=False "
+                "(lower the model in eval mode)"
+            )
     constants = [a for a in [*instruction.args, *instruction.kwargs.values()] if not encodable(_without_refs(a))]
     if constants:
         return f"takes a {type(constants[0]).__name__} constant, which a reference-backend program cannot hold"
     kernel = ops.torch_overload(instruction.op)
     if kernel is not None:
-        return size_problem(kernel, [_unknown_refs(a) for a in instruction.args],
-                            {k: _unknown_refs(v) for k, v in instruction.kwargs.items()})
+        return size_problem(
+            kernel,
+            [_unknown_refs(a) for a in instruction.args],
+            {k: _unknown_refs(v) for k, v in instruction.kwargs.items()},
+        )
     return ""
 
 
-def node_support(node: Any) -> "bool | str":
+def node_support(node: Any) -> bool | str:
     """`Backend.supports` for one FX node: the op table (``ops.SUPPORTED_OPS``) and the same checks
     `find_problems` makes on the instruction the node would become (in-place writes, training flags,
     constants a program cannot hold), so that what it accepts, preprocess compiles."""
@@ -150,18 +179,30 @@ def node_support(node: Any) -> "bool | str":
     if node.target is operator.getitem:
         return True
     if not isinstance(node.target, torch._ops.OpOverload):  # torch.cond and other higher-order ops
-        return ("is not an ATen op; the reference backend runs torch.cond only in a whole program, "
-                "not in a partition")
-    refs = lambda value: Ref(0) if isinstance(value, torch.fx.Node) else (  # noqa: E731
-        type(value)(refs(v) for v in value) if isinstance(value, (list, tuple)) else value)
-    instruction = Instruction(describe_node(node).op, [refs(a) for a in node.args],
-                              {k: refs(v) for k, v in node.kwargs.items()}, [0])
+        return "is not an ATen op; the reference backend runs torch.cond only in a whole program, not in a partition"
+
+    def refs(value):
+        return (
+            Ref(0)
+            if isinstance(value, torch.fx.Node)
+            # noqa: E731
+            else (type(value)(refs(v) for v in value) if isinstance(value, (list, tuple)) else value)
+        )
+
+    instruction = Instruction(
+        describe_node(node).op, [refs(a) for a in node.args], {k: refs(v) for k, v in node.kwargs.items()}, [0]
+    )
     return why_not_runnable(instruction) or True
 
 
 # Ops that appear only when a model is captured in training mode.
-_TRAINING_OPS = ("aten::native_dropout", "aten::bernoulli", "aten::_native_batch_norm_legit_functional",
-                 "aten::_native_batch_norm_legit", "aten::native_batch_norm")
+_TRAINING_OPS = (
+    "aten::native_dropout",
+    "aten::bernoulli",
+    "aten::_native_batch_norm_legit_functional",
+    "aten::_native_batch_norm_legit",
+    "aten::native_batch_norm",
+)
 
 
 def hint_for(op: str) -> str:
@@ -170,10 +211,13 @@ def hint_for(op: str) -> str:
     if name in _TRAINING_OPS:
         return "appears when a model is captured in training mode; call model.eval() before lowering"
     if name.startswith("call_function::"):  # a Python callable or a higher-order op such as while_loop
-        return ("is not an ATen op the reference backend runs (of export's control-flow ops it runs torch.cond); "
-                "lower on onnxruntime or inductor")
-    return ("is not in the reference backend's op table; lower on onnxruntime or inductor, or write it "
-            "with supported ops")
+        return (
+            "is not an ATen op the reference backend runs (of export's control-flow ops it runs torch.cond); "
+            "lower on onnxruntime or inductor"
+        )
+    return (
+        "is not in the reference backend's op table; lower on onnxruntime or inductor, or write it with supported ops"
+    )
 
 
 def where(instruction: Instruction, method: str) -> str:
@@ -215,7 +259,7 @@ MAX_LISTED_OPS = 8  # the message stays short (under ~15 lines) however many ops
 
 def rejection_message(problems: Sequence[Problem], folding_off: bool = False) -> str:
     """One line per op (its count, first location and why), at most `MAX_LISTED_OPS`; the rest in one line."""
-    groups: Dict[str, List[Problem]] = {}
+    groups: dict[str, list[Problem]] = {}
     for problem in problems:
         groups.setdefault(problem.op, []).append(problem)
     nodes = "1 node" if len(problems) == 1 else f"{len(problems)} nodes"
@@ -226,9 +270,12 @@ def rejection_message(problems: Sequence[Problem], folding_off: bool = False) ->
     rest = list(groups.items())[MAX_LISTED_OPS:]
     if rest:
         lines.append(f"  - and {len(rest)} more ops: " + ", ".join(f"{op} ({len(found)})" for op, found in rest) + ".")
-    lines.append(f"The reference backend runs the {len(ops.SUPPORTED_OPS)} ops listed in "
-                 "pipeline.backends.reference's docstring (ops.SUPPORTED_OPS).")
+    lines.append(
+        f"The reference backend runs the {len(ops.SUPPORTED_OPS)} ops listed in "
+        "pipeline.backends.reference's docstring (ops.SUPPORTED_OPS)."
+    )
     if folding_off:
-        lines.append("Constant folding is off, so branches that constants decide (such as those on "
-                     "`self.training`) were kept.")
+        lines.append(
+            "Constant folding is off, so branches that constants decide (such as those on `self.training`) were kept."
+        )
     return "\n".join(lines)

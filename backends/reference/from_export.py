@@ -26,17 +26,17 @@ from __future__ import annotations
 import itertools
 import operator
 import warnings
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch.export.graph_signature import InputKind, OutputKind
 
+from pipeline.backends.reference.program import NO_HANDLE, Block, InputSpec, Instruction, MethodProgram, Ref
 from pipeline.core.backend import LoweringError, describe_node
 
-from pipeline.backends.reference.program import NO_HANDLE, Block, InputSpec, Instruction, MethodProgram, Ref
 
-
-def convert_method(program: torch.export.ExportedProgram, method: str) -> Tuple[MethodProgram, List[torch.fx.Graph]]:
+def convert_method(program: torch.export.ExportedProgram, method: str) -> tuple[MethodProgram, list[torch.fx.Graph]]:
     """The method's program, its instructions without debug handles yet, and the graphs it came from
     (the program's, then each ``torch.cond`` branch's) for `assign_handles`."""
     converter = _Converter(program, method)
@@ -44,9 +44,9 @@ def convert_method(program: torch.export.ExportedProgram, method: str) -> Tuple[
     return MethodProgram(method, converter.inputs, body, flatten_inputs=True, flatten_outputs=False), converter.graphs
 
 
-def assign_handles(method: MethodProgram, graphs: List[torch.fx.Graph], generate_debug_handles: Callable) -> None:
+def assign_handles(method: MethodProgram, graphs: list[torch.fx.Graph], generate_debug_handles: Callable) -> None:
     """Issue debug handles for every node of ``graphs`` and give each instruction its node's handle."""
-    handles: Dict[torch.fx.Node, int] = {}
+    handles: dict[torch.fx.Node, int] = {}
     for graph in graphs:
         handles.update(generate_debug_handles(graph, method=method.name))
     for instruction in method.instructions():
@@ -78,18 +78,18 @@ class _Converter:
     def __init__(self, program: torch.export.ExportedProgram, method: str):
         self.program = program
         self.method = method
-        self.graphs: List[torch.fx.Graph] = []
+        self.graphs: list[torch.fx.Graph] = []
         self.input_specs = {spec.arg.name: spec for spec in program.graph_signature.input_specs}
         self.value_ids = itertools.count()
-        self.inputs: List[InputSpec] = []
+        self.inputs: list[InputSpec] = []
 
-    def graph(self, module: torch.fx.GraphModule, bound: Optional[Sequence[Any]]) -> Block:
+    def graph(self, module: torch.fx.GraphModule, bound: Sequence[Any] | None) -> Block:
         """The block of one graph: the method's own (``bound`` None) or a branch, whose placeholders
         take the ``bound`` operands in order."""
         self.graphs.append(module.graph)
-        env: Dict[torch.fx.Node, Any] = {}  # node -> Ref, constant, list of Refs (cond) or _Branch
-        instructions: List[Instruction] = []
-        outputs: List[Any] = []
+        env: dict[torch.fx.Node, Any] = {}  # node -> Ref, constant, list of Refs (cond) or _Branch
+        instructions: list[Instruction] = []
+        outputs: list[Any] = []
         placeholders = iter(bound or ())
 
         def operand(arg: Any) -> Any:
@@ -116,15 +116,20 @@ class _Converter:
                 op = "prim::TupleIndex" if node.target is operator.getitem else describe_node(node).op
                 args = [operand(a) for a in node.args]
                 kwargs = {key: operand(value) for key, value in node.kwargs.items()}
-                instructions.append(Instruction(op, args, kwargs, [env[node].value], origin=describe_node(node),
-                                                node=node))
+                instructions.append(
+                    Instruction(op, args, kwargs, [env[node].value], origin=describe_node(node), node=node)
+                )
             elif node.op == "output":
-                outputs = (self.user_outputs(node, operand) if bound is None
-                           else [operand(value) for value in node.args[0]])
+                outputs = (
+                    self.user_outputs(node, operand) if bound is None else [operand(value) for value in node.args[0]]
+                )
             else:  # other get_attr, call_module, call_method: none in a plain exported program
                 env[node] = Ref(next(self.value_ids))
-                instructions.append(Instruction(describe_node(node).op, [], {}, [env[node].value],
-                                                origin=describe_node(node), node=node))
+                instructions.append(
+                    Instruction(
+                        describe_node(node).op, [], {}, [env[node].value], origin=describe_node(node), node=node
+                    )
+                )
         return Block(instructions, outputs)
 
     def placeholder(self, node: torch.fx.Node) -> Any:
@@ -135,17 +140,20 @@ class _Converter:
         self.inputs.append(_input_spec(ref.value, node))
         return ref
 
-    def cond(self, node: torch.fx.Node, operand: Callable, out: List[Instruction]) -> List[Ref]:
+    def cond(self, node: torch.fx.Node, operand: Callable, out: list[Instruction]) -> list[Ref]:
         """``cond(pred, true_graph, false_graph, operands)`` -> ``prim::If``; its results, one Ref each."""
         predicate, true_branch, false_branch, operands = node.args
         bound = [operand(o) for o in operands]
         blocks = [self.graph(operand(branch).module, bound) for branch in (true_branch, false_branch)]
         results = [next(self.value_ids) for _ in blocks[0].outputs]
-        out.append(Instruction("prim::If", [operand(predicate)], {}, results, blocks=blocks,
-                               origin=describe_node(node), node=node))
+        out.append(
+            Instruction(
+                "prim::If", [operand(predicate)], {}, results, blocks=blocks, origin=describe_node(node), node=node
+            )
+        )
         return [Ref(value) for value in results]
 
-    def user_outputs(self, node: torch.fx.Node, operand: Callable) -> List[Any]:
+    def user_outputs(self, node: torch.fx.Node, operand: Callable) -> list[Any]:
         for spec in self.program.graph_signature.output_specs:
             if spec.kind == OutputKind.USER_INPUT_MUTATION:
                 raise LoweringError(

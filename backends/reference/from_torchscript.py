@@ -15,13 +15,13 @@ is one input) and returns its one result, which the interpreter flattens.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Iterable, List, Tuple
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 
-from pipeline.core.backend import describe_node
-
 from pipeline.backends.reference.program import NO_HANDLE, Block, InputSpec, Instruction, MethodProgram, Ref
+from pipeline.core.backend import describe_node
 
 _NO_SCHEMA = "(no schema)"
 
@@ -44,13 +44,13 @@ class _Opaque:
 
 
 class _Converter:
-    def __init__(self, module: torch.jit.ScriptModule, method: str, handles: Dict[Any, int]):
+    def __init__(self, module: torch.jit.ScriptModule, method: str, handles: dict[Any, int]):
         self.module = module
         self.method = method
         self.handles = handles
-        self.env: Dict[int, Any] = {}  # torch Value.unique() -> Ref, constant, or module object
+        self.env: dict[int, Any] = {}  # torch Value.unique() -> Ref, constant, or module object
         self.next_value = 0
-        self.schemas: Dict[str, Any] = {}
+        self.schemas: dict[str, Any] = {}
 
     def convert(self, graph: torch.Graph) -> MethodProgram:
         self_value, *arguments = graph.inputs()
@@ -69,13 +69,13 @@ class _Converter:
             return InputSpec(value_id, name, "Tensor", kind.dtype(), tuple(sizes) if sizes is not None else None)
         return InputSpec(value_id, name, str(kind))
 
-    def _block(self, nodes: Iterable[Any], outputs: Iterable[Any], inputs: Tuple[int, ...] = ()) -> Block:
-        instructions: List[Instruction] = []
+    def _block(self, nodes: Iterable[Any], outputs: Iterable[Any], inputs: tuple[int, ...] = ()) -> Block:
+        instructions: list[Instruction] = []
         for node in nodes:
             self._node(node, instructions)
         return Block(instructions, [self._operand(v) for v in outputs], list(inputs))
 
-    def _node(self, node: Any, out: List[Instruction]) -> None:
+    def _node(self, node: Any, out: list[Instruction]) -> None:
         kind = node.kind()
         if kind == "prim::Constant":
             self.env[node.output().unique()] = _constant(node.output())
@@ -87,8 +87,11 @@ class _Converter:
         origin = describe_node(node)
         if kind == "prim::If":
             blocks = [self._block(b.nodes(), b.outputs()) for b in node.blocks()]
-            out.append(Instruction(kind, [self._operand(node.input())], {}, self._define(node.outputs()), handle,
-                                   blocks, origin=origin))
+            out.append(
+                Instruction(
+                    kind, [self._operand(node.input())], {}, self._define(node.outputs()), handle, blocks, origin=origin
+                )
+            )
         elif kind == "prim::Loop":
             (body,) = node.blocks()
             block = self._block(body.nodes(), body.outputs(), tuple(self._define(body.inputs())))
@@ -98,7 +101,7 @@ class _Converter:
             op, args, kwargs = self._call(node)
             out.append(Instruction(op, args, kwargs, self._define(node.outputs()), handle, origin=origin))
 
-    def _call(self, node: Any) -> Tuple[str, List[Any], Dict[str, Any]]:
+    def _call(self, node: Any) -> tuple[str, list[Any], dict[str, Any]]:
         """The exact overload and the operands, keyword-only arguments by name, as torch.ops takes them."""
         inputs = [self._operand(v) for v in node.inputs()]
         text = node.schema()
@@ -120,7 +123,7 @@ class _Converter:
     def _operand(self, value: Any) -> Any:
         return self.env[value.unique()]
 
-    def _define(self, values: Iterable[Any]) -> List[int]:
+    def _define(self, values: Iterable[Any]) -> list[int]:
         """Fresh value ids for graph values; later operands that read them become Refs."""
         ids = []
         for value in values:

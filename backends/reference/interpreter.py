@@ -11,21 +11,39 @@ instruction's debug handle, so the lowered module can point at the source line.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.utils._pytree as pytree
 
-from pipeline.core.backend import (Backend, BackendRuntimeError, LoweringError, ProfileEvent, argument_leaves,
-                                   format_choices, guarded, parse_compile_spec, sized)
-
 from pipeline.backends.reference import ops
 from pipeline.backends.reference.compile_spec import ReferenceCompileSpec
 from pipeline.backends.reference.compiler import node_support, preprocess, why_not_runnable
-from pipeline.backends.reference.program import NO_HANDLE, Block, InputSpec, Instruction, MethodProgram, Ref, is_constant, parse
+from pipeline.backends.reference.program import (
+    NO_HANDLE,
+    Block,
+    InputSpec,
+    Instruction,
+    MethodProgram,
+    Ref,
+    is_constant,
+    parse,
+)
+from pipeline.core.backend import (
+    Backend,
+    BackendRuntimeError,
+    LoweringError,
+    ProfileEvent,
+    argument_leaves,
+    format_choices,
+    guarded,
+    parse_compile_spec,
+    sized,
+)
 
-Reader = Callable[[List[Any]], Any]  # reads one operand from the value table
-Events = Optional[List[ProfileEvent]]  # collected when profiling
+Reader = Callable[[list[Any]], Any]  # reads one operand from the value table
+Events = list[ProfileEvent] | None  # collected when profiling
 
 
 class ReferenceBackend(Backend):
@@ -38,11 +56,11 @@ class ReferenceBackend(Backend):
     preprocess = staticmethod(preprocess)
 
     @classmethod
-    def supports(cls, node: Any) -> "bool | str":
+    def supports(cls, node: Any) -> bool | str:
         """From the op table and the compiler's own checks (`compiler.node_support`)."""
         return node_support(node)
 
-    def compile(self, payload: bytes, method_compile_spec: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
+    def compile(self, payload: bytes, method_compile_spec: dict[str, dict[str, Any]]) -> dict[str, Any]:
         program = parse(payload)
         handles = {}
         for method, options in method_compile_spec.items():
@@ -55,9 +73,8 @@ class ReferenceBackend(Backend):
             handles[method] = CompiledMethod(program.methods[method], check_inputs=spec.check_inputs)
         return handles
 
-
-    def profile(self, handle: "CompiledMethod", inputs: List[Any]) -> List[ProfileEvent]:
-        events: List[ProfileEvent] = []
+    def profile(self, handle: CompiledMethod, inputs: list[Any]) -> list[ProfileEvent]:
+        events: list[ProfileEvent] = []
         handle.run(inputs, events)
         return events
 
@@ -85,8 +102,10 @@ class CompiledMethod:
             for instruction in method.instructions():  # the checks preprocess made: the payload may be forged
                 reason = why_not_runnable(instruction)
                 if reason:
-                    raise LoweringError(f"Reference backend: method {method.name!r} of the payload: instruction "
-                                        f"{instruction.id} ({instruction.op}) {reason}.")
+                    raise LoweringError(
+                        f"Reference backend: method {method.name!r} of the payload: instruction "
+                        f"{instruction.id} ({instruction.op}) {reason}."
+                    )
             self.body = _BlockSteps(method.name, method.body)
         except (KeyError, AttributeError, ValueError, RuntimeError) as error:
             raise LoweringError(
@@ -94,17 +113,17 @@ class CompiledMethod:
                 f"have: {error}. Lower the model again with this version."
             ) from error
 
-    def run(self, inputs: Sequence[Any], events: Events = None) -> List[Any]:
+    def run(self, inputs: Sequence[Any], events: Events = None) -> list[Any]:
         inputs = argument_leaves(inputs) if self.flatten_inputs else list(inputs)
         self._check(inputs)
-        values: List[Any] = [None] * self.num_values
+        values: list[Any] = [None] * self.num_values
         for spec, value in zip(self.inputs, inputs):
             values[spec.value] = value
         with torch.no_grad():
             outputs = self.body.run(values, events)
         return pytree.tree_leaves(outputs) if self.flatten_outputs else list(outputs)
 
-    def _check(self, inputs: List[Any]) -> None:
+    def _check(self, inputs: list[Any]) -> None:
         if len(inputs) != len(self.inputs):
             names = ", ".join(spec.name for spec in self.inputs)
             flattened = " once tuples are flattened" if self.flatten_inputs else ""
@@ -129,7 +148,8 @@ def _input_problem(spec: InputSpec, leaf: Any) -> str:
             return f"must be a Tensor, not a {type(leaf).__name__}"
         expected = _describe_tensor(spec.dtype, spec.shape)
         if (spec.dtype is not None and leaf.dtype != spec.dtype) or (
-                spec.shape is not None and tuple(leaf.shape) != spec.shape):
+            spec.shape is not None and tuple(leaf.shape) != spec.shape
+        ):
             return f"must be {expected}; got {_describe_tensor(leaf.dtype, tuple(leaf.shape))}"
         return ""
     kinds = {"int": (int,), "float": (float, int), "bool": (bool,), "str": (str,)}
@@ -140,12 +160,12 @@ def _input_problem(spec: InputSpec, leaf: Any) -> str:
     return ""
 
 
-def _describe_tensor(dtype: Optional[torch.dtype], shape: Optional[tuple]) -> str:
+def _describe_tensor(dtype: torch.dtype | None, shape: tuple | None) -> str:
     text = f"a {str(dtype).removeprefix('torch.')} tensor" if dtype is not None else "a tensor"
     return text + (f" of shape {tuple(shape)}" if shape is not None else "")
 
 
-def _defined_values(method: MethodProgram) -> List[int]:
+def _defined_values(method: MethodProgram) -> list[int]:
     values = [spec.value for spec in method.inputs] + list(method.body.inputs)
     for instruction in method.instructions():
         values += instruction.outputs
@@ -156,13 +176,14 @@ def _defined_values(method: MethodProgram) -> List[int]:
 
 # -- steps ---------------------------------------------------------------------------------------
 
+
 class _BlockSteps:
     def __init__(self, method: str, block: Block):
         self.steps = [_step(method, instruction) for instruction in block.instructions]
         self.outputs = [_reader(o) for o in block.outputs]
         self.inputs = list(block.inputs)
 
-    def run(self, values: List[Any], events: Events) -> List[Any]:
+    def run(self, values: list[Any], events: Events) -> list[Any]:
         for step in self.steps:
             if events is None or step.structured:
                 step.run(values, events)
@@ -185,7 +206,7 @@ class _Step:
         self.args = [_reader(a) for a in instruction.args]
         self.kwargs = {k: _reader(v) for k, v in instruction.kwargs.items()}
 
-    def store(self, values: List[Any], result: Any) -> None:
+    def store(self, values: list[Any], result: Any) -> None:
         for value_id, value in zip(self.outputs, ops.result_values(self.op, len(self.outputs), result)):
             values[value_id] = value
 
@@ -205,7 +226,7 @@ class _Call(_Step):
             self.kernel = guarded(self.kernel, check_results=False)
         self.one_output = len(self.outputs) == 1 and not ops.definition(self.op).unpacks
 
-    def run(self, values: List[Any], events: Events) -> None:
+    def run(self, values: list[Any], events: Events) -> None:
         try:
             args = [read(values) for read in self.args]
             kwargs = {name: read(values) for name, read in self.kwargs.items()}
@@ -223,7 +244,7 @@ class _Structured(_Step):
 
     structured = True
 
-    def store(self, values: List[Any], result: Any) -> None:
+    def store(self, values: list[Any], result: Any) -> None:
         for value_id, value in zip(self.outputs, result):
             values[value_id] = value
 
@@ -233,7 +254,7 @@ class _If(_Structured):
         super().__init__(method, instruction)
         self.then_block, self.else_block = (_BlockSteps(method, b) for b in instruction.blocks)
 
-    def run(self, values: List[Any], events: Events) -> None:
+    def run(self, values: list[Any], events: Events) -> None:
         try:
             condition = bool(self.args[0](values))
         except Exception as error:
@@ -249,7 +270,7 @@ class _Loop(_Structured):
         super().__init__(method, instruction)
         (self.body,) = (_BlockSteps(method, b) for b in instruction.blocks)
 
-    def run(self, values: List[Any], events: Events) -> None:
+    def run(self, values: list[Any], events: Events) -> None:
         try:
             max_trips, condition, *carried = (read(values) for read in self.args)
         except Exception as error:

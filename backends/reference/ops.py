@@ -16,8 +16,9 @@ import functools
 import operator
 import re
 import warnings
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any
 
 import torch
 
@@ -25,25 +26,25 @@ import torch
 @dataclass(frozen=True)
 class OpDef:
     summary: str
-    kernel: Optional[Callable] = None  # None: the instruction's overload of torch.ops
+    kernel: Callable | None = None  # None: the instruction's overload of torch.ops
     deterministic: bool = True  # result depends on the arguments only: may be folded at compile time
     side_effects: bool = False  # raises or warns: never removed as dead code
     mutates_first_arg: bool = False  # changes its first argument in place (a list)
     unpacks: bool = False  # its outputs are the items of the sequence the kernel returns
     structured: bool = False  # prim::If / prim::Loop: runs nested blocks, the interpreter handles it
     compile_time: bool = False  # resolved while compiling, never an instruction
-    inference_flag: Optional[str] = None  # the argument, a train flag, that must be False (found by schema)
+    inference_flag: str | None = None  # the argument, a train flag, that must be False (found by schema)
     aliases_inputs: bool = False  # its result may be or hold its arguments' Python objects (lists)
     # Python kernels for single overloads that torch.ops cannot take from Python (TorchScript's generic
     # list overloads, ``.t``), as (overload, kernel) pairs.
-    overload_kernels: Tuple[Tuple[str, Callable], ...] = ()
+    overload_kernels: tuple[tuple[str, Callable], ...] = ()
 
 
 class ModelRaised(RuntimeError):
     """The program raised, as the model's own code does (a failed check, an ``assert``)."""
 
 
-def _raise_exception(message: str, cls: Optional[str] = None) -> None:
+def _raise_exception(message: str, cls: str | None = None) -> None:
     raise ModelRaised(f"{cls}: {message}" if cls else message)
 
 
@@ -72,7 +73,7 @@ def _identity(value: Any) -> Any:
     return value
 
 
-def _list_slice(items: list, start: Optional[int] = None, end: Optional[int] = None, step: int = 1) -> list:
+def _list_slice(items: list, start: int | None = None, end: int | None = None, step: int = 1) -> list:
     return items[start:end:step]
 
 
@@ -85,14 +86,18 @@ def _elementwise(text: str) -> OpDef:
     return OpDef(f"elementwise {text}")
 
 
-SUPPORTED_OPS: Dict[str, OpDef] = {
+SUPPORTED_OPS: dict[str, OpDef] = {
     # Elementwise arithmetic and activations (Tensor, Scalar and TorchScript int/float overloads).
-    "aten::add": OpDef("elementwise self + alpha * other (or TorchScript's list concatenation)",
-                       overload_kernels=(("t", operator.add),)),
+    "aten::add": OpDef(
+        "elementwise self + alpha * other (or TorchScript's list concatenation)",
+        overload_kernels=(("t", operator.add),),
+    ),
     "aten::sub": _elementwise("self - alpha * other"),
     "aten::rsub": _elementwise("other - alpha * self"),
-    "aten::mul": OpDef("elementwise self * other (or a TorchScript list repeated)",
-                       overload_kernels=(("left_t", operator.mul), ("right_", operator.mul))),
+    "aten::mul": OpDef(
+        "elementwise self * other (or a TorchScript list repeated)",
+        overload_kernels=(("left_t", operator.mul), ("right_", operator.mul)),
+    ),
     "aten::div": _elementwise("self / other (rounding_mode)"),
     "aten::neg": _elementwise("-self"),
     "aten::pow": _elementwise("self ** exponent"),
@@ -135,10 +140,12 @@ SUPPORTED_OPS: Dict[str, OpDef] = {
     "aten::layer_norm": OpDef("layer normalization"),
     "aten::group_norm": OpDef("group normalization"),
     "aten::native_group_norm": OpDef("group normalization (export's form: output, mean, rstd)"),
-    "aten::batch_norm": OpDef("batch normalization with running statistics (training=False only)",
-                              inference_flag="training"),
-    "aten::_native_batch_norm_legit_no_training": OpDef("batch normalization with running statistics "
-                                                        "(export's inference form)"),
+    "aten::batch_norm": OpDef(
+        "batch normalization with running statistics (training=False only)", inference_flag="training"
+    ),
+    "aten::_native_batch_norm_legit_no_training": OpDef(
+        "batch normalization with running statistics (export's inference form)"
+    ),
     "aten::dropout": OpDef("identity in inference (train=False only)", inference_flag="train"),
     "aten::scaled_dot_product_attention": OpDef("softmax(q @ k.T * scale + mask) @ v"),
     "aten::_native_multi_head_attention": OpDef("fused multi-head attention (TorchScript fast path)"),
@@ -167,9 +174,13 @@ SUPPORTED_OPS: Dict[str, OpDef] = {
     "aten::select_scatter": OpDef("a copy with one index of a dim replaced"),
     "aten::slice_scatter": OpDef("a copy with a slice of a dim replaced"),
     "aten::index_put": OpDef("a copy with entries at index tensors replaced (or accumulated)"),
-    "aten::copy": OpDef("src broadcast into self's shape and dtype, as a new tensor (or a list or dict copied)",
-                        overload_kernels=(("t", list), *((f"Dict_{kind}", dict) for kind in
-                                                         ("str", "int", "bool", "float", "complex", "Tensor")))),
+    "aten::copy": OpDef(
+        "src broadcast into self's shape and dtype, as a new tensor (or a list or dict copied)",
+        overload_kernels=(
+            ("t", list),
+            *((f"Dict_{kind}", dict) for kind in ("str", "int", "bool", "float", "complex", "Tensor")),
+        ),
+    ),
     "aten::fill": OpDef("a tensor shaped like self, filled with one value"),
     # New tensors (folded into constants when their operands are known).
     "aten::arange": OpDef("evenly spaced values"),
@@ -241,14 +252,16 @@ SUPPORTED_OPS: Dict[str, OpDef] = {
     "aten::__contains__": OpDef("item in x", kernel=lambda container, item: item in container),
     "aten::__is__": OpDef("x is y", kernel=operator.is_),
     "aten::__isnot__": OpDef("x is not y", kernel=operator.is_not),
-    "aten::append": OpDef("list.append (in place)", kernel=_append, mutates_first_arg=True,
-                          aliases_inputs=True),
+    "aten::append": OpDef("list.append (in place)", kernel=_append, mutates_first_arg=True, aliases_inputs=True),
     "aten::format": OpDef("str.format, TorchScript's: {} fields only", kernel=_format),
     "aten::warn": OpDef("warnings.warn", kernel=_warn, side_effects=True),
     "prim::ListConstruct": OpDef("a new list", kernel=lambda *items: list(items), aliases_inputs=True),
     "prim::TupleConstruct": OpDef("a new tuple", kernel=lambda *items: tuple(items), aliases_inputs=True),
-    "prim::DictConstruct": OpDef("a new dict from key, value, key, value, ...",
-                                 kernel=lambda *items: dict(zip(items[::2], items[1::2])), aliases_inputs=True),
+    "prim::DictConstruct": OpDef(
+        "a new dict from key, value, key, value, ...",
+        kernel=lambda *items: dict(zip(items[::2], items[1::2])),
+        aliases_inputs=True,
+    ),
     "prim::ListUnpack": OpDef("the items of a list", kernel=_identity, unpacks=True, aliases_inputs=True),
     "prim::TupleUnpack": OpDef("the items of a tuple", kernel=_identity, unpacks=True, aliases_inputs=True),
     "prim::TupleIndex": OpDef("tuple[i] (also export's getitem)", kernel=operator.getitem, aliases_inputs=True),
@@ -310,12 +323,17 @@ def kernel_for(op: str) -> Callable:
     return getattr(getattr(getattr(torch.ops, namespace), packet), overload or "default")
 
 
-def torch_overload(op: str) -> Optional[torch._ops.OpOverload]:
+def torch_overload(op: str) -> torch._ops.OpOverload | None:
     """The ``torch.ops`` overload an instruction runs, or None: a Python kernel of ours, a structured or
     compile-time op, or an overload this PyTorch does not have."""
     name, _, overload = op.partition(".")
     op_def = SUPPORTED_OPS[name]
-    if op_def.kernel is not None or op_def.structured or op_def.compile_time or overload in dict(op_def.overload_kernels):
+    if (
+        op_def.kernel is not None
+        or op_def.structured
+        or op_def.compile_time
+        or overload in dict(op_def.overload_kernels)
+    ):
         return None
     try:
         found = kernel_for(op)
@@ -342,8 +360,9 @@ def result_values(op: str, count: int, result: Any) -> list:
 # Mutation and aliasing come from the ops' own schemas (``Tensor(a!) self`` is written in place,
 # ``Tensor(a) self -> Tensor(a)`` returns a view), so the passes need no hand-kept list of views.
 
-@functools.lru_cache(maxsize=None)
-def schema(op: str) -> Optional[torch.FunctionSchema]:
+
+@functools.cache
+def schema(op: str) -> torch.FunctionSchema | None:
     """The schema of ``op`` (with its overload) in ``torch.ops``, or None if it has none there."""
     name, _, overload = op.partition(".")
     namespace, _, packet = name.partition("::")
@@ -366,7 +385,7 @@ def argument(op: str, args: Sequence[Any], kwargs: Mapping[str, Any], name: str)
     return None
 
 
-def written_arguments(op: str) -> List[str]:
+def written_arguments(op: str) -> list[str]:
     """The arguments ``op`` changes in place (``self`` of ``relu_``, ``out`` of ``add.out``)."""
     found = schema(op)
     if found is None:
@@ -374,7 +393,7 @@ def written_arguments(op: str) -> List[str]:
     return [a.name for a in found.arguments if a.alias_info is not None and a.alias_info.is_write]
 
 
-def aliased_arguments(op: str) -> List[str]:
+def aliased_arguments(op: str) -> list[str]:
     """The arguments whose memory ``op``'s results may share (views, in-place results, lists of them)."""
     found = schema(op)
     if found is None:
@@ -382,7 +401,7 @@ def aliased_arguments(op: str) -> List[str]:
     return [a.name for a in found.arguments if a.alias_info is not None]
 
 
-def functional_form(op: str) -> Optional[str]:
+def functional_form(op: str) -> str | None:
     """``aten::relu`` for ``aten::relu_``: the same overload without the in-place write, if torch has it
     with the same arguments (``bernoulli_.float`` has no ``bernoulli.float``)."""
     name, dot, overload = op.partition(".")
@@ -392,6 +411,7 @@ def functional_form(op: str) -> Optional[str]:
     inplace, pure = schema(op), schema(functional)
     if inplace is None or pure is None:
         return None
+
     def signature(found: torch.FunctionSchema) -> list:  # positional names may differ (self / input)
         return [(str(a.type), a.kwarg_only, a.name if a.kwarg_only else "") for a in found.arguments]
 

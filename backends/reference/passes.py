@@ -18,11 +18,10 @@
 from __future__ import annotations
 
 import itertools
-from typing import Any, Dict, FrozenSet, Iterable, Iterator, List, Optional, Set, Tuple
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 import torch
-
-from pipeline.core.backend import LoweringError
 
 from pipeline.backends.reference import ops
 from pipeline.backends.reference.program import (
@@ -36,6 +35,7 @@ from pipeline.backends.reference.program import (
     refs_in,
     walk,
 )
+from pipeline.core.backend import LoweringError
 
 
 def fold_constants(method: MethodProgram) -> None:
@@ -46,7 +46,7 @@ def eliminate_dead_code(method: MethodProgram) -> None:
     method.body = _DeadCode(_Aliases(method.body)).live_part(method.body, set())
 
 
-def functionalize(method: MethodProgram) -> Dict[int, str]:
+def functionalize(method: MethodProgram) -> dict[int, str]:
     """Rewrite in-place tensor ops (``relu_``, ``add_``, ``masked_fill_``, ...) as their functional forms,
     where that cannot change what the program computes. Returns, by ``id(instruction)``, why each in-place
     op left in place could not be rewritten (the compiler reports them)."""
@@ -54,7 +54,7 @@ def functionalize(method: MethodProgram) -> Dict[int, str]:
 
 
 def number(method: MethodProgram) -> None:
-    ids: Dict[int, int] = {}
+    ids: dict[int, int] = {}
     instruction_ids = itertools.count()
 
     def define(value: int) -> int:
@@ -64,9 +64,12 @@ def number(method: MethodProgram) -> None:
     def renumber(operand: Any) -> Any:
         def new_ref(ref: Ref) -> Ref:
             if ref.value not in ids:
-                raise LoweringError(f"Reference backend: internal error: method {method.name!r} reads value "
-                                    f"{ref.value} before defining it.")
+                raise LoweringError(
+                    f"Reference backend: internal error: method {method.name!r} reads value "
+                    f"{ref.value} before defining it."
+                )
             return Ref(ids[ref.value])
+
         return map_refs(operand, new_ref)
 
     def visit(block: Block) -> None:
@@ -86,15 +89,15 @@ def number(method: MethodProgram) -> None:
 
 
 class _Folder:
-    def __init__(self, aliases: "_Aliases"):
+    def __init__(self, aliases: _Aliases):
         self.aliases = aliases
-        self.known: Dict[int, Any] = {}  # value id -> the constant or Ref that replaces it
+        self.known: dict[int, Any] = {}  # value id -> the constant or Ref that replaces it
 
     def substitute(self, operand: Any) -> Any:
         return map_refs(operand, lambda ref: self.known.get(ref.value, ref))
 
     def block(self, block: Block) -> Block:
-        kept: List[Instruction] = []
+        kept: list[Instruction] = []
         for instruction in block.instructions:
             instruction.args = [self.substitute(a) for a in instruction.args]
             instruction.kwargs = {k: self.substitute(v) for k, v in instruction.kwargs.items()}
@@ -113,7 +116,7 @@ class _Folder:
                 self.known.update(zip(instruction.outputs, values))
         return Block(kept, [self.substitute(o) for o in block.outputs], block.inputs)
 
-    def evaluate(self, instruction: Instruction) -> Optional[List[Any]]:
+    def evaluate(self, instruction: Instruction) -> list[Any] | None:
         """The instruction's output values, computed now; None if it must run later."""
         if not _foldable(instruction):
             return None
@@ -130,7 +133,7 @@ class _Folder:
         return values
 
 
-def _outputs_both_branches_agree_on(instruction: Instruction) -> Dict[int, Any]:
+def _outputs_both_branches_agree_on(instruction: Instruction) -> dict[int, Any]:
     """If outputs that are the same scalar constant whichever branch runs (e.g. ``None``)."""
     then_block, else_block = instruction.blocks
     agreed = {}
@@ -153,7 +156,7 @@ def _foldable(instruction: Instruction) -> bool:
     return is_constant(instruction.args) and is_constant(instruction.kwargs)
 
 
-def shared_operands(instruction: Instruction) -> List[Any]:
+def shared_operands(instruction: Instruction) -> list[Any]:
     """The operands whose memory (tensor storage, or the Python list) an instruction's results may share.
 
     From `OpDef.aliases_inputs` (list and tuple construction, indexing, casts: every operand), else
@@ -165,8 +168,10 @@ def shared_operands(instruction: Instruction) -> List[Any]:
         return operands
     if ops.is_supported(instruction.op) and ops.definition(instruction.op).aliases_inputs:
         return operands
-    return [ops.argument(instruction.op, instruction.args, instruction.kwargs, name)
-            for name in ops.aliased_arguments(instruction.op)]
+    return [
+        ops.argument(instruction.op, instruction.args, instruction.kwargs, name)
+        for name in ops.aliased_arguments(instruction.op)
+    ]
 
 
 class _Aliases:
@@ -179,8 +184,8 @@ class _Aliases:
     """
 
     def __init__(self, block: Block):
-        self.parent: Dict[int, int] = {}
-        targets: List[int] = []
+        self.parent: dict[int, int] = {}
+        targets: list[int] = []
         for instruction in walk(block):
             outputs = list(instruction.outputs)
             if instruction.op == "prim::If":
@@ -188,8 +193,9 @@ class _Aliases:
                     self.join([value, *(r for inner in instruction.blocks for r in refs_in(inner.outputs[position]))])
             elif instruction.op == "prim::Loop":
                 (body,) = instruction.blocks
-                for value, initial, entering, leaving in zip(outputs, instruction.args[2:], body.inputs[1:],
-                                                             body.outputs[1:]):
+                for value, initial, entering, leaving in zip(
+                    outputs, instruction.args[2:], body.inputs[1:], body.outputs[1:]
+                ):
                     self.join([value, entering, *refs_in(initial), *refs_in(leaving)])
             else:
                 self.join([*outputs, *refs_in(shared_operands(instruction))])
@@ -211,7 +217,7 @@ class _Aliases:
         return self.root(value) in self.mutated_roots
 
 
-Origin = Tuple[str, Any]  # ("new", value id) made by the instruction defining it; ("input", name); OUTSIDE
+Origin = tuple[str, Any]  # ("new", value id) made by the instruction defining it; ("input", name); OUTSIDE
 OUTSIDE: Origin = ("constant", None)  # parameters, buffers, folded values: memory every call shares
 
 
@@ -224,11 +230,11 @@ class _Memory:
     """
 
     def __init__(self, method: MethodProgram):
-        self.points_to: Dict[int, FrozenSet[Origin]] = {s.value: frozenset({("input", s.name)}) for s in method.inputs}
+        self.points_to: dict[int, frozenset[Origin]] = {s.value: frozenset({("input", s.name)}) for s in method.inputs}
         while self._visit(method.body):  # loops carry values around: repeat until nothing grows
             pass
 
-    def origins(self, operand: Any) -> FrozenSet[Origin]:
+    def origins(self, operand: Any) -> frozenset[Origin]:
         if isinstance(operand, Ref):
             return self.points_to.get(operand.value, frozenset())
         if isinstance(operand, torch.Tensor):
@@ -237,7 +243,7 @@ class _Memory:
             return frozenset().union(*(self.origins(o) for o in operand))
         return frozenset()
 
-    def _set(self, value: int, origins: FrozenSet[Origin]) -> bool:
+    def _set(self, value: int, origins: frozenset[Origin]) -> bool:
         grown = origins | self.points_to.get(value, frozenset())
         changed = grown != self.points_to.get(value)
         self.points_to[value] = grown
@@ -250,12 +256,15 @@ class _Memory:
                 changed |= self._visit(inner)
             if instruction.op == "prim::If":
                 for position, value in enumerate(instruction.outputs):
-                    origins = frozenset().union(*(self.origins(inner.outputs[position]) for inner in instruction.blocks))
+                    origins = frozenset().union(
+                        *(self.origins(inner.outputs[position]) for inner in instruction.blocks)
+                    )
                     changed |= self._set(value, origins)
             elif instruction.op == "prim::Loop":
                 (body,) = instruction.blocks
-                for value, initial, entering, leaving in zip(instruction.outputs, instruction.args[2:],
-                                                             body.inputs[1:], body.outputs[1:]):
+                for value, initial, entering, leaving in zip(
+                    instruction.outputs, instruction.args[2:], body.inputs[1:], body.outputs[1:]
+                ):
                     origins = self.origins(initial) | self.origins(leaving)
                     changed |= self._set(value, origins) | self._set(entering, origins)
             else:
@@ -278,12 +287,12 @@ class _Functionalizer:
     def __init__(self, method: MethodProgram):
         self.method = method
         self.memory = _Memory(method)
-        self.owner: Dict[int, int] = {}  # value -> id of the block whose instructions define it
-        self.parent: Dict[int, Optional[int]] = {}  # block id -> enclosing block id
+        self.owner: dict[int, int] = {}  # value -> id of the block whose instructions define it
+        self.parent: dict[int, int | None] = {}  # block id -> enclosing block id
         self._index(method.body, None)
-        self.problems: Dict[int, str] = {}
+        self.problems: dict[int, str] = {}
 
-    def _index(self, block: Block, parent: Optional[int]) -> None:
+    def _index(self, block: Block, parent: int | None) -> None:
         self.parent[id(block)] = parent
         for instruction in block.instructions:
             for inner in instruction.blocks:
@@ -293,7 +302,7 @@ class _Functionalizer:
             for value in instruction.outputs:
                 self.owner[value] = id(block)
 
-    def run(self) -> Dict[int, str]:
+    def run(self) -> dict[int, str]:
         self.block(self.method.body)
         return self.problems
 
@@ -324,16 +333,20 @@ class _Functionalizer:
         if any(kind == "new" and not self.inside(value, block) for kind, value in origins):
             return "changes a value of an enclosing block or loop iteration in place"
         made_before = {v for earlier in block.instructions[:index] for v in _defined(earlier)} | set(block.inputs)
-        read_after = _refs([*(o for later in block.instructions[index + 1:] for o in _operands(later)), *block.outputs])
+        read_after = _refs(
+            [*(o for later in block.instructions[index + 1 :] for o in _operands(later)), *block.outputs]
+        )
         if any(self.memory.origins(Ref(v)) & origins for v in made_before & read_after if v != target.value):
-            return ("changes a tensor in place that shares memory with a value read after the change "
-                    "(a view of it, or what it views)")
+            return (
+                "changes a tensor in place that shares memory with a value read after the change "
+                "(a view of it, or what it views)"
+            )
         instruction.op = functional
         # The result keeps the points-to set of the written tensor (the schema's alias), so values later
         # derived from it still overlap with the views made before: the analysis stays conservative.
         result = Ref(instruction.outputs[0])
         swap = lambda ref: result if ref == target else ref  # noqa: E731 - later reads see the new value
-        for later in block.instructions[index + 1:]:
+        for later in block.instructions[index + 1 :]:
             _replace_reads(later, swap)
         block.outputs = [map_refs(o, swap) for o in block.outputs]
         return ""
@@ -381,12 +394,12 @@ class _DeadCode:
 
     def __init__(self, aliases: _Aliases):
         self.aliases = aliases
-        self.read_lists: Set[int] = set()  # alias roots of values read later: an append to them matters
+        self.read_lists: set[int] = set()  # alias roots of values read later: an append to them matters
 
-    def live_part(self, block: Block, live: Set[int]) -> Block:
+    def live_part(self, block: Block, live: set[int]) -> Block:
         """The block without dead instructions; ``live`` (values read later) grows with what it reads."""
         self.read(live, _refs(block.outputs))
-        kept: List[Instruction] = []
+        kept: list[Instruction] = []
         for instruction in reversed(block.instructions):
             if not self.needed(instruction, live):
                 continue
@@ -396,11 +409,11 @@ class _DeadCode:
         kept.reverse()
         return Block(kept, block.outputs, block.inputs)
 
-    def read(self, live: Set[int], values: Set[int]) -> None:
+    def read(self, live: set[int], values: set[int]) -> None:
         live.update(values)
         self.read_lists.update(self.aliases.root(v) for v in values)
 
-    def needed(self, instruction: Instruction, live: Set[int]) -> bool:
+    def needed(self, instruction: Instruction, live: set[int]) -> bool:
         if any(value in live for value in instruction.outputs) or _always_kept(instruction):
             return True
         if _mutates(instruction):  # appending to a list that is read later, under any name
@@ -415,18 +428,20 @@ def _always_kept(instruction: Instruction) -> bool:
     return not ops.is_supported(instruction.op) or ops.definition(instruction.op).side_effects
 
 
-def written_operands(instruction: Instruction) -> List[Any]:
+def written_operands(instruction: Instruction) -> list[Any]:
     """The operands an instruction changes in place: the list ``aten::append`` extends, the tensors
     its schema writes (``self`` of ``relu_``)."""
     if _mutates(instruction):
         return list(instruction.args[:1])
-    return [ops.argument(instruction.op, instruction.args, instruction.kwargs, name)
-            for name in ops.written_arguments(instruction.op)]
+    return [
+        ops.argument(instruction.op, instruction.args, instruction.kwargs, name)
+        for name in ops.written_arguments(instruction.op)
+    ]
 
 
 def _mutates(instruction: Instruction) -> bool:
     return ops.is_supported(instruction.op) and ops.definition(instruction.op).mutates_first_arg
 
 
-def _refs(operands: Iterable[Any]) -> Set[int]:
+def _refs(operands: Iterable[Any]) -> set[int]:
     return set(refs_in(list(operands)))

@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any
 
 import torch
 
@@ -49,11 +50,11 @@ class Ref:
 @dataclass
 class Instruction:
     op: str  # "aten::add.Tensor": the op and its exact overload
-    args: List[Any]
-    kwargs: Dict[str, Any]
-    outputs: List[int]
+    args: list[Any]
+    kwargs: dict[str, Any]
+    outputs: list[int]
     handle: int = NO_HANDLE
-    blocks: List["Block"] = field(default_factory=list)
+    blocks: list[Block] = field(default_factory=list)
     id: int = -1  # numbered once the program is final; "forward/3" in the backend map
     origin: Any = None  # pipeline.core.source.NodeSource of the node, for compile-time errors; not saved
     node: Any = None  # the graph node itself, while compiling (export's handles are issued last); not saved
@@ -66,9 +67,9 @@ class Instruction:
 
 @dataclass
 class Block:
-    instructions: List[Instruction]
-    outputs: List[Any]  # operands
-    inputs: List[int] = field(default_factory=list)  # block parameters (prim::Loop: iteration, carried values)
+    instructions: list[Instruction]
+    outputs: list[Any]  # operands
+    inputs: list[int] = field(default_factory=list)  # block parameters (prim::Loop: iteration, carried values)
 
 
 @dataclass
@@ -78,8 +79,8 @@ class InputSpec:
     value: int
     name: str
     kind: str  # "Tensor", "int", "float", "bool", "str" or "Any"
-    dtype: Optional[torch.dtype] = None
-    shape: Optional[Tuple[int, ...]] = None
+    dtype: torch.dtype | None = None
+    shape: tuple[int, ...] | None = None
     constant: Any = None  # export specializes non-tensor inputs: the value it was specialized to
     has_constant: bool = False
 
@@ -87,7 +88,7 @@ class InputSpec:
 @dataclass
 class MethodProgram:
     name: str
-    inputs: List[InputSpec]
+    inputs: list[InputSpec]
     body: Block
     flatten_inputs: bool  # inputs bind the arguments' pytree leaves (export), or the arguments (TorchScript)
     flatten_outputs: bool  # the outputs' pytree leaves are returned (TorchScript returns one value)
@@ -99,7 +100,7 @@ class MethodProgram:
 
 @dataclass
 class Program:
-    methods: Dict[str, MethodProgram]
+    methods: dict[str, MethodProgram]
 
 
 def walk(block: Block) -> Iterator[Instruction]:
@@ -140,6 +141,7 @@ def map_refs(operand: Any, fn) -> Any:
 
 # -- payload -------------------------------------------------------------------------------------
 
+
 def serialize(program: Program) -> bytes:
     tensors = _TensorTable()
     methods = {name: _method_to_json(method, tensors) for name, method in program.methods.items()}
@@ -164,7 +166,7 @@ def parse(payload: bytes) -> Program:
     if start + json_length > len(payload):
         raise LoweringError("Reference backend: corrupt payload: truncated program section.")
     try:
-        document = json.loads(payload[start:start + json_length])
+        document = json.loads(payload[start : start + json_length])
         tensors = [_read_tensor(entry, payload, start + json_length) for entry in document["tensors"]]
         methods = {name: _method_from_json(name, data, tensors) for name, data in document["methods"].items()}
     except LoweringError:
@@ -183,7 +185,7 @@ def encodable(value: Any) -> bool:
     return True
 
 
-def _method_to_json(method: MethodProgram, tensors: "_TensorTable") -> dict:
+def _method_to_json(method: MethodProgram, tensors: _TensorTable) -> dict:
     return {
         "inputs": [_input_to_json(spec, tensors) for spec in method.inputs],
         "body": _block_to_json(method.body, tensors),
@@ -192,7 +194,7 @@ def _method_to_json(method: MethodProgram, tensors: "_TensorTable") -> dict:
     }
 
 
-def _method_from_json(name: str, data: dict, tensors: List[torch.Tensor]) -> MethodProgram:
+def _method_from_json(name: str, data: dict, tensors: list[torch.Tensor]) -> MethodProgram:
     return MethodProgram(
         name=name,
         inputs=[_input_from_json(item, tensors) for item in data["inputs"]],
@@ -202,8 +204,8 @@ def _method_from_json(name: str, data: dict, tensors: List[torch.Tensor]) -> Met
     )
 
 
-def _input_to_json(spec: InputSpec, tensors: "_TensorTable") -> dict:
-    data: Dict[str, Any] = {"value": spec.value, "name": spec.name, "kind": spec.kind}
+def _input_to_json(spec: InputSpec, tensors: _TensorTable) -> dict:
+    data: dict[str, Any] = {"value": spec.value, "name": spec.name, "kind": spec.kind}
     if spec.dtype is not None:
         data["dtype"] = _encode(spec.dtype, tensors)
     if spec.shape is not None:
@@ -213,9 +215,11 @@ def _input_to_json(spec: InputSpec, tensors: "_TensorTable") -> dict:
     return data
 
 
-def _input_from_json(data: dict, tensors: List[torch.Tensor]) -> InputSpec:
+def _input_from_json(data: dict, tensors: list[torch.Tensor]) -> InputSpec:
     return InputSpec(
-        value=int(data["value"]), name=str(data["name"]), kind=str(data["kind"]),
+        value=int(data["value"]),
+        name=str(data["name"]),
+        kind=str(data["kind"]),
         dtype=_decode(data["dtype"], tensors) if "dtype" in data else None,
         shape=tuple(int(s) for s in data["shape"]) if "shape" in data else None,
         constant=_decode(data["constant"], tensors) if "constant" in data else None,
@@ -223,8 +227,8 @@ def _input_from_json(data: dict, tensors: List[torch.Tensor]) -> InputSpec:
     )
 
 
-def _block_to_json(block: Block, tensors: "_TensorTable") -> dict:
-    data: Dict[str, Any] = {
+def _block_to_json(block: Block, tensors: _TensorTable) -> dict:
+    data: dict[str, Any] = {
         "instructions": [_instruction_to_json(i, tensors) for i in block.instructions],
         "outputs": [_encode(o, tensors) for o in block.outputs],
     }
@@ -233,7 +237,7 @@ def _block_to_json(block: Block, tensors: "_TensorTable") -> dict:
     return data
 
 
-def _block_from_json(data: dict, tensors: List[torch.Tensor]) -> Block:
+def _block_from_json(data: dict, tensors: list[torch.Tensor]) -> Block:
     return Block(
         instructions=[_instruction_from_json(item, tensors) for item in data["instructions"]],
         outputs=[_decode(o, tensors) for o in data["outputs"]],
@@ -241,8 +245,8 @@ def _block_from_json(data: dict, tensors: List[torch.Tensor]) -> Block:
     )
 
 
-def _instruction_to_json(instruction: Instruction, tensors: "_TensorTable") -> dict:
-    data: Dict[str, Any] = {
+def _instruction_to_json(instruction: Instruction, tensors: _TensorTable) -> dict:
+    data: dict[str, Any] = {
         "id": instruction.id,
         "op": instruction.op,
         "args": [_encode(a, tensors) for a in instruction.args],
@@ -256,7 +260,7 @@ def _instruction_to_json(instruction: Instruction, tensors: "_TensorTable") -> d
     return data
 
 
-def _instruction_from_json(data: dict, tensors: List[torch.Tensor]) -> Instruction:
+def _instruction_from_json(data: dict, tensors: list[torch.Tensor]) -> Instruction:
     return Instruction(
         op=str(data["op"]),
         args=[_decode(a, tensors) for a in data["args"]],
@@ -275,7 +279,7 @@ def _instruction_from_json(data: dict, tensors: List[torch.Tensor]) -> Instructi
 _TORCH_ENUMS = {"dtype": torch.dtype, "layout": torch.layout, "memory_format": torch.memory_format}
 
 
-def _encode(value: Any, tensors: "_TensorTable") -> Any:
+def _encode(value: Any, tensors: _TensorTable) -> Any:
     if isinstance(value, Ref):
         return {"ref": value.value}
     if value is None or isinstance(value, (bool, int, float, str)):
@@ -294,12 +298,12 @@ def _encode(value: Any, tensors: "_TensorTable") -> Any:
     raise TypeError(f"a {type(value).__name__} ({value!r}) cannot be stored in a reference-backend payload")
 
 
-def _decode(data: Any, tensors: List[torch.Tensor]) -> Any:
+def _decode(data: Any, tensors: list[torch.Tensor]) -> Any:
     if isinstance(data, list):
         return [_decode(item, tensors) for item in data]
     if not isinstance(data, dict):
         return data
-    (tag, content), = data.items()
+    ((tag, content),) = data.items()
     if tag == "ref":
         return Ref(int(content))
     if tag == "tensor":
@@ -321,9 +325,9 @@ class _TensorTable:
 
     def __init__(self, check_only: bool = False):
         self.check_only = check_only  # only whether tensors can be stored: no bytes copied (`encodable`)
-        self.entries: List[dict] = []
-        self.data: List[bytes] = []
-        self._index: Dict[Tuple[str, Tuple[int, ...], bytes], int] = {}
+        self.entries: list[dict] = []
+        self.data: list[bytes] = []
+        self._index: dict[tuple[str, tuple[int, ...], bytes], int] = {}
         self._offset = 0
 
     def add(self, tensor: torch.Tensor) -> int:
@@ -336,7 +340,9 @@ class _TensorTable:
         key = (dtype, tuple(tensor.shape), raw)
         if key not in self._index:
             self._index[key] = len(self.entries)
-            self.entries.append({"dtype": dtype, "shape": list(tensor.shape), "offset": self._offset, "nbytes": len(raw)})
+            self.entries.append(
+                {"dtype": dtype, "shape": list(tensor.shape), "offset": self._offset, "nbytes": len(raw)}
+            )
             self.data.append(raw)
             self._offset += len(raw)
         return self._index[key]
@@ -355,7 +361,7 @@ def _read_tensor(entry: dict, payload: bytes, data_start: int) -> torch.Tensor:
             raise ValueError(f"a tensor entry of shape {shape} with no bytes")
         return torch.empty(shape, dtype=dtype)
     # A bytearray copy: the tensor owns writable memory instead of aliasing the payload.
-    return torch.frombuffer(bytearray(payload[start:start + nbytes]), dtype=dtype).reshape(shape)
+    return torch.frombuffer(bytearray(payload[start : start + nbytes]), dtype=dtype).reshape(shape)
 
 
 def to_text(method: MethodProgram) -> str:
@@ -378,8 +384,10 @@ def to_text(method: MethodProgram) -> str:
         for instruction in body.instructions:
             outputs = ", ".join(f"%{v}" for v in instruction.outputs)
             args = [operand(a) for a in instruction.args] + [f"{k}={operand(v)}" for k, v in instruction.kwargs.items()]
-            lines.append(f"{indent}{outputs + ' = ' if outputs else ''}{instruction.op}({', '.join(args)})"
-                         f"  # {instruction.id}, handle {instruction.handle}")
+            lines.append(
+                f"{indent}{outputs + ' = ' if outputs else ''}{instruction.op}({', '.join(args)})"
+                f"  # {instruction.id}, handle {instruction.handle}"
+            )
             for inner in instruction.blocks:
                 block(inner, indent + "    ")
         lines.append(f"{indent}-> (" + ", ".join(operand(o) for o in body.outputs) + ")")

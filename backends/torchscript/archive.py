@@ -8,26 +8,28 @@ from __future__ import annotations
 
 import io
 import warnings
-from typing import Dict, Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 
-from pipeline.core.backend import LoweringError
-
 from pipeline.backends.torchscript.compile_spec import NAME, TorchScriptCompileSpec
+from pipeline.core.backend import LoweringError
 
 BACKEND_MAP_FILE = "pipeline/backend_map.json"  # the node -> handle map, an extra file of the archive
 
 
-def load_module(payload: bytes, methods: Sequence[str], spec: TorchScriptCompileSpec,
-                extra_files: Optional[Dict[str, str]] = None) -> torch.jit.ScriptModule:
+def load_module(
+    payload: bytes, methods: Sequence[str], spec: TorchScriptCompileSpec, extra_files: dict[str, str] | None = None
+) -> torch.jit.ScriptModule:
     """The module as it runs: loaded from the archive, optimized as the spec says."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         try:
             module = torch.jit.load(io.BytesIO(payload), map_location="cpu", _extra_files=extra_files)
         except Exception as error:
-            raise LoweringError(f"Backend {NAME!r}: the payload is not a loadable TorchScript archive: {error}") from error
+            raise LoweringError(
+                f"Backend {NAME!r}: the payload is not a loadable TorchScript archive: {error}"
+            ) from error
         module.eval()
         if spec.optimize_for_inference:
             try:

@@ -10,8 +10,9 @@ because the pipeline's compile specs are.
 """
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Dict, Mapping
+from typing import Any
 
 from pipeline.core.backend import LoweringError, parse_compile_spec
 
@@ -37,13 +38,15 @@ class TorchScriptCompileSpec:
 
 def module_spec(method_compile_spec: Mapping[str, Mapping[str, Any]]) -> TorchScriptCompileSpec:
     """The one spec all methods share (lowering has checked, with `check_same_spec`, that they agree)."""
-    specs = [parse_compile_spec(TorchScriptCompileSpec, options, f"compile_spec.{method}")
-             for method, options in method_compile_spec.items()]
+    specs = [
+        parse_compile_spec(TorchScriptCompileSpec, options, f"compile_spec.{method}")
+        for method, options in method_compile_spec.items()
+    ]
     check_same_spec(dict(zip(method_compile_spec, specs)))
     return specs[0] if specs else TorchScriptCompileSpec()
 
 
-def check_same_spec(specs: Dict[str, TorchScriptCompileSpec]) -> None:
+def check_same_spec(specs: dict[str, TorchScriptCompileSpec]) -> None:
     """A `LoweringError` naming the methods whose specs differ."""
     if not specs:
         return

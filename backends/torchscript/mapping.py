@@ -23,14 +23,15 @@ are the same, constants aside.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
 from pipeline.core.backend import describe_node
 from pipeline.core.backend import walk_nodes as walk  # program order, as handles are issued
 
-Key = Tuple[str, int, str]  # file, line, module path
+Key = tuple[str, int, str]  # file, line, module path
 
 
 def inlined_graph(module: torch.jit.ScriptModule, method: str) -> Any:
@@ -39,25 +40,26 @@ def inlined_graph(module: torch.jit.ScriptModule, method: str) -> Any:
     return graph
 
 
-def match_nodes(lowered_graph: Any, lowered: Dict[Any, int], optimized_graph: Any,
-                by_module: bool = True) -> Dict[int, List[int]]:
+def match_nodes(
+    lowered_graph: Any, lowered: dict[Any, int], optimized_graph: Any, by_module: bool = True
+) -> dict[int, list[int]]:
     """``{index of a node of optimized_graph (in `walk` order): handles}`` for the nodes that came from
     handled nodes; ``lowered`` is the ``{node: handle}`` map issued on ``lowered_graph``. Without
     ``by_module`` (for graphs whose nodes lost their module, as loaded archives' do), source lines
     alone decide, and nodes on one line pair up in order."""
     optimized = list(walk(optimized_graph))
     key_of = functools.partial(_source_key, by_module=by_module)
-    original: Dict[Key, List[Any]] = {}
+    original: dict[Key, list[Any]] = {}
     for node in lowered:
         key = key_of(node)
         if key is not None and not node.kind().startswith("prim::"):
             original.setdefault(key, []).append(node)
-    groups: Dict[Tuple[Key, str], List[int]] = {}
+    groups: dict[tuple[Key, str], list[int]] = {}
     for index, node in enumerate(optimized):
         key = key_of(node)
         if key is not None and key in original and not node.kind().startswith("prim::Constant"):
             groups.setdefault((key, _op(node)), []).append(index)
-    matched: Dict[int, List[Any]] = {}
+    matched: dict[int, list[Any]] = {}
     for (key, op), indices in groups.items():
         candidates = [n for n in original[key] if _op(n) == op] or original[key]
         if len(candidates) == len(indices):
@@ -80,7 +82,7 @@ def match_nodes(lowered_graph: Any, lowered: Dict[Any, int], optimized_graph: An
     return result
 
 
-def _first_user_with_handles(node: Any, position: Dict[Any, int], result: Dict[int, List[int]]) -> Optional[int]:
+def _first_user_with_handles(node: Any, position: dict[Any, int], result: dict[int, list[int]]) -> int | None:
     """The index of the first node downstream of ``node`` that has handles, through nodes that have none."""
     frontier, seen = [use.user for value in node.outputs() for use in value.uses()], set()
     while frontier:
@@ -95,8 +97,14 @@ def _first_user_with_handles(node: Any, position: Dict[Any, int], result: Dict[i
     return None
 
 
-def _producer_through_data_flow(node: Any, position: Dict[Any, int], matched: Dict[int, List[Any]],
-                                lowered: Dict[Any, int], lowered_return: Any, key_of: Callable) -> Optional[Any]:
+def _producer_through_data_flow(
+    node: Any,
+    position: dict[Any, int],
+    matched: dict[int, list[Any]],
+    lowered: dict[Any, int],
+    lowered_return: Any,
+    key_of: Callable,
+) -> Any | None:
     """Follow the node's values through other source-less nodes to the first matched user."""
     frontier = [use for value in node.outputs() for use in value.uses()]
     seen = set()
@@ -126,9 +134,12 @@ def _producer_through_data_flow(node: Any, position: Dict[Any, int], matched: Di
     return None
 
 
-def translate_indices(node_map: Dict[int, List[int]], source_graph: Any, target_graph: Any) -> Optional[Dict[int, List[int]]]:
+def translate_indices(
+    node_map: dict[int, list[int]], source_graph: Any, target_graph: Any
+) -> dict[int, list[int]] | None:
     """The map re-indexed for another graph with the same nodes, constants aside (None if they differ)."""
-    def ops(graph: Any) -> List[Tuple[int, str]]:
+
+    def ops(graph: Any) -> list[tuple[int, str]]:
         return [(i, n.kind()) for i, n in enumerate(walk(graph)) if not n.kind().startswith("prim::Constant")]
 
     source, target = ops(source_graph), ops(target_graph)
@@ -138,7 +149,7 @@ def translate_indices(node_map: Dict[int, List[int]], source_graph: Any, target_
     return {position[index]: handles for index, handles in node_map.items()}
 
 
-def _source_key(node: Any, by_module: bool = True) -> Optional[Key]:
+def _source_key(node: Any, by_module: bool = True) -> Key | None:
     where = describe_node(node)
     if where.source is None:
         return None

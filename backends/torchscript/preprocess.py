@@ -13,27 +13,29 @@ profiled nodes.
 
 Freezing happens here and not at load on purpose: with torch 2.13, a module
 frozen after ``torch.jit.load`` crashes the process (a segmentation fault)
-when one of its ops raises, if the original module ran in the same process. The backend map is ``{"<method>/<node index>": [handles]}``,
-indices counting the optimized graph's nodes in program order.
+when one of its ops raises, if the original module ran in the same process.
+The backend map is ``{"<method>/<node index>": [handles]}``, indices counting
+the optimized graph's nodes in program order.
 """
 
 from __future__ import annotations
 
 import io
 import warnings
-from typing import Any, Callable, Dict, List, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
-
-from pipeline.core.backend import LoweringError, PreprocessResult, canonical_json, describe_node
 
 from pipeline.backends.torchscript.archive import BACKEND_MAP_FILE, load_module
 from pipeline.backends.torchscript.compile_spec import NAME, module_spec
 from pipeline.backends.torchscript.mapping import inlined_graph, match_nodes, translate_indices
+from pipeline.core.backend import LoweringError, PreprocessResult, canonical_json, describe_node
 
 
-def preprocess(program: Any, method_compile_spec: Mapping[str, Mapping[str, Any]],
-               generate_debug_handles: Callable) -> PreprocessResult:
+def preprocess(
+    program: Any, method_compile_spec: Mapping[str, Mapping[str, Any]], generate_debug_handles: Callable
+) -> PreprocessResult:
     if not isinstance(program, torch.jit.ScriptModule):
         raise LoweringError(
             f"Backend {NAME!r} lowers TorchScript modules (the torchscript frontend), not a {type(program).__name__}."
@@ -49,21 +51,26 @@ def preprocess(program: Any, method_compile_spec: Mapping[str, Mapping[str, Any]
     # The same module again, optimized in memory. Freezing again rather than copying: a copy of a
     # ScriptModule shares its methods, which optimize_for_inference rewrites in place.
     in_memory = _optimize(_freeze(program, methods), methods) if spec.optimize_for_inference else module
-    node_maps: Dict[str, Dict[int, List[int]]] = {}
+    node_maps: dict[str, dict[int, list[int]]] = {}
     for method in methods:
         ran, kept = inlined_graph(running, method), inlined_graph(in_memory, method)
         # Match on the in-memory graph, whose nodes still know their module, and carry the map over to
         # the loaded one (same nodes, constants aside); if loading changed the graph, match by lines.
-        node_maps[method] = (translate_indices(match_nodes(graphs[method], handles[method], kept), kept, ran)
-                             or match_nodes(graphs[method], handles[method], ran, by_module=False))
-    extra = {"methods": {m: {"nodes": {str(i): h for i, h in node_maps[m].items()},
-                             "lines": _handles_by_line(handles[m])} for m in methods}}
+        node_maps[method] = translate_indices(
+            match_nodes(graphs[method], handles[method], kept), kept, ran
+        ) or match_nodes(graphs[method], handles[method], ran, by_module=False)
+    extra = {
+        "methods": {
+            m: {"nodes": {str(i): h for i, h in node_maps[m].items()}, "lines": _handles_by_line(handles[m])}
+            for m in methods
+        }
+    }
     payload = _save(module, {BACKEND_MAP_FILE: canonical_json(extra).decode()})
     backend_map = {f"{method}/{index}": handles for method in methods for index, handles in node_maps[method].items()}
     return PreprocessResult(payload, backend_map)
 
 
-def _freeze(module: torch.jit.ScriptModule, methods: List[str]) -> torch.jit.ScriptModule:
+def _freeze(module: torch.jit.ScriptModule, methods: list[str]) -> torch.jit.ScriptModule:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         try:
@@ -75,7 +82,7 @@ def _freeze(module: torch.jit.ScriptModule, methods: List[str]) -> torch.jit.Scr
             ) from error
 
 
-def _optimize(module: torch.jit.ScriptModule, methods: List[str]) -> torch.jit.ScriptModule:
+def _optimize(module: torch.jit.ScriptModule, methods: list[str]) -> torch.jit.ScriptModule:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         return torch.jit.optimize_for_inference(module, [m for m in methods if m != "forward"])
@@ -89,9 +96,9 @@ def _save(module: torch.jit.ScriptModule, extra_files: Mapping[str, str] = None)
     return buffer.getvalue()
 
 
-def _handles_by_line(handles: Dict[Any, int]) -> Dict[str, List[int]]:
+def _handles_by_line(handles: dict[Any, int]) -> dict[str, list[int]]:
     """``"file:line"`` -> handles of the ops on that line, to place a TorchScript traceback."""
-    lines: Dict[str, List[int]] = {}
+    lines: dict[str, list[int]] = {}
     for node, handle in handles.items():
         source = describe_node(node).source
         if source is not None and not node.kind().startswith("prim::"):

@@ -13,17 +13,24 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Dict, List, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.utils._pytree as pytree
 
-from pipeline.core.backend import (UNKNOWN_HANDLE, Backend, BackendRuntimeError, LoweringError, ProfileEvent,
-                                   format_choices, portable_path)
-
 from pipeline.backends.torchscript.archive import BACKEND_MAP_FILE, load_module
 from pipeline.backends.torchscript.compile_spec import NAME, TorchScriptCompileSpec, check_same_spec, module_spec
 from pipeline.backends.torchscript.preprocess import preprocess
+from pipeline.core.backend import (
+    UNKNOWN_HANDLE,
+    Backend,
+    BackendRuntimeError,
+    LoweringError,
+    ProfileEvent,
+    format_choices,
+    portable_path,
+)
 
 _is_grad_enabled = torch.is_grad_enabled
 _set_grad_enabled = torch._C._set_grad_enabled
@@ -44,12 +51,12 @@ class TorchScriptBackend(Backend):
     check_compile_spec = staticmethod(check_same_spec)
 
     @classmethod
-    def supports(cls, node: Any) -> "bool | str":
+    def supports(cls, node: Any) -> bool | str:
         """Everything: TorchScript runs any op PyTorch has. (It lowers scripted programs, so
         partitioned lowering, which splits exported ones, has nothing to give it.)"""
         return True
 
-    def compile(self, payload: bytes, method_compile_spec: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
+    def compile(self, payload: bytes, method_compile_spec: dict[str, dict[str, Any]]) -> dict[str, Any]:
         spec = module_spec(method_compile_spec)
         extra = {BACKEND_MAP_FILE: ""}
         module = load_module(payload, list(method_compile_spec), spec, extra)
@@ -65,12 +72,10 @@ class TorchScriptBackend(Backend):
         return handles
 
 
-
-
 class ScriptMethod:
     """One method, ready to run: the handle `TorchScriptBackend.compile` returns."""
 
-    def __init__(self, module: torch.jit.ScriptModule, method: str, maps: Dict[str, Any]):
+    def __init__(self, module: torch.jit.ScriptModule, method: str, maps: dict[str, Any]):
         self.module = module
         self.method = method
         self.fn = getattr(module, method)
@@ -80,13 +85,13 @@ class ScriptMethod:
         self.node_handles = {int(index): handles for index, handles in maps.get("nodes", {}).items()}
         self.line_handles = maps.get("lines", {})
 
-    def run(self, inputs: Sequence[Any]) -> List[Any]:
+    def run(self, inputs: Sequence[Any]) -> list[Any]:
         grad = _is_grad_enabled()  # torch.no_grad() as a context manager costs ~1.5 us a call
         if grad:
             _set_grad_enabled(False)
         try:
             if self.keywords:
-                output = self.fn(*inputs[:self.positional], **dict(zip(self.keywords, inputs[self.positional:])))
+                output = self.fn(*inputs[: self.positional], **dict(zip(self.keywords, inputs[self.positional :])))
             else:
                 output = self.fn(*inputs)
         except Exception as error:  # torch.jit.Error and what the interpreter raises from ops
@@ -98,7 +103,7 @@ class ScriptMethod:
             return [output]
         return pytree.tree_leaves(output)
 
-    def handles_in_message(self, message: str) -> List[int]:
+    def handles_in_message(self, message: str) -> list[int]:
         """The ops of the innermost source line of TorchScript's traceback that the map knows."""
         for frame in reversed(list(_FRAME.finditer(message))):
             found = self.line_handles.get(f"{portable_path(frame['file'])}:{frame['line']}")
@@ -106,7 +111,7 @@ class ScriptMethod:
                 return list(found)
         return [UNKNOWN_HANDLE]
 
-    def profile(self, inputs: Sequence[Any]) -> List[ProfileEvent]:
+    def profile(self, inputs: Sequence[Any]) -> list[ProfileEvent]:
         """The top-level ops of one call, from ``torch.autograd.profiler``, aligned with the graph.
 
         The interpreter records each op it runs under the method's own event;
@@ -132,6 +137,11 @@ class ScriptMethod:
                 continue
             cursor = found + 1
             index = nodes[found][0]
-            events.append(ProfileEvent(f"{self.method}/{index} {event.name}", event.cpu_time_total / 1e6,
-                                       tuple(self.node_handles.get(index, ()))))
+            events.append(
+                ProfileEvent(
+                    f"{self.method}/{index} {event.name}",
+                    event.cpu_time_total / 1e6,
+                    tuple(self.node_handles.get(index, ())),
+                )
+            )
         return events

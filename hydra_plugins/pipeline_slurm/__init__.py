@@ -15,8 +15,9 @@ this module; ``conf/hydra/launcher/slurm.yaml`` names the class. Without the
 """
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, List, Sequence
+from typing import Any
 
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, filter_overrides
@@ -38,15 +39,23 @@ if SubmititSlurmLauncher is not None:
             """Submit the batch as one job array, as the plugin's launcher does (hydra-submitit-launcher 1.2.0,
             pinned), then wait for every job and take each one's result or, failing that, its record."""
             import submitit
+
             from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 
             assert self.config is not None and job_overrides
-            executor = submitit.AutoExecutor(cluster="slurm", folder=self.params["submitit_folder"],
-                                             slurm_max_num_timeout=self.params["max_num_timeout"])
+            executor = submitit.AutoExecutor(
+                cluster="slurm",
+                folder=self.params["submitit_folder"],
+                slurm_max_num_timeout=self.params["max_num_timeout"],
+            )
             shared = set(OmegaConf.structured(BaseQueueConf).keys())  # the rest are sbatch's, named slurm_*
-            executor.update_parameters(**{key if key in shared else f"slurm_{key}": value
-                                          for key, value in self.params.items()
-                                          if key not in ("submitit_folder", "max_num_timeout")})
+            executor.update_parameters(
+                **{
+                    key if key in shared else f"slurm_{key}": value
+                    for key, value in self.params.items()
+                    if key not in ("submitit_folder", "max_num_timeout")
+                }
+            )
             sweep_dir = Path(str(self.config.hydra.sweep.dir))
             sweep_dir.mkdir(parents=True, exist_ok=True)
             log.info("submitting %d SLURM jobs; their output is under %s", len(job_overrides), sweep_dir)
@@ -54,13 +63,21 @@ if SubmititSlurmLauncher is not None:
             for num, overrides in zip(nums, job_overrides):
                 log.info("\t#%d : %s", num, " ".join(filter_overrides(overrides)))
             count = len(nums)
-            jobs = executor.map_array(self, [list(o) for o in job_overrides], ["hydra.sweep.dir"] * count, nums,
-                                      [f"job_id_for_{num}" for num in nums], [Singleton.get_state()] * count)
-            return [self.result_of(job, num, list(overrides), sweep_dir)
-                    for job, num, overrides in zip(jobs, nums, job_overrides)]
+            jobs = executor.map_array(
+                self,
+                [list(o) for o in job_overrides],
+                ["hydra.sweep.dir"] * count,
+                nums,
+                [f"job_id_for_{num}" for num in nums],
+                [Singleton.get_state()] * count,
+            )
+            return [
+                self.result_of(job, num, list(overrides), sweep_dir)
+                for job, num, overrides in zip(jobs, nums, job_overrides)
+            ]
 
         @staticmethod
-        def result_of(job: Any, num: int, overrides: List[str], sweep_dir: Path) -> JobReturn:
+        def result_of(job: Any, num: int, overrides: list[str], sweep_dir: Path) -> JobReturn:
             """The job's JobReturn; for a job that returned none, its record, as the task's own return value
             would be (COMPLETED: the task records failures instead of raising, and so does this)."""
             from submitit.core.utils import FailedJobError, UncompletedJobError
@@ -70,7 +87,17 @@ if SubmititSlurmLauncher is not None:
             except (UncompletedJobError, FailedJobError) as error:
                 cause = f"SLURM job {job.job_id} ended {job.state} without returning its result"
                 report = record_lost_job(sweep_dir / str(num), cause, overrides)
-                log.error("job %d: %s; recorded as %s in stage %s. submitit said: %s", num, cause,
-                          report["status"], report["stage"], error)
-                return JobReturn(overrides=overrides, working_dir=str(sweep_dir / str(num)),
-                                 status=JobStatus.COMPLETED, _return_value=report)
+                log.error(
+                    "job %d: %s; recorded as %s in stage %s. submitit said: %s",
+                    num,
+                    cause,
+                    report["status"],
+                    report["stage"],
+                    error,
+                )
+                return JobReturn(
+                    overrides=overrides,
+                    working_dir=str(sweep_dir / str(num)),
+                    status=JobStatus.COMPLETED,
+                    _return_value=report,
+                )

@@ -15,19 +15,19 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from pipeline.core.files import write_json
-from pipeline.app.config import ConfigError, compose_config, validate
 from pipeline.app import run_lock
+from pipeline.app.config import ConfigError, compose_config, validate
 from pipeline.app.faults import can_fork, exit_code_of, run_in_child
 from pipeline.app.run_files import REPORT, clear_earlier_run
 from pipeline.app.schema import RunRequest
+from pipeline.core.files import write_json
 
 log = logging.getLogger("pipeline")
 
@@ -53,14 +53,33 @@ def main() -> Any:
         sys.exit(2)
 
 
-_FLAGS_WITH_A_VALUE = {"--config-dir": "--config-dir", "-cd": "--config-dir", "--config-path": "--config-path",
-                       "-cp": "--config-path", "--config-name": "--config-name", "-cn": "--config-name",
-                       "--package": "--package", "-p": "--package"}
-_HYDRA_FLAGS_WITHOUT_A_RUN = {"--help", "-h", "--hydra-help", "--info", "-i", "--cfg", "-c", "--shell-completion",
-                              "-sc", "--multirun", "-m", "--experimental-rerun"}
+_FLAGS_WITH_A_VALUE = {
+    "--config-dir": "--config-dir",
+    "-cd": "--config-dir",
+    "--config-path": "--config-path",
+    "-cp": "--config-path",
+    "--config-name": "--config-name",
+    "-cn": "--config-name",
+    "--package": "--package",
+    "-p": "--package",
+}
+_HYDRA_FLAGS_WITHOUT_A_RUN = {
+    "--help",
+    "-h",
+    "--hydra-help",
+    "--info",
+    "-i",
+    "--cfg",
+    "-c",
+    "--shell-completion",
+    "-sc",
+    "--multirun",
+    "-m",
+    "--experimental-rerun",
+}
 
 
-def named_run_dir(arguments: "list[str]") -> "str | None":
+def named_run_dir(arguments: list[str]) -> str | None:
     """The directory a single run was told to write into (``hydra.run.dir=DIR``), if it was told one."""
     return next((a.split("=", 1)[1] for a in arguments if a.startswith("hydra.run.dir=")), None)
 
@@ -69,11 +88,13 @@ def version_text() -> str:
     from importlib.metadata import version
 
     versions = {name: version(name) for name in ("lowering-pipeline", "torch", "hydra-core")}
-    return (f"lowering-pipeline {versions['lowering-pipeline']} (torch {versions['torch']}, "
-            f"hydra-core {versions['hydra-core']})")
+    return (
+        f"lowering-pipeline {versions['lowering-pipeline']} (torch {versions['torch']}, "
+        f"hydra-core {versions['hydra-core']})"
+    )
 
 
-def compose_check(argv: "list[str]") -> int:
+def compose_check(argv: list[str]) -> int:
     """Compose the config as Hydra will: a composition error (an unknown option, a key set without ``+``)
     exits 2 with a did-you-mean, like any config error, and leaves a failed report.json if the run
     directory is named (``hydra.run.dir=DIR``). Sweeps are checked job by job, by the jobs."""
@@ -102,24 +123,30 @@ def compose_check(argv: "list[str]") -> int:
     run_dir = named_run_dir(overrides)
     if run_dir:
         clear_earlier_run(Path(run_dir))
-        write_json(Path(run_dir) / REPORT, {"status": "failed", "stage": "config", "error": message,
-                                            "overrides": overrides})
+        write_json(
+            Path(run_dir) / REPORT, {"status": "failed", "stage": "config", "error": message, "overrides": overrides}
+        )
     return 2
 
 
-def explain_composition_error(error: BaseException, overrides: "list[str]", extra: "list[str]") -> str:
+def explain_composition_error(error: BaseException, overrides: list[str], extra: list[str]) -> str:
     """Hydra's message in one paragraph, with the closest option or key there is."""
     import re
 
     from pipeline.core.errors import did_you_mean
 
     text = " ".join(str(error).split())
-    missing = re.search(r"Could not find '(?P<group>[^'/]+)/(?P<option>[^']+)'.*?Available options in '[^']+': "
-                        r"(?P<options>.*?)(?: Config search path|$)", text)
+    missing = re.search(
+        r"Could not find '(?P<group>[^'/]+)/(?P<option>[^']+)'.*?Available options in '[^']+': "
+        r"(?P<options>.*?)(?: Config search path|$)",
+        text,
+    )
     if missing:
         options = missing["options"].split()
-        return (f"{missing['group']}={missing['option']}: no such option; allowed: "
-                f"{', '.join(repr(o) for o in options)}.{did_you_mean(missing['option'], options)}")
+        return (
+            f"{missing['group']}={missing['option']}: no such option; allowed: "
+            f"{', '.join(repr(o) for o in options)}.{did_you_mean(missing['option'], options)}"
+        )
     key = re.search(r"Could not override '(?P<key>[^']+)'", text)
     if key and not key["key"].startswith("hydra."):
         others = [o for o in overrides if not o.split("=", 1)[0].lstrip("+~").startswith(key["key"])]
@@ -148,14 +175,14 @@ def unknown_key_message(key: str, config: Any) -> str:
         return f"{key}: no such key; {parent} is a value ({node!r}), not a section."
     known = [str(k) for k in node]
     where = f"{parent or 'the config'} has: {', '.join(repr(k) for k in known)}." if known else ""
-    message = f"{'.'.join(parts[:depth + 1])}: no such key; {where}{did_you_mean(missing, known)}".rstrip("; ")
+    message = f"{'.'.join(parts[: depth + 1])}: no such key; {where}{did_you_mean(missing, known)}".rstrip("; ")
     if parts[0] == "model" and depth >= 1:
         message += f" A constructor argument the model's config lacks is added with +: +{key}=..."
     return message
 
 
 @hydra.main(config_path="pkg://pipeline.conf", config_name="config", version_base="1.3")
-def lower(cfg: DictConfig) -> Dict[str, Any]:
+def lower(cfg: DictConfig) -> dict[str, Any]:
     started = time.perf_counter()
     hydra_cfg = HydraConfig.get()
     out_dir = Path(hydra_cfg.runtime.output_dir)
@@ -164,7 +191,7 @@ def lower(cfg: DictConfig) -> Dict[str, Any]:
         return _lower_into(cfg, out_dir, multirun, started, hydra_cfg)
 
 
-def _lower_into(cfg: DictConfig, out_dir: Path, multirun: bool, started: float, hydra_cfg: Any) -> Dict[str, Any]:
+def _lower_into(cfg: DictConfig, out_dir: Path, multirun: bool, started: float, hydra_cfg: Any) -> dict[str, Any]:
     record = {
         "job_num": hydra_cfg.job.num if multirun else None,
         "run_dir": str(out_dir),
@@ -188,9 +215,10 @@ def _lower_into(cfg: DictConfig, out_dir: Path, multirun: bool, started: float, 
     from pipeline.app.run import run  # torch is imported here, in the job, not in a sweep's parent
 
     if multirun and can_fork():  # a job that is killed must not take the sweep's worker with it
-        report = run_in_child(lambda on_stage: run(request, out_dir, extra_record=record, started=started,
-                                                   on_stage=on_stage),
-                              lambda stage, cause: _crashed(out_dir, request, record, stage, cause))
+        report = run_in_child(
+            lambda on_stage: run(request, out_dir, extra_record=record, started=started, on_stage=on_stage),
+            lambda stage, cause: _crashed(out_dir, request, record, stage, cause),
+        )
     else:
         report = run(request, out_dir, extra_record=record, started=started)
     _print_summary(report, out_dir)
@@ -208,37 +236,51 @@ def _artifact_name(cfg: DictConfig) -> Any:
         return None
 
 
-def _crashed(out_dir: Path, request: RunRequest, record: Dict[str, Any], stage: str, cause: str) -> Dict[str, Any]:
-    report = {"status": "crashed", "stage": stage, "error": cause, "backend": request.backend_name,
-              "frontend": request.frontend, "model": request.model_target, "methods": list(request.compile_spec),
-              **record}
+def _crashed(out_dir: Path, request: RunRequest, record: dict[str, Any], stage: str, cause: str) -> dict[str, Any]:
+    report = {
+        "status": "crashed",
+        "stage": stage,
+        "error": cause,
+        "backend": request.backend_name,
+        "frontend": request.frontend,
+        "model": request.model_target,
+        "methods": list(request.compile_spec),
+        **record,
+    }
     write_json(out_dir / REPORT, report)
     return report
 
 
-def _finish(report: Dict[str, Any], multirun: bool, exit_code: int) -> Dict[str, Any]:
+def _finish(report: dict[str, Any], multirun: bool, exit_code: int) -> dict[str, Any]:
     """Single runs exit non-zero on failure; sweep jobs return, so the other jobs still run."""
     if report["status"] != "ok" and not multirun:
         sys.exit(exit_code)
     return report
 
 
-def _print_summary(report: Dict[str, Any], out_dir: Path) -> None:
+def _print_summary(report: dict[str, Any], out_dir: Path) -> None:
     if report["status"] != "ok":
-        reason = (f"Lowering failed in stage '{report['stage']}': {report['error']} "
-                  f"The record of the run is in {out_dir / REPORT}.")
+        reason = (
+            f"Lowering failed in stage '{report['stage']}': {report['error']} "
+            f"The record of the run is in {out_dir / REPORT}."
+        )
         if os.environ.get("HYDRA_FULL_ERROR") == "1" and report.get("traceback"):
             reason += "\n" + report["traceback"]
         print(reason, file=sys.stderr)
-    parts = [f"backend {report['backend']}", f"frontend {report['frontend']}",
-             f"methods {', '.join(report['methods'])}"]
+    parts = [
+        f"backend {report['backend']}",
+        f"frontend {report['frontend']}",
+        f"methods {', '.join(report['methods'])}",
+    ]
     if report.get("verify"):
         v = report["verify"]
         parts.append(f"max error {v['max_abs_err']:.2e} ({'passed' if v['passed'] else 'FAILED'})")
     if report.get("latency"):
         lat = report["latency"]
-        parts.append(f"speedup {lat['speedup']:.2f}x ({lat['eager_us']:.1f} -> {lat['lowered_us']:.1f} us"
-                     f"{', UNSTABLE: rounds disagree' if lat.get('unstable') else ''})")
+        parts.append(
+            f"speedup {lat['speedup']:.2f}x ({lat['eager_us']:.1f} -> {lat['lowered_us']:.1f} us"
+            f"{', UNSTABLE: rounds disagree' if lat.get('unstable') else ''})"
+        )
     log.info("%s | %s", report["status"].upper(), " | ".join(parts))
     log.info("outputs: %s", out_dir)
 

@@ -11,23 +11,40 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any
 
 from pipeline.app.records import RecordError, read_record
 from pipeline.app.run_files import REPORT
 from pipeline.app.summary import job_entry
 from pipeline.app.tables import text_table
 
-COLUMNS = ["run", "status", "stage", "backend", "frontend", "model", "max_abs_err", "eager_us", "lowered_us", "speedup",
-           "artifact_sha256", "overrides"]
+COLUMNS = [
+    "run",
+    "status",
+    "stage",
+    "backend",
+    "frontend",
+    "model",
+    "max_abs_err",
+    "eager_us",
+    "lowered_us",
+    "speedup",
+    "artifact_sha256",
+    "overrides",
+]
 
 
-def collect(paths: List[Path]) -> List[Dict[str, Any]]:
+def collect(paths: list[Path]) -> list[dict[str, Any]]:
     """One row per run: ``path`` is a run directory, or a sweep directory whose numbered jobs are runs."""
     rows = []
     for path in paths:
-        reports = [path / REPORT] if (path / REPORT).exists() else sorted(
-            (p for p in path.glob(f"*/{REPORT}") if p.parent.name.isdigit()), key=lambda p: int(p.parent.name))
+        reports = (
+            [path / REPORT]
+            if (path / REPORT).exists()
+            else sorted(
+                (p for p in path.glob(f"*/{REPORT}") if p.parent.name.isdigit()), key=lambda p: int(p.parent.name)
+            )
+        )
         if not reports:
             raise RecordError(f"{path}: no {REPORT} here or in its numbered job directories")
         for report_path in reports:
@@ -39,8 +56,9 @@ def collect(paths: List[Path]) -> List[Dict[str, Any]]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.compare", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline.compare", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("dirs", type=Path, nargs="+")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)

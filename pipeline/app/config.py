@@ -11,25 +11,44 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+from collections.abc import Mapping, Sequence
 from pathlib import PurePath
-from typing import Any, Dict, List, Mapping, Sequence, Tuple
+from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from pipeline.app.backend_loading import load_backend
+from pipeline.app.run_files import RUN_FILES
+from pipeline.app.schema import (
+    GROUPS,
+    ConfigError,
+    InputSpec,
+    LatencyConfig,
+    MethodInputs,
+    RunConfig,
+    RunRequest,
+    Tolerance,
+    ToleranceOverride,
+    VerifyConfig,
+)
+from pipeline.app.targets import locate
 from pipeline.core.backend import FRONTENDS
 from pipeline.core.errors import LoweringError, did_you_mean, format_choices
 from pipeline.core.spec import MAX_THREADS, SpecError, parse_compile_spec
-from pipeline.app.backend_loading import load_backend
-from pipeline.app.run_files import RUN_FILES
-from pipeline.app.schema import (GROUPS, ConfigError, InputSpec, LatencyConfig, MethodInputs, RunConfig,
-                                 RunRequest, Tolerance, ToleranceOverride, VerifyConfig)
-from pipeline.app.targets import locate
 
 MODEL_RESERVED_KEYS = ("_target_", "example_inputs")
 TORCHSCRIPT_MODES = ("script", "trace")
 
-__all__ = ["ConfigError", "InputSpec", "LatencyConfig", "RunRequest", "Tolerance", "VerifyConfig", "compose_config",
-           "validate"]
+__all__ = [
+    "ConfigError",
+    "InputSpec",
+    "LatencyConfig",
+    "RunRequest",
+    "Tolerance",
+    "VerifyConfig",
+    "compose_config",
+    "validate",
+]
 
 
 def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
@@ -70,7 +89,9 @@ def validate(cfg: DictConfig) -> RunRequest:
         )
     raw_spec = _plain(backend_cfg.get("compile_spec") or {}, "backend.compile_spec")
     if not raw_spec:
-        raise ConfigError("backend.compile_spec is empty: name at least one method, e.g. backend.compile_spec.forward={}")
+        raise ConfigError(
+            "backend.compile_spec is empty: name at least one method, e.g. backend.compile_spec.forward={}"
+        )
     methods = class_methods(model_cls) if isinstance(model_cls, type) else ["forward"]
     for method, options in raw_spec.items():
         _check_method(method, options, methods, str(target))
@@ -86,12 +107,15 @@ def validate(cfg: DictConfig) -> RunRequest:
     options = _parse(RunConfig, {k: v for k, v in _plain(cfg, "").items() if k not in GROUPS}, "")
     tolerance = _backend_tolerance(backend_cfg, backend.name, compile_spec, options.verify)
     if options.threads is not None and not 1 <= options.threads <= MAX_THREADS:
-        raise ConfigError(f"threads: {options.threads} is not allowed; allowed: null (torch's default) "
-                          f"or 1..{MAX_THREADS}.")
+        raise ConfigError(
+            f"threads: {options.threads} is not allowed; allowed: null (torch's default) or 1..{MAX_THREADS}."
+        )
     _check_artifact_name(options.artifact_name)
     if options.partition and frontend != "export":
-        raise ConfigError(f"partition=true splits exported programs; frontend {frontend!r} cannot be partitioned "
-                          "(allowed with partition=true: 'export'). Choose frontend=export.")
+        raise ConfigError(
+            f"partition=true splits exported programs; frontend {frontend!r} cannot be partitioned "
+            "(allowed with partition=true: 'export'). Choose frontend=export."
+        )
     if options.min_nodes < 1:
         raise ConfigError(f"min_nodes: {options.min_nodes} is not allowed; allowed: 1 or more.")
     strategy = _choice(_section(cfg, "debug_handles").get("strategy"), STRATEGIES, "debug_handles.strategy")
@@ -117,8 +141,9 @@ def validate(cfg: DictConfig) -> RunRequest:
     )
 
 
-def _backend_tolerance(backend_cfg: DictConfig, name: str, compile_spec: Dict[str, Dict[str, Any]],
-                       verify: VerifyConfig) -> Tolerance:
+def _backend_tolerance(
+    backend_cfg: DictConfig, name: str, compile_spec: dict[str, dict[str, Any]], verify: VerifyConfig
+) -> Tolerance:
     """The backend's tolerance, with each field that verify.tolerance sets replaced."""
     given = {k: v for k, v in dataclasses.asdict(verify.tolerance or ToleranceOverride()).items() if v is not None}
     if set(given) == {"atol", "rtol"}:
@@ -126,11 +151,12 @@ def _backend_tolerance(backend_cfg: DictConfig, name: str, compile_spec: Dict[st
     return dataclasses.replace(_backends_own_tolerance(backend_cfg, name, compile_spec), **given)
 
 
-def _backends_own_tolerance(backend_cfg: DictConfig, name: str, compile_spec: Dict[str, Dict[str, Any]]) -> Tolerance:
+def _backends_own_tolerance(backend_cfg: DictConfig, name: str, compile_spec: dict[str, dict[str, Any]]) -> Tolerance:
     """The backend's ``quantized_tolerance`` when a method is quantized (``quantize`` other than none), which
     the backend must then declare; else its ``tolerance``."""
-    quantized = {method: spec["quantize"] for method, spec in compile_spec.items()
-                 if spec.get("quantize") not in (None, "none")}
+    quantized = {
+        method: spec["quantize"] for method, spec in compile_spec.items() if spec.get("quantize") not in (None, "none")
+    }
     if not quantized:
         return _parse(Tolerance, backend_cfg.get("tolerance") or {}, "backend.tolerance")
     if backend_cfg.get("quantized_tolerance") is None:
@@ -149,8 +175,9 @@ def _check_top_level_keys(cfg: DictConfig) -> None:
     allowed = [f.name for f in dataclasses.fields(RunConfig)] + ["hydra"]
     for key in cfg:
         if key not in allowed:
-            raise ConfigError(f"{key}: unknown top-level key; allowed: {format_choices(allowed)}."
-                              + did_you_mean(str(key), allowed))
+            raise ConfigError(
+                f"{key}: unknown top-level key; allowed: {format_choices(allowed)}." + did_you_mean(str(key), allowed)
+            )
 
 
 def _parse(schema: type, values: Any, path: str) -> Any:
@@ -176,14 +203,15 @@ def _section(cfg: DictConfig, key: str) -> DictConfig:
     return value
 
 
-def _choice(value: Any, allowed: Tuple[str, ...], path: str) -> str:
+def _choice(value: Any, allowed: tuple[str, ...], path: str) -> str:
     if value not in allowed:
-        raise ConfigError(f"{path}: {value!r} is not allowed; allowed: {format_choices(allowed)}."
-                          + did_you_mean(value, allowed))
+        raise ConfigError(
+            f"{path}: {value!r} is not allowed; allowed: {format_choices(allowed)}." + did_you_mean(value, allowed)
+        )
     return str(value)
 
 
-def _bind_constructor(model_cls: Any, target: str, kwargs: Dict[str, Any]) -> None:
+def _bind_constructor(model_cls: Any, target: str, kwargs: dict[str, Any]) -> None:
     """Bind the constructor arguments as the build stage will pass them: a typo fails here, not after an hour."""
     if not callable(model_cls):
         raise ConfigError(f"model._target_: {target} is a {type(model_cls).__name__}, not a class.")
@@ -194,19 +222,24 @@ def _bind_constructor(model_cls: Any, target: str, kwargs: Dict[str, Any]) -> No
     try:
         signature.bind(**kwargs)
     except TypeError as error:
-        accepted = [name for name, p in signature.parameters.items()
-                    if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        accepted = [
+            name for name, p in signature.parameters.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        ]
         unknown = [k for k in kwargs if k not in signature.parameters]
-        hint = (f" Unknown: {format_choices(unknown)}.{did_you_mean(unknown[0], accepted)}" if unknown else "")
-        raise ConfigError(f"model: {target}{signature} does not accept these arguments: {error}.{hint} "
-                          f"It takes: {format_choices(accepted)}.") from None
+        hint = f" Unknown: {format_choices(unknown)}.{did_you_mean(unknown[0], accepted)}" if unknown else ""
+        raise ConfigError(
+            f"model: {target}{signature} does not accept these arguments: {error}.{hint} "
+            f"It takes: {format_choices(accepted)}."
+        ) from None
 
 
-def _example_inputs(model: DictConfig) -> Dict[str, MethodInputs]:
+def _example_inputs(model: DictConfig) -> dict[str, MethodInputs]:
     raw = model.get("example_inputs")
     if raw is None or raw == "???":
-        raise ConfigError("model.example_inputs is missing: give {method: [{shape: [...], dtype: ...}, ...]}, "
-                          "or {method: {args: [...], kwargs: {name: ...}}}.")
+        raise ConfigError(
+            "model.example_inputs is missing: give {method: [{shape: [...], dtype: ...}, ...]}, "
+            "or {method: {args: [...], kwargs: {name: ...}}}."
+        )
     raw = _plain(raw, "model.example_inputs")
     if not isinstance(raw, Mapping):
         raise ConfigError(f"model.example_inputs: expected {{method: [inputs]}}, got {raw!r}.")
@@ -219,8 +252,10 @@ def _method_inputs(path: str, inputs: Any) -> MethodInputs:
         args, kwargs = inputs.get("args") or [], inputs.get("kwargs") or {}
         if not isinstance(args, list) or not isinstance(kwargs, Mapping):
             raise ConfigError(f"{path}: expected {{args: [inputs], kwargs: {{name: input}}}}, got {inputs!r}.")
-        return MethodInputs([_input(f"{path}.args[{i}]", item) for i, item in enumerate(args)],
-                            {str(k): _input(f"{path}.kwargs.{k}", v) for k, v in kwargs.items()})
+        return MethodInputs(
+            [_input(f"{path}.args[{i}]", item) for i, item in enumerate(args)],
+            {str(k): _input(f"{path}.kwargs.{k}", v) for k, v in kwargs.items()},
+        )
     if not isinstance(inputs, list):
         raise ConfigError(f"{path}: expected a list of inputs or {{args: [...], kwargs: {{...}}}}, got {inputs!r}.")
     return MethodInputs([_input(f"{path}[{i}]", item) for i, item in enumerate(inputs)])
@@ -232,15 +267,19 @@ def _input(path: str, item: Any) -> Any:
         return _parse(InputSpec, item, path)
     if item is None or isinstance(item, (bool, int, float, str)):
         return item
-    raise ConfigError(f"{path}: expected a tensor {{shape: [...], dtype: ...}} or a plain value "
-                      f"(null, a bool, a number, a string), got {item!r}.")
+    raise ConfigError(
+        f"{path}: expected a tensor {{shape: [...], dtype: ...}} or a plain value "
+        f"(null, a bool, a number, a string), got {item!r}."
+    )
 
 
-def _check_method(method: str, options: Any, methods: List[str], model: str) -> None:
+def _check_method(method: str, options: Any, methods: list[str], model: str) -> None:
     path = f"backend.compile_spec.{method}"
     if method not in methods:
-        raise ConfigError(f"{path}: model {model} has no method {method!r}; it has: {format_choices(methods)}."
-                          + did_you_mean(method, methods))
+        raise ConfigError(
+            f"{path}: model {model} has no method {method!r}; it has: {format_choices(methods)}."
+            + did_you_mean(method, methods)
+        )
     if options is not None and not isinstance(options, Mapping):
         raise ConfigError(f"{path}: expected a mapping of options, got {options!r}.")
 
@@ -248,8 +287,12 @@ def _check_method(method: str, options: Any, methods: List[str], model: str) -> 
 def _check_artifact_name(name: str) -> None:
     path = PurePath(name)
     if path.name != name or name in (".", "..") or not name or "\\" in name:
-        raise ConfigError(f"artifact_name: {name!r} is not a plain file name; it is written inside the run "
-                          "directory, e.g. artifact_name=mlp.lowered.")
+        raise ConfigError(
+            f"artifact_name: {name!r} is not a plain file name; it is written inside the run "
+            "directory, e.g. artifact_name=mlp.lowered."
+        )
     if name in RUN_FILES or name.startswith("."):
-        raise ConfigError(f"artifact_name: {name!r} would overwrite the run's own records "
-                          f"({format_choices(RUN_FILES)}); choose another name.")
+        raise ConfigError(
+            f"artifact_name: {name!r} would overwrite the run's own records "
+            f"({format_choices(RUN_FILES)}); choose another name."
+        )

@@ -21,13 +21,22 @@ import contextlib
 import os
 import signal
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any
 
 from pipeline.core.forked import can_fork, run_in_child
 
-__all__ = ["INTERRUPTING_SIGNALS", "Interrupted", "can_fork", "exit_code_of", "record_lost_job", "run_in_child",
-           "signals_deferred", "signals_raise"]
+__all__ = [
+    "INTERRUPTING_SIGNALS",
+    "Interrupted",
+    "can_fork",
+    "exit_code_of",
+    "record_lost_job",
+    "run_in_child",
+    "signals_deferred",
+    "signals_raise",
+]
 
 INTERRUPTING_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -44,7 +53,7 @@ class Interrupted(BaseException):
         return 128 + self.signum
 
 
-def exit_code_of(report: Dict[str, Any]) -> Optional[int]:
+def exit_code_of(report: dict[str, Any]) -> int | None:
     """The exit code an interrupted run's report asks for, else None."""
     name = report.get("signal")
     return 128 + int(signal.Signals[name]) if report.get("status") == "interrupted" and name else None
@@ -85,19 +94,24 @@ def signals_deferred() -> Iterator[None]:
             os.kill(os.getpid(), received[0])
 
 
-def record_lost_job(job_dir: Path, cause: str, overrides: List[str]) -> Dict[str, Any]:
+def record_lost_job(job_dir: Path, cause: str, overrides: list[str]) -> dict[str, Any]:
     """The record of a sweep job whose result never reached the sweep, ``cause`` saying why (the scheduler's
     account): the job's own report.json with ``cause`` added to its error, or a ``crashed`` report if it left
     none that can be read. Written back into ``job_dir``, so the summary reads it as it reads every job's."""
-    from pipeline.core.files import write_json
     from pipeline.app.records import RecordError, read_record
     from pipeline.app.run_files import REPORT
+    from pipeline.core.files import write_json
 
     try:
         report = read_record(job_dir / REPORT, "report")
     except RecordError as error:
-        report = {"status": "crashed", "stage": None, "error": f"{cause}; its report: {error}",
-                  "overrides": overrides, "run_dir": str(job_dir)}
+        report = {
+            "status": "crashed",
+            "stage": None,
+            "error": f"{cause}; its report: {error}",
+            "overrides": overrides,
+            "run_dir": str(job_dir),
+        }
     else:
         if report["status"] == "ok":  # it finished and recorded everything before the scheduler ended it
             return report

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, Tuple
+from typing import Any
 
 import torch
 
 from pipeline.app.schema import InputSpec, MethodInputs
 
-Call = Tuple[Tuple[Any, ...], Dict[str, Any]]  # (args, kwargs)
+Call = tuple[tuple[Any, ...], dict[str, Any]]  # (args, kwargs)
 
 
 def make_call(spec: MethodInputs, seed: int) -> Call:
@@ -18,11 +18,11 @@ def make_call(spec: MethodInputs, seed: int) -> Call:
     return args, {name: _value(item, generator) for name, item in spec.kwargs.items()}
 
 
-def make_method_calls(example_inputs: Dict[str, MethodInputs], seed: int) -> Dict[str, Call]:
+def make_method_calls(example_inputs: dict[str, MethodInputs], seed: int) -> dict[str, Call]:
     return {method: make_call(spec, seed) for method, spec in example_inputs.items()}
 
 
-def as_example_inputs(calls: Dict[str, Call]) -> Dict[str, Dict[str, Any]]:
+def as_example_inputs(calls: dict[str, Call]) -> dict[str, dict[str, Any]]:
     """The form `pipeline.to_backend` and `capture` take: ``{method: {"args": ..., "kwargs": ...}}``."""
     return {method: {"args": args, "kwargs": kwargs} for method, (args, kwargs) in calls.items()}
 

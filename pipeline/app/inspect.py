@@ -14,21 +14,21 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any
 
-from pipeline.core.artifact import read_artifact
-from pipeline.core.errors import ArtifactError
 from pipeline.app.records import RecordError, named_file, parse_record, read_record
 from pipeline.app.run_files import PROFILE, REPORT
 from pipeline.app.summary import TABLE, summarize, table_rows
 from pipeline.app.tables import text_table
+from pipeline.core.artifact import read_artifact
+from pipeline.core.errors import ArtifactError
 
 
-def load(path: Path) -> Dict[str, Any]:
+def load(path: Path) -> dict[str, Any]:
     """Manifest, handle map, report and profile of an artifact or a run directory, each checked first;
     for a sweep directory, the summary of its jobs."""
-    result: Dict[str, Any] = {"path": str(path)}
-    artifact: Optional[Path] = path
+    result: dict[str, Any] = {"path": str(path)}
+    artifact: Path | None = path
     if path.is_dir() and not (path / REPORT).exists() and any(p.name.isdigit() for p in path.iterdir()):
         result["sweep"] = summarize(path)
         return result
@@ -45,7 +45,7 @@ def load(path: Path) -> Dict[str, Any]:
     return result
 
 
-def render(data: Dict[str, Any], show_all: bool = False) -> str:
+def render(data: dict[str, Any], show_all: bool = False) -> str:
     out = []
     sweep = data.get("sweep")
     if sweep:
@@ -54,28 +54,45 @@ def render(data: Dict[str, Any], show_all: bool = False) -> str:
     report = data.get("report")
     if report:
         out.append(f"run: {data['path']}")
-        out.append(f"status: {report['status']}" + (f" (stage {report['stage']}: {report['error']})"
-                                                     if report["status"] != "ok" else ""))
+        out.append(
+            f"status: {report['status']}"
+            + (f" (stage {report['stage']}: {report['error']})" if report["status"] != "ok" else "")
+        )
         if report.get("verify"):
             v = report["verify"]
-            out.append(f"verify: max_abs_err={v['max_abs_err']:.3g} max_rel_err={v['max_rel_err']:.3g} "
-                       f"(atol={v['atol']:g}, rtol={v['rtol']:g}) passed={v['passed']}")
+            out.append(
+                f"verify: max_abs_err={v['max_abs_err']:.3g} max_rel_err={v['max_rel_err']:.3g} "
+                f"(atol={v['atol']:g}, rtol={v['rtol']:g}) passed={v['passed']}"
+            )
         if report.get("latency"):
             lat = report["latency"]
-            out.append(f"latency: eager {lat['eager_us']:.1f} us, lowered {lat['lowered_us']:.1f} us, "
-                       f"speedup {lat['speedup']:.2f}x")
+            out.append(
+                f"latency: eager {lat['eager_us']:.1f} us, lowered {lat['lowered_us']:.1f} us, "
+                f"speedup {lat['speedup']:.2f}x"
+            )
     manifest = data.get("manifest")
     if manifest:
         out.append("")
-        out.append(f"artifact: backend={manifest['backend']} frontend={manifest['frontend']} "
-                   f"model={manifest['original_type']} format=v{manifest['format_version']}")
+        out.append(
+            f"artifact: backend={manifest['backend']} frontend={manifest['frontend']} "
+            f"model={manifest['original_type']} format=v{manifest['format_version']}"
+        )
         out.append("versions: " + ", ".join(f"{k} {v}" for k, v in sorted(manifest["versions"].items())))
         if isinstance(manifest.get("partition"), dict):
             out.append(f"partition: {manifest['partition'].get('summary')}")
-        rows = [[m, json.dumps(manifest["compile_spec"][m], sort_keys=True),
-                 "(" + ", ".join(p["name"] + ("=" + p["default"] if "default" in p else "")
-                                 for p in manifest["signatures"][m]["params"]) + ")"]
-                for m in manifest["methods"]]
+        rows = [
+            [
+                m,
+                json.dumps(manifest["compile_spec"][m], sort_keys=True),
+                "("
+                + ", ".join(
+                    p["name"] + ("=" + p["default"] if "default" in p else "")
+                    for p in manifest["signatures"][m]["params"]
+                )
+                + ")",
+            ]
+            for m in manifest["methods"]
+        ]
         out.append("")
         out.append(text_table(["method", "compile spec", "signature"], rows, max_width=None))
     handles = data.get("handles")
@@ -83,19 +100,36 @@ def render(data: Dict[str, Any], show_all: bool = False) -> str:
         records = handles["handles"]
         shown = records if show_all else records[:40]
         partitioned = any("partition" in r for r in records)
-        rows = [[r["handle"], r["method"], r["op"], *([r.get("partition", "")] if partitioned else []), _where(r),
-                 _tail(r["module_hierarchy"])] for r in shown]
+        rows = [
+            [
+                r["handle"],
+                r["method"],
+                r["op"],
+                *([r.get("partition", "")] if partitioned else []),
+                _where(r),
+                _tail(r["module_hierarchy"]),
+            ]
+            for r in shown
+        ]
         out.append("")
-        out.append(f"handle map: {len(records)} handles ({handles['strategy']}), "
-                   f"{len(handles['backend_map'])} backend ids")
-        out.append(text_table(["handle", "method", "op", *(["partition"] if partitioned else []), "source",
-                               "module hierarchy"], rows, max_width=100))
+        out.append(
+            f"handle map: {len(records)} handles ({handles['strategy']}), {len(handles['backend_map'])} backend ids"
+        )
+        out.append(
+            text_table(
+                ["handle", "method", "op", *(["partition"] if partitioned else []), "source", "module hierarchy"],
+                rows,
+                max_width=100,
+            )
+        )
         if len(shown) < len(records):
             out.append(f"... {len(records) - len(shown)} more (--all shows every handle)")
     profile = data.get("profile")
     if profile:
-        rows = [[f"{e['seconds'] * 1e6:.1f}", f"{e['share'] * 100:.1f}%", e["source"], _tail(e["module_hierarchy"])]
-                for e in profile["by_source"][:15]]
+        rows = [
+            [f"{e['seconds'] * 1e6:.1f}", f"{e['share'] * 100:.1f}%", e["source"], _tail(e["module_hierarchy"])]
+            for e in profile["by_source"][:15]
+        ]
         out.append("")
         out.append(f"hottest source lines ({profile['backend']}, {profile['calls']} profiled call(s)):")
         out.append(text_table(["us", "share", "source", "module hierarchy"], rows, max_width=100))
@@ -104,10 +138,10 @@ def render(data: Dict[str, Any], show_all: bool = False) -> str:
 
 def _tail(hierarchy: str, width: int = 100) -> str:
     """The innermost end of a long module hierarchy: that is where the op is."""
-    return hierarchy if len(hierarchy) <= width else "..." + hierarchy[-(width - 3):]
+    return hierarchy if len(hierarchy) <= width else "..." + hierarchy[-(width - 3) :]
 
 
-def _where(record: Dict[str, Any]) -> str:
+def _where(record: dict[str, Any]) -> str:
     source = record["source"]
     if not source.get("file"):
         return "<unknown>"
@@ -115,8 +149,9 @@ def _where(record: Dict[str, Any]) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.inspect", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline.inspect", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("path", type=Path, help="a .lowered artifact, a run directory or a sweep directory")
     parser.add_argument("--json", action="store_true", help="print everything as JSON")
     parser.add_argument("--all", action="store_true", help="show every handle, not the first 40")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any
 
 import torch
 import torch.utils._pytree as pytree
@@ -25,7 +25,7 @@ from pipeline.core.tensor_data import read_tensor, tensor_bytes, tensor_entry
 KIND = "outputs"
 
 
-def inputs_digest(calls: Dict[str, Tuple[tuple, Dict[str, Any]]]) -> str:
+def inputs_digest(calls: dict[str, tuple[tuple, dict[str, Any]]]) -> str:
     """sha256 over every example tensor's dtype, shape and bytes, and every other value's repr."""
     digest = hashlib.sha256()
     for method in sorted(calls):
@@ -39,14 +39,17 @@ def inputs_digest(calls: Dict[str, Tuple[tuple, Dict[str, Any]]]) -> str:
     return digest.hexdigest()
 
 
-def record(path: Path, lowered: Any, calls: Dict[str, Tuple[tuple, Dict[str, Any]]]) -> Dict[str, Any]:
+def record(path: Path, lowered: Any, calls: dict[str, tuple[tuple, dict[str, Any]]]) -> dict[str, Any]:
     """Run each lowered method on its example call and write the outputs; the report's entry."""
-    meta: Dict[str, Any] = {"inputs_sha256": inputs_digest(calls), "methods": {}}
-    parts: Dict[str, bytes] = {}
+    meta: dict[str, Any] = {"inputs_sha256": inputs_digest(calls), "methods": {}}
+    parts: dict[str, bytes] = {}
     with torch.no_grad():
         for method, (args, kwargs) in calls.items():
-            leaves = [leaf for leaf in pytree.tree_leaves(getattr(lowered, method)(*args, **kwargs))
-                      if isinstance(leaf, torch.Tensor)]
+            leaves = [
+                leaf
+                for leaf in pytree.tree_leaves(getattr(lowered, method)(*args, **kwargs))
+                if isinstance(leaf, torch.Tensor)
+            ]
             meta["methods"][method] = [tensor_entry(t) for t in leaves]
             for index, tensor in enumerate(leaves):
                 parts[f"{method}/{index}"] = tensor_bytes(tensor)
@@ -55,20 +58,21 @@ def record(path: Path, lowered: Any, calls: Dict[str, Tuple[tuple, Dict[str, Any
     return {"path": path.name, "sha256": hashlib.sha256(data).hexdigest(), "inputs_sha256": meta["inputs_sha256"]}
 
 
-def read(path: Path) -> Tuple[str, Dict[str, List[torch.Tensor]]]:
+def read(path: Path) -> tuple[str, dict[str, list[torch.Tensor]]]:
     """``(inputs digest, {method: output tensors})``; a `LoweringError` for anything else."""
     meta, parts = unpack_parts(path.read_bytes(), KIND)
-    outputs: Dict[str, List[torch.Tensor]] = {}
+    outputs: dict[str, list[torch.Tensor]] = {}
     try:
         for method, leaves in meta["methods"].items():
-            outputs[method] = [read_tensor(leaf, parts[f"{method}/{index}"], f"{method}[{index}]")
-                               for index, leaf in enumerate(leaves)]
+            outputs[method] = [
+                read_tensor(leaf, parts[f"{method}/{index}"], f"{method}[{index}]") for index, leaf in enumerate(leaves)
+            ]
         return meta["inputs_sha256"], outputs
     except (MalformedInput, KeyError, TypeError, RuntimeError, AttributeError, ValueError) as error:
         raise LoweringError(f"{path}: not an outputs record: {type(error).__name__}: {error}") from None
 
 
-def compare(recorded: Path, replayed: Path, atol: float, rtol: float) -> Dict[str, Any]:
+def compare(recorded: Path, replayed: Path, atol: float, rtol: float) -> dict[str, Any]:
     """Whether the replayed outputs match the recorded ones within tolerance, on the same inputs."""
     before_inputs, before = read(recorded)
     after_inputs, after = read(replayed)
@@ -81,6 +85,9 @@ def compare(recorded: Path, replayed: Path, atol: float, rtol: float) -> Dict[st
         for index, (x, y) in enumerate(zip(a, b)):
             if not torch.allclose(y.double(), x.double(), atol=atol, rtol=rtol, equal_nan=True):
                 error = float((y.double() - x.double()).abs().max())
-                return {"match": False, "why": f"method {method!r}, output {index}: max abs difference {error:.3g} "
-                                               f"is beyond atol={atol:g}, rtol={rtol:g}"}
+                return {
+                    "match": False,
+                    "why": f"method {method!r}, output {index}: max abs difference {error:.3g} "
+                    f"is beyond atol={atol:g}, rtol={rtol:g}",
+                }
     return {"match": True, "why": None}

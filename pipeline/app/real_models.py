@@ -11,15 +11,27 @@ runs every stage but latency, so a cell is the same record a user gets from
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any
 
 # conf/model/<name>.yaml: a ResNet-like CNN, MobileNetV3 and EfficientNet blocks, recurrent taggers, attention
 # with a padding mask, torch.cond, and Hugging Face models as they come (encoder, decoder, encoder-decoder, vision).
-REAL_MODELS = ("resnet", "mobilenet_v3", "efficientnet", "lstm_tagger", "gru_tagger", "attention_encoder",
-               "cond_gate", "hf_bert", "hf_distilbert", "hf_gpt2", "hf_t5", "hf_vit")
+REAL_MODELS = (
+    "resnet",
+    "mobilenet_v3",
+    "efficientnet",
+    "lstm_tagger",
+    "gru_tagger",
+    "attention_encoder",
+    "cond_gate",
+    "hf_bert",
+    "hf_distilbert",
+    "hf_gpt2",
+    "hf_t5",
+    "hf_vit",
+)
 
 # backend -> the overrides that choose it and the frontend it is lowered from.
-BACKENDS: Dict[str, List[str]] = {
+BACKENDS: dict[str, list[str]] = {
     "reference": ["backend=reference", "frontend=export"],
     "onnxruntime": ["backend=onnxruntime", "frontend=export"],
     "torchscript": ["backend=torchscript", "frontend=torchscript", "frontend.mode=trace"],
@@ -29,9 +41,10 @@ BACKENDS: Dict[str, List[str]] = {
 }
 QUICK = ["latency.enabled=false", "verify.random_trials=2", "threads=1"]
 
-# (model, backend) -> the stage it fails in, why, and the advice its error gives (if any). torch.cond can be exported but
-# neither traced nor scripted, and XNNPACK does not delegate inside its branches. ExecuTorch's edge passes
-# meet GPT-2's `x.view(-1, n)` on a transposed tensor (eager's strides differ): an upstream limitation.
+# (model, backend) -> the stage it fails in, why, and the advice its error gives (if any).
+# torch.cond can be exported but neither traced nor scripted, and XNNPACK does not delegate inside
+# its branches. ExecuTorch's edge passes meet GPT-2's `x.view(-1, n)` on a transposed tensor (eager's
+# strides differ): an upstream limitation.
 EXPECTED_FAILURES = {
     ("cond_gate", "torchscript"): ("capture", "torch.jit.trace failed for CondGate", "frontend=export"),
     ("cond_gate", "executorch"): ("lower", "XNNPACK does not delegate inside its branches", "partitioner=none"),
@@ -39,7 +52,7 @@ EXPECTED_FAILURES = {
 }
 
 
-def lower(model: str, backend: str, out_dir: Path, extra: List[str] = ()) -> Dict[str, Any]:
+def lower(model: str, backend: str, out_dir: Path, extra: list[str] = ()) -> dict[str, Any]:
     """Run ``model`` on ``backend`` into ``out_dir``; the run's report."""
     from pipeline.app.config import compose_config, validate
     from pipeline.app.run import run

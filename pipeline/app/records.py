@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import json
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any
 
 from pipeline.core.errors import LoweringError
 
@@ -25,7 +25,7 @@ class RecordError(LoweringError):
     """A record file that cannot be read as what it claims to be; the message names the file."""
 
 
-def read_record(path: Path, kind: str) -> Dict[str, Any]:
+def read_record(path: Path, kind: str) -> dict[str, Any]:
     """The JSON object in ``path``, checked against ``schemas/<kind>.schema.json``."""
     try:
         size = path.stat().st_size
@@ -39,7 +39,7 @@ def read_record(path: Path, kind: str) -> Dict[str, Any]:
     return parse_record(data, str(path), kind)
 
 
-def parse_record(data: bytes, where: str, kind: str) -> Dict[str, Any]:
+def parse_record(data: bytes, where: str, kind: str) -> dict[str, Any]:
     """``data`` parsed as JSON and checked as a ``kind`` record; errors name ``where``."""
     try:
         value = json.loads(data)
@@ -53,17 +53,19 @@ def parse_record(data: bytes, where: str, kind: str) -> Dict[str, Any]:
     return value
 
 
-def named_file(directory: Path, name: Any, what: str) -> Optional[Path]:
+def named_file(directory: Path, name: Any, what: str) -> Path | None:
     """``directory / name`` if ``name`` is a plain file name; a `RecordError` for anything that leaves it."""
     if name is None:
         return None
     if not isinstance(name, str) or not name or Path(name).name != name or name in (".", "..") or "\\" in name:
-        raise RecordError(f"{directory}: the {what} path {name!r} is not a plain file name in the run "
-                          "directory; records are never followed out of it.")
+        raise RecordError(
+            f"{directory}: the {what} path {name!r} is not a plain file name in the run "
+            "directory; records are never followed out of it."
+        )
     return directory / name
 
 
-def _first_problem(value: Any, kind: str) -> Optional[str]:
+def _first_problem(value: Any, kind: str) -> str | None:
     errors = sorted(_validator(kind).iter_errors(value), key=lambda e: list(e.absolute_path))
     if not errors:
         return None
@@ -73,7 +75,7 @@ def _first_problem(value: Any, kind: str) -> Optional[str]:
     return f"at {where}: {message}"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _validator(kind: str) -> Any:
     import jsonschema
 

@@ -14,26 +14,26 @@ import argparse
 import contextlib
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Dict, Iterator, Optional, Tuple
-
-from omegaconf import OmegaConf
+from typing import Any
 
 import yaml
+from omegaconf import OmegaConf
 
-from pipeline.core.errors import LoweringError
-from pipeline.core.hashing import sha256_file
 from pipeline.app import outputs_record
 from pipeline.app.config import ConfigError, validate
 from pipeline.app.records import MAX_RECORD_BYTES, RecordError, named_file, read_record
 from pipeline.app.run_files import HYDRA_DIR, REPORT
 from pipeline.app.tables import text_table
 from pipeline.app.targets import untrusted_targets
+from pipeline.core.errors import LoweringError
+from pipeline.core.hashing import sha256_file
 
 CONFIG = f"{HYDRA_DIR}/config.yaml"
 
 
-def replay(run_dir: Path, out_dir: Optional[Path] = None, trust: bool = False) -> Dict[str, Any]:
+def replay(run_dir: Path, out_dir: Path | None = None, trust: bool = False) -> dict[str, Any]:
     """Re-run ``run_dir``'s recorded config into ``out_dir`` and compare what it writes with the record.
 
     Before anything is imported and called, every ``_target_`` in the recorded
@@ -50,18 +50,21 @@ def replay(run_dir: Path, out_dir: Optional[Path] = None, trust: bool = False) -
         raise UntrustedConfigError(
             f"{run_dir / CONFIG}: refusing to replay: {interpolated[0]} holds an interpolation "
             f"({interpolated[1][:60]!r}), and nothing in a received config is resolved. Replay it only if you trust "
-            "where it came from: python -m pipeline.replay --trust RUN_DIR")
+            "where it came from: python -m pipeline.replay --trust RUN_DIR"
+        )
     offending = [] if trust else untrusted_targets(config)
     if offending:
         raise UntrustedConfigError(
             f"{run_dir / CONFIG}: refusing to replay: it names {len(offending)} target(s) a run would not call:\n  "
             + "\n  ".join(offending)
-            + "\nReplay it only if you trust where it came from: python -m pipeline.replay --trust RUN_DIR")
+            + "\nReplay it only if you trust where it came from: python -m pipeline.replay --trust RUN_DIR"
+        )
     out_dir = out_dir or _fresh_dir(run_dir)
     with contextlib.nullcontext() if trust else _received_paths_not_importable(run_dir):
         request = validate(OmegaConf.create(config))
-        report = run(request, out_dir,
-                     extra_record={"replay_of": str(run_dir), "overrides": recorded.get("overrides", [])})
+        report = run(
+            request, out_dir, extra_record={"replay_of": str(run_dir), "overrides": recorded.get("overrides", [])}
+        )
     reproducible = recorded.get("reproducible") or {"artifact": True, "handles": True}
     mode = "bytes" if reproducible.get("artifact", True) else "numerics"
     checks = {part: _compare_files(run_dir, recorded, out_dir, report, part) for part in ("artifact", "handles")}
@@ -69,15 +72,26 @@ def replay(run_dir: Path, out_dir: Optional[Path] = None, trust: bool = False) -
         checks["artifact"]["required"] = False
     if mode == "numerics" or recorded.get("outputs"):  # runs recorded before outputs.bin existed have none
         checks["outputs"] = _compare_outputs(run_dir, recorded, out_dir, report)
-    env_changes = {k: (recorded.get("env", {}).get(k), report["env"].get(k))
-                   for k in report["env"] if recorded.get("env", {}).get(k) != report["env"].get(k)}
-    return {"run_dir": str(run_dir), "replay_dir": str(out_dir), "status": report["status"], "mode": mode,
-            "checks": checks, "env_changes": env_changes, "reproducible": reproducible,
-            "match": report["status"] == "ok" and all(c["match"] for c in checks.values() if c.get("required", True))}
+    env_changes = {
+        k: (recorded.get("env", {}).get(k), report["env"].get(k))
+        for k in report["env"]
+        if recorded.get("env", {}).get(k) != report["env"].get(k)
+    }
+    return {
+        "run_dir": str(run_dir),
+        "replay_dir": str(out_dir),
+        "status": report["status"],
+        "mode": mode,
+        "checks": checks,
+        "env_changes": env_changes,
+        "reproducible": reproducible,
+        "match": report["status"] == "ok" and all(c["match"] for c in checks.values() if c.get("required", True)),
+    }
 
 
-def _compare_files(run_dir: Path, recorded: Dict[str, Any], out_dir: Path, report: Dict[str, Any],
-                   part: str) -> Dict[str, Any]:
+def _compare_files(
+    run_dir: Path, recorded: dict[str, Any], out_dir: Path, report: dict[str, Any], part: str
+) -> dict[str, Any]:
     entry = recorded.get(part) or {}
     original = named_file(run_dir, entry.get("path"), part)
     replayed = out_dir / report[part]["path"] if report.get(part) else None
@@ -87,19 +101,28 @@ def _compare_files(run_dir: Path, recorded: Dict[str, Any], out_dir: Path, repor
     why = None
     if not match and original_sha and replayed_sha:
         why = first_difference(original.read_bytes(), replayed.read_bytes())
-    return {"recorded_sha256": entry.get("sha256"), "file_sha256": original_sha, "replayed_sha256": replayed_sha,
-            "altered_since_recorded": original_sha is not None and original_sha != entry.get("sha256"),
-            "match": match, "why": why}
+    return {
+        "recorded_sha256": entry.get("sha256"),
+        "file_sha256": original_sha,
+        "replayed_sha256": replayed_sha,
+        "altered_since_recorded": original_sha is not None and original_sha != entry.get("sha256"),
+        "match": match,
+        "why": why,
+    }
 
 
-def _compare_outputs(run_dir: Path, recorded: Dict[str, Any], out_dir: Path, report: Dict[str, Any]) -> Dict[str, Any]:
+def _compare_outputs(run_dir: Path, recorded: dict[str, Any], out_dir: Path, report: dict[str, Any]) -> dict[str, Any]:
     entry, verify = recorded.get("outputs") or {}, recorded.get("verify") or {}
     original = named_file(run_dir, entry.get("path"), "outputs")
     if original is None or not original.exists() or not report.get("outputs"):
         return {"match": False, "why": "the run recorded no outputs to compare"}
     try:
-        return outputs_record.compare(original, out_dir / report["outputs"]["path"],
-                                      float(verify.get("atol", 1e-5)), float(verify.get("rtol", 1e-5)))
+        return outputs_record.compare(
+            original,
+            out_dir / report["outputs"]["path"],
+            float(verify.get("atol", 1e-5)),
+            float(verify.get("rtol", 1e-5)),
+        )
     except LoweringError as error:
         return {"match": False, "why": str(error)}
 
@@ -129,7 +152,7 @@ def first_difference(before: bytes, after: bytes) -> str:
     return f"bytes differ from offset {offset} ({len(before)} against {len(after)} bytes)"
 
 
-def _json_difference(a: Any, b: Any, path: str) -> Optional[str]:
+def _json_difference(a: Any, b: Any, path: str) -> str | None:
     if isinstance(a, dict) and isinstance(b, dict):
         for key in sorted(set(a) | set(b)):
             if key not in a or key not in b:
@@ -151,7 +174,7 @@ class UntrustedConfigError(ConfigError):
     """A received config names a target that a run would not call."""
 
 
-def recorded_config(run_dir: Path) -> Dict[str, Any]:
+def recorded_config(run_dir: Path) -> dict[str, Any]:
     """The composed config a run recorded, read as plain YAML data (no tags, no interpolation run)."""
     path = run_dir / CONFIG
     try:
@@ -163,12 +186,13 @@ def recorded_config(run_dir: Path) -> Dict[str, Any]:
     except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError) as error:
         raise RecordError(f"{path}: not a readable YAML config: {str(error).splitlines()[0]}") from None
     if not isinstance(config, dict) or not all(isinstance(key, str) for key in config):
-        raise RecordError(f"{path}: not a recorded config: expected a mapping of option names, "
-                          f"got {type(config).__name__}.")
+        raise RecordError(
+            f"{path}: not a recorded config: expected a mapping of option names, got {type(config).__name__}."
+        )
     return config
 
 
-def interpolations(node: Any, path: str = "") -> Iterator[Tuple[str, str]]:
+def interpolations(node: Any, path: str = "") -> Iterator[tuple[str, str]]:
     """``(key path, text)`` of every string in a YAML document that OmegaConf would resolve (``${...}``)."""
     if isinstance(node, dict):
         for key, value in node.items():
@@ -202,13 +226,15 @@ def _fresh_dir(run_dir: Path) -> Path:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.replay", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline.replay", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--out", type=Path, help="where the replay writes (default: RUN_DIR.replayN beside it)")
     parser.add_argument("--json", action="store_true")
-    parser.add_argument("--trust", action="store_true",
-                        help="replay even if the recorded config names targets a run would not call")
+    parser.add_argument(
+        "--trust", action="store_true", help="replay even if the recorded config names targets a run would not call"
+    )
     args = parser.parse_args(argv)
     try:
         result = replay(args.run_dir, args.out, trust=args.trust)
@@ -218,16 +244,35 @@ def main(argv=None) -> int:
     if args.json:
         print(json.dumps(result, indent=2, sort_keys=True))
     else:
-        rows = [[part, c["match"] if c.get("required", True) else f"{c['match']} (not required)",
-                 (c.get("file_sha256") or "-")[:16], (c.get("replayed_sha256") or "-")[:16],
-                 "yes" if c.get("altered_since_recorded") else "no", c.get("why") or ""]
-                for part, c in result["checks"].items()]
+        rows = [
+            [
+                part,
+                c["match"] if c.get("required", True) else f"{c['match']} (not required)",
+                (c.get("file_sha256") or "-")[:16],
+                (c.get("replayed_sha256") or "-")[:16],
+                "yes" if c.get("altered_since_recorded") else "no",
+                c.get("why") or "",
+            ]
+            for part, c in result["checks"].items()
+        ]
         print(f"replayed {result['run_dir']} into {result['replay_dir']} (status {result['status']})")
-        print(f"mode: {result['mode']} (" + ("artifact and handles byte for byte" if result["mode"] == "bytes" else
-              "handles byte for byte, outputs within the run's tolerance: this backend's payload is not "
-              "byte-reproducible") + ")")
-        print(text_table(["part", "match", "recorded file", "replayed", "altered since run", "first difference"],
-                         rows, max_width=None))
+        print(
+            f"mode: {result['mode']} ("
+            + (
+                "artifact and handles byte for byte"
+                if result["mode"] == "bytes"
+                else "handles byte for byte, outputs within the run's tolerance: this backend's payload is not "
+                "byte-reproducible"
+            )
+            + ")"
+        )
+        print(
+            text_table(
+                ["part", "match", "recorded file", "replayed", "altered since run", "first difference"],
+                rows,
+                max_width=None,
+            )
+        )
         for key, (before, after) in result["env_changes"].items():
             print(f"note: {key} was {before}, is {after}")
         print("MATCH" if result["match"] else "MISMATCH")

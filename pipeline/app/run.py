@@ -18,11 +18,21 @@ import signal
 import threading
 import time
 import traceback
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from typing import Any
 
 import torch
 
+from pipeline.app import outputs_record, run_lock
+from pipeline.app.backend_loading import load_backend
+from pipeline.app.faults import Interrupted, signals_deferred, signals_raise
+from pipeline.app.inputs import Call, as_example_inputs, make_call, make_method_calls
+from pipeline.app.latency import measure
+from pipeline.app.run_files import HANDLES, OUTPUTS, PROFILE, REPORT, clear_earlier_run
+from pipeline.app.schema import RunRequest
+from pipeline.app.targets import locate
+from pipeline.app.verify import verify
 from pipeline.core.artifact import artifact_bytes
 from pipeline.core.environment import git_state, package_versions
 from pipeline.core.files import write_atomic, write_json
@@ -30,15 +40,6 @@ from pipeline.core.frontends import capture
 from pipeline.core.hashing import canonical_json, sha256_bytes
 from pipeline.core.lowering import codegen_backend_module
 from pipeline.core.profiling import profile
-from pipeline.app.backend_loading import load_backend
-from pipeline.app.faults import Interrupted, signals_deferred, signals_raise
-from pipeline.app.inputs import Call, as_example_inputs, make_call, make_method_calls
-from pipeline.app.latency import measure
-from pipeline.app import outputs_record, run_lock
-from pipeline.app.run_files import HANDLES, OUTPUTS, PROFILE, REPORT, clear_earlier_run
-from pipeline.app.schema import RunRequest
-from pipeline.app.targets import locate
-from pipeline.app.verify import verify
 
 log = logging.getLogger("pipeline")
 
@@ -59,9 +60,9 @@ class Stages:
 
     HEARTBEAT_S = 10.0
 
-    def __init__(self, on_enter: Optional[Callable[[str], None]] = None) -> None:
-        self.timings: Dict[str, float] = {}
-        self.current: Optional[str] = None
+    def __init__(self, on_enter: Callable[[str], None] | None = None) -> None:
+        self.timings: dict[str, float] = {}
+        self.current: str | None = None
         self.on_enter = on_enter  # tells a sweep's supervising process where the job is
 
     @contextlib.contextmanager
@@ -71,8 +72,9 @@ class Stages:
             self.on_enter(name)
         start = time.perf_counter()
         done = threading.Event()
-        heartbeat: Optional[threading.Thread] = threading.Thread(target=self._heartbeat, args=(name, start, done),
-                                                                 daemon=True)
+        heartbeat: threading.Thread | None = threading.Thread(
+            target=self._heartbeat, args=(name, start, done), daemon=True
+        )
         try:
             heartbeat.start()
         except RuntimeError as error:  # a busy machine refused a thread: the stage runs, only its heartbeat is lost
@@ -93,8 +95,13 @@ class Stages:
             log.info("%-12s still running (%.0f s)", name, time.perf_counter() - start)
 
 
-def run(request: RunRequest, out_dir: Path, extra_record: Optional[Dict[str, Any]] = None,
-        started: Optional[float] = None, on_stage: Optional[Callable[[str], None]] = None) -> Dict[str, Any]:
+def run(
+    request: RunRequest,
+    out_dir: Path,
+    extra_record: dict[str, Any] | None = None,
+    started: float | None = None,
+    on_stage: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
     """Run every stage into ``out_dir``; ``started`` (a perf_counter time) is when the job began.
 
     SIGINT and SIGTERM end the run with ``status: interrupted`` (`faults.signals_raise`).
@@ -105,12 +112,17 @@ def run(request: RunRequest, out_dir: Path, extra_record: Optional[Dict[str, Any
         return _run_into(request, out_dir, extra_record, started, on_stage)
 
 
-def _run_into(request: RunRequest, out_dir: Path, extra_record: Optional[Dict[str, Any]], started: float,
-              on_stage: Optional[Callable[[str], None]]) -> Dict[str, Any]:
+def _run_into(
+    request: RunRequest,
+    out_dir: Path,
+    extra_record: dict[str, Any] | None,
+    started: float,
+    on_stage: Callable[[str], None] | None,
+) -> dict[str, Any]:
     clear_earlier_run(out_dir, request.artifact_name)
     stages = Stages(on_stage)
     report = _base_report(request, extra_record or {})
-    lower_timings: Dict[str, float] = {}
+    lower_timings: dict[str, float] = {}
     threads_before = torch.get_num_threads()  # restored: the next job of a sweep may run in this process
     if request.threads:
         torch.set_num_threads(request.threads)
@@ -118,8 +130,12 @@ def _run_into(request: RunRequest, out_dir: Path, extra_record: Optional[Dict[st
         with signals_raise():
             run_stages(request, out_dir, stages, report, lower_timings)
     except Interrupted as interruption:
-        report.update(status="interrupted", stage=stages.current or "unknown", error=str(interruption),
-                      signal=signal.Signals(interruption.signum).name)
+        report.update(
+            status="interrupted",
+            stage=stages.current or "unknown",
+            error=str(interruption),
+            signal=signal.Signals(interruption.signum).name,
+        )
     except Exception as error:  # recorded, not raised: the report is the result
         report.update(status="failed", stage=stages.current or "unknown", error=f"{type(error).__name__}: {error}")
         report["traceback"] = traceback.format_exc()
@@ -132,8 +148,9 @@ def _run_into(request: RunRequest, out_dir: Path, extra_record: Optional[Dict[st
     return report
 
 
-def run_stages(request: RunRequest, out_dir: Path, stages: Stages, report: Dict[str, Any],
-               lower_timings: Dict[str, float]) -> None:
+def run_stages(
+    request: RunRequest, out_dir: Path, stages: Stages, report: dict[str, Any], lower_timings: dict[str, float]
+) -> None:
     """The stages, top to bottom; each fills in its part of ``report``."""
     with stages("register"):
         backend = load_backend(request.backend_name, request.backend_target)
@@ -145,13 +162,18 @@ def run_stages(request: RunRequest, out_dir: Path, stages: Stages, report: Dict[
         report["provenance"] = provenance(type(model), backend.backend_cls)
         calls = make_method_calls(request.example_inputs, request.seed)
     with stages("capture"):
-        captured = capture(model, list(request.compile_spec), request.frontend, as_example_inputs(calls),
-                           request.torchscript_mode)
+        captured = capture(
+            model, list(request.compile_spec), request.frontend, as_example_inputs(calls), request.torchscript_mode
+        )
     with stages("lower"):
         lowered = codegen_backend_module(
-            request.backend_name, captured, request.compile_spec,
-            debug_handles=request.debug_handles, timings=lower_timings,
-            partition=request.partition, min_nodes=request.min_nodes,
+            request.backend_name,
+            captured,
+            request.compile_spec,
+            debug_handles=request.debug_handles,
+            timings=lower_timings,
+            partition=request.partition,
+            min_nodes=request.min_nodes,
         )
         report["backend_notes"] = lowered.notes
         if request.partition:
@@ -159,15 +181,19 @@ def run_stages(request: RunRequest, out_dir: Path, stages: Stages, report: Dict[
             log.info("partition    %s", lowered.partition["summary"])
     if request.verify.enabled:
         with stages("verify"):
-            result = verify(model, lowered, _input_sets(request, calls), request.tolerance.atol,
-                            request.tolerance.rtol)
+            result = verify(model, lowered, _input_sets(request, calls), request.tolerance.atol, request.tolerance.rtol)
             report["verify"] = result.to_json()
     if request.latency.enabled:
         with stages("latency"):
             method = "forward" if "forward" in request.compile_spec else next(iter(request.compile_spec))
             report["latency"] = measure(
-                method, getattr(model, method), getattr(lowered, method), calls[method],
-                request.latency.warmup, request.latency.iterations, request.latency.rounds,
+                method,
+                getattr(model, method),
+                getattr(lowered, method),
+                calls[method],
+                request.latency.warmup,
+                request.latency.iterations,
+                request.latency.rounds,
             ).to_json()
     if request.profile:
         with stages("profile"):
@@ -193,7 +219,7 @@ def build_model(request: RunRequest) -> torch.nn.Module:
     return model.eval()
 
 
-def provenance(model_class: type, backend_class: type) -> Dict[str, Any]:
+def provenance(model_class: type, backend_class: type) -> dict[str, Any]:
     """Which source files the model class (and a backend that is not built in) came from, with their
     digests, so that a change to a custom model shows in the record even where its name does not."""
     record = {"model": source_digest(model_class)}
@@ -202,7 +228,7 @@ def provenance(model_class: type, backend_class: type) -> Dict[str, Any]:
     return record
 
 
-def source_digest(cls: type) -> Dict[str, Any]:
+def source_digest(cls: type) -> dict[str, Any]:
     import inspect
 
     from pipeline.core.hashing import sha256_file
@@ -212,11 +238,14 @@ def source_digest(cls: type) -> Dict[str, Any]:
         path = inspect.getsourcefile(cls)
     except TypeError:  # a class defined in C
         path = None
-    return {"class": f"{cls.__module__}.{cls.__qualname__}", "file": portable_path(path) if path else None,
-            "sha256": sha256_file(path) if path and Path(path).is_file() else None}
+    return {
+        "class": f"{cls.__module__}.{cls.__qualname__}",
+        "file": portable_path(path) if path else None,
+        "sha256": sha256_file(path) if path and Path(path).is_file() else None,
+    }
 
 
-def model_arguments(model_class: Any, kwargs: Dict[str, Any]) -> Dict[str, Any]:
+def model_arguments(model_class: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
     """Constructor arguments as the class takes them. A Hugging Face model takes its configuration
     object: a ``config`` mapping becomes an instance of the class's own ``config_class``."""
     config_class = getattr(model_class, "config_class", None)
@@ -225,7 +254,7 @@ def model_arguments(model_class: Any, kwargs: Dict[str, Any]) -> Dict[str, Any]:
     return kwargs
 
 
-def record_outputs(lowered: Any, out_dir: Path, artifact_name: str) -> Dict[str, Any]:
+def record_outputs(lowered: Any, out_dir: Path, artifact_name: str) -> dict[str, Any]:
     """Write the artifact and handles.json atomically; return their entries for the report."""
     data = artifact_bytes(lowered)
     write_atomic(out_dir / artifact_name, data)
@@ -237,7 +266,7 @@ def record_outputs(lowered: Any, out_dir: Path, artifact_name: str) -> Dict[str,
     }
 
 
-def record_profile(lowered: Any, inputs: Dict[str, Any], out_dir: Path) -> Dict[str, Any]:
+def record_profile(lowered: Any, inputs: dict[str, Any], out_dir: Path) -> dict[str, Any]:
     """Write profile.json; the report keeps the hottest source lines."""
     result = profile(lowered, inputs)
     if result is None:
@@ -246,14 +275,20 @@ def record_profile(lowered: Any, inputs: Dict[str, Any], out_dir: Path) -> Dict[
     write_json(out_dir / PROFILE, result)
     top = [{k: e[k] for k in ("source", "module_hierarchy", "seconds", "share")} for e in result["by_source"][:10]]
     by_partition = {"by_partition": result["by_partition"]} if "by_partition" in result else {}
-    return {"path": PROFILE, "supported": True, "attributed_share": result["attributed_share"], "top": top,
-            **by_partition}
+    return {
+        "path": PROFILE,
+        "supported": True,
+        "attributed_share": result["attributed_share"],
+        "top": top,
+        **by_partition,
+    }
 
 
-def _input_sets(request: RunRequest, calls: Dict[str, Call]) -> Dict[str, List[Call]]:
+def _input_sets(request: RunRequest, calls: dict[str, Call]) -> dict[str, list[Call]]:
     """The example call first, then calls with fresh random tensors of the same shapes."""
     return {
-        method: [calls[method]] + [
+        method: [calls[method]]
+        + [
             make_call(request.example_inputs[method], request.seed + 1000 * (trial + 1))
             for trial in range(request.verify.random_trials)
         ]
@@ -261,7 +296,7 @@ def _input_sets(request: RunRequest, calls: Dict[str, Call]) -> Dict[str, List[C
     }
 
 
-def _base_report(request: RunRequest, extra: Dict[str, Any]) -> Dict[str, Any]:
+def _base_report(request: RunRequest, extra: dict[str, Any]) -> dict[str, Any]:
     return {
         "status": "ok",
         "stage": None,

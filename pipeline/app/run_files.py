@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import List, Optional
 
 REPORT = "report.json"  # the record of a run: status, stages, numbers, environment
 HANDLES = "handles.json"  # the debug-handle map and the backend's map
@@ -21,7 +20,7 @@ SUMMARY_JSON, SUMMARY_CSV, SUMMARY_MD, SUMMARY_PNG = "summary.json", "summary.cs
 DEFAULT_ARTIFACT = "model.lowered"
 
 
-def clear_earlier_run(out_dir: Path, artifact_name: Optional[object] = None) -> None:
+def clear_earlier_run(out_dir: Path, artifact_name: object | None = None) -> None:
     """Remove what an earlier run left in ``out_dir``: its records, its artifact (the one its report names,
     ``artifact_name`` and the default name) and stale temporary files, so that nothing an earlier run
     wrote sits beside a new report. Every path a run can take calls this before it writes its first
@@ -38,7 +37,7 @@ def clear_earlier_run(out_dir: Path, artifact_name: Optional[object] = None) -> 
             stale.unlink()
 
 
-def _earlier_artifact(out_dir: Path) -> List[str]:
+def _earlier_artifact(out_dir: Path) -> list[str]:
     """The artifact an earlier run in ``out_dir`` recorded, if its report names a plain file name."""
     try:
         entry = json.loads((out_dir / REPORT).read_text()).get("artifact") or {}

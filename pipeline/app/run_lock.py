@@ -15,13 +15,13 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Dict, Iterator, Optional
 
 from pipeline.app.run_files import LOCK
 from pipeline.app.schema import ConfigError
 
-_held: Dict[str, Optional[Dict[str, int]]] = {}  # resolved directory -> the takeover recorded when it was locked
+_held: dict[str, dict[str, int] | None] = {}  # resolved directory -> the takeover recorded when it was locked
 
 
 class RunDirectoryBusy(ConfigError):
@@ -43,7 +43,8 @@ def held(out_dir: Path) -> Iterator[None]:
         except BlockingIOError:
             raise RunDirectoryBusy(
                 f"{out_dir} is in use by another run (pid {_pid_in(descriptor) or 'unknown'}): it holds {LOCK} there. "
-                "Wait for it to finish, or give this run another directory (hydra.run.dir=...).") from None
+                "Wait for it to finish, or give this run another directory (hydra.run.dir=...)."
+            ) from None
         earlier = _pid_in(descriptor)  # a holder that released would have emptied the file: it died holding it
         _held[key] = {"pid": earlier} if earlier and earlier != os.getpid() else None
         os.ftruncate(descriptor, 0)
@@ -57,11 +58,11 @@ def held(out_dir: Path) -> Iterator[None]:
         os.close(descriptor)  # closing releases the lock
 
 
-def takeover(out_dir: Path) -> Optional[Dict[str, int]]:
+def takeover(out_dir: Path) -> dict[str, int] | None:
     """``{"pid": N}`` if this process took ``out_dir``'s lock over from run N, which died holding it."""
     return _held.get(str(Path(out_dir).resolve()))
 
 
-def _pid_in(descriptor: int) -> Optional[int]:
+def _pid_in(descriptor: int) -> int | None:
     text = os.pread(descriptor, 32, 0).decode(errors="replace").strip()
     return int(text) if text.isdigit() else None

@@ -10,7 +10,7 @@ returns a `RunRequest` of plain values: the runner never sees Hydra.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 from pipeline.core.errors import LoweringError, format_choices
 from pipeline.core.spec import FieldError
@@ -26,7 +26,7 @@ class ConfigError(LoweringError):
 class InputSpec:
     """One example input: a tensor of this shape and dtype, uniform in [low, high)."""
 
-    shape: List[int] = field(default_factory=list)
+    shape: list[int] = field(default_factory=list)
     dtype: str = "float32"
     low: float = -1.0
     high: float = 1.0
@@ -45,11 +45,11 @@ class MethodInputs:
     """One method's example call: positional and keyword arguments, each an `InputSpec` (a seeded random
     tensor) or a plain value (None, a bool, a number, a string) passed as it is."""
 
-    args: List[Any] = field(default_factory=list)
-    kwargs: Dict[str, Any] = field(default_factory=dict)
+    args: list[Any] = field(default_factory=list)
+    kwargs: dict[str, Any] = field(default_factory=dict)
 
 
-def _check_non_negative(options: Any, names: "tuple[str, ...]") -> None:
+def _check_non_negative(options: Any, names: tuple[str, ...]) -> None:
     """Each named field that is set (not None) is >= 0; NaN is not."""
     for name in names:
         value = getattr(options, name)
@@ -72,8 +72,8 @@ class Tolerance:
 class ToleranceOverride:
     """``verify.tolerance``: a field that is set replaces the backend's; one left null keeps it."""
 
-    atol: Optional[float] = None
-    rtol: Optional[float] = None
+    atol: float | None = None
+    rtol: float | None = None
 
     def __post_init__(self) -> None:
         _check_non_negative(self, ("atol", "rtol"))
@@ -84,7 +84,7 @@ class VerifyConfig:
     enabled: bool = True
     random_trials: int = 2  # fresh random inputs of the example shapes, besides the examples
     # Overrides the backend config's tolerance field by field: verify.tolerance.atol=0 alone keeps its rtol.
-    tolerance: Optional[ToleranceOverride] = field(default_factory=ToleranceOverride)
+    tolerance: ToleranceOverride | None = field(default_factory=ToleranceOverride)
 
     def __post_init__(self) -> None:
         if self.random_trials < 0:
@@ -115,7 +115,7 @@ class RunConfig:
     seed: int = 0  # weights (torch.manual_seed before the model is built) and example inputs
     # torch.set_num_threads for the run. 1 by default: on a shared machine more threads make timings noise
     # (a 2-core machine measured 0.01x to 6.2x for the same run); null leaves torch's default.
-    threads: Optional[int] = 1
+    threads: int | None = 1
     profile: bool = False  # per-instruction times mapped to source, written to profile.json
     artifact_name: str = "model.lowered"  # the artifact's file name in the run directory
     # Lower the groups of nodes the backend supports and run the rest in PyTorch (export frontend only);
@@ -134,20 +134,20 @@ class RunRequest:
     """Everything a run needs, as plain values (no Hydra, no OmegaConf)."""
 
     model_target: str
-    model_kwargs: Dict[str, Any]
-    example_inputs: Dict[str, MethodInputs]
+    model_kwargs: dict[str, Any]
+    example_inputs: dict[str, MethodInputs]
     frontend: str
     torchscript_mode: str
     backend_name: str
     backend_target: str
-    compile_spec: Dict[str, Dict[str, Any]]
+    compile_spec: dict[str, dict[str, Any]]
     tolerance: Tolerance
     debug_handles: str
     verify: VerifyConfig
     latency: LatencyConfig
     profile: bool
     seed: int
-    threads: Optional[int]
+    threads: int | None
     artifact_name: str
     partition: bool = False
     min_nodes: int = 1

@@ -22,16 +22,16 @@ value is then checked by the backend's own ``CompileSpec`` before any work.
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
+from pipeline.app.schema import RunConfig
 from pipeline.core.backend import BackendInfo
 from pipeline.core.errors import LoweringError
 from pipeline.core.registry import entry_point_target, get_backend, list_backends
 from pipeline.core.spec import default_options
-from pipeline.app.schema import RunConfig
 
 log = logging.getLogger("pipeline")
 
@@ -56,7 +56,7 @@ def register_configs() -> None:
 def backend_node(backend: BackendInfo) -> Any:
     """The config node of a backend: its name, class and every compile-spec option at its default."""
     target = entry_point_target(backend.name) or f"{backend.backend_cls.__module__}.{backend.backend_cls.__qualname__}"
-    forward: Dict[str, Any] = default_options(backend.compile_spec) if backend.compile_spec else {}
+    forward: dict[str, Any] = default_options(backend.compile_spec) if backend.compile_spec else {}
     node = OmegaConf.create({"name": backend.name, "_target_": target, "compile_spec": {"forward": forward}})
     OmegaConf.set_struct(node.compile_spec, False)
     return node
@@ -68,7 +68,7 @@ def _has_yaml(group: str, name: str) -> bool:
     return files("pipeline.conf").joinpath(group, f"{name}.yaml").is_file()
 
 
-def _open(value: Dict[str, Any]) -> Any:
+def _open(value: dict[str, Any]) -> Any:
     node = OmegaConf.create(value)
     OmegaConf.set_struct(node, False)
     return node

@@ -9,20 +9,36 @@ from __future__ import annotations
 import csv
 import io
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any
 
-from pipeline.core.files import write_atomic, write_json
 from pipeline.app.records import RecordError, read_record
 from pipeline.app.run_files import HYDRA_DIR, REPORT, SUMMARY_CSV, SUMMARY_JSON, SUMMARY_MD, SUMMARY_PNG
 from pipeline.app.tables import markdown_table
+from pipeline.core.files import write_atomic, write_json
 
-COLUMNS = ["num", "status", "stage", "backend", "model", "frontend", "max_abs_err", "eager_us", "lowered_us",
-           "speedup", "unstable", "lowering_s", "artifact_sha256", "overrides", "error", "dir"]
+COLUMNS = [
+    "num",
+    "status",
+    "stage",
+    "backend",
+    "model",
+    "frontend",
+    "max_abs_err",
+    "eager_us",
+    "lowered_us",
+    "speedup",
+    "unstable",
+    "lowering_s",
+    "artifact_sha256",
+    "overrides",
+    "error",
+    "dir",
+]
 
 
-def summarize(sweep_dir: Path, total: Optional[int] = None) -> Dict[str, Any]:
+def summarize(sweep_dir: Path, total: int | None = None) -> dict[str, Any]:
     """One entry per job directory (``<num>/report.json``); jobs with no report are failures too."""
-    jobs: Dict[int, Dict[str, Any]] = {}
+    jobs: dict[int, dict[str, Any]] = {}
     for report_path in sweep_dir.glob(f"*/{REPORT}"):
         if report_path.parent.name.isdigit():
             num = int(report_path.parent.name)
@@ -39,7 +55,7 @@ def summarize(sweep_dir: Path, total: Optional[int] = None) -> Dict[str, Any]:
     return {"sweep_dir": str(sweep_dir), "jobs": ordered, "failed": sum(j["status"] != "ok" for j in ordered)}
 
 
-def job_entry(num: int, job_dir: Path, report: Dict[str, Any]) -> Dict[str, Any]:
+def job_entry(num: int, job_dir: Path, report: dict[str, Any]) -> dict[str, Any]:
     verify, latency, artifact = report.get("verify") or {}, report.get("latency") or {}, report.get("artifact") or {}
     timings = report.get("timings") or {}
     return {
@@ -62,14 +78,19 @@ def job_entry(num: int, job_dir: Path, report: Dict[str, Any]) -> Dict[str, Any]
     }
 
 
-def _missing(num: int, job_dir: Path, status: str = "crashed", stage: Optional[str] = None,
-             error: str = "the job left no report.json: its process died before recording") -> Dict[str, Any]:
-    entry: Dict[str, Any] = {column: None for column in COLUMNS}
+def _missing(
+    num: int,
+    job_dir: Path,
+    status: str = "crashed",
+    stage: str | None = None,
+    error: str = "the job left no report.json: its process died before recording",
+) -> dict[str, Any]:
+    entry: dict[str, Any] = {column: None for column in COLUMNS}
     entry.update(num=num, status=status, stage=stage, overrides=_overrides(job_dir), dir=str(job_dir), error=error)
     return entry
 
 
-def _overrides(job_dir: Path) -> List[str]:
+def _overrides(job_dir: Path) -> list[str]:
     """The job's overrides as Hydra recorded them, if the file is the list of strings it should be."""
     import yaml
 
@@ -80,13 +101,13 @@ def _overrides(job_dir: Path) -> List[str]:
     return [str(o) for o in overrides] if isinstance(overrides, list) else []
 
 
-def varying_overrides(jobs: List[Dict[str, Any]]) -> List[str]:
+def varying_overrides(jobs: list[dict[str, Any]]) -> list[str]:
     """Each job's overrides without those every job shares: what tells the jobs apart."""
     shared = set.intersection(*(set(j["overrides"] or []) for j in jobs)) if jobs else set()
     return [" ".join(o for o in (j["overrides"] or []) if o not in shared) or "(defaults)" for j in jobs]
 
 
-def write_summary(sweep_dir: Path, summary: Dict[str, Any], preface: str = "") -> None:
+def write_summary(sweep_dir: Path, summary: dict[str, Any], preface: str = "") -> None:
     """summary.json, .csv, .md and .png; ``preface`` is markdown put before the jobs' table (a search's results)."""
     jobs = summary["jobs"]
     rows = [[job[c] if c != "overrides" else " ".join(job[c]) for c in COLUMNS] for job in jobs]
@@ -102,16 +123,27 @@ def write_summary(sweep_dir: Path, summary: Dict[str, Any], preface: str = "") -
     plot_summary(sweep_dir / SUMMARY_PNG, jobs)
 
 
-TABLE = ["num", "status", "stage", "backend", "max_abs_err", "eager_us", "lowered_us", "speedup", "unstable",
-         "lowering_s", "overrides"]
+TABLE = [
+    "num",
+    "status",
+    "stage",
+    "backend",
+    "max_abs_err",
+    "eager_us",
+    "lowered_us",
+    "speedup",
+    "unstable",
+    "lowering_s",
+    "overrides",
+]
 
 
-def table_rows(jobs: List[Dict[str, Any]]) -> List[List[Any]]:
+def table_rows(jobs: list[dict[str, Any]]) -> list[list[Any]]:
     """The summary table: the overrides that vary, in full."""
     return [[job.get(c) for c in TABLE[:-1]] + [label] for job, label in zip(jobs, varying_overrides(jobs))]
 
 
-def plot_summary(path: Path, jobs: List[Dict[str, Any]]) -> None:
+def plot_summary(path: Path, jobs: list[dict[str, Any]]) -> None:
     """Left: speedup per job on a log axis, failed jobs in red with their stage, unstable ones hatched.
     Right: speedup against max error, the trade-off a user picks from."""
     import matplotlib
@@ -123,12 +155,14 @@ def plot_summary(path: Path, jobs: List[Dict[str, Any]]) -> None:
     ok = [j["status"] == "ok" and bool(j["speedup"]) for j in jobs]
     speedups = [j["speedup"] for j, good in zip(jobs, ok) if good]
     floor = min(speedups + [1.0]) / 2  # where a failed job's bar ends: visible on a log axis
-    figure, (bars, tradeoff) = plt.subplots(1, 2, figsize=(13, 0.45 * len(jobs) + 2),
-                                            gridspec_kw={"width_ratios": [3, 2]})
+    figure, (bars, tradeoff) = plt.subplots(
+        1, 2, figsize=(13, 0.45 * len(jobs) + 2), gridspec_kw={"width_ratios": [3, 2]}
+    )
     for index, (job, good) in enumerate(zip(jobs, ok)):
         if good:
-            bars.barh(index, job["speedup"], color="tab:blue", hatch="//" if job.get("unstable") else None,
-                      edgecolor="white")
+            bars.barh(
+                index, job["speedup"], color="tab:blue", hatch="//" if job.get("unstable") else None, edgecolor="white"
+            )
         else:
             bars.barh(index, floor, color="tab:red")
             bars.text(floor, index, f"  {job['status']} in {job['stage'] or '?'}", va="center", fontsize=8)
@@ -138,12 +172,14 @@ def plot_summary(path: Path, jobs: List[Dict[str, Any]]) -> None:
     bars.axvline(1.0, color="gray", linestyle="--", linewidth=1)
     bars.set_xlabel("speedup over eager, log scale (red: failed; hatched: unstable)")
     bars.set_title("Speedup per configuration")
-    points = [(j["max_abs_err"], j["speedup"], j["num"]) for j, good in zip(jobs, ok)
-              if good and isinstance(j["max_abs_err"], (int, float))]
+    points = [
+        (j["max_abs_err"], j["speedup"], j["num"])
+        for j, good in zip(jobs, ok)
+        if good and isinstance(j["max_abs_err"], (int, float))
+    ]
     for error, speedup, num in points:
         tradeoff.scatter(max(error, 1e-12), speedup, color="tab:blue")
-        tradeoff.annotate(str(num), (max(error, 1e-12), speedup), fontsize=8, xytext=(3, 3),
-                          textcoords="offset points")
+        tradeoff.annotate(str(num), (max(error, 1e-12), speedup), fontsize=8, xytext=(3, 3), textcoords="offset points")
     tradeoff.set_xscale("log")
     tradeoff.set_yscale("log")
     tradeoff.axhline(1.0, color="gray", linestyle="--", linewidth=1)

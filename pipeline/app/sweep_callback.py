@@ -20,7 +20,7 @@ import math
 import os
 import sys
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
@@ -33,7 +33,6 @@ from pipeline.app.summary import TABLE, summarize, table_rows, write_summary
 from pipeline.app.tables import text_table
 
 log = logging.getLogger("pipeline")
-
 
 
 class SweepCallback(Callback):
@@ -59,8 +58,9 @@ class SweepCallback(Callback):
             speed += " (UNSTABLE: rounds disagree)" if latency.get("unstable") else ""
             log.info("ok%s", speed)
         elif isinstance(report, dict):
-            log.info("%s in stage %s: %s", report.get("status", "failed").upper(), report.get("stage"),
-                     report.get("error"))
+            log.info(
+                "%s in stage %s: %s", report.get("status", "failed").upper(), report.get("stage"), report.get("error")
+            )
         else:
             log.info("FAILED: the job raised")
 
@@ -78,7 +78,7 @@ class SweepCallback(Callback):
             sys.exit(1)
 
 
-def count_jobs(config: DictConfig) -> Optional[int]:
+def count_jobs(config: DictConfig) -> int | None:
     """The number of jobs a basic-sweeper sweep will run (command line over ``hydra.sweeper.params``)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
@@ -86,10 +86,11 @@ def count_jobs(config: DictConfig) -> Optional[int]:
     lines = [f"{key}={value}" for key, value in params.items()] + list(config.hydra.overrides.task)
     try:
         overrides = OverridesParser.create().parse_overrides(lines)
-        sizes: Dict[str, int] = {}
+        sizes: dict[str, int] = {}
         for override in overrides:
             sizes[override.get_key_element()] = (
-                len(list(override.sweep_string_iterator())) if override.is_sweep_override() else 1)
+                len(list(override.sweep_string_iterator())) if override.is_sweep_override() else 1
+            )
     except Exception:  # e.g. glob() sweeps, which need the config repository to expand
         return None
     return math.prod(sizes.values())

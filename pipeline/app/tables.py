@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, List, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 
 def _cell(value: Any) -> str:
@@ -13,12 +14,14 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def text_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], max_width: Optional[int] = 60) -> str:
+def text_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], max_width: int | None = 60) -> str:
     """A plain-text table; cells are cut to ``max_width`` characters (None: shown in full)."""
-    cells: List[List[str]] = [[_cell(v)[:max_width] for v in row] for row in rows]
+    cells: list[list[str]] = [[_cell(v)[:max_width] for v in row] for row in rows]
     widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip(),
-             "  ".join("-" * w for w in widths)]
+    lines = [
+        "  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip(),
+        "  ".join("-" * w for w in widths),
+    ]
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
     return "\n".join(lines)
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, FrozenSet, Iterator, List, Mapping, Tuple
+from typing import Any
 
 from pipeline.app.schema import ConfigError
 
@@ -20,7 +21,7 @@ def locate(target: str, path: str) -> Any:
         raise ConfigError(f"{path}: cannot import {target!r}: {error}") from None
 
 
-def untrusted_targets(config: Mapping[str, Any]) -> List[str]:
+def untrusted_targets(config: Mapping[str, Any]) -> list[str]:
     """Every ``_target_`` in a received config that a run may not call, with why, decided from the
     string alone: nothing is imported to judge it (importing runs a module's code).
 
@@ -39,12 +40,20 @@ def untrusted_targets(config: Mapping[str, Any]) -> List[str]:
         if not isinstance(target, str) or not all(part.isidentifier() for part in target.split(".")):
             problem = "not a dotted name"
         elif path == "model._target_":
-            problem = None if target in presets or is_zoo_model(target) else (
-                f"not one of the project's own models ({ZOO}*) or a packaged preset's "
-                f"({', '.join(sorted(t for t in presets if not t.startswith(ZOO)))})")
+            problem = (
+                None
+                if target in presets or is_zoo_model(target)
+                else (
+                    f"not one of the project's own models ({ZOO}*) or a packaged preset's "
+                    f"({', '.join(sorted(t for t in presets if not t.startswith(ZOO)))})"
+                )
+            )
         elif path == "backend._target_":
-            problem = None if target in backends else (
-                f"not the class of an installed backend ({', '.join(sorted(backends))})")
+            problem = (
+                None
+                if target in backends
+                else (f"not the class of an installed backend ({', '.join(sorted(backends))})")
+            )
         else:
             problem = "only model._target_ and backend._target_ are called by a run"
         if problem:
@@ -73,13 +82,12 @@ def is_zoo_model(target: str) -> bool:
             continue
         for attribute in parts[split:]:
             obj = getattr(obj, attribute, None)
-        return (isinstance(obj, type) and issubclass(obj, torch.nn.Module)
-                and (obj.__module__ + ".").startswith(ZOO))
+        return isinstance(obj, type) and issubclass(obj, torch.nn.Module) and (obj.__module__ + ".").startswith(ZOO)
     return False
 
 
-@functools.lru_cache(maxsize=None)
-def preset_model_targets() -> FrozenSet[str]:
+@functools.cache
+def preset_model_targets() -> frozenset[str]:
     """The ``_target_`` of every packaged ``conf/model/*.yaml``, read as YAML data (the package
     ``pipeline.conf`` is found, not imported: importing it registers configs)."""
     import yaml
@@ -94,7 +102,7 @@ def preset_model_targets() -> FrozenSet[str]:
     return frozenset(targets)
 
 
-def _targets(node: Any, path: str = "") -> Iterator[Tuple[str, Any]]:
+def _targets(node: Any, path: str = "") -> Iterator[tuple[str, Any]]:
     if isinstance(node, Mapping):
         for key, value in node.items():
             child = f"{path}.{key}" if path else str(key)

@@ -20,8 +20,9 @@ from pipeline.app.config import ConfigError, compose_config, validate
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.validate", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline.validate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config-dir", type=Path, help="an extra config directory, as with python -m pipeline")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. backend=onnxruntime model=cnn")
     args = parser.parse_args(argv)
@@ -33,9 +34,11 @@ def main(argv=None) -> int:
     except (ConfigError, HydraException) as error:
         print(f"Config error: {error}", file=sys.stderr)
         return 2
-    print(f"ok: {request.model_target} -> backend {request.backend_name} ({request.frontend}"
-          + (f", {request.torchscript_mode}" if request.frontend == "torchscript" else "")
-          + f"), debug handles {request.debug_handles}, seed {request.seed}")
+    print(
+        f"ok: {request.model_target} -> backend {request.backend_name} ({request.frontend}"
+        + (f", {request.torchscript_mode}" if request.frontend == "torchscript" else "")
+        + f"), debug handles {request.debug_handles}, seed {request.seed}"
+    )
     print("compile spec: " + json.dumps(request.compile_spec, sort_keys=True))
     return 0
 

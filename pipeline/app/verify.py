@@ -9,8 +9,9 @@ the figures that say how much a quantized run lost.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any
 
 import torch
 import torch.utils._pytree as pytree
@@ -26,9 +27,9 @@ class VerifyResult:
     trials: int
     worst: str  # which method and input set had the largest error
     mean_abs_err: float = 0.0  # over every output element of every trial
-    agreement: Optional[float] = None  # top-1 agreement over the rows of 2-D float outputs; None: none such
+    agreement: float | None = None  # top-1 agreement over the rows of 2-D float outputs; None: none such
 
-    def to_json(self) -> Dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -43,11 +44,12 @@ class Comparison:
     elements: int = 0
     agreeing: int = 0  # rows of 2-D float outputs whose top-1 class agrees
     rows: int = 0
-    pairs: List[Tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
+    pairs: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
 
     def close(self, atol: float, rtol: float) -> bool:
-        return self.same_structure and all(torch.allclose(a, e, atol=atol, rtol=rtol, equal_nan=True)
-                                           for e, a in self.pairs)
+        return self.same_structure and all(
+            torch.allclose(a, e, atol=atol, rtol=rtol, equal_nan=True) for e, a in self.pairs
+        )
 
 
 def _different() -> Comparison:
@@ -90,8 +92,9 @@ def _abs_error(expected: torch.Tensor, actual: torch.Tensor) -> torch.Tensor:
     return torch.where(same, torch.zeros_like(diff), diff)
 
 
-def verify(eager: torch.nn.Module, lowered: torch.nn.Module, input_sets: Dict[str, Sequence[tuple]],
-           atol: float, rtol: float) -> VerifyResult:
+def verify(
+    eager: torch.nn.Module, lowered: torch.nn.Module, input_sets: dict[str, Sequence[tuple]], atol: float, rtol: float
+) -> VerifyResult:
     """``input_sets`` maps each method to the calls to try, each ``(args, kwargs)``."""
     max_abs, max_rel, passed, trials, worst = 0.0, 0.0, True, 0, ""
     error_sum, elements, agreeing, rows = 0.0, 0, 0, 0
@@ -108,6 +111,14 @@ def verify(eager: torch.nn.Module, lowered: torch.nn.Module, input_sets: Dict[st
                 passed = passed and compared.close(atol, rtol)
                 error_sum, elements = error_sum + compared.error_sum, elements + compared.elements
                 agreeing, rows = agreeing + compared.agreeing, rows + compared.rows
-    return VerifyResult(max_abs, max_rel, atol, rtol, passed, trials, worst,
-                        mean_abs_err=error_sum / elements if elements else 0.0,
-                        agreement=agreeing / rows if rows else None)
+    return VerifyResult(
+        max_abs,
+        max_rel,
+        atol,
+        rtol,
+        passed,
+        trials,
+        worst,
+        mean_abs_err=error_sum / elements if elements else 0.0,
+        agreement=agreeing / rows if rows else None,
+    )

@@ -43,7 +43,7 @@ import zipfile
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
-from typing import Any, Dict, Optional, Union
+from typing import Any
 
 from pipeline.core import isolation, toolchain_output
 from pipeline.core.backend import FRONTENDS
@@ -52,8 +52,14 @@ from pipeline.core.bounded_zip import ZipLimits, open_zip
 from pipeline.core.codegen import render_methods
 from pipeline.core.debug_handles import HandleMap
 from pipeline.core.environment import package_versions
-from pipeline.core.errors import (ArtifactError, BackendNotAvailableError, BackendRuntimeError, LoweringError,
-                                  MalformedInput, UnknownBackendError)
+from pipeline.core.errors import (
+    ArtifactError,
+    BackendNotAvailableError,
+    BackendRuntimeError,
+    LoweringError,
+    MalformedInput,
+    UnknownBackendError,
+)
 from pipeline.core.files import write_atomic
 from pipeline.core.hashing import canonical_json, sha256_bytes, sha256_file
 from pipeline.core.literals import check_name
@@ -103,12 +109,16 @@ def artifact_bytes(lowered: LoweredModule) -> bytes:
     # A part that deflates past the reader's bomb limit (a payload of zeros) is stored instead, so
     # that every artifact this writer makes is one the reader accepts.
     with zipfile.ZipFile(BytesIO(archive)) as written:
-        stored = [info.filename for info in written.infolist() if info.file_size > LIMITS.ratio_applies_above
-                  and info.file_size > LIMITS.max_ratio * max(info.compress_size, 1)]
+        stored = [
+            info.filename
+            for info in written.infolist()
+            if info.file_size > LIMITS.ratio_applies_above
+            and info.file_size > LIMITS.max_ratio * max(info.compress_size, 1)
+        ]
     return _zip(members, stored) if stored else archive
 
 
-def _zip(members: Dict[str, bytes], stored) -> bytes:
+def _zip(members: dict[str, bytes], stored) -> bytes:
     buffer = BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
         for name, data in members.items():
@@ -119,7 +129,7 @@ def _zip(members: Dict[str, bytes], stored) -> bytes:
     return buffer.getvalue()
 
 
-def save_lowered(lowered: LoweredModule, path: Union[str, Path]) -> Path:
+def save_lowered(lowered: LoweredModule, path: str | Path) -> Path:
     """Write the artifact atomically (temporary file, then rename)."""
     if not isinstance(lowered, LoweredModule):
         raise ArtifactError(f"save_lowered needs a pipeline.LoweredModule, not a {type(lowered).__name__}.")
@@ -132,16 +142,16 @@ def save_lowered(lowered: LoweredModule, path: Union[str, Path]) -> Path:
 class _Contents:
     """An artifact read and checked: the raw manifest, its parsed fields and the parts."""
 
-    manifest: Dict[str, Any]
+    manifest: dict[str, Any]
     manifest_sha256: str
-    parts: Dict[str, bytes]
-    compile_spec: Dict[str, Dict[str, Any]]
-    signatures: Dict[str, MethodSignature]
-    outputs: Dict[str, OutputStructure]
+    parts: dict[str, bytes]
+    compile_spec: dict[str, dict[str, Any]]
+    signatures: dict[str, MethodSignature]
+    outputs: dict[str, OutputStructure]
     handle_map: HandleMap
 
 
-def read_artifact(path: Union[str, Path]) -> Dict[str, Any]:
+def read_artifact(path: str | Path) -> dict[str, Any]:
     """The manifest, its sha256 and the verified parts of an artifact, without compiling anything.
 
     ``{"manifest": {...}, "manifest_sha256": "...", "payload.bin": b"...", "handles.json": b"...",
@@ -151,7 +161,7 @@ def read_artifact(path: Union[str, Path]) -> Dict[str, Any]:
     return {"manifest": contents.manifest, "manifest_sha256": contents.manifest_sha256, **contents.parts}
 
 
-def artifact_digests(path: Union[str, Path]) -> Dict[str, str]:
+def artifact_digests(path: str | Path) -> dict[str, str]:
     """``{"artifact": sha256 of the file, "manifest": sha256 of its manifest.json}``, for records and replays.
 
     The manifest digest covers what the part hashes inside the file cannot: the
@@ -163,8 +173,7 @@ def artifact_digests(path: Union[str, Path]) -> Dict[str, str]:
     return {"artifact": sha256_file(path), "manifest": contents.manifest_sha256}
 
 
-def load_lowered(path: Union[str, Path], *, trust_code: bool = False,
-                 isolate: Optional[bool] = None) -> LoweredModule:
+def load_lowered(path: str | Path, *, trust_code: bool = False, isolate: bool | None = None) -> LoweredModule:
     """Rebuild a lowered module: check the file, look up its backend, compile the payload again.
 
     A backend whose payload carries executable code (``carries_code``) is refused
@@ -258,7 +267,7 @@ def _check_format(manifest: Any) -> None:
         raise MalformedInput(f"a version-{version} manifest has no 'partition' (partitioned artifacts are version 3).")
 
 
-def _parse(manifest: Dict[str, Any], raw: Dict[str, bytes]) -> _Contents:
+def _parse(manifest: dict[str, Any], raw: dict[str, bytes]) -> _Contents:
     """Every manifest field, checked for its type and closed-set contents; then code.py against the manifest."""
     where = "manifest.json"
     member(manifest, "backend", str, where)
@@ -299,5 +308,12 @@ def _parse(manifest: Dict[str, Any], raw: Dict[str, bytes]) -> _Contents:
             "code.py does not match the methods the manifest describes (an edited manifest or code.py): "
             "loading generates the methods from the manifest, and they must be the code the artifact shows."
         )
-    return _Contents(manifest, sha256_bytes(raw["manifest.json"]), {name: raw[name] for name in _PARTS},
-                     compile_spec, signatures, outputs, handle_map)
+    return _Contents(
+        manifest,
+        sha256_bytes(raw["manifest.json"]),
+        {name: raw[name] for name in _PARTS},
+        compile_spec,
+        signatures,
+        outputs,
+        handle_map,
+    )

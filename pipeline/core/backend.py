@@ -81,36 +81,77 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Dict, List, Optional, Protocol, Tuple, Type
+from typing import Any, ClassVar, Protocol
 
 import torch
 
 from pipeline.core.bounded_zip import check_extractable
 from pipeline.core.debug_handles import UNKNOWN_HANDLE, handles_by_origin, walk_nodes
-from pipeline.core.errors import (BackendRuntimeError, LoweringError, UnsupportedOpError, did_you_mean,
-                                  format_choices)
 from pipeline.core.environment import package_version
+from pipeline.core.errors import BackendRuntimeError, LoweringError, UnsupportedOpError, did_you_mean, format_choices
 from pipeline.core.hashing import canonical_json
 from pipeline.core.op_policy import MAX_TENSOR_BYTES, UNKNOWN, guarded, size_problem, sized
 from pipeline.core.payload import method_part, pack_parts, unpack_parts
-from pipeline.core.toolchain_output import quiet, quiet_logs_from
 from pipeline.core.signature import argument_leaves
 from pipeline.core.source import Frame, NodeSource, describe_node, portable_path
-from pipeline.core.spec import (MAX_CALIBRATION_SAMPLES, MAX_THREADS, FieldError, SpecError, options_of, out_of_range,
-                                parse_compile_spec, parse_method_specs)
+from pipeline.core.spec import (
+    MAX_CALIBRATION_SAMPLES,
+    MAX_THREADS,
+    FieldError,
+    SpecError,
+    options_of,
+    out_of_range,
+    parse_compile_spec,
+    parse_method_specs,
+)
 from pipeline.core.tensor_data import tensor_bytes
+from pipeline.core.toolchain_output import quiet, quiet_logs_from
 
-FRONTENDS: Tuple[str, ...] = ("torchscript", "export")
+FRONTENDS: tuple[str, ...] = ("torchscript", "export")
 
 __all__ = [
-    "Backend", "BackendInfo", "FRONTENDS", "MethodRunner", "PreprocessResult", "ProfileEvent",
+    "Backend",
+    "BackendInfo",
+    "FRONTENDS",
+    "MethodRunner",
+    "PreprocessResult",
+    "ProfileEvent",
     # for backends
-    "BackendRuntimeError", "FieldError", "Frame", "LoweringError", "MAX_CALIBRATION_SAMPLES", "MAX_TENSOR_BYTES",
-    "MAX_THREADS", "NodeSource", "UNKNOWN", "SpecError", "UNKNOWN_HANDLE",
-    "UnsupportedOpError", "argument_leaves", "canonical_json", "check_extractable", "describe_node", "did_you_mean", "exported_method",
-    "format_choices", "guarded", "handles_by_origin", "method_part", "options_of", "out_of_range", "pack_parts", "package_version",
-    "parse_compile_spec", "parse_method_specs", "portable_path", "quiet", "quiet_logs_from", "size_problem", "sized",
-    "tensor_bytes", "unpack_parts",
+    "BackendRuntimeError",
+    "FieldError",
+    "Frame",
+    "LoweringError",
+    "MAX_CALIBRATION_SAMPLES",
+    "MAX_TENSOR_BYTES",
+    "MAX_THREADS",
+    "NodeSource",
+    "UNKNOWN",
+    "SpecError",
+    "UNKNOWN_HANDLE",
+    "UnsupportedOpError",
+    "argument_leaves",
+    "canonical_json",
+    "check_extractable",
+    "describe_node",
+    "did_you_mean",
+    "exported_method",
+    "format_choices",
+    "guarded",
+    "handles_by_origin",
+    "method_part",
+    "options_of",
+    "out_of_range",
+    "pack_parts",
+    "package_version",
+    "parse_compile_spec",
+    "parse_method_specs",
+    "portable_path",
+    "quiet",
+    "quiet_logs_from",
+    "size_problem",
+    "sized",
+    "tensor_bytes",
+    "unpack_parts",
     "walk_nodes",
 ]
 
@@ -127,8 +168,8 @@ class PreprocessResult:
     """
 
     payload: bytes
-    backend_map: Dict[str, List[int]] = field(default_factory=dict)
-    notes: Dict[str, Any] = field(default_factory=dict)
+    backend_map: dict[str, list[int]] = field(default_factory=dict)
+    notes: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -137,28 +178,29 @@ class ProfileEvent:
 
     name: str
     seconds: float
-    debug_handles: Tuple[int, ...] = ()
+    debug_handles: tuple[int, ...] = ()
 
 
 class Backend(abc.ABC):
     """A backend: class attributes declare it, `preprocess` lowers, the instance runs."""
 
-    name: ClassVar[Optional[str]] = None
-    accepts: ClassVar[Tuple[str, ...]] = FRONTENDS
-    CompileSpec: ClassVar[Optional[type]] = None  # dataclass of one method's options; None: any dict
-    version: ClassVar[Optional[str]] = None
+    name: ClassVar[str | None] = None
+    accepts: ClassVar[tuple[str, ...]] = FRONTENDS
+    CompileSpec: ClassVar[type | None] = None  # dataclass of one method's options; None: any dict
+    version: ClassVar[str | None] = None
     reproducible: ClassVar[bool] = True
     carries_code: ClassVar[bool] = False
     native_payload: ClassVar[bool] = False
 
     @staticmethod
     @abc.abstractmethod
-    def preprocess(program: Any, method_compile_spec: Dict[str, Dict[str, Any]],
-                   generate_debug_handles: Any) -> "PreprocessResult | bytes":
+    def preprocess(
+        program: Any, method_compile_spec: dict[str, dict[str, Any]], generate_debug_handles: Any
+    ) -> PreprocessResult | bytes:
         """Lower ``program`` ahead of time into the payload (see the module docstring)."""
 
-    @classmethod
-    def check_compile_spec(cls, specs: Dict[str, Any]) -> None:
+    @classmethod  # noqa: B027 (an optional hook: by default there is no rule across methods)
+    def check_compile_spec(cls, specs: dict[str, Any]) -> None:
         """Rules across methods, given ``{method: CompileSpec instance}``; raise `LoweringError`.
 
         Each method's own rules belong in ``CompileSpec.__post_init__``. Both run
@@ -166,7 +208,7 @@ class Backend(abc.ABC):
         """
 
     @classmethod
-    def supports(cls, node: torch.fx.Node) -> "bool | str":
+    def supports(cls, node: torch.fx.Node) -> bool | str:
         """Whether this backend can lower ``node`` (an FX ``call_function`` node of an exported program):
         True, or the reason it cannot, as a short phrase ("is not in the op table").
 
@@ -183,10 +225,10 @@ class Backend(abc.ABC):
         return True
 
     @abc.abstractmethod
-    def compile(self, payload: bytes, method_compile_spec: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
+    def compile(self, payload: bytes, method_compile_spec: dict[str, dict[str, Any]]) -> dict[str, Any]:
         """Turn the payload into one executable handle per method of the spec."""
 
-    def execute(self, handle: Any, inputs: List[Any]) -> List[Any]:
+    def execute(self, handle: Any, inputs: list[Any]) -> list[Any]:
         """Run one method; return its output leaves as a list.
 
         The default runs handles that are `MethodRunner`s (``handle.run(inputs)``),
@@ -194,7 +236,7 @@ class Backend(abc.ABC):
         """
         return handle.run(inputs)
 
-    def profile(self, handle: Any, inputs: List[Any]) -> Optional[List[ProfileEvent]]:
+    def profile(self, handle: Any, inputs: list[Any]) -> list[ProfileEvent] | None:
         """Per-instruction timings of one call, for backends that can report them (default: the
         handle's own ``profile(inputs)`` if it has one, else None)."""
         method_profile = getattr(handle, "profile", None)
@@ -216,7 +258,7 @@ def exported_method(program: Any, method: str, backend: str) -> torch.export.Exp
 class MethodRunner(Protocol):
     """What a backend's ``compile`` may return per method, so that the default ``execute`` runs it."""
 
-    def run(self, inputs: List[Any]) -> List[Any]: ...
+    def run(self, inputs: list[Any]) -> list[Any]: ...
 
 
 @dataclass(frozen=True)
@@ -224,11 +266,11 @@ class BackendInfo:
     """A registry entry: what a backend class declares, with any overrides given at registration."""
 
     name: str
-    backend_cls: Type[Backend]
+    backend_cls: type[Backend]
     preprocess: Any
-    accepts: Tuple[str, ...] = FRONTENDS
-    compile_spec: Optional[type] = None
-    version: Optional[str] = None
+    accepts: tuple[str, ...] = FRONTENDS
+    compile_spec: type | None = None
+    version: str | None = None
     reproducible: bool = True
     carries_code: bool = False
     native_payload: bool = False

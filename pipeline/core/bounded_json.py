@@ -11,17 +11,24 @@ must be a string, not a list``).
 from __future__ import annotations
 
 import json
-from typing import Any, Tuple, Union
+from typing import Any
 
 from pipeline.core.errors import MalformedInput
 
 MAX_DEPTH = 64  # our own files nest about 8 levels; torch's treespec strings nest 2 levels per output level
 _REQUIRED = object()
-_KIND_NAMES = {dict: "an object", list: "a list", str: "a string", int: "an integer", float: "a number",
-               bool: "true or false", type(None): "null"}
+_KIND_NAMES = {
+    dict: "an object",
+    list: "a list",
+    str: "a string",
+    int: "an integer",
+    float: "a number",
+    bool: "true or false",
+    type(None): "null",
+}
 
 
-def parse_json(data: Union[bytes, str], what: str, *, max_bytes: int, max_depth: int = MAX_DEPTH) -> Any:
+def parse_json(data: bytes | str, what: str, *, max_bytes: int, max_depth: int = MAX_DEPTH) -> Any:
     """The JSON value in ``data``, or `MalformedInput` naming ``what`` and the problem."""
     if len(data) > max_bytes:
         raise MalformedInput(f"{what}: {len(data)} bytes, more than the limit of {max_bytes}.")
@@ -46,7 +53,7 @@ def check_depth(value: Any, what: str, max_depth: int = MAX_DEPTH) -> None:
         stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
 
 
-def expect(value: Any, kinds: Union[type, Tuple[type, ...]], where: str) -> Any:
+def expect(value: Any, kinds: type | tuple[type, ...], where: str) -> Any:
     """``value`` if it has one of ``kinds`` (JSON's: no bool where an int is asked, ints count as numbers)."""
     kind = type(value)  # exact types: True is not an int here; an int is a number (float)
     if kind is kinds or (kinds is float and kind is int):
@@ -58,7 +65,7 @@ def expect(value: Any, kinds: Union[type, Tuple[type, ...]], where: str) -> Any:
     return value
 
 
-def member(data: Any, key: str, kinds: Union[type, Tuple[type, ...]], where: str, default: Any = _REQUIRED) -> Any:
+def member(data: Any, key: str, kinds: type | tuple[type, ...], where: str, default: Any = _REQUIRED) -> Any:
     """``data[key]`` checked for its type; ``default`` if the key is absent and a default is given."""
     expect(data, dict, where)
     if key not in data:

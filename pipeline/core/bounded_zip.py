@@ -28,7 +28,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Dict, List, Optional, Tuple, Union
+from typing import BinaryIO
 
 from pipeline.core.errors import LoweringError, MalformedInput
 
@@ -45,8 +45,18 @@ class ZipLimits:
 _CHUNK = 1 << 20
 _STORED_OR_DEFLATED = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
 # What zipfile and zlib raise on a damaged or hostile archive.
-_ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, struct.error, NotImplementedError,
-               RuntimeError, ValueError, OverflowError, KeyError)
+_ZIP_ERRORS = (
+    zipfile.BadZipFile,
+    zipfile.LargeZipFile,
+    zlib.error,
+    EOFError,
+    struct.error,
+    NotImplementedError,
+    RuntimeError,
+    ValueError,
+    OverflowError,
+    KeyError,
+)
 _EOCD = struct.Struct("<4s4H2LH")
 _EOCD_SIGNATURE = b"PK\x05\x06"
 _EOCD64_LOCATOR_SIGNATURE = b"PK\x06\x07"
@@ -57,7 +67,7 @@ _EOCD64_SIGNATURE = b"PK\x06\x06"
 class BoundedZip:
     """An open archive whose members passed the checks in the module docstring."""
 
-    def __init__(self, source: Union[str, Path, bytes], what: str, limits: ZipLimits = ZipLimits()):
+    def __init__(self, source: str | Path | bytes, what: str, limits: ZipLimits = ZipLimits()):
         self.what = what
         self._at = f"{what}: " if what else ""  # the prefix of every message
         self.limits = limits
@@ -70,7 +80,9 @@ class BoundedZip:
             raise
         except _ZIP_ERRORS as error:
             handle.close()
-            raise MalformedInput(f"{what + ': ' if what else ''}not a readable zip archive: {type(error).__name__}: {error}") from None
+            raise MalformedInput(
+                f"{what + ': ' if what else ''}not a readable zip archive: {type(error).__name__}: {error}"
+            ) from None
         self._handle = handle
         try:
             self.members = self._checked_members()
@@ -79,7 +91,7 @@ class BoundedZip:
             raise
 
     @property
-    def names(self) -> List[str]:
+    def names(self) -> list[str]:
         return list(self.members)
 
     def read(self, name: str, max_bytes: int) -> bytes:
@@ -97,7 +109,9 @@ class BoundedZip:
                         break
                     total += len(chunk)
                     if total > info.file_size:
-                        raise MalformedInput(f"{self._at}{name} holds more bytes than the {info.file_size} it declares.")
+                        raise MalformedInput(
+                            f"{self._at}{name} holds more bytes than the {info.file_size} it declares."
+                        )
                     chunks.append(chunk)
         except _ZIP_ERRORS as error:
             raise MalformedInput(f"{self._at}{name} cannot be read: {type(error).__name__}: {error}") from None
@@ -109,17 +123,17 @@ class BoundedZip:
         self._archive.close()
         self._handle.close()
 
-    def __enter__(self) -> "BoundedZip":
+    def __enter__(self) -> BoundedZip:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _checked_members(self) -> Dict[str, zipfile.ZipInfo]:
+    def _checked_members(self) -> dict[str, zipfile.ZipInfo]:
         infos = self._archive.infolist()
         if len(infos) > self.limits.max_members:
             raise MalformedInput(f"{self._at}{len(infos)} members, more than the limit of {self.limits.max_members}.")
-        members: Dict[str, zipfile.ZipInfo] = {}
+        members: dict[str, zipfile.ZipInfo] = {}
         for info in infos:
             name = info.filename
             if name in members:
@@ -136,7 +150,8 @@ class BoundedZip:
                     f"{self.limits.max_member_bytes}."
                 )
             if info.file_size > self.limits.ratio_applies_above and (
-                    info.file_size > self.limits.max_ratio * max(info.compress_size, 1)):
+                info.file_size > self.limits.max_ratio * max(info.compress_size, 1)
+            ):
                 raise MalformedInput(
                     f"{self._at}{name} would inflate {info.compress_size} bytes to {info.file_size} "
                     f"(more than {self.limits.max_ratio}:1): refused as a zip bomb."
@@ -145,7 +160,7 @@ class BoundedZip:
         return members
 
 
-def open_zip(source: Union[str, Path, bytes], what: str, limits: ZipLimits = ZipLimits()) -> BoundedZip:
+def open_zip(source: str | Path | bytes, what: str, limits: ZipLimits = ZipLimits()) -> BoundedZip:
     """`BoundedZip` of a path or bytes; use it as a context manager."""
     return BoundedZip(source, what, limits)
 
@@ -168,7 +183,7 @@ def check_extractable(data: bytes, what: str, limits: ZipLimits = PACKAGE_LIMITS
         raise LoweringError(str(error)) from None
 
 
-def unsafe_name(name: str) -> Optional[str]:
+def unsafe_name(name: str) -> str | None:
     """Why a member name could land outside the extraction directory, or None if it cannot."""
     if not name or "\x00" in name:
         return "is empty or holds a NUL byte"
@@ -189,19 +204,20 @@ def _check_directory_extent(handle: BinaryIO, what: str, limits: ZipLimits) -> N
     entries, size = extent
     if entries > limits.max_members or size > limits.max_directory_bytes:
         raise MalformedInput(
-            f"{what + ': ' if what else ''}the zip directory declares {entries} members in {size} bytes; the limits are "
+            f"{what + ': ' if what else ''}the zip directory declares {entries} members in {size} bytes; "
+            "the limits are "
             f"{limits.max_members} members and {limits.max_directory_bytes} bytes."
         )
 
 
-def _directory_extent(handle: BinaryIO) -> Optional[Tuple[int, int]]:
+def _directory_extent(handle: BinaryIO) -> tuple[int, int] | None:
     """(entry count, directory size) from the end record, as zipfile finds it (ZIP64 included)."""
     handle.seek(0, io.SEEK_END)
     file_size = handle.tell()
     tail_size = min(file_size, _EOCD.size + 0xFFFF)
     handle.seek(file_size - tail_size)
     tail = handle.read(tail_size)
-    if tail[-_EOCD.size:-_EOCD.size + 4] == _EOCD_SIGNATURE and tail[-2:] == b"\0\0":
+    if tail[-_EOCD.size : -_EOCD.size + 4] == _EOCD_SIGNATURE and tail[-2:] == b"\0\0":
         at = len(tail) - _EOCD.size  # zipfile first looks for a record without a comment
     else:
         at = tail.rfind(_EOCD_SIGNATURE)
@@ -210,8 +226,8 @@ def _directory_extent(handle: BinaryIO) -> Optional[Tuple[int, int]]:
     _, _, _, _, entries, size, _, _ = _EOCD.unpack_from(tail, at)
     locator = at - 20
     record = locator - _EOCD64.size
-    if locator >= 0 and tail[locator:locator + 4] == _EOCD64_LOCATOR_SIGNATURE:
-        if record < 0 or tail[record:record + 4] != _EOCD64_SIGNATURE:
+    if locator >= 0 and tail[locator : locator + 4] == _EOCD64_LOCATOR_SIGNATURE:
+        if record < 0 or tail[record : record + 4] != _EOCD64_SIGNATURE:
             return None
         fields = _EOCD64.unpack_from(tail, record)
         entries, size = fields[7], fields[8]

@@ -17,16 +17,28 @@ so a change to what is rendered here needs a new artifact format version.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any
 
 import torch
 import torch.utils._pytree as pytree
 
 from pipeline.core.errors import BackendRuntimeError, LoweringError
 from pipeline.core.literals import check_name, literal_source
-from pipeline.core.signature import (CONSTANT, EVERY_VALUE, KEYWORD_ONLY, LEAF_TENSOR, STRUCTURE, TENSOR,
-                                     VAR_KEYWORD, VAR_POSITIONAL, CapturedValue, MethodSignature, OutputStructure)
+from pipeline.core.signature import (
+    CONSTANT,
+    EVERY_VALUE,
+    KEYWORD_ONLY,
+    LEAF_TENSOR,
+    STRUCTURE,
+    TENSOR,
+    VAR_KEYWORD,
+    VAR_POSITIONAL,
+    CapturedValue,
+    MethodSignature,
+    OutputStructure,
+)
 
 _LEAF_CHECKS = {LEAF_TENSOR: "Tensor", "int": "int", "bool": "bool", "float": "(float, int)"}
 
@@ -34,13 +46,14 @@ _LEAF_CHECKS = {LEAF_TENSOR: "Tensor", "int": "int", "bool": "bool", "float": "(
 @dataclass
 class GeneratedMethods:
     source: str
-    functions: Dict[str, Callable]
+    functions: dict[str, Callable]
 
 
-def render_methods(backend_name: str,
-                   methods: Dict[str, Tuple[MethodSignature, OutputStructure]]) -> Tuple[str, Dict[str, Any]]:
+def render_methods(
+    backend_name: str, methods: dict[str, tuple[MethodSignature, OutputStructure]]
+) -> tuple[str, dict[str, Any]]:
     """The source of the methods and the globals it reads, without running anything."""
-    namespace: Dict[str, Any] = {  # pipeline.core.literals.GENERATED_GLOBALS: parameters may not shadow them
+    namespace: dict[str, Any] = {  # pipeline.core.literals.GENERATED_GLOBALS: parameters may not shadow them
         "Tensor": torch.Tensor,
         "BackendRuntimeError": BackendRuntimeError,
         "tree_unflatten": pytree.tree_unflatten,
@@ -58,7 +71,9 @@ def render_methods(backend_name: str,
     return "\n\n".join(chunks), namespace
 
 
-def generate_methods(backend_name: str, methods: Dict[str, Tuple[MethodSignature, OutputStructure]]) -> GeneratedMethods:
+def generate_methods(
+    backend_name: str, methods: dict[str, tuple[MethodSignature, OutputStructure]]
+) -> GeneratedMethods:
     source, namespace = render_methods(backend_name, methods)
     exec(compile(source, f"<lowered {backend_name}>", "exec"), namespace)
     functions = {}
@@ -69,16 +84,15 @@ def generate_methods(backend_name: str, methods: Dict[str, Tuple[MethodSignature
     return GeneratedMethods(source, functions)
 
 
-def _method_source(name: str, signature: MethodSignature, outputs: OutputStructure, namespace: Dict[str, Any]) -> str:
+def _method_source(name: str, signature: MethodSignature, outputs: OutputStructure, namespace: dict[str, Any]) -> str:
     check_name(name, "method name")
-    params: List[str] = ["self"]
+    params: list[str] = ["self"]
     keyword_only_started = False
     seen = set()
     inputs, checks, bound = _call_plan(name, signature, namespace)
     # The method's own globals (its output spec, defaults that are not literals, captured values, the helpers
     # its body calls) may not be shadowed by a parameter either.
-    reserved = frozenset({"self", f"_spec_{name}", *(f"_default_{name}_{p.name}" for p in signature.params),
-                          *bound})
+    reserved = frozenset({"self", f"_spec_{name}", *(f"_default_{name}_{p.name}" for p in signature.params), *bound})
     for p in signature.params:
         check_name(p.name, f"parameter name of method {name!r}", reserved=reserved)
         if p.name in seen:
@@ -119,8 +133,11 @@ def _method_source(name: str, signature: MethodSignature, outputs: OutputStructu
     ]
     if count:
         lines.append(f"    {', '.join(leaves)}, = outputs")
-    checks = [f"isinstance({leaf}, {_LEAF_CHECKS[kind]})"
-              for leaf, kind in zip(leaves, outputs.leaf_kinds) if kind in _LEAF_CHECKS]
+    checks = [
+        f"isinstance({leaf}, {_LEAF_CHECKS[kind]})"
+        for leaf, kind in zip(leaves, outputs.leaf_kinds)
+        if kind in _LEAF_CHECKS
+    ]
     if checks:
         lines.append(f"    if not ({' and '.join(checks)}):")
         lines.append(f"        raise self._output_error({name!r}, outputs)")
@@ -133,8 +150,9 @@ def _method_source(name: str, signature: MethodSignature, outputs: OutputStructu
     return "\n".join(lines)
 
 
-def _call_plan(method: str, signature: MethodSignature,
-               namespace: Dict[str, Any]) -> Tuple[List[str], List[str], List[str]]:
+def _call_plan(
+    method: str, signature: MethodSignature, namespace: dict[str, Any]
+) -> tuple[list[str], list[str], list[str]]:
     """The expressions passed to ``execute``, the checks that the call is the one captured, and the
     global names bound for them.
 
@@ -146,8 +164,8 @@ def _call_plan(method: str, signature: MethodSignature,
         return [p.name for p in signature.params if p.kind not in (VAR_POSITIONAL, VAR_KEYWORD)], [], []
     before = set(namespace)
     by_param = {p.kind: p.name for p in signature.params if p.kind in (VAR_POSITIONAL, VAR_KEYWORD)}
-    expressions: List[str] = []
-    checks: List[str] = []
+    expressions: list[str] = []
+    checks: list[str] = []
     if VAR_POSITIONAL in by_param:
         checks.append(f"len({by_param[VAR_POSITIONAL]}) == {captured.var_positional}")
     if VAR_KEYWORD in by_param:
@@ -181,7 +199,7 @@ def _shown(value: Any) -> str:
     return " ".join((text or f"<{type(value).__name__}>").split())
 
 
-def _check(method: str, index: int, place: str, value: CapturedValue, namespace: Dict[str, Any]) -> str:
+def _check(method: str, index: int, place: str, value: CapturedValue, namespace: dict[str, Any]) -> str:
     if value.kind == TENSOR:
         return f"isinstance({place}, Tensor)"
     if value.kind == STRUCTURE:
@@ -203,7 +221,7 @@ def same_value(given: Any, captured: Any) -> bool:
     return type(given) is type(captured) and given == captured
 
 
-def _default_expression(method: str, param: str, value: Any, namespace: Dict[str, Any]) -> str:
+def _default_expression(method: str, param: str, value: Any, namespace: dict[str, Any]) -> str:
     """The default's literal when it is one; else a name bound in the namespace."""
     text = literal_source(value)
     if text is not None:
@@ -240,4 +258,3 @@ def _rebuild_expression(spec: pytree.TreeSpec, leaves) -> Any:
 
 def _is_literal_key(key: Any) -> bool:
     return type(key) in (str, int, bool)
-

@@ -21,8 +21,9 @@ import contextlib
 import dataclasses
 import gc
 import hashlib
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Set, Tuple
+from typing import Any
 
 import torch
 
@@ -41,10 +42,10 @@ class HandleRecord:
     method: str
     op: str
     node: str
-    source: Optional[Frame]
+    source: Frame | None
     module_hierarchy: str
-    call_stack: Tuple[Frame, ...] = ()
-    partition: Optional[str] = None  # partitioned lowering: the group it runs in ("forward_p0") or "fallback"
+    call_stack: tuple[Frame, ...] = ()
+    partition: str | None = None  # partitioned lowering: the group it runs in ("forward_p0") or "fallback"
 
     def to_json(self) -> dict:
         source = self.source.to_json() if self.source else {"file": None, "line": None, "function": None, "text": None}
@@ -61,14 +62,17 @@ class HandleRecord:
         }
 
     @classmethod
-    def from_json(cls, data: Any, where: str = "handle") -> "HandleRecord":
+    def from_json(cls, data: Any, where: str = "handle") -> HandleRecord:
         """A record as an artifact holds it; `MalformedInput` naming the field if it is not one."""
         src = member(data, "source", (dict, type(None)), where) or {}
         source = _frame(src, f"{where}.source") if src.get("file") is not None else None
         stack = member(data, "call_stack", list, where, default=[])
         return cls(
-            handle=member(data, "handle", int, where), method=member(data, "method", str, where),
-            op=member(data, "op", str, where), node=member(data, "node", str, where), source=source,
+            handle=member(data, "handle", int, where),
+            method=member(data, "method", str, where),
+            op=member(data, "op", str, where),
+            node=member(data, "node", str, where),
+            source=source,
             module_hierarchy=member(data, "module_hierarchy", str, where),
             call_stack=tuple(_frame(frame, f"{where}.call_stack[{i}]") for i, frame in enumerate(stack)),
             partition=member(data, "partition", (str, type(None)), where, default=None),
@@ -88,8 +92,8 @@ class HandleMap:
     """Every issued handle with its source, plus the backend's own ids -> handles."""
 
     strategy: str = "sequential"
-    handles: Dict[int, HandleRecord] = field(default_factory=dict)
-    backend_map: Dict[str, List[int]] = field(default_factory=dict)
+    handles: dict[int, HandleRecord] = field(default_factory=dict)
+    backend_map: dict[str, list[int]] = field(default_factory=dict)
 
     def to_json(self) -> dict:
         return {
@@ -99,7 +103,7 @@ class HandleMap:
         }
 
     @classmethod
-    def from_json(cls, data: Any, where: str = "handle map") -> "HandleMap":
+    def from_json(cls, data: Any, where: str = "handle map") -> HandleMap:
         """The map as `to_json` wrote it; `MalformedInput` naming the field if it is not one."""
         strategy = member(data, "strategy", str, where, default="sequential")
         if strategy not in STRATEGIES:
@@ -129,8 +133,14 @@ class DebugHandleGenerator:
     selectively lowered submodule reports the hierarchy from the model's top.
     """
 
-    def __init__(self, strategy: str = "sequential", *, top_type: str = "Module", prefix: HierarchyPath = (),
-                 call_sites: Optional[Dict[str, Dict[str, Frame]]] = None):
+    def __init__(
+        self,
+        strategy: str = "sequential",
+        *,
+        top_type: str = "Module",
+        prefix: HierarchyPath = (),
+        call_sites: dict[str, dict[str, Frame]] | None = None,
+    ):
         if strategy not in STRATEGIES:
             raise LoweringError(f"Unknown debug-handle strategy {strategy!r}; allowed: {format_choices(STRATEGIES)}")
         self.strategy = strategy
@@ -142,15 +152,15 @@ class DebugHandleGenerator:
         self.call_sites = call_sites or {}
         self._next = 0
 
-    def __call__(self, graph: Any, method: str = "forward") -> Dict[Any, int]:
+    def __call__(self, graph: Any, method: str = "forward") -> dict[Any, int]:
         if self.strategy == "none":
             return {}
         with _gc_paused():
             return self._issue(graph, method)
 
-    def _issue(self, graph: Any, method: str) -> Dict[Any, int]:
-        handles: Dict[Any, int] = {}
-        occurrences: Dict[Tuple[str, str], int] = {}
+    def _issue(self, graph: Any, method: str) -> dict[Any, int]:
+        handles: dict[Any, int] = {}
+        occurrences: dict[tuple[str, str], int] = {}
         for node in walk_nodes(graph):
             where = self._from_user_code(describe_node(node), method)
             if self.strategy == "sequential":
@@ -165,8 +175,13 @@ class DebugHandleGenerator:
             levels = self.prefix + where.hierarchy
             op_name = where.op.split(".", 1)[0] if "::" in where.op else where.op
             self.handle_map.handles[handle] = HandleRecord(
-                handle, method, where.op, where.node, where.source,
-                format_module_hierarchy(self.top_type, levels, op_name), where.call_stack,
+                handle,
+                method,
+                where.op,
+                where.node,
+                where.source,
+                format_module_hierarchy(self.top_type, levels, op_name),
+                where.call_stack,
             )
         return handles
 
@@ -186,9 +201,12 @@ class DebugHandleGenerator:
 
 
 def _frame(data: Any, where: str) -> Frame:
-    return Frame(member(data, "file", str, where), member(data, "line", (int, type(None)), where),
-                 member(data, "function", (str, type(None)), where) or "<unknown>",
-                 member(data, "text", (str, type(None)), where))
+    return Frame(
+        member(data, "file", str, where),
+        member(data, "line", (int, type(None)), where),
+        member(data, "function", (str, type(None)), where) or "<unknown>",
+        member(data, "text", (str, type(None)), where),
+    )
 
 
 @contextlib.contextmanager
@@ -203,8 +221,9 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def generate_debug_handles(graph: Any, strategy: str = "sequential", *, method: str = "forward",
-                           top_type: str = "Module") -> Dict[Any, int]:
+def generate_debug_handles(
+    graph: Any, strategy: str = "sequential", *, method: str = "forward", top_type: str = "Module"
+) -> dict[Any, int]:
     """Handles for one graph on its own; see `DebugHandleGenerator` for lowerings."""
     return DebugHandleGenerator(strategy, top_type=top_type)(graph, method)
 
@@ -218,7 +237,7 @@ def walk_nodes(graph: Any) -> Iterator[Any]:
             if node.op not in ("placeholder", "output"):
                 yield node
         return
-    stack: List[Iterator[Any]] = [iter(graph.nodes())]
+    stack: list[Iterator[Any]] = [iter(graph.nodes())]
     while stack:
         node = next(stack[-1], None)
         if node is None:
@@ -229,7 +248,7 @@ def walk_nodes(graph: Any) -> Iterator[Any]:
             stack.append(iter(block.nodes()))
 
 
-def handles_by_origin(nodes: Iterable[Any], handle_of: Mapping[str, int]) -> Dict[str, List[int]]:
+def handles_by_origin(nodes: Iterable[Any], handle_of: Mapping[str, int]) -> dict[str, list[int]]:
     """FX node name -> handles of the lowered program's nodes it came from, for a graph derived from
     that program (decomposed or re-traced by an exporter or converter).
 
@@ -248,7 +267,7 @@ def handles_by_origin(nodes: Iterable[Any], handle_of: Mapping[str, int]) -> Dic
     return origins
 
 
-def _ancestors(sources: List[Any]) -> Set[str]:
+def _ancestors(sources: list[Any]) -> set[str]:
     names = set()
     stack = list(sources)
     while stack:

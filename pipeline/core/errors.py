@@ -10,7 +10,7 @@ where there is a choice, what is allowed.
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 
 def did_you_mean(name: str, choices: Iterable[str]) -> str:

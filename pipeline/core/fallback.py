@@ -29,8 +29,9 @@ from __future__ import annotations
 import math
 import operator
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any
 
 import torch
 
@@ -39,14 +40,15 @@ from pipeline.core.bounded_json import expect, member
 from pipeline.core.errors import LoweringError, MalformedInput
 from pipeline.core.literals import literal_source, read_literal
 from pipeline.core.op_policy import NAMESPACES, UNKNOWN, guarded, lookup, refusal, size_problem
-from pipeline.core.tensor_data import read_tensor, tensor_bytes, tensor_entry
+from pipeline.core.tensor_data import tensor_bytes, tensor_entry
+
 _ENUMS = {"dtype": torch.dtype, "layout": torch.layout, "memory_format": torch.memory_format}
 MAX_STEPS = 1_000_000
 
 # -- encoding (at lowering) -----------------------------------------------------------------------
 
 
-def op_name(target: Any) -> Optional[str]:
+def op_name(target: Any) -> str | None:
     """``aten::fft_fft.default`` for an OpOverload of an allowed namespace, else None."""
     if not isinstance(target, torch._ops.OpOverload) or target.namespace not in NAMESPACES:
         return None
@@ -57,8 +59,8 @@ class TensorTable:
     """Tensors a fallback reads (parameters, constants), each stored once, in first-use order."""
 
     def __init__(self) -> None:
-        self.tensors: List[torch.Tensor] = []
-        self._index: Dict[int, int] = {}
+        self.tensors: list[torch.Tensor] = []
+        self._index: dict[int, int] = {}
 
     def add(self, tensor: torch.Tensor) -> int:
         if id(tensor) not in self._index:
@@ -68,7 +70,7 @@ class TensorTable:
             self.tensors.append(tensor)
         return self._index[id(tensor)]
 
-    def to_parts(self) -> Tuple[List[dict], Dict[str, bytes]]:
+    def to_parts(self) -> tuple[list[dict], dict[str, bytes]]:
         entries, parts = [], {}
         for i, tensor in enumerate(self.tensors):
             entries.append(tensor_entry(tensor))
@@ -76,7 +78,7 @@ class TensorTable:
         return entries, parts
 
 
-def encode(value: Any, tensors: TensorTable, tensor_of: Callable[[torch.fx.Node], Optional[torch.Tensor]]) -> Any:
+def encode(value: Any, tensors: TensorTable, tensor_of: Callable[[torch.fx.Node], torch.Tensor | None]) -> Any:
     """One operand as JSON; ``tensor_of`` gives a lifted parameter's or constant's tensor for its node."""
     if isinstance(value, torch.fx.Node):
         tensor = tensor_of(value)
@@ -93,8 +95,10 @@ def encode(value: Any, tensors: TensorTable, tensor_of: Callable[[torch.fx.Node]
     for tag, kind in _ENUMS.items():
         if isinstance(value, kind):
             return {tag: str(value).removeprefix("torch.")}
-    raise LoweringError(f"Partitioned lowering: a {type(value).__name__} argument ({value!r}) cannot be kept in "
-                        "a fallback; it holds tensors, literals, dtypes, devices, layouts and memory formats.")
+    raise LoweringError(
+        f"Partitioned lowering: a {type(value).__name__} argument ({value!r}) cannot be kept in "
+        "a fallback; it holds tensors, literals, dtypes, devices, layouts and memory formats."
+    )
 
 
 # -- decoding and running (at load) ---------------------------------------------------------------
@@ -105,8 +109,10 @@ def resolve_op(name: str, where: str) -> torch._ops.OpOverload:
     namespace, _, rest = name.partition("::")
     op, _, overload = rest.partition(".")
     if namespace not in NAMESPACES or not all(part.isidentifier() for part in (op, overload)):
-        raise MalformedInput(f"{where}: op {name!r} is not allowed; a fallback runs ops of the namespaces "
-                             f"{list(NAMESPACES)}, named 'namespace::name.overload'.")
+        raise MalformedInput(
+            f"{where}: op {name!r} is not allowed; a fallback runs ops of the namespaces "
+            f"{list(NAMESPACES)}, named 'namespace::name.overload'."
+        )
     found = lookup(namespace, op, overload)
     if found is None:
         raise MalformedInput(f"{where}: op {name!r} does not exist in this PyTorch.")
@@ -116,8 +122,9 @@ def resolve_op(name: str, where: str) -> torch._ops.OpOverload:
     return found
 
 
-def step_problem(target: str, args: Sequence[Any], kwargs: Dict[str, Any], tensors: Sequence[torch.Tensor],
-                 where: str) -> Tuple[Optional[torch._ops.OpOverload], str]:
+def step_problem(
+    target: str, args: Sequence[Any], kwargs: dict[str, Any], tensors: Sequence[torch.Tensor], where: str
+) -> tuple[torch._ops.OpOverload | None, str]:
     """An op step's kernel and ``""``, or None and what is wrong with it: an op off the allow-list, or a
     size past the limit among the operands the step writes down (`op_policy.size_problem`)."""
     try:
@@ -132,7 +139,7 @@ def step_problem(target: str, args: Sequence[Any], kwargs: Dict[str, Any], tenso
 
 def _known(data: Any, tensors: Sequence[torch.Tensor]) -> Any:
     """An operand as far as it is known before running: values computed at run time are `UNKNOWN`."""
-    (tag, content), = data.items()
+    ((tag, content),) = data.items()
     if tag == "ref":
         return UNKNOWN
     if tag == "tensor":
@@ -142,12 +149,13 @@ def _known(data: Any, tensors: Sequence[torch.Tensor]) -> Any:
     return _constant(tag, content, "operand")
 
 
-def decode(data: Any, tensors: Sequence[torch.Tensor], where: str,
-           defined: Optional[set] = None) -> Callable[[Dict[str, Any]], Any]:
+def decode(
+    data: Any, tensors: Sequence[torch.Tensor], where: str, defined: set | None = None
+) -> Callable[[dict[str, Any]], Any]:
     """A reader of one operand from the values computed so far (``defined``: their names, when checked)."""
     if not isinstance(data, dict) or len(data) != 1:
         raise MalformedInput(f"{where}: an operand is a one-key object, not {type(data).__name__}.")
-    (tag, content), = data.items()
+    ((tag, content),) = data.items()
     if tag == "ref":
         name = expect(content, str, where)
         if defined is not None and name not in defined:
@@ -187,18 +195,23 @@ def _constant(tag: str, content: Any, where: str) -> Any:
 class _Step:
     call: str  # "op", "item" or "partition"
     target: str
-    run: Callable[[List[Any], Dict[str, Any]], Any]
-    args: List[Callable]
-    kwargs: Dict[str, Callable]
-    outputs: List[str]
-    handles: Tuple[int, ...]
+    run: Callable[[list[Any], dict[str, Any]], Any]
+    args: list[Callable]
+    kwargs: dict[str, Callable]
+    outputs: list[str]
+    handles: tuple[int, ...]
 
 
 class FallbackProgram:
     """One method's fallback, read from JSON and ready to run with the backend's partition handles."""
 
-    def __init__(self, method: str, data: Any, tensors: Sequence[torch.Tensor],
-                 partitions: Dict[str, Tuple[Callable, Callable, Tuple[int, ...]]]):
+    def __init__(
+        self,
+        method: str,
+        data: Any,
+        tensors: Sequence[torch.Tensor],
+        partitions: dict[str, tuple[Callable, Callable, tuple[int, ...]]],
+    ):
         """``partitions`` maps each partition name to (run(inputs), profile(inputs), its handles)."""
         where = f"fallback of {method!r}"
         self.method = method
@@ -207,19 +220,28 @@ class FallbackProgram:
         if len(steps) > MAX_STEPS:
             raise MalformedInput(f"{where}: more than {MAX_STEPS} steps.")
         defined = set(self.inputs)  # every read is checked against what is defined before it
-        self.steps = [self._step(step, tensors, partitions, f"{where}: steps[{i}]", defined)
-                      for i, step in enumerate(steps)]
+        self.steps = [
+            self._step(step, tensors, partitions, f"{where}: steps[{i}]", defined) for i, step in enumerate(steps)
+        ]
         self.outputs = [decode(o, tensors, f"{where}: outputs", defined) for o in member(data, "outputs", list, where)]
         self.profilers = {name: profile for name, (_, profile, _) in partitions.items()}
 
     @staticmethod
-    def _step(data: Any, tensors: Sequence[torch.Tensor], partitions: Dict[str, Tuple[Callable, Callable, tuple]],
-              where: str, defined: set) -> _Step:
+    def _step(
+        data: Any,
+        tensors: Sequence[torch.Tensor],
+        partitions: dict[str, tuple[Callable, Callable, tuple]],
+        where: str,
+        defined: set,
+    ) -> _Step:
         call = member(data, "call", str, where)
-        args = [decode(a, tensors, f"{where}.args[{i}]", defined)
-                for i, a in enumerate(member(data, "args", list, where))]
-        kwargs = {expect(k, str, where): decode(v, tensors, f"{where}.kwargs.{k}", defined)
-                  for k, v in member(data, "kwargs", dict, where, default={}).items()}
+        args = [
+            decode(a, tensors, f"{where}.args[{i}]", defined) for i, a in enumerate(member(data, "args", list, where))
+        ]
+        kwargs = {
+            expect(k, str, where): decode(v, tensors, f"{where}.kwargs.{k}", defined)
+            for k, v in member(data, "kwargs", dict, where, default={}).items()
+        }
         outputs = [expect(name, str, f"{where}.outputs") for name in member(data, "outputs", list, where)]
         defined.update(outputs)
         target = member(data, "target", str, where, default="")
@@ -240,11 +262,13 @@ class FallbackProgram:
             return _Step(call, target, lambda a, k: run(a), args, {}, outputs, handles)
         raise MalformedInput(f"{where}: call {call!r} is not one of 'op', 'item', 'partition'.")
 
-    def run(self, inputs: Sequence[Any], events: Optional[List[ProfileEvent]] = None) -> List[Any]:
+    def run(self, inputs: Sequence[Any], events: list[ProfileEvent] | None = None) -> list[Any]:
         leaves = argument_leaves(inputs)  # as export's user inputs: every leaf, in order
         if len(leaves) != len(self.inputs):
-            raise BackendRuntimeError(f"Partitioned method {self.method!r} takes {len(self.inputs)} input values "
-                                      f"({', '.join(self.inputs)}); it got {len(leaves)}.")
+            raise BackendRuntimeError(
+                f"Partitioned method {self.method!r} takes {len(self.inputs)} input values "
+                f"({', '.join(self.inputs)}); it got {len(leaves)}."
+            )
         values = dict(zip(self.inputs, leaves))
         with torch.no_grad():
             for step in self.steps:
@@ -255,22 +279,26 @@ class FallbackProgram:
                 if events is not None:
                     self._record(step, args, time.perf_counter() - start, events)
                 if len(results) != len(step.outputs):
-                    raise BackendRuntimeError(f"Partitioned method {self.method!r}: {step.target} gave "
-                                              f"{len(results)} values; the fallback expects {len(step.outputs)}.",
-                                              debug_handles=list(step.handles))
+                    raise BackendRuntimeError(
+                        f"Partitioned method {self.method!r}: {step.target} gave "
+                        f"{len(results)} values; the fallback expects {len(step.outputs)}.",
+                        debug_handles=list(step.handles),
+                    )
                 values.update(zip(step.outputs, results))
             return [read(values) for read in self.outputs]
 
-    def _call(self, step: _Step, args: List[Any], kwargs: Dict[str, Any]) -> List[Any]:
+    def _call(self, step: _Step, args: list[Any], kwargs: dict[str, Any]) -> list[Any]:
         if step.call == "partition":
             return list(step.run(args, kwargs))  # the backend's own errors carry their handles
         try:
             return step.run(args, kwargs)
         except Exception as error:
-            raise BackendRuntimeError(f"Fallback op {step.target} of method {self.method!r} failed: "
-                                      f"{type(error).__name__}: {error}", debug_handles=list(step.handles)) from error
+            raise BackendRuntimeError(
+                f"Fallback op {step.target} of method {self.method!r} failed: {type(error).__name__}: {error}",
+                debug_handles=list(step.handles),
+            ) from error
 
-    def _record(self, step: _Step, args: List[Any], seconds: float, events: List[ProfileEvent]) -> None:
+    def _record(self, step: _Step, args: list[Any], seconds: float, events: list[ProfileEvent]) -> None:
         if step.call != "partition":
             events.append(ProfileEvent(f"fallback:{step.target}", seconds, step.handles))
             return
@@ -280,7 +308,7 @@ class FallbackProgram:
         else:
             events.append(ProfileEvent(step.target, seconds, step.handles))
 
-    def profile(self, inputs: Sequence[Any]) -> List[ProfileEvent]:
-        events: List[ProfileEvent] = []
+    def profile(self, inputs: Sequence[Any]) -> list[ProfileEvent]:
+        events: list[ProfileEvent] = []
         self.run(inputs, events)
         return events

@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 from pipeline.core.hashing import canonical_json
 
 
-def write_atomic(path: Union[str, Path], data: bytes) -> None:
+def write_atomic(path: str | Path, data: bytes) -> None:
     """Write to a temporary file beside ``path``, then rename: never a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -34,5 +34,5 @@ def _umask() -> int:
     return mask
 
 
-def write_json(path: Union[str, Path], value: Any) -> None:
+def write_json(path: str | Path, value: Any) -> None:
     write_atomic(path, canonical_json(value))

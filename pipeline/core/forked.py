@@ -23,15 +23,17 @@ import signal
 import sys
 import threading
 import warnings
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 
 def can_fork() -> bool:
     return hasattr(os, "fork")
 
 
-def run_in_child(job: Callable[[Callable[[str], None]], Any], on_death: Callable[[str, str], Any],
-                 process: str = "the job's process") -> Any:
+def run_in_child(
+    job: Callable[[Callable[[str], None]], Any], on_death: Callable[[str, str], Any], process: str = "the job's process"
+) -> Any:
     """Run ``job(report_stage)`` in a forked child; return what it returned, or ``on_death(stage, cause)``.
 
     The child sends each stage it enters through a pipe (``report_stage(name)``)

@@ -16,8 +16,9 @@ import os
 import re
 import traceback
 import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any
 
 import torch
 
@@ -31,27 +32,31 @@ TORCHSCRIPT_MODES = ("script", "trace")
 ExampleInputs = Mapping[str, Any]
 
 
-def call_arguments(example: Any, method: str) -> Tuple[Tuple[Any, ...], Dict[str, Any]]:
+def call_arguments(example: Any, method: str) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """``(args, kwargs)`` of one method's example inputs, given as a tuple or as ``{"args":, "kwargs":}``."""
     if isinstance(example, Mapping):
         unknown = [k for k in example if k not in ("args", "kwargs")]
         args, kwargs = example.get("args", ()), example.get("kwargs", {})
         if unknown or not isinstance(args, (tuple, list)) or not isinstance(kwargs, Mapping):
-            raise LoweringError(f"Example inputs of method {method!r}: expected a tuple of arguments or "
-                                f"{{'args': (...), 'kwargs': {{...}}}}, got keys {sorted(map(str, example))}.")
+            raise LoweringError(
+                f"Example inputs of method {method!r}: expected a tuple of arguments or "
+                f"{{'args': (...), 'kwargs': {{...}}}}, got keys {sorted(map(str, example))}."
+            )
         return tuple(args), dict(kwargs)
     if isinstance(example, (tuple, list)):
         return tuple(example), {}
-    raise LoweringError(f"Example inputs of method {method!r}: expected a tuple of arguments or "
-                        f"{{'args': (...), 'kwargs': {{...}}}}, got a {type(example).__name__}.")
+    raise LoweringError(
+        f"Example inputs of method {method!r}: expected a tuple of arguments or "
+        f"{{'args': (...), 'kwargs': {{...}}}}, got a {type(example).__name__}."
+    )
 
 
 @dataclass
 class CapturedProgram:
     frontend: str
     program: Any  # torch.jit.ScriptModule, or {method: torch.export.ExportedProgram}
-    signatures: Dict[str, MethodSignature]
-    outputs: Dict[str, OutputStructure]
+    signatures: dict[str, MethodSignature]
+    outputs: dict[str, OutputStructure]
     top_type: str
 
 
@@ -59,14 +64,14 @@ def default_frontend(model: Any) -> str:
     return "torchscript" if isinstance(model, torch.jit.ScriptModule) else "export"
 
 
-def model_methods(model: Any) -> List[str]:
+def model_methods(model: Any) -> list[str]:
     """The methods a model has that could be lowered."""
     if isinstance(model, torch.jit.ScriptModule):
         return sorted(model._c._method_names())
     return class_methods(type(model))
 
 
-def class_methods(cls: type) -> List[str]:
+def class_methods(cls: type) -> list[str]:
     """Public methods a model class defines itself (not those of nn.Module), and forward."""
     names = []
     for klass in cls.__mro__:
@@ -92,8 +97,13 @@ def type_name(model: Any) -> str:
     return type(model).__name__
 
 
-def capture(model: Any, methods: Sequence[str], frontend: Optional[str] = None,
-            example_inputs: Optional[ExampleInputs] = None, torchscript_mode: str = "script") -> CapturedProgram:
+def capture(
+    model: Any,
+    methods: Sequence[str],
+    frontend: str | None = None,
+    example_inputs: ExampleInputs | None = None,
+    torchscript_mode: str = "script",
+) -> CapturedProgram:
     frontend = frontend or default_frontend(model)
     if frontend not in FRONTENDS:
         raise LoweringError(f"Unknown frontend {frontend!r}; allowed: {format_choices(FRONTENDS)}")
@@ -105,8 +115,9 @@ def capture(model: Any, methods: Sequence[str], frontend: Optional[str] = None,
         return _capture_export(model, methods, example_inputs)
 
 
-def _capture_torchscript(model: Any, methods: Sequence[str], example_inputs: Dict[str, Any],
-                         mode: str) -> CapturedProgram:
+def _capture_torchscript(
+    model: Any, methods: Sequence[str], example_inputs: dict[str, Any], mode: str
+) -> CapturedProgram:
     if mode not in TORCHSCRIPT_MODES:
         raise LoweringError(f"Unknown torchscript mode {mode!r}; allowed: {format_choices(TORCHSCRIPT_MODES)}")
     calls = {m: call_arguments(example_inputs[m], m) for m in methods if m in example_inputs}
@@ -121,8 +132,10 @@ def _capture_torchscript(model: Any, methods: Sequence[str], example_inputs: Dic
         if method not in compiled:
             raise LoweringError(f"Method {method!r} is not defined on the scripted {type_name(scripted)}.")
     if mode == "script":
-        signatures = {m: MethodSignature.of(getattr(scripted if isinstance(model, torch.jit.ScriptModule)
-                                                    else model, m), m) for m in methods}
+        signatures = {
+            m: MethodSignature.of(getattr(scripted if isinstance(model, torch.jit.ScriptModule) else model, m), m)
+            for m in methods
+        }
     outputs = {}
     for method in methods:
         if method in calls:
@@ -135,8 +148,9 @@ def _capture_torchscript(model: Any, methods: Sequence[str], example_inputs: Dic
     return CapturedProgram("torchscript", scripted, signatures, outputs, type_name(model))
 
 
-def _trace(model: torch.nn.Module, methods: Sequence[str],
-           calls: Dict[str, Tuple[tuple, Dict[str, Any]]]) -> Tuple[torch.jit.ScriptModule, Dict[str, MethodSignature]]:
+def _trace(
+    model: torch.nn.Module, methods: Sequence[str], calls: dict[str, tuple[tuple, dict[str, Any]]]
+) -> tuple[torch.jit.ScriptModule, dict[str, MethodSignature]]:
     """Trace each method on its example inputs. The trace takes the tensor arguments only (by name);
     every other value is baked in, and the signature's capture record says which, so that a call
     with another value is refused instead of silently answered for the traced one."""
@@ -150,7 +164,8 @@ def _trace(model: torch.nn.Module, methods: Sequence[str],
         if signature.captured.keywords or signature.captured.var_positional:
             raise LoweringError(
                 f"Tracing method {method!r} with arguments passed through *args or **kwargs is not possible "
-                "(torch.jit.trace names each input); pass them as named parameters, or use frontend=export.")
+                "(torch.jit.trace names each input); pass them as named parameters, or use frontend=export."
+            )
         bound = signature.bind_call(*calls[method], method)
         inputs[method] = {v.name: bound.arguments[v.name] for v in signature.captured.values if v.kind != CONSTANT}
         constants[method] = {v.name: bound.arguments[v.name] for v in signature.captured.values if v.kind == CONSTANT}
@@ -162,21 +177,24 @@ def _trace(model: torch.nn.Module, methods: Sequence[str],
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            traced = torch.jit.trace_module(host, inputs, check_trace=False, strict=False,
-                                            example_inputs_is_kwarg=True)
+            traced = torch.jit.trace_module(host, inputs, check_trace=False, strict=False, example_inputs_is_kwarg=True)
     except Exception as error:
-        raise LoweringError(f"torch.jit.trace failed for {type_name(model)}: {short_error(error)} "
-                            "Try frontend=export, or script the model (frontend.mode=script).") from None
+        raise LoweringError(
+            f"torch.jit.trace failed for {type_name(model)}: {short_error(error)} "
+            "Try frontend=export, or script the model (frontend.mode=script)."
+        ) from None
     return traced, signatures
 
 
-def _with_constants(function: Any, constants: Dict[str, Any], tensor_names: List[str]) -> Any:
+def _with_constants(function: Any, constants: dict[str, Any], tensor_names: list[str]) -> Any:
     """``function`` with ``constants`` bound, whose signature (which the tracer reads) names only the tensors."""
+
     def call(*args: Any, **kwargs: Any) -> Any:
         return function(*args, **kwargs, **constants)
 
     call.__signature__ = inspect.Signature(
-        [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD) for name in tensor_names])
+        [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD) for name in tensor_names]
+    )
     return call
 
 
@@ -194,9 +212,11 @@ def _script(model: torch.nn.Module, methods: Sequence[str]) -> torch.jit.ScriptM
     try:
         return _recursive.create_script_module(model, stubs)
     except Exception as error:
-        raise LoweringError(f"torch.jit.script failed for {type_name(model)}: {short_error(error)} Models "
-                            "written for eager mode often cannot be scripted: trace it instead "
-                            "(frontend.mode=trace), or use frontend=export.") from None
+        raise LoweringError(
+            f"torch.jit.script failed for {type_name(model)}: {short_error(error)} Models "
+            "written for eager mode often cannot be scripted: trace it instead "
+            "(frontend.mode=trace), or use frontend=export."
+        ) from None
 
 
 class _MethodAsForward:
@@ -216,26 +236,29 @@ class _MethodAsForward:
         return shallow
 
 
-def _capture_export(model: Any, methods: Sequence[str], example_inputs: Dict[str, Any]) -> CapturedProgram:
+def _capture_export(model: Any, methods: Sequence[str], example_inputs: dict[str, Any]) -> CapturedProgram:
     if isinstance(model, torch.jit.ScriptModule):
-        raise LoweringError("The export frontend needs an eager nn.Module, not a ScriptModule; use frontend='torchscript'.")
+        raise LoweringError(
+            "The export frontend needs an eager nn.Module, not a ScriptModule; use frontend='torchscript'."
+        )
     programs, signatures, outputs = {}, {}, {}
     for method in methods:
         if method not in example_inputs:
             raise LoweringError(
-                f"The export frontend needs example_inputs for method {method!r} "
-                "(a dict {method: tuple of args})."
+                f"The export frontend needs example_inputs for method {method!r} (a dict {{method: tuple of args}})."
             )
         args, kwargs = call_arguments(example_inputs[method], method)
         signature = MethodSignature.of(getattr(model, method), method).with_capture(args, kwargs, method)
-        export_args, export_kwargs = signature.captured.export_arguments(signature, signature.bind(args, kwargs, method))
+        export_args, export_kwargs = signature.captured.export_arguments(
+            signature, signature.bind(args, kwargs, method)
+        )
         programs[method] = program = _export(_MethodAsForward.make(model, method), export_args, export_kwargs, method)
         signatures[method] = signature
         outputs[method] = OutputStructure.of_exported(program)
     return CapturedProgram("export", programs, signatures, outputs, type_name(model))
 
 
-def _export(module: torch.nn.Module, args: tuple, kwargs: dict, method: str) -> "torch.export.ExportedProgram":
+def _export(module: torch.nn.Module, args: tuple, kwargs: dict, method: str) -> torch.export.ExportedProgram:
     """Strict export first: its stack traces follow calls into other methods, so every
     node gets its source line; non-strict export is the fallback for what Dynamo cannot trace."""
     try:
@@ -256,10 +279,13 @@ def _export_error(module: torch.nn.Module, method: str, error: Exception, strict
         return LoweringError(
             f"{what}: it branches on a value computed from its inputs (data-dependent control flow){at}\n"
             "Ways out: write the branch with torch.cond, which captures both branches; or lower with "
-            "frontend=torchscript, which scripts the branch.")
+            "frontend=torchscript, which scripts the branch."
+        )
     strict_reason = short_error(strict_error, limit=200)
-    return LoweringError(f"{what}: {type(error).__name__}: {short_error(error)}{at}\n"
-                         f"(strict export failed too: {type(strict_error).__name__}: {strict_reason})")
+    return LoweringError(
+        f"{what}: {type(error).__name__}: {short_error(error)}{at}\n"
+        f"(strict export failed too: {type(strict_error).__name__}: {strict_reason})"
+    )
 
 
 def _user_line(error: BaseException) -> str:
@@ -275,8 +301,10 @@ def _user_line(error: BaseException) -> str:
     return ""
 
 
-_RAISED_AT = re.compile(r'The following call raised this error:\s*File "(?P<file>[^"]+)", line (?P<line>\d+), '
-                        r'in \S+\n(?P<code>[^\n]*)')
+_RAISED_AT = re.compile(
+    r'The following call raised this error:\s*File "(?P<file>[^"]+)", line (?P<line>\d+), '
+    r"in \S+\n(?P<code>[^\n]*)"
+)
 
 
 def short_error(error: BaseException, limit: int = 600) -> str:
@@ -292,7 +320,7 @@ def short_error(error: BaseException, limit: int = 600) -> str:
             if depth == 0:
                 end = index + 1
                 break
-        parts += [text[start:match.start()], "tensor(...)"]
+        parts += [text[start : match.start()], "tensor(...)"]
         start = end
     text = "".join(parts) + text[start:]
     return text if len(text) <= limit else text[:limit] + " ..."
@@ -320,7 +348,7 @@ def as_captured(program: Any, methods: Sequence[str]) -> CapturedProgram:
     )
 
 
-def _signature_of_exported(program: "torch.export.ExportedProgram") -> MethodSignature:
+def _signature_of_exported(program: torch.export.ExportedProgram) -> MethodSignature:
     """Parameter names from an ExportedProgram's user inputs (defaults are not kept by export)."""
     from pipeline.core.signature import Param
 

@@ -25,8 +25,9 @@ import faulthandler
 import gc
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import torch
 
@@ -40,14 +41,16 @@ TAIL_LINES = 6
 _KEPT: list = []  # in a child: what it built, so that nothing is destroyed before os._exit
 
 
-def wanted(isolate: Optional[bool], backend: BackendInfo, path: Path) -> bool:
+def wanted(isolate: bool | None, backend: BackendInfo, path: Path) -> bool:
     """Whether to load in a child: ``isolate`` if given, else whether the backend's payload is native.
     Asking for it where there is no ``os.fork`` is an error, not a silent in-process load."""
     if isolate is None:
         return backend.native_payload and can_fork()
     if isolate and not can_fork():
-        raise ArtifactError(f"{path}: isolate=True needs os.fork, which this platform does not have; "
-                            "pass isolate=False to load the payload in this process.")
+        raise ArtifactError(
+            f"{path}: isolate=True needs os.fork, which this platform does not have; "
+            "pass isolate=False to load the payload in this process."
+        )
     return bool(isolate)
 
 
@@ -61,6 +64,7 @@ def load_in_child(path: Path, backend: str, build: Callable[[], Any]) -> None:
     # unpacked directory) are never cleaned up by their finalizers: they go into a directory of the
     # parent's, removed when the child is done.
     with tempfile.TemporaryFile() as stderr, tempfile.TemporaryDirectory(prefix="pipeline-isolated-") as scratch:
+
         def job(report_stage: Callable[[str], None]) -> str:
             tempfile.tempdir = scratch
             os.environ["TMPDIR"] = scratch
@@ -84,7 +88,7 @@ def load_in_child(path: Path, backend: str, build: Callable[[], Any]) -> None:
             raise ArtifactError(
                 f"{path}: backend {backend!r} cannot load payload.bin: {cause} while compiling it. The payload "
                 "crashes its runtime (it is malformed, or made to); it was not loaded into this process."
-                + (f"\n  the runtime's last output:\n" + "\n".join(f"    {line}" for line in output) if output else "")
+                + ("\n  the runtime's last output:\n" + "\n".join(f"    {line}" for line in output) if output else "")
             )
 
         run_in_child(job, died, process="the process that loaded it in isolation")

@@ -22,31 +22,72 @@ import ast
 import keyword
 import math
 import unicodedata
-from typing import Any, FrozenSet, Optional
+from typing import Any
 
 from pipeline.core.errors import LoweringError
 
 # The globals the generated code reads (pipeline.core.codegen binds them): a parameter of the
 # same name would shadow them.
 # The globals and locals generated methods use besides their parameters (pipeline.core.codegen).
-GENERATED_GLOBALS: FrozenSet[str] = frozenset({"Tensor", "BackendRuntimeError", "tree_unflatten", "tree_structure",
-                                               "same_value", "outputs"})
+GENERATED_GLOBALS: frozenset[str] = frozenset(
+    {"Tensor", "BackendRuntimeError", "tree_unflatten", "tree_structure", "same_value", "outputs"}
+)
 MAX_LITERAL_CHARS = 10_000
 MAX_ANNOTATION_CHARS = 300
 _MAX_LITERAL_DEPTH = 32
 
-_TYPING = ("Any", "Optional", "Union", "List", "Tuple", "Dict", "Set", "FrozenSet", "Sequence", "Mapping",
-           "Iterable", "Callable", "Type")
-ANNOTATION_NAMES: FrozenSet[str] = frozenset(
-    ("None", "NoneType", "bool", "int", "float", "complex", "str", "bytes", "list", "tuple", "dict", "set",
-     "frozenset", "object", "Tensor", "torch.Tensor", "torch.dtype", "torch.device", "torch.Size",
-     # TorchScript's own type names, as str(schema type) writes them
-     "number", "Scalar", "Device", "ScalarType", "Layout", "MemoryFormat", "Generator", "Storage")
-    + _TYPING + tuple(f"typing.{name}" for name in _TYPING)
+_TYPING = (
+    "Any",
+    "Optional",
+    "Union",
+    "List",
+    "Tuple",
+    "Dict",
+    "Set",
+    "FrozenSet",
+    "Sequence",
+    "Mapping",
+    "Iterable",
+    "Callable",
+    "Type",
+)
+ANNOTATION_NAMES: frozenset[str] = frozenset(
+    (
+        "None",
+        "NoneType",
+        "bool",
+        "int",
+        "float",
+        "complex",
+        "str",
+        "bytes",
+        "list",
+        "tuple",
+        "dict",
+        "set",
+        "frozenset",
+        "object",
+        "Tensor",
+        "torch.Tensor",
+        "torch.dtype",
+        "torch.device",
+        "torch.Size",
+        # TorchScript's own type names, as str(schema type) writes them
+        "number",
+        "Scalar",
+        "Device",
+        "ScalarType",
+        "Layout",
+        "MemoryFormat",
+        "Generator",
+        "Storage",
+    )
+    + _TYPING
+    + tuple(f"typing.{name}" for name in _TYPING)
 )
 
 
-def check_name(name: Any, what: str, *, reserved: FrozenSet[str] = frozenset()) -> str:
+def check_name(name: Any, what: str, *, reserved: frozenset[str] = frozenset()) -> str:
     """``name`` if generated code may use it as ``what`` (a method or parameter name); else `LoweringError`."""
     if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name):
         raise LoweringError(f"The {what} {name!r} is not a Python identifier (or is a keyword).")
@@ -60,7 +101,7 @@ def check_name(name: Any, what: str, *, reserved: FrozenSet[str] = frozenset()) 
     return name
 
 
-def literal_source(value: Any) -> Optional[str]:
+def literal_source(value: Any) -> str | None:
     """``repr(value)`` if ``value`` is in the closed literal set (so that `read_literal` reads it back), else None."""
     if not _is_literal(value, 0):
         return None
@@ -123,7 +164,7 @@ def _is_literal(value: Any, depth: int) -> bool:
     return False
 
 
-def _annotation_problem(node: ast.AST) -> Optional[str]:
+def _annotation_problem(node: ast.AST) -> str | None:
     """Why ``node`` is not in the closed annotation grammar, or None (iterative: no recursion to exhaust)."""
     stack = [node]
     while stack:
@@ -145,7 +186,7 @@ def _annotation_problem(node: ast.AST) -> Optional[str]:
     return None
 
 
-def _dotted(node: ast.AST) -> Optional[str]:
+def _dotted(node: ast.AST) -> str | None:
     parts = []
     while isinstance(node, ast.Attribute):
         parts.append(node.attr)

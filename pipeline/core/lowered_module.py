@@ -11,23 +11,39 @@ from __future__ import annotations
 import time
 import types
 import warnings
-from typing import Any, Dict, List, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.utils._pytree as pytree
-from torch.nn.modules.module import (_global_backward_hooks, _global_backward_pre_hooks, _global_forward_hooks,
-                                     _global_forward_pre_hooks)
+from torch.nn.modules.module import (
+    _global_backward_hooks,
+    _global_backward_pre_hooks,
+    _global_forward_hooks,
+    _global_forward_pre_hooks,
+)
 
+from pipeline.core import toolchain_output
 from pipeline.core.backend import Backend, BackendInfo, ProfileEvent
 from pipeline.core.codegen import generate_methods, same_value
 from pipeline.core.debug_handles import HandleMap
-from pipeline.core.errors import (ArgumentError, BackendNotAvailableError, BackendRuntimeError, LoweringError,
-                                  format_choices)
-from pipeline.core import toolchain_output
+from pipeline.core.errors import (
+    ArgumentError,
+    BackendNotAvailableError,
+    BackendRuntimeError,
+    LoweringError,
+    format_choices,
+)
 from pipeline.core.literals import check_name
-from pipeline.core.signature import (STRUCTURE, TENSOR, VAR_KEYWORD, VAR_POSITIONAL, CapturedValue, MethodSignature,
-                                     OutputStructure)
-
+from pipeline.core.signature import (
+    STRUCTURE,
+    TENSOR,
+    VAR_KEYWORD,
+    VAR_POSITIONAL,
+    CapturedValue,
+    MethodSignature,
+    OutputStructure,
+)
 
 _get_tracing_state = torch._C._get_tracing_state
 _RECAPTURE = "Lower the model again with example inputs like this call's, to run it."
@@ -64,15 +80,15 @@ class LoweredModule(torch.nn.Module):
         backend: BackendInfo,
         *,
         frontend: str,
-        method_compile_spec: Dict[str, Dict[str, Any]],
+        method_compile_spec: dict[str, dict[str, Any]],
         payload: bytes,
         handle_map: HandleMap,
-        notes: Optional[Dict[str, Any]] = None,
-        signatures: Dict[str, MethodSignature],
-        outputs: Dict[str, OutputStructure],
+        notes: dict[str, Any] | None = None,
+        signatures: dict[str, MethodSignature],
+        outputs: dict[str, OutputStructure],
         original_type: str,
         original_methods: Sequence[str] = (),
-        timings: Optional[Dict[str, float]] = None,
+        timings: dict[str, float] | None = None,
     ):
         super().__init__()
         for name in method_compile_spec:
@@ -89,7 +105,7 @@ class LoweredModule(torch.nn.Module):
         self.original_methods = sorted(set(original_methods) | set(method_compile_spec))
         self.backend_version = backend.version
         self._backend = backend.backend_cls()
-        self._handles: Dict[str, Any] = {}
+        self._handles: dict[str, Any] = {}
         with toolchain_output.logged():  # asking imports the runtime, and some print as they load
             self.available = bool(self._backend.is_available())
         timings = {} if timings is None else timings
@@ -121,9 +137,18 @@ class LoweredModule(torch.nn.Module):
         # state, eight hook checks) before it reaches forward: most of a lowered call's overhead at small
         # sizes. With no hooks, no tracer and no torch.compile wrapper, call forward directly; otherwise
         # torch's own path runs, hooks and all.
-        if (self._forward_pre_hooks or self._forward_hooks or self._backward_pre_hooks or self._backward_hooks
-                or _global_forward_pre_hooks or _global_forward_hooks or _global_backward_pre_hooks
-                or _global_backward_hooks or self._compiled_call_impl is not None or _get_tracing_state()):
+        if (
+            self._forward_pre_hooks
+            or self._forward_hooks
+            or self._backward_pre_hooks
+            or self._backward_hooks
+            or _global_forward_pre_hooks
+            or _global_forward_hooks
+            or _global_backward_pre_hooks
+            or _global_backward_hooks
+            or self._compiled_call_impl is not None
+            or _get_tracing_state()
+        ):
             return torch.nn.Module.__call__(self, *args, **kwargs)
         return self.forward(*args, **kwargs)
 
@@ -144,10 +169,10 @@ class LoweredModule(torch.nn.Module):
         return self._handles[method]
 
     @property
-    def methods(self) -> List[str]:
+    def methods(self) -> list[str]:
         return list(self.method_compile_spec)
 
-    def profile(self, method: str, *args: Any, **kwargs: Any) -> Optional[List[ProfileEvent]]:
+    def profile(self, method: str, *args: Any, **kwargs: Any) -> list[ProfileEvent] | None:
         """The backend's timed events for one call of ``method``, or None if it cannot report them.
 
         Each `ProfileEvent` carries the debug handles of what it timed; `handle_map`
@@ -160,7 +185,7 @@ class LoweredModule(torch.nn.Module):
         values = self.signatures[method].bind(args, kwargs, method=method)
         return self._backend.profile(self._handles[method], values)
 
-    def _compile(self) -> Dict[str, Any]:
+    def _compile(self) -> dict[str, Any]:
         try:
             with toolchain_output.logged():  # runtimes log as they load (ExecuTorch's cpuinfo): to the log
                 handles = self._backend.compile(self.payload, self.method_compile_spec)
@@ -178,7 +203,7 @@ class LoweredModule(torch.nn.Module):
             )
         return dict(handles)
 
-    def _unavailable(self, handle: Any, inputs: List[Any]) -> List[Any]:
+    def _unavailable(self, handle: Any, inputs: list[Any]) -> list[Any]:
         raise BackendNotAvailableError(
             f"Backend {self.backend_name!r} is not available. Execution of this module is possible after "
             "saving it and loading it on a machine where the backend is available."
@@ -187,6 +212,7 @@ class LoweredModule(torch.nn.Module):
     def _not_lowered(self, method: str):
         def raise_not_lowered(*args: Any, **kwargs: Any) -> Any:
             raise AttributeError(self._not_lowered_message(method))
+
         return raise_not_lowered
 
     def _not_lowered_message(self, method: str) -> str:
@@ -212,7 +238,7 @@ class LoweredModule(torch.nn.Module):
             message += "\n" + "\n".join("  " + line for line in where.splitlines())
         return BackendRuntimeError(message, error.debug_handles)
 
-    def _argument_error(self, method: str, call: Dict[str, Any]) -> ArgumentError:
+    def _argument_error(self, method: str, call: dict[str, Any]) -> ArgumentError:
         """Why a call is not the one ``method``'s program was captured with (the generated check failed)."""
         signature = self.signatures[method]
         captured = signature.captured
@@ -223,13 +249,19 @@ class LoweredModule(torch.nn.Module):
             return ArgumentError(
                 f"{self._call_name(method)}: the program was captured with keyword arguments "
                 f"{format_choices(captured.keywords)} through **{var[VAR_KEYWORD]}; this call "
-                + (f"adds {format_choices(added)}" if added else "") + (" and " if added and dropped else "")
-                + (f"leaves out {format_choices(dropped)}" if dropped else "") + ". " + _RECAPTURE)
+                + (f"adds {format_choices(added)}" if added else "")
+                + (" and " if added and dropped else "")
+                + (f"leaves out {format_choices(dropped)}" if dropped else "")
+                + ". "
+                + _RECAPTURE
+            )
         positional = call.get(var.get(VAR_POSITIONAL, ""), ())
         if VAR_POSITIONAL in var and len(positional) != captured.var_positional:
-            return ArgumentError(f"{self._call_name(method)}: the program was captured with "
-                                 f"{captured.var_positional} value(s) for *{var[VAR_POSITIONAL]}; this call passes "
-                                 f"{len(positional)}. {_RECAPTURE}")
+            return ArgumentError(
+                f"{self._call_name(method)}: the program was captured with "
+                f"{captured.var_positional} value(s) for *{var[VAR_POSITIONAL]}; this call passes "
+                f"{len(positional)}. {_RECAPTURE}"
+            )
         values = iter(captured.values)
         for p in signature.params:
             if p.kind == VAR_POSITIONAL:
@@ -244,7 +276,8 @@ class LoweredModule(torch.nn.Module):
                     return ArgumentError(
                         f"{self._call_name(method)}: argument {expected.name!r} was captured as "
                         f"{_described(expected)}; this call passes {_given(value)}. The lowered program is "
-                        f"specialised on it. {_RECAPTURE}")
+                        f"specialised on it. {_RECAPTURE}"
+                    )
         return ArgumentError(f"{self._call_name(method)}: this call does not match the captured one. {_RECAPTURE}")
 
     def _call_name(self, method: str) -> str:
@@ -265,7 +298,7 @@ class LoweredModule(torch.nn.Module):
         return f"backend={self.backend_name!r}, frontend={self.frontend!r}, methods={self.methods}"
 
 
-def _bound_execute(backend: Backend, handles: Dict[str, Any]):
+def _bound_execute(backend: Backend, handles: dict[str, Any]):
     """What the generated methods call as ``self._execute(handle, inputs)``.
 
     It is the backend's ``execute``, unless the backend keeps the default (which
@@ -280,9 +313,22 @@ def _bound_execute(backend: Backend, handles: Dict[str, Any]):
 
 
 # Set on every instance (by __init__ or torch.nn.Module): a lowered method of the same name would replace them.
-_INSTANCE_ATTRIBUTES = frozenset({"backend_name", "frontend", "method_compile_spec", "payload", "handle_map",
-                                  "signatures", "outputs", "original_type", "original_methods", "backend_version",
-                                  "available", "training"})
+_INSTANCE_ATTRIBUTES = frozenset(
+    {
+        "backend_name",
+        "frontend",
+        "method_compile_spec",
+        "payload",
+        "handle_map",
+        "signatures",
+        "outputs",
+        "original_type",
+        "original_methods",
+        "backend_version",
+        "available",
+        "training",
+    }
+)
 
 
 def check_method_name(name: Any) -> str:

@@ -12,7 +12,8 @@ import dataclasses
 import enum
 import time
 import warnings
-from typing import Any, Dict, Mapping, Optional, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 
@@ -22,7 +23,13 @@ from pipeline.core.debug_handles import DebugHandleGenerator
 from pipeline.core.errors import LoweringError, format_choices
 from pipeline.core.frontends import ExampleInputs, as_captured, call_arguments, capture, model_methods, type_name
 from pipeline.core.lowered_module import LoweredModule, check_method_name
-from pipeline.core.partitioned import PartitionedModule, mark_handles, partition_record, partitioned_payload, split_program
+from pipeline.core.partitioned import (
+    PartitionedModule,
+    mark_handles,
+    partition_record,
+    partitioned_payload,
+    split_program,
+)
 from pipeline.core.registry import get_backend
 from pipeline.core.source import HierarchyPath, torchscript_call_sites
 from pipeline.core.spec import SpecError, options_of, parse_compile_spec
@@ -38,8 +45,8 @@ def codegen_backend_module(
     debug_handles: str = "sequential",
     original_methods: Sequence[str] = (),
     hierarchy_prefix: HierarchyPath = (),
-    top_type: Optional[str] = None,
-    timings: Optional[Dict[str, float]] = None,
+    top_type: str | None = None,
+    timings: dict[str, float] | None = None,
     partition: bool = False,
     min_nodes: int = 1,
 ) -> LoweredModule:
@@ -63,12 +70,21 @@ def codegen_backend_module(
             f"Backend {backend_name!r} does not accept the {captured.frontend!r} frontend; "
             f"it accepts: {format_choices(backend.accepts)}."
         )
-    call_sites = (torchscript_call_sites(captured.program, list(spec)) if captured.frontend == "torchscript" else {})
-    generator = _TimedGenerator(DebugHandleGenerator(debug_handles, top_type=top_type or captured.top_type,
-                                                     prefix=hierarchy_prefix, call_sites=call_sites))
-    module_kwargs = dict(frontend=captured.frontend, method_compile_spec=spec, signatures=captured.signatures,
-                         outputs=captured.outputs, original_type=captured.top_type,
-                         original_methods=original_methods or list(spec), timings=timings)
+    call_sites = torchscript_call_sites(captured.program, list(spec)) if captured.frontend == "torchscript" else {}
+    generator = _TimedGenerator(
+        DebugHandleGenerator(
+            debug_handles, top_type=top_type or captured.top_type, prefix=hierarchy_prefix, call_sites=call_sites
+        )
+    )
+    module_kwargs = dict(
+        frontend=captured.frontend,
+        method_compile_spec=spec,
+        signatures=captured.signatures,
+        outputs=captured.outputs,
+        original_type=captured.top_type,
+        original_methods=original_methods or list(spec),
+        timings=timings,
+    )
     if partition:
         return _partitioned(backend, captured, spec, generator, min_nodes, timings, module_kwargs)
     result = _preprocess(backend, _own_copy(captured.program), spec, generator, timings)
@@ -77,8 +93,13 @@ def codegen_backend_module(
     return LoweredModule(backend, payload=result.payload, notes=result.notes, handle_map=handle_map, **module_kwargs)
 
 
-def _preprocess(backend: BackendInfo, program: Any, spec: Dict[str, Dict[str, Any]], generator: "_TimedGenerator",
-                timings: Dict[str, float]) -> PreprocessResult:
+def _preprocess(
+    backend: BackendInfo,
+    program: Any,
+    spec: dict[str, dict[str, Any]],
+    generator: _TimedGenerator,
+    timings: dict[str, float],
+) -> PreprocessResult:
     """The backend's preprocess on its own copy of the program, timed, its failures as `LoweringError`."""
     start = time.perf_counter()
     before = generator.seconds
@@ -94,8 +115,15 @@ def _preprocess(backend: BackendInfo, program: Any, spec: Dict[str, Dict[str, An
     return _as_preprocess_result(backend.name, result)
 
 
-def _partitioned(backend: BackendInfo, captured: Any, spec: Dict[str, Dict[str, Any]], generator: "_TimedGenerator",
-                 min_nodes: int, timings: Dict[str, float], module_kwargs: Dict[str, Any]) -> PartitionedModule:
+def _partitioned(
+    backend: BackendInfo,
+    captured: Any,
+    spec: dict[str, dict[str, Any]],
+    generator: _TimedGenerator,
+    min_nodes: int,
+    timings: dict[str, float],
+    module_kwargs: dict[str, Any],
+) -> PartitionedModule:
     """Split (`pipeline.core.partitioned`), lower the supported groups in one preprocess, record the split."""
     start = time.perf_counter()
     with toolchain_output.logged():  # functionalizing re-traces the program, and torch talks as it does
@@ -103,14 +131,23 @@ def _partitioned(backend: BackendInfo, captured: Any, spec: Dict[str, Dict[str, 
     timings["partition"] = time.perf_counter() - start - generator.seconds
     timed = _TimedGenerator(split.generator)
     timed.seconds = generator.seconds
-    result = (_preprocess(backend, _own_copy(split.programs), split.spec, timed, timings) if split.programs
-              else PreprocessResult(b""))
+    result = (
+        _preprocess(backend, _own_copy(split.programs), split.spec, timed, timings)
+        if split.programs
+        else PreprocessResult(b"")
+    )
     handle_map = generator.handle_map
     mark_handles(handle_map, split)
     handle_map.backend_map = {str(k): [int(h) for h in v] for k, v in result.backend_map.items()}
     record = partition_record(split, backend.name, min_nodes)
-    return PartitionedModule(backend, partition=record, payload=partitioned_payload(split, result.payload),
-                             notes=result.notes, handle_map=handle_map, **module_kwargs)
+    return PartitionedModule(
+        backend,
+        partition=record,
+        payload=partitioned_payload(split, result.payload),
+        notes=result.notes,
+        handle_map=handle_map,
+        **module_kwargs,
+    )
 
 
 class _TimedGenerator:
@@ -121,7 +158,7 @@ class _TimedGenerator:
         self.handle_map = getattr(generator, "handle_map", None)
         self.seconds = 0.0
 
-    def __call__(self, graph: Any, method: str = "forward") -> Dict[Any, int]:
+    def __call__(self, graph: Any, method: str = "forward") -> dict[Any, int]:
         start = time.perf_counter()
         try:
             return self.generator(graph, method)
@@ -134,12 +171,12 @@ def to_backend(
     module: torch.nn.Module,
     method_compile_spec: MethodCompileSpec,
     *,
-    frontend: Optional[str] = None,
-    example_inputs: Optional[ExampleInputs] = None,
+    frontend: str | None = None,
+    example_inputs: ExampleInputs | None = None,
     debug_handles: str = "sequential",
     torchscript_mode: str = "script",
     hierarchy_prefix: HierarchyPath = (),
-    top_type: Optional[str] = None,
+    top_type: str | None = None,
     partition: bool = False,
     min_nodes: int = 1,
 ) -> LoweredModule:
@@ -152,12 +189,21 @@ def to_backend(
     """
     spec = normalize_compile_spec(method_compile_spec)
     if partition and frontend not in (None, "export"):
-        raise LoweringError(f"Partitioned lowering splits exported programs; frontend {frontend!r} cannot be "
-                            "partitioned (allowed with partition=True: 'export').")
+        raise LoweringError(
+            f"Partitioned lowering splits exported programs; frontend {frontend!r} cannot be "
+            "partitioned (allowed with partition=True: 'export')."
+        )
     captured = capture(module, list(spec), frontend, example_inputs, torchscript_mode)
     return codegen_backend_module(
-        backend_name, captured, spec, debug_handles=debug_handles, original_methods=model_methods(module),
-        hierarchy_prefix=hierarchy_prefix, top_type=top_type, partition=partition, min_nodes=min_nodes,
+        backend_name,
+        captured,
+        spec,
+        debug_handles=debug_handles,
+        original_methods=model_methods(module),
+        hierarchy_prefix=hierarchy_prefix,
+        top_type=top_type,
+        partition=partition,
+        min_nodes=min_nodes,
     )
 
 
@@ -165,9 +211,9 @@ def to_backend_selective(
     backend_name: str,
     module: torch.nn.Module,
     paths: Sequence[str],
-    method_compile_spec: Optional[MethodCompileSpec] = None,
+    method_compile_spec: MethodCompileSpec | None = None,
     *,
-    example_inputs: Optional[Any] = None,
+    example_inputs: Any | None = None,
     debug_handles: str = "sequential",
 ) -> torch.nn.Module:
     """A copy of ``module`` whose submodules at ``paths`` are lowered; ``module`` is not changed.
@@ -184,19 +230,25 @@ def to_backend_selective(
     for path, (parent, attribute, submodule) in targets.items():
         prefix = _hierarchy_of(result, path)
         lowered = to_backend(
-            backend_name, submodule, spec,
+            backend_name,
+            submodule,
+            spec,
             frontend="export" if recorded is not None else "torchscript",
             example_inputs={m: recorded[path] for m in spec} if recorded is not None else None,
-            debug_handles=debug_handles, hierarchy_prefix=prefix, top_type=type_name(module),
+            debug_handles=debug_handles,
+            hierarchy_prefix=prefix,
+            top_type=type_name(module),
         )
         setattr(parent, attribute, lowered)
     return result
 
 
-def normalize_compile_spec(spec: MethodCompileSpec) -> Dict[str, Dict[str, Any]]:
+def normalize_compile_spec(spec: MethodCompileSpec) -> dict[str, dict[str, Any]]:
     """``{method: {option: value}}`` as plain dicts; dataclass values become dicts."""
     if not isinstance(spec, Mapping):
-        raise LoweringError(f"A method compile spec is a dict {{method: {{option: value}}}}, not a {type(spec).__name__}.")
+        raise LoweringError(
+            f"A method compile spec is a dict {{method: {{option: value}}}}, not a {type(spec).__name__}."
+        )
     normalized = {}
     for method, options in spec.items():
         if not isinstance(method, str):
@@ -213,8 +265,9 @@ def normalize_compile_spec(spec: MethodCompileSpec) -> Dict[str, Dict[str, Any]]
     return normalized
 
 
-def resolve_compile_spec(backend: BackendInfo, method_compile_spec: MethodCompileSpec,
-                         path: str = "compile_spec") -> Dict[str, Dict[str, Any]]:
+def resolve_compile_spec(
+    backend: BackendInfo, method_compile_spec: MethodCompileSpec, path: str = "compile_spec"
+) -> dict[str, dict[str, Any]]:
     """Every method's options checked as lowering checks them, defaults filled in.
 
     The checks are the backend's ``CompileSpec`` (types, ``__post_init__``) and
@@ -224,8 +277,10 @@ def resolve_compile_spec(backend: BackendInfo, method_compile_spec: MethodCompil
     spec = normalize_compile_spec(method_compile_spec)
     if backend.compile_spec is None:
         return spec
-    typed = {method: parse_compile_spec(backend.compile_spec, options, f"{path}.{method}")
-             for method, options in spec.items()}
+    typed = {
+        method: parse_compile_spec(backend.compile_spec, options, f"{path}.{method}")
+        for method, options in spec.items()
+    }
     try:
         backend.backend_cls.check_compile_spec(typed)
     except LoweringError as error:
@@ -240,7 +295,7 @@ def _own_copy(program: Any) -> Any:
     return copy.deepcopy(program)
 
 
-def _copy_exported(program: "torch.export.ExportedProgram") -> "torch.export.ExportedProgram":
+def _copy_exported(program: torch.export.ExportedProgram) -> torch.export.ExportedProgram:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch's own pytree deprecation, inside deepcopy
         copied = copy.deepcopy(program)
@@ -257,21 +312,25 @@ def _as_preprocess_result(backend_name: str, result: Any) -> PreprocessResult:
     if isinstance(result, (bytes, bytearray)):
         return PreprocessResult(bytes(result))
     if isinstance(result, PreprocessResult) and isinstance(result.payload, (bytes, bytearray)):
-        return PreprocessResult(bytes(result.payload), dict(result.backend_map), _json_notes(backend_name, result.notes))
+        return PreprocessResult(
+            bytes(result.payload), dict(result.backend_map), _json_notes(backend_name, result.notes)
+        )
     raise LoweringError(
         f"Backend {backend_name!r}: preprocess must return bytes or a PreprocessResult with bytes "
         f"(artifacts hold no pickles); it returned {type(result).__name__}."
     )
 
 
-def _json_notes(backend_name: str, notes: Any) -> Dict[str, Any]:
+def _json_notes(backend_name: str, notes: Any) -> dict[str, Any]:
     """The backend's notes, checked to be plain JSON (they go into reports and artifacts)."""
     import json
 
     try:
         return json.loads(json.dumps(notes, sort_keys=True, allow_nan=False))
     except (TypeError, ValueError) as error:
-        raise LoweringError(f"Backend {backend_name!r}: PreprocessResult.notes must be plain JSON values: {error}") from None
+        raise LoweringError(
+            f"Backend {backend_name!r}: PreprocessResult.notes must be plain JSON values: {error}"
+        ) from None
 
 
 def _submodule(root: torch.nn.Module, path: str):
@@ -291,7 +350,7 @@ def _submodule(root: torch.nn.Module, path: str):
         parent, current = current, getattr(current, atom)
         if not isinstance(current, torch.nn.Module):
             raise LoweringError(
-                f"Selective lowering: attribute {'.'.join(atoms[:depth + 1])!r} is a {type(current).__name__}, "
+                f"Selective lowering: attribute {'.'.join(atoms[: depth + 1])!r} is a {type(current).__name__}, "
                 "not a Module."
             )
     return parent, atoms[-1], current
@@ -305,19 +364,23 @@ def _hierarchy_of(root: torch.nn.Module, path: str) -> HierarchyPath:
     return tuple(levels)
 
 
-def _record_inputs(model: torch.nn.Module, targets: Dict[str, Any], example_inputs: Any) -> Dict[str, Any]:
+def _record_inputs(model: torch.nn.Module, targets: dict[str, Any], example_inputs: Any) -> dict[str, Any]:
     """Run the model once and record each target submodule's call (``{"args":, "kwargs":}``)."""
     if isinstance(example_inputs, Mapping):
         if set(example_inputs) != {"forward"}:
-            raise LoweringError("Selective lowering runs the whole model's forward: give example_inputs as "
-                                f"{{'forward': args}}, not for {sorted(map(str, example_inputs))}.")
+            raise LoweringError(
+                "Selective lowering runs the whole model's forward: give example_inputs as "
+                f"{{'forward': args}}, not for {sorted(map(str, example_inputs))}."
+            )
         example_inputs = example_inputs["forward"]
     args, kwargs = call_arguments(example_inputs, "forward")
-    recorded: Dict[str, Any] = {}
+    recorded: dict[str, Any] = {}
     hooks = []
     for path, (_, _, submodule) in targets.items():
+
         def hook(mod, call_args, call_kwargs, path=path):
             recorded.setdefault(path, {"args": tuple(call_args), "kwargs": dict(call_kwargs)})
+
         hooks.append(submodule.register_forward_pre_hook(hook, with_kwargs=True))
     try:
         with torch.no_grad():

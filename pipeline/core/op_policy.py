@@ -59,7 +59,8 @@ from __future__ import annotations
 import functools
 import math
 import re
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 
@@ -69,50 +70,124 @@ NAMESPACES = ("aten", "prims")
 MAX_TENSOR_BYTES = 8 << 30
 
 # str arguments that choose a mode or carry a check's message, by the name ATen gives them.
-STR_ARGUMENTS = frozenset({
-    "approximate", "rounding_mode", "norm", "reduce", "mode", "pad_mode", "padding", "padding_side",
-    "interpolation", "driver", "UPLO", "ord", "p", "side", "indexing", "equation",
-    "assert_msg", "api_name",
-})
+STR_ARGUMENTS = frozenset(
+    {
+        "approximate",
+        "rounding_mode",
+        "norm",
+        "reduce",
+        "mode",
+        "pad_mode",
+        "padding",
+        "padding_side",
+        "interpolation",
+        "driver",
+        "UPLO",
+        "ord",
+        "p",
+        "side",
+        "indexing",
+        "equation",
+        "assert_msg",
+        "api_name",
+    }
+)
 
 # Seeded ops with one of these arguments draw random numbers only while they drop out (dropout, the RNNs,
 # attention); inference programs run them at rate 0, or with train=False.
 DROPOUT_ARGUMENTS = frozenset({"p", "dropout", "dropout_p", "train"})
 
 # Ops that return nothing and only raise: the checks torch.export writes into programs.
-CHECKS = frozenset({
-    "_assert_async", "_assert_scalar", "_assert_tensor_metadata", "_linalg_check_errors",
-    "sym_constrain_range", "sym_constrain_range_for_size",
-})
+CHECKS = frozenset(
+    {
+        "_assert_async",
+        "_assert_scalar",
+        "_assert_tensor_metadata",
+        "_linalg_check_errors",
+        "sym_constrain_range",
+        "sym_constrain_range_for_size",
+    }
+)
 
 # Private ops that torch.export writes into programs (the forms its tracing, functionalization and
 # run_decompositions() give public calls), without overloads.
-PRIVATE_OPS = CHECKS | frozenset({
-    "_to_copy", "_unsafe_view", "_reshape_copy", "_lazy_clone", "_conj", "_conj_physical", "_neg_view",
-    "_softmax", "_log_softmax", "_safe_softmax", "_native_batch_norm_legit_no_training",
-    "_functional_assert_async", "_functional_assert_scalar", "_functional_sym_constrain_range",
-    "_functional_sym_constrain_range_for_size", "_make_dep_token", "_local_scalar_dense",
-    "_linalg_eigh", "_linalg_svd", "_linalg_det", "_linalg_slogdet", "_linalg_solve_ex", "_linalg_eigvals",
-    "_lu_with_info", "_fft_c2c", "_fft_r2c", "_fft_c2r", "_adaptive_avg_pool2d", "_adaptive_avg_pool3d",
-    "_cdist_forward", "_pdist_forward", "_euclidean_dist", "_embedding_bag", "_embedding_bag_forward_only",
-    "_prelu_kernel", "_weight_norm_interface", "_upsample_bilinear2d_aa", "_upsample_bicubic2d_aa",
-    "_upsample_nearest_exact1d", "_upsample_nearest_exact2d", "_upsample_nearest_exact3d", "_unique2",
-    "_scaled_dot_product_flash_attention_for_cpu", "_addmm_activation", "_convolution", "_aminmax",
-    "_logcumsumexp", "_chunk_cat", "_trilinear", "_int_mm", "_weight_int8pack_mm", "_fused_rms_norm",
-    "_pad_circular", "_pad_enum", "_grid_sampler_2d_cpu_fallback", "_is_all_true", "_is_any_true",
-    "_dim_arange", "_shape_as_tensor",
-})
+PRIVATE_OPS = CHECKS | frozenset(
+    {
+        "_to_copy",
+        "_unsafe_view",
+        "_reshape_copy",
+        "_lazy_clone",
+        "_conj",
+        "_conj_physical",
+        "_neg_view",
+        "_softmax",
+        "_log_softmax",
+        "_safe_softmax",
+        "_native_batch_norm_legit_no_training",
+        "_functional_assert_async",
+        "_functional_assert_scalar",
+        "_functional_sym_constrain_range",
+        "_functional_sym_constrain_range_for_size",
+        "_make_dep_token",
+        "_local_scalar_dense",
+        "_linalg_eigh",
+        "_linalg_svd",
+        "_linalg_det",
+        "_linalg_slogdet",
+        "_linalg_solve_ex",
+        "_linalg_eigvals",
+        "_lu_with_info",
+        "_fft_c2c",
+        "_fft_r2c",
+        "_fft_c2r",
+        "_adaptive_avg_pool2d",
+        "_adaptive_avg_pool3d",
+        "_cdist_forward",
+        "_pdist_forward",
+        "_euclidean_dist",
+        "_embedding_bag",
+        "_embedding_bag_forward_only",
+        "_prelu_kernel",
+        "_weight_norm_interface",
+        "_upsample_bilinear2d_aa",
+        "_upsample_bicubic2d_aa",
+        "_upsample_nearest_exact1d",
+        "_upsample_nearest_exact2d",
+        "_upsample_nearest_exact3d",
+        "_unique2",
+        "_scaled_dot_product_flash_attention_for_cpu",
+        "_addmm_activation",
+        "_convolution",
+        "_aminmax",
+        "_logcumsumexp",
+        "_chunk_cat",
+        "_trilinear",
+        "_int_mm",
+        "_weight_int8pack_mm",
+        "_fused_rms_norm",
+        "_pad_circular",
+        "_pad_enum",
+        "_grid_sampler_2d_cpu_fallback",
+        "_is_all_true",
+        "_is_any_true",
+        "_dim_arange",
+        "_shape_as_tensor",
+    }
+)
 
 # The names of ops of tensors that are not dense and strided (rule 7): fake_quantize_* is dense math.
 OTHER_LAYOUTS = re.compile(r"sparse|quantized|nested|mkldnn|^_?(quantize_per|dequantize|q_|int_repr|make_per)")
 UNINITIALIZED_STORAGE = frozenset({"resize", "resize_as"})
 
 # Ops whose results are uninitialized memory: run zero-filled.
-FILLS_UNINITIALIZED = frozenset({"empty", "empty_like", "empty_strided", "empty_permuted", "new_empty",
-                                 "new_empty_strided"})
+FILLS_UNINITIALIZED = frozenset(
+    {"empty", "empty_like", "empty_strided", "empty_permuted", "new_empty", "new_empty_strided"}
+)
 
-_DATA_TYPE = re.compile(r"(Optional\[)?(List\[)?(Optional\[)?(Tensor|int|float|bool|number|complex|ScalarType|"
-                        r"Layout|Device|MemoryFormat)\]*")
+_DATA_TYPE = re.compile(
+    r"(Optional\[)?(List\[)?(Optional\[)?(Tensor|int|float|bool|number|complex|ScalarType|"
+    r"Layout|Device|MemoryFormat)\]*"
+)
 _STR_TYPE = re.compile(r"(Optional\[)?str\]?")
 
 
@@ -123,7 +198,7 @@ def refusal(op: Any) -> str:
     return _refusal(op)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _refusal(op: torch._ops.OpOverload) -> str:
     schema = op._schema
     name = schema.name.split("::", 1)[-1]
@@ -135,9 +210,11 @@ def _refusal(op: torch._ops.OpOverload) -> str:
         kind = str(argument.type)
         if _STR_TYPE.fullmatch(kind):
             if argument.name not in STR_ARGUMENTS:
-                return (f"takes a str {argument.name!r}, which names a file or text, not a mode; a fallback takes "
-                        "str arguments only where ATen names a mode or a check's message "
-                        "(pipeline.core.op_policy.STR_ARGUMENTS)")
+                return (
+                    f"takes a str {argument.name!r}, which names a file or text, not a mode; a fallback takes "
+                    "str arguments only where ATen names a mode or a check's message "
+                    "(pipeline.core.op_policy.STR_ARGUMENTS)"
+                )
         elif not _DATA_TYPE.fullmatch(kind):
             return f"takes {argument.name!r} of type {kind}, which is not data (tensors, numbers, dtypes, devices)"
     for value in schema.returns:
@@ -146,11 +223,15 @@ def _refusal(op: torch._ops.OpOverload) -> str:
     if torch.Tag.nondeterministic_seeded in op.tags and not any(a.name in DROPOUT_ARGUMENTS for a in schema.arguments):
         return "draws random numbers from the process's generator, state outside the program"
     if not schema.returns and name not in CHECKS:
-        return f"returns nothing, so it runs only for an effect; of such ops a fallback runs the checks {sorted(CHECKS)}"
+        return (
+            f"returns nothing, so it runs only for an effect; of such ops a fallback runs the checks {sorted(CHECKS)}"
+        )
     operator_form = name.startswith("__") and name.endswith("__")  # __and__, __or__: Python's operators
     if name.startswith("_") and not operator_form and name not in PRIVATE_OPS:
-        return ("is a private ATen op, which leaves argument checks to its public callers; a fallback runs public "
-                "ops and the private ones torch.export writes into programs (pipeline.core.op_policy.PRIVATE_OPS)")
+        return (
+            "is a private ATen op, which leaves argument checks to its public callers; a fallback runs public "
+            "ops and the private ones torch.export writes into programs (pipeline.core.op_policy.PRIVATE_OPS)"
+        )
     if OTHER_LAYOUTS.search(name):
         return "makes or reads sparse, quantized, nested or mkldnn tensors; a fallback computes on dense tensors"
     if name in UNINITIALIZED_STORAGE:
@@ -158,7 +239,7 @@ def _refusal(op: torch._ops.OpOverload) -> str:
     return ""
 
 
-def allowed_overloads() -> List[str]:
+def allowed_overloads() -> list[str]:
     """Every overload of this PyTorch on the allow-list, as ``namespace::name.overload``."""
     names = []
     for schema in torch._C._jit_get_all_schemas():
@@ -171,7 +252,7 @@ def allowed_overloads() -> List[str]:
     return sorted(set(names))
 
 
-def lookup(namespace: str, name: str, overload: str) -> Optional[torch._ops.OpOverload]:
+def lookup(namespace: str, name: str, overload: str) -> torch._ops.OpOverload | None:
     """``torch.ops.<namespace>.<name>.<overload>``, or None when this PyTorch has no such overload."""
     try:
         found = getattr(getattr(getattr(torch.ops, namespace), name), overload)
@@ -181,6 +262,7 @@ def lookup(namespace: str, name: str, overload: str) -> Optional[torch._ops.OpOv
 
 
 # -- sizes -----------------------------------------------------------------------------------------
+
 
 class Unknown:
     """An operand whose value is known only when the program runs (a value it computes)."""
@@ -200,8 +282,10 @@ def size_problem(op: Any, args: Sequence[Any], kwargs: Mapping[str, Any]) -> str
     asked = _declared_bytes(op, _bind(op, args, kwargs))
     if asked is None or asked <= MAX_TENSOR_BYTES:
         return ""
-    return (f"asks for a tensor of {asked} bytes, past the limit of {MAX_TENSOR_BYTES} bytes "
-            f"({MAX_TENSOR_BYTES >> 30} GiB) that a program from a file may make")
+    return (
+        f"asks for a tensor of {asked} bytes, past the limit of {MAX_TENSOR_BYTES} bytes "
+        f"({MAX_TENSOR_BYTES >> 30} GiB) that a program from a file may make"
+    )
 
 
 def sized(op: Any) -> bool:
@@ -235,8 +319,10 @@ def guarded(op: torch._ops.OpOverload, *, check_results: bool = True) -> Callabl
             result.zero_()
         found = oversized(result) if check_results else ""
         if found:
-            raise ValueError(f"{op_label(op)} made {found}, past the limit of {MAX_TENSOR_BYTES} bytes that a "
-                             "program from a file may make")
+            raise ValueError(
+                f"{op_label(op)} made {found}, past the limit of {MAX_TENSOR_BYTES} bytes that a "
+                "program from a file may make"
+            )
         return result
 
     return run
@@ -253,8 +339,8 @@ _GROWS_INPUT = frozenset({"expand", "expand_copy", "broadcast_to", "broadcast_in
 _COUNTED = ("arange", "linspace", "logspace", "eye", "iota", "repeat", "tril_indices", "triu_indices")
 
 
-@functools.lru_cache(maxsize=None)
-def _size_kind(op: torch._ops.OpOverload) -> Optional[str]:
+@functools.cache
+def _size_kind(op: torch._ops.OpOverload) -> str | None:
     """How ``op`` says the size of what it makes: ``"size"`` (a size or shape argument of a factory, a
     ``new_*`` or an expand), the name of an op whose operands count elements, or None (its size follows
     its inputs: views, reshapes and every other op)."""
@@ -271,14 +357,15 @@ def _size_kind(op: torch._ops.OpOverload) -> Optional[str]:
 _NO_DEFAULT = object()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _parameters(op: torch._ops.OpOverload) -> tuple:
     """``(name, keyword only, default)`` per argument, read once: the schema's accessors are slow to call."""
-    return tuple((a.name, a.kwarg_only, a.default_value if a.has_default_value() else _NO_DEFAULT)
-                 for a in op._schema.arguments)
+    return tuple(
+        (a.name, a.kwarg_only, a.default_value if a.has_default_value() else _NO_DEFAULT) for a in op._schema.arguments
+    )
 
 
-def _bind(op: torch._ops.OpOverload, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Dict[str, Any]:
+def _bind(op: torch._ops.OpOverload, args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
     bound = {}
     for position, (name, kwarg_only, default) in enumerate(_parameters(op)):
         if name in kwargs:
@@ -290,7 +377,7 @@ def _bind(op: torch._ops.OpOverload, args: Sequence[Any], kwargs: Mapping[str, A
     return bound
 
 
-def _declared_bytes(op: torch._ops.OpOverload, bound: Dict[str, Any]) -> Optional[int]:
+def _declared_bytes(op: torch._ops.OpOverload, bound: dict[str, Any]) -> int | None:
     kind = _size_kind(op)
     if kind is None:
         return None
@@ -319,26 +406,29 @@ def _declared_bytes(op: torch._ops.OpOverload, bound: Dict[str, Any]) -> Optiona
     return elements * _itemsize(bound)
 
 
-def _number(value: Any) -> Optional[int]:
+def _number(value: Any) -> int | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         return None
     return max(int(value), 0)
 
 
-def _extent(shape: Any, stride: Any) -> Optional[int]:
+def _extent(shape: Any, stride: Any) -> int | None:
     """Elements a tensor of ``shape`` (and ``stride``, if given) spans; -1 and unknown sizes count as 1."""
     if not isinstance(shape, (list, tuple)):
         return None
     sizes = [s if isinstance(s, int) and not isinstance(s, bool) and s >= 0 else 1 for s in shape]
     if 0 in sizes:
         return 0
-    if isinstance(stride, (list, tuple)) and len(stride) == len(sizes) and \
-            all(isinstance(s, int) and not isinstance(s, bool) for s in stride):
+    if (
+        isinstance(stride, (list, tuple))
+        and len(stride) == len(sizes)
+        and all(isinstance(s, int) and not isinstance(s, bool) for s in stride)
+    ):
         return 1 + sum((size - 1) * abs(step) for size, step in zip(sizes, stride))
     return math.prod(sizes)
 
 
-def _arange_length(bound: Dict[str, Any]) -> Optional[int]:
+def _arange_length(bound: dict[str, Any]) -> int | None:
     start, end, step = bound.get("start", 0), bound.get("end"), bound.get("step", 1)
     numbers = [_real(v) for v in (start, end, step)]
     if any(v is None for v in numbers) or numbers[2] == 0:
@@ -347,13 +437,13 @@ def _arange_length(bound: Dict[str, Any]) -> Optional[int]:
     return max(math.ceil((end - start) / step), 0)
 
 
-def _real(value: Any) -> Optional[float]:
+def _real(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         return None
     return float(value)
 
 
-def _itemsize(bound: Dict[str, Any]) -> int:
+def _itemsize(bound: dict[str, Any]) -> int:
     dtype = bound.get("dtype")
     if isinstance(dtype, torch.dtype):
         return dtype.itemsize

@@ -20,14 +20,21 @@ from __future__ import annotations
 import copy
 import heapq
 import operator
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+from typing import Any
 
 import torch
 import torch.utils._pytree as pytree
 from torch.export.exported_program import ModuleCallEntry, ModuleCallSignature
-from torch.export.graph_signature import (ExportGraphSignature, InputKind, InputSpec, OutputKind, OutputSpec,
-                                          TensorArgument)
+from torch.export.graph_signature import (
+    ExportGraphSignature,
+    InputKind,
+    InputSpec,
+    OutputKind,
+    OutputSpec,
+    TensorArgument,
+)
 from torch.fx.passes.infra.partitioner import CapabilityBasedPartitioner
 from torch.fx.passes.operator_support import OperatorSupportBase
 
@@ -36,7 +43,7 @@ from pipeline.core.errors import LoweringError
 FALLBACK = "fallback"  # the partition name of what runs in PyTorch
 _LIFTED = (InputKind.PARAMETER, InputKind.BUFFER, InputKind.CONSTANT_TENSOR)
 
-Supports = Callable[[torch.fx.Node], Union[bool, str]]
+Supports = Callable[[torch.fx.Node], bool | str]
 
 
 @dataclass(eq=False)  # hashed by identity: groups are nodes of the run order
@@ -44,10 +51,10 @@ class Group:
     """One supported subgraph: its nodes, what flows in and out, and its own program."""
 
     name: str  # the method name the backend lowers it under: "forward_p0"
-    nodes: List[torch.fx.Node]
-    inputs: List[torch.fx.Node]  # values computed outside it, in the order its program takes them
-    outputs: List[torch.fx.Node]  # its values read outside it
-    program: Optional[torch.export.ExportedProgram] = None
+    nodes: list[torch.fx.Node]
+    inputs: list[torch.fx.Node]  # values computed outside it, in the order its program takes them
+    outputs: list[torch.fx.Node]  # its values read outside it
+    program: torch.export.ExportedProgram | None = None
 
 
 @dataclass
@@ -56,12 +63,12 @@ class MethodSplit:
 
     method: str
     program: torch.export.ExportedProgram
-    groups: List[Group]
-    order: List[Union[torch.fx.Node, Group]]  # fallback nodes and groups, in an order that respects data flow
-    reasons: Dict[torch.fx.Node, str] = field(default_factory=dict)  # fallback node -> why
+    groups: list[Group]
+    order: list[torch.fx.Node | Group]  # fallback nodes and groups, in an order that respects data flow
+    reasons: dict[torch.fx.Node, str] = field(default_factory=dict)  # fallback node -> why
 
     @property
-    def fallback_nodes(self) -> List[torch.fx.Node]:
+    def fallback_nodes(self) -> list[torch.fx.Node]:
         return [unit for unit in self.order if isinstance(unit, torch.fx.Node)]
 
 
@@ -86,31 +93,35 @@ def ask(supports: Supports, node: torch.fx.Node) -> str:
 
 
 class _Answers(OperatorSupportBase):
-    def __init__(self, answers: Dict[torch.fx.Node, str]):
+    def __init__(self, answers: dict[torch.fx.Node, str]):
         self.answers = answers
 
     def is_node_supported(self, submodules: Any, node: torch.fx.Node) -> bool:
         return self.answers.get(node) == ""
 
 
-def split_method(program: torch.export.ExportedProgram, method: str, supports: Supports,
-                 min_nodes: int, backend: str) -> MethodSplit:
+def split_method(
+    program: torch.export.ExportedProgram, method: str, supports: Supports, min_nodes: int, backend: str
+) -> MethodSplit:
     """The groups of ``program`` that ``backend`` supports, each with at least ``min_nodes`` ops."""
     _check_stateless(program, method)
     graph_module = program.graph_module
     answers = {node: ask(supports, node) for node in graph_module.graph.nodes if node.op == "call_function"}
     partitioner = CapabilityBasedPartitioner(graph_module, _Answers(answers), allows_single_node_partition=True)
     position = {node: i for i, node in enumerate(graph_module.graph.nodes)}
-    proposed = sorted((sorted(p.nodes, key=position.__getitem__) for p in partitioner.propose_partitions()),
-                      key=lambda nodes: position[nodes[0]])
-    groups: List[Group] = []
-    reasons: Dict[torch.fx.Node, str] = {n: why for n, why in answers.items() if why}
+    proposed = sorted(
+        (sorted(p.nodes, key=position.__getitem__) for p in partitioner.propose_partitions()),
+        key=lambda nodes: position[nodes[0]],
+    )
+    groups: list[Group] = []
+    reasons: dict[torch.fx.Node, str] = {n: why for n, why in answers.items() if why}
     for nodes in proposed:
         size = sum(counted(n) for n in nodes)
         if size < min_nodes:
             for node in nodes:
-                reasons[node] = (f"is supported, but its group has {size} node{'s' * (size != 1)}, fewer than "
-                                 f"min_nodes={min_nodes}")
+                reasons[node] = (
+                    f"is supported, but its group has {size} node{'s' * (size != 1)}, fewer than min_nodes={min_nodes}"
+                )
             continue
         groups.append(Group(f"{method}_p{len(groups)}", nodes, *_boundary(nodes, position)))
     for group in groups:
@@ -128,9 +139,9 @@ def _check_stateless(program: torch.export.ExportedProgram, method: str) -> None
             )
 
 
-def _boundary(nodes: Sequence[torch.fx.Node], position: Dict[torch.fx.Node, int]):
+def _boundary(nodes: Sequence[torch.fx.Node], position: dict[torch.fx.Node, int]):
     members = set(nodes)
-    inputs: Dict[torch.fx.Node, None] = {}
+    inputs: dict[torch.fx.Node, None] = {}
     for node in nodes:
         for arg in node.all_input_nodes:
             if arg not in members:
@@ -139,25 +150,28 @@ def _boundary(nodes: Sequence[torch.fx.Node], position: Dict[torch.fx.Node, int]
     return sorted(inputs, key=position.__getitem__), outputs
 
 
-def _run_order(graph: torch.fx.Graph, groups: List[Group],
-               position: Dict[torch.fx.Node, int]) -> List[Union[torch.fx.Node, Group]]:
+def _run_order(
+    graph: torch.fx.Graph, groups: list[Group], position: dict[torch.fx.Node, int]
+) -> list[torch.fx.Node | Group]:
     """Fallback nodes and groups, each after everything it reads (earliest original position first)."""
     owner = {node: group for group in groups for node in group.nodes}
-    units: Dict[Any, List[torch.fx.Node]] = {}
+    units: dict[Any, list[torch.fx.Node]] = {}
     for node in graph.nodes:
         if node.op == "call_function" or node.op == "get_attr":
             units.setdefault(owner.get(node, node), []).append(node)
-    depends = {unit: {owner.get(arg, arg) for n in nodes for arg in n.all_input_nodes} & units.keys() - {unit}
-               for unit, nodes in units.items()}
+    depends = {
+        unit: {owner.get(arg, arg) for n in nodes for arg in n.all_input_nodes} & units.keys() - {unit}
+        for unit, nodes in units.items()
+    }
     first = {unit: min(position[n] for n in nodes) for unit, nodes in units.items()}  # unique per unit
-    readers: Dict[Any, List[Any]] = {unit: [] for unit in units}
+    readers: dict[Any, list[Any]] = {unit: [] for unit in units}
     for unit, deps in depends.items():
         for dep in deps:
             readers[dep].append(unit)
     waiting = {unit: len(deps) for unit, deps in depends.items()}
     ready = [(first[unit], unit) for unit, count in waiting.items() if count == 0]
     heapq.heapify(ready)
-    order: List[Any] = []
+    order: list[Any] = []
     while ready:  # Kahn's sort, earliest original position first: the program's order where it can be kept
         _, unit = heapq.heappop(ready)
         order.append(unit)
@@ -170,8 +184,9 @@ def _run_order(graph: torch.fx.Graph, groups: List[Group],
     return order
 
 
-def sub_program(program: torch.export.ExportedProgram, group: Group, method: str,
-                backend: str) -> torch.export.ExportedProgram:
+def sub_program(
+    program: torch.export.ExportedProgram, group: Group, method: str, backend: str
+) -> torch.export.ExportedProgram:
     """``group`` as an ExportedProgram: its parameters, buffers and constants lifted as the method's are,
     everything else it reads a user input, its values read outside it the user outputs."""
     specs = {spec.arg.name: spec for spec in program.graph_signature.input_specs}
@@ -185,7 +200,7 @@ def sub_program(program: torch.export.ExportedProgram, group: Group, method: str
             )
     group.inputs = lifted + users  # the order the program's placeholders take them
     graph = torch.fx.Graph()
-    env: Dict[torch.fx.Node, torch.fx.Node] = {}
+    env: dict[torch.fx.Node, torch.fx.Node] = {}
     for node in group.inputs:
         env[node] = graph.placeholder(node.name)
         env[node].meta = copy.copy(node.meta)
@@ -200,8 +215,9 @@ def sub_program(program: torch.export.ExportedProgram, group: Group, method: str
             state_dict[spec.target] = program.state_dict[spec.target]
         else:
             constants[spec.target] = program.constants[spec.target]
-        input_specs.append(InputSpec(spec.kind, TensorArgument(node.name), spec.target,
-                                     getattr(spec, "persistent", None)))
+        input_specs.append(
+            InputSpec(spec.kind, TensorArgument(node.name), spec.target, getattr(spec, "persistent", None))
+        )
     input_specs += [InputSpec(InputKind.USER_INPUT, TensorArgument(node.name), None) for node in users]
     output_specs = [OutputSpec(OutputKind.USER_OUTPUT, TensorArgument(env[node].name), None) for node in group.outputs]
     examples = tuple(_example(node) for node in users)
@@ -224,8 +240,10 @@ def sub_program(program: torch.export.ExportedProgram, group: Group, method: str
             constants=constants,
         )
     except Exception as error:
-        raise LoweringError(f"Partitioned lowering: group {group.name} of method {method!r} does not form a "
-                            f"program for backend {backend!r}: {type(error).__name__}: {error}") from error
+        raise LoweringError(
+            f"Partitioned lowering: group {group.name} of method {method!r} does not form a "
+            f"program for backend {backend!r}: {type(error).__name__}: {error}"
+        ) from error
 
 
 def _example(node: torch.fx.Node) -> torch.Tensor:

@@ -26,17 +26,18 @@ import functools
 import operator
 import os
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any
 
 import torch
 from torch.export.graph_signature import InputKind
 
 from pipeline.core.backend import Backend, BackendInfo
+from pipeline.core.bounded_json import expect, member
 from pipeline.core.debug_handles import HandleMap, walk_nodes
 from pipeline.core.errors import LoweringError, MalformedInput, UnsupportedOpError
 from pipeline.core.fallback import NAMESPACES, FallbackProgram, TensorTable, encode, op_name, step_problem
-from pipeline.core.bounded_json import expect, member
 from pipeline.core.lowered_module import LoweredModule
 from pipeline.core.partition import FALLBACK, MethodSplit, counted, split_method
 from pipeline.core.payload import pack_parts, unpack_parts
@@ -52,15 +53,16 @@ class ProgramSplit:
     """All methods split: the groups' programs and compile specs for the backend, and a generator that
     gives the groups' nodes the handles issued on their methods."""
 
-    methods: Dict[str, MethodSplit]
-    programs: Dict[str, torch.export.ExportedProgram]
-    spec: Dict[str, Dict[str, Any]]
+    methods: dict[str, MethodSplit]
+    programs: dict[str, torch.export.ExportedProgram]
+    spec: dict[str, dict[str, Any]]
     generator: Callable
-    handles: Dict[str, Dict[torch.fx.Node, int]]
+    handles: dict[str, dict[torch.fx.Node, int]]
 
 
-def split_program(backend: BackendInfo, captured: Any, spec: Dict[str, Dict[str, Any]], generator: Callable,
-                  min_nodes: int) -> ProgramSplit:
+def split_program(
+    backend: BackendInfo, captured: Any, spec: dict[str, dict[str, Any]], generator: Callable, min_nodes: int
+) -> ProgramSplit:
     if captured.frontend != "export":
         raise LoweringError(
             f"Partitioned lowering splits exported programs; this one was captured with the {captured.frontend!r} "
@@ -69,8 +71,10 @@ def split_program(backend: BackendInfo, captured: Any, spec: Dict[str, Dict[str,
     if isinstance(min_nodes, bool) or not isinstance(min_nodes, int) or min_nodes < 1:
         raise LoweringError(f"min_nodes must be an int of at least 1, not {min_nodes!r}.")
     if "partition" in spec:
-        raise LoweringError("A partitioned module has an attribute 'partition' of its own; a method of that name "
-                            "cannot be lowered with partition=True.")
+        raise LoweringError(
+            "A partitioned module has an attribute 'partition' of its own; a method of that name "
+            "cannot be lowered with partition=True."
+        )
     methods, handles = {}, {}
     for method in spec:
         program = functionalize(captured.program[method], method)
@@ -79,7 +83,7 @@ def split_program(backend: BackendInfo, captured: Any, spec: Dict[str, Dict[str,
     by_name = {method: {node.name: h for node, h in issued.items()} for method, issued in handles.items()}
     owner = {group.name: method for method, split in methods.items() for group in split.groups}
 
-    def group_handles(graph: Any, method: str = "forward") -> Dict[Any, int]:
+    def group_handles(graph: Any, method: str = "forward") -> dict[Any, int]:
         issued = by_name.get(owner.get(method, method), {})
         return {node: issued[node.name] for node in walk_nodes(graph) if getattr(node, "name", None) in issued}
 
@@ -91,41 +95,52 @@ def functionalize(program: torch.export.ExportedProgram, method: str) -> torch.e
     """No in-place op may write across a group's edge: a program with an op that writes into its arguments
     is functionalized (``run_decompositions({})``, which also normalizes some ops: ``batch_norm`` to
     ``_native_batch_norm_legit_no_training``, ``flatten`` to ``view``); any other is kept as exported."""
-    if not any(isinstance(node.target, torch._ops.OpOverload) and node.target._schema.is_mutable
-               for node in program.graph.nodes if node.op == "call_function"):
+    if not any(
+        isinstance(node.target, torch._ops.OpOverload) and node.target._schema.is_mutable
+        for node in program.graph.nodes
+        if node.op == "call_function"
+    ):
         return program
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # torch's own pytree deprecation, inside deepcopy
             return program.run_decompositions({})
     except Exception as error:
-        raise LoweringError(f"Partitioned lowering: functionalizing method {method!r} failed: "
-                            f"{type(error).__name__}: {error}") from error
+        raise LoweringError(
+            f"Partitioned lowering: functionalizing method {method!r} failed: {type(error).__name__}: {error}"
+        ) from error
 
 
 def partitioned_payload(split: ProgramSplit, backend_payload: bytes) -> bytes:
     tensors = TensorTable()
     methods = {method: _fallback_json(s, split.handles[method], tensors) for method, s in split.methods.items()}
-    partitions = {g.name: {"method": method, "handles": sorted(split.handles[method][n] for n in g.nodes
-                                                              if n in split.handles[method])}
-                  for method, s in split.methods.items() for g in s.groups}
+    partitions = {
+        g.name: {
+            "method": method,
+            "handles": sorted(split.handles[method][n] for n in g.nodes if n in split.handles[method]),
+        }
+        for method, s in split.methods.items()
+        for g in s.groups
+    }
     entries, parts = tensors.to_parts()
     meta = {"methods": methods, "partitions": partitions, "tensors": entries}
     return pack_parts(KIND, meta, {"backend": backend_payload, **parts})
 
 
-def _fallback_json(split: MethodSplit, handles: Dict[torch.fx.Node, int], tensors: TensorTable) -> Dict[str, Any]:
+def _fallback_json(split: MethodSplit, handles: dict[torch.fx.Node, int], tensors: TensorTable) -> dict[str, Any]:
     program = split.program
     specs = {spec.arg.name: spec for spec in program.graph_signature.input_specs}
 
-    def tensor_of(node: torch.fx.Node) -> Optional[torch.Tensor]:
+    def tensor_of(node: torch.fx.Node) -> torch.Tensor | None:
         spec = specs.get(node.name) if node.op == "placeholder" else None
         if spec is None or spec.kind == InputKind.USER_INPUT:
             return None
         found = program.state_dict.get(spec.target, program.constants.get(spec.target))
         if not isinstance(found, torch.Tensor):
-            raise LoweringError(f"Partitioned lowering: method {split.method!r} takes {spec.kind.name} "
-                                f"{spec.target!r}, which a fallback cannot hold.")
+            raise LoweringError(
+                f"Partitioned lowering: method {split.method!r} takes {spec.kind.name} "
+                f"{spec.target!r}, which a fallback cannot hold."
+            )
         return found.detach()
 
     def operand(value: Any) -> Any:
@@ -134,16 +149,27 @@ def _fallback_json(split: MethodSplit, handles: Dict[torch.fx.Node, int], tensor
     steps = []
     for unit in split.order:
         if not isinstance(unit, torch.fx.Node):
-            steps.append({"call": "partition", "target": unit.name, "outputs": [n.name for n in unit.outputs],
-                          "args": [operand(n) for n in unit.inputs if tensor_of(n) is None]})
+            steps.append(
+                {
+                    "call": "partition",
+                    "target": unit.name,
+                    "outputs": [n.name for n in unit.outputs],
+                    "args": [operand(n) for n in unit.inputs if tensor_of(n) is None],
+                }
+            )
         elif unit.op == "call_function" and unit.target is operator.getitem:
             steps.append({"call": "item", "args": [operand(a) for a in unit.args], "outputs": [unit.name]})
         else:
             name = op_name(unit.target) if unit.op == "call_function" else None
             if name is None:
                 raise UnsupportedOpError(_cannot_fall_back(split, unit, f"runs ATen ops of {list(NAMESPACES)} only"))
-            step = {"call": "op", "target": name, "args": [operand(a) for a in unit.args],
-                    "kwargs": {k: operand(v) for k, v in unit.kwargs.items()}, "outputs": [unit.name]}
+            step = {
+                "call": "op",
+                "target": name,
+                "args": [operand(a) for a in unit.args],
+                "kwargs": {k: operand(v) for k, v in unit.kwargs.items()},
+                "outputs": [unit.name],
+            }
             _, problem = step_problem(name, step["args"], step["kwargs"], tensors.tensors, f"steps[{len(steps)}]")
             if problem:  # the loader's own check: what lowering writes, loading accepts
                 raise UnsupportedOpError(_cannot_fall_back(split, unit, problem.rstrip(".")))
@@ -158,45 +184,67 @@ def _fallback_json(split: MethodSplit, handles: Dict[torch.fx.Node, int], tensor
 def _cannot_fall_back(split: MethodSplit, node: torch.fx.Node, why: str) -> str:
     where = describe_node(node)
     line = f" at {where.source.file}:{where.source.line}" if where.source else ""
-    return (f"Partitioned lowering: node {node.name} of method {split.method!r} ({where.op}{line}) cannot run in the "
-            f"fallback ({why}), and the backend does not take it ({split.reasons.get(node, 'not in a group')}).")
+    return (
+        f"Partitioned lowering: node {node.name} of method {split.method!r} ({where.op}{line}) cannot run in the "
+        f"fallback ({why}), and the backend does not take it ({split.reasons.get(node, 'not in a group')})."
+    )
 
 
-def partition_record(split: ProgramSplit, backend: str, min_nodes: int) -> Dict[str, Any]:
+def partition_record(split: ProgramSplit, backend: str, min_nodes: int) -> dict[str, Any]:
     """The report's ``partition`` entry: every group's nodes, every fallback op with its source."""
     partitions, fallback = [], []
     for method, s in split.methods.items():
         handles = split.handles[method]
         for group in s.groups:
-            partitions.append({"name": group.name, "method": method, "backend": backend,
-                               "nodes": [n.name for n in group.nodes if counted(n)],
-                               "handles": sorted(handles[n] for n in group.nodes if n in handles)})
+            partitions.append(
+                {
+                    "name": group.name,
+                    "method": method,
+                    "backend": backend,
+                    "nodes": [n.name for n in group.nodes if counted(n)],
+                    "handles": sorted(handles[n] for n in group.nodes if n in handles),
+                }
+            )
         for node in s.fallback_nodes:
             if counted(node):
                 fallback.append(_fallback_entry(method, node, handles.get(node), s.reasons.get(node, "")))
     total = sum(counted(n) for s in split.methods.values() for n in s.program.graph.nodes)
     on_backend = sum(len(p["nodes"]) for p in partitions)
-    record = {"backend": backend, "min_nodes": min_nodes, "nodes": total, "on_backend": on_backend,
-              "partitions": partitions, "fallback": fallback}
+    record = {
+        "backend": backend,
+        "min_nodes": min_nodes,
+        "nodes": total,
+        "on_backend": on_backend,
+        "partitions": partitions,
+        "fallback": fallback,
+    }
     record["summary"] = summary_line(record)
     return record
 
 
-def _fallback_entry(method: str, node: torch.fx.Node, handle: Optional[int], reason: str) -> Dict[str, Any]:
+def _fallback_entry(method: str, node: torch.fx.Node, handle: int | None, reason: str) -> dict[str, Any]:
     where = describe_node(node)
     source = where.source
-    return {"method": method, "node": node.name, "op": where.op, "handle": handle, "reason": reason,
-            "source": f"{source.file}:{source.line}" if source else None,
-            "text": source.text if source else None,
-            "module_path": where.module_path}
+    return {
+        "method": method,
+        "node": node.name,
+        "op": where.op,
+        "handle": handle,
+        "reason": reason,
+        "source": f"{source.file}:{source.line}" if source else None,
+        "text": source.text if source else None,
+        "module_path": where.module_path,
+    }
 
 
-def summary_line(record: Dict[str, Any]) -> str:
+def summary_line(record: dict[str, Any]) -> str:
     """``42 of 45 nodes on reference in 2 subgraphs; fallback: fft_fft at model.py:31``."""
     count = len(record["partitions"])
-    text = (f"{record['on_backend']} of {record['nodes']} nodes on {record['backend']} in {count} "
-            f"subgraph{'s' * (count != 1)}")
-    ops_at: Dict[str, List[str]] = {}  # place -> ops there, in program order
+    text = (
+        f"{record['on_backend']} of {record['nodes']} nodes on {record['backend']} in {count} "
+        f"subgraph{'s' * (count != 1)}"
+    )
+    ops_at: dict[str, list[str]] = {}  # place -> ops there, in program order
     for entry in record["fallback"]:
         op = entry["op"].split("::")[-1].split(".")[0]
         file, _, line = (entry["source"] or "").rpartition(":")
@@ -236,18 +284,21 @@ class PartitionedRuntime(Backend):
     def is_available(self) -> bool:
         return bool(self.inner.is_available())
 
-    def compile(self, payload: bytes, method_compile_spec: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
+    def compile(self, payload: bytes, method_compile_spec: dict[str, dict[str, Any]]) -> dict[str, Any]:
         meta, parts = unpack_parts(payload, KIND)
         try:
             return self._programs(meta, parts, method_compile_spec)
         except MalformedInput as error:
             raise LoweringError(f"Partitioned payload of backend {self.inner_info.name!r}: {error}") from None
 
-    def _programs(self, meta: Dict[str, Any], parts: Dict[str, bytes],
-                  spec: Dict[str, Dict[str, Any]]) -> Dict[str, FallbackProgram]:
+    def _programs(
+        self, meta: dict[str, Any], parts: dict[str, bytes], spec: dict[str, dict[str, Any]]
+    ) -> dict[str, FallbackProgram]:
         groups = member(meta, "partitions", dict, "partitions")
         entries = member(meta, "tensors", list, "tensors")
-        tensors = [read_tensor(entry, parts.get(f"tensor/{i}", b""), f"tensors[{i}]") for i, entry in enumerate(entries)]
+        tensors = [
+            read_tensor(entry, parts.get(f"tensor/{i}", b""), f"tensors[{i}]") for i, entry in enumerate(entries)
+        ]
         inner_spec = {}
         for name, info in groups.items():
             method = member(info, "method", str, f"partitions.{name}")
@@ -258,12 +309,17 @@ class PartitionedRuntime(Backend):
         missing = sorted(set(inner_spec) - set(compiled))
         if missing:
             raise MalformedInput(f"backend {self.inner_info.name!r} compiled no handle for partitions {missing}.")
-        calls: Dict[str, Tuple[Callable, Callable, Tuple[int, ...]]] = {}
+        calls: dict[str, tuple[Callable, Callable, tuple[int, ...]]] = {}
         for name, info in groups.items():
-            handles = tuple(expect(h, int, f"partitions.{name}.handles")
-                            for h in member(info, "handles", list, f"partitions.{name}"))
-            calls[name] = (functools.partial(self.inner.execute, compiled[name]),
-                           functools.partial(self.inner.profile, compiled[name]), handles)
+            handles = tuple(
+                expect(h, int, f"partitions.{name}.handles")
+                for h in member(info, "handles", list, f"partitions.{name}")
+            )
+            calls[name] = (
+                functools.partial(self.inner.execute, compiled[name]),
+                functools.partial(self.inner.profile, compiled[name]),
+                handles,
+            )
         methods = member(meta, "methods", dict, "methods")
         missing = sorted(set(spec) - set(methods))
         if missing:
@@ -275,12 +331,12 @@ class PartitionedRuntime(Backend):
 class PartitionedModule(LoweredModule):
     """A `LoweredModule` whose methods run partly on the backend, partly in PyTorch; `partition` says how."""
 
-    def __init__(self, backend: BackendInfo, *, partition: Dict[str, Any], **kwargs: Any):
+    def __init__(self, backend: BackendInfo, *, partition: dict[str, Any], **kwargs: Any):
         runtime = dataclasses.replace(backend, backend_cls=functools.partial(PartitionedRuntime, backend))
         super().__init__(runtime, **kwargs)
         self._partition = partition
 
     @property
-    def partition(self) -> Dict[str, Any]:
+    def partition(self) -> dict[str, Any]:
         """The record: groups with their nodes, fallback ops with their sources, and the ``summary`` line."""
         return self._partition

@@ -17,7 +17,8 @@ payload is rejected with a `LoweringError` and never another exception.
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Dict, Mapping, Tuple
+from collections.abc import Mapping
+from typing import Any
 
 from pipeline.core.bounded_json import member, parse_json
 from pipeline.core.errors import LoweringError, MalformedInput, format_choices
@@ -32,14 +33,16 @@ def pack_parts(kind: str, meta: Mapping[str, Any], parts: Mapping[str, bytes]) -
     header = {
         "kind": kind,
         "meta": dict(meta),
-        "parts": [{"name": name, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-                  for name, data in parts.items()],
+        "parts": [
+            {"name": name, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+            for name, data in parts.items()
+        ],
     }
     encoded = canonical_json(header)
     return b"".join([MAGIC, len(encoded).to_bytes(_LENGTH_BYTES, "little"), encoded, *parts.values()])
 
 
-def unpack_parts(data: bytes, kind: str) -> Tuple[Dict[str, Any], Dict[str, bytes]]:
+def unpack_parts(data: bytes, kind: str) -> tuple[dict[str, Any], dict[str, bytes]]:
     """``(meta, {name: bytes})``; raises `LoweringError` naming what is wrong, and nothing else, whatever the bytes."""
     try:
         return _unpack(data, kind)
@@ -47,19 +50,19 @@ def unpack_parts(data: bytes, kind: str) -> Tuple[Dict[str, Any], Dict[str, byte
         raise LoweringError(f"Backend {kind!r}: the payload is corrupt: {error}") from None
 
 
-def _unpack(data: bytes, kind: str) -> Tuple[Dict[str, Any], Dict[str, bytes]]:
+def _unpack(data: bytes, kind: str) -> tuple[dict[str, Any], dict[str, bytes]]:
     start = len(MAGIC) + _LENGTH_BYTES
-    if not isinstance(data, (bytes, bytearray)) or len(data) < start or data[:len(MAGIC)] != MAGIC:
+    if not isinstance(data, (bytes, bytearray)) or len(data) < start or data[: len(MAGIC)] != MAGIC:
         raise LoweringError(f"Backend {kind!r}: the payload is not a {kind} payload (bad magic bytes).")
-    length = int.from_bytes(data[len(MAGIC):start], "little")
+    length = int.from_bytes(data[len(MAGIC) : start], "little")
     if length > len(data) - start:
         raise MalformedInput(f"the header claims {length} bytes; only {len(data) - start} follow.")
-    header = parse_json(bytes(data[start:start + length]), "header", max_bytes=MAX_HEADER_BYTES)
+    header = parse_json(bytes(data[start : start + length]), "header", max_bytes=MAX_HEADER_BYTES)
     found = header.get("kind") if isinstance(header, dict) else None
     if found != kind:
         raise LoweringError(f"Backend {kind!r}: the payload was written by backend {found!r}, not {kind!r}.")
     meta = member(header, "meta", dict, "header", default={})
-    parts: Dict[str, bytes] = {}
+    parts: dict[str, bytes] = {}
     offset = start + length
     for i, part in enumerate(member(header, "parts", list, "header", default=[])):
         where = f"header.parts[{i}]"
@@ -68,7 +71,7 @@ def _unpack(data: bytes, kind: str) -> Tuple[Dict[str, Any], Dict[str, bytes]]:
         digest = member(part, "sha256", str, where)
         if name in parts:
             raise MalformedInput(f"{where}: the part name {name!r} occurs twice.")
-        chunk = bytes(data[offset:offset + size]) if size >= 0 else b""
+        chunk = bytes(data[offset : offset + size]) if size >= 0 else b""
         if size < 0 or len(chunk) != size or hashlib.sha256(chunk).hexdigest() != digest:
             raise LoweringError(
                 f"Backend {kind!r}: part {name!r} of the payload is truncated or corrupt "

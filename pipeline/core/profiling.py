@@ -10,15 +10,15 @@ Inspector attributes delegate events to the op graph.
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any, Dict, Optional, Tuple
+from typing import Any
 
 from pipeline.core.frontends import call_arguments
 from pipeline.core.lowered_module import LoweredModule
 
 
-def profile(lowered: LoweredModule, inputs: Dict[str, tuple], calls: int = 3) -> Optional[Dict[str, Any]]:
+def profile(lowered: LoweredModule, inputs: dict[str, tuple], calls: int = 3) -> dict[str, Any] | None:
     """Per-source-line times of ``calls`` runs of each method, or None if the backend cannot report."""
-    events: Dict[Tuple[str, str, Tuple[int, ...]], float] = defaultdict(float)
+    events: dict[tuple[str, str, tuple[int, ...]], float] = defaultdict(float)
     supported = False
     for method, args in inputs.items():
         call_args, call_kwargs = call_arguments(args, method)
@@ -34,13 +34,14 @@ def profile(lowered: LoweredModule, inputs: Dict[str, tuple], calls: int = 3) ->
     if not supported:
         return None
     total = sum(events.values()) or 1.0
-    by_source: Dict[Tuple[str, str], Dict[str, Any]] = {}
+    by_source: dict[tuple[str, str], dict[str, Any]] = {}
     for (method, name, handles), seconds in events.items():
         records = [lowered.handle_map.handles.get(h) for h in handles]
         places = sorted({_place(r) for r in records}) or [("<unknown>", "<unknown>")]
         for where, hierarchy in places:  # a fused kernel's time is split over its source lines
-            entry = by_source.setdefault((where, hierarchy), {
-                "source": where, "module_hierarchy": hierarchy, "seconds": 0.0, "events": []})
+            entry = by_source.setdefault(
+                (where, hierarchy), {"source": where, "module_hierarchy": hierarchy, "seconds": 0.0, "events": []}
+            )
             entry["seconds"] += seconds / len(places)
             entry["events"].append(f"{method}:{name}")
     ranked = sorted(by_source.values(), key=lambda e: (-e["seconds"], e["source"]))
@@ -62,22 +63,24 @@ def profile(lowered: LoweredModule, inputs: Dict[str, tuple], calls: int = 3) ->
     }
 
 
-def _by_partition(lowered: LoweredModule, events: Dict[Tuple[str, str, Tuple[int, ...]], float],
-                  total: float) -> Dict[str, Any]:
+def _by_partition(
+    lowered: LoweredModule, events: dict[tuple[str, str, tuple[int, ...]], float], total: float
+) -> dict[str, Any]:
     """For a partitioned module, ``{"by_partition": {"forward_p0": {"seconds":, "share":}, "fallback": ...}}``:
     each event's time goes to the partitions of its handles (handles.json records them)."""
     if not any(record.partition for record in lowered.handle_map.handles.values()):
         return {}
-    seconds: Dict[str, float] = defaultdict(float)
+    seconds: dict[str, float] = defaultdict(float)
     for (_, _, handles), spent in events.items():
-        owners = sorted({getattr(lowered.handle_map.handles.get(h), "partition", None) or "<unknown>"
-                         for h in handles}) or ["<unknown>"]
+        owners = sorted(
+            {getattr(lowered.handle_map.handles.get(h), "partition", None) or "<unknown>" for h in handles}
+        ) or ["<unknown>"]
         for owner in owners:
             seconds[owner] += spent / len(owners)
     return {"by_partition": {name: {"seconds": s, "share": s / total} for name, s in sorted(seconds.items())}}
 
 
-def _place(record: Any) -> Tuple[str, str]:
+def _place(record: Any) -> tuple[str, str]:
     if record is None:
         return ("<unknown>", "<unknown>")
     source = record.source

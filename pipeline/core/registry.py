@@ -30,7 +30,8 @@ from __future__ import annotations
 import abc
 import dataclasses
 import importlib.metadata
-from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Type, Union
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from pipeline.core import toolchain_output
 from pipeline.core.backend import FRONTENDS, Backend, BackendInfo
@@ -38,9 +39,9 @@ from pipeline.core.errors import LoweringError, UnknownBackendError, did_you_mea
 
 ENTRY_POINT_GROUP = "pipeline.backends"
 
-_preprocess_functions: Dict[str, Callable] = {}
-_backends: Dict[str, BackendInfo] = {}
-_entry_points: Optional[Dict[str, importlib.metadata.EntryPoint]] = None
+_preprocess_functions: dict[str, Callable] = {}
+_backends: dict[str, BackendInfo] = {}
+_entry_points: dict[str, importlib.metadata.EntryPoint] | None = None
 
 
 def register_backend_preprocess_function(name: str, fn: Callable) -> None:
@@ -63,16 +64,16 @@ def get_backend_preprocess_function(name: str) -> Callable:
 
 
 def register_backend(
-    name_or_cls: Union[str, Type[Backend], None] = None,
-    backend_cls: Optional[Type[Backend]] = None,
+    name_or_cls: str | type[Backend] | None = None,
+    backend_cls: type[Backend] | None = None,
     *,
-    preprocess: Optional[Callable] = None,
-    accepts: Optional[Sequence[str]] = None,
-    compile_spec: Optional[type] = None,
-    version: Optional[str] = None,
-    reproducible: Optional[bool] = None,
-    carries_code: Optional[bool] = None,
-    native_payload: Optional[bool] = None,
+    preprocess: Callable | None = None,
+    accepts: Sequence[str] | None = None,
+    compile_spec: type | None = None,
+    version: str | None = None,
+    reproducible: bool | None = None,
+    carries_code: bool | None = None,
+    native_payload: bool | None = None,
 ):
     """Register a backend class: ``register_backend(Cls)``, or ``register_backend(name, Cls, **overrides)``.
 
@@ -80,8 +81,15 @@ def register_backend(
     class decorator; bare ``@register_backend`` works too. Keyword arguments
     override the class's declarations. Returns the class.
     """
-    overrides = dict(preprocess=preprocess, accepts=accepts, compile_spec=compile_spec, version=version,
-                     reproducible=reproducible, carries_code=carries_code, native_payload=native_payload)
+    overrides = dict(
+        preprocess=preprocess,
+        accepts=accepts,
+        compile_spec=compile_spec,
+        version=version,
+        reproducible=reproducible,
+        carries_code=carries_code,
+        native_payload=native_payload,
+    )
     if isinstance(name_or_cls, type):
         return _register(None, name_or_cls, overrides)
     if backend_cls is None:
@@ -89,32 +97,41 @@ def register_backend(
     return _register(name_or_cls, backend_cls, overrides)
 
 
-def _register(name: Optional[str], backend_cls: Type[Backend], overrides: Dict[str, Any]) -> Type[Backend]:
+def _register(name: str | None, backend_cls: type[Backend], overrides: dict[str, Any]) -> type[Backend]:
     if not (isinstance(backend_cls, type) and issubclass(backend_cls, Backend)):
         raise LoweringError(f"register_backend needs a pipeline.Backend subclass, not {backend_cls!r}.")
     info = backend_info(backend_cls, name, **overrides)
     if info.name in _backends:
         raise LoweringError(
-            f"Backend {info.name!r} is already registered. Ensure that registration is only called once.")
+            f"Backend {info.name!r} is already registered. Ensure that registration is only called once."
+        )
     register_backend_preprocess_function(info.name, info.preprocess)
     _backends[info.name] = info
     return backend_cls
 
 
-def backend_info(backend_cls: Type[Backend], name: Optional[str] = None, **overrides: Any) -> BackendInfo:
+def backend_info(backend_cls: type[Backend], name: str | None = None, **overrides: Any) -> BackendInfo:
     """What ``backend_cls`` declares, with the non-None ``overrides``; checked as registration checks it."""
-    declared = {"name": name or backend_cls.name, "backend_cls": backend_cls,
-                "preprocess": backend_cls.preprocess, "accepts": backend_cls.accepts,
-                "compile_spec": backend_cls.CompileSpec, "version": backend_cls.version,
-                "reproducible": backend_cls.reproducible, "carries_code": backend_cls.carries_code,
-                "native_payload": backend_cls.native_payload}
+    declared = {
+        "name": name or backend_cls.name,
+        "backend_cls": backend_cls,
+        "preprocess": backend_cls.preprocess,
+        "accepts": backend_cls.accepts,
+        "compile_spec": backend_cls.CompileSpec,
+        "version": backend_cls.version,
+        "reproducible": backend_cls.reproducible,
+        "carries_code": backend_cls.carries_code,
+        "native_payload": backend_cls.native_payload,
+    }
     declared.update({k: v for k, v in overrides.items() if v is not None})
     if not declared["name"]:
         raise LoweringError(f"Backend class {backend_cls.__qualname__} declares no name; set its `name` attribute.")
     label = f"Backend {declared['name']!r}"
     if getattr(declared["preprocess"], "__isabstractmethod__", False):
-        raise LoweringError(f"{label}: {backend_cls.__qualname__} has no preprocess staticmethod; define one "
-                            "or pass preprocess= to register_backend.")
+        raise LoweringError(
+            f"{label}: {backend_cls.__qualname__} has no preprocess staticmethod; define one "
+            "or pass preprocess= to register_backend."
+        )
     if getattr(backend_cls.preprocess, "__isabstractmethod__", False):
         # The original API's form: the class is the runtime half only and preprocess comes as an
         # argument. Give the class that preprocess, so that it is whole and can be instantiated.
@@ -123,8 +140,9 @@ def backend_info(backend_cls: Type[Backend], name: Optional[str] = None, **overr
     declared["accepts"] = tuple(declared["accepts"])
     unknown_frontends = [f for f in declared["accepts"] if f not in FRONTENDS]
     if unknown_frontends:
-        raise LoweringError(f"{label} accepts unknown frontend(s) {unknown_frontends}; "
-                            f"allowed: {format_choices(FRONTENDS)}")
+        raise LoweringError(
+            f"{label} accepts unknown frontend(s) {unknown_frontends}; allowed: {format_choices(FRONTENDS)}"
+        )
     spec = declared["compile_spec"]
     if spec is not None and not dataclasses.is_dataclass(spec):
         raise LoweringError(f"{label}: CompileSpec must be a dataclass, not {spec!r}.")
@@ -146,24 +164,23 @@ def get_backend(name: str) -> BackendInfo:
         raise _unknown(name, "Backend {name!r} is not registered.")
     if name not in _backends:
         raise UnknownBackendError(
-            f"Backend {name!r} has a preprocess function but no runtime class; "
-            "register both with register_backend()."
+            f"Backend {name!r} has a preprocess function but no runtime class; register both with register_backend()."
         )
     return _backends[name]
 
 
-def list_backends() -> List[str]:
+def list_backends() -> list[str]:
     """Names of registered backends and of backends installed as entry points."""
     return sorted(set(_backends) | set(_discover_entry_points()))
 
 
-def entry_point_target(name: str) -> Optional[str]:
+def entry_point_target(name: str) -> str | None:
     """The dotted path an installed backend's entry point names (``pkg.module.Class``), if there is one."""
     entry_point = _discover_entry_points().get(name)
     return entry_point.value.replace(":", ".") if entry_point is not None else None
 
 
-def installed_backend_targets() -> Set[str]:
+def installed_backend_targets() -> set[str]:
     """The dotted path of every installed backend's class, read from the entry points' metadata (nothing is
     imported): what a received config's ``backend._target_`` may name without trust."""
     return {target for name in _discover_entry_points() if (target := entry_point_target(name))}
@@ -178,12 +195,11 @@ def unregister_backend(name: str) -> None:
 def _unknown(name: str, template: str) -> UnknownBackendError:
     known = list_backends()
     return UnknownBackendError(
-        template.format(name=name) + f" Registered backends: {format_choices(known)}."
-        + did_you_mean(name, known)
+        template.format(name=name) + f" Registered backends: {format_choices(known)}." + did_you_mean(name, known)
     )
 
 
-def _discover_entry_points() -> Dict[str, importlib.metadata.EntryPoint]:
+def _discover_entry_points() -> dict[str, importlib.metadata.EntryPoint]:
     global _entry_points
     if _entry_points is None:
         _entry_points = {ep.name: ep for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
@@ -201,9 +217,7 @@ def _load_entry_point(name: str) -> bool:
         with toolchain_output.logged():  # a runtime may print as it is imported (torchao's missing kernels)
             target: Any = entry_point.load()
     except Exception as error:
-        raise LoweringError(
-            f"Backend {name!r}: loading entry point {entry_point.value!r} failed: {error}"
-        ) from error
+        raise LoweringError(f"Backend {name!r}: loading entry point {entry_point.value!r} failed: {error}") from error
     if isinstance(target, type) and issubclass(target, Backend):
         if name not in _preprocess_functions:
             _register(name, target, {})

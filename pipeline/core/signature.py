@@ -20,7 +20,7 @@ import collections
 import dataclasses
 import inspect
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any
 
 import torch
 import torch.utils._pytree as pytree
@@ -76,7 +76,7 @@ class CapturedValue:
     value: Any = None  # CONSTANT: the value; STRUCTURE: the pytree spec as text
 
     def to_json(self) -> dict:
-        item: Dict[str, Any] = {"name": self.name, "kind": self.kind}
+        item: dict[str, Any] = {"name": self.name, "kind": self.kind}
         if self.kind == CONSTANT:
             item["value"] = _saved_default(self.value, self.name)
         elif self.kind == STRUCTURE:
@@ -84,7 +84,7 @@ class CapturedValue:
         return item
 
     @classmethod
-    def from_json(cls, data: Any, where: str) -> "CapturedValue":
+    def from_json(cls, data: Any, where: str) -> CapturedValue:
         _only_keys(data, frozenset({"name", "kind", "value"}), where)
         name = member(data, "name", str, where)
         if len(name) > 256:
@@ -115,14 +115,20 @@ class CapturedCall:
     passed) is an error that names the argument, never a silent wrong answer.
     """
 
-    values: Tuple[CapturedValue, ...]
+    values: tuple[CapturedValue, ...]
     var_positional: int = 0  # how many *args the program was captured with
-    keywords: Tuple[str, ...] = ()  # the **kwargs keys it was captured with, in order
+    keywords: tuple[str, ...] = ()  # the **kwargs keys it was captured with, in order
     takes: str = EVERY_VALUE
 
     @classmethod
-    def of(cls, signature: "MethodSignature", args: Tuple[Any, ...], kwargs: Dict[str, Any],
-           method: str, takes: str = EVERY_VALUE) -> "CapturedCall":
+    def of(
+        cls,
+        signature: MethodSignature,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        method: str,
+        takes: str = EVERY_VALUE,
+    ) -> CapturedCall:
         bound = signature.bind_call(args, kwargs, method)
         values, var_positional, keywords = [], 0, ()
         for p in signature.params:
@@ -137,9 +143,9 @@ class CapturedCall:
                 values.append(_captured(p.name, value))
         return cls(tuple(values), var_positional, keywords, takes)
 
-    def flatten(self, signature: "MethodSignature", bound: inspect.BoundArguments) -> List[Any]:
+    def flatten(self, signature: MethodSignature, bound: inspect.BoundArguments) -> list[Any]:
         """The values of a bound call in ``execute`` order (defaults applied)."""
-        flat: List[Any] = []
+        flat: list[Any] = []
         for p in signature.params:
             if p.kind == VAR_POSITIONAL:
                 flat += list(bound.arguments.get(p.name, ()))
@@ -152,10 +158,10 @@ class CapturedCall:
             return [value for value, captured in zip(flat, self.values) if captured.kind != CONSTANT]
         return flat
 
-    def export_arguments(self, signature: "MethodSignature", flat: List[Any]) -> Tuple[tuple, Dict[str, Any]]:
+    def export_arguments(self, signature: MethodSignature, flat: list[Any]) -> tuple[tuple, dict[str, Any]]:
         """``(args, kwargs)`` for ``torch.export.export`` from values in ``execute`` order."""
-        args: List[Any] = []
-        kwargs: Dict[str, Any] = {}
+        args: list[Any] = []
+        kwargs: dict[str, Any] = {}
         values = iter(flat)
         for p in signature.params:
             if p.kind == POSITIONAL:
@@ -169,11 +175,15 @@ class CapturedCall:
         return tuple(args), kwargs
 
     def to_json(self) -> dict:
-        return {"values": [v.to_json() for v in self.values], "var_positional": self.var_positional,
-                "keywords": list(self.keywords), "takes": self.takes}
+        return {
+            "values": [v.to_json() for v in self.values],
+            "var_positional": self.var_positional,
+            "keywords": list(self.keywords),
+            "takes": self.takes,
+        }
 
     @classmethod
-    def from_json(cls, data: Any, params: List[Param], where: str) -> "CapturedCall":
+    def from_json(cls, data: Any, params: list[Param], where: str) -> CapturedCall:
         """The record an artifact holds, checked against the signature's parameters it describes."""
         _only_keys(data, frozenset({"values", "var_positional", "keywords", "takes"}), where)
         items = member(data, "values", list, where)
@@ -184,11 +194,17 @@ class CapturedCall:
             raise MalformedInput(f"{where}.takes is {takes!r}; allowed: {EVERY_VALUE!r}, {TENSORS_ONLY!r}.")
         kinds = {p.kind for p in params}
         named = sum(p.kind in (POSITIONAL, KEYWORD_ONLY) for p in params)
-        if (var_positional and VAR_POSITIONAL not in kinds) or (keywords and VAR_KEYWORD not in kinds) \
-                or not 0 <= var_positional <= MAX_PARAMS or len(keywords) > MAX_PARAMS \
-                or len(items) != named + var_positional + len(keywords):
-            raise MalformedInput(f"{where}: {len(items)} captured values do not fit the parameters "
-                                 f"({named} named, {var_positional} *args, {len(keywords)} **kwargs).")
+        if (
+            (var_positional and VAR_POSITIONAL not in kinds)
+            or (keywords and VAR_KEYWORD not in kinds)
+            or not 0 <= var_positional <= MAX_PARAMS
+            or len(keywords) > MAX_PARAMS
+            or len(items) != named + var_positional + len(keywords)
+        ):
+            raise MalformedInput(
+                f"{where}: {len(items)} captured values do not fit the parameters "
+                f"({named} named, {var_positional} *args, {len(keywords)} **kwargs)."
+            )
         for i, keyword in enumerate(keywords):
             expect(keyword, str, f"{where}.keywords[{i}]")
         values = tuple(CapturedValue.from_json(v, f"{where}.values[{i}]") for i, v in enumerate(items))
@@ -207,12 +223,12 @@ def _captured(name: str, value: Any) -> CapturedValue:
 
 @dataclass(frozen=True)
 class MethodSignature:
-    params: Tuple[Param, ...]
+    params: tuple[Param, ...]
     return_annotation: Any = _NO_DEFAULT
-    captured: Optional[CapturedCall] = None  # None: the program takes every value as it comes (scripted)
+    captured: CapturedCall | None = None  # None: the program takes every value as it comes (scripted)
 
     @classmethod
-    def of(cls, fn: Any, method: str = "forward") -> "MethodSignature":
+    def of(cls, fn: Any, method: str = "forward") -> MethodSignature:
         """The signature of a bound method (eager, or scripted from Python source)."""
         try:
             signature = inspect.signature(fn)
@@ -222,30 +238,34 @@ class MethodSignature:
         params = []
         for p in signature.parameters.values():
             if p.kind is p.POSITIONAL_ONLY:
-                raise LoweringError(f"Method {method!r} has positional-only parameter {p.name!r}; lowered methods "
-                                    "take their arguments by position or by name.")
+                raise LoweringError(
+                    f"Method {method!r} has positional-only parameter {p.name!r}; lowered methods "
+                    "take their arguments by position or by name."
+                )
             params.append(Param(p.name, kinds[p.kind], p.default, p.annotation))
         return cls(tuple(params), signature.return_annotation)
 
     @classmethod
-    def from_schema(cls, schema: Any) -> "MethodSignature":
+    def from_schema(cls, schema: Any) -> MethodSignature:
         params = []
         for arg in schema.arguments[1:]:  # skip self
             default = arg.default_value if arg.has_default_value() else _NO_DEFAULT
             params.append(Param(arg.name, KEYWORD_ONLY if arg.kwarg_only else POSITIONAL, default, str(arg.type)))
         return cls(tuple(params))
 
-    def with_capture(self, args: Tuple[Any, ...], kwargs: Dict[str, Any], method: str,
-                     takes: str = EVERY_VALUE) -> "MethodSignature":
+    def with_capture(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], method: str, takes: str = EVERY_VALUE
+    ) -> MethodSignature:
         """This signature with the record of a call the program is captured with."""
         return dataclasses.replace(self, captured=CapturedCall.of(self, args, kwargs, method, takes))
 
     @property
-    def names(self) -> List[str]:
+    def names(self) -> list[str]:
         return [p.name for p in self.params]
 
-    def bind_call(self, args: Tuple[Any, ...], kwargs: Optional[Dict[str, Any]] = None,
-                  method: str = "forward") -> inspect.BoundArguments:
+    def bind_call(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any] | None = None, method: str = "forward"
+    ) -> inspect.BoundArguments:
         try:
             bound = self.to_inspect().bind(*args, **(kwargs or {}))
         except TypeError as error:
@@ -253,7 +273,7 @@ class MethodSignature:
         bound.apply_defaults()
         return bound
 
-    def bind(self, args: Tuple[Any, ...], kwargs: Optional[Dict[str, Any]] = None, method: str = "forward") -> List[Any]:
+    def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any] | None = None, method: str = "forward") -> list[Any]:
         """All argument values in ``execute`` order (positional, *args, keyword-only, **kwargs), defaults filled in."""
         bound = self.bind_call(args, kwargs, method)
         if self.captured is not None:
@@ -266,8 +286,9 @@ class MethodSignature:
 
     def to_inspect(self, with_self: bool = False) -> inspect.Signature:
         params = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)] if with_self else []
-        params += [inspect.Parameter(p.name, _KINDS[p.kind], default=p.default, annotation=p.annotation)
-                   for p in self.params]
+        params += [
+            inspect.Parameter(p.name, _KINDS[p.kind], default=p.default, annotation=p.annotation) for p in self.params
+        ]
         return inspect.Signature(params, return_annotation=self.return_annotation)
 
     def __str__(self) -> str:
@@ -277,7 +298,7 @@ class MethodSignature:
         """``(x: torch.Tensor, k=1, *, scale: float = 2.0) -> torch.Tensor``, the same before saving and after
         loading: annotations shown by name, those outside `pipeline.core.literals.ANNOTATION_NAMES` left out
         (as in an artifact, see `to_json`)."""
-        pieces: List[str] = []
+        pieces: list[str] = []
         star = False
         for p in self.params:
             if p.kind == KEYWORD_ONLY and not star:
@@ -298,14 +319,14 @@ class MethodSignature:
         of the user's) is documentation only, and is left out rather than let a file name code."""
         params = []
         for p in self.params:
-            item: Dict[str, Any] = {"name": p.name, "kind": p.kind}
+            item: dict[str, Any] = {"name": p.name, "kind": p.kind}
             if p.has_default:
                 item["default"] = _saved_default(p.default, p.name)
             annotation = _saved_annotation(p.annotation)
             if annotation is not None:
                 item["annotation"] = annotation
             params.append(item)
-        out: Dict[str, Any] = {"params": params}
+        out: dict[str, Any] = {"params": params}
         returns = _saved_annotation(self.return_annotation)
         if returns is not None:
             out["returns"] = returns
@@ -314,32 +335,42 @@ class MethodSignature:
         return out
 
     @classmethod
-    def from_json(cls, data: Any, where: str = "signature") -> "MethodSignature":
+    def from_json(cls, data: Any, where: str = "signature") -> MethodSignature:
         """The signature an artifact describes; `MalformedInput` or `LoweringError` naming the field otherwise."""
         _only_keys(data, frozenset({"params", "returns", "captured"}), where)
         items = member(data, "params", list, where)
         if len(items) > MAX_PARAMS:
             raise MalformedInput(f"{where}.params: {len(items)} parameters, more than the limit of {MAX_PARAMS}.")
-        params: List[Param] = []
+        params: list[Param] = []
         for i, item in enumerate(items):
             at = f"{where}.params[{i}]"
             _only_keys(item, _PARAM_KEYS, at)
-            name = check_name(member(item, "name", str, at), f"parameter name at {at}.name", reserved=frozenset({"self"}))
+            name = check_name(
+                member(item, "name", str, at), f"parameter name at {at}.name", reserved=frozenset({"self"})
+            )
             kind = member(item, "kind", str, at)
             if kind not in _KINDS:
                 raise MalformedInput(f"{at}.kind is {kind!r}; allowed: {sorted(_KINDS)}.")
             default = read_literal(item["default"], f"default at {at}.default") if "default" in item else _NO_DEFAULT
-            annotation = (check_annotation(item["annotation"], f"annotation at {at}.annotation")
-                          if "annotation" in item else _NO_DEFAULT)
+            annotation = (
+                check_annotation(item["annotation"], f"annotation at {at}.annotation")
+                if "annotation" in item
+                else _NO_DEFAULT
+            )
             params.append(Param(name, kind, default, annotation))
         _check_order(params, where)
-        returns = check_annotation(data["returns"], f"annotation at {where}.returns") if "returns" in data else _NO_DEFAULT
-        captured = (CapturedCall.from_json(data["captured"], params, f"{where}.captured")
-                    if data.get("captured") is not None else None)
+        returns = (
+            check_annotation(data["returns"], f"annotation at {where}.returns") if "returns" in data else _NO_DEFAULT
+        )
+        captured = (
+            CapturedCall.from_json(data["captured"], params, f"{where}.captured")
+            if data.get("captured") is not None
+            else None
+        )
         return cls(tuple(params), returns, captured)
 
 
-def _check_order(params: List[Param], where: str) -> None:
+def _check_order(params: list[Param], where: str) -> None:
     """What Python's own def would refuse: a name twice, positional after keyword-only, no default after one."""
     order = {POSITIONAL: 0, VAR_POSITIONAL: 1, KEYWORD_ONLY: 2, VAR_KEYWORD: 3}
     seen, previous, defaulted = set(), POSITIONAL, False
@@ -348,8 +379,9 @@ def _check_order(params: List[Param], where: str) -> None:
             raise MalformedInput(f"{where}: the parameter name {p.name!r} occurs twice.")
         seen.add(p.name)
         if order[p.kind] < order[previous] or (p.kind == previous and p.kind in (VAR_POSITIONAL, VAR_KEYWORD)):
-            raise MalformedInput(f"{where}: {p.kind.replace('_', '-')} parameter {p.name!r} follows a "
-                                 f"{previous.replace('_', '-')} one.")
+            raise MalformedInput(
+                f"{where}: {p.kind.replace('_', '-')} parameter {p.name!r} follows a {previous.replace('_', '-')} one."
+            )
         previous = p.kind
         if p.kind in (VAR_POSITIONAL, VAR_KEYWORD) and p.has_default:
             raise MalformedInput(f"{where}: *{p.name} cannot have a default.")
@@ -366,7 +398,7 @@ def _only_keys(data: Any, allowed: frozenset, where: str) -> None:
         raise MalformedInput(f"{where} has unknown field(s) {unknown}; allowed: {sorted(allowed)}.")
 
 
-def _saved_annotation(annotation: Any) -> Optional[str]:
+def _saved_annotation(annotation: Any) -> str | None:
     """The annotation's text if an artifact may hold it, else None."""
     if annotation is _NO_DEFAULT:
         return None
@@ -396,28 +428,30 @@ class OutputStructure:
     """The output pytree of a method and the kind of each leaf (``Tensor``, ``int``, ...)."""
 
     spec: pytree.TreeSpec
-    leaf_kinds: Tuple[str, ...] = field(default=())
+    leaf_kinds: tuple[str, ...] = field(default=())
 
     @classmethod
-    def of_value(cls, value: Any) -> "OutputStructure":
+    def of_value(cls, value: Any) -> OutputStructure:
         leaves, spec = pytree.tree_flatten(value)
         return cls(spec, tuple(_leaf_kind(leaf) for leaf in leaves))
 
     @classmethod
-    def of_exported(cls, program: "torch.export.ExportedProgram") -> "OutputStructure":
+    def of_exported(cls, program: torch.export.ExportedProgram) -> OutputStructure:
         output_node = next(n for n in program.graph.nodes if n.op == "output")
         user_outputs = len(program.graph_signature.user_outputs)
         values = list(output_node.args[0])[-user_outputs:] if user_outputs else []
         kinds = tuple(
-            LEAF_TENSOR if isinstance(v, torch.fx.Node) and isinstance(v.meta.get("val"), torch.Tensor)
+            LEAF_TENSOR
+            if isinstance(v, torch.fx.Node) and isinstance(v.meta.get("val"), torch.Tensor)
             else (_leaf_kind(v.meta.get("val")) if isinstance(v, torch.fx.Node) else _leaf_kind(v))
             for v in values
         )
         return cls(program.call_spec.out_spec, kinds)
 
     @classmethod
-    def of_schema(cls, return_type: Any, method: str) -> "OutputStructure":
+    def of_schema(cls, return_type: Any, method: str) -> OutputStructure:
         """From a TorchScript return type, where the type fixes the structure."""
+
         def build(t: Any) -> Any:
             if isinstance(t, torch.TupleType):
                 return tuple(build(e) for e in t.elements())
@@ -429,6 +463,7 @@ class OutputStructure:
                 f"Method {method!r} returns {t}, whose structure its type does not fix; "
                 "pass example_inputs so that the output structure can be recorded."
             )
+
         return cls.of_value(build(return_type))
 
     @property
@@ -439,7 +474,7 @@ class OutputStructure:
         return {"spec": pytree.treespec_dumps(self.spec), "leaf_kinds": list(self.leaf_kinds)}
 
     @classmethod
-    def from_json(cls, data: Any, where: str = "outputs") -> "OutputStructure":
+    def from_json(cls, data: Any, where: str = "outputs") -> OutputStructure:
         """The structure an artifact describes, built from a closed set of node types (see the module docstring)."""
         _only_keys(data, frozenset({"spec", "leaf_kinds"}), where)
         text = member(data, "spec", str, where)
@@ -474,8 +509,10 @@ def _spec_from_json(node: Any, where: str, depth: int) -> pytree.TreeSpec:
     typ = pytree.SERIALIZED_TYPE_TO_PYTHON_TYPE.get(name)
     definition = pytree.SUPPORTED_SERIALIZED_TYPES.get(typ) if typ is not None else None
     if definition is None:
-        raise MalformedInput(f"{where}: output type {name!r} is not a registered pytree node type "
-                             "(import the module that registers it before loading).")
+        raise MalformedInput(
+            f"{where}: output type {name!r} is not a registered pytree node type "
+            "(import the module that registers it before loading)."
+        )
     if name == "collections.namedtuple":
         context = pytree.SERIALIZED_TYPE_TO_PYTHON_TYPE.get(member(node, "context", str, where))
         if not (isinstance(context, type) and issubclass(context, tuple)):
@@ -486,14 +523,15 @@ def _spec_from_json(node: Any, where: str, depth: int) -> pytree.TreeSpec:
         expected = _expected_children(typ, context, where)
     else:  # e.g. defaultdict, whose context names a module to import
         raise MalformedInput(f"{where}: output type {name!r} is not supported in artifacts.")
-    children = [_spec_from_json(child, f"{where}.children_spec[{i}]", depth + 1)
-                for i, child in enumerate(children_data)]
+    children = [
+        _spec_from_json(child, f"{where}.children_spec[{i}]", depth + 1) for i, child in enumerate(children_data)
+    ]
     if expected is not None and expected != len(children):
         raise MalformedInput(f"{where}: {len(children)} children where the context says {expected}.")
     return pytree.TreeSpec(typ, context, children)
 
 
-def _expected_children(typ: type, context: Any, where: str) -> Optional[int]:
+def _expected_children(typ: type, context: Any, where: str) -> int | None:
     """The number of children a built-in container's context implies (None: the type's own business)."""
     if typ in (tuple, list):
         if context is not None:
@@ -519,7 +557,7 @@ def _leaf_kind(value: Any) -> str:
 _LEAF_TYPES = frozenset({torch.Tensor, type(None), bool, int, float, str})
 
 
-def argument_leaves(inputs: Any) -> List[Any]:
+def argument_leaves(inputs: Any) -> list[Any]:
     """The leaves of a method's arguments in order, as ``pytree.tree_leaves(list(inputs))`` gives them.
 
     Arguments that are tensors and plain values (None is a leaf too) are their

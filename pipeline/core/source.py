@@ -13,16 +13,19 @@ import functools
 import linecache
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any
 
 import torch
 
 # (instance name, type name) per module level below the top.
-HierarchyPath = Tuple[Tuple[str, str], ...]
+HierarchyPath = tuple[tuple[str, str], ...]
 
 _TORCH_DIR = os.path.dirname(torch.__file__) + os.sep
-_PROJECT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the checkout: pipeline/core/..
+_PROJECT = os.path.dirname(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+)  # the checkout: pipeline/core/..
 _FX_FRAME = re.compile(r'File "(?P<file>[^"]+)", line (?P<line>\d+), in (?P<function>\S+)\n(?P<text>[^\n]*)')
 _TS_HEADER = re.compile(r'File "(?P<file>[^"]+)", line (?P<line>\d+)')
 _TRACED_FRAME = re.compile(r"^(?P<file>[^\n]+)\((?P<line>\d+)\): (?P<function>[^\n]+)$", re.MULTILINE)
@@ -48,17 +51,16 @@ class NodeSource:
 
     op: str
     node: str
-    source: Optional[Frame]
+    source: Frame | None
     hierarchy: HierarchyPath
-    call_stack: Tuple[Frame, ...] = field(default=())
+    call_stack: tuple[Frame, ...] = field(default=())
 
     @property
     def module_path(self) -> str:
         return ".".join(name for name, _ in self.hierarchy)
 
 
-def format_module_hierarchy(top_type: str, levels: Sequence[Tuple[str, str]], op: str,
-                            method: str = "forward") -> str:
+def format_module_hierarchy(top_type: str, levels: Sequence[tuple[str, str]], op: str, method: str = "forward") -> str:
     """``top(C)::<unknown>.A0(A)::forward.aten::add``: the original's format."""
     text = f"top({top_type})::<unknown>"
     for name, type_name in levels:
@@ -74,8 +76,13 @@ def describe_node(node: Any) -> NodeSource:
     """Where ``node`` came from; file names are portable (`portable_path`)."""
     found = _describe_fx_node(node) if isinstance(node, torch.fx.Node) else _describe_ts_node(node)
     # Built directly, not with dataclasses.replace: this runs once per node of every graph lowered.
-    return NodeSource(found.op, found.node, _portable(found.source), found.hierarchy,
-                      tuple(_portable(frame) for frame in found.call_stack))
+    return NodeSource(
+        found.op,
+        found.node,
+        _portable(found.source),
+        found.hierarchy,
+        tuple(_portable(frame) for frame in found.call_stack),
+    )
 
 
 def portable_path(path: str) -> str:
@@ -94,7 +101,7 @@ def _portable_from(path: str, cwd: str) -> str:
     path = os.path.realpath(path)
     for root, name in _roots(cwd):
         if path.startswith(root):
-            rest = path[len(root):]
+            rest = path[len(root) :]
             if name is None:  # site-packages: the package's own name is the root
                 package, _, inner = rest.partition(os.sep)
                 return f"<{package}>/{inner}"
@@ -103,12 +110,14 @@ def _portable_from(path: str, cwd: str) -> str:
 
 
 @functools.lru_cache(maxsize=1)
-def _root_table() -> Tuple[Tuple[str, Optional[str]], ...]:
+def _root_table() -> tuple[tuple[str, str | None], ...]:
     import site
     import sysconfig
 
-    packages = {os.path.realpath(p) for p in site.getsitepackages() + [site.getusersitepackages(),
-                                                                     sysconfig.get_paths()["purelib"]]}
+    packages = {
+        os.path.realpath(p)
+        for p in site.getsitepackages() + [site.getusersitepackages(), sysconfig.get_paths()["purelib"]]
+    }
     roots = [(p, None) for p in packages]
     roots.append((os.path.realpath(sysconfig.get_paths()["stdlib"]), "stdlib"))
     if os.path.realpath(_PROJECT) not in packages:  # a checkout, not an installed copy
@@ -116,13 +125,13 @@ def _root_table() -> Tuple[Tuple[str, Optional[str]], ...]:
     return tuple((root.rstrip(os.sep) + os.sep, name) for root, name in roots)
 
 
-def _roots(cwd: str) -> Tuple[Tuple[str, Optional[str]], ...]:
+def _roots(cwd: str) -> tuple[tuple[str, str | None], ...]:
     cwd = (os.path.realpath(cwd).rstrip(os.sep) + os.sep, "cwd")
     # the most specific root first: site-packages lies under the stdlib's prefix in some layouts
     return tuple(sorted(_root_table() + (cwd,), key=lambda item: -len(item[0])))
 
 
-def _portable(frame: Optional[Frame]) -> Optional[Frame]:
+def _portable(frame: Frame | None) -> Frame | None:
     return frame if frame is None else Frame(portable_path(frame.file), frame.line, frame.function, frame.text)
 
 
@@ -145,14 +154,14 @@ def _describe_fx_node(node: torch.fx.Node) -> NodeSource:
     while frames and frames[0].file.startswith(_TORCH_DIR):  # the tracer's own frames
         frames.pop(0)
     stack = node.meta.get("nn_module_stack") or {}
-    levels: List[Tuple[str, str]] = []
+    levels: list[tuple[str, str]] = []
     parent = ""
     for path, type_name in stack.values():
         if not path:
             continue
         if not isinstance(type_name, str):
             type_name = getattr(type_name, "__qualname__", str(type_name))
-        name = path[len(parent) + 1:] if parent and path.startswith(parent + ".") else path
+        name = path[len(parent) + 1 :] if parent and path.startswith(parent + ".") else path
         levels.append((name, short_type_name(type_name)))
         parent = path
     return NodeSource(fx_op_name(node), node.name, _innermost_user_frame(frames), tuple(levels), tuple(frames))
@@ -160,7 +169,7 @@ def _describe_fx_node(node: torch.fx.Node) -> NodeSource:
 
 def _describe_ts_node(node: Any) -> NodeSource:
     text = node.sourceRange()
-    frames: Tuple[Frame, ...] = ()
+    frames: tuple[Frame, ...] = ()
     if _TRACED_FRAME.match(text):
         frames = _parse_traced_stack(text)
         frame = _innermost_user_frame(frames)
@@ -177,20 +186,22 @@ def _describe_ts_node(node: Any) -> NodeSource:
     return NodeSource(node.kind(), name, frame, levels, frames)
 
 
-def _parse_traced_stack(text: str) -> Tuple[Frame, ...]:
+def _parse_traced_stack(text: str) -> tuple[Frame, ...]:
     """A traced node's Python stack (``file(line): function`` lines, innermost first).
 
     Keeps the model's frames: those below torch.jit's trace entry, without
     nn.Module's call wrappers. The line text comes from the source file.
     """
-    frames = [Frame(m["file"], int(m["line"]), m["function"], linecache.getline(m["file"], int(m["line"])).strip())
-              for m in _TRACED_FRAME.finditer(text)]
+    frames = [
+        Frame(m["file"], int(m["line"]), m["function"], linecache.getline(m["file"], int(m["line"])).strip())
+        for m in _TRACED_FRAME.finditer(text)
+    ]
     frames.reverse()  # outermost first
     entry = max((i for i, f in enumerate(frames) if f.file.startswith(_TORCH_JIT_DIR)), default=-1)
-    return tuple(f for f in frames[entry + 1:] if not f.file.endswith(_MODULE_CALL_FILE))
+    return tuple(f for f in frames[entry + 1 :] if not f.file.endswith(_MODULE_CALL_FILE))
 
 
-def _parse_ts_source_range(text: str) -> Optional[Frame]:
+def _parse_ts_source_range(text: str) -> Frame | None:
     """Parse TorchScript's highlighted range: the code line is the one above ``~~~``."""
     header = _TS_HEADER.search(text)
     if header is None:
@@ -204,7 +215,7 @@ def _parse_ts_source_range(text: str) -> Optional[Frame]:
     return Frame(header["file"], int(header["line"]), "<unknown>", code)
 
 
-def _innermost_user_frame(frames: Sequence[Frame]) -> Optional[Frame]:
+def _innermost_user_frame(frames: Sequence[Frame]) -> Frame | None:
     """The deepest frame outside torch itself: the line a user wrote."""
     for frame in reversed(frames):
         if not frame.file.startswith(_TORCH_DIR):
@@ -212,16 +223,16 @@ def _innermost_user_frame(frames: Sequence[Frame]) -> Optional[Frame]:
     return frames[-1] if frames else None
 
 
-def torchscript_call_sites(module: Any, methods: Sequence[str]) -> Dict[str, Dict[str, Frame]]:
+def torchscript_call_sites(module: Any, methods: Sequence[str]) -> dict[str, dict[str, Frame]]:
     """``{method: {submodule attribute: Frame}}``: the line of each method that calls a submodule.
 
     Inlining keeps only a node's innermost source (``F.relu``'s body inside
     torch); the call ``self.features(x)`` in the user's code is a
     ``prim::CallMethod`` on ``prim::GetAttr[name="features"]`` before inlining.
     """
-    sites: Dict[str, Dict[str, Frame]] = {}
+    sites: dict[str, dict[str, Frame]] = {}
     for method in methods:
-        found: Dict[str, Frame] = {}
+        found: dict[str, Frame] = {}
         graph = getattr(module, method).graph
         stack = [graph.nodes()]
         while stack:

@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import types
 import typing
-from typing import Any, Dict, Mapping, Tuple
+from collections.abc import Mapping
+from typing import Any
 
 from pipeline.core.errors import LoweringError, did_you_mean, format_choices
 
@@ -73,18 +75,20 @@ def parse_compile_spec(schema: type, options: Any, path: str = "compile_spec") -
         raise SpecError(f"{path}: {_message(error)}" if path else _message(error)) from None
 
 
-def parse_method_specs(schema: type, method_compile_spec: Mapping[str, Any]) -> Dict[str, Any]:
+def parse_method_specs(schema: type, method_compile_spec: Mapping[str, Any]) -> dict[str, Any]:
     """``{method: schema instance}`` for a whole method compile spec, as preprocess and compile read it."""
-    return {method: parse_compile_spec(schema, options, f"compile_spec.{method}")
-            for method, options in method_compile_spec.items()}
+    return {
+        method: parse_compile_spec(schema, options, f"compile_spec.{method}")
+        for method, options in method_compile_spec.items()
+    }
 
 
-def options_of(spec: Any) -> Dict[str, Any]:
+def options_of(spec: Any) -> dict[str, Any]:
     """A spec instance as plain JSON values (enums by value), every field present."""
     return {f.name: _plain(getattr(spec, f.name)) for f in dataclasses.fields(spec)}
 
 
-def default_options(schema: type) -> Dict[str, Any]:
+def default_options(schema: type) -> dict[str, Any]:
     """The defaults of every field as plain JSON values, without building the dataclass
     (its ``__post_init__`` may import a runtime, which showing defaults must not need)."""
     defaults = {}
@@ -110,11 +114,11 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _field_types(schema: type) -> Dict[str, Any]:
+def _field_types(schema: type) -> dict[str, Any]:
     return typing.get_type_hints(schema)
 
 
-def _parse_dataclass(schema: type, options: Any, path: str) -> Dict[str, Any]:
+def _parse_dataclass(schema: type, options: Any, path: str) -> dict[str, Any]:
     fields = {f.name: f for f in dataclasses.fields(schema) if f.init}
     if not isinstance(options, Mapping):
         raise SpecError(f"{path or 'config'}: expected a mapping with keys {format_choices(fields)}, got {options!r}.")
@@ -122,11 +126,15 @@ def _parse_dataclass(schema: type, options: Any, path: str) -> Dict[str, Any]:
     values = {}
     for key, value in options.items():
         if key not in fields:
-            raise SpecError(f"{_join(path, key)}: unknown key; allowed: {format_choices(fields)}."
-                            + did_you_mean(key, fields))
+            raise SpecError(
+                f"{_join(path, key)}: unknown key; allowed: {format_choices(fields)}." + did_you_mean(key, fields)
+            )
         values[key] = _parse_value(types[key], value, _join(path, key))
-    missing = [name for name, f in fields.items()
-               if name not in values and f.default is _MISSING and f.default_factory is _MISSING]  # type: ignore[misc]
+    missing = [
+        name
+        for name, f in fields.items()
+        if name not in values and f.default is _MISSING and f.default_factory is _MISSING
+    ]  # type: ignore[misc]
     if missing:
         raise SpecError(f"{path or 'config'}: missing required key(s) {format_choices(missing)}.")
     return values
@@ -136,7 +144,7 @@ def _parse_value(kind: Any, value: Any, path: str) -> Any:
     origin, args = typing.get_origin(kind), typing.get_args(kind)
     if kind is Any:
         return value
-    if origin is typing.Union:
+    if origin in (typing.Union, types.UnionType):  # Optional[X] and X | None
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
@@ -194,7 +202,7 @@ def _message(error: BaseException) -> str:
     return str(error.args[0]) if error.args else type(error).__name__
 
 
-def spec_fields(schema: type) -> Tuple[Tuple[str, str, Any], ...]:
+def spec_fields(schema: type) -> tuple[tuple[str, str, Any], ...]:
     """``(name, type, default)`` per field, for listings such as ``python -m pipeline.backends``."""
     types, defaults = _field_types(schema), default_options(schema)
     return tuple((f.name, _type_text(types[f.name]), defaults.get(f.name)) for f in dataclasses.fields(schema))

@@ -9,7 +9,7 @@ integer and 16-bit floats.
 from __future__ import annotations
 
 import math
-from typing import Any, Dict
+from typing import Any
 
 import torch
 
@@ -28,7 +28,7 @@ def tensor_bytes(tensor: torch.Tensor) -> bytes:
     return bytes(out)
 
 
-def tensor_entry(tensor: torch.Tensor) -> Dict[str, Any]:
+def tensor_entry(tensor: torch.Tensor) -> dict[str, Any]:
     """The entry that `read_tensor` reads back beside `tensor_bytes`."""
     return {"dtype": str(tensor.dtype).removeprefix("torch."), "shape": list(tensor.shape)}
 

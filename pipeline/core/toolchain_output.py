@@ -27,7 +27,8 @@ import sys
 import tempfile
 import threading
 import warnings
-from typing import Any, Iterator, List, Tuple
+from collections.abc import Iterator
+from typing import Any
 
 LOG = logging.getLogger("pipeline.torch")
 LOG.addHandler(logging.NullHandler())
@@ -73,17 +74,23 @@ class _LineWriter(io.TextIOBase):
 def logged() -> Iterator[None]:
     """Within the block, torch's logging, prints and warnings go to the ``pipeline.torch`` logger."""
     forward = _Forward()
-    saved: List[Tuple[logging.Logger, list, bool]] = []
+    saved: list[tuple[logging.Logger, list, bool]] = []
     tops = [logging.getLogger(name) for name in _NOISY]
-    children = [logger for name, logger in list(logging.root.manager.loggerDict.items())
-                if isinstance(logger, logging.Logger) and logger.handlers and name.split(".")[0] in _NOISY]
+    children = [
+        logger
+        for name, logger in list(logging.root.manager.loggerDict.items())
+        if isinstance(logger, logging.Logger) and logger.handlers and name.split(".")[0] in _NOISY
+    ]
     for logger in dict.fromkeys(tops + children):  # a child with handlers of its own (torch._logging sets some)
         saved.append((logger, logger.handlers[:], logger.propagate))
         logger.handlers, logger.propagate = [forward], False
     try:
-        with native_stderr_logged(), warnings.catch_warnings(), \
-                contextlib.redirect_stdout(_LineWriter(logging.INFO, sys.stdout)), \
-                contextlib.redirect_stderr(_LineWriter(logging.WARNING, sys.stderr)):
+        with (
+            native_stderr_logged(),
+            warnings.catch_warnings(),
+            contextlib.redirect_stdout(_LineWriter(logging.INFO, sys.stdout)),
+            contextlib.redirect_stderr(_LineWriter(logging.WARNING, sys.stderr)),
+        ):
             warnings.showwarning = _log_warning
             yield
     finally:
@@ -123,7 +130,7 @@ def native_stderr_logged() -> Iterator[None]:
                     LOG.info("%s", line)
 
 
-_kept: List[bool] = []
+_kept: list[bool] = []
 
 
 @contextlib.contextmanager

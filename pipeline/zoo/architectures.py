@@ -18,14 +18,14 @@ Configs name the classes as ``pipeline.zoo.architectures.ResNetLike`` etc.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
 
-
 # -- ResNet ---------------------------------------------------------------------------------------
+
 
 class BasicBlock(nn.Module):
     """torchvision's ResNet BasicBlock: two 3x3 convolutions, an in-place residual add and ReLU."""
@@ -37,10 +37,9 @@ class BasicBlock(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.conv2 = nn.Conv2d(planes, planes, 3, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(planes)
-        self.downsample: Optional[nn.Module] = None
+        self.downsample: nn.Module | None = None
         if stride != 1 or inplanes != planes:
-            self.downsample = nn.Sequential(nn.Conv2d(inplanes, planes, 1, stride, bias=False),
-                                            nn.BatchNorm2d(planes))
+            self.downsample = nn.Sequential(nn.Conv2d(inplanes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x
@@ -56,19 +55,22 @@ class BasicBlock(nn.Module):
 class ResNetLike(nn.Module):
     """ResNet-18's layout (7x7 stem, max pool, four stages of two BasicBlocks) at a small width."""
 
-    def __init__(self, width: int = 8, classes: int = 10, blocks: Tuple[int, ...] = (2, 2, 2, 2)):
+    def __init__(self, width: int = 8, classes: int = 10, blocks: tuple[int, ...] = (2, 2, 2, 2)):
         super().__init__()
         self.conv1 = nn.Conv2d(3, width, 7, 2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, 2, padding=1)
-        stages: List[nn.Module] = []
+        stages: list[nn.Module] = []
         inplanes = width
         for index, count in enumerate(blocks):
-            planes = width * 2 ** index
+            planes = width * 2**index
             stride = 1 if index == 0 else 2
-            stages.append(nn.Sequential(*[BasicBlock(inplanes if i == 0 else planes, planes, stride if i == 0 else 1)
-                                          for i in range(count)]))
+            stages.append(
+                nn.Sequential(
+                    *[BasicBlock(inplanes if i == 0 else planes, planes, stride if i == 0 else 1) for i in range(count)]
+                )
+            )
             inplanes = planes
         self.layers = nn.Sequential(*stages)
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
@@ -82,12 +84,20 @@ class ResNetLike(nn.Module):
 
 # -- MobileNetV3 and EfficientNet -----------------------------------------------------------------
 
-def conv_norm_activation(inputs: int, outputs: int, kernel: int = 3, stride: int = 1, groups: int = 1,
-                         activation: Optional[Callable[..., nn.Module]] = nn.ReLU) -> nn.Sequential:
+
+def conv_norm_activation(
+    inputs: int,
+    outputs: int,
+    kernel: int = 3,
+    stride: int = 1,
+    groups: int = 1,
+    activation: Callable[..., nn.Module] | None = nn.ReLU,
+) -> nn.Sequential:
     """torchvision's Conv2dNormActivation: convolution, batch norm, an in-place activation."""
-    layers: List[nn.Module] = [nn.Conv2d(inputs, outputs, kernel, stride, (kernel - 1) // 2, groups=groups,
-                                         bias=False),
-                               nn.BatchNorm2d(outputs)]
+    layers: list[nn.Module] = [
+        nn.Conv2d(inputs, outputs, kernel, stride, (kernel - 1) // 2, groups=groups, bias=False),
+        nn.BatchNorm2d(outputs),
+    ]
     if activation is not None:
         layers.append(activation(inplace=True))
     return nn.Sequential(*layers)
@@ -96,8 +106,13 @@ def conv_norm_activation(inputs: int, outputs: int, kernel: int = 3, stride: int
 class SqueezeExcitation(nn.Module):
     """torchvision.ops.SqueezeExcitation: channel weights from a pooled, squeezed copy of the input."""
 
-    def __init__(self, channels: int, squeezed: int, activation: Callable[..., nn.Module] = nn.ReLU,
-                 scale_activation: Callable[..., nn.Module] = nn.Hardsigmoid):
+    def __init__(
+        self,
+        channels: int,
+        squeezed: int,
+        activation: Callable[..., nn.Module] = nn.ReLU,
+        scale_activation: Callable[..., nn.Module] = nn.Hardsigmoid,
+    ):
         super().__init__()
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc1 = nn.Conv2d(channels, squeezed, 1)
@@ -116,11 +131,12 @@ class SqueezeExcitation(nn.Module):
 class InvertedResidual(nn.Module):
     """MobileNetV3's block: expand, depthwise convolution, optional squeeze-excite, project, residual."""
 
-    def __init__(self, inputs: int, kernel: int, expanded: int, outputs: int, squeeze_excite: bool,
-                 hardswish: bool, stride: int):
+    def __init__(
+        self, inputs: int, kernel: int, expanded: int, outputs: int, squeeze_excite: bool, hardswish: bool, stride: int
+    ):
         super().__init__()
         activation = nn.Hardswish if hardswish else nn.ReLU
-        layers: List[nn.Module] = []
+        layers: list[nn.Module] = []
         if expanded != inputs:
             layers.append(conv_norm_activation(inputs, expanded, 1, activation=activation))
         layers.append(conv_norm_activation(expanded, expanded, kernel, stride, groups=expanded, activation=activation))
@@ -146,19 +162,28 @@ class MobileNetV3Like(nn.Module):
     classifier with in-place hardswish and dropout."""
 
     # inputs, kernel, expanded, outputs, squeeze-excite, hardswish, stride (torchvision's table, narrowed)
-    SETTINGS = ((8, 3, 8, 8, True, False, 2), (8, 3, 24, 12, False, False, 2), (12, 3, 32, 12, False, False, 1),
-                (12, 5, 48, 16, True, True, 2), (16, 5, 64, 16, True, True, 1))
+    SETTINGS = (
+        (8, 3, 8, 8, True, False, 2),
+        (8, 3, 24, 12, False, False, 2),
+        (12, 3, 32, 12, False, False, 1),
+        (12, 5, 48, 16, True, True, 2),
+        (16, 5, 64, 16, True, True, 1),
+    )
 
     def __init__(self, classes: int = 10, last_channels: int = 64, dropout: float = 0.2):
         super().__init__()
-        layers: List[nn.Module] = [conv_norm_activation(3, 8, 3, 2, activation=nn.Hardswish)]
+        layers: list[nn.Module] = [conv_norm_activation(3, 8, 3, 2, activation=nn.Hardswish)]
         layers += [InvertedResidual(*setting) for setting in self.SETTINGS]
         final = self.SETTINGS[-1][3]
         layers.append(conv_norm_activation(final, 6 * final, 1, activation=nn.Hardswish))
         self.features = nn.Sequential(*layers)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Sequential(nn.Linear(6 * final, last_channels), nn.Hardswish(inplace=True),
-                                        nn.Dropout(dropout, inplace=True), nn.Linear(last_channels, classes))
+        self.classifier = nn.Sequential(
+            nn.Linear(6 * final, last_channels),
+            nn.Hardswish(inplace=True),
+            nn.Dropout(dropout, inplace=True),
+            nn.Linear(last_channels, classes),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = torch.flatten(self.avgpool(self.features(x)), 1)
@@ -184,16 +209,14 @@ class MBConv(nn.Module):
     """EfficientNet's block: SiLU expand, depthwise convolution, squeeze-excite with a sigmoid gate,
     project, stochastic depth on the residual branch."""
 
-    def __init__(self, inputs: int, outputs: int, expand_ratio: int, kernel: int, stride: int,
-                 stochastic_depth: float):
+    def __init__(self, inputs: int, outputs: int, expand_ratio: int, kernel: int, stride: int, stochastic_depth: float):
         super().__init__()
         expanded = inputs * expand_ratio
-        layers: List[nn.Module] = []
+        layers: list[nn.Module] = []
         if expanded != inputs:
             layers.append(conv_norm_activation(inputs, expanded, 1, activation=nn.SiLU))
         layers.append(conv_norm_activation(expanded, expanded, kernel, stride, groups=expanded, activation=nn.SiLU))
-        layers.append(SqueezeExcitation(expanded, max(1, inputs // 4), activation=nn.SiLU,
-                                        scale_activation=nn.Sigmoid))
+        layers.append(SqueezeExcitation(expanded, max(1, inputs // 4), activation=nn.SiLU, scale_activation=nn.Sigmoid))
         layers.append(conv_norm_activation(expanded, outputs, 1, activation=None))
         self.block = nn.Sequential(*layers)
         self.stochastic_depth = StochasticDepth(stochastic_depth)
@@ -213,10 +236,9 @@ class EfficientNetLike(nn.Module):
     # inputs, outputs, expand ratio, kernel, stride
     SETTINGS = ((8, 8, 1, 3, 1), (8, 12, 4, 3, 2), (12, 12, 4, 3, 1), (12, 16, 4, 5, 2), (16, 16, 4, 5, 1))
 
-    def __init__(self, classes: int = 10, head_channels: int = 64, dropout: float = 0.2,
-                 stochastic_depth: float = 0.2):
+    def __init__(self, classes: int = 10, head_channels: int = 64, dropout: float = 0.2, stochastic_depth: float = 0.2):
         super().__init__()
-        layers: List[nn.Module] = [conv_norm_activation(3, 8, 3, 2, activation=nn.SiLU)]
+        layers: list[nn.Module] = [conv_norm_activation(3, 8, 3, 2, activation=nn.SiLU)]
         for index, setting in enumerate(self.SETTINGS):
             layers.append(MBConv(*setting, stochastic_depth=stochastic_depth * index / len(self.SETTINGS)))
         layers.append(conv_norm_activation(self.SETTINGS[-1][1], head_channels, 1, activation=nn.SiLU))
@@ -229,6 +251,7 @@ class EfficientNetLike(nn.Module):
 
 
 # -- sequence models ------------------------------------------------------------------------------
+
 
 class LSTMTagger(nn.Module):
     """Token ids -> per-token tag log-probabilities: embedding, a bidirectional two-layer LSTM, a linear head."""
@@ -253,7 +276,7 @@ class GRUTagger(nn.Module):
         self.gru = nn.GRU(embedding, hidden, num_layers=layers, batch_first=True)
         self.head = nn.Linear(hidden, tags)
 
-    def forward(self, tokens: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         states, _ = self.gru(self.embedding(tokens))
         scores = self.head(states)
         return scores, scores.argmax(dim=-1)
@@ -283,6 +306,7 @@ class AttentionEncoder(nn.Module):
 
 # -- data-dependent control flow ------------------------------------------------------------------
 
+
 class CondGate(nn.Module):
     """``torch.cond`` on the input's sign: one branch or the other runs, decided at run time."""
 
@@ -303,18 +327,19 @@ class CondGate(nn.Module):
 
 # -- the list the tests and configs use -----------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Architecture:
     cls: type
-    inputs: Tuple[Tuple[Tuple[int, ...], torch.dtype, int], ...]  # (shape, dtype, vocab or 0) per argument
-    frontends: Tuple[str, ...]  # "export", "script", "trace": the captures that can take the model
+    inputs: tuple[tuple[tuple[int, ...], torch.dtype, int], ...]  # (shape, dtype, vocab or 0) per argument
+    frontends: tuple[str, ...]  # "export", "script", "trace": the captures that can take the model
 
 
 _IMAGE = (((2, 3, 32, 32), torch.float32, 0),)
 _TOKENS = (((2, 8), torch.int64, 50),)
 ALL_FRONTENDS = ("export", "script", "trace")
 
-ARCHITECTURES: Dict[str, Architecture] = {
+ARCHITECTURES: dict[str, Architecture] = {
     "resnet": Architecture(ResNetLike, _IMAGE, ALL_FRONTENDS),
     "mobilenet_v3": Architecture(MobileNetV3Like, _IMAGE, ALL_FRONTENDS),
     "efficientnet": Architecture(EfficientNetLike, _IMAGE, ALL_FRONTENDS),
@@ -332,7 +357,7 @@ def build(name: str) -> nn.Module:
     return ARCHITECTURES[name].cls().eval()
 
 
-def example_inputs(name: str) -> Dict[str, tuple]:
+def example_inputs(name: str) -> dict[str, tuple]:
     """``{"forward": args}``, seeded: images uniform in [-1, 1), token ids in [0, vocab) with padding (0)
     at the end of the second sequence."""
     generator = torch.Generator().manual_seed(0)
@@ -342,6 +367,6 @@ def example_inputs(name: str) -> Dict[str, tuple]:
             args.append(torch.rand(shape, generator=generator, dtype=dtype) * 2 - 1)
         else:
             tokens = torch.randint(1, vocab, shape, generator=generator, dtype=dtype)
-            tokens[-1, shape[-1] // 2:] = 0
+            tokens[-1, shape[-1] // 2 :] = 0
             args.append(tokens)
     return {"forward": tuple(args)}

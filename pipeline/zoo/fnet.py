@@ -18,8 +18,9 @@ class FourierBlock(nn.Module):
     def __init__(self, hidden: int, expansion: int):
         super().__init__()
         self.mix_norm = nn.LayerNorm(hidden)
-        self.feed_forward = nn.Sequential(nn.Linear(hidden, hidden * expansion), nn.GELU(),
-                                          nn.Linear(hidden * expansion, hidden))
+        self.feed_forward = nn.Sequential(
+            nn.Linear(hidden, hidden * expansion), nn.GELU(), nn.Linear(hidden * expansion, hidden)
+        )
         self.out_norm = nn.LayerNorm(hidden)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -13,8 +13,8 @@ from hydra.errors import MissingConfigException
 
 import pipeline
 from pipeline.app.config import ConfigError, compose_config, validate
-from pipeline.core.hashing import sha256_file
 from pipeline.app.run import run
+from pipeline.core.hashing import sha256_file
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = "model.example_inputs={forward:[{shape:[1,8]}]}"  # model=custom asks for them
@@ -38,13 +38,15 @@ def schema(name):
 
 # ---- every config group composes into a valid request --------------------------------------------
 
+
 def test_the_default_config_lowers_the_mlp_to_the_reference_backend():
     request = validate(composed())
     assert request.model_target == "pipeline.zoo.MLP"
     assert request.backend_name == "reference" and request.frontend == "export"
     assert request.debug_handles == "sequential"
-    assert request.compile_spec == {"forward": {"constant_folding": True, "dead_code_elimination": True,
-                                                "check_inputs": False}}
+    assert request.compile_spec == {
+        "forward": {"constant_folding": True, "dead_code_elimination": True, "check_inputs": False}
+    }
 
 
 @pytest.mark.parametrize("model", [m for m in options("model") if m != "custom"])
@@ -80,8 +82,11 @@ def test_every_experiment_preset_composes(experiment):
 
 
 def test_a_method_can_be_added_to_the_spec_from_the_command_line():
-    request = validate(composed("model=basic", "backend.compile_spec.accum={}",
-                                "backend.compile_spec.sub_accum={constant_folding:false}"))
+    request = validate(
+        composed(
+            "model=basic", "backend.compile_spec.accum={}", "backend.compile_spec.sub_accum={constant_folding:false}"
+        )
+    )
     assert list(request.compile_spec) == ["forward", "accum", "sub_accum"]
     assert request.compile_spec["sub_accum"]["constant_folding"] is False
 
@@ -93,23 +98,40 @@ def test_the_custom_model_takes_any_importable_module():
 
 # ---- rejections, before any work starts ------------------------------------------------------------
 
-@pytest.mark.parametrize("override, message", [
-    ("backend.compile_spec.forward.constant_foldin=false",
-     "backend.compile_spec.forward.constant_foldin: unknown key; allowed: 'check_inputs', 'constant_folding', "
-     "'dead_code_elimination'. Did you mean 'constant_folding'?"),
-    ("backend.compile_spec.forward.constant_folding=maybe",
-     "backend.compile_spec.forward.constant_folding: expected true or false, got 'maybe'"),
-    ("backend.compile_spec.fwd={}",
-     "backend.compile_spec.fwd: model pipeline.zoo.MLP has no method 'fwd'; it has: 'forward'."),
-    ("debug_handles.strategy=seq", "debug_handles.strategy: 'seq' is not allowed; allowed: 'none', 'sequential'"),
-    ("frontend=torchscript frontend.mode=compile", "frontend.mode: 'compile' is not allowed; allowed: 'script', 'trace'"),
-    ("model.example_inputs.forward=[{shape:[2,64],dtype:float33}]",
-     "model.example_inputs.forward[0].dtype: 'float33' is not allowed; allowed: 'bfloat16'"),
-    ("model.example_inputs.forward=[{shap:[2,64]}]",
-     "model.example_inputs.forward[0].shap: unknown key; allowed: 'dtype', 'high', 'low', 'shape'."),
-    ("latency.iterations=many", "latency.iterations: expected an integer, got 'many'"),
-    ("model._target_=pipeline.zoo.Nope", "model._target_: cannot import 'pipeline.zoo.Nope'"),
-])
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        (
+            "backend.compile_spec.forward.constant_foldin=false",
+            "backend.compile_spec.forward.constant_foldin: unknown key; allowed: 'check_inputs', 'constant_folding', "
+            "'dead_code_elimination'. Did you mean 'constant_folding'?",
+        ),
+        (
+            "backend.compile_spec.forward.constant_folding=maybe",
+            "backend.compile_spec.forward.constant_folding: expected true or false, got 'maybe'",
+        ),
+        (
+            "backend.compile_spec.fwd={}",
+            "backend.compile_spec.fwd: model pipeline.zoo.MLP has no method 'fwd'; it has: 'forward'.",
+        ),
+        ("debug_handles.strategy=seq", "debug_handles.strategy: 'seq' is not allowed; allowed: 'none', 'sequential'"),
+        (
+            "frontend=torchscript frontend.mode=compile",
+            "frontend.mode: 'compile' is not allowed; allowed: 'script', 'trace'",
+        ),
+        (
+            "model.example_inputs.forward=[{shape:[2,64],dtype:float33}]",
+            "model.example_inputs.forward[0].dtype: 'float33' is not allowed; allowed: 'bfloat16'",
+        ),
+        (
+            "model.example_inputs.forward=[{shap:[2,64]}]",
+            "model.example_inputs.forward[0].shap: unknown key; allowed: 'dtype', 'high', 'low', 'shape'.",
+        ),
+        ("latency.iterations=many", "latency.iterations: expected an integer, got 'many'"),
+        ("model._target_=pipeline.zoo.Nope", "model._target_: cannot import 'pipeline.zoo.Nope'"),
+    ],
+)
 def test_bad_configs_name_the_key_path_and_what_is_allowed(override, message):
     with pytest.raises(ConfigError) as error:
         validate(composed(*override.split(" ")))
@@ -128,11 +150,18 @@ def test_an_unknown_group_option_lists_the_available_ones():
 
 # ---- runs: outputs, schemas, reload ----------------------------------------------------------------
 
+
 def run_cli(tmp_path, *overrides, user_configs=False):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(USER), os.environ.get("PYTHONPATH", "")])}
     flags = ["--config-dir", str(USER / "conf")] if user_configs else []
-    return subprocess.run([sys.executable, "-m", "pipeline", *flags, f"hydra.run.dir={tmp_path}", *overrides],
-                          capture_output=True, text=True, env=env, cwd=tmp_path.parent, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", *flags, f"hydra.run.dir={tmp_path}", *overrides],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path.parent,
+        timeout=300,
+    )
 
 
 @pytest.mark.parametrize("frontend", ["export", "torchscript"])
@@ -160,8 +189,9 @@ def test_a_run_writes_artifact_handles_report_and_hydra_record(tmp_path, fronten
 
 
 def test_a_users_backend_runs_from_its_own_config_dir(tmp_path):
-    done = run_cli(tmp_path, "backend=jit", "frontend=torchscript", "backend.compile_spec.forward.optimize=true",
-                   user_configs=True)
+    done = run_cli(
+        tmp_path, "backend=jit", "frontend=torchscript", "backend.compile_spec.forward.optimize=true", user_configs=True
+    )
     assert done.returncode == 0, done.stderr
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["backend"] == "jit" and report["compile_spec"] == {"forward": {"optimize": True}}
@@ -191,8 +221,11 @@ def test_a_quantized_spec_verifies_with_the_backends_quantized_tolerance():
 
 
 def test_a_quantized_spec_is_rejected_when_the_backend_declares_no_quantized_tolerance():
-    with pytest.raises(ConfigError, match=r"backend.compile_spec.forward.quantize='int8_dynamic': backend "
-                                          r"'onnxruntime' declares no quantized_tolerance.*conf/backend/onnxruntime.yaml"):
+    with pytest.raises(
+        ConfigError,
+        match=r"backend.compile_spec.forward.quantize='int8_dynamic': backend "
+        r"'onnxruntime' declares no quantized_tolerance.*conf/backend/onnxruntime.yaml",
+    ):
         validate(composed(*QUANTIZED, "~backend.quantized_tolerance"))
     given = validate(composed(*QUANTIZED, "~backend.quantized_tolerance", "verify.tolerance={atol:0.1,rtol:0.1}"))
     assert given.tolerance.atol == 0.1
@@ -206,6 +239,7 @@ def test_a_quantized_run_records_mean_error_and_top1_agreement(tmp_path):
 
 
 # ---- failures are records, not crashes -------------------------------------------------------------
+
 
 def run_in_process(tmp_path, *overrides):
     report = run(validate(composed(*overrides, user_configs=True)), tmp_path)
@@ -221,11 +255,16 @@ def test_a_model_that_does_not_build_is_recorded(tmp_path):
     assert not (tmp_path / "model.lowered").exists()
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (["model._target_=models.NeedsArgument"], "missing a required argument: 'width'"),
-    (["model._target_=models.NeedsArgument", "+model.width=3", "+model.widht=3"],
-     "unexpected keyword argument 'widht'. Unknown: 'widht'. Did you mean 'width'?"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["model._target_=models.NeedsArgument"], "missing a required argument: 'width'"),
+        (
+            ["model._target_=models.NeedsArgument", "+model.width=3", "+model.widht=3"],
+            "unexpected keyword argument 'widht'. Unknown: 'widht'. Did you mean 'width'?",
+        ),
+    ],
+)
 def test_constructor_arguments_are_bound_before_the_model_is_built(overrides, message):
     with pytest.raises(ConfigError, match="model: models.NeedsArgument") as error:
         validate(composed("model=custom", EXAMPLE, *overrides))
@@ -263,6 +302,7 @@ def test_a_failed_cli_run_exits_non_zero_and_leaves_its_report(tmp_path):
 
 # ---- reading outputs --------------------------------------------------------------------------------
 
+
 def test_inspect_prints_the_handle_map_of_a_run_and_of_an_artifact(tmp_path):
     report = run_in_process(tmp_path, "model=basic", "profile=true")
     assert report["profile"]["supported"] and report["profile"]["top"]
@@ -275,11 +315,14 @@ def test_inspect_prints_the_handle_map_of_a_run_and_of_an_artifact(tmp_path):
     assert data["manifest"]["backend"] == "reference" and data["handles"]["handles"]
 
 
-@pytest.mark.parametrize("override, message", [
-    ("seed=abc", "seed: expected an integer, got 'abc'"),
-    ("threads=0", "threads: 0 is not allowed; allowed: null (torch's default) or 1..256."),
-    ("profile=perhaps", "profile: expected true or false, got 'perhaps'"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("seed=abc", "seed: expected an integer, got 'abc'"),
+        ("threads=0", "threads: 0 is not allowed; allowed: null (torch's default) or 1..256."),
+        ("profile=perhaps", "profile: expected true or false, got 'perhaps'"),
+    ],
+)
 def test_bad_top_level_options_are_rejected(override, message):
     with pytest.raises(ConfigError) as error:
         validate(composed(override))
@@ -300,18 +343,25 @@ def test_validate_checks_a_config_without_running_it(capsys):
 
 # ---- the CLI explains itself ------------------------------------------------------------------------
 
+
 def cli(*args):
-    return subprocess.run([sys.executable, "-m", "pipeline", *args], capture_output=True, text=True, cwd=ROOT,
-                          timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", *args], capture_output=True, text=True, cwd=ROOT, timeout=300
+    )
 
 
-@pytest.mark.parametrize("override, message", [
-    ("backend=onnxruntim", "backend=onnxruntim: no such option; allowed: 'executorch', 'inductor', 'onnxruntime'"),
-    ("seeed=3", "seeed: no such key; the config has: "),
-    ("verify.enabld=false", "verify.enabld: no such key; verify has: 'enabled', 'random_trials', 'tolerance'. "
-                            "Did you mean 'enabled'?"),
-    ("lattency.rounds=2", "lattency: no such key; the config has: 'model', "),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("backend=onnxruntim", "backend=onnxruntim: no such option; allowed: 'executorch', 'inductor', 'onnxruntime'"),
+        ("seeed=3", "seeed: no such key; the config has: "),
+        (
+            "verify.enabld=false",
+            "verify.enabld: no such key; verify has: 'enabled', 'random_trials', 'tolerance'. Did you mean 'enabled'?",
+        ),
+        ("lattency.rounds=2", "lattency: no such key; the config has: 'model', "),
+    ],
+)
 def test_hydras_own_composition_errors_exit_2_with_a_did_you_mean_and_a_report(tmp_path, override, message):
     done = cli(override, f"hydra.run.dir={tmp_path}")
     assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
@@ -322,30 +372,45 @@ def test_hydras_own_composition_errors_exit_2_with_a_did_you_mean_and_a_report(t
     assert report["status"] == "failed" and report["stage"] == "config"
 
 
-@pytest.mark.parametrize("key, message", [
-    ("lattency.rounds", "lattency: no such key; the config has: 'model', 'frontend', 'backend', 'debug_handles', "
-                        "'seed', 'threads', 'profile', 'artifact_name', 'partition', 'min_nodes', 'verify', 'latency'. "
-                        "Did you mean 'latency'?"),
-    ("verify.tolerence.atol", "verify.tolerence: no such key; verify has: 'enabled', 'random_trials', 'tolerance'. "
-                              "Did you mean 'tolerance'?"),
-    ("latency.rounds.x", "latency.rounds.x: no such key; latency.rounds is a value (5), not a section."),
-    ("model.widht", "model.widht: no such key; model has: '_target_', 'in_features', 'hidden', 'out_features', "
-                    "'layers', 'example_inputs'. A constructor argument the model's config lacks is added with +: "
-                    "+model.widht=..."),
-])
+@pytest.mark.parametrize(
+    "key, message",
+    [
+        (
+            "lattency.rounds",
+            "lattency: no such key; the config has: 'model', 'frontend', 'backend', 'debug_handles', "
+            "'seed', 'threads', 'profile', 'artifact_name', 'partition', 'min_nodes', 'verify', 'latency'. "
+            "Did you mean 'latency'?",
+        ),
+        (
+            "verify.tolerence.atol",
+            "verify.tolerence: no such key; verify has: 'enabled', 'random_trials', 'tolerance'. "
+            "Did you mean 'tolerance'?",
+        ),
+        ("latency.rounds.x", "latency.rounds.x: no such key; latency.rounds is a value (5), not a section."),
+        (
+            "model.widht",
+            "model.widht: no such key; model has: '_target_', 'in_features', 'hidden', 'out_features', "
+            "'layers', 'example_inputs'. A constructor argument the model's config lacks is added with +: "
+            "+model.widht=...",
+        ),
+    ],
+)
 def test_an_unknown_key_at_any_depth_names_the_missing_segment_and_what_its_parent_has(key, message):
     from pipeline.app.cli import unknown_key_message
 
     assert unknown_key_message(key, composed()) == message
 
 
-@pytest.mark.parametrize("overrides, atol, rtol", [
-    (["verify.tolerance.atol=0"], 0.0, 1e-4),  # the backend's rtol stays
-    (["verify.tolerance.rtol=0.5"], 1e-5, 0.5),
-    (["verify.tolerance={atol:0,rtol:0}"], 0.0, 0.0),
-    (["verify.tolerance=null"], 1e-5, 1e-4),
-    (["backend.compile_spec.forward.quantize=int8_dynamic", "verify.tolerance.atol=0.5"], 0.5, 3e-2),
-])
+@pytest.mark.parametrize(
+    "overrides, atol, rtol",
+    [
+        (["verify.tolerance.atol=0"], 0.0, 1e-4),  # the backend's rtol stays
+        (["verify.tolerance.rtol=0.5"], 1e-5, 0.5),
+        (["verify.tolerance={atol:0,rtol:0}"], 0.0, 0.0),
+        (["verify.tolerance=null"], 1e-5, 1e-4),
+        (["backend.compile_spec.forward.quantize=int8_dynamic", "verify.tolerance.atol=0.5"], 0.5, 3e-2),
+    ],
+)
 def test_verify_tolerance_overrides_the_backends_field_by_field(overrides, atol, rtol):
     tolerance = validate(composed("backend=onnxruntime", *overrides)).tolerance
     assert (tolerance.atol, tolerance.rtol) == (atol, rtol)
@@ -353,13 +418,23 @@ def test_verify_tolerance_overrides_the_backends_field_by_field(overrides, atol,
 
 def test_version_names_the_project_and_torch():
     done = cli("--version")
-    assert done.returncode == 0 and done.stdout.startswith("lowering-pipeline ") and f"torch {torch.__version__}" in done.stdout
+    assert (
+        done.returncode == 0
+        and done.stdout.startswith("lowering-pipeline ")
+        and f"torch {torch.__version__}" in done.stdout
+    )
 
 
 def test_help_describes_the_tool_and_its_commands_before_hydras_groups():
     text = cli("--help").stdout
     assert text.startswith("lowering-pipeline: lower a PyTorch model")
-    for command in ("pipeline.validate", "pipeline.backends", "pipeline.inspect", "pipeline.replay", "pipeline.compare"):
+    for command in (
+        "pipeline.validate",
+        "pipeline.backends",
+        "pipeline.inspect",
+        "pipeline.replay",
+        "pipeline.compare",
+    ):
         assert command in text
     assert text.index("pipeline.validate") < text.index("backend: executorch, inductor")
 
@@ -370,22 +445,29 @@ def test_a_custom_model_needs_its_example_inputs():
 
 
 def test_the_backends_command_lists_frontends_options_defaults_code_and_availability():
-    done = subprocess.run([sys.executable, "-m", "pipeline.backends", "--json"], capture_output=True, text=True,
-                          cwd=ROOT, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline.backends", "--json"], capture_output=True, text=True, cwd=ROOT, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     rows = {row["name"]: row for row in json.loads(done.stdout)}
     assert {"reference", "onnxruntime", "inductor", "torchscript"} <= set(rows)
     reference = rows["reference"]
-    assert reference["available"] and reference["accepts"] == ["torchscript", "export"] and not reference["carries_code"]
+    assert (
+        reference["available"] and reference["accepts"] == ["torchscript", "export"] and not reference["carries_code"]
+    )
     assert {"name": "constant_folding", "type": "bool", "default": True} in reference["options"]
     assert rows["inductor"]["carries_code"] and rows["torchscript"]["carries_code"]
-    text = subprocess.run([sys.executable, "-m", "pipeline.backends"], capture_output=True, text=True, cwd=ROOT,
-                          timeout=300).stdout
+    text = subprocess.run(
+        [sys.executable, "-m", "pipeline.backends"], capture_output=True, text=True, cwd=ROOT, timeout=300
+    ).stdout
     assert "graph_optimization_level" in text and "carries code (loading needs trust_code=True)" in text
 
 
-@pytest.mark.parametrize("backend", [["backend=onnxruntime"], ["backend=torchscript", "frontend=torchscript"],
-                                     ["backend=reference"]], ids=lambda b: b[0])
+@pytest.mark.parametrize(
+    "backend",
+    [["backend=onnxruntime"], ["backend=torchscript", "frontend=torchscript"], ["backend=reference"]],
+    ids=lambda b: b[0],
+)
 def test_a_profile_attributes_at_least_99_percent_of_its_time_to_source_lines(tmp_path, backend):
     report = run_in_process(tmp_path, "model=cnn", "profile=true", *backend)
     assert report["status"] == "ok", report["error"]

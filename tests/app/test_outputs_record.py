@@ -5,11 +5,11 @@ import json
 
 import pytest
 import torch
+from output_kinds import KINDS, Returns
+from test_app import run_cli
 
 from pipeline.app import outputs_record, replay
 from pipeline.core.payload import pack_parts
-from output_kinds import KINDS, Returns
-from test_app import run_cli
 
 EXAMPLE = "model.example_inputs={forward:[{shape:[2,4]}]}"
 
@@ -17,8 +17,15 @@ EXAMPLE = "model.example_inputs={forward:[{shape:[2,4]}]}"
 @pytest.mark.parametrize("kind", KINDS)
 def test_a_run_records_the_output_and_replay_matches_it(tmp_path, kind):
     run_dir = tmp_path / "run"
-    done = run_cli(run_dir, "model=custom", "model._target_=output_kinds.Returns", f"+model.kind={kind}", EXAMPLE,
-                   "latency.rounds=1", "latency.iterations=2")
+    done = run_cli(
+        run_dir,
+        "model=custom",
+        "model._target_=output_kinds.Returns",
+        f"+model.kind={kind}",
+        EXAMPLE,
+        "latency.rounds=1",
+        "latency.iterations=2",
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads((run_dir / "report.json").read_text())["status"] == "ok"
 
@@ -34,13 +41,20 @@ def test_a_run_records_the_output_and_replay_matches_it(tmp_path, kind):
 
 def test_replay_tells_a_changed_output_apart(tmp_path):
     run_dir = tmp_path / "run"
-    done = run_cli(run_dir, "model=custom", "model._target_=output_kinds.Returns", "+model.kind=scalar", EXAMPLE,
-                   "latency.enabled=false")
+    done = run_cli(
+        run_dir,
+        "model=custom",
+        "model._target_=output_kinds.Returns",
+        "+model.kind=scalar",
+        EXAMPLE,
+        "latency.enabled=false",
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     inputs_sha256, recorded = outputs_record.read(run_dir / "outputs.bin")
     other = tmp_path / "other.bin"
     meta = {"inputs_sha256": inputs_sha256, "methods": {"forward": [{"dtype": "float32", "shape": []}]}}
-    other.write_bytes(pack_parts(outputs_record.KIND, meta,
-                                                {"forward/0": (recorded["forward"][0] + 1).numpy().tobytes()}))
+    other.write_bytes(
+        pack_parts(outputs_record.KIND, meta, {"forward/0": (recorded["forward"][0] + 1).numpy().tobytes()})
+    )
     compared = outputs_record.compare(run_dir / "outputs.bin", other, atol=1e-5, rtol=1e-5)
     assert not compared["match"] and "max abs difference 1" in compared["why"]

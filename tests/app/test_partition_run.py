@@ -8,11 +8,11 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+from backend_checks import line_of
 
 import pipeline
 from pipeline.app.config import ConfigError, compose_config, validate
 from pipeline.zoo.fnet import FourierBlock
-from backend_checks import line_of
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMAS = ROOT / "pipeline" / "app" / "schemas"
@@ -23,9 +23,24 @@ def schema(name):
 
 
 def test_fnet_runs_partitioned_from_the_command_line_and_records_where_each_node_went(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "pipeline", f"hydra.run.dir={tmp_path}", "model=fnet",
-                           "backend=reference", "partition=true", "profile=true", "latency.enabled=false"],
-                          capture_output=True, text=True, cwd=tmp_path.parent, timeout=300, env=dict(os.environ))
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            f"hydra.run.dir={tmp_path}",
+            "model=fnet",
+            "backend=reference",
+            "partition=true",
+            "profile=true",
+            "latency.enabled=false",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path.parent,
+        timeout=300,
+        env=dict(os.environ),
+    )
     assert done.returncode == 0, done.stderr
     report = json.loads((tmp_path / "report.json").read_text())
     handles = json.loads((tmp_path / "handles.json").read_text())
@@ -34,8 +49,10 @@ def test_fnet_runs_partitioned_from_the_command_line_and_records_where_each_node
         jsonschema.validate(document, schema(name))
     entry = report["partition"]
     line = line_of(FourierBlock.forward, "torch.fft.fft2")
-    assert entry["summary"] == (f"{entry['on_backend']} of {entry['nodes']} nodes on reference in 3 subgraphs; "
-                                f"fallback: fft_fft2/real at fnet.py:{line}")
+    assert entry["summary"] == (
+        f"{entry['on_backend']} of {entry['nodes']} nodes on reference in 3 subgraphs; "
+        f"fallback: fft_fft2/real at fnet.py:{line}"
+    )
     assert report["verify"]["passed"]
     console = done.stdout + done.stderr
     assert sum(entry["summary"] in text for text in console.splitlines()) == 1  # one line, and only one

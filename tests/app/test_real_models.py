@@ -13,8 +13,11 @@ from pipeline.app.real_models import BACKENDS, EXPECTED_FAILURES, QUICK, REAL_MO
 from pipeline.app.run import build_model
 
 SLOW = ("inductor", "executorch")  # they compile each model for ~10 s; the matrix takes minutes
-CELLS = [pytest.param(model, backend, marks=[pytest.mark.slow] if backend in SLOW else [])
-         for model in REAL_MODELS for backend in BACKENDS]
+CELLS = [
+    pytest.param(model, backend, marks=[pytest.mark.slow] if backend in SLOW else [])
+    for model in REAL_MODELS
+    for backend in BACKENDS
+]
 
 
 def request_for(model, backend):

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.app import compare, inspect as pipeline_inspect, replay
+from pipeline.app import compare, replay
+from pipeline.app import inspect as pipeline_inspect
 from pipeline.app.config import ConfigError, compose_config, validate
 from pipeline.app.faults import Interrupted
 from pipeline.app.run import run
@@ -32,8 +33,14 @@ def composed(*overrides):
 
 
 def lower(run_dir, *overrides, flags=()):
-    return subprocess.run([sys.executable, "-m", "pipeline", *flags, f"hydra.run.dir={run_dir}", *QUICK, *overrides],
-                          capture_output=True, text=True, timeout=600, cwd=ROOT, env=ENV)
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", *flags, f"hydra.run.dir={run_dir}", *QUICK, *overrides],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+        env=ENV,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +66,7 @@ def edit_config(run_dir, edit):
 
 # ---- replay checks every _target_ before anything is imported and called ---------------------------
 
+
 def test_replay_refuses_a_config_whose_model_target_runs_a_command(recorded_run, tmp_path):
     received = copy_of(recorded_run, tmp_path)
     canary = tmp_path / "canary"
@@ -72,10 +80,16 @@ def test_replay_refuses_a_config_whose_model_target_runs_a_command(recorded_run,
 
 def test_replay_refuses_targets_anywhere_else_and_lists_them_all(recorded_run, tmp_path):
     received = copy_of(recorded_run, tmp_path)
-    edit_config(received, lambda c: (c["model"].update(width={"_target_": "os.system", "command": "true"}),
-                                     c["backend"].update(_target_="builtins.eval", name="nope")))
-    done = subprocess.run([sys.executable, "-m", "pipeline.replay", str(received)], capture_output=True, text=True,
-                          cwd=ROOT, timeout=300)
+    edit_config(
+        received,
+        lambda c: (
+            c["model"].update(width={"_target_": "os.system", "command": "true"}),
+            c["backend"].update(_target_="builtins.eval", name="nope"),
+        ),
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline.replay", str(received)], capture_output=True, text=True, cwd=ROOT, timeout=300
+    )
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "model.width._target_='os.system': only model._target_ and backend._target_" in done.stderr
     assert "backend._target_='builtins.eval': not the class of an installed backend" in done.stderr
@@ -100,8 +114,14 @@ def test_replay_judges_a_target_from_its_name_and_never_imports_it(recorded_run,
     (folder / "advcanary.py").write_text(CANARY_MODULE.format(marker=str(marker)))
     edit_config(received, lambda c: c["model"].update(_target_="advcanary.Net"))
     env = {**ENV, "PYTHONPATH": str(folder)} if where == "on sys.path" else ENV
-    done = subprocess.run([sys.executable, "-m", "pipeline.replay", "."], capture_output=True, text=True,
-                          cwd=received, env=env, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline.replay", "."],
+        capture_output=True,
+        text=True,
+        cwd=received,
+        env=env,
+        timeout=300,
+    )
     assert done.returncode == 2, done.stderr[-2000:]
     assert "model._target_='advcanary.Net'" in done.stderr and "--trust" in done.stderr
     assert not marker.exists()
@@ -110,8 +130,9 @@ def test_replay_judges_a_target_from_its_name_and_never_imports_it(recorded_run,
 def test_replay_never_imports_an_installed_module_to_judge_it(recorded_run, tmp_path):
     received = copy_of(recorded_run, tmp_path)
     edit_config(received, lambda c: c["model"].update(_target_="this.Net"))  # importing `this` prints the Zen
-    done = subprocess.run([sys.executable, "-m", "pipeline.replay", str(received)], capture_output=True, text=True,
-                          cwd=ROOT, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline.replay", str(received)], capture_output=True, text=True, cwd=ROOT, timeout=300
+    )
     assert done.returncode == 2 and "model._target_='this.Net'" in done.stderr
     assert "Beautiful is better than ugly" not in done.stdout + done.stderr
 
@@ -135,8 +156,10 @@ def test_replay_resolves_no_interpolation_in_a_received_config(recorded_run, tmp
 
 def test_with_trust_replay_runs_a_target_the_check_would_refuse(recorded_run, tmp_path):
     received = copy_of(recorded_run, tmp_path)
-    edit_config(received, lambda c: c.update(model={"_target_": "models.make_identity",
-                                                    "example_inputs": c["model"]["example_inputs"]}))
+    edit_config(
+        received,
+        lambda c: c.update(model={"_target_": "models.make_identity", "example_inputs": c["model"]["example_inputs"]}),
+    )
     sys.path.insert(0, str(USER))
     try:
         with pytest.raises(replay.UntrustedConfigError, match="models.make_identity"):
@@ -152,8 +175,9 @@ def test_with_trust_replay_runs_a_target_the_check_would_refuse(recorded_run, tm
 MALFORMED_REPORTS = {
     "not JSON": b"{not json",
     "a list": b"[1, 2, 3]",
-    "a string where an object belongs": json.dumps({"status": "ok", "stage": None, "error": None,
-                                                     "verify": "passed"}).encode(),
+    "a string where an object belongs": json.dumps(
+        {"status": "ok", "stage": None, "error": None, "verify": "passed"}
+    ).encode(),
     "nested deeply": b"[" * 100_000 + b"]" * 100_000,
 }
 
@@ -163,8 +187,13 @@ def test_every_reader_answers_a_malformed_report_with_one_line_naming_it(recorde
     received = copy_of(recorded_run, tmp_path)
     (received / "report.json").write_bytes(MALFORMED_REPORTS[kind])
     for command in ("inspect", "compare", "replay"):
-        done = subprocess.run([sys.executable, "-m", f"pipeline.{command}", str(received)], capture_output=True,
-                              text=True, cwd=ROOT, timeout=300)
+        done = subprocess.run(
+            [sys.executable, "-m", f"pipeline.{command}", str(received)],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=300,
+        )
         assert done.returncode == 2, (command, done.stderr[-2000:])
         assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1, (command, done.stderr)
         assert str(received / "report.json") in done.stderr, (command, done.stderr)
@@ -196,20 +225,24 @@ def test_compare_names_the_file_it_cannot_read(recorded_run, tmp_path, capsys):
 
 # ---- meaningless config values are rejected before any work ----------------------------------------
 
-@pytest.mark.parametrize("override, message", [
-    ("latency.iterations=-5", "latency.iterations: must be >= 1, not -5."),
-    ("latency.iterations=0", "latency.iterations: must be >= 1, not 0."),
-    ("latency.rounds=0", "latency.rounds: must be >= 1, not 0."),
-    ("latency.warmup=-1", "latency.warmup: must be >= 0, not -1."),
-    ("verify.random_trials=-1", "verify.random_trials: must be >= 0, not -1."),
-    ("backend.tolerance.atol=-1e-3", "backend.tolerance.atol: must be >= 0, not -0.001."),
-    ("verify.tolerance={atol:1e-3,rtol:-1}", "verify.tolerance.rtol: must be >= 0, not -1.0."),
-    ("threads=1000000", "threads: 1000000 is not allowed; allowed: null (torch's default) or 1..256."),
-    ("+verfy.enabled=false", "verfy: unknown top-level key; allowed: "),
-    ("artifact_name=../x.lowered", "artifact_name: '../x.lowered' is not a plain file name"),
-    ("artifact_name=/tmp/x.lowered", "artifact_name: '/tmp/x.lowered' is not a plain file name"),
-    ("artifact_name=report.json", "artifact_name: 'report.json' would overwrite the run's own records"),
-])
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("latency.iterations=-5", "latency.iterations: must be >= 1, not -5."),
+        ("latency.iterations=0", "latency.iterations: must be >= 1, not 0."),
+        ("latency.rounds=0", "latency.rounds: must be >= 1, not 0."),
+        ("latency.warmup=-1", "latency.warmup: must be >= 0, not -1."),
+        ("verify.random_trials=-1", "verify.random_trials: must be >= 0, not -1."),
+        ("backend.tolerance.atol=-1e-3", "backend.tolerance.atol: must be >= 0, not -0.001."),
+        ("verify.tolerance={atol:1e-3,rtol:-1}", "verify.tolerance.rtol: must be >= 0, not -1.0."),
+        ("threads=1000000", "threads: 1000000 is not allowed; allowed: null (torch's default) or 1..256."),
+        ("+verfy.enabled=false", "verfy: unknown top-level key; allowed: "),
+        ("artifact_name=../x.lowered", "artifact_name: '../x.lowered' is not a plain file name"),
+        ("artifact_name=/tmp/x.lowered", "artifact_name: '/tmp/x.lowered' is not a plain file name"),
+        ("artifact_name=report.json", "artifact_name: 'report.json' would overwrite the run's own records"),
+    ],
+)
 def test_meaningless_values_are_rejected_naming_the_key(override, message):
     with pytest.raises(ConfigError) as error:
         validate(composed(override))
@@ -227,13 +260,27 @@ def test_a_rejected_value_exits_2_with_a_failed_report_at_stage_config(tmp_path)
 
 # ---- faults leave a true record ---------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_a_signal_during_a_run_records_where_it_stopped_and_exits_128_plus_the_signal(tmp_path, signum, code):
     marker = tmp_path / "building"
     process = subprocess.Popen(
-        [sys.executable, "-m", "pipeline", f"hydra.run.dir={tmp_path / 'run'}", "model=custom", EXAMPLE,
-         "model._target_=models.WaitsToBeStopped", f"+model.marker={marker}"],
-        cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            f"hydra.run.dir={tmp_path / 'run'}",
+            "model=custom",
+            EXAMPLE,
+            "model._target_=models.WaitsToBeStopped",
+            f"+model.marker={marker}",
+        ],
+        cwd=ROOT,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         # Signalled only once the child is in the stage (the model writes the marker as it is built): a hang
         # guard, as long as every other subprocess's here, for a start that a busy machine makes slow.
@@ -288,10 +335,14 @@ def test_a_failed_run_in_a_used_directory_leaves_no_stale_artifact(tmp_path):
     assert not (tmp_path / "model.lowered").exists() and not (tmp_path / "handles.json").exists()
 
 
-@pytest.mark.parametrize("invalid", [
-    ["model=cnn", "model.example_inputs={forward:[{shape:[-1,3,8,8]}]}"],  # fails validation
-    ["seeed=3"],  # fails composition, before Hydra runs the app
-], ids=["validation", "composition"])
+@pytest.mark.parametrize(
+    "invalid",
+    [
+        ["model=cnn", "model.example_inputs={forward:[{shape:[-1,3,8,8]}]}"],  # fails validation
+        ["seeed=3"],  # fails composition, before Hydra runs the app
+    ],
+    ids=["validation", "composition"],
+)
 def test_a_config_error_in_a_used_directory_leaves_no_earlier_record_beside_its_report(tmp_path, invalid):
     assert lower(tmp_path, "artifact_name=mine.lowered").returncode == 0
     assert {"mine.lowered", "handles.json", "outputs.bin"} <= {p.name for p in tmp_path.iterdir()}
@@ -307,9 +358,24 @@ def test_a_sweep_job_whose_process_is_killed_is_recorded_as_crashed_and_the_othe
     sweep_dir = tmp_path / "sweep"
     flags = [f"hydra/launcher={launcher}"] if launcher != "basic" else []
     done = subprocess.run(
-        [sys.executable, "-m", "pipeline", "-m", *flags, f"hydra.sweep.dir={sweep_dir}", *QUICK, "model=custom", EXAMPLE,
-         "model._target_=torch.nn.ReLU,models.KillsItsProcess,torch.nn.Tanh"],
-        capture_output=True, text=True, timeout=600, cwd=ROOT, env=ENV)
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "-m",
+            *flags,
+            f"hydra.sweep.dir={sweep_dir}",
+            *QUICK,
+            "model=custom",
+            EXAMPLE,
+            "model._target_=torch.nn.ReLU,models.KillsItsProcess,torch.nn.Tanh",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+        env=ENV,
+    )
     assert done.returncode == 1, done.stderr[-3000:]
     summary = json.loads((sweep_dir / "summary.json").read_text())
     assert [job["status"] for job in summary["jobs"]] == ["ok", "crashed", "ok"]
@@ -320,12 +386,28 @@ def test_a_sweep_job_whose_process_is_killed_is_recorded_as_crashed_and_the_othe
 
 # ---- one run per directory ----------------------------------------------------------------------
 
+
 def test_a_second_run_into_a_held_directory_exits_2_naming_the_holder_and_leaves_its_records(tmp_path):
     run_dir, marker = tmp_path / "run", tmp_path / "building"
     first = subprocess.Popen(
-        [sys.executable, "-m", "pipeline", f"hydra.run.dir={run_dir}", *QUICK, "model=custom", EXAMPLE,
-         "model._target_=models.WaitsToBeStopped", f"+model.marker={marker}", "+model.seconds=3"],
-        cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            f"hydra.run.dir={run_dir}",
+            *QUICK,
+            "model=custom",
+            EXAMPLE,
+            "model._target_=models.WaitsToBeStopped",
+            f"+model.marker={marker}",
+            "+model.seconds=3",
+        ],
+        cwd=ROOT,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 120
     while not marker.exists() and time.monotonic() < deadline and first.poll() is None:
         time.sleep(0.1)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from omegaconf import OmegaConf
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from pipeline.app import replay
@@ -20,8 +20,14 @@ from pipeline.app.search.space import build_space
 
 ROOT = Path(__file__).resolve().parents[2]
 USER = ROOT / "tests" / "user_backends"
-QUICK = ["model=mlp", "latency.iterations=5", "latency.rounds=2", "latency.warmup=1", "verify.random_trials=0",
-         "threads=1"]
+QUICK = [
+    "model=mlp",
+    "latency.iterations=5",
+    "latency.rounds=2",
+    "latency.warmup=1",
+    "verify.random_trials=0",
+    "threads=1",
+]
 ORT_THREADS = "backend.compile_spec.forward.intra_op_num_threads"
 
 
@@ -31,9 +37,22 @@ def parse(*lines):
 
 def search(sweep_dir, *overrides):
     return subprocess.run(
-        [sys.executable, "-m", "pipeline", "-m", "hydra/sweeper=search", f"hydra.sweep.dir={sweep_dir}", *QUICK,
-         *overrides], capture_output=True, text=True, timeout=600, cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(USER)})
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "-m",
+            "hydra/sweeper=search",
+            f"hydra.sweep.dir={sweep_dir}",
+            *QUICK,
+            *overrides,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(USER)},
+    )
 
 
 def results_of(sweep_dir):
@@ -46,10 +65,20 @@ def results_of(sweep_dir):
 
 # The space, from the override grammar
 
+
 def test_choice_range_and_interval_become_optuna_distributions():
     has_key = lambda backend, key: True  # noqa: E731
-    space = build_space(parse("model=mlp", "seed=choice(1,2,3)", "latency.iterations=range(2,11,4)",
-                              "verify.atol=tag(log,interval(1e-6,1e-3))", "threads=tag(int,interval(1,4))"), {}, has_key)
+    space = build_space(
+        parse(
+            "model=mlp",
+            "seed=choice(1,2,3)",
+            "latency.iterations=range(2,11,4)",
+            "verify.atol=tag(log,interval(1e-6,1e-3))",
+            "threads=tag(int,interval(1,4))",
+        ),
+        {},
+        has_key,
+    )
     assert space.fixed == ["model=mlp"]
     by_name = {p.name: p.distribution for p in space.common}
     assert by_name["seed"] == CategoricalDistribution([1, 2, 3])
@@ -60,30 +89,50 @@ def test_choice_range_and_interval_become_optuna_distributions():
 
 
 def test_a_backend_option_is_searched_only_for_the_backends_that_have_it():
-    owners = {"onnxruntime": {ORT_THREADS, "backend.compile_spec.forward.quantize"},
-              "executorch": {"backend.compile_spec.forward.quantize"}, "reference": set()}
-    space = build_space(parse("backend=choice(reference,onnxruntime,executorch)", f"{ORT_THREADS}=range(1,3)",
-                              "backend.compile_spec.forward.quantize=choice(none,int8_dynamic)"),
-                        {"onnxruntime": parse("backend.tolerance.atol=0")}, lambda b, key: key in owners[b])
+    owners = {
+        "onnxruntime": {ORT_THREADS, "backend.compile_spec.forward.quantize"},
+        "executorch": {"backend.compile_spec.forward.quantize"},
+        "reference": set(),
+    }
+    space = build_space(
+        parse(
+            "backend=choice(reference,onnxruntime,executorch)",
+            f"{ORT_THREADS}=range(1,3)",
+            "backend.compile_spec.forward.quantize=choice(none,int8_dynamic)",
+        ),
+        {"onnxruntime": parse("backend.tolerance.atol=0")},
+        lambda b, key: key in owners[b],
+    )
     assert [p.name for p in space.common] == ["backend"]
     assert [p.name for p in space.by_backend["onnxruntime"]] == [
-        f"onnxruntime:{ORT_THREADS}", "onnxruntime:backend.compile_spec.forward.quantize"]
+        f"onnxruntime:{ORT_THREADS}",
+        "onnxruntime:backend.compile_spec.forward.quantize",
+    ]
     assert [p.name for p in space.by_backend["executorch"]] == ["executorch:backend.compile_spec.forward.quantize"]
     assert space.size() == 1 + 2 * 2 + 2
     assert space.overrides({"backend": "reference"}) == ["backend=reference"]
     assert space.overrides({"backend": "onnxruntime", f"onnxruntime:{ORT_THREADS}": 2}) == [
-        "backend.tolerance.atol=0", "backend=onnxruntime", f"{ORT_THREADS}=2"]
+        "backend.tolerance.atol=0",
+        "backend=onnxruntime",
+        f"{ORT_THREADS}=2",
+    ]
     configurations = list(space.configurations())
     assert len(configurations) == 7 and configurations[0] == {"backend": "reference"}
 
 
 def test_a_backend_option_no_searched_backend_has_is_an_error_naming_them():
     with pytest.raises(SearchConfigError, match=r"none of the searched backends \(reference, onnxruntime\)"):
-        build_space(parse("backend=choice(reference,onnxruntime)", "backend.compile_spec.forward.thread=range(1,3)"),
-                    {}, lambda b, key: False)
+        build_space(
+            parse("backend=choice(reference,onnxruntime)", "backend.compile_spec.forward.thread=range(1,3)"),
+            {},
+            lambda b, key: False,
+        )
     with pytest.raises(SearchConfigError, match="'openvino' is not among the searched backends"):
-        build_space(parse("backend=choice(reference,onnxruntime)"), {"openvino": parse("backend.tolerance.atol=0")},
-                    lambda b, key: True)
+        build_space(
+            parse("backend=choice(reference,onnxruntime)"),
+            {"openvino": parse("backend.tolerance.atol=0")},
+            lambda b, key: True,
+        )
 
 
 def test_bad_sweeper_options_say_what_is_allowed():
@@ -97,9 +146,14 @@ def test_bad_sweeper_options_say_what_is_allowed():
 
 # The objective
 
+
 def report(**changes):
-    base = {"status": "ok", "verify": {"passed": True, "max_abs_err": 1e-7}, "latency": {"lowered_us": 12.5},
-            "artifact": {"bytes": 1000}}
+    base = {
+        "status": "ok",
+        "verify": {"passed": True, "max_abs_err": 1e-7},
+        "latency": {"lowered_us": 12.5},
+        "artifact": {"bytes": 1000},
+    }
     return {**base, **changes}
 
 
@@ -117,12 +171,15 @@ def test_a_trial_is_feasible_only_if_it_ran_and_passed_verify():
 
 
 def test_the_pareto_front_keeps_what_nothing_beats_on_every_objective():
-    entries = [{"trial": n, "values": {"latency": lat, "max_abs_err": err}}
-               for n, (lat, err) in enumerate([(10, 1e-3), (12, 1e-7), (11, 1e-2), (20, 0.0)])]
+    entries = [
+        {"trial": n, "values": {"latency": lat, "max_abs_err": err}}
+        for n, (lat, err) in enumerate([(10, 1e-3), (12, 1e-7), (11, 1e-2), (20, 0.0)])
+    ]
     assert [e["trial"] for e in pareto_front(entries, ["latency", "max_abs_err"])] == [0, 1, 3]
 
 
 # End to end
+
 
 def test_a_search_runs_only_a_chosen_backends_options_writes_best_yaml_that_replays_and_resumes(tmp_path):
     sweep_dir = tmp_path / "search"
@@ -140,12 +197,15 @@ def test_a_search_runs_only_a_chosen_backends_options_writes_best_yaml_that_repl
     assert "timeout of 1s reached after 1 trials" in again.stdout + again.stderr
     summary = results_of(sweep_dir)
     search_ = summary["search"]
-    assert search_["jobs_run"] == 3 and search_["trials"][:len(first["trials"])] == first["trials"]
+    assert search_["jobs_run"] == 3 and search_["trials"][: len(first["trials"])] == first["trials"]
     assert sorted(job["num"] for job in summary["jobs"]) == [0, 1, 2]
-    assert len({tuple(sorted(t["params"].items())) for t in search_["trials"] if t["job"] is not None}) == 3  # no repeat
+    assert (
+        len({tuple(sorted(t["params"].items())) for t in search_["trials"] if t["job"] is not None}) == 3
+    )  # no repeat
     best = search_["best"]
     assert best["feasible"] and best["values"]["latency"] == min(
-        t["values"]["latency"] for t in search_["trials"] if t["feasible"])
+        t["values"]["latency"] for t in search_["trials"] if t["feasible"]
+    )
     assert [job["num"] for job in summary["jobs"] if job["best"]] == [best["job"]]
     best_yaml = (sweep_dir / "best.yaml").read_text()
     assert f"# Reproduce it: {search_['command']}" in best_yaml
@@ -157,20 +217,33 @@ def test_a_search_runs_only_a_chosen_backends_options_writes_best_yaml_that_repl
 
 def test_a_search_under_joblib_runs_a_batch_of_trials_in_parallel_with_a_pareto_front(tmp_path):
     sweep_dir = tmp_path / "search"
-    done = search(sweep_dir, "hydra/launcher=joblib_local", "hydra.sweeper.n_jobs=2", "hydra.sweeper.n_trials=2",
-                  "backend=choice(reference,onnxruntime)", "hydra.sweeper.sampler=grid",
-                  "hydra.sweeper.objectives=[latency,max_abs_err]")
+    done = search(
+        sweep_dir,
+        "hydra/launcher=joblib_local",
+        "hydra.sweeper.n_jobs=2",
+        "hydra.sweeper.n_trials=2",
+        "backend=choice(reference,onnxruntime)",
+        "hydra.sweeper.sampler=grid",
+        "hydra.sweeper.objectives=[latency,max_abs_err]",
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     search_ = results_of(sweep_dir)["search"]
     assert [(t["job"], t["params"]["backend"], t["feasible"]) for t in search_["trials"]] == [
-        (0, "reference", True), (1, "onnxruntime", True)]
+        (0, "reference", True),
+        (1, "onnxruntime", True),
+    ]
     assert "is launching 2 jobs" in done.stdout + done.stderr  # one batch of two
     assert (sweep_dir / "best.yaml").exists()
     front = [t for t in search_["trials"] if t["trial"] in search_["pareto"]]
     assert search_["best"]["trial"] in search_["pareto"]  # the fastest is never dominated
-    assert front == [t for t in search_["trials"] if not any(
-        all(o["values"][k] <= t["values"][k] for k in ("latency", "max_abs_err")) and o["values"] != t["values"]
-        for o in search_["trials"])]
+    assert front == [
+        t
+        for t in search_["trials"]
+        if not any(
+            all(o["values"][k] <= t["values"][k] for k in ("latency", "max_abs_err")) and o["values"] != t["values"]
+            for o in search_["trials"]
+        )
+    ]
 
 
 def test_the_presets_choose_the_search_sweeper_and_their_spaces_compose():
@@ -184,7 +257,7 @@ def test_the_presets_choose_the_search_sweeper_and_their_spaces_compose():
             lines = [f"{k}={v}" for k, v in config.hydra.sweeper.params.items()]
             assert all(o.is_sweep_override() for o in parse(*lines))
             backends = [o for o in parse(*lines) if o.key_or_group == "backend"]
-            for backend in (list(backends[0].sweep_string_iterator()) if backends else [config.backend.name]):
+            for backend in list(backends[0].sweep_string_iterator()) if backends else [config.backend.name]:
                 composed = compose("config", overrides=[f"experiment={preset}", f"backend={backend}"])
                 keys = [line.split("=")[0] for line in lines if line.split("=")[0] != "backend"]
                 owned = [key for key in keys if OmegaConf.select(composed, key, default="absent") != "absent"]
@@ -206,8 +279,13 @@ def test_an_infeasible_trial_is_never_best_even_when_faster(tmp_path):
 
 def test_a_search_with_no_feasible_trial_exits_non_zero_and_writes_no_best_yaml(tmp_path):
     sweep_dir = tmp_path / "search"
-    done = search(sweep_dir, "backend=onnxruntime", "backend.tolerance.atol=0", "backend.tolerance.rtol=0",
-                  "hydra.sweeper.n_trials=3")
+    done = search(
+        sweep_dir,
+        "backend=onnxruntime",
+        "backend.tolerance.atol=0",
+        "backend.tolerance.rtol=0",
+        "hydra.sweeper.n_trials=3",
+    )
     assert done.returncode == 1
     search_ = results_of(sweep_dir)["search"]
     assert search_["best"] is None and search_["feasible"] == 0 and search_["jobs_run"] == 1  # one configuration
@@ -217,8 +295,13 @@ def test_a_search_with_no_feasible_trial_exits_non_zero_and_writes_no_best_yaml(
 
 def test_a_trial_whose_process_is_killed_is_failed_and_the_search_goes_on(tmp_path):
     sweep_dir = tmp_path / "search"
-    done = search(sweep_dir, "model=custom", "model.example_inputs={forward:[{shape:[1,8]}]}",
-                  "model._target_=choice(models.KillsItsProcess,torch.nn.ReLU)", "hydra.sweeper.sampler=grid")
+    done = search(
+        sweep_dir,
+        "model=custom",
+        "model.example_inputs={forward:[{shape:[1,8]}]}",
+        "model._target_=choice(models.KillsItsProcess,torch.nn.ReLU)",
+        "hydra.sweeper.sampler=grid",
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     summary = results_of(sweep_dir)
     killed, relu = summary["search"]["trials"]
@@ -230,8 +313,13 @@ def test_a_trial_whose_process_is_killed_is_failed_and_the_search_goes_on(tmp_pa
 @pytest.mark.slow
 def test_a_search_under_submitit_runs_its_trials_as_separate_jobs(tmp_path):
     sweep_dir = tmp_path / "search"
-    done = search(sweep_dir, "hydra/launcher=submitit_local", "hydra.sweeper.n_jobs=2",
-                  "backend=choice(reference,onnxruntime)", "hydra.sweeper.sampler=grid")
+    done = search(
+        sweep_dir,
+        "hydra/launcher=submitit_local",
+        "hydra.sweeper.n_jobs=2",
+        "backend=choice(reference,onnxruntime)",
+        "hydra.sweeper.sampler=grid",
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     search_ = results_of(sweep_dir)["search"]
     assert [t["feasible"] for t in search_["trials"]] == [True, True]
@@ -248,8 +336,9 @@ def test_trials_a_stopped_search_left_running_are_told_from_their_reports_or_fai
         trial.suggest_categorical("backend", ["reference", "onnxruntime"])
         trial.set_user_attr("job", job)
     (tmp_path / "0").mkdir()
-    (tmp_path / "0" / "report.json").write_text(json.dumps(
-        {"status": "failed", "stage": "verify", "error": "lowered outputs differ from eager"}))
+    (tmp_path / "0" / "report.json").write_text(
+        json.dumps({"status": "failed", "stage": "verify", "error": "lowered outputs differ from eager"})
+    )
     Search().finish_interrupted(study, tmp_path)  # the next invocation does this first
     reopened = open_study(tmp_path, "search", "tpe", 0, 4, ["latency"])
     first, second = reopened.trials
@@ -268,6 +357,7 @@ def test_a_space_that_does_not_compose_stops_the_search_with_hydras_reason(tmp_p
 
 # A received or edited sweep directory: the journal is data, and a trial counts only as its job's report says
 
+
 def forge_trial(sweep_dir, latency, job, overrides):
     """A finished, feasible-looking trial appended to the study's journal, as a forger would add one."""
     import optuna
@@ -275,11 +365,18 @@ def forge_trial(sweep_dir, latency, job, overrides):
     from pipeline.app.search.study import open_study
 
     study = open_study(sweep_dir, "search", "tpe", 0, 4, ["latency"])
-    study.add_trial(optuna.trial.create_trial(
-        params={"backend": "reference"}, distributions={"backend": CategoricalDistribution(["reference"])},
-        value=latency, user_attrs={"job": job, "overrides": overrides,
-                                   "outcome": {"status": "ok", "reason": None, "feasible": True,
-                                               "values": {"latency": latency}}}))
+    study.add_trial(
+        optuna.trial.create_trial(
+            params={"backend": "reference"},
+            distributions={"backend": CategoricalDistribution(["reference"])},
+            value=latency,
+            user_attrs={
+                "job": job,
+                "overrides": overrides,
+                "outcome": {"status": "ok", "reason": None, "feasible": True, "values": {"latency": latency}},
+            },
+        )
+    )
     return study
 
 
@@ -312,9 +409,14 @@ def test_a_trial_the_journal_says_repeats_one_that_does_not_exist_is_not_feasibl
     from pipeline.app.search.study import open_study
 
     study = open_study(tmp_path, "search", "tpe", 0, 4, ["latency"])
-    study.add_trial(optuna.trial.create_trial(
-        params={"backend": "reference"}, distributions={"backend": CategoricalDistribution(["reference"])},
-        value=0.001, user_attrs={"duplicate_of": 999}))
+    study.add_trial(
+        optuna.trial.create_trial(
+            params={"backend": "reference"},
+            distributions={"backend": CategoricalDistribution(["reference"])},
+            value=0.001,
+            user_attrs={"duplicate_of": 999},
+        )
+    )
     (entry,) = trial_entries(study, tmp_path)
     assert not entry["feasible"] and entry["reason"] == "the journal says it repeats trial 999, which it cannot"
 

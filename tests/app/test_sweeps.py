@@ -13,15 +13,30 @@ import pytest
 from pipeline.app import compare, replay
 
 ROOT = Path(__file__).resolve().parents[2]
-SUMMARY_KEYS = {"num", "overrides", "status", "stage", "error", "max_abs_err", "eager_us", "lowered_us", "speedup",
-                "artifact_sha256", "lowering_s", "dir"}
+SUMMARY_KEYS = {
+    "num",
+    "overrides",
+    "status",
+    "stage",
+    "error",
+    "max_abs_err",
+    "eager_us",
+    "lowered_us",
+    "speedup",
+    "artifact_sha256",
+    "lowering_s",
+    "dir",
+}
 QUICK = ["latency.iterations=5", "latency.rounds=2", "verify.random_trials=1", "threads=1"]
 
 
 def multirun(sweep_dir, *overrides, flags=()):
     return subprocess.run(
         [sys.executable, "-m", "pipeline", "-m", *flags, f"hydra.sweep.dir={sweep_dir}", *QUICK, *overrides],
-        capture_output=True, text=True, timeout=600, cwd=sweep_dir.parent,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=sweep_dir.parent,
         env={**os.environ, "PYTHONPATH": str(ROOT / "tests" / "user_backends")},
     )
 
@@ -40,14 +55,17 @@ def summary_of(sweep_dir):
 @pytest.mark.parametrize("launcher", ["joblib_local", "submitit_local"])
 def test_a_sweep_runs_one_job_per_combination_and_summarizes_them(tmp_path, launcher):
     sweep_dir = tmp_path / "sweep"
-    done = multirun(sweep_dir, f"hydra/launcher={launcher}", "model=mlp",
-                    "backend.compile_spec.forward.constant_folding=true,false")
+    done = multirun(
+        sweep_dir, f"hydra/launcher={launcher}", "model=mlp", "backend.compile_spec.forward.constant_folding=true,false"
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     summary = summary_of(sweep_dir)
     assert [job["status"] for job in summary["jobs"]] == ["ok", "ok"]
     assert [job["num"] for job in summary["jobs"]] == [0, 1]
     assert [job["overrides"][-1] for job in summary["jobs"]] == [
-        "backend.compile_spec.forward.constant_folding=True", "backend.compile_spec.forward.constant_folding=False"]
+        "backend.compile_spec.forward.constant_folding=True",
+        "backend.compile_spec.forward.constant_folding=False",
+    ]
     # constant folding changes the program, so the two artifacts differ
     assert summary["jobs"][0]["artifact_sha256"] != summary["jobs"][1]["artifact_sha256"]
     report = json.loads((sweep_dir / "1" / "report.json").read_text())
@@ -56,8 +74,9 @@ def test_a_sweep_runs_one_job_per_combination_and_summarizes_them(tmp_path, laun
 
 def test_a_failing_job_does_not_stop_the_others_and_the_sweep_exits_non_zero(tmp_path):
     sweep_dir = tmp_path / "sweep"
-    done = multirun(sweep_dir, "model=mlp,sort,cnn",
-                    flags=["--config-dir", str(ROOT / "tests" / "user_backends" / "conf")])
+    done = multirun(
+        sweep_dir, "model=mlp,sort,cnn", flags=["--config-dir", str(ROOT / "tests" / "user_backends" / "conf")]
+    )
     assert done.returncode == 1
     summary = summary_of(sweep_dir)
     assert [job["status"] for job in summary["jobs"]] == ["ok", "failed", "ok"]
@@ -80,8 +99,12 @@ def test_the_sweep_shows_progress_per_job(tmp_path):
 @pytest.fixture
 def recorded_run(tmp_path):
     run_dir = tmp_path / "run"
-    done = subprocess.run([sys.executable, "-m", "pipeline", f"hydra.run.dir={run_dir}", *QUICK, "model=cnn"],
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline", f"hydra.run.dir={run_dir}", *QUICK, "model=cnn"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     return run_dir
 
@@ -118,8 +141,12 @@ def test_replay_says_which_part_differs_and_the_first_field(recorded_run, capsys
 def test_a_backend_that_is_not_byte_reproducible_replays_by_numerics(tmp_path, backend, capsys):
     run_dir = tmp_path / "run"
     frontend = "frontend=torchscript" if backend == "torchscript" else "frontend=export"
-    done = subprocess.run([sys.executable, "-m", "pipeline", f"hydra.run.dir={run_dir}", *QUICK, f"backend={backend}",
-                           frontend], capture_output=True, text=True, timeout=900)
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline", f"hydra.run.dir={run_dir}", *QUICK, f"backend={backend}", frontend],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert replay.main([str(run_dir)]) == 0
     out = capsys.readouterr().out
@@ -141,8 +168,20 @@ def test_compare_puts_runs_side_by_side(recorded_run, capsys):
 def test_the_same_config_twice_gives_identical_artifact_and_handles(tmp_path):
     shas = []
     for name in ("a", "b"):
-        done = subprocess.run([sys.executable, "-m", "pipeline", f"hydra.run.dir={tmp_path / name}", *QUICK,
-                               "model=transformer", "debug_handles=stable"], capture_output=True, text=True, timeout=300)
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pipeline",
+                f"hydra.run.dir={tmp_path / name}",
+                *QUICK,
+                "model=transformer",
+                "debug_handles=stable",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert done.returncode == 0, done.stderr
         report = json.loads((tmp_path / name / "report.json").read_text())
         shas.append((report["artifact"]["sha256"], report["handles"]["sha256"]))

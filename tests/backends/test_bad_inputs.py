@@ -8,8 +8,14 @@ import pipeline
 from pipeline.core.errors import ArgumentError, BackendRuntimeError, LoweringError
 
 DOCUMENTED = (ArgumentError, BackendRuntimeError, LoweringError)
-BACKENDS = ["reference", "onnxruntime", "openvino", "executorch", "torchscript",
-            pytest.param("inductor", marks=pytest.mark.slow)]
+BACKENDS = [
+    "reference",
+    "onnxruntime",
+    "openvino",
+    "executorch",
+    "torchscript",
+    pytest.param("inductor", marks=pytest.mark.slow),
+]
 BAD_INPUTS = {
     "float64": lambda: torch.randn(2, 4, dtype=torch.float64),
     "int64": lambda: torch.ones(2, 4, dtype=torch.int64),
@@ -31,8 +37,9 @@ BAD_INPUTS = {
 def lowered(request):
     model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU()).eval()
     frontend = "torchscript" if request.param == "torchscript" else "export"
-    return model, pipeline.to_backend(request.param, model, {"forward": {}},
-                                      example_inputs={"forward": (torch.randn(2, 4),)}, frontend=frontend)
+    return model, pipeline.to_backend(
+        request.param, model, {"forward": {}}, example_inputs={"forward": (torch.randn(2, 4),)}, frontend=frontend
+    )
 
 
 @pytest.mark.parametrize("case", sorted(BAD_INPUTS))

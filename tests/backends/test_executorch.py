@@ -14,11 +14,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import backend_checks
 import pytest
 import torch
-
-import backend_checks
 from backend_checks import run_app
+
 import pipeline
 import pipeline.backends.executorch as et_backend
 from pipeline import zoo
@@ -76,6 +76,7 @@ def ops_of(module: pipeline.LoweredModule, handles) -> list:
 
 # -- the zoo at float32 ---------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("name", ["mlp", "cnn", "transformer"])
 def test_zoo_model_matches_eager_and_loads_back_without_a_trust_opt_in(name, lowered, tmp_path):
     module = lowered(name)
@@ -103,7 +104,8 @@ def test_payload_is_a_pte_per_method_with_the_instruction_table_in_a_json_header
 
 
 def test_two_lowerings_of_a_statically_quantized_model_give_the_same_bytes_and_leave_no_files(
-        quantized, tmp_path, monkeypatch):
+    quantized, tmp_path, monkeypatch
+):
     scratch, work = tmp_path / "tmp", tmp_path / "cwd"
     scratch.mkdir()
     work.mkdir()
@@ -118,16 +120,23 @@ def test_two_lowerings_of_a_statically_quantized_model_give_the_same_bytes_and_l
 
 # -- compile spec ---------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("options, message", [
-    ({"thread": 1}, r"compile_spec.forward.thread: unknown key.*Did you mean 'threads'"),
-    ({"threads": -1}, r"compile_spec.forward.threads: must be in 0\.\.256 \(0: the runtime's default\), not -1"),
-    ({"threads": 100000}, r"compile_spec.forward.threads: must be in 0\.\.256"),
-    ({"threads": "two"}, r"compile_spec.forward.threads: expected an integer"),
-    ({"partitioner": "coreml"}, r"compile_spec.forward.partitioner: 'coreml' is not allowed; allowed: 'none', 'xnnpack'"),
-    ({"quantize": "int4"}, r"quantize: 'int4' is not allowed; allowed: 'int8_dynamic', 'int8_static', 'none'"),
-    ({"calibration_samples": -2}, r"compile_spec.forward.calibration_samples: must be in 0\.\.10000, not -2"),
-    ({"quantize": "int8_static", "partitioner": "none"}, r"quantize=int8_static needs partitioner=xnnpack"),
-])
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"thread": 1}, r"compile_spec.forward.thread: unknown key.*Did you mean 'threads'"),
+        ({"threads": -1}, r"compile_spec.forward.threads: must be in 0\.\.256 \(0: the runtime's default\), not -1"),
+        ({"threads": 100000}, r"compile_spec.forward.threads: must be in 0\.\.256"),
+        ({"threads": "two"}, r"compile_spec.forward.threads: expected an integer"),
+        (
+            {"partitioner": "coreml"},
+            r"compile_spec.forward.partitioner: 'coreml' is not allowed; allowed: 'none', 'xnnpack'",
+        ),
+        ({"quantize": "int4"}, r"quantize: 'int4' is not allowed; allowed: 'int8_dynamic', 'int8_static', 'none'"),
+        ({"calibration_samples": -2}, r"compile_spec.forward.calibration_samples: must be in 0\.\.10000, not -2"),
+        ({"quantize": "int8_static", "partitioner": "none"}, r"quantize=int8_static needs partitioner=xnnpack"),
+    ],
+)
 def test_invalid_compile_spec_is_rejected_naming_the_option_and_what_is_allowed(options, message):
     with pytest.raises(pipeline.LoweringError, match=message):
         lower("mlp", **options)
@@ -136,8 +145,9 @@ def test_invalid_compile_spec_is_rejected_naming_the_option_and_what_is_allowed(
 def test_methods_asking_for_different_thread_counts_are_rejected():
     model, inputs = zoo.build("basic"), zoo.example_inputs("basic")
     with pytest.raises(pipeline.LoweringError, match=r"threads differ across methods \(\[1, 2\]\)"):
-        pipeline.to_backend("executorch", model, {"forward": {"threads": 1}, "accum": {"threads": 2}},
-                            example_inputs=inputs)
+        pipeline.to_backend(
+            "executorch", model, {"forward": {"threads": 1}, "accum": {"threads": 2}}, example_inputs=inputs
+        )
 
 
 def test_the_torchscript_frontend_is_rejected_naming_the_one_accepted():
@@ -180,13 +190,19 @@ print(THREAD_POOL.size())
 def test_threads_size_the_runtimes_pool_when_no_method_uses_it(lowered, tmp_path):
     payload = tmp_path / "payload.bin"
     payload.write_bytes(lowered("mlp").payload)
-    done = subprocess.run([sys.executable, "-c", RESIZE_IN_A_FRESH_PROCESS, str(payload)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-c", RESIZE_IN_A_FRESH_PROCESS, str(payload)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip().splitlines()[-1] == "1"
 
 
 # -- running --------------------------------------------------------------------------------------
+
 
 def test_inputs_that_require_grad_or_are_not_contiguous_are_accepted(lowered):
     model, module = zoo.build("mlp"), lowered("mlp")
@@ -202,8 +218,10 @@ def test_inputs_that_require_grad_or_are_not_contiguous_are_accepted(lowered):
 
 def test_outputs_are_not_overwritten_by_the_next_call(lowered):
     module = lowered("mlp")
-    first_input, second_input = backend_checks.fresh_like(zoo.example_inputs("mlp")["forward"], seed=5)[0], \
-        backend_checks.fresh_like(zoo.example_inputs("mlp")["forward"], seed=6)[0]
+    first_input, second_input = (
+        backend_checks.fresh_like(zoo.example_inputs("mlp")["forward"], seed=5)[0],
+        backend_checks.fresh_like(zoo.example_inputs("mlp")["forward"], seed=6)[0],
+    )
     first = module(first_input)
     kept = first.clone()
     module(second_input)
@@ -232,11 +250,14 @@ def test_input_of_another_shape_is_a_runtime_error_with_handle_minus_one(lowered
     assert raised.value.debug_handles == [-1]
 
 
-@pytest.mark.parametrize("corrupt", [
-    lambda data: data[:-10],
-    lambda data: b"NOTAPAYLOAD" + data,
-    lambda data: pack_parts("onnxruntime", {}, {}),
-])
+@pytest.mark.parametrize(
+    "corrupt",
+    [
+        lambda data: data[:-10],
+        lambda data: b"NOTAPAYLOAD" + data,
+        lambda data: pack_parts("onnxruntime", {}, {}),
+    ],
+)
 def test_corrupt_payload_is_rejected_with_lowering_error(corrupt, lowered):
     module = lowered("mlp")
     with pytest.raises(pipeline.LoweringError, match="executorch"):
@@ -244,6 +265,7 @@ def test_corrupt_payload_is_rejected_with_lowering_error(corrupt, lowered):
 
 
 # -- the partition and debug handles ---------------------------------------------------------------
+
 
 def test_partition_records_the_fx_nodes_each_xnnpack_node_runs(lowered):
     module = lowered("mlp")
@@ -263,8 +285,11 @@ def test_partition_records_the_fx_nodes_each_xnnpack_node_runs(lowered):
 
 def test_nodes_xnnpack_fuses_count_for_the_node_that_took_them_in(lowered):
     module = lowered("cnn")
-    nodes = {key.split("/", 2)[2]: ops_of(module, handles) for key, handles in module.handle_map.backend_map.items()
-             if key.count("/") == 2}
+    nodes = {
+        key.split("/", 2)[2]: ops_of(module, handles)
+        for key, handles in module.handle_map.backend_map.items()
+        if key.count("/") == 2
+    }
     assert nodes["1:Conv2d"] == ["aten::conv2d", "aten::batch_norm", "aten::relu"]
     assert nodes["2:MaxPooling2d"] == ["aten::max_pool2d"]
 
@@ -283,15 +308,21 @@ def test_partition_of_the_transformer_names_the_kernels_left_outside_the_delegat
 
 # -- profiles -------------------------------------------------------------------------------------
 
+
 def test_profile_times_each_xnnpack_operator_under_the_fx_nodes_it_runs(lowered):
     module = lowered("mlp")
     events = module.profile("forward", *zoo.example_inputs("mlp")["forward"])
     inside = [e for e in events if "(outside" not in e.name]
     assert [e.name for e in inside] == [
-        "forward/0:XnnpackBackend/Fully Connected (NC, F32) GEMM #1", "forward/0:XnnpackBackend/GELU (NC) #1",
-        "forward/0:XnnpackBackend/Fully Connected (NC, F32) GEMM #2", "forward/0:XnnpackBackend/GELU (NC) #2",
-        "forward/0:XnnpackBackend/Fully Connected (NC, F32) GEMM #3"]
-    assert [ops_of(module, e.debug_handles) for e in inside] == [["aten::linear"], ["aten::gelu"]] * 2 + [["aten::linear"]]
+        "forward/0:XnnpackBackend/Fully Connected (NC, F32) GEMM #1",
+        "forward/0:XnnpackBackend/GELU (NC) #1",
+        "forward/0:XnnpackBackend/Fully Connected (NC, F32) GEMM #2",
+        "forward/0:XnnpackBackend/GELU (NC) #2",
+        "forward/0:XnnpackBackend/Fully Connected (NC, F32) GEMM #3",
+    ]
+    assert [ops_of(module, e.debug_handles) for e in inside] == [["aten::linear"], ["aten::gelu"]] * 2 + [
+        ["aten::linear"]
+    ]
     assert all(e.seconds >= 0 for e in events) and sum(e.seconds for e in events) > 0
 
 
@@ -313,16 +344,22 @@ def test_profile_times_each_portable_kernel_under_its_instruction(lowered):
 
 def test_operators_are_aligned_with_the_nodes_they_were_fused_from():
     # XNNPACK's runtime fused each dynamic quantization (Convert) into the multiply that follows it
-    operators = ["Fully Connected (NC, QDU8, F32, QC8W) GEMM #1", "GELU (NC) #1",
-                 "Fully Connected (NC, QDU8, F32, QC8W) GEMM #2"]
+    operators = [
+        "Fully Connected (NC, QDU8, F32, QC8W) GEMM #1",
+        "GELU (NC) #1",
+        "Fully Connected (NC, QDU8, F32, QC8W) GEMM #2",
+    ]
     nodes = ["Convert", "FullyConnected", "Gelu", "Convert", "FullyConnected"]
     assert align(operators, nodes) == [[0, 1], [2], [3, 4]]
     # names that differ: a convolution node, a mean for global pooling, an unnamed quantized unary op
-    assert align(["Convolution (NHWC, F32) IGEMM #1", "Mean (ND) Reduce2 #1", "Invalid Unary Op #1"],
-                 ["Conv2d", "GlobalAvgPooling2d", "Convert", "Gelu"]) == [[0], [1], [2, 3]]
+    assert align(
+        ["Convolution (NHWC, F32) IGEMM #1", "Mean (ND) Reduce2 #1", "Invalid Unary Op #1"],
+        ["Conv2d", "GlobalAvgPooling2d", "Convert", "Gelu"],
+    ) == [[0], [1], [2, 3]]
 
 
 # -- quantization ---------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("mode, kernel", [("int8_dynamic", "QDU8"), ("int8_static", "QS8")])
 def test_quantized_mlp_is_within_the_quantized_tolerance_and_not_eagers_float_result(mode, kernel, quantized):
@@ -355,6 +392,7 @@ def test_calibration_inputs_are_seeded_and_shaped_like_the_example_inputs():
 
 # -- installing -----------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def executorch_missing(monkeypatch):
     """Imports of executorch and torchao fail, as where the extra is not installed."""
@@ -383,11 +421,18 @@ def test_without_executorch_an_artifact_is_refused_as_unavailable(lowered, tmp_p
 
 # -- registration, documentation, config ----------------------------------------------------------
 
+
 def test_backend_is_found_by_name_as_its_class_declares_it():
     from importlib.metadata import version
 
-    backend_checks.check_registration("executorch", ExecuTorchBackend, accepts=("export",), reproducible=True,
-                                      carries_code=False, version=f"0.1.0+executorch.{version('executorch')}")
+    backend_checks.check_registration(
+        "executorch",
+        ExecuTorchBackend,
+        accepts=("export",),
+        reproducible=True,
+        carries_code=False,
+        version=f"0.1.0+executorch.{version('executorch')}",
+    )
 
 
 def test_docstring_lists_every_compile_spec_option():
@@ -401,8 +446,7 @@ def test_yaml_declares_a_quantized_tolerance_looser_than_the_float_one():
 
 @pytest.mark.slow
 def test_app_lowers_the_mlp_to_executorch_and_records_the_partition_handles(tmp_path):
-    report = run_app(tmp_path, "model=mlp", "backend=executorch", "backend.compile_spec.forward.threads=1",
-                     timeout=900)
+    report = run_app(tmp_path, "model=mlp", "backend=executorch", "backend.compile_spec.forward.threads=1", timeout=900)
     assert report["status"] == "ok" and report["verify"]["passed"]
     assert report["compile_spec"]["forward"]["threads"] == 1
     handles = json.loads((tmp_path / "handles.json").read_text())

@@ -13,11 +13,11 @@ from __future__ import annotations
 import struct
 
 import pytest
+from artifact_forgery import forge, members
+from native_mutants import DEATH, Payload, load_and_call
 
 import pipeline
 import pipeline.backends.executorch.runtime as et_runtime
-from artifact_forgery import forge, members
-from native_mutants import DEATH, Payload, load_and_call
 from pipeline import zoo
 from pipeline.backends.executorch.flatbuffer import Buffer
 from pipeline.backends.executorch.pte_check import program_schema, slots
@@ -46,8 +46,8 @@ def named_key(pte: bytearray, which: int) -> None:
     """0xff into the first named-data key (64 hex digits): ``which`` 0 is the program's copy, 1 the
     XNNPACK graph's."""
     hexdigits = b"0123456789abcdef"
-    start = next(at for at in range(len(pte) - 64) if all(c in hexdigits for c in pte[at:at + 64]))
-    pte[occurrences(bytes(pte), bytes(pte[start:start + 64]))[which] + 3] = 0xFF
+    start = next(at for at in range(len(pte) - 64) if all(c in hexdigits for c in pte[at : at + 64]))
+    pte[occurrences(bytes(pte), bytes(pte[start : start + 64]))[which] + 3] = 0xFF
 
 
 def program_end_past_the_file(pte: bytearray) -> None:
@@ -74,14 +74,20 @@ def xnnpack_constants_past_the_blob(pte: bytearray) -> None:
 
 
 MUTANTS = {
-    "0xff in an XNNPACK named-data key": (lambda pte: named_key(pte, 1),
-                                          r"XNNGraph\.constant_data\[\d+\]\.named_key is not UTF-8 text"),
-    "0xff in a program named-data key": (lambda pte: named_key(pte, 0),
-                                         r"Program\.named_data\[\d+\]\.key is not UTF-8 text"),
+    "0xff in an XNNPACK named-data key": (
+        lambda pte: named_key(pte, 1),
+        r"XNNGraph\.constant_data\[\d+\]\.named_key is not UTF-8 text",
+    ),
+    "0xff in a program named-data key": (
+        lambda pte: named_key(pte, 0),
+        r"Program\.named_data\[\d+\]\.key is not UTF-8 text",
+    ),
     "program end past the file": (program_end_past_the_file, "puts the program's end at byte"),
     "segments past the file": (segments_start_past_the_file, "the segments start at byte"),
-    "a segment past the segment data": (lambda pte: segment_size(pte, lambda old: 0xFFFFFFFF),
-                                        r"segments\[\d+\] .*lies outside"),
+    "a segment past the segment data": (
+        lambda pte: segment_size(pte, lambda old: 0xFFFFFFFF),
+        r"segments\[\d+\] .*lies outside",
+    ),
     "segments that overlap": (lambda pte: segment_size(pte, lambda old: old + 65), r"overlaps segments\[\d+\]"),
     "XNNPACK constants past the blob": (xnnpack_constants_past_the_blob, "the XNNPACK header .* places"),
 }
@@ -119,5 +125,8 @@ def test_without_the_checks_isolation_turns_the_abort_into_an_artifact_error(bas
 
 def test_the_valid_program_passes_the_checks_and_runs(base):
     path, _, inputs = base
-    assert load_and_call(path, inputs, trust_code=False, timeout=120) == {"outcome": "loaded", "stage": "call",
-                                                                         "call": "ran"}
+    assert load_and_call(path, inputs, trust_code=False, timeout=120) == {
+        "outcome": "loaded",
+        "stage": "call",
+        "call": "ran",
+    }

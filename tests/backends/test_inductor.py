@@ -13,20 +13,20 @@ import io
 import zipfile
 from typing import Dict
 
+import backend_checks
 import pytest
 import torch
 import torch.utils._pytree as pytree
+from backend_checks import run_app
 from torch import nn
 
-import pipeline.backends.inductor as inductor_backend
-import backend_checks
-from backend_checks import run_app
 import pipeline
+import pipeline.backends.inductor as inductor_backend
+from pipeline import zoo
 from pipeline.backends.inductor.compile_spec import INDUCTOR_OPTIONS, InductorCompileSpec
-from pipeline.core.spec import parse_compile_spec
 from pipeline.backends.inductor.runtime import InductorBackend
 from pipeline.core.payload import pack_parts, unpack_parts
-from pipeline import zoo
+from pipeline.core.spec import parse_compile_spec
 
 TOLERANCE = backend_checks.tolerance("inductor")
 
@@ -44,6 +44,7 @@ def check_against_eager(model: nn.Module, inputs: dict, lowered: nn.Module, load
 
 
 # -- the one unmarked lowering: the MLP, end to end ----------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def mlp(inductor_mlp):
@@ -92,11 +93,20 @@ def test_runner_failure_is_a_backend_runtime_error(mlp):
 
 # -- compile spec (no compiling) ------------------------------------------------------------------
 
+
 def test_compile_spec_maps_fields_and_options_to_inductor_configs():
-    spec = parse_compile_spec(InductorCompileSpec, {
-        "max_autotune": True, "cpp_threads": 2,
-        "options": {"epilogue_fusion": False, "cpp": {"enable_tiling_heuristics": False},
-                    "aot_inductor.debug_compile": True}})
+    spec = parse_compile_spec(
+        InductorCompileSpec,
+        {
+            "max_autotune": True,
+            "cpp_threads": 2,
+            "options": {
+                "epilogue_fusion": False,
+                "cpp": {"enable_tiling_heuristics": False},
+                "aot_inductor.debug_compile": True,
+            },
+        },
+    )
     configs = spec.inductor_configs()
     assert configs["max_autotune"] is True and configs["cpp.threads"] == 2 and configs["freezing"] is True
     assert configs["epilogue_fusion"] is False and configs["cpp.enable_tiling_heuristics"] is False
@@ -107,17 +117,29 @@ def test_compile_spec_maps_fields_and_options_to_inductor_configs():
     assert all(option in known for option in INDUCTOR_OPTIONS.values())
 
 
-@pytest.mark.parametrize("options, message", [
-    ({"max_autotun": True}, r"compile_spec.forward.max_autotun: unknown key.*Did you mean 'max_autotune'"),
-    ({"options": {"epilogue_fusoin": False}}, r"no inductor option 'epilogue_fusoin'.*Did you mean 'epilogue_fusion'"),
-    ({"options": {"cpp": {"simdln": 256}}}, r"no inductor option 'cpp.simdln'.*Did you mean 'cpp.simdlen'"),
-    ({"options": {"epilogue_fusion": 3}}, r"options.epilogue_fusion: expected a bool"),
-    ({"options": {"max_autotune": True}}, r"set it with the field 'max_autotune'"),
-    ({"cpp_threads": 0}, r"compile_spec.forward.cpp_threads: must be -1 \(torch's thread count\) or in 1\.\.256, not 0"),
-    ({"cpp_threads": 100000}, r"compile_spec.forward.cpp_threads: must be -1 .* or in 1\.\.256, not 100000"),
-    ({"cpp_simdlen": 1 << 20}, r"compile_spec.forward.cpp_simdlen: must be null \(the CPU's\) or in 1\.\.2048 bits"),
-    ({"freezing": "sometimes"}, r"compile_spec.forward.freezing: expected true or false"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"max_autotun": True}, r"compile_spec.forward.max_autotun: unknown key.*Did you mean 'max_autotune'"),
+        (
+            {"options": {"epilogue_fusoin": False}},
+            r"no inductor option 'epilogue_fusoin'.*Did you mean 'epilogue_fusion'",
+        ),
+        ({"options": {"cpp": {"simdln": 256}}}, r"no inductor option 'cpp.simdln'.*Did you mean 'cpp.simdlen'"),
+        ({"options": {"epilogue_fusion": 3}}, r"options.epilogue_fusion: expected a bool"),
+        ({"options": {"max_autotune": True}}, r"set it with the field 'max_autotune'"),
+        (
+            {"cpp_threads": 0},
+            r"compile_spec.forward.cpp_threads: must be -1 \(torch's thread count\) or in 1\.\.256, not 0",
+        ),
+        ({"cpp_threads": 100000}, r"compile_spec.forward.cpp_threads: must be -1 .* or in 1\.\.256, not 100000"),
+        (
+            {"cpp_simdlen": 1 << 20},
+            r"compile_spec.forward.cpp_simdlen: must be null \(the CPU's\) or in 1\.\.2048 bits",
+        ),
+        ({"freezing": "sometimes"}, r"compile_spec.forward.freezing: expected true or false"),
+    ],
+)
 def test_invalid_compile_spec_is_rejected_before_compiling(options, message):
     model, inputs = zoo.build("mlp"), zoo.example_inputs("mlp")
     with pytest.raises(pipeline.LoweringError, match=message):
@@ -137,8 +159,14 @@ def test_corrupt_payload_is_rejected_with_lowering_error(payload):
 
 
 def test_backend_is_found_by_name_as_its_class_declares_it():
-    backend_checks.check_registration("inductor", InductorBackend, accepts=("export",), reproducible=False,
-                                      carries_code=True, version=f"0.1.0+torch.{torch.__version__}")
+    backend_checks.check_registration(
+        "inductor",
+        InductorBackend,
+        accepts=("export",),
+        reproducible=False,
+        carries_code=True,
+        version=f"0.1.0+torch.{torch.__version__}",
+    )
 
 
 def test_docstring_says_loading_runs_native_code_and_config_lists_every_option():
@@ -149,6 +177,7 @@ def test_docstring_says_loading_runs_native_code_and_config_lists_every_option()
 
 
 # -- slow: every other lowering -------------------------------------------------------------------
+
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["basic", "cnn", "transformer"])
@@ -201,15 +230,23 @@ def test_dict_and_dataclass_outputs_and_tuple_arguments_come_through(tmp_path):
 @pytest.mark.slow
 def test_inductor_options_reach_the_compile():
     model, inputs = zoo.build("mlp"), zoo.example_inputs("mlp")
-    lowered = lower(model, inputs, {"freezing": False, "options": {"aot_inductor.package_cpp_only": False,
-                                                                    "epilogue_fusion": False}})
+    lowered = lower(
+        model,
+        inputs,
+        {"freezing": False, "options": {"aot_inductor.package_cpp_only": False, "epilogue_fusion": False}},
+    )
     with torch.no_grad():
         assert_same_outputs(model(*inputs["forward"]), lowered(*inputs["forward"]))
 
 
 @pytest.mark.slow
 def test_app_lowers_the_default_model_with_inductor(tmp_path):
-    report = run_app(tmp_path, "backend=inductor", "frontend=export",
-                     "backend.compile_spec.forward.options.epilogue_fusion=false", timeout=1200)
+    report = run_app(
+        tmp_path,
+        "backend=inductor",
+        "frontend=export",
+        "backend.compile_spec.forward.options.epilogue_fusion=false",
+        timeout=1200,
+    )
     assert report["status"] == "ok" and report["verify"]["passed"]
     assert report["compile_spec"]["forward"]["options"] == {"epilogue_fusion": False}

@@ -12,20 +12,20 @@ import re
 import time
 from typing import Dict
 
+import backend_checks
 import onnx
 import onnxruntime
 import pytest
 import torch
 import torch.utils._pytree as pytree
+from backend_checks import line_of, run_app
 from torch import nn
 
-import pipeline.backends.onnxruntime as ort_backend
-import backend_checks
-from backend_checks import line_of, run_app
 import pipeline
-from pipeline.core.payload import pack_parts, unpack_parts
-from pipeline.backends.onnxruntime.runtime import OnnxRuntimeBackend
+import pipeline.backends.onnxruntime as ort_backend
 from pipeline import zoo
+from pipeline.backends.onnxruntime.runtime import OnnxRuntimeBackend
+from pipeline.core.payload import pack_parts, unpack_parts
 
 TOLERANCE = backend_checks.tolerance("onnxruntime")
 
@@ -93,6 +93,7 @@ def test_two_lowerings_of_one_model_give_byte_identical_payloads_and_artifacts(t
 
 # -- output structures and arguments --------------------------------------------------------------
 
+
 @dataclasses.dataclass
 class ModelOutput:
     logits: torch.Tensor
@@ -158,11 +159,21 @@ def test_inputs_that_require_grad_or_are_not_contiguous_are_accepted():
 
 # -- compile spec ---------------------------------------------------------------------------------
 
+
 def test_compile_spec_options_reach_the_session():
     model, inputs = zoo.build("mlp"), zoo.example_inputs("mlp")
-    lowered = lower(model, inputs, spec={"graph_optimization_level": "basic", "intra_op_num_threads": 1,
-                                         "execution_mode": "parallel", "inter_op_num_threads": 2,
-                                         "enable_mem_pattern": False, "use_deterministic_compute": True})
+    lowered = lower(
+        model,
+        inputs,
+        spec={
+            "graph_optimization_level": "basic",
+            "intra_op_num_threads": 1,
+            "execution_mode": "parallel",
+            "inter_op_num_threads": 2,
+            "enable_mem_pattern": False,
+            "use_deterministic_compute": True,
+        },
+    )
     options = lowered.compiled("forward").session.get_session_options()
     assert options.graph_optimization_level == onnxruntime.GraphOptimizationLevel.ORT_ENABLE_BASIC
     assert options.intra_op_num_threads == 1 and options.inter_op_num_threads == 2
@@ -178,19 +189,31 @@ def test_opset_option_is_the_exported_models_opset():
     assert opsets[""] == 18
 
 
-@pytest.mark.parametrize("options, message", [
-    ({"intra_op_threads": 2}, r"compile_spec.forward.intra_op_threads: unknown key.*Did you mean 'intra_op_num_threads'"),
-    ({"graph_optimization_level": "fast"}, r"graph_optimization_level.*allowed: 'all', 'basic', 'disable', "
-                                           r"'extended', 'layout'"),
-    ({"execution_mode": "async"}, r"execution_mode.*allowed: 'parallel', 'sequential'"),
-    ({"intra_op_num_threads": -1}, r"intra_op_num_threads must be in 0\.\.256 \(0: onnxruntime's default\), not -1"),
-    ({"intra_op_num_threads": 100000}, r"intra_op_num_threads must be in 0\.\.256 .*, not 100000"),
-    ({"inter_op_num_threads": 100000}, r"inter_op_num_threads must be in 0\.\.256 .*, not 100000"),
-    ({"intra_op_num_threads": "two"}, r"compile_spec.forward.intra_op_num_threads: expected an integer"),
-    ({"opset": 3}, r"opset must be in 7\.\."),
-    ({"input_dtypes": ["float32"]}, r"input_dtypes needs input_shapes"),
-    ({"providers": []}, r"providers must name at least one"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (
+            {"intra_op_threads": 2},
+            r"compile_spec.forward.intra_op_threads: unknown key.*Did you mean 'intra_op_num_threads'",
+        ),
+        (
+            {"graph_optimization_level": "fast"},
+            r"graph_optimization_level.*allowed: 'all', 'basic', 'disable', "
+            r"'extended', 'layout'",
+        ),
+        ({"execution_mode": "async"}, r"execution_mode.*allowed: 'parallel', 'sequential'"),
+        (
+            {"intra_op_num_threads": -1},
+            r"intra_op_num_threads must be in 0\.\.256 \(0: onnxruntime's default\), not -1",
+        ),
+        ({"intra_op_num_threads": 100000}, r"intra_op_num_threads must be in 0\.\.256 .*, not 100000"),
+        ({"inter_op_num_threads": 100000}, r"inter_op_num_threads must be in 0\.\.256 .*, not 100000"),
+        ({"intra_op_num_threads": "two"}, r"compile_spec.forward.intra_op_num_threads: expected an integer"),
+        ({"opset": 3}, r"opset must be in 7\.\."),
+        ({"input_dtypes": ["float32"]}, r"input_dtypes needs input_shapes"),
+        ({"providers": []}, r"providers must name at least one"),
+    ],
+)
 def test_invalid_compile_spec_is_rejected_naming_the_option_and_what_is_allowed(options, message):
     model, inputs = zoo.build("mlp"), zoo.example_inputs("mlp")
     with pytest.raises(pipeline.LoweringError, match=message):
@@ -199,8 +222,11 @@ def test_invalid_compile_spec_is_rejected_naming_the_option_and_what_is_allowed(
 
 def test_unavailable_provider_is_rejected_at_lowering_listing_the_available_ones():
     model, inputs = zoo.build("mlp"), zoo.example_inputs("mlp")
-    with pytest.raises(pipeline.LoweringError, match=r"\['NoSuchExecutionProvider'\] are not available.*"
-                                                     r"available: .*'CPUExecutionProvider'"):
+    with pytest.raises(
+        pipeline.LoweringError,
+        match=r"\['NoSuchExecutionProvider'\] are not available.*"
+        r"available: .*'CPUExecutionProvider'",
+    ):
         lower(model, inputs, spec={"providers": ["NoSuchExecutionProvider"]})
 
 
@@ -213,6 +239,7 @@ def test_unavailable_provider_is_rejected_when_the_payload_is_compiled():
 
 # -- payload --------------------------------------------------------------------------------------
 
+
 def test_payload_is_a_container_of_onnx_models_with_a_json_header():
     model, inputs = zoo.build("basic"), zoo.example_inputs("basic")
     lowered = lower(model, inputs)
@@ -223,12 +250,15 @@ def test_payload_is_a_container_of_onnx_models_with_a_json_header():
         assert [name for name, _ in meta["methods"][method]["inputs"]] == ["x", "h"]
 
 
-@pytest.mark.parametrize("corrupt", [
-    lambda data: data[:-10],
-    lambda data: b"NOTAPAYLOAD" + data,
-    lambda data: data[:-1] + bytes([data[-1] ^ 0xFF]),
-    lambda data: pack_parts("inductor", {}, {}),
-])
+@pytest.mark.parametrize(
+    "corrupt",
+    [
+        lambda data: data[:-10],
+        lambda data: b"NOTAPAYLOAD" + data,
+        lambda data: data[:-1] + bytes([data[-1] ^ 0xFF]),
+        lambda data: pack_parts("inductor", {}, {}),
+    ],
+)
 def test_corrupt_payload_is_rejected_with_lowering_error(corrupt):
     model, inputs = zoo.build("mlp"), zoo.example_inputs("mlp")
     lowered = lower(model, inputs)
@@ -237,6 +267,7 @@ def test_corrupt_payload_is_rejected_with_lowering_error(corrupt):
 
 
 # -- debug handles, errors, profiles ---------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", ["mlp", "transformer"])
 def test_every_exported_onnx_node_maps_to_the_handles_of_its_fx_nodes(name):
@@ -249,18 +280,26 @@ def test_every_exported_onnx_node_maps_to_the_handles_of_its_fx_nodes(name):
     assert all(h in lowered.handle_map.handles for handles in backend_map.values() for h in handles)
     if name == "mlp":
         ops = {key: [lowered.handle_map.handles[h].op for h in handles] for key, handles in backend_map.items()}
-        assert ops == {"forward/node_linear": ["aten::linear"], "forward/node_gelu": ["aten::gelu"],
-                       "forward/node_linear_1": ["aten::linear"], "forward/node_gelu_1": ["aten::gelu"],
-                       "forward/node_linear_2": ["aten::linear"]}
+        assert ops == {
+            "forward/node_linear": ["aten::linear"],
+            "forward/node_gelu": ["aten::gelu"],
+            "forward/node_linear_1": ["aten::linear"],
+            "forward/node_gelu_1": ["aten::gelu"],
+            "forward/node_linear_2": ["aten::linear"],
+        }
 
 
 def test_torchscript_route_maps_nodes_by_source_range_and_module():
     model, inputs = zoo.build("mlp"), zoo.example_inputs("mlp")
     lowered = lower(model, inputs, "trace")
     records = lowered.handle_map.handles
-    described = {key: [(records[h].op, records[h].module_hierarchy.split("::<unknown>.")[1]) for h in handles]
-                 for key, handles in lowered.handle_map.backend_map.items()}
-    assert described["forward/body/0/Gemm"] == [("aten::linear", "body(Sequential)::forward.0(Linear)::forward.aten::linear")]
+    described = {
+        key: [(records[h].op, records[h].module_hierarchy.split("::<unknown>.")[1]) for h in handles]
+        for key, handles in lowered.handle_map.backend_map.items()
+    }
+    assert described["forward/body/0/Gemm"] == [
+        ("aten::linear", "body(Sequential)::forward.0(Linear)::forward.aten::linear")
+    ]
     assert described["forward/head/Gemm"] == [("aten::linear", "head(Linear)::forward.aten::linear")]
     assert len(described) == 5
 
@@ -296,12 +335,17 @@ def test_profile_times_each_node_kernel_under_its_name_and_handles():
     model, inputs = zoo.build("mlp"), zoo.example_inputs("mlp")
     lowered = lower(model, inputs)
     events = lowered.profile("forward", *inputs["forward"])
-    assert [e.name for e in events] == ["forward/node_linear Gemm", "forward/node_gelu Gelu",
-                                        "forward/node_linear_1 Gemm", "forward/node_gelu_1 Gelu",
-                                        "forward/node_linear_2 Gemm"]
+    assert [e.name for e in events] == [
+        "forward/node_linear Gemm",
+        "forward/node_gelu Gelu",
+        "forward/node_linear_1 Gemm",
+        "forward/node_gelu_1 Gelu",
+        "forward/node_linear_2 Gemm",
+    ]
     assert all(e.seconds >= 0 for e in events)
-    assert [list(e.debug_handles) for e in events] == [lowered.handle_map.backend_map[e.name.split()[0]]
-                                                      for e in events]
+    assert [list(e.debug_handles) for e in events] == [
+        lowered.handle_map.backend_map[e.name.split()[0]] for e in events
+    ]
 
 
 def test_profile_maps_nodes_onnxruntime_fused_through_the_values_they_compute():
@@ -371,8 +415,10 @@ def test_every_quantized_node_maps_to_handles_and_qdq_nodes_to_the_node_they_fee
         nodes = onnx.load_from_string(models["forward"]).graph.node
         backend_map = lowered.handle_map.backend_map
         assert sorted(backend_map) == sorted(f"forward/{node.name}" for node in nodes)
-        ops = {key.split("/", 1)[1]: [lowered.handle_map.handles[h].op for h in handles]
-               for key, handles in backend_map.items()}
+        ops = {
+            key.split("/", 1)[1]: [lowered.handle_map.handles[h].op for h in handles]
+            for key, handles in backend_map.items()
+        }
         if how == "int8_static":  # linear -> Q -> DQ -> gelu: the pair belongs to the GELU it feeds
             assert ops["linear_QuantizeLinear"] == ops["linear_DequantizeLinear"] == ["aten::gelu"]
             assert ops["node_linear"] == ["aten::linear"]
@@ -382,8 +428,10 @@ def test_every_quantized_node_maps_to_handles_and_qdq_nodes_to_the_node_they_fee
 
 def test_a_relu_the_quantizer_fused_into_its_conv_keeps_its_handle(quantized):
     _, _, lowered = quantized["int8_static", "cnn"]
-    ops = {key.split("/", 1)[1]: [lowered.handle_map.handles[h].op for h in handles]
-           for key, handles in lowered.handle_map.backend_map.items()}
+    ops = {
+        key.split("/", 1)[1]: [lowered.handle_map.handles[h].op for h in handles]
+        for key, handles in lowered.handle_map.backend_map.items()
+    }
     assert "node_relu" not in ops and "aten::relu" in ops["node_Conv_21"]
 
 
@@ -393,10 +441,13 @@ def test_quantized_profile_maps_every_kernel_to_source(quantized):
     assert events and sum(1 for e in events if e.debug_handles) >= 0.8 * len(events)
 
 
-@pytest.mark.parametrize("options, message", [
-    ({"quantize": "int4"}, r"quantize: 'int4' is not allowed; allowed: 'int8_dynamic', 'int8_static', 'none'"),
-    ({"calibration_samples": -1}, r"calibration_samples must be in 0\.\.10000, not -1"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"quantize": "int4"}, r"quantize: 'int4' is not allowed; allowed: 'int8_dynamic', 'int8_static', 'none'"),
+        ({"calibration_samples": -1}, r"calibration_samples must be in 0\.\.10000, not -1"),
+    ],
+)
 def test_invalid_quantization_options_are_rejected(options, message):
     with pytest.raises(pipeline.LoweringError, match=message):
         lower(zoo.build("mlp"), zoo.example_inputs("mlp"), spec=options)
@@ -404,10 +455,16 @@ def test_invalid_quantization_options_are_rejected(options, message):
 
 # -- registration, documentation, config ----------------------------------------------------------
 
+
 def test_backend_is_found_by_name_as_its_class_declares_it():
-    backend_checks.check_registration("onnxruntime", OnnxRuntimeBackend, accepts=("torchscript", "export"),
-                                      reproducible=True, carries_code=False,
-                                      version=f"0.1.0+onnxruntime.{onnxruntime.__version__}")
+    backend_checks.check_registration(
+        "onnxruntime",
+        OnnxRuntimeBackend,
+        accepts=("torchscript", "export"),
+        reproducible=True,
+        carries_code=False,
+        version=f"0.1.0+onnxruntime.{onnxruntime.__version__}",
+    )
 
 
 def test_docstring_and_config_list_every_compile_spec_option_with_its_default():
@@ -426,10 +483,10 @@ def test_app_lowers_the_default_model_to_onnxruntime_with_an_option_overridden(t
 
 # -- no external data: a received model reads no file (issue 27) ---------------------------------
 
-from onnx import TensorProto, helper  # noqa: E402
-
 from artifact_forgery import forge  # noqa: E402
 from file_canaries import OpenWatch  # noqa: E402
+from onnx import TensorProto, helper  # noqa: E402
+
 from pipeline.backends.onnxruntime.external_data import check_model, external_tensors  # noqa: E402
 
 
@@ -470,12 +527,16 @@ def _forged_with_external_weight(mlp_artifact, out, level, location="secret.bin"
 
 @pytest.mark.parametrize("level", ["disable", "all"])
 def test_an_initializer_with_external_data_is_refused_at_load_whatever_the_optimization_level(
-        level, mlp_artifact, tmp_path, monkeypatch):
+    level, mlp_artifact, tmp_path, monkeypatch
+):
     monkeypatch.chdir(tmp_path)  # where onnxruntime looks for the file of a model given as bytes
     forged, data, name = _forged_with_external_weight(mlp_artifact, tmp_path / "forged.lowered", level)
     (tmp_path / "secret.bin").write_bytes(data)  # the weights it wants, so that only the check can refuse
-    with pytest.raises(pipeline.ArtifactError, match=rf"forged.lowered: .*method 'forward': tensor graph.initializer "
-                                                     rf"'{name}' keeps its data outside the model, in 'secret.bin'"):
+    with pytest.raises(
+        pipeline.ArtifactError,
+        match=rf"forged.lowered: .*method 'forward': tensor graph.initializer "
+        rf"'{name}' keeps its data outside the model, in 'secret.bin'",
+    ):
         pipeline.load_lowered(forged)
 
 
@@ -505,8 +566,13 @@ def test_onnxruntime_itself_would_open_it(mlp_artifact, tmp_path, monkeypatch):
 
 
 def _constant(name: str, value: float = 1.0) -> onnx.NodeProto:
-    return helper.make_node("Constant", [], [name], name=name,
-                            value=onnx.numpy_helper.from_array(numpy_array([value]), name=f"{name}_value"))
+    return helper.make_node(
+        "Constant",
+        [],
+        [name],
+        name=name,
+        value=onnx.numpy_helper.from_array(numpy_array([value]), name=f"{name}_value"),
+    )
 
 
 def numpy_array(values):
@@ -516,10 +582,17 @@ def numpy_array(values):
 
 
 def _model(nodes, initializers=(), sparse=(), functions=()) -> onnx.ModelProto:
-    graph = helper.make_graph(nodes, "g", [], [helper.make_tensor_value_info(nodes[-1].output[0], TensorProto.FLOAT, None)],
-                              list(initializers), sparse_initializer=list(sparse))
-    return helper.make_model(graph, functions=list(functions), opset_imports=[helper.make_opsetid("", 17),
-                                                                              helper.make_opsetid("local", 1)])
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [],
+        [helper.make_tensor_value_info(nodes[-1].output[0], TensorProto.FLOAT, None)],
+        list(initializers),
+        sparse_initializer=list(sparse),
+    )
+    return helper.make_model(
+        graph, functions=list(functions), opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("local", 1)]
+    )
 
 
 def _in_initializer():
@@ -546,8 +619,9 @@ def _in_a_subgraph():
     inner = _constant("deep")
     _externalize(inner.attribute[0].t)
     then = helper.make_graph([inner], "then", [], [helper.make_tensor_value_info("deep", TensorProto.FLOAT, None)])
-    other = helper.make_graph([_constant("shallow")], "else", [],
-                              [helper.make_tensor_value_info("shallow", TensorProto.FLOAT, None)])
+    other = helper.make_graph(
+        [_constant("shallow")], "else", [], [helper.make_tensor_value_info("shallow", TensorProto.FLOAT, None)]
+    )
     flag = helper.make_node("Constant", [], ["flag"], value=helper.make_tensor("f", TensorProto.BOOL, [], [True]))
     branch = helper.make_node("If", ["flag"], ["y"], name="branch", then_branch=then, else_branch=other)
     return _model([flag, branch]), "node 'branch', attribute 'then_branch' (graph), node 'deep'"
@@ -560,13 +634,19 @@ def _in_a_function():
     return _model([helper.make_node("Made", [], ["y"], domain="local")], functions=[function]), "function Made"
 
 
-@pytest.mark.parametrize("make", [_in_initializer, _in_sparse_initializer, _in_a_constant_attribute, _in_a_subgraph,
-                                  _in_a_function], ids=lambda make: make.__name__.removeprefix("_in_"))
+@pytest.mark.parametrize(
+    "make",
+    [_in_initializer, _in_sparse_initializer, _in_a_constant_attribute, _in_a_subgraph, _in_a_function],
+    ids=lambda make: make.__name__.removeprefix("_in_"),
+)
 def test_external_data_is_found_wherever_a_tensor_can_stand(make):
     model, where = make()
     assert [location for _, location in external_tensors(model)] == ["secret.bin"]
-    with pytest.raises(pipeline.LoweringError, match=re.escape(where) + r".*keeps its data outside the model, in "
-                                                                        r"'secret.bin'"):
+    with pytest.raises(
+        pipeline.LoweringError,
+        match=re.escape(where) + r".*keeps its data outside the model, in "
+        r"'secret.bin'",
+    ):
         check_model(model.SerializeToString(), "the model")
 
 
@@ -584,8 +664,11 @@ def test_a_received_manifest_asking_for_more_threads_than_the_bound_is_refused_a
 
     forged = forge(path, tmp_path / "threads.lowered", manifest=many_threads)
     started = time.perf_counter()
-    with pytest.raises(pipeline.ArtifactError, match=rf"threads.lowered: .*compile_spec.forward: {field} must be in "
-                                                     rf"0\.\.256 \(0: onnxruntime's default\), not 100000"):
+    with pytest.raises(
+        pipeline.ArtifactError,
+        match=rf"threads.lowered: .*compile_spec.forward: {field} must be in "
+        rf"0\.\.256 \(0: onnxruntime's default\), not 100000",
+    ):
         pipeline.load_lowered(forged)
     assert time.perf_counter() - started < 5.0  # refused before any thread is made
 
@@ -595,6 +678,9 @@ def test_a_payload_input_index_outside_the_arguments_is_refused_at_compile(input
     _, lowered, _ = mlp_artifact
     meta, models = unpack_parts(lowered.payload, "onnxruntime")
     meta["methods"]["forward"]["inputs"] = inputs
-    with pytest.raises(pipeline.LoweringError, match=r"inputs of method 'forward' must be \[name, index\] pairs "
-                                                     r"with index in 0\.\.99999"):
+    with pytest.raises(
+        pipeline.LoweringError,
+        match=r"inputs of method 'forward' must be \[name, index\] pairs "
+        r"with index in 0\.\.99999",
+    ):
         OnnxRuntimeBackend().compile(pack_parts("onnxruntime", meta, models), lowered.method_compile_spec)

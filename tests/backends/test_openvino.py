@@ -13,17 +13,17 @@ import os
 import sys
 import tempfile
 
+import backend_checks
 import numpy
 import openvino
 import pytest
-from openvino.passes import ConstantFolding, Manager
 import torch
+from backend_checks import line_of, run_app
+from openvino.passes import ConstantFolding, Manager
 from torch import nn
 
-import backend_checks
 import pipeline
 import pipeline.backends.openvino as ov_backend
-from backend_checks import line_of, run_app
 from pipeline import zoo
 from pipeline.backends.openvino.convert import convert
 from pipeline.backends.openvino.runtime import OpenVinoBackend
@@ -55,6 +55,7 @@ def zoo_lowered(tmp_path_factory):
 
 
 # -- the zoo ---------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", ["basic", "mlp", "cnn", "transformer"])
 def test_zoo_model_matches_eager_at_f32_and_loads_back_with_the_same_outputs(zoo_lowered, name):
@@ -95,7 +96,9 @@ def test_conversion_makes_the_same_operations_as_convert_model_with_the_programs
     fold = Manager()
     fold.register_pass(ConstantFolding())
     fold.run_passes(theirs)
-    assert [op.get_type_name() for op in ours.get_ordered_ops()] == [op.get_type_name() for op in theirs.get_ordered_ops()]
+    assert [op.get_type_name() for op in ours.get_ordered_ops()] == [
+        op.get_type_name() for op in theirs.get_ordered_ops()
+    ]
 
 
 class PairInput(nn.Module):
@@ -159,6 +162,7 @@ def test_outputs_are_not_overwritten_by_the_next_call(zoo_lowered):
 
 # -- compile spec and precision -------------------------------------------------------------------
 
+
 def test_default_precision_is_f32_and_the_compiled_model_reports_it(zoo_lowered):
     _, _, lowered, loaded = zoo_lowered["mlp"]
     assert lowered.method_compile_spec["forward"]["inference_precision"] == "f32"
@@ -181,46 +185,61 @@ def test_bf16_is_what_the_compiled_model_reports_and_is_less_exact_than_f32(zoo_
 
 @pytest.mark.skipif("FP16" in CAPABILITIES, reason="this CPU computes in f16")
 def test_a_precision_the_cpu_cannot_compute_in_is_rejected_naming_its_capabilities():
-    with pytest.raises(pipeline.LoweringError, match=r"inference_precision='f16', but the CPU plugin compiled the "
-                                                     r"model at '\w+'.*capabilities: .*'FP32'"):
+    with pytest.raises(
+        pipeline.LoweringError,
+        match=r"inference_precision='f16', but the CPU plugin compiled the "
+        r"model at '\w+'.*capabilities: .*'FP32'",
+    ):
         lower(zoo.build("mlp"), zoo.example_inputs("mlp"), {"inference_precision": "f16"})
 
 
 def test_compile_spec_options_reach_the_plugin():
-    lowered = lower(zoo.build("mlp"), zoo.example_inputs("mlp"),
-                    {"performance_hint": "THROUGHPUT", "num_streams": 2, "threads": 2})
+    lowered = lower(
+        zoo.build("mlp"), zoo.example_inputs("mlp"), {"performance_hint": "THROUGHPUT", "num_streams": 2, "threads": 2}
+    )
     compiled = lowered.compiled("forward").compiled
     assert str(compiled.get_property("PERFORMANCE_HINT")) == "THROUGHPUT"
     assert int(compiled.get_property("NUM_STREAMS")) == 2
     assert int(compiled.get_property("INFERENCE_NUM_THREADS")) == 2
 
 
-@pytest.mark.parametrize("options, message", [
-    ({"precision": "f32"}, r"compile_spec.forward.precision: unknown key.*Did you mean 'inference_precision'"),
-    ({"inference_precision": "fp32"}, r"inference_precision: 'fp32' is not allowed; allowed: 'bf16', 'f16', 'f32'"),
-    ({"performance_hint": "FAST"}, r"performance_hint.*allowed: 'CUMULATIVE_THROUGHPUT', 'LATENCY', 'THROUGHPUT'"),
-    ({"threads": -1}, r"compile_spec.forward.threads: must be in 0\.\.256 \(0: the plugin's choice\), not -1"),
-    ({"threads": 100000}, r"compile_spec.forward.threads: must be in 0\.\.256 \(0: the plugin's choice\), not 100000"),
-    ({"num_streams": -2}, r"compile_spec.forward.num_streams: must be in 0\.\.256"),
-    ({"num_streams": 100000}, r"compile_spec.forward.num_streams: must be in 0\.\.256"),
-    ({"threads": "two"}, r"compile_spec.forward.threads: expected an integer"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"precision": "f32"}, r"compile_spec.forward.precision: unknown key.*Did you mean 'inference_precision'"),
+        ({"inference_precision": "fp32"}, r"inference_precision: 'fp32' is not allowed; allowed: 'bf16', 'f16', 'f32'"),
+        ({"performance_hint": "FAST"}, r"performance_hint.*allowed: 'CUMULATIVE_THROUGHPUT', 'LATENCY', 'THROUGHPUT'"),
+        ({"threads": -1}, r"compile_spec.forward.threads: must be in 0\.\.256 \(0: the plugin's choice\), not -1"),
+        (
+            {"threads": 100000},
+            r"compile_spec.forward.threads: must be in 0\.\.256 \(0: the plugin's choice\), not 100000",
+        ),
+        ({"num_streams": -2}, r"compile_spec.forward.num_streams: must be in 0\.\.256"),
+        ({"num_streams": 100000}, r"compile_spec.forward.num_streams: must be in 0\.\.256"),
+        ({"threads": "two"}, r"compile_spec.forward.threads: expected an integer"),
+    ],
+)
 def test_invalid_compile_spec_is_rejected_naming_the_option_and_what_is_allowed(options, message):
     with pytest.raises(pipeline.LoweringError, match=message):
         lower(zoo.build("mlp"), zoo.example_inputs("mlp"), options)
 
 
 def test_torchscript_frontend_is_rejected_naming_the_one_it_accepts():
-    with pytest.raises(pipeline.LoweringError, match=r"does not accept the 'torchscript' frontend; it accepts: 'export'"):
+    with pytest.raises(
+        pipeline.LoweringError, match=r"does not accept the 'torchscript' frontend; it accepts: 'export'"
+    ):
         pipeline.to_backend("openvino", zoo.build("mlp"), {"forward": {}}, frontend="torchscript")
 
 
-@pytest.mark.parametrize("corrupt", [
-    lambda data: data[:-10],
-    lambda data: b"NOTAPAYLOAD" + data,
-    lambda data: data[:-1] + bytes([data[-1] ^ 0xFF]),
-    lambda data: pack_parts("onnxruntime", {}, {}),
-])
+@pytest.mark.parametrize(
+    "corrupt",
+    [
+        lambda data: data[:-10],
+        lambda data: b"NOTAPAYLOAD" + data,
+        lambda data: data[:-1] + bytes([data[-1] ^ 0xFF]),
+        lambda data: pack_parts("onnxruntime", {}, {}),
+    ],
+)
 def test_corrupt_payload_is_rejected_with_lowering_error(zoo_lowered, corrupt):
     _, _, lowered, _ = zoo_lowered["mlp"]
     with pytest.raises(pipeline.LoweringError, match="openvino"):
@@ -228,6 +247,7 @@ def test_corrupt_payload_is_rejected_with_lowering_error(zoo_lowered, corrupt):
 
 
 # -- debug handles, errors, profiles ---------------------------------------------------------------
+
 
 def ir_nodes(lowered: pipeline.LoweredModule, method: str = "forward") -> list:
     _, parts = unpack_parts(lowered.payload, "openvino")
@@ -243,11 +263,17 @@ def test_every_ir_node_maps_to_the_handles_of_the_fx_nodes_it_came_from(zoo_lowe
     assert all(h in lowered.handle_map.handles for handles in backend_map.values() for h in handles)
     if name == "mlp":
         ops = {key: [lowered.handle_map.handles[h].op for h in handles] for key, handles in backend_map.items()}
-        assert ops == {f"forward/{node}/aten.{op}.default/{kind}": [f"aten::{op}"]
-                       for node, op, kinds in [("linear", "linear", ("MatMul", "Add")), ("gelu", "gelu", ("Gelu",)),
-                                               ("linear_1", "linear", ("MatMul", "Add")),
-                                               ("gelu_1", "gelu", ("Gelu",)), ("linear_2", "linear", ("MatMul", "Add"))]
-                       for kind in kinds}
+        assert ops == {
+            f"forward/{node}/aten.{op}.default/{kind}": [f"aten::{op}"]
+            for node, op, kinds in [
+                ("linear", "linear", ("MatMul", "Add")),
+                ("gelu", "gelu", ("Gelu",)),
+                ("linear_1", "linear", ("MatMul", "Add")),
+                ("gelu_1", "gelu", ("Gelu",)),
+                ("linear_2", "linear", ("MatMul", "Add")),
+            ]
+            for kind in kinds
+        }
 
 
 def test_a_node_fused_while_converting_maps_to_every_node_it_replaced(zoo_lowered):
@@ -268,7 +294,10 @@ def test_profile_times_each_executed_node_with_the_handles_of_all_it_fused(zoo_l
     records = lowered.handle_map.handles
     assert [e.name.split()[1] for e in events] == ["FullyConnected"] * 3
     assert [[records[h].op for h in e.debug_handles] for e in events] == [
-        ["aten::linear", "aten::gelu"], ["aten::linear", "aten::gelu"], ["aten::linear"]]
+        ["aten::linear", "aten::gelu"],
+        ["aten::linear", "aten::gelu"],
+        ["aten::linear"],
+    ]
     assert all(e.seconds >= 0 for e in events)
 
 
@@ -319,18 +348,28 @@ def test_input_of_the_wrong_dtype_is_reported_with_handle_minus_one(zoo_lowered)
 
 # -- installing, registration, documentation, config ------------------------------------------------
 
+
 def test_without_openvino_the_backend_is_listed_unavailable_and_lowering_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "openvino", None)  # `import openvino` now raises ImportError
     assert "openvino" in pipeline.list_backends()
     assert not OpenVinoBackend().is_available()
-    with pytest.raises(pipeline.LoweringError, match=r"needs the openvino package.*pip install "
-                                                     r"'lowering-pipeline\[openvino\]'"):
+    with pytest.raises(
+        pipeline.LoweringError,
+        match=r"needs the openvino package.*pip install "
+        r"'lowering-pipeline\[openvino\]'",
+    ):
         lower(zoo.build("mlp"), zoo.example_inputs("mlp"))
 
 
 def test_backend_is_found_by_name_as_its_class_declares_it():
-    backend_checks.check_registration("openvino", OpenVinoBackend, accepts=("export",), reproducible=True,
-                                      carries_code=False, version=f"0.1.0+openvino.{openvino.__version__.split('-')[0]}")
+    backend_checks.check_registration(
+        "openvino",
+        OpenVinoBackend,
+        accepts=("export",),
+        reproducible=True,
+        carries_code=False,
+        version=f"0.1.0+openvino.{openvino.__version__.split('-')[0]}",
+    )
 
 
 def test_docstring_lists_every_compile_spec_option():
@@ -339,8 +378,14 @@ def test_docstring_lists_every_compile_spec_option():
 
 
 def test_app_lowers_with_an_option_overridden_records_the_precision_and_maps_the_profile(tmp_path):
-    report = run_app(tmp_path, "backend=openvino", "model=cnn", "backend.compile_spec.forward.threads=1",
-                     "profile=true", "latency.enabled=false")
+    report = run_app(
+        tmp_path,
+        "backend=openvino",
+        "model=cnn",
+        "backend.compile_spec.forward.threads=1",
+        "profile=true",
+        "latency.enabled=false",
+    )
     assert report["status"] == "ok" and report["verify"]["passed"]
     assert report["compile_spec"]["forward"]["threads"] == 1
     assert report["compile_spec"]["forward"]["inference_precision"] == "f32"
@@ -392,26 +437,45 @@ def test_openvino_reads_onnx_bytes_given_as_ir_and_the_file_their_external_data_
 
 
 def test_an_onnx_model_in_place_of_the_ir_is_refused_and_the_file_it_names_is_never_opened(
-        mlp_artifact, tmp_path, monkeypatch):
+    mlp_artifact, tmp_path, monkeypatch
+):
     monkeypatch.chdir(tmp_path)
     secret = secret_file(tmp_path / "secret.bin")
     forged = _with_xml(mlp_artifact, tmp_path / "forged.lowered", _onnx_naming("secret.bin"))
     with OpenWatch(tmp_path / "secret.bin") as watch:
-        with pytest.raises(pipeline.ArtifactError, match=r"forged.lowered: .*the IR of method 'forward' is not "
-                                                         r"OpenVINO IR: it starts"):
+        with pytest.raises(
+            pipeline.ArtifactError,
+            match=r"forged.lowered: .*the IR of method 'forward' is not "
+            r"OpenVINO IR: it starts",
+        ):
             pipeline.load_lowered(forged)
     assert not watch.opened
     assert secret not in (tmp_path / "forged.lowered").read_bytes()
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda xml: xml.replace(b"?>", b'?>\n<!DOCTYPE net [<!ENTITY leak SYSTEM "file:///etc/hostname">]>', 1),
-     "declares a document type"),
-    (lambda xml: b"<root/>", "it starts b'<root/>'"),
-    (lambda xml: xml.replace(b"<net ", b"<notnet ", 1).replace(b"</net>", b"</notnet>"), "root element is not <net>"),
-    (lambda xml: xml.replace(b"<rt_info />", b'<rt_info><runtime_options><INFERENCE_NUM_THREADS value="100000" />'
-                                             b'</runtime_options></rt_info>', 1), "carries runtime_options"),
-], ids=["a document type", "another root", "no net", "runtime options"])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (
+            lambda xml: xml.replace(b"?>", b'?>\n<!DOCTYPE net [<!ENTITY leak SYSTEM "file:///etc/hostname">]>', 1),
+            "declares a document type",
+        ),
+        (lambda xml: b"<root/>", "it starts b'<root/>'"),
+        (
+            lambda xml: xml.replace(b"<net ", b"<notnet ", 1).replace(b"</net>", b"</notnet>"),
+            "root element is not <net>",
+        ),
+        (
+            lambda xml: xml.replace(
+                b"<rt_info />",
+                b'<rt_info><runtime_options><INFERENCE_NUM_THREADS value="100000" /></runtime_options></rt_info>',
+                1,
+            ),
+            "carries runtime_options",
+        ),
+    ],
+    ids=["a document type", "another root", "no net", "runtime options"],
+)
 def test_an_ir_that_is_not_what_preprocess_writes_is_refused(edit, message, mlp_artifact, tmp_path):
     _, lowered = mlp_artifact
     _, parts = unpack_parts(lowered.payload, "openvino")

@@ -3,10 +3,10 @@ keeps; a backend that cannot exchange a dtype refuses it when lowering, not on e
 
 import pytest
 import torch
+from output_kinds import KINDS, Returns
 
 import pipeline
 from pipeline.core.errors import LoweringError
-from output_kinds import KINDS, Returns
 
 BACKENDS = ["reference", "onnxruntime", "openvino", "executorch", "torchscript"]
 REFUSED = {("onnxruntime", "bfloat16"): "numpy arrays, which have no bfloat16"}
@@ -21,8 +21,7 @@ def test_the_lowered_output_has_eagers_dtype_shape_and_values(backend, kind):
         with pytest.raises(LoweringError, match=REFUSED[backend, kind]):
             pipeline.to_backend(backend, model, {"forward": {}}, example_inputs={"forward": (x,)}, frontend=frontend)
         return
-    lowered = pipeline.to_backend(backend, model, {"forward": {}}, example_inputs={"forward": (x,)},
-                                  frontend=frontend)
+    lowered = pipeline.to_backend(backend, model, {"forward": {}}, example_inputs={"forward": (x,)}, frontend=frontend)
     expected, actual = model(x), lowered(x)
     assert actual.dtype == expected.dtype and actual.shape == expected.shape
     torch.testing.assert_close(actual, expected, atol=1e-2 if kind in ("float16", "bfloat16") else 1e-5, rtol=1e-2)

@@ -30,9 +30,9 @@ import time
 from collections import Counter
 
 import pytest
+from native_mutants import DEATH, HANG, load_and_call, mutant_artifact
 
 import pipeline
-from native_mutants import DEATH, HANG, load_and_call, mutant_artifact
 from pipeline import zoo
 
 SCALE = float(os.environ.get("PIPELINE_FUZZ_SCALE", "1"))

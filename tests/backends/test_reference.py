@@ -8,15 +8,15 @@ from __future__ import annotations
 
 from typing import List, Optional, Tuple
 
+import backend_checks
 import pytest
 import torch
+from backend_checks import fresh_like, line_of
 from torch import nn
 
-import pipeline.backends.reference as reference
-import backend_checks
-from backend_checks import fresh_like, line_of
 import pipeline
-from pipeline.core.source import portable_path
+import pipeline.backends.reference as reference
+from pipeline import zoo
 from pipeline.backends.reference import ops
 from pipeline.backends.reference.interpreter import ReferenceBackend
 from pipeline.backends.reference.program import (
@@ -30,7 +30,7 @@ from pipeline.backends.reference.program import (
     serialize,
     to_text,
 )
-from pipeline import zoo
+from pipeline.core.source import portable_path
 
 FRONTENDS = {
     "export": dict(frontend="export"),
@@ -51,11 +51,18 @@ pytestmark = [  # tracing the zoo warns about what it does; the tests check the 
 
 
 def lower(model: nn.Module, inputs: dict, frontend: str, spec: dict = None, **options) -> pipeline.LoweredModule:
-    return pipeline.to_backend("reference", model, {m: dict(spec or {}) for m in inputs},
-                               example_inputs=inputs, **FRONTENDS[frontend], **options)
+    return pipeline.to_backend(
+        "reference",
+        model,
+        {m: dict(spec or {}) for m in inputs},
+        example_inputs=inputs,
+        **FRONTENDS[frontend],
+        **options,
+    )
 
 
 # -- the zoo, on every frontend ------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("frontend", FRONTENDS)
 @pytest.mark.parametrize("name", ["basic", "mlp", "cnn", "transformer"])
@@ -81,6 +88,7 @@ def test_compiled_program_lists_one_instruction_per_op_with_its_handle():
 
 # -- artifacts -----------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("frontend", FRONTENDS)
 def test_saved_artifact_loads_and_gives_identical_outputs(tmp_path, frontend):
     model, inputs = zoo.build("cnn"), zoo.example_inputs("cnn")
@@ -100,9 +108,15 @@ def test_two_lowerings_of_one_model_give_byte_identical_artifacts(tmp_path, fron
 
 def test_payload_round_trips_tensors_of_every_kind_exactly():
     constants = [
-        torch.randn(3, 4), torch.randn(2, 3).to(torch.float16), torch.randn(5).to(torch.bfloat16),
-        torch.tensor([True, False, True]), torch.arange(-3, 3, dtype=torch.int64), torch.tensor(2.5),
-        torch.empty(0, 3), torch.randn(4, 6)[:, ::2], torch.randn(2, 2, dtype=torch.complex64),
+        torch.randn(3, 4),
+        torch.randn(2, 3).to(torch.float16),
+        torch.randn(5).to(torch.bfloat16),
+        torch.tensor([True, False, True]),
+        torch.arange(-3, 3, dtype=torch.int64),
+        torch.tensor(2.5),
+        torch.empty(0, 3),
+        torch.randn(4, 6)[:, ::2],
+        torch.randn(2, 2, dtype=torch.complex64),
     ]
     method = MethodProgram("forward", [], Block([], list(constants)), flatten_inputs=True, flatten_outputs=False)
     payload = serialize(Program({"forward": method}))
@@ -121,8 +135,9 @@ def test_corrupt_payload_is_rejected_with_lowering_error(payload):
 
 def test_payload_naming_an_op_the_backend_cannot_run_is_rejected_at_compile():
     sort = Instruction("aten::sort", [Ref(0), 0], {}, [1], id=0)
-    method = MethodProgram("forward", [InputSpec(0, "x", "Tensor")], Block([sort], [Ref(1)]),
-                           flatten_inputs=True, flatten_outputs=False)
+    method = MethodProgram(
+        "forward", [InputSpec(0, "x", "Tensor")], Block([sort], [Ref(1)]), flatten_inputs=True, flatten_outputs=False
+    )
     with pytest.raises(pipeline.LoweringError, match="aten::sort"):
         ReferenceBackend().compile(serialize(Program({"forward": method})), {"forward": {}})
 
@@ -134,6 +149,7 @@ def test_truncated_payload_is_rejected_with_lowering_error():
 
 
 # -- what the compiler rejects -------------------------------------------------------------------
+
 
 class Sorting(nn.Module):
     def forward(self, x):
@@ -189,6 +205,7 @@ def test_batch_norm_in_training_mode_is_rejected():
 
 
 # -- errors at run time point at the source ------------------------------------------------------
+
 
 class A(nn.Module):
     def forward(self, x, y):
@@ -246,6 +263,7 @@ def test_a_failing_assert_in_the_model_raises_with_its_message():
 
 
 # -- control flow and inputs ---------------------------------------------------------------------
+
 
 class Branchy(nn.Module):
     def forward(self, x, n: int):
@@ -311,8 +329,11 @@ def test_tuple_arguments_are_bound_from_their_leaves(frontend):
 
 # -- compile spec --------------------------------------------------------------------------------
 
+
 def test_unknown_compile_spec_option_is_rejected_naming_it_and_the_allowed_ones():
-    with pytest.raises(pipeline.LoweringError, match="constant_fold: unknown key; allowed: 'check_inputs', 'constant_folding'"):
+    with pytest.raises(
+        pipeline.LoweringError, match="constant_fold: unknown key; allowed: 'check_inputs', 'constant_folding'"
+    ):
         lower(zoo.build("mlp"), zoo.example_inputs("mlp"), "export", spec={"constant_fold": True})
 
 
@@ -325,8 +346,11 @@ def test_compile_spec_option_must_be_a_bool():
 def test_check_inputs_rejects_a_shape_other_than_the_lowered_one(frontend):
     model, inputs = zoo.build("mlp"), zoo.example_inputs("mlp")
     checked = lower(model, inputs, frontend, spec={"check_inputs": True})
-    with pytest.raises(pipeline.BackendRuntimeError, match=r"must be a float32 tensor of shape \(2, 64\); "
-                                                           r"got a float32 tensor of shape \(3, 64\)"):
+    with pytest.raises(
+        pipeline.BackendRuntimeError,
+        match=r"must be a float32 tensor of shape \(2, 64\); "
+        r"got a float32 tensor of shape \(3, 64\)",
+    ):
         checked(torch.randn(3, 64))
     x = torch.randn(2, 64)
     assert_same_outputs(model(x), checked(x))
@@ -348,6 +372,7 @@ def test_folding_and_dead_code_elimination_shrink_the_program():
 
 
 # -- debug handles, backend map, profile ---------------------------------------------------------
+
 
 @pytest.mark.parametrize("strategy", ["sequential", "stable", "none"])
 @pytest.mark.parametrize("frontend", ["export", "script"])
@@ -376,45 +401,76 @@ def test_profile_times_each_instruction_under_its_id_and_handle():
     handles = backend.compile(lowered.payload, lowered.method_compile_spec)
     events = backend.profile(handles["forward"], list(inputs["forward"]))
     assert [e.name for e in events] == [
-        "forward/0 aten::linear", "forward/1 aten::gelu", "forward/2 aten::linear", "forward/3 aten::gelu",
+        "forward/0 aten::linear",
+        "forward/1 aten::gelu",
+        "forward/2 aten::linear",
+        "forward/3 aten::gelu",
         "forward/4 aten::linear",
     ]
     assert all(e.seconds >= 0 for e in events)
-    assert [list(e.debug_handles) for e in events] == [lowered.handle_map.backend_map[e.name.split()[0]]
-                                                      for e in events]
+    assert [list(e.debug_handles) for e in events] == [
+        lowered.handle_map.backend_map[e.name.split()[0]] for e in events
+    ]
 
 
 # -- registration and documentation --------------------------------------------------------------
 
+
 def test_backend_is_found_by_name_as_its_class_declares_it():
-    backend_checks.check_registration("reference", ReferenceBackend, accepts=("torchscript", "export"),
-                                      reproducible=True, carries_code=False, version="0.1.0")
+    backend_checks.check_registration(
+        "reference",
+        ReferenceBackend,
+        accepts=("torchscript", "export"),
+        reproducible=True,
+        carries_code=False,
+        version="0.1.0",
+    )
 
 
 def test_package_docstring_documents_every_supported_op():
     documented = reference.__doc__
-    missing = [name for name in ops.SUPPORTED_OPS if f"``{name.split('::')[1]}``" not in documented
-               and f"``{name}``" not in documented]
+    missing = [
+        name
+        for name in ops.SUPPORTED_OPS
+        if f"``{name.split('::')[1]}``" not in documented and f"``{name}``" not in documented
+    ]
     assert missing == []
 
 
 # -- a received payload runs the op table and nothing else (issue 27) ----------------------------
 
-def _one_instruction_payload(instruction: Instruction, inputs=(InputSpec(0, "x", "Tensor"),)) -> bytes:
-    method = MethodProgram("forward", list(inputs), Block([instruction], [Ref(instruction.outputs[0])]),
-                           flatten_inputs=True, flatten_outputs=False)
+
+def _one_instruction_payload(instruction: Instruction, inputs: tuple = ()) -> bytes:
+    inputs = inputs or (InputSpec(0, "x", "Tensor"),)
+    method = MethodProgram(
+        "forward",
+        list(inputs),
+        Block([instruction], [Ref(instruction.outputs[0])]),
+        flatten_inputs=True,
+        flatten_outputs=False,
+    )
     return serialize(Program({"forward": method}))
 
 
-@pytest.mark.parametrize("instruction, message", [
-    (Instruction("aten::add.out", [Ref(0), Ref(0)], {"out": Ref(0)}, [1], id=0),
-     r"instruction 0 \(aten::add.out\) writes into its argument 'out' in place"),
-    (Instruction("aten::full.default", [[1 << 40], 1.0], {}, [1], id=0),
-     r"instruction 0 \(aten::full.default\) asks for a tensor of 4398046511104 bytes, past the limit"),
-    (Instruction("aten::expand.default", [Ref(0), [1 << 40]], {}, [1], id=0),
-     r"\(aten::expand.default\) asks for a tensor of \d+ bytes, past the limit"),
-    (Instruction("prim::Constant", [], {}, [1], id=0), r"\(prim::Constant\) reads a value known only at run time"),
-], ids=["an out= variant", "full of 2**40", "expand to 2**40", "a compile-time op"])
+@pytest.mark.parametrize(
+    "instruction, message",
+    [
+        (
+            Instruction("aten::add.out", [Ref(0), Ref(0)], {"out": Ref(0)}, [1], id=0),
+            r"instruction 0 \(aten::add.out\) writes into its argument 'out' in place",
+        ),
+        (
+            Instruction("aten::full.default", [[1 << 40], 1.0], {}, [1], id=0),
+            r"instruction 0 \(aten::full.default\) asks for a tensor of 4398046511104 bytes, past the limit",
+        ),
+        (
+            Instruction("aten::expand.default", [Ref(0), [1 << 40]], {}, [1], id=0),
+            r"\(aten::expand.default\) asks for a tensor of \d+ bytes, past the limit",
+        ),
+        (Instruction("prim::Constant", [], {}, [1], id=0), r"\(prim::Constant\) reads a value known only at run time"),
+    ],
+    ids=["an out= variant", "full of 2**40", "expand to 2**40", "a compile-time op"],
+)
 def test_a_payload_instruction_preprocess_would_not_write_is_refused_at_compile(instruction, message):
     with pytest.raises(pipeline.LoweringError, match=message):
         ReferenceBackend().compile(_one_instruction_payload(instruction), {"forward": {}})
@@ -434,8 +490,9 @@ def test_a_forged_out_variant_in_an_artifact_is_an_artifact_error_and_the_input_
 
 def test_a_size_the_program_computes_is_judged_before_the_factory_runs():
     zeros = Instruction("aten::zeros.default", [[Ref(0)]], {}, [1], id=0)
-    handle = ReferenceBackend().compile(_one_instruction_payload(zeros, [InputSpec(0, "n", "int")]),
-                                        {"forward": {}})["forward"]
+    handle = ReferenceBackend().compile(_one_instruction_payload(zeros, [InputSpec(0, "n", "int")]), {"forward": {}})[
+        "forward"
+    ]
     assert handle.run([3])[0].equal(torch.zeros(3))
     with pytest.raises(pipeline.BackendRuntimeError, match=r"aten::zeros.default asks for a tensor of \d+ bytes"):
         handle.run([1 << 40])

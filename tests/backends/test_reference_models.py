@@ -7,16 +7,16 @@ compared with eager PyTorch on its example inputs and on fresh ones.
 
 from __future__ import annotations
 
+import backend_checks
 import pytest
 import torch
+from backend_checks import line_of
 from torch import nn
 from torch.nn import functional as F
 
-import backend_checks
-from backend_checks import line_of
 import pipeline
-from pipeline.core.source import portable_path
 from pipeline.backends.reference.program import parse, to_text
+from pipeline.core.source import portable_path
 from pipeline.zoo import architectures
 from pipeline.zoo.architectures import ARCHITECTURES, BasicBlock, ResNetLike
 
@@ -33,8 +33,9 @@ pytestmark = [  # tracing warns about what it does; the tests check the results 
 
 
 def lower(model: nn.Module, inputs: dict, frontend: str = "export", **options) -> pipeline.LoweredModule:
-    return pipeline.to_backend("reference", model, {m: {} for m in inputs}, example_inputs=inputs,
-                               **FRONTENDS[frontend], **options)
+    return pipeline.to_backend(
+        "reference", model, {m: {} for m in inputs}, example_inputs=inputs, **FRONTENDS[frontend], **options
+    )
 
 
 def listing(lowered: pipeline.LoweredModule) -> str:
@@ -45,8 +46,11 @@ def listing(lowered: pipeline.LoweredModule) -> str:
 
 # MobileNet and EfficientNet through TorchScript repeat what ResNet shows there (in-place ops of a CNN).
 SLOW = {("mobilenet_v3", "script"), ("mobilenet_v3", "trace"), ("efficientnet", "script"), ("efficientnet", "trace")}
-CASES = [pytest.param(name, frontend, marks=[pytest.mark.slow] if (name, frontend) in SLOW else [])
-         for name, arch in ARCHITECTURES.items() for frontend in arch.frontends]
+CASES = [
+    pytest.param(name, frontend, marks=[pytest.mark.slow] if (name, frontend) in SLOW else [])
+    for name, arch in ARCHITECTURES.items()
+    for frontend in arch.frontends
+]
 
 
 @pytest.mark.parametrize("name, frontend", CASES)
@@ -59,6 +63,7 @@ def test_architecture_matches_eager_and_its_artifact_loads_back_the_same(name, f
 
 # -- in-place ops --------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("frontend", ["export", "trace"])
 def test_in_place_ops_run_functionally_and_keep_the_users_source_lines(frontend):
     model, inputs = architectures.build("resnet"), architectures.example_inputs("resnet")
@@ -70,9 +75,11 @@ def test_in_place_ops_run_functionally_and_keep_the_users_source_lines(frontend)
         record = lowered.handle_map.handles[instruction.handle]
         lines.setdefault(instruction.op_name, set()).add((record.source.file, record.source.line))
     file = portable_path(architectures.__file__)
-    assert lines["aten::relu"] == {(file, line_of(ResNetLike.forward, "self.maxpool(self.relu")),
-                                   (file, line_of(BasicBlock.forward, "out = self.relu(self.bn1")),
-                                   (file, line_of(BasicBlock.forward, "out = self.relu(out)"))}
+    assert lines["aten::relu"] == {
+        (file, line_of(ResNetLike.forward, "self.maxpool(self.relu")),
+        (file, line_of(BasicBlock.forward, "out = self.relu(self.bn1")),
+        (file, line_of(BasicBlock.forward, "out = self.relu(out)")),
+    }
     assert lines["aten::add"] == {(file, line_of(BasicBlock.forward, "out += identity"))}
 
 
@@ -115,12 +122,17 @@ def test_in_place_op_whose_input_is_read_before_the_write_matches_eager(frontend
     backend_checks.assert_same_outputs(ReadBeforeWrite()(x.clone()), lowered(x), **TOLERANCE)
 
 
-@pytest.mark.parametrize("model, reason", [
-    (ViewReadAfterWrite(), "aten::relu_ changes a tensor in place that shares memory with a value read after "
-                           "the change"),
-    (WritesIntoInput(), "aten::relu_ changes the method's input 'x' (or a view of it) in place"),
-    (WritesInDataDependentBranch(), "aten::relu_ changes a value of an enclosing block or loop iteration"),
-])
+@pytest.mark.parametrize(
+    "model, reason",
+    [
+        (
+            ViewReadAfterWrite(),
+            "aten::relu_ changes a tensor in place that shares memory with a value read after the change",
+        ),
+        (WritesIntoInput(), "aten::relu_ changes the method's input 'x' (or a view of it) in place"),
+        (WritesInDataDependentBranch(), "aten::relu_ changes a value of an enclosing block or loop iteration"),
+    ],
+)
 def test_in_place_op_that_cannot_be_made_functional_exactly_is_rejected_in_torchscript(model, reason):
     with pytest.raises(pipeline.UnsupportedOpError, match="cannot compile 1 node of 1 op") as info:
         lower(model, {"forward": (torch.randn(6),)}, "script")
@@ -161,6 +173,7 @@ def test_exported_program_without_writes_through_views_still_runs_other_batch_si
 
 # -- the ops of the list, in one model -----------------------------------------------------------
 
+
 class OpCoverage(nn.Module):
     """The ops of the reference backend's list that the architectures above do not use."""
 
@@ -181,8 +194,21 @@ class OpCoverage(nn.Module):
         square = z[0] @ z[0].transpose(-1, -2)
         attention = torch.baddbmm(square, z[0], z[0].transpose(-1, -2), beta=0.5)
         gates = F.hardswish(z) * F.hardsigmoid(z) * F.silu(z)
-        return (steps, logs, kept, values, gathered, picked, sizes + torch.arange(0, 4, 2).sum(), z.argmin(-1),
-                z.argmax(-1), attention, rest - first, z.masked_fill(z < 0, 1.0), gates)
+        return (
+            steps,
+            logs,
+            kept,
+            values,
+            gathered,
+            picked,
+            sizes + torch.arange(0, 4, 2).sum(),
+            z.argmin(-1),
+            z.argmax(-1),
+            attention,
+            rest - first,
+            z.masked_fill(z < 0, 1.0),
+            gates,
+        )
 
 
 @pytest.mark.parametrize("frontend", ["export", "script", "trace"])
@@ -199,6 +225,7 @@ def test_ops_of_the_list_match_eager(frontend):
 
 # -- torch.cond ----------------------------------------------------------------------------------
 
+
 def test_torch_cond_compiles_both_branches_and_runs_the_one_the_predicate_picks():
     model, inputs = architectures.build("cond_gate"), architectures.example_inputs("cond_gate")
     lowered = lower(model, inputs)
@@ -209,8 +236,10 @@ def test_torch_cond_compiles_both_branches_and_runs_the_one_the_predicate_picks(
         for x in (positive, negative):
             backend_checks.assert_same_outputs(model(x), lowered(x), **TOLERANCE)
     assert not torch.allclose(lowered(positive), model.down(positive).tanh() - 1.0)  # the branches differ
-    sources = {i.op_name: lowered.handle_map.handles[i.handle].source
-               for i in parse(lowered.payload).methods["forward"].instructions()}
+    sources = {
+        i.op_name: lowered.handle_map.handles[i.handle].source
+        for i in parse(lowered.payload).methods["forward"].instructions()
+    }
     assert sources["aten::relu"].line == line_of(architectures.CondGate.forward, "self.up(x).relu()")
     assert sources["aten::tanh"].line == line_of(architectures.CondGate.forward, "self.down(x).tanh()")
 
@@ -227,8 +256,9 @@ class FixedGate(nn.Module):
         return torch.cond(self.use_up, lambda x: self.up(x).relu(), lambda x: self.down(x).tanh(), (x,))
 
 
-@pytest.mark.parametrize("use_up, kept, dropped", [(True, "aten::relu(", "aten::tanh("),
-                                                  (False, "aten::tanh(", "aten::relu(")])
+@pytest.mark.parametrize(
+    "use_up, kept, dropped", [(True, "aten::relu(", "aten::tanh("), (False, "aten::tanh(", "aten::relu(")]
+)
 def test_torch_cond_on_a_constant_predicate_folds_to_the_taken_branch(use_up, kept, dropped):
     torch.manual_seed(0)
     model, x = FixedGate(use_up).eval(), torch.randn(2, 8)
@@ -240,6 +270,7 @@ def test_torch_cond_on_a_constant_predicate_folds_to_the_taken_branch(use_up, ke
 
 
 # -- what the backend cannot run, grouped by op --------------------------------------------------
+
 
 class ManyUnsupportedOps(nn.Module):
     def forward(self, x):

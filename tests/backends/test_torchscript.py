@@ -12,16 +12,16 @@ import json
 import zipfile
 from typing import Dict
 
+import backend_checks
 import pytest
 import torch
+from backend_checks import line_of, run_app
 from torch import nn
 
-import pipeline.backends.torchscript as ts_backend
-import backend_checks
-from backend_checks import line_of, run_app
 import pipeline
-from pipeline.backends.torchscript.runtime import BACKEND_MAP_FILE, TorchScriptBackend
+import pipeline.backends.torchscript as ts_backend
 from pipeline import zoo
+from pipeline.backends.torchscript.runtime import BACKEND_MAP_FILE, TorchScriptBackend
 
 TOLERANCE = backend_checks.tolerance("torchscript")
 
@@ -34,11 +34,19 @@ MODES = ("script", "trace")
 
 
 def lower(model: nn.Module, inputs: dict, mode: str = "script", spec: dict = None, **options):
-    return pipeline.to_backend("torchscript", model, {m: dict(spec or {}) for m in inputs}, example_inputs=inputs,
-                               frontend="torchscript", torchscript_mode=mode, **options)
+    return pipeline.to_backend(
+        "torchscript",
+        model,
+        {m: dict(spec or {}) for m in inputs},
+        example_inputs=inputs,
+        frontend="torchscript",
+        torchscript_mode=mode,
+        **options,
+    )
 
 
 # -- the zoo, on both torchscript modes -----------------------------------------------------------
+
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("name", ["basic", "mlp", "cnn", "transformer"])
@@ -67,6 +75,7 @@ def test_outputs_do_not_require_grad_even_when_grad_is_enabled():
 
 # -- output structures and arguments --------------------------------------------------------------
 
+
 class Heads(nn.Module):
     def __init__(self):
         super().__init__()
@@ -85,8 +94,9 @@ def test_dict_outputs_and_keyword_only_arguments_come_through(tmp_path):
     torch.manual_seed(0)
     model, x = Heads().eval(), torch.randn(3, 6)
     # no example inputs for `scaled`: the torchscript frontend would pass them positionally
-    lowered = pipeline.to_backend("torchscript", model, {"forward": {}, "scaled": {}}, frontend="torchscript",
-                                  example_inputs={"forward": (x,)})
+    lowered = pipeline.to_backend(
+        "torchscript", model, {"forward": {}, "scaled": {}}, frontend="torchscript", example_inputs={"forward": (x,)}
+    )
     loaded = pipeline.load_lowered(pipeline.save_lowered(lowered, tmp_path / "heads.lowered"), trust_code=True)
     for module in (lowered, loaded):
         with torch.no_grad():
@@ -95,6 +105,7 @@ def test_dict_outputs_and_keyword_only_arguments_come_through(tmp_path):
 
 
 # -- compile spec ---------------------------------------------------------------------------------
+
 
 def test_without_freezing_the_payload_runs_the_module_as_scripted():
     model, inputs = zoo.build("cnn"), zoo.example_inputs("cnn")
@@ -112,11 +123,14 @@ def test_optimize_for_inference_folds_batch_norm_and_freezing_drops_submodules()
     assert "batch_norm" not in graph and "prim::CallMethod" not in graph
 
 
-@pytest.mark.parametrize("options, message", [
-    ({"freze": False}, r"compile_spec.forward.freze: unknown key.*Did you mean 'freeze'"),
-    ({"freeze": False, "optimize_for_inference": True}, r"optimize_for_inference=True needs freeze=True"),
-    ({"optimize_for_inference": "often"}, r"compile_spec.forward.optimize_for_inference: expected true or false"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"freze": False}, r"compile_spec.forward.freze: unknown key.*Did you mean 'freeze'"),
+        ({"freeze": False, "optimize_for_inference": True}, r"optimize_for_inference=True needs freeze=True"),
+        ({"optimize_for_inference": "often"}, r"compile_spec.forward.optimize_for_inference: expected true or false"),
+    ],
+)
 def test_invalid_compile_spec_is_rejected_naming_the_option(options, message):
     model, inputs = zoo.build("mlp"), zoo.example_inputs("mlp")
     with pytest.raises(pipeline.LoweringError, match=message):
@@ -126,8 +140,11 @@ def test_invalid_compile_spec_is_rejected_naming_the_option(options, message):
 def test_methods_asking_for_different_module_options_are_rejected():
     model, inputs = zoo.build("basic"), zoo.example_inputs("basic")
     spec = {"forward": {}, "accum": {"optimize_for_inference": False}, "sub_accum": {}}
-    with pytest.raises(pipeline.LoweringError, match=r"'forward' and 'accum' ask for different "
-                                                     r"\['optimize_for_inference'\]"):
+    with pytest.raises(
+        pipeline.LoweringError,
+        match=r"'forward' and 'accum' ask for different "
+        r"\['optimize_for_inference'\]",
+    ):
         pipeline.to_backend("torchscript", model, spec, frontend="torchscript", example_inputs=inputs)
 
 
@@ -139,6 +156,7 @@ def test_export_frontend_is_rejected_by_the_pipeline():
 
 # -- payload --------------------------------------------------------------------------------------
 
+
 def test_payload_is_a_torchscript_archive_with_the_backend_map_inside():
     model, inputs = zoo.build("mlp"), zoo.example_inputs("mlp")
     lowered = lower(model, inputs)
@@ -147,9 +165,11 @@ def test_payload_is_a_torchscript_archive_with_the_backend_map_inside():
     torch.testing.assert_close(module(*inputs["forward"]), model(*inputs["forward"]))
     nodes = json.loads(extra[BACKEND_MAP_FILE])["methods"]["forward"]["nodes"]
     assert {f"forward/{index}": handles for index, handles in nodes.items()} == lowered.handle_map.backend_map
-    assert not any(name.endswith(".pkl") and "data" not in name and "constants" not in name
-                   for name in zipfile.ZipFile(io.BytesIO(lowered.payload)).namelist()
-                   if not name.endswith(("data.pkl", "constants.pkl", ".debug_pkl")))
+    assert not any(
+        name.endswith(".pkl") and "data" not in name and "constants" not in name
+        for name in zipfile.ZipFile(io.BytesIO(lowered.payload)).namelist()
+        if not name.endswith(("data.pkl", "constants.pkl", ".debug_pkl"))
+    )
 
 
 def test_payload_that_is_not_an_archive_is_rejected_with_lowering_error():
@@ -158,6 +178,7 @@ def test_payload_that_is_not_an_archive_is_rejected_with_lowering_error():
 
 
 # -- debug handles, errors, profiles ---------------------------------------------------------------
+
 
 def test_every_op_of_the_optimized_mlp_maps_to_the_linear_or_gelu_it_came_from():
     from pipeline.backends.torchscript.mapping import walk
@@ -192,19 +213,28 @@ def test_profile_reports_each_op_the_interpreter_ran_with_its_handles():
     model, inputs = zoo.build("mlp"), zoo.example_inputs("mlp")
     lowered = lower(model, inputs)
     events = lowered.profile("forward", *inputs["forward"])
-    assert [e.name.split()[1] for e in events] == ["aten::matmul", "aten::add", "aten::gelu"] * 2 + \
-        ["aten::matmul", "aten::add"]
+    assert [e.name.split()[1] for e in events] == ["aten::matmul", "aten::add", "aten::gelu"] * 2 + [
+        "aten::matmul",
+        "aten::add",
+    ]
     assert all(e.seconds >= 0 for e in events)
-    assert [list(e.debug_handles) for e in events] == [lowered.handle_map.backend_map[e.name.split()[0]]
-                                                      for e in events]
+    assert [list(e.debug_handles) for e in events] == [
+        lowered.handle_map.backend_map[e.name.split()[0]] for e in events
+    ]
 
 
 # -- registration, documentation, config ----------------------------------------------------------
 
+
 def test_backend_is_found_by_name_as_its_class_declares_it():
-    backend_checks.check_registration("torchscript", TorchScriptBackend, accepts=("torchscript",),
-                                      reproducible=False, carries_code=True,
-                                      version=f"0.1.0+torch.{torch.__version__}")
+    backend_checks.check_registration(
+        "torchscript",
+        TorchScriptBackend,
+        accepts=("torchscript",),
+        reproducible=False,
+        carries_code=True,
+        version=f"0.1.0+torch.{torch.__version__}",
+    )
 
 
 def test_docstring_says_what_loading_the_archive_runs_and_lists_every_option():

@@ -9,7 +9,6 @@ import threading
 import time
 
 import pytest
-
 from app.test_search import ORT_THREADS, results_of, search
 from app.test_sweeps import ROOT, multirun, summary_of
 from slurm_helpers import slurm_job_id
@@ -23,8 +22,11 @@ def test_a_sweep_runs_each_job_as_a_slurm_job_and_summarizes_them(slurm_cluster,
     assert done.returncode == 0, done.stderr[-3000:]
     summary = summary_of(sweep_dir)
     assert [(job["status"], job["overrides"][-2:]) for job in summary["jobs"]] == [
-        ("ok", ["model=mlp", "backend=reference"]), ("ok", ["model=mlp", "backend=onnxruntime"]),
-        ("ok", ["model=cnn", "backend=reference"]), ("ok", ["model=cnn", "backend=onnxruntime"])]
+        ("ok", ["model=mlp", "backend=reference"]),
+        ("ok", ["model=mlp", "backend=onnxruntime"]),
+        ("ok", ["model=cnn", "backend=reference"]),
+        ("ok", ["model=cnn", "backend=onnxruntime"]),
+    ]
     job_ids = [slurm_job_id(sweep_dir / str(num)) for num in range(4)]
     assert len({job_id.split("_")[0] for job_id in job_ids}) == 1  # one job array, a task per job
     for record in slurm_cluster.sacct(job_ids).values():
@@ -34,9 +36,17 @@ def test_a_sweep_runs_each_job_as_a_slurm_job_and_summarizes_them(slurm_cluster,
 def test_a_job_cancelled_with_scancel_is_recorded_with_its_stage_and_the_others_finish(slurm_cluster, tmp_path):
     sweep_dir = tmp_path / "sweep"
     finished = []
-    sweep = threading.Thread(daemon=True, target=lambda: finished.append(multirun(
-        sweep_dir, *slurm_cluster.launcher(), "model=mlp,waits,cnn",
-        flags=["--config-dir", str(ROOT / "tests" / "user_backends" / "conf")])))
+    sweep = threading.Thread(
+        daemon=True,
+        target=lambda: finished.append(
+            multirun(
+                sweep_dir,
+                *slurm_cluster.launcher(),
+                "model=mlp,waits,cnn",
+                flags=["--config-dir", str(ROOT / "tests" / "user_backends" / "conf")],
+            )
+        ),
+    )
     sweep.start()
     building = sweep_dir / "1" / "building"  # model=waits writes it as its build starts, then waits 10 minutes
     deadline = time.monotonic() + 300
@@ -53,17 +63,25 @@ def test_a_job_cancelled_with_scancel_is_recorded_with_its_stage_and_the_others_
     assert [job["status"] for job in summary["jobs"]] == ["ok", "interrupted", "ok"] and summary["failed"] == 1
     cancelled = summary["jobs"][1]
     assert cancelled["stage"] == "build" and cancelled["overrides"][-1] == "model=waits"
-    assert cancelled["error"] == (f"interrupted by SIGTERM (SLURM job {cancelled_id} ended CANCELLED by 0 "
-                                  "without returning its result)")
-    states = {job_id: record["state"] for job_id, record in
-              slurm_cluster.sacct([slurm_job_id(sweep_dir / str(num)) for num in range(3)]).items()}
+    assert cancelled["error"] == (
+        f"interrupted by SIGTERM (SLURM job {cancelled_id} ended CANCELLED by 0 without returning its result)"
+    )
+    states = {
+        job_id: record["state"]
+        for job_id, record in slurm_cluster.sacct([slurm_job_id(sweep_dir / str(num)) for num in range(3)]).items()
+    }
     assert list(states.values()) == ["COMPLETED", "CANCELLED by 0", "COMPLETED"], states
 
 
 def test_a_search_runs_its_trials_as_slurm_jobs_and_a_second_invocation_resumes_it(slurm_cluster, tmp_path):
     sweep_dir = tmp_path / "search"
-    space = ["backend=choice(reference,onnxruntime)", f"{ORT_THREADS}=range(1,4)",  # 4 configurations
-             "hydra.sweeper.sampler=grid", "hydra.sweeper.n_jobs=2", "hydra.sweeper.n_trials=2"]
+    space = [
+        "backend=choice(reference,onnxruntime)",
+        f"{ORT_THREADS}=range(1,4)",  # 4 configurations
+        "hydra.sweeper.sampler=grid",
+        "hydra.sweeper.n_jobs=2",
+        "hydra.sweeper.n_trials=2",
+    ]
     done = search(sweep_dir, *slurm_cluster.launcher(), *space)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "submitting 2 SLURM jobs" in done.stdout + done.stderr  # one batch of two trials

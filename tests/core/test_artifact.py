@@ -17,8 +17,9 @@ SPEC = {"forward": {"opt": "O1"}, "accum": {}, "sub_accum": {}}
 
 @pytest.fixture(params=["torchscript", "export"])
 def lowered(request, xh):
-    return pipeline.to_backend("test_backend", zoo.BasicModule(), SPEC, frontend=request.param,
-                               example_inputs={m: xh for m in SPEC})
+    return pipeline.to_backend(
+        "test_backend", zoo.BasicModule(), SPEC, frontend=request.param, example_inputs={m: xh for m in SPEC}
+    )
 
 
 def test_save_load_round_trip_keeps_outputs_spec_and_signatures(lowered, xh, tmp_path):
@@ -64,8 +65,10 @@ def test_the_file_holds_json_bytes_and_source_only(lowered, tmp_path):
     assert manifest["methods"] == list(SPEC)
     assert manifest["versions"]["torch"] == torch.__version__
     assert set(manifest["sha256"]) == {"payload.bin", "handles.json", "code.py"}
-    assert manifest["signatures"]["forward"]["params"] == [{"name": "x", "kind": "positional"},
-                                                           {"name": "h", "kind": "positional"}]
+    assert manifest["signatures"]["forward"]["params"] == [
+        {"name": "x", "kind": "positional"},
+        {"name": "h", "kind": "positional"},
+    ]
 
 
 def rewrite(path, name, transform):
@@ -116,8 +119,9 @@ def test_not_an_artifact_is_a_clear_error(tmp_path):
 
 def test_unavailable_backend_saves_but_does_not_load(xh, tmp_path):
     with pytest.warns(RuntimeWarning):
-        lowered = pipeline.to_backend("test_backend_unavailable", zoo.BasicModule(), {"forward": {}},
-                                      example_inputs={"forward": xh})
+        lowered = pipeline.to_backend(
+            "test_backend_unavailable", zoo.BasicModule(), {"forward": {}}, example_inputs={"forward": xh}
+        )
     path = pipeline.save_lowered(lowered, tmp_path / "u.lowered")
     with pytest.raises(pipeline.BackendNotAvailableError, match="not available"):
         pipeline.load_lowered(path)

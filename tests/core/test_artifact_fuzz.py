@@ -32,12 +32,20 @@ from pathlib import Path
 
 import pytest
 import torch.utils._pytree as pytree
+from artifact_forgery import (
+    CANARY_MODULE,
+    CanaryModel,
+    canary_inputs,
+    injections,
+    members,
+    time_limit,
+    write_canary_module,
+    write_members,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import pipeline
-from artifact_forgery import (CANARY_MODULE, CanaryModel, canary_inputs, injections, members, time_limit,
-                              write_canary_module, write_members)
 
 FUZZ = dict(deadline=None, database=None, suppress_health_check=list(HealthCheck), print_blob=True)
 SCALE = int(os.environ.get("PIPELINE_FUZZ_SCALE", "1"))  # more examples for a longer campaign than CI's
@@ -59,8 +67,14 @@ def base(tmp_path_factory):
     inputs = canary_inputs()
     lowered = pipeline.to_backend("reference", CanaryModel(), {"forward": {}}, example_inputs={"forward": inputs})
     path = pipeline.save_lowered(lowered, directory / "base.lowered")
-    yield Base(members=members(path), inputs=inputs, expected=lowered(*inputs), canary=canary,
-               mutant=directory / "mutant.lowered", bytes=path.read_bytes())
+    yield Base(
+        members=members(path),
+        inputs=inputs,
+        expected=lowered(*inputs),
+        canary=canary,
+        mutant=directory / "mutant.lowered",
+        bytes=path.read_bytes(),
+    )
     sys.path.remove(str(directory))
     print(f"\nfuzz outcomes: {dict(OUTCOMES)}")
 
@@ -94,17 +108,19 @@ def zipped(items, compression=zipfile.ZIP_DEFLATED) -> bytes:
 
 # -- bytes of the file ------------------------------------------------------------------------------
 
+
 @settings(**FUZZ, max_examples=200 * SCALE)
 @given(data=st.data())
 def test_flipped_truncated_or_inserted_bytes(base, data):
     raw = bytearray(base["bytes"])
     kind = data.draw(st.sampled_from(["flip", "truncate", "insert"]))
     if kind == "flip":
-        for position, bit in data.draw(st.lists(st.tuples(st.integers(0, len(raw) - 1), st.integers(0, 7)),
-                                                min_size=1, max_size=8)):
+        for position, bit in data.draw(
+            st.lists(st.tuples(st.integers(0, len(raw) - 1), st.integers(0, 7)), min_size=1, max_size=8)
+        ):
             raw[position] ^= 1 << bit
     elif kind == "truncate":
-        raw = raw[:data.draw(st.integers(0, len(raw) - 1))]
+        raw = raw[: data.draw(st.integers(0, len(raw) - 1))]
     else:
         position = data.draw(st.integers(0, len(raw)))
         raw[position:position] = data.draw(st.binary(min_size=1, max_size=64))
@@ -113,8 +129,18 @@ def test_flipped_truncated_or_inserted_bytes(base, data):
 
 # -- members of the zip -----------------------------------------------------------------------------
 
-NAMES = ["manifest.json", "payload.bin", "handles.json", "code.py", "evil.py", "../manifest.json", "/code.py",
-         "MANIFEST.JSON", "manifest.json/", "./code.py"]
+NAMES = [
+    "manifest.json",
+    "payload.bin",
+    "handles.json",
+    "code.py",
+    "evil.py",
+    "../manifest.json",
+    "/code.py",
+    "MANIFEST.JSON",
+    "manifest.json/",
+    "./code.py",
+]
 
 
 @settings(**FUZZ, max_examples=150 * SCALE)
@@ -154,6 +180,7 @@ def test_renamed_duplicated_dropped_resized_or_recompressed_members(base, data):
 
 # -- fields of the manifest and of the handle map ---------------------------------------------------
 
+
 def locations(value, path=()):
     """Every place in a JSON document: (path to the container, key or index)."""
     found = []
@@ -181,25 +208,83 @@ def nested(depth: int) -> list:
     return value
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def values(canary: Path):
     """What a field may be replaced with: JSON of every type, texts that would run, names and literals
     at the edge of the closed sets, and nesting deep enough to overflow a recursive reader."""
-    texts = st.sampled_from(injections(canary) + [
-        "class", "self", "__class__", "__init__", "Tensor", "x y", "", "1_0", "2.0", "2.5", "None", "[1, 2]",
-        "{'a': 1}", "float('nan')", "Optional[int]", "os.system", "torch.Tensor", "forward", "payload", "eval",
-        "positional", "keyword_only", "\x00", "\udc80", "reference", "torchscript", "inductor", "export", "sequential",
-        "lowering-pipeline/lowered-module", json.dumps([1, {"type": "collections.defaultdict", "context": json.dumps(
-            {"default_factory_module": CANARY_MODULE, "default_factory_name": "factory", "dict_context": []}),
-            "children_spec": []}]),
-        json.dumps([1, {"type": "builtins.dict", "children_spec": [{"type": None, "context": None, "children_spec": []}],
-                        "context": json.dumps([{"__enum__": True, "fqn": f"{CANARY_MODULE}:Key", "name": "A"}])}]),
-    ])
-    scalars = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.floats(allow_nan=False),
-                        st.text(max_size=12), texts)
+    texts = st.sampled_from(
+        injections(canary)
+        + [
+            "class",
+            "self",
+            "__class__",
+            "__init__",
+            "Tensor",
+            "x y",
+            "",
+            "1_0",
+            "2.0",
+            "2.5",
+            "None",
+            "[1, 2]",
+            "{'a': 1}",
+            "float('nan')",
+            "Optional[int]",
+            "os.system",
+            "torch.Tensor",
+            "forward",
+            "payload",
+            "eval",
+            "positional",
+            "keyword_only",
+            "\x00",
+            "\udc80",
+            "reference",
+            "torchscript",
+            "inductor",
+            "export",
+            "sequential",
+            "lowering-pipeline/lowered-module",
+            json.dumps(
+                [
+                    1,
+                    {
+                        "type": "collections.defaultdict",
+                        "context": json.dumps(
+                            {
+                                "default_factory_module": CANARY_MODULE,
+                                "default_factory_name": "factory",
+                                "dict_context": [],
+                            }
+                        ),
+                        "children_spec": [],
+                    },
+                ]
+            ),
+            json.dumps(
+                [
+                    1,
+                    {
+                        "type": "builtins.dict",
+                        "children_spec": [{"type": None, "context": None, "children_spec": []}],
+                        "context": json.dumps([{"__enum__": True, "fqn": f"{CANARY_MODULE}:Key", "name": "A"}]),
+                    },
+                ]
+            ),
+        ]
+    )
+    scalars = st.one_of(
+        st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(allow_nan=False), st.text(max_size=12), texts
+    )
     deep = st.integers(60, 500).map(nested)  # past every reader's limit, within json.dumps's own
-    return st.one_of(deep, st.recursive(scalars, lambda inner: st.lists(inner, max_size=3)
-                                        | st.dictionaries(st.text(max_size=6), inner, max_size=3), max_leaves=6))
+    return st.one_of(
+        deep,
+        st.recursive(
+            scalars,
+            lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+            max_leaves=6,
+        ),
+    )
 
 
 def edit(data, document, canary: Path):
@@ -215,8 +300,9 @@ def edit(data, document, canary: Path):
     elif kind == "delete":
         del target[key]
     elif isinstance(target, dict):
-        target[data.draw(st.sampled_from(["extra", "default", "annotation", "returns", "__enum__", "sha256"]))] = \
+        target[data.draw(st.sampled_from(["extra", "default", "annotation", "returns", "__enum__", "sha256"]))] = (
             data.draw(values(canary))
+        )
     else:
         target.insert(key, data.draw(values(canary)))
 
@@ -263,8 +349,9 @@ def test_edited_handle_maps_with_their_hash_recomputed(base, data):
 def test_forged_reference_payloads_raise_only_pipeline_errors(base, data):
     items = dict(base["members"])
     payload = bytearray(items["payload.bin"])
-    for position, value in data.draw(st.lists(st.tuples(st.integers(0, len(payload) - 1), st.integers(0, 255)),
-                                              min_size=1, max_size=6)):
+    for position, value in data.draw(
+        st.lists(st.tuples(st.integers(0, len(payload) - 1), st.integers(0, 255)), min_size=1, max_size=6)
+    ):
         payload[position] = value
     items["payload.bin"] = bytes(payload)
     document = json.loads(items["manifest.json"])

@@ -31,10 +31,20 @@ from typing import Tuple
 
 import pytest
 import torch
+from artifact_forgery import (
+    CANARY_MODULE,
+    CanaryModel,
+    canary_inputs,
+    forge,
+    forge_consistently,
+    injections,
+    members,
+    time_limit,
+    write_canary_module,
+    write_members,
+)
 
 import pipeline
-from artifact_forgery import (CANARY_MODULE, CanaryModel, canary_inputs, forge, forge_consistently, injections,
-                              members, time_limit, write_canary_module, write_members)
 from pipeline import zoo
 from pipeline.core import literals
 from pipeline.core.payload import pack_parts, unpack_parts
@@ -81,6 +91,7 @@ def refused(path, match: str = "") -> pipeline.ArtifactError:
 
 # -- 1. trust: code-carrying payloads need trust_code=True -----------------------------------------
 
+
 def test_data_only_artifacts_load_without_trust(reference, tmp_path):
     path, lowered = reference
     x, y = canary_inputs()
@@ -91,8 +102,11 @@ def test_data_only_artifacts_load_without_trust(reference, tmp_path):
     loaded = pipeline.load_lowered(saved)
     assert loaded(*inputs["forward"]).equal(onnx(*inputs["forward"]))
     meta, _ = unpack_parts(onnx.payload, "onnxruntime")  # a well-formed container around a model that is not one
-    forged = forge(saved, tmp_path / "forged.lowered",
-                   parts={"payload.bin": pack_parts("onnxruntime", meta, {"forward": b"not an onnx model"})})
+    forged = forge(
+        saved,
+        tmp_path / "forged.lowered",
+        parts={"payload.bin": pack_parts("onnxruntime", meta, {"forward": b"not an onnx model"})},
+    )
     refused(forged, "backend 'onnxruntime' cannot compile payload.bin")
 
 
@@ -119,8 +133,11 @@ class SetStateCanary(torch.nn.Module):
 
 def test_a_torchscript_artifact_runs_nothing_without_trust_and_loads_with_it(tmp_path, caplog):
     x = torch.randn(3)
-    lowered = pipeline.to_backend("torchscript", torch.jit.script(SetStateCanary()),
-                                  {"forward": {"freeze": False, "optimize_for_inference": False}})
+    lowered = pipeline.to_backend(
+        "torchscript",
+        torch.jit.script(SetStateCanary()),
+        {"forward": {"freeze": False, "optimize_for_inference": False}},
+    )
     assert lowered(x).equal(x)  # the run that made it uses it in-process, no opt-in
     path = pipeline.save_lowered(lowered, tmp_path / "ts.lowered")
     caplog.set_level(logging.INFO, logger="pipeline.torch")  # a payload's prints go to the log, as a runtime's do
@@ -161,8 +178,13 @@ def test_inductor_leaves_nothing_in_the_system_temp_folder_at_exit(inductor_mlp,
         "directory = lowered.compiled('forward').directory\n"
         f"print(json.dumps({{'directory': directory, 'system': glob.glob({str(system_temp)!r} + '/aotinductor_*')}}))\n"
     )  # exits with the module alive: only the exit hook can clean up
-    done = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "TMPDIR": str(system_temp)})
+    done = subprocess.run(
+        [sys.executable, "-c", child],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "TMPDIR": str(system_temp)},
+    )
     assert done.returncode == 0, done.stderr
     seen = json.loads(done.stdout.strip().splitlines()[-1])
     assert seen["directory"].startswith(str(system_temp)) and seen["system"] == []
@@ -186,8 +208,11 @@ def test_a_library_in_a_hand_made_package_loads_only_with_trust(inductor_mlp, tm
     source = tmp_path / "canary.c"
     source.write_text(CONSTRUCTOR)
     library = tmp_path / "canary.so"
-    built = subprocess.run(["gcc", "-shared", "-fPIC", f'-DCANARY="{ran}"', "-o", str(library), str(source)],
-                           capture_output=True, text=True)
+    built = subprocess.run(
+        ["gcc", "-shared", "-fPIC", f'-DCANARY="{ran}"', "-o", str(library), str(source)],
+        capture_output=True,
+        text=True,
+    )
     if built.returncode != 0:
         pytest.skip(f"no C compiler: {built.stderr}")
     meta, packages = unpack_parts(lowered.payload, "inductor")
@@ -205,13 +230,16 @@ def test_a_library_in_a_hand_made_package_loads_only_with_trust(inductor_mlp, tm
     ran.unlink()
 
 
-@pytest.mark.parametrize("name, problem", [
-    ("../escaped.txt", "'..' component"),
-    ("/tmp/pipeline-absolute-escape.txt", "absolute path"),
-    ("model/data/../../escaped.txt", "'..' component"),
-    ("model\\..\\escaped.txt", "backslashes"),
-    ("link", "symbolic link"),
-])
+@pytest.mark.parametrize(
+    "name, problem",
+    [
+        ("../escaped.txt", "'..' component"),
+        ("/tmp/pipeline-absolute-escape.txt", "absolute path"),
+        ("model/data/../../escaped.txt", "'..' component"),
+        ("model\\..\\escaped.txt", "backslashes"),
+        ("link", "symbolic link"),
+    ],
+)
 def test_package_members_that_would_land_outside_the_directory_are_refused(name, problem, tmp_path):
     from pipeline.backends.inductor.runtime import InductorBackend
 
@@ -222,8 +250,9 @@ def test_package_members_that_would_land_outside_the_directory_are_refused(name,
     with zipfile.ZipFile(buffer, "w") as package:
         package.writestr("model/data/aotinductor/model/x.wrapper.so", b"\x7fELF")
         package.writestr(info, b"/etc/passwd" if name == "link" else b"escaped")
-    payload = pack_parts("inductor", {"methods": {"forward": {"flat": True, "kernels": []}}},
-                         {"forward": buffer.getvalue()})
+    payload = pack_parts(
+        "inductor", {"methods": {"forward": {"flat": True, "kernels": []}}}, {"forward": buffer.getvalue()}
+    )
     before = set(glob.glob("/tmp/escaped.txt")) | set(glob.glob("/tmp/pipeline-absolute-escape.txt"))
     with pytest.raises(pipeline.LoweringError, match=f"the member {re.escape(repr(name))}.*{problem}"):
         InductorBackend().compile(payload, {"forward": {}})
@@ -231,6 +260,7 @@ def test_package_members_that_would_land_outside_the_directory_are_refused(name,
 
 
 # -- 2. generated code never pastes text from a file -----------------------------------------------
+
 
 def _param(document, index, key, value):
     document["signatures"]["forward"]["params"][index][key] = value
@@ -265,12 +295,22 @@ def test_code_in_any_manifest_field_never_runs(field, injection, reference, cana
         refused(forged)
 
 
-@pytest.mark.parametrize("name, message", [
-    ("x y", "not a Python identifier"), ("class", "keyword"), ("1x", "not a Python identifier"),
-    ("", "not a Python identifier"), ("__class__", "__dunder__"), ("self", "clashes"),
-    ("Tensor", "clashes"), ("tree_unflatten", "clashes"), (["x"], "must be a string"), (None, "must be a string"),
-    ("\ufb01", "NFKC"),
-])
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("x y", "not a Python identifier"),
+        ("class", "keyword"),
+        ("1x", "not a Python identifier"),
+        ("", "not a Python identifier"),
+        ("__class__", "__dunder__"),
+        ("self", "clashes"),
+        ("Tensor", "clashes"),
+        ("tree_unflatten", "clashes"),
+        (["x"], "must be a string"),
+        (None, "must be a string"),
+        ("\ufb01", "NFKC"),
+    ],
+)
 def test_parameter_names_outside_the_closed_set_are_refused(name, message, reference, canary, tmp_path):
     path, _ = reference
     refused(forge(path, tmp_path / "f.lowered", manifest=lambda d: _param(d, 0, "name", name)), message)
@@ -299,19 +339,48 @@ def test_a_method_named_like_a_module_attribute_is_refused_when_lowering():
         pipeline.to_backend("reference", Halving(), {"__call__": {}})
 
 
-@pytest.mark.parametrize("text", [
-    "__import__('os').getpid()", "1_0", "float('inf')", "{1, 2}", "1+2j", "b'x'", "[" * 300 + "]" * 300,
-    "x", "2.50", " 2.0", "-(-1)", "1e400", "'a' 'b'", 2.0, None, "9" * 20000,
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "__import__('os').getpid()",
+        "1_0",
+        "float('inf')",
+        "{1, 2}",
+        "1+2j",
+        "b'x'",
+        "[" * 300 + "]" * 300,
+        "x",
+        "2.50",
+        " 2.0",
+        "-(-1)",
+        "1e400",
+        "'a' 'b'",
+        2.0,
+        None,
+        "9" * 20000,
+    ],
+)
 def test_defaults_outside_the_closed_set_are_refused(text, reference, canary, tmp_path):
     path, _ = reference
     refused(forge(path, tmp_path / "f.lowered", manifest=lambda d: _param(d, 2, "default", text)), "default")
 
 
-@pytest.mark.parametrize("text", [
-    "os.system", "Optional[os]", "'str'", "lambda: 1", "int()", "List[int", "torch.load", "typing.cast",
-    "Optional[int].__class__", "x" * 400, 3,
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "os.system",
+        "Optional[os]",
+        "'str'",
+        "lambda: 1",
+        "int()",
+        "List[int",
+        "torch.load",
+        "typing.cast",
+        "Optional[int].__class__",
+        "x" * 400,
+        3,
+    ],
+)
 def test_annotations_outside_the_allow_list_are_refused(text, reference, canary, tmp_path):
     path, _ = reference
     refused(forge(path, tmp_path / "f.lowered", manifest=lambda d: _param(d, 1, "annotation", text)), "annotation")
@@ -321,15 +390,20 @@ def test_annotations_and_defaults_in_the_closed_set_load_as_they_were_lowered(re
     path, lowered = reference
     loaded = pipeline.load_lowered(path)
     assert loaded.code == lowered.code
-    assert str(loaded.signatures["forward"]) == str(lowered.signatures["forward"]) == (
-        "(x: torch.Tensor, y: Optional[torch.Tensor] = None, scale: float = 2.0, *, shift: int = 1)"
-        " -> Dict[str, Tuple[torch.Tensor, torch.Tensor]]")
+    assert (
+        str(loaded.signatures["forward"])
+        == str(lowered.signatures["forward"])
+        == (
+            "(x: torch.Tensor, y: Optional[torch.Tensor] = None, scale: float = 2.0, *, shift: int = 1)"
+            " -> Dict[str, Tuple[torch.Tensor, torch.Tensor]]"
+        )
+    )
     x, y = canary_inputs()
     assert loaded(x, y, shift=1)["pair"][1].equal(lowered(x, y)["pair"][1])
 
 
 class UserTyped(torch.nn.Module):
-    def forward(self, x: "UserTensor", k: int = 2) -> "os.PathLike":  # names no artifact may hold
+    def forward(self, x: "UserTensor", k: int = 2) -> "os.PathLike":  # noqa: F821 (names no artifact may hold)
         return x * k
 
 
@@ -342,14 +416,20 @@ def test_annotations_outside_the_allow_list_are_left_out_of_the_artifact_not_pas
     assert loaded(x).equal(x * 2)
 
 
-@pytest.mark.parametrize("edit", [
-    lambda d: _param(d, 2, "default", "3.0"),
-    lambda d: _param(d, 0, "name", "z"),
-    lambda d: _param(d, 3, "kind", "positional"),
-    lambda d: _param(d, 1, "annotation", "Tensor"),
-    lambda d: d["outputs"]["forward"].__setitem__("spec", d["outputs"]["forward"]["spec"].replace('\\"sum\\"', '\\"total\\"')),
-    lambda d: d["outputs"]["forward"].__setitem__("leaf_kinds", ["Tensor", "int", "Tensor"]),
-], ids=["default", "name", "kind", "annotation", "dict key", "leaf kind"])
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda d: _param(d, 2, "default", "3.0"),
+        lambda d: _param(d, 0, "name", "z"),
+        lambda d: _param(d, 3, "kind", "positional"),
+        lambda d: _param(d, 1, "annotation", "Tensor"),
+        lambda d: d["outputs"]["forward"].__setitem__(
+            "spec", d["outputs"]["forward"]["spec"].replace('\\"sum\\"', '\\"total\\"')
+        ),
+        lambda d: d["outputs"]["forward"].__setitem__("leaf_kinds", ["Tensor", "int", "Tensor"]),
+    ],
+    ids=["default", "name", "kind", "annotation", "dict key", "leaf kind"],
+)
 def test_an_edited_manifest_no_longer_matches_code_py(edit, reference, canary, tmp_path):
     path, _ = reference
     refused(forge(path, tmp_path / "f.lowered", manifest=edit), "code.py does not match")
@@ -362,19 +442,45 @@ def _spec(node) -> str:
 LEAF = {"type": None, "context": None, "children_spec": []}
 
 
-@pytest.mark.parametrize("spec, message", [
-    (_spec({"type": "builtins.dict", "children_spec": [LEAF],
-            "context": json.dumps([{"__enum__": True, "fqn": f"{CANARY_MODULE}:Key", "name": "A"}])}), "keys"),
-    (_spec({"type": "collections.defaultdict", "children_spec": [LEAF], "context": json.dumps(
-        {"default_factory_module": CANARY_MODULE, "default_factory_name": "factory", "dict_context": ["a"]})}),
-     "not supported"),
-    (_spec({"type": "foo.Bar", "context": "null", "children_spec": []}), "not a registered pytree node type"),
-    (_spec({"type": "builtins.tuple", "context": "null", "children_spec": [LEAF] * 2}), "2 leaf kinds|leaf kinds"),
-    (_spec({"type": "builtins.dict", "context": '["a", "a", "b"]', "children_spec": [LEAF] * 3}), "distinct"),
-    (_spec({"type": "builtins.dict", "context": '["a"]', "children_spec": [LEAF] * 3}), "children"),
-    ("[2, {}]", "protocol 1"), ("not json", "not valid JSON"), ("[" * 5000 + "]" * 5000, "nested deeper"),
-    (json.dumps([1, json.loads(_spec(LEAF))[1] | {"extra": 1}]), "unknown field"),
-])
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        (
+            _spec(
+                {
+                    "type": "builtins.dict",
+                    "children_spec": [LEAF],
+                    "context": json.dumps([{"__enum__": True, "fqn": f"{CANARY_MODULE}:Key", "name": "A"}]),
+                }
+            ),
+            "keys",
+        ),
+        (
+            _spec(
+                {
+                    "type": "collections.defaultdict",
+                    "children_spec": [LEAF],
+                    "context": json.dumps(
+                        {
+                            "default_factory_module": CANARY_MODULE,
+                            "default_factory_name": "factory",
+                            "dict_context": ["a"],
+                        }
+                    ),
+                }
+            ),
+            "not supported",
+        ),
+        (_spec({"type": "foo.Bar", "context": "null", "children_spec": []}), "not a registered pytree node type"),
+        (_spec({"type": "builtins.tuple", "context": "null", "children_spec": [LEAF] * 2}), "2 leaf kinds|leaf kinds"),
+        (_spec({"type": "builtins.dict", "context": '["a", "a", "b"]', "children_spec": [LEAF] * 3}), "distinct"),
+        (_spec({"type": "builtins.dict", "context": '["a"]', "children_spec": [LEAF] * 3}), "children"),
+        ("[2, {}]", "protocol 1"),
+        ("not json", "not valid JSON"),
+        ("[" * 5000 + "]" * 5000, "nested deeper"),
+        (json.dumps([1, json.loads(_spec(LEAF))[1] | {"extra": 1}]), "unknown field"),
+    ],
+)
 def test_output_structures_come_from_a_closed_set_and_never_import(spec, message, reference, canary, tmp_path):
     path, _ = reference
     forged = forge(path, tmp_path / "f.lowered", manifest=lambda d: d["outputs"]["forward"].__setitem__("spec", spec))
@@ -393,8 +499,10 @@ def test_read_artifact_returns_the_manifest_digest_and_artifact_digests_covers_t
     path, _ = reference
     digests = pipeline.artifact_digests(path)
     manifest_bytes = dict(members(path))["manifest.json"]
-    assert digests == {"artifact": hashlib.sha256(path.read_bytes()).hexdigest(),
-                       "manifest": hashlib.sha256(manifest_bytes).hexdigest()}
+    assert digests == {
+        "artifact": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "manifest": hashlib.sha256(manifest_bytes).hexdigest(),
+    }
     assert pipeline.read_artifact(path)["manifest_sha256"] == digests["manifest"]
     # A consistent edit that loading cannot see (a field shown in messages only) changes the manifest digest.
     forged = forge(path, tmp_path / "f.lowered", manifest=lambda d: d.__setitem__("original_type", "Other"))
@@ -403,6 +511,7 @@ def test_read_artifact_returns_the_manifest_digest_and_artifact_digests_covers_t
 
 
 # -- 3. every malformed artifact is an ArtifactError, quickly and in bounded memory -------------------
+
 
 def members_of_bytes(data: bytes):
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
@@ -420,14 +529,14 @@ def _patch_central(data: bytes, name: str, offset: int, fmt: str, value: int) ->
     at = data.index(b"PK\x01\x02")
     while True:
         length = struct.unpack_from("<H", data, at + 28)[0]
-        if data[at + 46:at + 46 + length].decode() == name:
-            return data[:at + offset] + struct.pack(fmt, value) + data[at + offset + struct.calcsize(fmt):]
+        if data[at + 46 : at + 46 + length].decode() == name:
+            return data[: at + offset] + struct.pack(fmt, value) + data[at + offset + struct.calcsize(fmt) :]
         at = data.index(b"PK\x01\x02", at + 46)
 
 
 def _patch_end_record(data: bytes, offset: int, fmt: str, value: int) -> bytes:
     at = data.rindex(b"PK\x05\x06")
-    return data[:at + offset] + struct.pack(fmt, value) + data[at + offset + struct.calcsize(fmt):]
+    return data[: at + offset] + struct.pack(fmt, value) + data[at + offset + struct.calcsize(fmt) :]
 
 
 def _corrupt_deflate(data: bytes, name: str) -> bytes:
@@ -435,7 +544,7 @@ def _corrupt_deflate(data: bytes, name: str) -> bytes:
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
         info = archive.getinfo(name)
     start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
-    return data[:start] + b"\xff" * info.compress_size + data[start + info.compress_size:]
+    return data[:start] + b"\xff" * info.compress_size + data[start + info.compress_size :]
 
 
 def _with(items, name, data):
@@ -447,36 +556,52 @@ def _manifest_edit(edit):
         document = json.loads(dict(items)["manifest.json"])
         document = edit(document) or document
         return zip_bytes(_with(items, "manifest.json", json.dumps(document).encode()))
+
     return apply
 
 
 def _part_edit(name, data):
     """Replace a part and its hash: the edit reaches the checks behind the hash check."""
+
     def apply(items):
         document = json.loads(dict(items)["manifest.json"])
         document["sha256"][name] = hashlib.sha256(data).hexdigest()
         return zip_bytes(_with(_with(items, name, data), "manifest.json", json.dumps(document).encode()))
+
     return apply
 
 
 MALFORMED = {
     "not a zip": (lambda items: b"not a zip", "not a readable zip archive"),
     "empty file": (lambda items: b"", "not a readable zip archive"),
-    "truncated": (lambda items: zip_bytes(items)[:len(zip_bytes(items)) // 2], "not a readable zip archive"),
+    "truncated": (lambda items: zip_bytes(items)[: len(zip_bytes(items)) // 2], "not a readable zip archive"),
     "end record cut": (lambda items: zip_bytes(items)[:-5], "not a readable zip archive"),
     "zlib.error": (lambda items: _corrupt_deflate(zip_bytes(items), "manifest.json"), "manifest.json cannot be read"),
     "bad CRC": (lambda items: _patch_central(zip_bytes(items), "code.py", 16, "<L", 0), "code.py cannot be read"),
-    "RecursionError: deep JSON": (lambda items: zip_bytes(_with(items, "manifest.json", b"[" * 100_000)),
-                                  "nested deeper"),
+    "RecursionError: deep JSON": (
+        lambda items: zip_bytes(_with(items, "manifest.json", b"[" * 100_000)),
+        "nested deeper",
+    ),
     "AttributeError: manifest a list": (_manifest_edit(lambda d: [d]), "manifest.json must be an object"),
     "manifest a string": (_manifest_edit(lambda d: "manifest"), "manifest.json must be an object"),
-    "AttributeError: sha256 a list": (_manifest_edit(lambda d: d.__setitem__("sha256", [])), "sha256 must be an object"),
+    "AttributeError: sha256 a list": (
+        _manifest_edit(lambda d: d.__setitem__("sha256", [])),
+        "sha256 must be an object",
+    ),
     "sha256 entry a list": (_manifest_edit(lambda d: d["sha256"].__setitem__("code.py", [1])), "must be a string"),
-    "UnicodeDecodeError: manifest": (lambda items: zip_bytes(_with(items, "manifest.json", b'{"a": "\xff\xfe"}')),
-                                     "not valid JSON"),
+    "UnicodeDecodeError: manifest": (
+        lambda items: zip_bytes(_with(items, "manifest.json", b'{"a": "\xff\xfe"}')),
+        "not valid JSON",
+    ),
     "UnicodeDecodeError: code.py": (_part_edit("code.py", b"\xff\xfe"), "code.py is not UTF-8"),
-    "NotImplementedError: treespec": (_manifest_edit(lambda d: d["outputs"]["forward"].__setitem__(
-        "spec", _spec({"type": "no.Such", "context": "null", "children_spec": []}))), "not a registered"),
+    "NotImplementedError: treespec": (
+        _manifest_edit(
+            lambda d: d["outputs"]["forward"].__setitem__(
+                "spec", _spec({"type": "no.Such", "context": "null", "children_spec": []})
+            )
+        ),
+        "not a registered",
+    ),
     "ValueError: parameter name": (_manifest_edit(lambda d: _param(d, 0, "name", "x y")), "not a Python identifier"),
     "two manifest.json": (lambda items: zip_bytes(items + [("manifest.json", b"{}")]), "occurs more than once"),
     "two payload.bin": (lambda items: zip_bytes(items + [("payload.bin", b"")]), "occurs more than once"),
@@ -487,33 +612,69 @@ MALFORMED = {
     "bzip2": (lambda items: zip_bytes(items, zipfile.ZIP_BZIP2), "compression method 12"),
     "unknown method": (lambda items: _patch_central(zip_bytes(items), "payload.bin", 10, "<H", 99), "method 99"),
     "encrypted": (lambda items: _patch_central(zip_bytes(items), "payload.bin", 8, "<H", 1), "encrypted"),
-    "directory claims 60000 members": (lambda items: _patch_end_record(zip_bytes(items), 10, "<H", 60000),
-                                       "the zip directory declares 60000 members"),
-    "directory claims 1 GB": (lambda items: _patch_end_record(zip_bytes(items), 12, "<L", GIB),
-                              "the zip directory declares"),
-    "declared size smaller than content": (lambda items: _patch_central(zip_bytes(items), "payload.bin", 24, "<L", 10),
-                                           "payload.bin cannot be read"),
-    "a manifest that declares 3 GB": (lambda items: _patch_central(zip_bytes(items), "manifest.json", 24, "<L", 3 * GIB),
-                                      "more than the limit|zip bomb"),
+    "directory claims 60000 members": (
+        lambda items: _patch_end_record(zip_bytes(items), 10, "<H", 60000),
+        "the zip directory declares 60000 members",
+    ),
+    "directory claims 1 GB": (
+        lambda items: _patch_end_record(zip_bytes(items), 12, "<L", GIB),
+        "the zip directory declares",
+    ),
+    "declared size smaller than content": (
+        lambda items: _patch_central(zip_bytes(items), "payload.bin", 24, "<L", 10),
+        "payload.bin cannot be read",
+    ),
+    "a manifest that declares 3 GB": (
+        lambda items: _patch_central(zip_bytes(items), "manifest.json", 24, "<L", 3 * GIB),
+        "more than the limit|zip bomb",
+    ),
     "format missing": (_manifest_edit(lambda d: d.__delitem__("format")), "format None"),
     "format version a string": (_manifest_edit(lambda d: d.__setitem__("format_version", "2")), "format version '2'"),
     "no methods": (_manifest_edit(lambda d: d.__setitem__("methods", [])), "1 to 1000 distinct"),
     "a method twice": (_manifest_edit(lambda d: d.__setitem__("methods", ["forward", "forward"])), "distinct"),
-    "compile spec a list": (_manifest_edit(lambda d: d["compile_spec"].__setitem__("forward", [])), "must be an object"),
+    "compile spec a list": (
+        _manifest_edit(lambda d: d["compile_spec"].__setitem__("forward", [])),
+        "must be an object",
+    ),
     "compile spec of no method": (_manifest_edit(lambda d: d.__setitem__("compile_spec", {})), "exactly the methods"),
-    "an unknown compile-spec option": (_manifest_edit(lambda d: d["compile_spec"]["forward"].__setitem__("evil", 1)),
-                                       "backend 'reference' cannot compile payload.bin"),
+    "an unknown compile-spec option": (
+        _manifest_edit(lambda d: d["compile_spec"]["forward"].__setitem__("evil", 1)),
+        "backend 'reference' cannot compile payload.bin",
+    ),
     "frontend pickle": (_manifest_edit(lambda d: d.__setitem__("frontend", "pickle")), "frontend 'pickle'"),
-    "positional after keyword-only": (_manifest_edit(lambda d: d["signatures"]["forward"]["params"].reverse()),
-                                      "follows a keyword-only"),
+    "positional after keyword-only": (
+        _manifest_edit(lambda d: d["signatures"]["forward"]["params"].reverse()),
+        "follows a keyword-only",
+    ),
     "handles.json a list": (_part_edit("handles.json", b"[]"), "handles.json must be an object"),
-    "a handle a string": (_part_edit("handles.json", json.dumps({"handles": [{
-        "handle": "1", "method": "forward", "op": "aten::add", "node": "add", "source": None,
-        "module_hierarchy": "top"}]}).encode()), "handle must be an integer"),
-    "backend map of strings": (_part_edit("handles.json", json.dumps({"backend_map": {"a": ["x"]}}).encode()),
-                               "must be an integer"),
-    "a corrupt payload, hash recomputed": (_part_edit("payload.bin", b"PLREFBE\0" + b"\xff" * 40),
-                                           "backend 'reference' cannot compile payload.bin"),
+    "a handle a string": (
+        _part_edit(
+            "handles.json",
+            json.dumps(
+                {
+                    "handles": [
+                        {
+                            "handle": "1",
+                            "method": "forward",
+                            "op": "aten::add",
+                            "node": "add",
+                            "source": None,
+                            "module_hierarchy": "top",
+                        }
+                    ]
+                }
+            ).encode(),
+        ),
+        "handle must be an integer",
+    ),
+    "backend map of strings": (
+        _part_edit("handles.json", json.dumps({"backend_map": {"a": ["x"]}}).encode()),
+        "must be an integer",
+    ),
+    "a corrupt payload, hash recomputed": (
+        _part_edit("payload.bin", b"PLREFBE\0" + b"\xff" * 40),
+        "backend 'reference' cannot compile payload.bin",
+    ),
     "a directory, not a file": (None, "cannot read lowered-module artifact"),
 }
 
@@ -531,7 +692,7 @@ def test_every_malformed_artifact_is_an_artifact_error_naming_the_part(case, ref
         refused(target, message)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _deflated_zeros(inflated: int) -> "tuple[bytes, int]":
     """A deflate stream of ``inflated`` zero bytes (about 1000:1) and their CRC-32, made without
     compressing them all: after a full flush every MiB of zeros deflates to the same bytes."""
@@ -555,11 +716,33 @@ def _bomb_zip(items, name: str, inflated: int, declared: int) -> bytes:
             body, method, size, member_crc = stream, 8, declared, crc
         else:
             body, method, size, member_crc = data, 0, len(data), zlib.crc32(data)
-        header = struct.pack("<4s5H3L2H", b"PK\x03\x04", 20, 0, method, 0, 0x21, member_crc, len(body), size,
-                             len(name_bytes), 0)
+        header = struct.pack(
+            "<4s5H3L2H", b"PK\x03\x04", 20, 0, method, 0, 0x21, member_crc, len(body), size, len(name_bytes), 0
+        )
         local.append(header + name_bytes + body)
-        central.append(struct.pack("<4s6H3L5H2L", b"PK\x01\x02", 20, 20, 0, method, 0, 0x21, member_crc, len(body),
-                                   size, len(name_bytes), 0, 0, 0, 0, 0, offset) + name_bytes)
+        central.append(
+            struct.pack(
+                "<4s6H3L5H2L",
+                b"PK\x01\x02",
+                20,
+                20,
+                0,
+                method,
+                0,
+                0x21,
+                member_crc,
+                len(body),
+                size,
+                len(name_bytes),
+                0,
+                0,
+                0,
+                0,
+                0,
+                offset,
+            )
+            + name_bytes
+        )
         offset += len(local[-1])
     directory = b"".join(central)
     end = struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, len(central), len(central), len(directory), offset, 0)
@@ -581,10 +764,12 @@ def bombs(reference, tmp_path_factory):
 def _peak_extra_rss():
     """Reset the kernel's peak-RSS mark (Linux) and return a function that reads how far the resident
     set has risen above its size now; None where the mark cannot be reset."""
+
     def status(key):
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith(key):
                 return int(line.split()[1]) * 1024
+
     try:
         Path("/proc/self/clear_refs").write_text("5")
     except OSError:
@@ -621,7 +806,8 @@ def _count_inflated(monkeypatch) -> "list[int]":
 
 @pytest.mark.parametrize("label", ["honest", "lying"])
 def test_a_3_mb_zip_that_inflates_to_3_gb_is_refused_before_inflating_past_its_declared_size_in_256_mib(
-        label, bombs, canary, monkeypatch):
+    label, bombs, canary, monkeypatch
+):
     path = bombs[label]
     assert path.stat().st_size < 4 << 20
     gc.collect()
@@ -632,8 +818,10 @@ def test_a_3_mb_zip_that_inflates_to_3_gb_is_refused_before_inflating_past_its_d
         pipeline.load_lowered(path)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    print(f"\n{label} bomb: refused after inflating {inflated[0] / 2**20:.1f} MiB, peak {peak / 2**20:.1f} MiB traced"
-          + (f", {extra_rss() / 2**20:.1f} MiB extra RSS" if extra_rss else ""))
+    print(
+        f"\n{label} bomb: refused after inflating {inflated[0] / 2**20:.1f} MiB, peak {peak / 2**20:.1f} MiB traced"
+        + (f", {extra_rss() / 2**20:.1f} MiB extra RSS" if extra_rss else "")
+    )
     # The work done, not the time taken (which a busy machine stretches): the honest bomb is refused from its
     # declared sizes before one byte is inflated, the lying one within a read chunk past the 3 MiB it declares.
     if label == "honest":
@@ -683,17 +871,19 @@ def _header_payload(parts, tail=b""):
     return b"PLPARTS1" + len(header).to_bytes(8, "little") + header + tail
 
 
-BAD_PAYLOADS.update({
-    "a part of negative size": _header_payload([{"name": "a", "size": -1, "sha256": ""}]),
-    "a size that is true": _header_payload([{"name": "a", "size": True, "sha256": ""}], b"x"),
-    "a size that is a string": _header_payload([{"name": "a", "size": "1", "sha256": ""}], b"x"),
-    "a part name twice": _header_payload([{"name": "a", "size": 0, "sha256": hashlib.sha256(b"").hexdigest()}] * 2),
-    "a sha256 that is a list": _header_payload([{"name": "a", "size": 1, "sha256": [1]}], b"x"),
-    "a part that is a string": _header_payload(["a"]),
-    "a wrong hash": _header_payload([{"name": "a", "size": 1, "sha256": "0" * 64}], b"x"),
-    "trailing bytes": _header_payload([], b"x"),
-    "a truncated part": _header_payload([{"name": "a", "size": 5, "sha256": "0" * 64}], b"x"),
-})
+BAD_PAYLOADS.update(
+    {
+        "a part of negative size": _header_payload([{"name": "a", "size": -1, "sha256": ""}]),
+        "a size that is true": _header_payload([{"name": "a", "size": True, "sha256": ""}], b"x"),
+        "a size that is a string": _header_payload([{"name": "a", "size": "1", "sha256": ""}], b"x"),
+        "a part name twice": _header_payload([{"name": "a", "size": 0, "sha256": hashlib.sha256(b"").hexdigest()}] * 2),
+        "a sha256 that is a list": _header_payload([{"name": "a", "size": 1, "sha256": [1]}], b"x"),
+        "a part that is a string": _header_payload(["a"]),
+        "a wrong hash": _header_payload([{"name": "a", "size": 1, "sha256": "0" * 64}], b"x"),
+        "trailing bytes": _header_payload([], b"x"),
+        "a truncated part": _header_payload([{"name": "a", "size": 5, "sha256": "0" * 64}], b"x"),
+    }
+)
 
 
 @pytest.mark.parametrize("case", BAD_PAYLOADS)

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 import pipeline
-from pipeline.core.source import portable_path
 from pipeline import zoo
 from pipeline.core.debug_handles import DebugHandleGenerator
+from pipeline.core.source import portable_path
 
 
 class Branchy(torch.nn.Module):
@@ -52,8 +52,9 @@ def test_fx_graphs_get_a_handle_for_every_operation(xh):
 def test_two_identical_lowerings_in_one_process_get_identical_handles(frontend, xh):
     spec = {"forward": {}, "accum": {}}
     first, second = (
-        pipeline.to_backend("test_backend", zoo.BasicModule(), spec, frontend=frontend,
-                            example_inputs={m: xh for m in spec}).handle_map.to_json()
+        pipeline.to_backend(
+            "test_backend", zoo.BasicModule(), spec, frontend=frontend, example_inputs={m: xh for m in spec}
+        ).handle_map.to_json()
         for _ in range(2)
     )
     assert first == second
@@ -103,20 +104,22 @@ def test_stable_handles_differ_per_node_and_stay_json_safe():
     _, handles = handles_by_place(TwoBlocks())
     values = list(handles.values())
     assert len(set(values)) == len(values)
-    assert all(0 <= v < 2 ** 53 for v in values)
+    assert all(0 <= v < 2**53 for v in values)
 
 
 def test_none_strategy_issues_and_records_nothing(xh):
-    lowered = pipeline.to_backend("test_backend", zoo.BasicModule(), {"forward": {}},
-                                  example_inputs={"forward": xh}, debug_handles="none")
+    lowered = pipeline.to_backend(
+        "test_backend", zoo.BasicModule(), {"forward": {}}, example_inputs={"forward": xh}, debug_handles="none"
+    )
     assert lowered.handle_map.handles == {}
     torch.testing.assert_close(lowered(*xh), zoo.BasicModule()(*xh))
 
 
 def test_unknown_strategy_lists_the_allowed_ones(xh):
     with pytest.raises(pipeline.LoweringError, match="'sequential', 'stable'"):
-        pipeline.to_backend("test_backend", zoo.BasicModule(), {"forward": {}},
-                            example_inputs={"forward": xh}, debug_handles="seq")
+        pipeline.to_backend(
+            "test_backend", zoo.BasicModule(), {"forward": {}}, example_inputs={"forward": xh}, debug_handles="seq"
+        )
 
 
 class A(torch.nn.Module):
@@ -135,8 +138,9 @@ class C(torch.nn.Module):
 
 @pytest.mark.parametrize("frontend", ["torchscript", "export"])
 def test_every_record_has_method_op_node_source_and_hierarchy(frontend, xh):
-    lowered = pipeline.to_backend("test_backend", C(), {"forward": {}}, frontend=frontend,
-                                  example_inputs={"forward": xh})
+    lowered = pipeline.to_backend(
+        "test_backend", C(), {"forward": {}}, frontend=frontend, example_inputs={"forward": xh}
+    )
     records = lowered.handle_map.to_json()["handles"]
     add = next(r for r in records if r["op"].startswith("aten::add"))
     assert add["method"] == "forward"

@@ -57,8 +57,9 @@ def failure(lowered):
 
 def lower(model, frontend):
     example = (torch.rand(4), torch.rand(4))
-    return pipeline.to_backend("test_backend", model, {"forward": {}}, frontend=frontend,
-                               example_inputs={"forward": example})
+    return pipeline.to_backend(
+        "test_backend", model, {"forward": {}}, frontend=frontend, example_inputs={"forward": example}
+    )
 
 
 @pytest.mark.parametrize("frontend", ["torchscript", "export"])
@@ -77,7 +78,7 @@ def test_error_at_top_level_names_the_op_and_line(frontend):
 def test_error_in_a_submodule_shows_one_level_of_hierarchy(frontend):
     message = str(failure(lower(COfA(), frontend)))
     assert "top(COfA)::<unknown>.A0(A)::forward.aten::add" in message
-    assert f'line {ADD_LINE}' in message and "return x + y" in message
+    assert f"line {ADD_LINE}" in message and "return x + y" in message
 
 
 @pytest.mark.parametrize("frontend", ["torchscript", "export"])
@@ -91,7 +92,7 @@ def test_error_in_a_lowered_submodule_of_an_eager_parent():
     parent.A0 = lower(A(), "export")
     message = str(failure(parent))
     assert "top(A)::<unknown>.aten::add" in message
-    assert f'line {ADD_LINE}' in message
+    assert f"line {ADD_LINE}" in message
 
 
 @pytest.mark.parametrize("example", [None, (torch.rand(4), torch.rand(4))], ids=["torchscript", "export"])
@@ -114,8 +115,9 @@ class UnknownHandle(pipeline.Backend):
 def test_unknown_handles_are_shown_as_unknown_and_printed_readably():
     pipeline.register_backend("unknown_handle", UnknownHandle, preprocess=lambda p, s, g: b"")
     try:
-        lowered = pipeline.to_backend("unknown_handle", M(), {"forward": {}},
-                                      example_inputs={"forward": (torch.rand(4), torch.rand(4))})
+        lowered = pipeline.to_backend(
+            "unknown_handle", M(), {"forward": {}}, example_inputs={"forward": (torch.rand(4), torch.rand(4))}
+        )
         message = str(failure(lowered))
     finally:
         pipeline.unregister_backend("unknown_handle")

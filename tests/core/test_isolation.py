@@ -16,10 +16,10 @@ import signal
 
 import pytest
 import torch
-
-import pipeline
 from artifact_forgery import forge
 from native_mutants import DEATH, load_and_call
+
+import pipeline
 from pipeline import zoo
 from pipeline.core import isolation
 
@@ -61,10 +61,15 @@ def artifacts(tmp_path_factory):
         pipeline.register_backend(CrashingBackend)
     directory = tmp_path_factory.mktemp("isolation")
     model, inputs = zoo.BasicModule(), {"forward": (torch.randn(5), torch.randn(5))}
-    fine = pipeline.save_lowered(pipeline.to_backend(NAME, model, {"forward": {}}, example_inputs=inputs),
-                                 directory / "fine.lowered")
-    paths = {"fine": fine, "reference": pipeline.save_lowered(
-        pipeline.to_backend("reference", model, {"forward": {}}, example_inputs=inputs), directory / "ref.lowered")}
+    fine = pipeline.save_lowered(
+        pipeline.to_backend(NAME, model, {"forward": {}}, example_inputs=inputs), directory / "fine.lowered"
+    )
+    paths = {
+        "fine": fine,
+        "reference": pipeline.save_lowered(
+            pipeline.to_backend("reference", model, {"forward": {}}, example_inputs=inputs), directory / "ref.lowered"
+        ),
+    }
     for payload in ("abort", "raise", "collect", "matmul"):
         paths[payload] = forge(fine, directory / f"{payload}.lowered", parts={"payload.bin": payload.encode()})
     return paths
@@ -111,10 +116,17 @@ def test_only_native_payloads_are_isolated_by_default_and_isolate_overrides_it(a
     pipeline.load_lowered(artifacts["fine"])
     pipeline.load_lowered(artifacts["reference"], isolate=True)
     assert children == [NAME, "reference"]
-    assert {name: pipeline.get_backend(name).native_payload for name in ("reference", "executorch", "onnxruntime",
-                                                                        "openvino", "torchscript", "inductor")} == {
-        "reference": False, "executorch": True, "onnxruntime": True, "openvino": True, "torchscript": True,
-        "inductor": True}
+    assert {
+        name: pipeline.get_backend(name).native_payload
+        for name in ("reference", "executorch", "onnxruntime", "openvino", "torchscript", "inductor")
+    } == {
+        "reference": False,
+        "executorch": True,
+        "onnxruntime": True,
+        "openvino": True,
+        "torchscript": True,
+        "inductor": True,
+    }
 
 
 def test_isolate_true_without_fork_is_refused_and_the_default_loads_in_process(artifacts, monkeypatch):

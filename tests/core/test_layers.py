@@ -21,8 +21,9 @@ print(loaded)
 
 
 def test_the_core_lowers_and_runs_on_three_backends_without_importing_hydra_or_omegaconf():
-    done = subprocess.run([sys.executable, "-c", LOWER_WITHOUT_THE_APP], cwd=ROOT, capture_output=True, text=True,
-                          timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-c", LOWER_WITHOUT_THE_APP], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip().splitlines()[-1] == "[]"
 
@@ -36,18 +37,24 @@ def imported_modules(path: Path):
 
 
 def test_core_modules_import_neither_hydra_omegaconf_nor_the_app():
-    offending = {str(path.relative_to(ROOT)): name for path in (ROOT / "pipeline" / "core").glob("*.py")
-                 for name in imported_modules(path)
-                 if name.split(".")[0] in ("hydra", "omegaconf") or name.startswith("pipeline.app")}
+    offending = {
+        str(path.relative_to(ROOT)): name
+        for path in (ROOT / "pipeline" / "core").glob("*.py")
+        for name in imported_modules(path)
+        if name.split(".")[0] in ("hydra", "omegaconf") or name.startswith("pipeline.app")
+    }
     assert offending == {}
 
 
 def test_backends_import_only_the_contract_module_from_the_pipeline():
     allowed = ("pipeline.core.backend", "pipeline.backends")
-    offending = {str(path.relative_to(ROOT)): name for path in (ROOT / "backends").rglob("*.py")
-                 if path.name != "__main__.py"  # `python -m pipeline.backends`, a command of the app
-                 for name in imported_modules(path)
-                 if name.split(".")[0] == "pipeline" and not name.startswith(allowed)}
+    offending = {
+        str(path.relative_to(ROOT)): name
+        for path in (ROOT / "backends").rglob("*.py")
+        if path.name != "__main__.py"  # `python -m pipeline.backends`, a command of the app
+        for name in imported_modules(path)
+        if name.split(".")[0] == "pipeline" and not name.startswith(allowed)
+    }
     assert offending == {}
 
 
@@ -65,8 +72,9 @@ print("captured", type(captured.program["forward"]).__name__)
 
 
 def test_torch_output_during_capture_goes_to_the_log_even_with_no_logging_configured():
-    done = subprocess.run([sys.executable, "-c", CAPTURE_A_NOISY_MODEL], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", CAPTURE_A_NOISY_MODEL], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip().splitlines()[-1] == "captured ExportedProgram"
     assert "a library prints" not in done.stdout and "RecursionError" not in done.stderr

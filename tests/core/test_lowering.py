@@ -20,8 +20,9 @@ ALL_METHODS = {"forward": {}, "accum": {}, "sub_accum": {}}
 
 
 def lower_basic(frontend, xh, spec=ALL_METHODS, backend="test_backend"):
-    return pipeline.to_backend(backend, zoo.BasicModule(), spec, frontend=frontend,
-                               example_inputs={m: xh for m in spec})
+    return pipeline.to_backend(
+        backend, zoo.BasicModule(), spec, frontend=frontend, example_inputs={m: xh for m in spec}
+    )
 
 
 @pytest.mark.parametrize("frontend", FRONTENDS)
@@ -38,8 +39,9 @@ def test_execution_matches_eager_for_every_lowered_method(frontend, basic, xh):
 
 def test_frontend_defaults_to_torchscript_for_a_script_module_and_export_otherwise(basic, xh):
     assert pipeline.to_backend("test_backend", torch.jit.script(basic), {"forward": {}}).frontend == "torchscript"
-    assert pipeline.to_backend("test_backend", basic, {"forward": {}},
-                               example_inputs={"forward": xh}).frontend == "export"
+    assert (
+        pipeline.to_backend("test_backend", basic, {"forward": {}}, example_inputs={"forward": xh}).frontend == "export"
+    )
 
 
 def test_empty_spec_values_are_fine(basic, xh):
@@ -122,14 +124,17 @@ def test_signature_keeps_keyword_only_arguments_and_passes_them_last(echo_backen
     with pytest.raises(TypeError):
         lowered.keyword(x, 0.5)  # keyword-only stays keyword-only
     compile(lowered.code, "<check>", "exec")  # the generated code parses
-    by_name = pipeline.to_backend(echo_backend, model, {"keyword": {}},
-                                  example_inputs={"keyword": {"args": (x,), "kwargs": {"shift": 7, "scale": 0.5}}})
+    by_name = pipeline.to_backend(
+        echo_backend,
+        model,
+        {"keyword": {}},
+        example_inputs={"keyword": {"args": (x,), "kwargs": {"shift": 7, "scale": 0.5}}},
+    )
     assert by_name.keyword(x, shift=7, scale=0.5).tolist() == [-1.0, 0.5, 7.0]
 
 
 class Specialised(torch.nn.Module):
-    def forward(self, x, scale: float = 1.0, bias: Optional[torch.Tensor] = None, activation: str = "relu",
-                **kwargs):
+    def forward(self, x, scale: float = 1.0, bias: Optional[torch.Tensor] = None, activation: str = "relu", **kwargs):
         y = x * scale + (bias if bias is not None else 0)
         y = y * kwargs["mask"] if "mask" in kwargs else y
         return torch.relu(y) if activation == "relu" else torch.tanh(y)
@@ -138,15 +143,22 @@ class Specialised(torch.nn.Module):
 @pytest.mark.parametrize("backend", ["reference", "onnxruntime"])
 def test_a_call_with_a_value_the_program_was_not_specialised_on_is_refused_naming_it(backend):
     model, x, mask = Specialised(), torch.randn(4), torch.ones(4)
-    lowered = pipeline.to_backend(backend, model, {"forward": {}},
-                                  example_inputs={"forward": {"args": (x, 0.5), "kwargs": {"mask": mask}}})
+    lowered = pipeline.to_backend(
+        backend, model, {"forward": {}}, example_inputs={"forward": {"args": (x, 0.5), "kwargs": {"mask": mask}}}
+    )
     assert inspect.signature(lowered.forward) == inspect.signature(model.forward)  # **kwargs included
     torch.testing.assert_close(lowered(x, 0.5, mask=mask), model(x, 0.5, mask=mask))
     refusals = [
         (lambda: lowered(x, 2.0, mask=mask), "argument 'scale' was captured as 0.5; this call passes 2.0"),
         (lambda: lowered(x, 0.5, bias=x, mask=mask), "argument 'bias' was captured as None; this call passes a Tensor"),
-        (lambda: lowered(x, 0.5, activation="tanh", mask=mask), "'activation' was captured as 'relu'; this call passes 'tanh'"),
-        (lambda: lowered(x, 0.5, mask=mask, extra=1), "captured with keyword arguments 'mask' through **kwargs; this call adds 'extra'"),
+        (
+            lambda: lowered(x, 0.5, activation="tanh", mask=mask),
+            "'activation' was captured as 'relu'; this call passes 'tanh'",
+        ),
+        (
+            lambda: lowered(x, 0.5, mask=mask, extra=1),
+            "captured with keyword arguments 'mask' through **kwargs; this call adds 'extra'",
+        ),
         (lambda: lowered(x, 0.5), "this call leaves out 'mask'"),
     ]
     for call, message in refusals:
@@ -232,8 +244,10 @@ def test_forward_hooks_of_the_module_and_global_ones_still_run(xh):
     # LoweredModule.__call__ skips torch.nn.Module's call machinery only while no hook is registered.
     lowered = lower_basic("export", xh, spec={"forward": {}})
     seen = []
-    handles = [lowered.register_forward_pre_hook(lambda module, args: seen.append("pre")),
-               lowered.register_forward_hook(lambda module, args, output: (output[0] * 0, output[1]))]
+    handles = [
+        lowered.register_forward_pre_hook(lambda module, args: seen.append("pre")),
+        lowered.register_forward_hook(lambda module, args, output: (output[0] * 0, output[1])),
+    ]
     total, _ = lowered(*xh)
     assert seen == ["pre"] and total.eq(0).all()
     for handle in handles:
@@ -268,8 +282,9 @@ class Structured(torch.nn.Module):
 @pytest.mark.parametrize("frontend", FRONTENDS)
 def test_outputs_come_back_in_the_structure_the_model_returns(frontend, tmp_path):
     x = torch.randn(4)
-    lowered = pipeline.to_backend("reference", Structured(), {"forward": {}}, frontend=frontend,
-                                  example_inputs={"forward": (x,)})
+    lowered = pipeline.to_backend(
+        "reference", Structured(), {"forward": {}}, frontend=frontend, example_inputs={"forward": (x,)}
+    )
     expected = Structured()(x)
     got = lowered(x)
     assert type(got) is dict and type(got["pair"]) is tuple and type(got["pair"][1]) is list
@@ -291,11 +306,15 @@ def test_pytree_registered_outputs_come_back_as_their_type(tmp_path):
 T = torch.zeros(2)
 
 
-@pytest.mark.parametrize("inputs", [
-    [T, None, True, 3, 2.0, "text"],  # the fast path: each argument is its own leaf
-    [T, (T, [T, None]), {"b": T, "a": 1}],  # nested: pytree's walk, dict keys sorted
-    [torch.nn.Parameter(T.clone())], [],
-])
+@pytest.mark.parametrize(
+    "inputs",
+    [
+        [T, None, True, 3, 2.0, "text"],  # the fast path: each argument is its own leaf
+        [T, (T, [T, None]), {"b": T, "a": 1}],  # nested: pytree's walk, dict keys sorted
+        [torch.nn.Parameter(T.clone())],
+        [],
+    ],
+)
 def test_argument_leaves_are_the_leaves_pytree_gives(inputs):
     from pipeline.core.backend import argument_leaves
 

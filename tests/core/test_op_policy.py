@@ -9,11 +9,11 @@ import time
 
 import pytest
 import torch
+from artifact_forgery import forge, members
+from file_canaries import OpenWatch, secret_file
 from torch import nn
 
 import pipeline
-from artifact_forgery import forge, members
-from file_canaries import OpenWatch, secret_file
 from pipeline.core import op_policy
 from pipeline.core.literals import literal_source
 from pipeline.core.lowering import to_backend
@@ -36,8 +36,9 @@ class SortThenScale(nn.Module):
 @pytest.fixture(scope="module")
 def partitioned(tmp_path_factory):
     x = torch.randn(2, 8)
-    lowered = to_backend("reference", SortThenScale().eval(), {"forward": {}}, example_inputs={"forward": (x,)},
-                         partition=True)
+    lowered = to_backend(
+        "reference", SortThenScale().eval(), {"forward": {}}, example_inputs={"forward": (x,)}, partition=True
+    )
     return pipeline.save_lowered(lowered, tmp_path_factory.mktemp("partitioned") / "sort.lowered"), x
 
 
@@ -81,6 +82,7 @@ def refused_at_load(path, *fragments):
 
 # -- the threat: these ops really are file APIs in this PyTorch --------------------------------------
 
+
 def test_from_file_reads_any_file_and_with_shared_creates_one(tmp_path):
     """Why the list exists: what a forged step named before it, run directly."""
     secret = secret_file(tmp_path / "secret.bin")
@@ -92,31 +94,50 @@ def test_from_file_reads_any_file_and_with_shared_creates_one(tmp_path):
 
 # -- refused at load ---------------------------------------------------------------------------------
 
+
 def _hostile_steps(secret, canary):
     return {
-        "from_file reads": ([step("aten::from_file.default", lit(str(secret)), lit(False), lit(64),
-                                  dtype={"dtype": "uint8"})], r"takes a str 'filename'"),
-        "from_file shared, size=4096 writes": ([step("aten::from_file.default", lit(str(canary)), lit(True),
-                                                     lit(4096))], r"takes a str 'filename'"),
+        "from_file reads": (
+            [step("aten::from_file.default", lit(str(secret)), lit(False), lit(64), dtype={"dtype": "uint8"})],
+            r"takes a str 'filename'",
+        ),
+        "from_file shared, size=4096 writes": (
+            [step("aten::from_file.default", lit(str(canary)), lit(True), lit(4096))],
+            r"takes a str 'filename'",
+        ),
         "save": ([step("aten::save.default", ref("x"), lit(str(canary)))], r"is not on the fallback's allow-list"),
         "_print": ([step("aten::_print.default", lit(str(secret)))], r"takes a str 's'"),
-        "an out= variant": ([step("aten::add.out", ref("x"), ref("x"), out=ref("x"))],
-                            r"writes into its arguments .*out= variant"),
-        "from_file's out= variant": ([step("aten::from_file.out", lit(str(canary)), lit(True), lit(4096),
-                                           out=ref("x"))], r"writes into its arguments"),
+        "an out= variant": (
+            [step("aten::add.out", ref("x"), ref("x"), out=ref("x"))],
+            r"writes into its arguments .*out= variant",
+        ),
+        "from_file's out= variant": (
+            [step("aten::from_file.out", lit(str(canary)), lit(True), lit(4096), out=ref("x"))],
+            r"writes into its arguments",
+        ),
         "manual_seed": ([step("aten::manual_seed.default", lit(0))], r"returns nothing"),
         "randn": ([step("aten::randn.default", sizes(4))], r"draws random numbers"),
         "_reshape_alias, which reads past its storage": (
-            [step("aten::_reshape_alias.default", ref("x"), sizes(1 << 24), sizes(1))], r"private ATen op"),
+            [step("aten::_reshape_alias.default", ref("x"), sizes(1 << 24), sizes(1))],
+            r"private ATen op",
+        ),
         "an unchecked sparse tensor": ([step("aten::sparse_coo_tensor.indices", ref("x"), ref("x"))], r"sparse"),
-        "empty of 2**40 elements": ([step("aten::empty.memory_format", sizes(1 << 40))],
-                                    r"asks for a tensor of 4398046511104 bytes, past the limit of 8589934592"),
-        "full of 2**40 elements": ([step("aten::full.default", sizes(1 << 40), lit(1.0))],
-                                   r"asks for a tensor of \d+ bytes, past the limit"),
-        "new_zeros of 2**40 elements": ([step("aten::new_zeros.default", ref("x"), sizes(1 << 40))],
-                                        r"asks for a tensor of \d+ bytes, past the limit"),
-        "expand to 2**34 elements": ([step("aten::expand.default", ref("x"), sizes(1 << 30, 2, 8))],
-                                     r"asks for a tensor of \d+ bytes, past the limit"),
+        "empty of 2**40 elements": (
+            [step("aten::empty.memory_format", sizes(1 << 40))],
+            r"asks for a tensor of 4398046511104 bytes, past the limit of 8589934592",
+        ),
+        "full of 2**40 elements": (
+            [step("aten::full.default", sizes(1 << 40), lit(1.0))],
+            r"asks for a tensor of \d+ bytes, past the limit",
+        ),
+        "new_zeros of 2**40 elements": (
+            [step("aten::new_zeros.default", ref("x"), sizes(1 << 40))],
+            r"asks for a tensor of \d+ bytes, past the limit",
+        ),
+        "expand to 2**34 elements": (
+            [step("aten::expand.default", ref("x"), sizes(1 << 30, 2, 8))],
+            r"asks for a tensor of \d+ bytes, past the limit",
+        ),
         "arange to 2**40": ([step("aten::arange.default", lit(1 << 40))], r"asks for a tensor of \d+ bytes"),
     }
 
@@ -139,8 +160,11 @@ def test_a_forged_fallback_step_off_the_allow_list_is_refused_at_load_naming_it(
 def test_a_fallback_never_opens_the_file_a_forged_from_file_names(partitioned, tmp_path):
     path, _ = partitioned
     secret_file(tmp_path / "secret.bin")
-    forged = forge_fallback(path, tmp_path / "forged.lowered",
-                            [step("aten::from_file.default", lit(str(tmp_path / "secret.bin")), lit(False), lit(64))])
+    forged = forge_fallback(
+        path,
+        tmp_path / "forged.lowered",
+        [step("aten::from_file.default", lit(str(tmp_path / "secret.bin")), lit(False), lit(64))],
+    )
     with OpenWatch(tmp_path / "secret.bin") as watch:
         refused_at_load(forged, "aten::from_file.default")
     assert not watch.opened
@@ -159,22 +183,29 @@ def test_the_open_watch_sees_a_read_and_not_a_stat(tmp_path):
 
 def test_a_size_the_program_computes_is_judged_before_the_op_runs(partitioned, tmp_path):
     path, x = partitioned
-    steps = [step("aten::_local_scalar_dense.default", {"tensor": 0}, result="n"),
-             step("aten::full.default", {"list": [ref("n")]}, lit(1.0))]
+    steps = [
+        step("aten::_local_scalar_dense.default", {"tensor": 0}, result="n"),
+        step("aten::full.default", {"list": [ref("n")]}, lit(1.0)),
+    ]
     forged = forge_fallback(path, tmp_path / "forged.lowered", steps, tensors=[torch.tensor(1 << 40)])
     loaded = pipeline.load_lowered(forged)  # the size is not in the file: it is computed
     start = time.perf_counter()
-    with pytest.raises(pipeline.BackendRuntimeError, match=r"aten::full.default asks for a tensor of \d+ bytes, "
-                                                           r"past the limit"):
+    with pytest.raises(
+        pipeline.BackendRuntimeError,
+        match=r"aten::full.default asks for a tensor of \d+ bytes, "
+        r"past the limit",
+    ):
         loaded(x)
     assert time.perf_counter() - start < 2.0  # refused, not allocated
 
 
 def test_a_tensor_a_step_makes_past_the_limit_is_refused_before_anything_reads_it(partitioned, tmp_path):
     path, x = partitioned
-    steps = [step("aten::_local_scalar_dense.default", {"tensor": 0}, result="n"),
-             step("aten::expand.default", ref("x"), {"list": [ref("n"), lit(2), lit(8)]}, result="wide"),
-             step("aten::mul.Tensor", ref("wide"), lit(2.0))]
+    steps = [
+        step("aten::_local_scalar_dense.default", {"tensor": 0}, result="n"),
+        step("aten::expand.default", ref("x"), {"list": [ref("n"), lit(2), lit(8)]}, result="wide"),
+        step("aten::mul.Tensor", ref("wide"), lit(2.0)),
+    ]
     forged = forge_fallback(path, tmp_path / "forged.lowered", steps, tensors=[torch.tensor(1 << 30)])
     with pytest.raises(pipeline.BackendRuntimeError, match=r"aten::expand.default asks for a tensor"):
         pipeline.load_lowered(forged)(x)
@@ -192,14 +223,17 @@ def test_the_empty_family_hands_out_zeros_not_what_the_heap_held(partitioned, tm
 
 def test_a_fallback_of_ops_on_the_list_still_loads_and_runs(partitioned, tmp_path):
     path, x = partitioned
-    steps = [step("aten::topk.default", ref("x"), lit(3), result="top"),
-             {"call": "item", "args": [ref("top"), lit(0)], "outputs": ["values"]},
-             step("aten::gelu.default", ref("values"), approximate=lit("tanh"))]
+    steps = [
+        step("aten::topk.default", ref("x"), lit(3), result="top"),
+        {"call": "item", "args": [ref("top"), lit(0)], "outputs": ["values"]},
+        step("aten::gelu.default", ref("values"), approximate=lit("tanh")),
+    ]
     loaded = pipeline.load_lowered(forge_fallback(path, tmp_path / "forged.lowered", steps))
     assert torch.equal(loaded(x), torch.nn.functional.gelu(torch.topk(x, 3).values, approximate="tanh"))
 
 
 # -- refused when lowering ---------------------------------------------------------------------------
+
 
 class Noisy(nn.Module):
     def forward(self, x):
@@ -211,24 +245,45 @@ class HugeScratch(nn.Module):
         return torch.relu(x), torch.empty(1 << 40, dtype=torch.uint8)
 
 
-@pytest.mark.parametrize("model, message", [
-    (Noisy(), r"node randn .*\(aten::randn\b.*draws random numbers"),
-    (HugeScratch(), r"node empty .*\(aten::empty\b.*asks for a tensor of 1099511627776 bytes"),
-])
+@pytest.mark.parametrize(
+    "model, message",
+    [
+        (Noisy(), r"node randn .*\(aten::randn\b.*draws random numbers"),
+        (HugeScratch(), r"node empty .*\(aten::empty\b.*asks for a tensor of 1099511627776 bytes"),
+    ],
+)
 def test_lowering_refuses_to_write_a_fallback_step_the_loader_would_refuse(model, message):
     with pytest.raises(pipeline.UnsupportedOpError, match=message):
-        to_backend("reference", model, {"forward": {}}, example_inputs={"forward": (torch.randn(2, 8),)},
-                   partition=True)
+        to_backend(
+            "reference", model, {"forward": {}}, example_inputs={"forward": (torch.randn(2, 8),)}, partition=True
+        )
 
 
 # -- the list itself ---------------------------------------------------------------------------------
 
-LEGITIMATE = [aten.sort.default, aten.topk.default, aten.cumsum.default, aten.fft_fft.default,
-              aten.fft_fft2.default, aten.real.default, aten.linalg_eigh.default, aten.gelu.default,
-              aten.div.Tensor_mode, aten.scaled_dot_product_attention.default, aten.dropout.default,
-              aten.lstm.input, aten._to_copy.default, aten._assert_tensor_metadata.default, aten.__and__.Tensor,
-              aten.empty.memory_format, aten.full.default, aten.arange.start_step, aten.einsum.default,
-              aten._local_scalar_dense.default, torch.ops.prims.convert_element_type.default]
+LEGITIMATE = [
+    aten.sort.default,
+    aten.topk.default,
+    aten.cumsum.default,
+    aten.fft_fft.default,
+    aten.fft_fft2.default,
+    aten.real.default,
+    aten.linalg_eigh.default,
+    aten.gelu.default,
+    aten.div.Tensor_mode,
+    aten.scaled_dot_product_attention.default,
+    aten.dropout.default,
+    aten.lstm.input,
+    aten._to_copy.default,
+    aten._assert_tensor_metadata.default,
+    aten.__and__.Tensor,
+    aten.empty.memory_format,
+    aten.full.default,
+    aten.arange.start_step,
+    aten.einsum.default,
+    aten._local_scalar_dense.default,
+    torch.ops.prims.convert_element_type.default,
+]
 
 
 @pytest.mark.parametrize("op", LEGITIMATE, ids=op_policy.op_label)
@@ -240,8 +295,11 @@ def _ops_of(model, args):
     program = torch.export.export(model, args)
     found = set()
     for version in (program.run_decompositions({}), program.run_decompositions()):
-        found |= {n.target for n in version.graph.nodes
-                  if n.op == "call_function" and isinstance(n.target, torch._ops.OpOverload)}
+        found |= {
+            n.target
+            for n in version.graph.nodes
+            if n.op == "call_function" and isinstance(n.target, torch._ops.OpOverload)
+        }
     return found
 
 

@@ -5,6 +5,8 @@ import zipfile
 
 import pytest
 import torch
+from artifact_forgery import forge, members
+from backend_checks import check_against_eager, line_of, tolerance
 from torch import nn
 
 import pipeline
@@ -14,8 +16,6 @@ from pipeline.core.partitioned import KIND, PartitionedModule
 from pipeline.core.payload import pack_parts, unpack_parts
 from pipeline.core.profiling import profile
 from pipeline.zoo.fnet import FNet, FourierBlock
-from artifact_forgery import forge, members
-from backend_checks import check_against_eager, line_of, tolerance
 
 FFT_LINE = line_of(FourierBlock.forward, "torch.fft.fft2")
 
@@ -76,8 +76,9 @@ def test_every_fallback_op_is_recorded_with_its_source_line_module_path_and_reas
     assert all("torch.fft.fft2" in e["text"] and "op table" in e["reason"] for e in fallback)
     total, on_backend = lowered.partition["nodes"], lowered.partition["on_backend"]
     assert total == on_backend + len(fallback)
-    assert lowered.partition["summary"] == (f"{on_backend} of {total} nodes on reference in 3 subgraphs; "
-                                            f"fallback: fft_fft2/real at fnet.py:{FFT_LINE}")
+    assert lowered.partition["summary"] == (
+        f"{on_backend} of {total} nodes on reference in 3 subgraphs; fallback: fft_fft2/real at fnet.py:{FFT_LINE}"
+    )
 
 
 def test_debug_handles_are_unique_across_partitions_and_each_names_its_partition(lowered):
@@ -118,11 +119,14 @@ def _forge_fallback(path, out, change):
     return forge(path, out, parts={"payload.bin": pack_parts(KIND, meta, parts)})
 
 
-@pytest.mark.parametrize("target, message", [
-    ("builtins::eval.default", "is not allowed; a fallback runs ops of the namespaces"),
-    ("aten::relu_.default", "writes into its arguments"),
-    ("aten::no_such_op.default", "does not exist"),
-])
+@pytest.mark.parametrize(
+    "target, message",
+    [
+        ("builtins::eval.default", "is not allowed; a fallback runs ops of the namespaces"),
+        ("aten::relu_.default", "writes into its arguments"),
+        ("aten::no_such_op.default", "does not exist"),
+    ],
+)
 def test_loading_refuses_a_fallback_op_outside_the_allowed_namespaces(lowered, tmp_path, target, message):
     path = pipeline.save_lowered(lowered, tmp_path / "fnet.lowered")
 
@@ -138,8 +142,11 @@ def test_loading_refuses_a_fallback_op_outside_the_allowed_namespaces(lowered, t
 
 def test_loading_refuses_a_fallback_that_reads_a_value_before_it_is_defined(lowered, tmp_path):
     path = pipeline.save_lowered(lowered, tmp_path / "fnet.lowered")
-    forged = _forge_fallback(path, tmp_path / "forged.lowered",
-                             lambda meta: meta["methods"]["forward"]["steps"][0]["args"].append({"ref": "nowhere"}))
+    forged = _forge_fallback(
+        path,
+        tmp_path / "forged.lowered",
+        lambda meta: meta["methods"]["forward"]["steps"][0]["args"].append({"ref": "nowhere"}),
+    )
     with pytest.raises(pipeline.ArtifactError, match="'nowhere' is read before any input or step defines it"):
         pipeline.load_lowered(forged)
 
@@ -175,8 +182,7 @@ def test_groups_smaller_than_min_nodes_fall_back_with_that_reason(fnet):
     embed = [e for e in lowered.partition["fallback"] if e["node"] in ("linear", "tanh")]
     assert len(embed) == 2 and all("fewer than min_nodes=3" in e["reason"] for e in embed)
     check_against_eager(model, inputs, lowered, atol=1e-5, rtol=1e-5)
-    everything = to_backend("reference", model, {"forward": {}}, example_inputs=inputs, partition=True,
-                            min_nodes=1000)
+    everything = to_backend("reference", model, {"forward": {}}, example_inputs=inputs, partition=True, min_nodes=1000)
     assert everything.partition["partitions"] == [] and everything.partition["on_backend"] == 0
     check_against_eager(model, inputs, everything, atol=1e-5, rtol=1e-5)
 
@@ -196,9 +202,14 @@ def test_partitioning_needs_the_export_frontend():
     with pytest.raises(pipeline.LoweringError, match="allowed with partition=True: 'export'"):
         to_backend("reference", model, {"forward": {}}, frontend="torchscript", partition=True)
     with pytest.raises(pipeline.LoweringError, match="min_nodes must be an int of at least 1"):
-        to_backend("reference", model, {"forward": {}}, example_inputs={"forward": (torch.randn(1, 4),)},
-                   partition=True, min_nodes=0)
-
+        to_backend(
+            "reference",
+            model,
+            {"forward": {}},
+            example_inputs={"forward": (torch.randn(1, 4),)},
+            partition=True,
+            min_nodes=0,
+        )
 
 
 class Windowed(nn.Module):
@@ -232,8 +243,9 @@ class Eigen(nn.Module):
 
 
 def test_a_failing_fallback_op_is_reported_at_its_source_line():
-    lowered = to_backend("reference", Eigen().eval(), {"forward": {}}, example_inputs={"forward": (torch.randn(3, 3),)},
-                         partition=True)
+    lowered = to_backend(
+        "reference", Eigen().eval(), {"forward": {}}, example_inputs={"forward": (torch.randn(3, 3),)}, partition=True
+    )
     with pytest.raises(pipeline.BackendRuntimeError, match="Fallback op aten::linalg_eigh.default") as error:
         lowered(torch.randn(3, 4))  # x @ x.mT is square, x itself is not
     assert f"line {line_of(Eigen.forward, 'torch.linalg.eigh(x)[0]')}" in str(error.value)

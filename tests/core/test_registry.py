@@ -76,7 +76,8 @@ def test_unknown_backend_suggests_the_closest_name(basic, xh):
 
 def test_installed_package_adds_a_backend_through_an_entry_point(tmp_path, monkeypatch, basic, xh):
     package = tmp_path / "ext_backend_pkg.py"
-    package.write_text(textwrap.dedent("""
+    package.write_text(
+        textwrap.dedent("""
         import pipeline
         class ExtBackend(pipeline.Backend):
             def compile(self, payload, spec):
@@ -85,7 +86,8 @@ def test_installed_package_adds_a_backend_through_an_entry_point(tmp_path, monke
                 return [inputs[0] * 2]
         def register():
             pipeline.register_backend("ext", ExtBackend, preprocess=lambda p, s, g: b"ext")
-    """))
+    """)
+    )
     dist = tmp_path / "ext_backend_pkg-1.0.dist-info"
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: ext-backend-pkg\nVersion: 1.0\n")
@@ -118,7 +120,12 @@ def test_a_backend_class_declares_everything_the_registry_needs(scratch_backend)
     assert pipeline.register_backend(Declared) is Declared
     info = pipeline.get_backend("declared")
     assert (info.backend_cls, info.accepts, info.version, info.carries_code, info.reproducible) == (
-        Declared, ("export",), "2.0", True, True)
+        Declared,
+        ("export",),
+        "2.0",
+        True,
+        True,
+    )
     assert pipeline.get_backend_preprocess_function("declared") is Declared.preprocess
 
 

@@ -38,8 +38,9 @@ PATHS = ["sub1.submodule", "sub2.submodule"]
 def test_selected_submodules_are_lowered_and_the_rest_is_untouched(inputs, xh):
     outer = OuterModule()
     example_inputs = {"none": None, "tuple": xh, "as_to_backend_takes_them": {"forward": xh}}[inputs]
-    lowered = pipeline.to_backend_selective("test_backend", outer, PATHS, {"forward": {}},
-                                            example_inputs=example_inputs)
+    lowered = pipeline.to_backend_selective(
+        "test_backend", outer, PATHS, {"forward": {}}, example_inputs=example_inputs
+    )
     use_export = example_inputs is not None
     torch.testing.assert_close(lowered(*xh), outer(*xh))
     assert isinstance(lowered.sub1.submodule, pipeline.LoweredModule)

@@ -29,7 +29,7 @@ def _integer_fields():
             kind = hints[field.name]
             if kind is int or kind == typing.Optional[int]:
                 yield pytest.param(name, field.name, HUGE, id=f"{name}.{field.name}")
-            elif kind == typing.Optional[typing.List[typing.List[int]]]:
+            elif kind == typing.Optional[list[list[int]]]:
                 yield pytest.param(name, field.name, [[HUGE]], id=f"{name}.{field.name}")
 
 
@@ -38,8 +38,14 @@ FIELDS = list(_integer_fields())
 
 def test_the_audit_finds_the_integer_fields():
     found = {param.id for param in FIELDS}
-    assert {"onnxruntime.intra_op_num_threads", "onnxruntime.inter_op_num_threads", "openvino.threads",
-            "executorch.threads", "inductor.cpp_threads", "onnxruntime.input_shapes"} <= found
+    assert {
+        "onnxruntime.intra_op_num_threads",
+        "onnxruntime.inter_op_num_threads",
+        "openvino.threads",
+        "executorch.threads",
+        "inductor.cpp_threads",
+        "onnxruntime.input_shapes",
+    } <= found
 
 
 @pytest.mark.parametrize("backend, field, value", FIELDS)

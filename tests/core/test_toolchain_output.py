@@ -48,7 +48,11 @@ def test_lowering_saving_loading_and_calling_print_nothing(tmp_path, backend):
     """Each step in a fresh process: runtimes print as they are first imported and loaded."""
     path = tmp_path / "model.lowered"
     for script in (LOWER_AND_SAVE, LOAD_AND_CALL):
-        done = subprocess.run([sys.executable, "-c", textwrap.dedent(script), backend, str(path)],
-                              capture_output=True, text=True, timeout=600)
+        done = subprocess.run(
+            [sys.executable, "-c", textwrap.dedent(script), backend, str(path)],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert done.returncode == 0, done.stderr[-3000:]
         assert done.stdout == "" and done.stderr == "", (done.stdout + done.stderr)[-3000:]

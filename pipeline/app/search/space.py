@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
+from typing import Any
 
 from hydra.core.override_parser.types import Override, Transformer
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
@@ -40,37 +41,37 @@ class Param:
 
 @dataclass
 class SearchSpace:
-    fixed: List[str]  # override lines every trial gets, as given
-    common: List[Param]  # searched in every trial (``backend`` itself first, if searched)
-    by_backend: Dict[str, List[Param]] = field(default_factory=dict)  # searched when that backend is chosen
-    fixed_by_backend: Dict[str, List[str]] = field(default_factory=dict)  # set when that backend is chosen
+    fixed: list[str]  # override lines every trial gets, as given
+    common: list[Param]  # searched in every trial (``backend`` itself first, if searched)
+    by_backend: dict[str, list[Param]] = field(default_factory=dict)  # searched when that backend is chosen
+    fixed_by_backend: dict[str, list[str]] = field(default_factory=dict)  # set when that backend is chosen
 
-    def suggest(self, trial: Any) -> Dict[str, Any]:
+    def suggest(self, trial: Any) -> dict[str, Any]:
         """Sample a trial's parameters, define-by-run: the backend first, then that backend's options."""
         values = {p.name: suggest(trial, p) for p in self.common}
         for param in self.by_backend.get(str(values.get(BACKEND)), []):
             values[param.name] = suggest(trial, param)
         return values
 
-    def overrides(self, values: Dict[str, Any]) -> List[str]:
+    def overrides(self, values: dict[str, Any]) -> list[str]:
         """The trial's override lines: the fixed ones, then each parameter's ``key=value``."""
         keys = {p.name: p.key for p in self.common + [p for ps in self.by_backend.values() for p in ps]}
         backend = str(values.get(BACKEND))
         lines = list(self.fixed) + list(self.fixed_by_backend.get(backend, []))
         return lines + [f"{keys[name]}={as_override_text(value)}" for name, value in values.items()]
 
-    def size(self) -> Optional[int]:
+    def size(self) -> int | None:
         """How many distinct configurations there are; None if a parameter is continuous."""
         try:
             return sum(1 for _ in self.configurations())
         except SearchConfigError:
             return None
 
-    def configurations(self) -> Iterator[Dict[str, Any]]:
+    def configurations(self) -> Iterator[dict[str, Any]]:
         """Every configuration once (the grid), backend by backend; raises for a continuous parameter."""
         backend = next((p for p in self.common if p.name == BACKEND), None)
         others = [p for p in self.common if p.name != BACKEND]
-        for choice in (values_of(backend) if backend else [None]):
+        for choice in values_of(backend) if backend else [None]:
             params = others + self.by_backend.get(str(choice), [])
             for combination in itertools.product(*(values_of(p) for p in params)):
                 values = {BACKEND: choice} if backend else {}
@@ -78,13 +79,17 @@ class SearchSpace:
                 yield values
 
 
-def build_space(overrides: Sequence[Override], backend_params: Dict[str, Sequence[Override]],
-                has_key: Callable[[str, str], bool]) -> SearchSpace:
+def build_space(
+    overrides: Sequence[Override], backend_params: dict[str, Sequence[Override]], has_key: Callable[[str, str], bool]
+) -> SearchSpace:
     """``has_key(backend, key)``: whether ``key`` is in the config composed with ``backend=<backend>``."""
     space = SearchSpace(fixed=[], common=[])
     backend_override = next((o for o in overrides if o.key_or_group == BACKEND), None)
-    searched_backends = ([str(v) for v in backend_override.sweep_iterator(transformer=Transformer.encode)]
-                         if backend_override is not None and backend_override.is_sweep_override() else None)
+    searched_backends = (
+        [str(v) for v in backend_override.sweep_iterator(transformer=Transformer.encode)]
+        if backend_override is not None and backend_override.is_sweep_override()
+        else None
+    )
     for override in overrides:
         key = override.get_key_element()
         if not override.is_sweep_override():
@@ -92,12 +97,15 @@ def build_space(overrides: Sequence[Override], backend_params: Dict[str, Sequenc
         elif searched_backends and override.key_or_group.startswith(BACKEND + ".") and not override.is_add():
             owners = [b for b in searched_backends if has_key(b, override.key_or_group)]
             if not owners:
-                raise SearchConfigError(f"{key}: none of the searched backends ({', '.join(searched_backends)}) "
-                                        "has this option; list it under hydra.sweeper.backend_params.<backend> "
-                                        "to search it anyway.")
+                raise SearchConfigError(
+                    f"{key}: none of the searched backends ({', '.join(searched_backends)}) "
+                    "has this option; list it under hydra.sweeper.backend_params.<backend> "
+                    "to search it anyway."
+                )
             for backend in owners:
                 space.by_backend.setdefault(backend, []).append(
-                    Param(f"{backend}:{key}", key, distribution_of(override)))
+                    Param(f"{backend}:{key}", key, distribution_of(override))
+                )
         else:
             param = Param(key, key, distribution_of(override))
             if override.key_or_group == BACKEND:  # sampled first: it decides which options come after
@@ -106,14 +114,17 @@ def build_space(overrides: Sequence[Override], backend_params: Dict[str, Sequenc
                 space.common.append(param)
     for backend, params in backend_params.items():
         if searched_backends is None or backend not in searched_backends:
-            raise SearchConfigError(f"hydra.sweeper.backend_params.{backend}: {backend!r} is not among the searched "
-                                    f"backends ({', '.join(searched_backends or []) or 'backend is not searched'}); "
-                                    "search it with backend=choice(...).")
+            raise SearchConfigError(
+                f"hydra.sweeper.backend_params.{backend}: {backend!r} is not among the searched "
+                f"backends ({', '.join(searched_backends or []) or 'backend is not searched'}); "
+                "search it with backend=choice(...)."
+            )
         for override in params:
             key = override.get_key_element()
             if override.is_sweep_override():
                 space.by_backend.setdefault(backend, []).append(
-                    Param(f"{backend}:{key}", key, distribution_of(override)))
+                    Param(f"{backend}:{key}", key, distribution_of(override))
+                )
             else:
                 space.fixed_by_backend.setdefault(backend, []).append(f"{key}={override.get_value_element_as_str()}")
     return space
@@ -144,8 +155,10 @@ def distribution_of(override: Override) -> BaseDistribution:
         if "int" in value.tags:
             return IntDistribution(math.ceil(value.start), math.ceil(value.end) - 1, log=log)
         return FloatDistribution(value.start, value.end, log=log)
-    raise SearchConfigError(f"{key}: {override.get_value_element_as_str()} cannot be searched; use choice(...), "
-                            "range(...) or interval(...).")
+    raise SearchConfigError(
+        f"{key}: {override.get_value_element_as_str()} cannot be searched; use choice(...), "
+        "range(...) or interval(...)."
+    )
 
 
 def suggest(trial: Any, param: Param) -> Any:
@@ -157,14 +170,15 @@ def suggest(trial: Any, param: Param) -> Any:
     return trial.suggest_float(param.name, d.low, d.high, step=d.step, log=d.log)
 
 
-def values_of(param: Param) -> List[Any]:
+def values_of(param: Param) -> list[Any]:
     d = param.distribution
     if isinstance(d, CategoricalDistribution):
         return list(d.choices)
     if isinstance(d, IntDistribution) and not d.log:
         return list(range(d.low, d.high + 1, d.step))
-    raise SearchConfigError(f"{param.name}: a continuous interval has no grid; use choice(...) or range(...), "
-                            "or sampler=tpe/random.")
+    raise SearchConfigError(
+        f"{param.name}: a continuous interval has no grid; use choice(...) or range(...), or sampler=tpe/random."
+    )
 
 
 def as_override_text(value: Any) -> str:

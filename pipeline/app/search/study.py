@@ -10,7 +10,7 @@ its trial says ``duplicate_of``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, List
+from typing import Any
 
 import optuna
 
@@ -19,8 +19,9 @@ from pipeline.app.search.config import SearchConfigError
 STUDY_FILE = "study.journal"
 
 
-def open_study(sweep_dir: Path, name: str, sampler_name: str, seed: int, n_startup_trials: int,
-               objectives: List[str]) -> optuna.Study:
+def open_study(
+    sweep_dir: Path, name: str, sampler_name: str, seed: int, n_startup_trials: int, objectives: list[str]
+) -> optuna.Study:
     """Create the study, or load it if the sweep directory has one; the sampler is seeded from ``seed`` and the
     number of trials so far, so that a resumed search does not propose its first trials again."""
     from optuna.storages import JournalStorage
@@ -33,8 +34,10 @@ def open_study(sweep_dir: Path, name: str, sampler_name: str, seed: int, n_start
     study = optuna.create_study(study_name=name, storage=storage, directions=directions, load_if_exists=True)
     recorded = study.user_attrs.get("objectives")
     if recorded is not None and recorded != objectives:
-        raise ValueError(f"{sweep_dir / STUDY_FILE}: this study was run with objectives={recorded}, not "
-                         f"{objectives}; continue it with the same objectives, or use another hydra.sweep.dir.")
+        raise ValueError(
+            f"{sweep_dir / STUDY_FILE}: this study was run with objectives={recorded}, not "
+            f"{objectives}; continue it with the same objectives, or use another hydra.sweep.dir."
+        )
     study.set_user_attr("objectives", objectives)
     study.sampler = make_sampler(sampler_name, seed + len(study.trials), n_startup_trials)
     return study
@@ -76,12 +79,17 @@ def check_journal(path: Path) -> None:
             attributes = entry.get("user_attr")
             for name, value in attributes.items() if isinstance(attributes, dict) else ():
                 kind = TRIAL_ATTRIBUTES.get(name)
-                if kind is not None and (not isinstance(value, kind) or isinstance(value, bool)
-                                         or (kind is int and value < 0)
-                                         or (name == "overrides" and not all(isinstance(o, str) for o in value))):
-                    raise JournalError(f"{where}: trial attribute {name!r} is {value!r}; the search writes "
-                                       f"{'a list of override strings' if kind is list else 'a ' + kind.__name__}"
-                                       f"{' >= 0' if kind is int else ''}.")
+                if kind is not None and (
+                    not isinstance(value, kind)
+                    or isinstance(value, bool)
+                    or (kind is int and value < 0)
+                    or (name == "overrides" and not all(isinstance(o, str) for o in value))
+                ):
+                    raise JournalError(
+                        f"{where}: trial attribute {name!r} is {value!r}; the search writes "
+                        f"{'a list of override strings' if kind is list else 'a ' + kind.__name__}"
+                        f"{' >= 0' if kind is int else ''}."
+                    )
 
 
 def make_sampler(name: str, seed: int, n_startup_trials: int) -> optuna.samplers.BaseSampler:
@@ -90,7 +98,7 @@ def make_sampler(name: str, seed: int, n_startup_trials: int) -> optuna.samplers
     return optuna.samplers.RandomSampler(seed=seed)  # random; grid trials are enqueued, their sampler unused
 
 
-def unfinished(study: optuna.Study) -> List[Any]:
+def unfinished(study: optuna.Study) -> list[Any]:
     """Trials an earlier invocation asked for but never told: it was stopped while they ran."""
     return [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.RUNNING]
 

@@ -16,8 +16,9 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
@@ -43,10 +44,20 @@ _ABSENT = object()
 
 
 class Search(Sweeper):
-    def __init__(self, n_trials: int = 20, timeout: Optional[float] = None, n_jobs: int = 1, seed: int = 0,
-                 sampler: str = "tpe", n_startup_trials: int = 4, objectives: Sequence[str] = ("latency",),
-                 study_name: str = "search", params: Optional[Dict[str, Any]] = None,
-                 backend_params: Optional[Dict[str, Dict[str, Any]]] = None, **unknown: Any):
+    def __init__(
+        self,
+        n_trials: int = 20,
+        timeout: float | None = None,
+        n_jobs: int = 1,
+        seed: int = 0,
+        sampler: str = "tpe",
+        n_startup_trials: int = 4,
+        objectives: Sequence[str] = ("latency",),
+        study_name: str = "search",
+        params: dict[str, Any] | None = None,
+        backend_params: dict[str, dict[str, Any]] | None = None,
+        **unknown: Any,
+    ):
         if unknown:  # the ConfigStore schema catches typos on the command line; this, a hand-written _target_
             raise TypeError(f"hydra.sweeper: unknown option(s) {sorted(unknown)}")
         import importlib.util
@@ -59,16 +70,17 @@ class Search(Sweeper):
         self.sampler, self.n_startup_trials, self.study_name = sampler, n_startup_trials, study_name
         self.params = dict(params or {})
         self.backend_params = {str(b): dict(p or {}) for b, p in (backend_params or {}).items()}
-        self.hydra_context: Optional[HydraContext] = None
-        self.config: Optional[DictConfig] = None
+        self.hydra_context: HydraContext | None = None
+        self.config: DictConfig | None = None
         self.launcher: Any = None
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.hydra_context, self.config = hydra_context, config
         self.launcher = Plugins.instance().instantiate_launcher(
-            hydra_context=hydra_context, task_function=task_function, config=config)
+            hydra_context=hydra_context, task_function=task_function, config=config
+        )
 
-    def sweep(self, arguments: List[str]) -> List[Sequence[JobReturn]]:
+    def sweep(self, arguments: list[str]) -> list[Sequence[JobReturn]]:
         from pipeline.app.search.results import write_results
         from pipeline.app.search.study import open_study
 
@@ -85,9 +97,16 @@ class Search(Sweeper):
             for values in space.configurations():
                 study.enqueue_trial(values, skip_if_exists=True)
         size = space.size()
-        log.info("search: %d trials (sampler %s, seed %d, %s) into %s; %d trials so far%s", self.n_trials,
-                 self.sampler, self.seed, "+".join(self.objectives), sweep_dir, len(study.trials),
-                 f"; {size} configurations in all" if size is not None else "")
+        log.info(
+            "search: %d trials (sampler %s, seed %d, %s) into %s; %d trials so far%s",
+            self.n_trials,
+            self.sampler,
+            self.seed,
+            "+".join(self.objectives),
+            sweep_dir,
+            len(study.trials),
+            f"; {size} configurations in all" if size is not None else "",
+        )
         returns = self.run_trials(study, space, sweep_dir, next_job, size)
         results = write_results(sweep_dir, study, self.objectives)
         if results["best"] is None:
@@ -95,44 +114,51 @@ class Search(Sweeper):
             sys.exit(1)
         return returns
 
-    def search_space(self, arguments: List[str]) -> SearchSpace:
+    def search_space(self, arguments: list[str]) -> SearchSpace:
         """``hydra.sweeper.params``, then the command line (which wins for a key given in both)."""
         from pipeline.app.search.space import build_space
 
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         lines = [f"{key}={value}" for key, value in self.params.items()] + list(arguments)
-        latest: Dict[str, Override] = {}
+        latest: dict[str, Override] = {}
         for override in parser.parse_overrides(lines):
             latest.pop(override.get_key_element(), None)
             latest[override.get_key_element()] = override
         overrides = list(latest.values())
-        per_backend = {backend: parser.parse_overrides([f"{k}={v}" for k, v in params.items()])
-                       for backend, params in self.backend_params.items()}
+        per_backend = {
+            backend: parser.parse_overrides([f"{k}={v}" for k, v in params.items()])
+            for backend, params in self.backend_params.items()
+        }
         fixed = [o.input_line for o in overrides if not o.is_sweep_override()]
-        composed: Dict[str, DictConfig] = {}
+        composed: dict[str, DictConfig] = {}
 
         def has_key(backend: str, key: str) -> bool:
             if backend not in composed:
                 composed[backend] = self.hydra_context.config_loader.load_sweep_config(
-                    self.config, fixed + [f"backend={backend}"])
+                    self.config, fixed + [f"backend={backend}"]
+                )
             return OmegaConf.select(composed[backend], key, default=_ABSENT) is not _ABSENT
 
         return build_space(overrides, per_backend, has_key)
 
-    def run_trials(self, study: optuna.Study, space: SearchSpace, sweep_dir: Path, next_job: int,
-                   size: Optional[int]) -> List[Sequence[JobReturn]]:
+    def run_trials(
+        self, study: optuna.Study, space: SearchSpace, sweep_dir: Path, next_job: int, size: int | None
+    ) -> list[Sequence[JobReturn]]:
         from pipeline.app.search.study import config_key
 
-        tried = {config_key(t.params): t.number for t in study.trials
-                 if t.state.is_finished() and "duplicate_of" not in t.user_attrs}
-        returns: List[Sequence[JobReturn]] = []
+        tried = {
+            config_key(t.params): t.number
+            for t in study.trials
+            if t.state.is_finished() and "duplicate_of" not in t.user_attrs
+        }
+        returns: list[Sequence[JobReturn]] = []
         started, launched, repeats = time.monotonic(), 0, 0
         while launched < self.n_trials:
             if self.timeout is not None and time.monotonic() - started > self.timeout:
                 log.info("search: timeout of %gs reached after %d trials", self.timeout, launched)
                 break
-            batch: List[Tuple[optuna.trial.Trial, Dict[str, Any]]] = []
-            repeated: List[Tuple[optuna.trial.Trial, int]] = []  # (trial, the trial number it repeats)
+            batch: list[tuple[optuna.trial.Trial, dict[str, Any]]] = []
+            repeated: list[tuple[optuna.trial.Trial, int]] = []  # (trial, the trial number it repeats)
             while len(batch) < min(self.n_jobs, self.n_trials - launched) and repeats < MAX_REPEATS:
                 if size is not None and len(tried) >= size:
                     break
@@ -153,13 +179,23 @@ class Search(Sweeper):
             for trial, earlier in repeated:
                 tell_repeat(study, trial, earlier)
             if not batch:
-                log.info("search: every configuration has been tried (%s)", f"{size} in all" if size is not None
-                         else f"{MAX_REPEATS} proposals in a row repeated earlier trials")
+                log.info(
+                    "search: every configuration has been tried (%s)",
+                    f"{size} in all"
+                    if size is not None
+                    else f"{MAX_REPEATS} proposals in a row repeated earlier trials",
+                )
                 break
         return returns
 
-    def launch_batch(self, study: optuna.Study, space: SearchSpace, sweep_dir: Path,
-                     batch: List[Tuple[optuna.trial.Trial, Dict[str, Any]]], first_job: int) -> Sequence[JobReturn]:
+    def launch_batch(
+        self,
+        study: optuna.Study,
+        space: SearchSpace,
+        sweep_dir: Path,
+        batch: list[tuple[optuna.trial.Trial, dict[str, Any]]],
+        first_job: int,
+    ) -> Sequence[JobReturn]:
         from pipeline.app.search.results import describe
 
         overrides = [space.overrides(values) for _, values in batch]
@@ -171,17 +207,21 @@ class Search(Sweeper):
         except Exception as error:
             for trial, _ in batch:
                 tell(study, trial, Outcome(False, "config", f"does not compose: {error}"), self.objectives)
-            raise SearchConfigError(f"the search space gives a config that does not compose: "
-                                    f"{' '.join(overrides[0])}: {error}") from None
+            raise SearchConfigError(
+                f"the search space gives a config that does not compose: {' '.join(overrides[0])}: {error}"
+            ) from None
         launcher_error = None
         try:
-            job_returns: Sequence[Optional[JobReturn]] = self.launcher.launch(overrides, initial_job_idx=first_job)
+            job_returns: Sequence[JobReturn | None] = self.launcher.launch(overrides, initial_job_idx=first_job)
         except Exception as error:  # e.g. a launcher whose workers died: the trials fail, the search goes on
             log.error("search: the launcher failed for jobs %d-%d: %s", first_job, first_job + len(batch) - 1, error)
             job_returns, launcher_error = [None] * len(batch), f"the launcher failed: {error}"
         for index, ((trial, _), job_return) in enumerate(zip(batch, job_returns)):
-            outcome = outcome_of(read_report(job_dir(sweep_dir, job_return, first_job + index)), self.objectives,
-                                 launcher_error or job_error(job_return))
+            outcome = outcome_of(
+                read_report(job_dir(sweep_dir, job_return, first_job + index)),
+                self.objectives,
+                launcher_error or job_error(job_return),
+            )
             tell(study, trial, outcome, self.objectives)
             log.info("trial %d (job %d): %s", trial.number, first_job + index, describe(outcome, self.objectives))
         return [r for r in job_returns if r is not None]
@@ -199,13 +239,15 @@ class Search(Sweeper):
             tell(study, optuna.trial.Trial(study, trial._trial_id), outcome, self.objectives)
 
 
-def tell(study: optuna.Study, trial: optuna.trial.Trial, outcome: Outcome, objectives: List[str]) -> None:
+def tell(study: optuna.Study, trial: optuna.trial.Trial, outcome: Outcome, objectives: list[str]) -> None:
     """Feasible: complete, with its objective values. Infeasible: failed, so the sampler learns nothing from a
     latency it should not have; the reason is kept with the trial either way."""
     import optuna
 
-    trial.set_user_attr("outcome", {"status": outcome.status, "reason": outcome.reason, "values": outcome.values,
-                                    "feasible": outcome.feasible})
+    trial.set_user_attr(
+        "outcome",
+        {"status": outcome.status, "reason": outcome.reason, "values": outcome.values, "feasible": outcome.feasible},
+    )
     if outcome.feasible:
         study.tell(trial, outcome.objective_values(objectives))
     else:
@@ -224,7 +266,7 @@ def tell_repeat(study: optuna.Study, trial: optuna.trial.Trial, earlier: int) ->
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
 
 
-def job_dir(sweep_dir: Path, job_return: Optional[JobReturn], num: int) -> Path:
+def job_dir(sweep_dir: Path, job_return: JobReturn | None, num: int) -> Path:
     """Where the job wrote: the run_dir its report names if it returned one, else ``<sweep dir>/<num>``."""
     value = job_return._return_value if job_return is not None and job_return.status == JobStatus.COMPLETED else None
     if isinstance(value, dict) and value.get("run_dir"):
@@ -232,7 +274,7 @@ def job_dir(sweep_dir: Path, job_return: Optional[JobReturn], num: int) -> Path:
     return sweep_dir / str(num)
 
 
-def job_error(job_return: Optional[JobReturn]) -> Optional[str]:
+def job_error(job_return: JobReturn | None) -> str | None:
     if job_return is None:
         return "the launcher returned nothing for this job"
     if job_return.status == JobStatus.FAILED:
