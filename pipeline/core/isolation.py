@@ -32,9 +32,9 @@ from typing import Any
 import torch
 
 from pipeline.core import toolchain_output
-from pipeline.core.backend import BackendInfo
 from pipeline.core.errors import ArtifactError
 from pipeline.core.forked import can_fork, run_in_child
+from pipeline.core.registry import BackendInfo
 
 TAIL_BYTES = 4096  # of the child's native stderr read back after a death
 TAIL_LINES = 6

@@ -87,7 +87,7 @@ def test_profile_names_each_kernel_with_its_handles(mlp):
 def test_runner_failure_is_a_backend_runtime_error(mlp):
     _, _, lowered, _ = mlp
     with pytest.raises(pipeline.BackendRuntimeError) as raised:
-        lowered.runtime.execute(lowered.compiled("forward"), [])
+        lowered.compiled("forward")([])
     assert raised.value.debug_handles == [-1]
 
 

@@ -2,6 +2,7 @@
 
 import ast
 import dataclasses
+import functools
 import inspect
 import re
 import tempfile
@@ -92,9 +93,9 @@ class EchoArgs(pipeline.Backend):
     """Returns what execute received, so a test sees the argument order."""
 
     def compile(self, payload, spec):
-        return {m: m for m in spec}
+        return {m: functools.partial(self.run, m) for m in spec}
 
-    def execute(self, handle, inputs):
+    def run(self, handle, inputs):
         codes = {torch.Tensor: -1.0, type(None): -2.0}
         return [torch.tensor([codes.get(type(v), v) for v in inputs], dtype=torch.float)]
 
@@ -174,9 +175,9 @@ class Recording(pipeline.Backend):
     calls: list = []
 
     def compile(self, payload, spec):
-        return {m: m for m in spec}
+        return {m: functools.partial(self.run, m) for m in spec}
 
-    def execute(self, handle, inputs):
+    def run(self, handle, inputs):
         Recording.calls.append((handle, inputs))
         return [inputs[0] + inputs[1], inputs[0] - inputs[1]]
 
@@ -199,9 +200,9 @@ def test_generated_code_is_readable_python_that_calls_execute_once_with_the_argu
 
 class WrongCount(pipeline.Backend):
     def compile(self, payload, spec):
-        return {m: m for m in spec}
+        return {m: functools.partial(self.run, m) for m in spec}
 
-    def execute(self, handle, inputs):
+    def run(self, handle, inputs):
         return [inputs[0]]  # forward of BasicModule returns two values
 
 

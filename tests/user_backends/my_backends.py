@@ -35,18 +35,22 @@ class JitBackend(pipeline.Backend):
 
     def compile(self, payload, method_compile_spec):
         module = torch.jit.load(io.BytesIO(payload)).eval()
-        return {method: (module, method) for method in method_compile_spec}
+        return {method: self.runner(getattr(module, method)) for method in method_compile_spec}
 
-    def execute(self, handle, inputs):
-        module, method = handle
-        return pytree.tree_leaves(getattr(module, method)(*inputs))
+    def runner(self, method):
+        """One method's runner: the flat inputs in, the flat output leaves out."""
+        return lambda inputs: pytree.tree_leaves(method(*inputs))
 
 
 class OffByOneBackend(JitBackend):
-    def execute(self, handle, inputs):
-        return [leaf + 1e-3 for leaf in super().execute(handle, inputs)]
+    def runner(self, method):
+        run = super().runner(method)
+        return lambda inputs: [leaf + 1e-3 for leaf in run(inputs)]
 
 
 class FailingBackend(JitBackend):
-    def execute(self, handle, inputs):
-        raise pipeline.BackendRuntimeError("kernel 0 ran out of scratch memory", debug_handles=[0])
+    def runner(self, method):
+        def run(inputs):
+            raise pipeline.BackendRuntimeError("kernel 0 ran out of scratch memory", debug_handles=[0])
+
+        return run
