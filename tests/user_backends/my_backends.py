@@ -24,8 +24,8 @@ class JitBackend(pipeline.Backend):
         optimize: bool = False  # torch.jit.optimize_for_inference on load
 
     @staticmethod
-    def preprocess(module, method_compile_spec, generate_debug_handles):
-        for method in method_compile_spec:
+    def preprocess(module, specs, generate_debug_handles):
+        for method in specs:  # {method: CompileSpec instance}
             graph = getattr(module, method).graph.copy()
             torch._C._jit_pass_inline(graph)
             generate_debug_handles(graph, method)
@@ -33,9 +33,9 @@ class JitBackend(pipeline.Backend):
         torch.jit.save(module, buffer)
         return buffer.getvalue()
 
-    def compile(self, payload, method_compile_spec):
+    def compile(self, payload, specs):
         module = torch.jit.load(io.BytesIO(payload)).eval()
-        return {method: self.runner(getattr(module, method)) for method in method_compile_spec}
+        return {method: self.runner(getattr(module, method)) for method in specs}
 
     def runner(self, method):
         """One method's runner: the flat inputs in, the flat output leaves out."""
