@@ -8,7 +8,7 @@ docstring). The loader unpacks the package into a fresh ``aotinductor_*``
 directory under the system temp directory (C++ ``temp_directory_path()``, which
 reads ``TMPDIR``); with ``TMPDIR`` pointed at the private directory during the
 load, it unpacks there instead, and the private directory is removed when the
-method's handle is released or the process exits. ``execute`` passes the
+method's runner is released or the process exits. The runner passes the
 flattened tensor arguments to the package's runner (``loader.boxed_run``, what
 ``AOTICompiledModel.__call__`` calls after flattening) and returns its flat
 list of outputs. A failure of the runner becomes `pipeline.BackendRuntimeError`

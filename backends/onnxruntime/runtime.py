@@ -1,6 +1,6 @@
 """The runtime half: one ``onnxruntime.InferenceSession`` per method.
 
-``execute`` feeds the method's tensor arguments to the session by the ONNX
+Each runner feeds the method's tensor arguments to the session by the ONNX
 graph's input names, runs it and returns the outputs as torch tensors (they
 share memory with the arrays onnxruntime returns). An onnxruntime failure
 becomes `pipeline.BackendRuntimeError` with the debug handles of the node

@@ -55,7 +55,7 @@ def preprocess(
 
 def feeding_plan(program: torch.export.ExportedProgram, converted: Converted) -> bool:
     """Whether the method's arguments are its IR inputs already, in order: one tensor each, nothing nested
-    and no keyword arguments (execute then skips flattening them)."""
+    and no keyword arguments (the runner then skips flattening them)."""
     in_spec = program.call_spec.in_spec
     args_spec = in_spec.child(0) if in_spec is not None and in_spec.num_children else None
     return bool(

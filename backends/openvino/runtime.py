@@ -4,7 +4,7 @@
 bytes must be IR, `received_ir`), compiles
 it for the CPU with the spec's config, checks that the precision the compiled
 model reports is the one the spec asks for, and creates the method's infer
-request once. ``execute`` wraps each argument's memory in an OpenVINO tensor
+request once. The runner wraps each argument's memory in an OpenVINO tensor
 without copying it (``shared_memory=True``) and makes one call of the C++
 request's ``infer``, which sets the inputs, runs synchronously and returns
 copies of the outputs (the request's own buffers are overwritten by the next

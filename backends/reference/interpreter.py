@@ -2,7 +2,7 @@
 
 ``compile`` turns each method's instructions into steps with their kernels
 looked up once (`ops.kernel_for`) and operands turned into readers of a flat
-value table. ``execute`` binds the flattened inputs, runs the steps under
+value table. The runner binds the flattened inputs, runs the steps under
 ``torch.no_grad()`` (the backend runs inference) and returns the output
 leaves. A failing step raises `pipeline.BackendRuntimeError` with its
 instruction's debug handle, so the lowered module can point at the source line.

@@ -2,7 +2,7 @@
 
 ``compile`` loads the payload (frozen when lowered, if the spec said so) with
 ``torch.jit.load`` (TorchScript's own reader; see the package docstring), puts
-it in eval mode and, if the spec says so, runs ``torch.jit.optimize_for_inference``. ``execute`` calls the
+it in eval mode and, if the spec says so, runs ``torch.jit.optimize_for_inference``. Each runner calls the
 method under ``torch.no_grad()`` with the arguments in signature order
 (keyword-only ones by name) and returns the output's pytree leaves. A failure
 inside the module becomes `pipeline.BackendRuntimeError` with the handles of

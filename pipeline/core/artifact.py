@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import functools
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
@@ -126,7 +127,7 @@ def artifact_bytes(lowered: LoweredModule) -> bytes:
     return _zip(members, stored) if stored else archive
 
 
-def _zip(members: dict[str, bytes], stored) -> bytes:
+def _zip(members: dict[str, bytes], stored: Sequence[str]) -> bytes:
     buffer = BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
         for name, data in members.items():

@@ -22,7 +22,7 @@ holds one per binding version. Binding 0 is what artifact versions 2 and 3 hold
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,7 +92,7 @@ TEMPLATES = {
 @dataclass
 class GeneratedMethods:
     source: str
-    functions: dict[str, Callable]
+    functions: dict[str, Callable[..., Any]]
 
 
 def render_methods(
@@ -198,7 +198,7 @@ def _method_source(
 def _call_plan(
     method: str, signature: MethodSignature, namespace: dict[str, Any]
 ) -> tuple[list[str], list[str], list[str]]:
-    """The expressions passed to ``execute``, the checks that the call is the one captured, and the
+    """The expressions passed to the runner, the checks that the call is the one captured, and the
     global names bound for them.
 
     Only identifiers are written into the source; every captured value and
@@ -275,7 +275,7 @@ def _spec_text(spec: pytree.TreeSpec) -> str:
         return "(not serializable)"
 
 
-def _rebuild_expression(spec: pytree.TreeSpec, leaves) -> Any:
+def _rebuild_expression(spec: pytree.TreeSpec, leaves: Iterator[str]) -> Any:
     """A Python expression that rebuilds ``spec`` from leaf names, or None for custom nodes."""
     if spec.is_leaf():
         return next(leaves)

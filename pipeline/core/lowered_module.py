@@ -202,4 +202,4 @@ def check_method_name(name: Any) -> str:
             "its own (lowered method names may not start with '_' or be a torch.nn.Module or LoweredModule "
             "attribute, except 'forward')."
         )
-    return name
+    return str(name)

@@ -172,8 +172,8 @@ def build_module(
         generated = generate_methods(backend.name, {m: (signatures[m], outputs[m]) for m in specs})
     with seconds.step("compile"):
         runners = compile_runners(backend.name, runtime, held["payload"], specs, handle_map)
-    module_type: Any = LoweredModule if partition is None else PartitionedModule
-    extra = {} if partition is None else {"partition": partition}
+    module_type: type[LoweredModule] = LoweredModule if partition is None else PartitionedModule
+    extra: dict[str, Any] = {} if partition is None else {"partition": partition}
     return module_type(
         backend_name=backend.name,
         backend_version=backend.version,
@@ -484,18 +484,19 @@ def _as_preprocess_result(backend_name: str, result: Any) -> PreprocessResult:
 def _json_notes(backend_name: str, notes: Any) -> dict[str, Any]:
     """The backend's notes, checked to be plain JSON (they go into reports and artifacts)."""
     try:
-        return json.loads(json.dumps(notes, sort_keys=True, allow_nan=False))
+        plain: dict[str, Any] = json.loads(json.dumps(notes, sort_keys=True, allow_nan=False))
+        return plain
     except (TypeError, ValueError) as error:
         raise LoweringError(
             f"Backend {backend_name!r}: PreprocessResult.notes must be plain JSON values: {error}"
         ) from None
 
 
-def _submodule(root: torch.nn.Module, path: str):
+def _submodule(root: torch.nn.Module, path: str) -> tuple[torch.nn.Module, str, torch.nn.Module]:
     """(parent, attribute, submodule) for a dotted path, with errors that name the path."""
     if not path:
         raise LoweringError("Selective lowering needs non-empty dotted paths to submodules, e.g. 'sub1.submodule'.")
-    parent, current = None, root
+    parent, current = root, root  # the loop runs at least once: the path is not empty
     atoms = path.split(".")
     for depth, atom in enumerate(atoms):
         prefix = ".".join(atoms[:depth]) or type(root).__name__
@@ -536,7 +537,9 @@ def _record_inputs(model: torch.nn.Module, targets: dict[str, Any], example_inpu
     hooks = []
     for path, (_, _, submodule) in targets.items():
 
-        def hook(mod, call_args, call_kwargs, path=path):
+        def hook(
+            mod: torch.nn.Module, call_args: tuple[Any, ...], call_kwargs: dict[str, Any], path: str = path
+        ) -> None:
             recorded.setdefault(path, {"args": tuple(call_args), "kwargs": dict(call_kwargs)})
 
         hooks.append(submodule.register_forward_pre_hook(hook, with_kwargs=True))
