@@ -13,6 +13,7 @@ error types. `pipeline.core.backend` re-exports all of it.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
@@ -84,6 +85,7 @@ __all__ = [
 ]
 
 
+@functools.cache  # one metadata lookup per package set, whatever imports a backend
 def backend_version(runtime_packages: tuple[str, ...]) -> str:
     """The pipeline's version, with each runtime package's installed version as a local part:
     ``"0.1.0"`` for none, ``"0.1.0+onnxruntime.1.23.2"`` for ``("onnxruntime",)`` (``missing`` when

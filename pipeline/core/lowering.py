@@ -113,7 +113,10 @@ def lower(
     seconds = StepSeconds()
     with seconds.step("resolve"):
         backend = get_backend(backend_name)
-        specs, options = resolve_specs(backend, method_compile_spec)
+        try:
+            specs, options = resolve_specs(backend, method_compile_spec)
+        except SpecError as error:
+            raise SpecError(f"Backend {backend_name!r}: {error}") from None
     with seconds.step("capture"):
         captured = _accepted(backend, as_captured(program, list(specs)))
     with seconds.step("handles"):
@@ -148,10 +151,29 @@ def lower(
 
 
 def codegen_backend_module(
-    backend_name: str, program: Any, method_compile_spec: MethodCompileSpec, **options: Any
+    backend_name: str,
+    program: Any,
+    method_compile_spec: MethodCompileSpec,
+    *,
+    debug_handles: str = "sequential",
+    original_methods: Sequence[str] = (),
+    hierarchy_prefix: HierarchyPath = (),
+    top_type: str | None = None,
+    partition: bool = False,
+    min_nodes: int = 1,
 ) -> LoweredModule:
-    """The original's name for lowering a captured program: `lower`'s module (same arguments)."""
-    return lower(backend_name, program, method_compile_spec, **options).module
+    """The original's name for lowering a captured program: `lower`'s module (see `lower`)."""
+    return lower(
+        backend_name,
+        program,
+        method_compile_spec,
+        debug_handles=debug_handles,
+        original_methods=original_methods,
+        hierarchy_prefix=hierarchy_prefix,
+        top_type=top_type,
+        partition=partition,
+        min_nodes=min_nodes,
+    ).module
 
 
 def build_module(
@@ -434,17 +456,13 @@ def resolve_specs(
     options = normalize_compile_spec(method_compile_spec)
     if backend.compile_spec is None:
         return options, options
+    typed = {
+        method: parse_compile_spec(backend.compile_spec, given, f"{path}.{method}") for method, given in options.items()
+    }
     try:
-        typed = {
-            method: parse_compile_spec(backend.compile_spec, given, f"{path}.{method}")
-            for method, given in options.items()
-        }
-        try:
-            backend.backend_cls.check_compile_spec(typed)
-        except LoweringError as error:
-            raise SpecError(f"{path}: {error}") from None
-    except SpecError as error:
-        raise SpecError(f"Backend {backend.name!r}: {error}") from None
+        backend.backend_cls.check_compile_spec(typed)
+    except LoweringError as error:
+        raise SpecError(f"{path}: {error}") from None
     return typed, {method: options_of(value) for method, value in typed.items()}
 
 
