@@ -178,9 +178,10 @@ def test_a_thread_count_other_than_the_pools_is_refused_while_methods_use_the_po
 RESIZE_IN_A_FRESH_PROCESS = """
 import sys, torch
 from pipeline import zoo
+from pipeline.backends.executorch.compile_spec import ExecuTorchCompileSpec
 from pipeline.backends.executorch.runtime import THREAD_POOL, ExecuTorchBackend
 payload = open(sys.argv[1], "rb").read()
-handles = ExecuTorchBackend().compile(payload, compile_specs("executorch", {"forward": {"threads": 1}}))
+handles = ExecuTorchBackend().compile(payload, {"forward": ExecuTorchCompileSpec(threads=1)})
 x = zoo.example_inputs("mlp")["forward"][0]
 torch.testing.assert_close(handles["forward"].run([x])[0], zoo.build("mlp")(x), atol=1e-5, rtol=1e-4)
 print(THREAD_POOL.size())

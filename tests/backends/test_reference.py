@@ -397,9 +397,8 @@ def test_runtime_error_without_debug_handles_reports_handle_minus_one():
 def test_profile_times_each_instruction_under_its_id_and_handle():
     model, inputs = zoo.build("mlp"), zoo.example_inputs("mlp")
     lowered = lower(model, inputs, "export")
-    backend = ReferenceBackend()
-    handles = backend.compile(lowered.payload, lowered.method_compile_spec)
-    events = backend.profile(handles["forward"], list(inputs["forward"]))
+    runners = ReferenceBackend().compile(lowered.payload, compile_specs("reference", lowered.method_compile_spec))
+    events = runners["forward"].profile(list(inputs["forward"]))
     assert [e.name for e in events] == [
         "forward/0 aten::linear",
         "forward/1 aten::gelu",
