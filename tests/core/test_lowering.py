@@ -321,3 +321,15 @@ def test_argument_leaves_are_the_leaves_pytree_gives(inputs):
 
     expected = torch.utils._pytree.tree_leaves(list(inputs))
     assert [id(leaf) for leaf in argument_leaves(inputs)] == [id(leaf) for leaf in expected]
+
+
+def test_lower_returns_the_module_and_the_seconds_of_each_step(xh):
+    from pipeline.core.lowering import lower
+
+    lowering = lower(
+        "reference", pipeline.capture(zoo.BasicModule(), ["forward"], "export", {"forward": xh}), {"forward": {}}
+    )
+    assert lowering.module(*xh)[0].equal(xh[0] + xh[1])
+    steps = ("resolve", "capture", "handles", "preprocess", "debug_handles", "codegen", "compile")
+    assert all(getattr(lowering.seconds, step) >= 0 for step in steps) and lowering.seconds.partition is None
+    assert set(lowering.seconds.reported()) == {"debug_handles", "preprocess", "compile", "codegen"}
