@@ -151,29 +151,12 @@ def lower(
 
 
 def codegen_backend_module(
-    backend_name: str,
-    program: Any,
-    method_compile_spec: MethodCompileSpec,
-    *,
-    debug_handles: str = "sequential",
-    original_methods: Sequence[str] = (),
-    hierarchy_prefix: HierarchyPath = (),
-    top_type: str | None = None,
-    partition: bool = False,
-    min_nodes: int = 1,
+    backend_name: str, program: Any, method_compile_spec: MethodCompileSpec, **options: Any
 ) -> LoweredModule:
-    """The original's name for lowering a captured program: `lower`'s module (see `lower`)."""
-    return lower(
-        backend_name,
-        program,
-        method_compile_spec,
-        debug_handles=debug_handles,
-        original_methods=original_methods,
-        hierarchy_prefix=hierarchy_prefix,
-        top_type=top_type,
-        partition=partition,
-        min_nodes=min_nodes,
-    ).module
+    """The original's name for lowering a captured program: `lower`'s module (``options`` as `lower` takes
+    them: ``debug_handles``, ``original_methods``, ``hierarchy_prefix``, ``top_type``, ``partition``,
+    ``min_nodes``)."""
+    return lower(backend_name, program, method_compile_spec, **options).module
 
 
 def build_module(
