@@ -46,8 +46,8 @@ from workloads import MODELS, workload
 import pipeline
 from pipeline.app.latency import per_call_us
 from pipeline.app.verify import compare_outputs
+from pipeline.core import lowering
 from pipeline.core.frontends import capture
-from pipeline.core.lowering import codegen_backend_module
 from pipeline.core.registry import get_backend
 
 BACKENDS = ("reference", "onnxruntime", "inductor", "torchscript", "executorch", "openvino")
@@ -75,8 +75,9 @@ def lower(backend: str, work, threads: int) -> tuple[pipeline.LoweredModule, dic
     start = time.perf_counter()
     captured = capture(work.model, ["forward"], frontend, work.example_inputs, torchscript_mode=work.torchscript_mode)
     timings = {"capture": time.perf_counter() - start}
-    lowered = codegen_backend_module(backend, captured, {"forward": thread_options(backend, threads)}, timings=timings)
-    return lowered, {stage: timings[stage] for stage in STAGES}
+    done = lowering.lower(backend, captured, {"forward": thread_options(backend, threads)})
+    timings.update(done.seconds.reported())
+    return done.module, {stage: timings[stage] for stage in STAGES}
 
 
 def interleaved(candidates: dict[str, Candidate], rounds: int, max_calls: int) -> dict[str, list[float]]:

@@ -16,6 +16,13 @@ import pipeline
 from pipeline.core import registry, spec
 
 
+def compile_specs(backend: str, method_compile_spec: dict) -> dict:
+    """``{method: CompileSpec instance}``: what the pipeline hands a backend's ``compile``, checked."""
+    from pipeline.core.lowering import resolve_specs
+
+    return resolve_specs(pipeline.get_backend(backend), method_compile_spec)[0]
+
+
 def fresh_like(args: tuple, seed: int) -> tuple:
     """Random inputs of the example inputs' shapes and dtypes, not seen while lowering: floats from a
     normal distribution, integers (token ids) from the example's own range, so they stay valid ids."""

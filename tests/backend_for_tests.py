@@ -42,20 +42,22 @@ class TestBackend(pipeline.Backend):
 
     def compile(self, payload, method_compile_spec):
         op_handles = json.loads(payload)
-        return {method: (method, op_handles.get(method, {})) for method in method_compile_spec}
+        return {method: self._runner(method, op_handles.get(method, {})) for method in method_compile_spec}
 
-    def execute(self, handle, inputs):
-        method, op_handles = handle
-        x, h = inputs[0], inputs[1]
-        accum = self._run(lambda: x + h, op_handles.get("add", -1))
-        sub_accum = self._run(lambda: x - h, op_handles.get("sub", -1))
-        if method == "forward":
-            return [accum, sub_accum]
-        if method == "accum":
-            return [accum]
-        if method == "sub_accum":
-            return [sub_accum]
-        raise pipeline.BackendRuntimeError(f"Method {method} is not supported by test_backend.")
+    def _runner(self, method, op_handles):
+        def run(inputs):
+            x, h = inputs[0], inputs[1]
+            accum = self._run(lambda: x + h, op_handles.get("add", -1))
+            sub_accum = self._run(lambda: x - h, op_handles.get("sub", -1))
+            if method == "forward":
+                return [accum, sub_accum]
+            if method == "accum":
+                return [accum]
+            if method == "sub_accum":
+                return [sub_accum]
+            raise pipeline.BackendRuntimeError(f"Method {method} is not supported by test_backend.")
+
+        return run
 
     @staticmethod
     def _run(compute, debug_handle):

@@ -21,13 +21,12 @@ from pipeline.backends.executorch.compile_spec import NAME, ExecuTorchCompileSpe
 from pipeline.backends.executorch.partition import backend_map, method_partition, method_table, tag_handles
 from pipeline.backends.executorch.program import to_executorch
 from pipeline.backends.executorch.quantize import quantize
-from pipeline.core.backend import PreprocessResult, exported_method, options_of, pack_parts, parse_method_specs
+from pipeline.core.backend import PreprocessResult, exported_method, options_of, pack_parts
 
 
 def preprocess(
-    program: Any, method_compile_spec: Mapping[str, Mapping[str, Any]], generate_debug_handles: Callable
+    program: Any, specs: Mapping[str, ExecuTorchCompileSpec], generate_debug_handles: Callable
 ) -> PreprocessResult:
-    specs = parse_method_specs(ExecuTorchCompileSpec, method_compile_spec)
     programs: dict[str, bytes] = {}
     methods_meta: dict[str, Any] = {}
     handles: dict[str, Any] = {}

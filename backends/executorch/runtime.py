@@ -40,8 +40,6 @@ from pipeline.core.backend import (
     ProfileEvent,
     argument_leaves,
     method_part,
-    package_version,
-    parse_method_specs,
     unpack_parts,
 )
 
@@ -52,7 +50,7 @@ class ExecuTorchBackend(Backend):
     name = NAME
     accepts = ("export",)
     CompileSpec = ExecuTorchCompileSpec
-    version = f"0.1.0+executorch.{package_version('executorch') or 'missing'}"
+    runtime_packages = ("executorch",)
     reproducible = True
     carries_code = False  # a .pte is a flatbuffer of instructions and weights, interpreted by the runtime
     native_payload = True  # the runtime and XNNPACK parse the .pte in C++: a received file loads in a child first
@@ -70,9 +68,8 @@ class ExecuTorchBackend(Backend):
     def is_available(self) -> bool:
         return installed.available()
 
-    def compile(self, payload: bytes, method_compile_spec: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    def compile(self, payload: bytes, specs: dict[str, ExecuTorchCompileSpec]) -> dict[str, Any]:
         meta, programs = unpack_parts(payload, NAME)
-        specs = parse_method_specs(ExecuTorchCompileSpec, method_compile_spec)
         THREAD_POOL.resize(max((spec.threads for spec in specs.values()), default=0))
         return {
             method: ProgramMethod(method, method_part(programs, method, NAME), meta["methods"][method])
@@ -139,6 +136,8 @@ class ProgramMethod:
             return self._run(contiguous)
         except RuntimeError as error:
             raise self.failure(error, contiguous) from error
+
+    __call__ = run  # the runner's call is run itself: no frame in between on every call
 
     def failure(self, error: Exception, arguments: list[Any]) -> BackendRuntimeError:
         """The error of a failed call, with the handles of the instruction it stopped at if one ran."""

@@ -32,7 +32,7 @@ data and need no opt-in). The private directory goes when the method's handle
 is released or the process exits. The library is built for the machine that
 lowered it (its CPU's instruction set, this torch's ABI).
 
-How it runs (`runtime.InductorBackend`): ``execute`` passes the flattened
+How it runs (`runtime.InductorBackend`): the runner passes the flattened
 tensor arguments to the package's runner and returns its flat output list.
 Shapes are those of the example inputs, as ``torch.export`` specialized them.
 

@@ -22,16 +22,15 @@ from typing import Any
 import torch
 
 from pipeline.backends.inductor.compile_spec import NAME, InductorCompileSpec
-from pipeline.core.backend import LoweringError, PreprocessResult, exported_method, pack_parts, parse_method_specs
+from pipeline.core.backend import LoweringError, PreprocessResult, exported_method, pack_parts
 
 PACKAGE_NAME = "model.pt2"  # the archive's top folder is named after the file: keep it fixed
 _PROVENANCE = {"trace.provenance_tracking_level": 1}
 
 
 def preprocess(
-    program: Any, method_compile_spec: Mapping[str, Mapping[str, Any]], generate_debug_handles: Callable
+    program: Any, specs: Mapping[str, InductorCompileSpec], generate_debug_handles: Callable
 ) -> PreprocessResult:
-    specs = parse_method_specs(InductorCompileSpec, method_compile_spec)
     packages: dict[str, bytes] = {}
     methods_meta: dict[str, Any] = {}
     for method, spec in specs.items():

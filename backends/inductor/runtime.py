@@ -8,7 +8,7 @@ docstring). The loader unpacks the package into a fresh ``aotinductor_*``
 directory under the system temp directory (C++ ``temp_directory_path()``, which
 reads ``TMPDIR``); with ``TMPDIR`` pointed at the private directory during the
 load, it unpacks there instead, and the private directory is removed when the
-method's handle is released or the process exits. ``execute`` passes the
+method's runner is released or the process exits. The runner passes the
 flattened tensor arguments to the package's runner (``loader.boxed_run``, what
 ``AOTICompiledModel.__call__`` calls after flattening) and returns its flat
 list of outputs. A failure of the runner becomes `pipeline.BackendRuntimeError`
@@ -46,7 +46,6 @@ from pipeline.core.backend import (
     argument_leaves,
     check_extractable,
     method_part,
-    parse_compile_spec,
     unpack_parts,
 )
 
@@ -59,19 +58,18 @@ class InductorBackend(Backend):
     name = NAME
     accepts = ("export",)
     CompileSpec = InductorCompileSpec
-    version = f"0.1.0+torch.{torch.__version__}"
+    runtime_packages = ("torch",)
     reproducible = False  # AOTI packages embed a random serialization id and build commands
     carries_code = True  # loading the payload loads a shared library
     native_payload = True  # the package's shared library is loaded with dlopen: a received file loads in a child first
     preprocess = staticmethod(preprocess)
 
-    def compile(self, payload: bytes, method_compile_spec: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    def compile(self, payload: bytes, specs: dict[str, InductorCompileSpec]) -> dict[str, Any]:
         meta, packages = unpack_parts(payload, NAME)
-        handles = {}
-        for method, options in method_compile_spec.items():
-            spec = parse_compile_spec(InductorCompileSpec, options, f"compile_spec.{method}")
-            handles[method] = PackageMethod(method, method_part(packages, method, NAME), meta["methods"][method], spec)
-        return handles
+        return {
+            method: PackageMethod(method, method_part(packages, method, NAME), meta["methods"][method], spec)
+            for method, spec in specs.items()
+        }
 
 
 class PackageMethod:
@@ -110,6 +108,8 @@ class PackageMethod:
             if views and "unmatched stride" in str(error):  # a view of the right size: run it as a contiguous copy
                 return self.run([t.contiguous() if isinstance(t, torch.Tensor) else t for t in leaves])
             raise BackendRuntimeError(f"AOTInductor: {error}", [UNKNOWN_HANDLE]) from error
+
+    __call__ = run  # the runner's call is run itself: no frame in between on every call
 
     def profile(self, inputs: Sequence[Any]) -> list[ProfileEvent]:
         """The top-level events of one call under ``torch.profiler``, aligned with the kernel calls.

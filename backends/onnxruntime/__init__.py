@@ -29,7 +29,7 @@ pickle; the same model lowered twice gives the same bytes.
 
 How it runs (`runtime.OnnxRuntimeBackend`): ``compile`` makes one
 ``InferenceSession`` per method with the session options of its compile spec;
-``execute`` feeds the tensors by the ONNX input names and returns
+each method's runner feeds the tensors by the ONNX input names and returns
 ``torch.from_numpy`` of each output, in the method's output-leaf order. Any
 onnxruntime failure is a `pipeline.BackendRuntimeError`, with the debug
 handles of the failing node when onnxruntime's message names it, else ``-1``.

@@ -52,7 +52,7 @@ class ExportedMethod:
     model: bytes
     # (ONNX graph input name, index of the tensor among the flattened arguments), in graph order
     inputs: list[tuple[str, int]]
-    # every argument is one tensor: execute can index the arguments without flattening them
+    # every argument is one tensor: the runner can index the arguments without flattening them
     flat: bool
     node_handles: dict[str, list[int]] = field(default_factory=dict)
     # ONNX input name -> a tensor of its shape and dtype (for calibration; not in the payload): the

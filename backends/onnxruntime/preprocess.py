@@ -20,13 +20,12 @@ from pipeline.backends.onnxruntime.compile_spec import NAME, OnnxRuntimeCompileS
 from pipeline.backends.onnxruntime.exporters import export_program, export_torchscript
 from pipeline.backends.onnxruntime.external_data import check_model
 from pipeline.backends.onnxruntime.quantize import quantize
-from pipeline.core.backend import LoweringError, PreprocessResult, pack_parts, parse_method_specs
+from pipeline.core.backend import LoweringError, PreprocessResult, pack_parts
 
 
 def preprocess(
-    program: Any, method_compile_spec: Mapping[str, Mapping[str, Any]], generate_debug_handles: Callable
+    program: Any, specs: Mapping[str, OnnxRuntimeCompileSpec], generate_debug_handles: Callable
 ) -> PreprocessResult:
-    specs = parse_method_specs(OnnxRuntimeCompileSpec, method_compile_spec)
     for method, spec in specs.items():
         check_providers(spec, method)
     exported = {}

@@ -1,6 +1,6 @@
 """The runtime half: one ``onnxruntime.InferenceSession`` per method.
 
-``execute`` feeds the method's tensor arguments to the session by the ONNX
+Each runner feeds the method's tensor arguments to the session by the ONNX
 graph's input names, runs it and returns the outputs as torch tensors (they
 share memory with the arrays onnxruntime returns). An onnxruntime failure
 becomes `pipeline.BackendRuntimeError` with the debug handles of the node
@@ -31,8 +31,6 @@ from pipeline.core.backend import (
     ProfileEvent,
     argument_leaves,
     method_part,
-    package_version,
-    parse_compile_spec,
     unpack_parts,
 )
 
@@ -47,7 +45,7 @@ class OnnxRuntimeBackend(Backend):
     name = NAME
     accepts = ("torchscript", "export")
     CompileSpec = OnnxRuntimeCompileSpec
-    version = f"0.1.0+onnxruntime.{package_version('onnxruntime') or 'missing'}"
+    runtime_packages = ("onnxruntime",)
     preprocess = staticmethod(preprocess)
     native_payload = True  # onnxruntime parses the ONNX protobuf in C++: a received file loads in a child first
 
@@ -63,14 +61,13 @@ class OnnxRuntimeBackend(Backend):
             return False
         return True
 
-    def compile(self, payload: bytes, method_compile_spec: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    def compile(self, payload: bytes, specs: dict[str, OnnxRuntimeCompileSpec]) -> dict[str, Any]:
         meta, models = unpack_parts(payload, NAME)
-        handles = {}
-        for method, options in method_compile_spec.items():
-            spec = parse_compile_spec(OnnxRuntimeCompileSpec, options, f"compile_spec.{method}")
+        runners = {}
+        for method, spec in specs.items():
             check_providers(spec, method)
-            handles[method] = SessionMethod(method, method_part(models, method, NAME), meta["methods"][method], spec)
-        return handles
+            runners[method] = SessionMethod(method, method_part(models, method, NAME), meta["methods"][method], spec)
+        return runners
 
 
 MAX_ARGUMENT_LEAVES = 100_000  # a method's flattened arguments (a payload's input index is one of them)
@@ -139,6 +136,8 @@ class SessionMethod:
         except Exception as error:  # onnxruntime's own exception types derive from Exception only
             raise BackendRuntimeError(f"onnxruntime: {error}", self.handles_in_message(str(error))) from error
         return list(map(torch.from_numpy, outputs))
+
+    __call__ = run  # the runner's call is run itself: no frame in between on every call
 
     def feeds(self, inputs: Sequence[Any]) -> dict[str, Any]:
         leaves = argument_leaves(inputs)

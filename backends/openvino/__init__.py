@@ -24,7 +24,7 @@ node -> debug-handle map (``pack_parts``). It is data, not code: loading it
 needs no trust opt-in. The same program lowered twice gives the same bytes.
 
 How it runs (`runtime.OpenVinoBackend`): ``compile`` compiles each method's IR
-for the CPU and creates one ``InferRequest`` per method; ``execute`` sets each
+for the CPU and creates one ``InferRequest`` per method; its runner sets each
 argument on it as a tensor sharing the argument's memory, runs it and returns
 copies of its outputs. Any OpenVINO failure is a `pipeline.BackendRuntimeError`.
 

@@ -23,19 +23,17 @@ from pipeline.backends.openvino.compile_spec import NAME, OpenVinoCompileSpec, r
 from pipeline.backends.openvino.convert import Converted, convert, inputs_of
 from pipeline.backends.openvino.mapping import canonical_names, ir_node_handles
 from pipeline.backends.openvino.received_ir import check_xml
-from pipeline.core.backend import LoweringError, PreprocessResult, handles_by_origin, pack_parts, parse_compile_spec
+from pipeline.core.backend import LoweringError, PreprocessResult, handles_by_origin, pack_parts
 
 
 def preprocess(
-    program: Any, method_compile_spec: Mapping[str, Mapping[str, Any]], generate_debug_handles: Callable
+    program: Any, specs: Mapping[str, OpenVinoCompileSpec], generate_debug_handles: Callable
 ) -> PreprocessResult:
-    for method, options in method_compile_spec.items():
-        parse_compile_spec(OpenVinoCompileSpec, options, f"compile_spec.{method}")
     require_openvino()
     methods: dict[str, Any] = {}
     parts: dict[str, bytes] = {}
     backend_map: dict[str, list[int]] = {}
-    for method in method_compile_spec:
+    for method in specs:
         exported = program.get(method) if isinstance(program, dict) else None
         if not isinstance(exported, torch.export.ExportedProgram):
             raise LoweringError(
@@ -57,7 +55,7 @@ def preprocess(
 
 def feeding_plan(program: torch.export.ExportedProgram, converted: Converted) -> bool:
     """Whether the method's arguments are its IR inputs already, in order: one tensor each, nothing nested
-    and no keyword arguments (execute then skips flattening them)."""
+    and no keyword arguments (the runner then skips flattening them)."""
     in_spec = program.call_spec.in_spec
     args_spec = in_spec.child(0) if in_spec is not None and in_spec.num_children else None
     return bool(

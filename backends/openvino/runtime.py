@@ -4,7 +4,7 @@
 bytes must be IR, `received_ir`), compiles
 it for the CPU with the spec's config, checks that the precision the compiled
 model reports is the one the spec asks for, and creates the method's infer
-request once. ``execute`` wraps each argument's memory in an OpenVINO tensor
+request once. The runner wraps each argument's memory in an OpenVINO tensor
 without copying it (``shared_memory=True``) and makes one call of the C++
 request's ``infer``, which sets the inputs, runs synchronously and returns
 copies of the outputs (the request's own buffers are overwritten by the next
@@ -37,8 +37,6 @@ from pipeline.core.backend import (
     ProfileEvent,
     argument_leaves,
     format_choices,
-    package_version,
-    parse_compile_spec,
     unpack_parts,
 )
 
@@ -49,7 +47,7 @@ class OpenVinoBackend(Backend):
     name = NAME
     accepts = ("export",)
     CompileSpec = OpenVinoCompileSpec
-    version = f"0.1.0+openvino.{package_version('openvino') or 'missing'}"
+    runtime_packages = ("openvino",)
     reproducible = True
     carries_code = False  # the IR is a graph and its weights: data
     native_payload = True  # OpenVINO parses and compiles the IR in C++: a received file loads in a child first
@@ -66,23 +64,22 @@ class OpenVinoBackend(Backend):
             return False
         return True
 
-    def compile(self, payload: bytes, method_compile_spec: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    def compile(self, payload: bytes, specs: dict[str, OpenVinoCompileSpec]) -> dict[str, Any]:
         openvino = require_openvino()
         if self._core is None:
             self._core = openvino.Core()
         meta, parts = unpack_parts(payload, NAME)
-        handles = {}
-        for method, options in method_compile_spec.items():
-            spec = parse_compile_spec(OpenVinoCompileSpec, options, f"compile_spec.{method}")
+        runners = {}
+        for method, spec in specs.items():
             if method not in meta.get("methods", {}):
                 raise LoweringError(
                     f"Backend {NAME!r}: the payload has no method {method!r}; it has "
                     f"{format_choices(meta.get('methods', {}))}."
                 )
-            handles[method] = RequestMethod(
+            runners[method] = RequestMethod(
                 self._core, method, parts[f"{method}.xml"], parts[f"{method}.bin"], meta["methods"][method], spec
             )
-        return handles
+        return runners
 
 
 class RequestMethod:
@@ -152,6 +149,8 @@ class RequestMethod:
             except Exception:  # not a contiguous CPU tensor without grad, or the call failed:
                 pass  # the general path below copies what it must, or says what failed and where
         return self._run(self.request, inputs)
+
+    __call__ = run  # the runner's call is run itself: no frame in between on every call
 
     def _run(self, request: Any, inputs: Sequence[Any]) -> list[torch.Tensor]:
         tensors = inputs if self.flat else self._tensors(inputs)

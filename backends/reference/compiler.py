@@ -35,15 +35,13 @@ from pipeline.core.backend import (
     PreprocessResult,
     UnsupportedOpError,
     describe_node,
-    parse_method_specs,
     size_problem,
 )
 
 
 def preprocess(
-    program: Any, method_compile_spec: Mapping[str, Mapping[str, Any]], generate_debug_handles: Callable
+    program: Any, specs: Mapping[str, ReferenceCompileSpec], generate_debug_handles: Callable
 ) -> PreprocessResult:
-    specs = parse_method_specs(ReferenceCompileSpec, method_compile_spec)
     methods: dict[str, MethodProgram] = {}
     problems: list[Problem] = []
     for name, spec in specs.items():

@@ -2,7 +2,7 @@
 
 ``compile`` turns each method's instructions into steps with their kernels
 looked up once (`ops.kernel_for`) and operands turned into readers of a flat
-value table. ``execute`` binds the flattened inputs, runs the steps under
+value table. The runner binds the flattened inputs, runs the steps under
 ``torch.no_grad()`` (the backend runs inference) and returns the output
 leaves. A failing step raises `pipeline.BackendRuntimeError` with its
 instruction's debug handle, so the lowered module can point at the source line.
@@ -38,7 +38,6 @@ from pipeline.core.backend import (
     argument_leaves,
     format_choices,
     guarded,
-    parse_compile_spec,
     sized,
 )
 
@@ -52,7 +51,6 @@ class ReferenceBackend(Backend):
     name = "reference"
     accepts = ("torchscript", "export")
     CompileSpec = ReferenceCompileSpec
-    version = "0.1.0"
     preprocess = staticmethod(preprocess)
 
     @classmethod
@@ -60,30 +58,24 @@ class ReferenceBackend(Backend):
         """From the op table and the compiler's own checks (`compiler.node_support`)."""
         return node_support(node)
 
-    def compile(self, payload: bytes, method_compile_spec: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    def compile(self, payload: bytes, specs: dict[str, ReferenceCompileSpec]) -> dict[str, Any]:
         program = parse(payload)
-        handles = {}
-        for method, options in method_compile_spec.items():
-            spec = parse_compile_spec(ReferenceCompileSpec, options, f"compile_spec.{method}")
+        runners = {}
+        for method, spec in specs.items():
             if method not in program.methods:
                 raise LoweringError(
                     f"Reference backend: the payload has no method {method!r}; it has "
                     f"{format_choices(program.methods)}."
                 )
-            handles[method] = CompiledMethod(program.methods[method], check_inputs=spec.check_inputs)
-        return handles
-
-    def profile(self, handle: CompiledMethod, inputs: list[Any]) -> list[ProfileEvent]:
-        events: list[ProfileEvent] = []
-        handle.run(inputs, events)
-        return events
+            runners[method] = CompiledMethod(program.methods[method], check_inputs=spec.check_inputs)
+        return runners
 
 
 MAX_VALUES = 1 << 22  # value numbers a method may use; real programs use thousands
 
 
 class CompiledMethod:
-    """One method, ready to run: the handle `ReferenceBackend.compile` returns."""
+    """One method, ready to run: the runner `ReferenceBackend.compile` returns (called on the inputs)."""
 
     def __init__(self, method: MethodProgram, check_inputs: bool = False):
         self.name = method.name
@@ -122,6 +114,13 @@ class CompiledMethod:
         with torch.no_grad():
             outputs = self.body.run(values, events)
         return pytree.tree_leaves(outputs) if self.flatten_outputs else list(outputs)
+
+    __call__ = run  # the runner's call is run itself: no frame in between on every call
+
+    def profile(self, inputs: Sequence[Any]) -> list[ProfileEvent]:
+        events: list[ProfileEvent] = []
+        self.run(inputs, events)
+        return events
 
     def _check(self, inputs: list[Any]) -> None:
         if len(inputs) != len(self.inputs):

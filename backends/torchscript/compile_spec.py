@@ -1,6 +1,6 @@
 """`TorchScriptCompileSpec`: the options of one lowered method.
 
-They arrive as a plain dict ``{option: value}`` (``{}`` means all defaults)::
+The user writes them as a plain dict ``{option: value}`` (``{}`` means all defaults)::
 
     pipeline.to_backend("torchscript", scripted, {"forward": {"optimize_for_inference": False}})
 
@@ -12,9 +12,8 @@ because the pipeline's compile specs are.
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
-from pipeline.core.backend import LoweringError, parse_compile_spec
+from pipeline.core.backend import LoweringError
 
 NAME = "torchscript"
 
@@ -36,14 +35,9 @@ class TorchScriptCompileSpec:
             )
 
 
-def module_spec(method_compile_spec: Mapping[str, Mapping[str, Any]]) -> TorchScriptCompileSpec:
-    """The one spec all methods share (lowering has checked, with `check_same_spec`, that they agree)."""
-    specs = [
-        parse_compile_spec(TorchScriptCompileSpec, options, f"compile_spec.{method}")
-        for method, options in method_compile_spec.items()
-    ]
-    check_same_spec(dict(zip(method_compile_spec, specs)))
-    return specs[0] if specs else TorchScriptCompileSpec()
+def module_spec(specs: Mapping[str, TorchScriptCompileSpec]) -> TorchScriptCompileSpec:
+    """The one spec all methods share (the pipeline has checked, with `check_same_spec`, that they agree)."""
+    return next(iter(specs.values()), TorchScriptCompileSpec())
 
 
 def check_same_spec(specs: dict[str, TorchScriptCompileSpec]) -> None:

@@ -28,20 +28,20 @@ from typing import Any
 import torch
 
 from pipeline.backends.torchscript.archive import BACKEND_MAP_FILE, load_module
-from pipeline.backends.torchscript.compile_spec import NAME, module_spec
+from pipeline.backends.torchscript.compile_spec import NAME, TorchScriptCompileSpec, module_spec
 from pipeline.backends.torchscript.mapping import inlined_graph, match_nodes, translate_indices
 from pipeline.core.backend import LoweringError, PreprocessResult, canonical_json, describe_node
 
 
 def preprocess(
-    program: Any, method_compile_spec: Mapping[str, Mapping[str, Any]], generate_debug_handles: Callable
+    program: Any, specs: Mapping[str, TorchScriptCompileSpec], generate_debug_handles: Callable
 ) -> PreprocessResult:
     if not isinstance(program, torch.jit.ScriptModule):
         raise LoweringError(
             f"Backend {NAME!r} lowers TorchScript modules (the torchscript frontend), not a {type(program).__name__}."
         )
-    spec = module_spec(method_compile_spec)
-    methods = list(method_compile_spec)
+    spec = module_spec(specs)
+    methods = list(specs)
     program.eval()
     graphs = {method: inlined_graph(program, method) for method in methods}
     handles = {method: generate_debug_handles(graphs[method], method=method) for method in methods}

@@ -2,7 +2,7 @@
 
 ``compile`` loads the payload (frozen when lowered, if the spec said so) with
 ``torch.jit.load`` (TorchScript's own reader; see the package docstring), puts
-it in eval mode and, if the spec says so, runs ``torch.jit.optimize_for_inference``. ``execute`` calls the
+it in eval mode and, if the spec says so, runs ``torch.jit.optimize_for_inference``. Each runner calls the
 method under ``torch.no_grad()`` with the arguments in signature order
 (keyword-only ones by name) and returns the output's pytree leaves. A failure
 inside the module becomes `pipeline.BackendRuntimeError` with the handles of
@@ -43,7 +43,7 @@ class TorchScriptBackend(Backend):
     name = NAME
     accepts = ("torchscript",)
     CompileSpec = TorchScriptCompileSpec
-    version = f"0.1.0+torch.{torch.__version__}"
+    runtime_packages = ("torch",)
     reproducible = False  # TorchScript renames classes per process, so archives differ across processes
     carries_code = True  # the archive holds TorchScript code and pickled data that loading runs
     native_payload = True  # torch.jit.load reads the archive in C++: a received file loads in a child first
@@ -56,20 +56,20 @@ class TorchScriptBackend(Backend):
         partitioned lowering, which splits exported ones, has nothing to give it.)"""
         return True
 
-    def compile(self, payload: bytes, method_compile_spec: dict[str, dict[str, Any]]) -> dict[str, Any]:
-        spec = module_spec(method_compile_spec)
+    def compile(self, payload: bytes, specs: dict[str, TorchScriptCompileSpec]) -> dict[str, Any]:
+        spec = module_spec(specs)
         extra = {BACKEND_MAP_FILE: ""}
-        module = load_module(payload, list(method_compile_spec), spec, extra)
+        module = load_module(payload, list(specs), spec, extra)
         maps = json.loads(extra[BACKEND_MAP_FILE] or "{}").get("methods", {})
-        handles = {}
-        for method in method_compile_spec:
+        runners = {}
+        for method in specs:
             if not module._c._has_method(method):
                 raise LoweringError(
                     f"Backend {NAME!r}: the payload has no method {method!r}; it has "
                     f"{format_choices(module._c._method_names())}."
                 )
-            handles[method] = ScriptMethod(module, method, maps.get(method, {}))
-        return handles
+            runners[method] = ScriptMethod(module, method, maps.get(method, {}))
+        return runners
 
 
 class ScriptMethod:
@@ -102,6 +102,8 @@ class ScriptMethod:
         if type(output) is torch.Tensor:
             return [output]
         return pytree.tree_leaves(output)
+
+    __call__ = run  # the runner's call is run itself: no frame in between on every call
 
     def handles_in_message(self, message: str) -> list[int]:
         """The ops of the innermost source line of TorchScript's traceback that the map knows."""

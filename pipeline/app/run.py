@@ -38,7 +38,7 @@ from pipeline.core.environment import git_state, package_versions
 from pipeline.core.files import write_atomic, write_json
 from pipeline.core.frontends import capture
 from pipeline.core.hashing import canonical_json, sha256_bytes
-from pipeline.core.lowering import codegen_backend_module
+from pipeline.core.lowering import lower
 from pipeline.core.profiling import profile
 
 log = logging.getLogger("pipeline")
@@ -166,15 +166,16 @@ def run_stages(
             model, list(request.compile_spec), request.frontend, as_example_inputs(calls), request.torchscript_mode
         )
     with stages("lower"):
-        lowered = codegen_backend_module(
+        lowering = lower(
             request.backend_name,
             captured,
             request.compile_spec,
             debug_handles=request.debug_handles,
-            timings=lower_timings,
             partition=request.partition,
             min_nodes=request.min_nodes,
         )
+        lowered = lowering.module
+        lower_timings.update(lowering.seconds.reported())
         report["backend_notes"] = lowered.notes
         if request.partition:
             report["partition"] = lowered.partition

@@ -14,8 +14,12 @@ A partitioned lowering (``to_backend(..., partition=True)``) adds ``partition``
 to the manifest (the record of the split; format version 3) and its
 payload.bin is a container of the backend's payload, each method's fallback as
 JSON and the tensors it reads (`pipeline.core.partitioned`); loading runs the
-fallback's ATen ops and the backend's handles, nothing else. Version-2 files
-(no partition) still load.
+fallback's ATen ops and the backend's runners, nothing else. In format version 4
+``code.py`` calls the module's `pipeline.core.binding.RuntimeBinding` (version 1),
+where versions 2 and 3 called private methods of the module: their ``code.py`` is
+checked against that older rendering (`pipeline.core.codegen.TEMPLATES`), and the
+module loaded from them runs today's, generated from the same manifest. Version-2
+files (no partition) and version-3 files still load.
 
 Reading (`read_artifact`) takes the file as data from elsewhere: the zip within
 limits (`pipeline.core.bounded_zip`), JSON within limits
@@ -40,6 +44,7 @@ from __future__ import annotations
 
 import functools
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
@@ -64,13 +69,17 @@ from pipeline.core.files import write_atomic
 from pipeline.core.hashing import canonical_json, sha256_bytes, sha256_file
 from pipeline.core.literals import check_name
 from pipeline.core.lowered_module import LoweredModule
-from pipeline.core.partitioned import PartitionedModule
+from pipeline.core.lowering import StepSeconds, build_module, resolve_specs
+from pipeline.core.partitioned import PartitionedModule, PartitionedRuntime
 from pipeline.core.registry import get_backend
 from pipeline.core.signature import MethodSignature, OutputStructure
 
 FORMAT = "lowering-pipeline/lowered-module"
-FORMAT_VERSION = 3  # 2: code.py must match the manifest; docstrings are repr'd strings; 3: "partition"
-READABLE_VERSIONS = (2, 3)  # a version-2 file is a version-3 file without a partition
+# 2: code.py must match the manifest; docstrings are repr'd strings; 3: "partition"; 4: code.py calls the
+# runtime binding (version 1) instead of the module's private methods.
+FORMAT_VERSION = 4
+BINDING_OF_VERSION = {2: 0, 3: 0, 4: 1}  # the codegen template each version's code.py was rendered with
+READABLE_VERSIONS = tuple(BINDING_OF_VERSION)  # a version-2 file is a version-3 file without a partition
 _FIXED_TIME = (1980, 1, 1, 0, 0, 0)
 _PARTS = ("payload.bin", "handles.json", "code.py")
 _MEMBERS = ("manifest.json", *_PARTS)
@@ -118,7 +127,7 @@ def artifact_bytes(lowered: LoweredModule) -> bytes:
     return _zip(members, stored) if stored else archive
 
 
-def _zip(members: dict[str, bytes], stored) -> bytes:
+def _zip(members: dict[str, bytes], stored: Sequence[str]) -> bytes:
     buffer = BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
         for name, data in members.items():
@@ -197,18 +206,27 @@ def load_lowered(path: str | Path, *, trust_code: bool = False, isolate: bool | 
             f"{path}: backend {name!r} payloads carry executable code, which loading would run. Load it only "
             f"if you trust whoever made the file: load_lowered({str(path)!r}, trust_code=True)."
         )
+    partition = contents.manifest.get("partition")
+    runtime = backend.runtime() if partition is None else PartitionedRuntime(backend)
     with toolchain_output.logged():  # asking imports the runtime, and some print as they load
-        available = backend.backend_cls().is_available()
+        available = runtime.is_available()
     if not available:
         raise BackendNotAvailableError(
             f"{path}: backend {name!r} is not available on this machine, so the artifact cannot be loaded."
         )
-    partition = contents.manifest.get("partition")
-    module, extra = (LoweredModule, {}) if partition is None else (PartitionedModule, {"partition": partition})
+    try:
+        specs, _ = resolve_specs(backend, contents.compile_spec, "manifest.json: compile_spec")
+    except LoweringError as error:
+        raise ArtifactError(
+            f"{path}: backend {name!r} cannot compile payload.bin with the manifest's compile_spec: {error}"
+        ) from error
     build = functools.partial(
-        module,
+        build_module,
         backend,
-        **extra,
+        runtime,
+        specs,
+        StepSeconds(),
+        partition=partition,
         frontend=contents.manifest["frontend"],
         method_compile_spec=contents.compile_spec,
         payload=contents.parts["payload.bin"],
@@ -298,7 +316,11 @@ def _parse(manifest: dict[str, Any], raw: dict[str, bytes]) -> _Contents:
         code = raw["code.py"].decode("utf-8")
     except UnicodeDecodeError as error:
         raise MalformedInput(f"code.py is not UTF-8 text: {error}") from None
-    expected, _ = render_methods(manifest["backend"], {m: (signatures[m], outputs[m]) for m in methods})
+    expected, _ = render_methods(
+        manifest["backend"],
+        {m: (signatures[m], outputs[m]) for m in methods},
+        binding=BINDING_OF_VERSION[manifest["format_version"]],
+    )
     try:
         compile(expected, "<code.py>", "exec")  # compiled only, not run: the module runs it once all checks pass
     except (SyntaxError, ValueError, RecursionError, MemoryError) as error:

@@ -32,13 +32,13 @@ from typing import Any
 import torch
 
 from pipeline.core import toolchain_output
-from pipeline.core.backend import BackendInfo
 from pipeline.core.errors import ArtifactError
 from pipeline.core.forked import can_fork, run_in_child
+from pipeline.core.registry import BackendInfo
 
 TAIL_BYTES = 4096  # of the child's native stderr read back after a death
 TAIL_LINES = 6
-_KEPT: list = []  # in a child: what it built, so that nothing is destroyed before os._exit
+_KEPT: list[Any] = []  # in a child: what it built, so that nothing is destroyed before os._exit
 
 
 def wanted(isolate: bool | None, backend: BackendInfo, path: Path) -> bool:
@@ -94,7 +94,7 @@ def load_in_child(path: Path, backend: str, build: Callable[[], Any]) -> None:
         run_in_child(job, died, process="the process that loaded it in isolation")
 
 
-def _tail(file: Any) -> list:
+def _tail(file: Any) -> list[str]:
     """The last lines of ``file``, as printable text (the runtime may have echoed the payload's bytes)."""
     size = os.fstat(file.fileno()).st_size
     file.seek(max(0, size - TAIL_BYTES))

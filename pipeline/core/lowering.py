@@ -1,8 +1,10 @@
-"""Lowering entry points: `codegen_backend_module`, `to_backend`, `to_backend_selective`.
+"""The core flow: `lower`, and the entry points that call it (`codegen_backend_module`, `to_backend`,
+`to_backend_selective`).
 
-The order is the original's: find the backend, run its preprocess (which
-issues debug handles), then build the `LoweredModule`, which compiles the
-payload if the backend is available and generates one method per spec key.
+`lower` reads as the steps it takes, in the original's order: resolve the compile specs, take the
+captured record, make the debug-handle generator, run the backend's preprocess (which issues the handles),
+generate the methods, compile the payload into runners. ``load_lowered`` runs the last two, `build_module`,
+on what an artifact holds.
 """
 
 from __future__ import annotations
@@ -10,34 +12,87 @@ from __future__ import annotations
 import copy
 import dataclasses
 import enum
+import json
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from pipeline.core import toolchain_output
-from pipeline.core.backend import BackendInfo, PreprocessResult
-from pipeline.core.debug_handles import DebugHandleGenerator
-from pipeline.core.errors import LoweringError, format_choices
-from pipeline.core.frontends import ExampleInputs, as_captured, call_arguments, capture, model_methods, type_name
-from pipeline.core.lowered_module import LoweredModule, check_method_name
+from pipeline.core.backend import MethodRunner, PreprocessResult
+from pipeline.core.binding import source_error
+from pipeline.core.codegen import generate_methods
+from pipeline.core.debug_handles import DebugHandleGenerator, HandleMap
+from pipeline.core.errors import BackendRuntimeError, LoweringError, format_choices
+from pipeline.core.frontends import (
+    CapturedProgram,
+    ExampleInputs,
+    as_captured,
+    call_arguments,
+    capture,
+    model_methods,
+    type_name,
+)
+from pipeline.core.lowered_module import LoweredModule, Runtime, check_method_name
 from pipeline.core.partitioned import (
     PartitionedModule,
+    PartitionedRuntime,
     mark_handles,
     partition_record,
     partitioned_payload,
     split_program,
 )
-from pipeline.core.registry import get_backend
+from pipeline.core.registry import BackendInfo, get_backend
+from pipeline.core.signature import MethodSignature, OutputStructure
 from pipeline.core.source import HierarchyPath, torchscript_call_sites
 from pipeline.core.spec import SpecError, options_of, parse_compile_spec
 
 MethodCompileSpec = Mapping[str, Any]
 
 
-def codegen_backend_module(
+@dataclass
+class StepSeconds:
+    """The seconds each step of `lower` took. ``debug_handles`` is the time spent issuing handles, which
+    happens inside preprocess (and the split): ``preprocess`` and ``partition`` leave it out."""
+
+    resolve: float = 0.0
+    capture: float = 0.0
+    handles: float = 0.0
+    partition: float | None = None  # None: not a partitioned lowering
+    preprocess: float = 0.0
+    debug_handles: float = 0.0
+    codegen: float = 0.0
+    compile: float = 0.0
+
+    @contextmanager
+    def step(self, name: str, less: HandleClock | None = None) -> Iterator[None]:
+        """Add the time of the block to step ``name``, less the handles ``less`` timed meanwhile."""
+        start, issued = time.perf_counter(), less.seconds if less is not None else 0.0
+        try:
+            yield
+        finally:
+            spent = time.perf_counter() - start - ((less.seconds - issued) if less is not None else 0.0)
+            setattr(self, name, (getattr(self, name) or 0.0) + spent)
+
+    def reported(self) -> dict[str, float]:
+        """The steps a run's report lists under ``lower.``: the backend's own work."""
+        names = ["debug_handles", "preprocess", "compile", "codegen"] + ["partition"] * (self.partition is not None)
+        return {name: getattr(self, name) for name in names}
+
+
+@dataclass
+class Lowering:
+    """What `lower` gives: the module, and the seconds of each step."""
+
+    module: LoweredModule
+    seconds: StepSeconds = field(default_factory=StepSeconds)
+
+
+def lower(
     backend_name: str,
     program: Any,
     method_compile_spec: MethodCompileSpec,
@@ -46,124 +101,223 @@ def codegen_backend_module(
     original_methods: Sequence[str] = (),
     hierarchy_prefix: HierarchyPath = (),
     top_type: str | None = None,
-    timings: dict[str, float] | None = None,
     partition: bool = False,
     min_nodes: int = 1,
-) -> LoweredModule:
-    """Lower a captured program: a ScriptModule, a dict of ExportedPrograms, or a `CapturedProgram`.
+) -> Lowering:
+    """Lower a captured program (a ScriptModule, a dict of ExportedPrograms, or a `CapturedProgram`).
 
-    ``timings``, if given, receives the seconds spent issuing debug handles, in
-    the rest of preprocess, in compile and in codegen. ``partition=True``
-    (export frontend only) lowers the groups of at least ``min_nodes`` nodes
-    that the backend ``supports`` and runs the rest in PyTorch
-    (`pipeline.core.partitioned`); the result is a `PartitionedModule`.
+    ``partition=True`` (export frontend only) lowers the groups of at least ``min_nodes`` nodes that the
+    backend ``supports`` and runs the rest in PyTorch (`pipeline.core.partitioned`); the module is then a
+    `PartitionedModule`.
     """
-    timings = {} if timings is None else timings
-    backend = get_backend(backend_name)
-    try:
-        spec = resolve_compile_spec(backend, method_compile_spec)
-    except SpecError as error:
-        raise SpecError(f"Backend {backend_name!r}: {error}") from None
-    captured = as_captured(program, list(spec))
-    if captured.frontend not in backend.accepts:
-        raise LoweringError(
-            f"Backend {backend_name!r} does not accept the {captured.frontend!r} frontend; "
-            f"it accepts: {format_choices(backend.accepts)}."
-        )
-    call_sites = torchscript_call_sites(captured.program, list(spec)) if captured.frontend == "torchscript" else {}
-    generator = _TimedGenerator(
-        DebugHandleGenerator(
-            debug_handles, top_type=top_type or captured.top_type, prefix=hierarchy_prefix, call_sites=call_sites
-        )
-    )
-    module_kwargs = dict(
+    seconds = StepSeconds()
+    with seconds.step("resolve"):
+        backend = get_backend(backend_name)
+        try:
+            specs, options = resolve_specs(backend, method_compile_spec)
+        except SpecError as error:
+            raise SpecError(f"Backend {backend_name!r}: {error}") from None
+    with seconds.step("capture"):
+        captured = _accepted(backend, as_captured(program, list(specs)))
+    with seconds.step("handles"):
+        clock = HandleClock()
+        generator = clock.timed(_handle_generator(captured, specs, debug_handles, hierarchy_prefix, top_type))
+    if partition:
+        preprocessed, runtime = _preprocess_partitioned(backend, captured, specs, generator, clock, min_nodes, seconds)
+    else:
+        with seconds.step("preprocess", less=clock):
+            preprocessed = _preprocess(backend, _own_copy(captured.program), specs, generator)
+        runtime = backend.runtime()
+    seconds.debug_handles = clock.seconds
+    handle_map = generator.handle_map
+    handle_map.backend_map = {str(k): [int(h) for h in v] for k, v in preprocessed.result.backend_map.items()}
+    module = build_module(
+        backend,
+        runtime,
+        specs,
+        seconds,
+        partition=preprocessed.partition,
         frontend=captured.frontend,
-        method_compile_spec=spec,
+        method_compile_spec=options,
+        payload=preprocessed.payload,
+        handle_map=handle_map,
+        notes=preprocessed.result.notes,
         signatures=captured.signatures,
         outputs=captured.outputs,
         original_type=captured.top_type,
-        original_methods=original_methods or list(spec),
-        timings=timings,
+        original_methods=original_methods or list(specs),
     )
-    if partition:
-        return _partitioned(backend, captured, spec, generator, min_nodes, timings, module_kwargs)
-    result = _preprocess(backend, _own_copy(captured.program), spec, generator, timings)
-    handle_map = generator.handle_map
-    handle_map.backend_map = {str(k): [int(h) for h in v] for k, v in result.backend_map.items()}
-    return LoweredModule(backend, payload=result.payload, notes=result.notes, handle_map=handle_map, **module_kwargs)
+    return Lowering(module, seconds)
 
 
-def _preprocess(
+def codegen_backend_module(
+    backend_name: str, program: Any, method_compile_spec: MethodCompileSpec, **options: Any
+) -> LoweredModule:
+    """The original's name for lowering a captured program: `lower`'s module (``options`` as `lower` takes
+    them: ``debug_handles``, ``original_methods``, ``hierarchy_prefix``, ``top_type``, ``partition``,
+    ``min_nodes``)."""
+    return lower(backend_name, program, method_compile_spec, **options).module
+
+
+def build_module(
     backend: BackendInfo,
-    program: Any,
-    spec: dict[str, dict[str, Any]],
-    generator: _TimedGenerator,
-    timings: dict[str, float],
-) -> PreprocessResult:
-    """The backend's preprocess on its own copy of the program, timed, its failures as `LoweringError`."""
-    start = time.perf_counter()
-    before = generator.seconds
+    runtime: Runtime,
+    specs: dict[str, Any],
+    seconds: StepSeconds,
+    *,
+    partition: dict[str, Any] | None,
+    signatures: dict[str, MethodSignature],
+    outputs: dict[str, OutputStructure],
+    handle_map: HandleMap,
+    **held: Any,
+) -> LoweredModule:
+    """The last two steps, which loading runs too: generate the methods, compile the payload into
+    runners; then the module that holds them and what it was built from."""
+    with seconds.step("codegen"):
+        generated = generate_methods(backend.name, {m: (signatures[m], outputs[m]) for m in specs})
+    with seconds.step("compile"):
+        runners = compile_runners(backend.name, runtime, held["payload"], specs, handle_map)
+    module_type: type[LoweredModule] = LoweredModule if partition is None else PartitionedModule
+    extra: dict[str, Any] = {} if partition is None else {"partition": partition}
+    return module_type(
+        backend_name=backend.name,
+        backend_version=backend.version,
+        runtime=runtime,
+        runners=runners,
+        generated=generated,
+        signatures=signatures,
+        outputs=outputs,
+        handle_map=handle_map,
+        **extra,
+        **held,
+    )
+
+
+def compile_runners(
+    backend_name: str, runtime: Runtime, payload: bytes, specs: dict[str, Any], handle_map: HandleMap
+) -> dict[str, MethodRunner] | None:
+    """One runner per method, or None (with a warning) where the backend is not available."""
+    with toolchain_output.logged():  # asking imports the runtime, and some print as they load
+        available = bool(runtime.is_available())
+    if not available:
+        warnings.warn(
+            f"Backend {backend_name!r} is not available on this machine. Lowering succeeded; "
+            "calling the module raises until it is loaded where the backend is available.",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+        return None
     try:
-        with toolchain_output.logged():  # exporters and compilers print as they work; that belongs in the log
-            result = backend.preprocess(program, spec, generator)
+        with toolchain_output.logged():  # runtimes log as they load (ExecuTorch's cpuinfo): to the log
+            runners = runtime.compile(payload, specs)
+    except BackendRuntimeError as error:
+        raise source_error(handle_map, backend_name, error, "compile") from error
     except LoweringError:
         raise
     except Exception as error:
-        raise LoweringError(f"Backend {backend.name!r}: preprocess failed: {type(error).__name__}: {error}") from error
-    timings["debug_handles"] = generator.seconds
-    timings["preprocess"] = time.perf_counter() - start - (generator.seconds - before)
-    return _as_preprocess_result(backend.name, result)
+        raise LoweringError(f"Backend {backend_name!r} failed to compile: {error}") from error
+    missing = [m for m in specs if m not in runners]
+    if missing:
+        raise LoweringError(
+            f"Backend {backend_name!r}: compile() returned no runner for method(s) {missing}; "
+            f"it returned runners for {format_choices(runners)}."
+        )
+    return {method: runners[method] for method in specs}
 
 
-def _partitioned(
-    backend: BackendInfo,
-    captured: Any,
-    spec: dict[str, dict[str, Any]],
-    generator: _TimedGenerator,
-    min_nodes: int,
-    timings: dict[str, float],
-    module_kwargs: dict[str, Any],
-) -> PartitionedModule:
-    """Split (`pipeline.core.partitioned`), lower the supported groups in one preprocess, record the split."""
-    start = time.perf_counter()
-    with toolchain_output.logged():  # functionalizing re-traces the program, and torch talks as it does
-        split = split_program(backend, captured, spec, generator, min_nodes)
-    timings["partition"] = time.perf_counter() - start - generator.seconds
-    timed = _TimedGenerator(split.generator)
-    timed.seconds = generator.seconds
-    result = (
-        _preprocess(backend, _own_copy(split.programs), split.spec, timed, timings)
-        if split.programs
-        else PreprocessResult(b"")
-    )
-    handle_map = generator.handle_map
-    mark_handles(handle_map, split)
-    handle_map.backend_map = {str(k): [int(h) for h in v] for k, v in result.backend_map.items()}
-    record = partition_record(split, backend.name, min_nodes)
-    return PartitionedModule(
-        backend,
-        partition=record,
-        payload=partitioned_payload(split, result.payload),
-        notes=result.notes,
-        handle_map=handle_map,
-        **module_kwargs,
-    )
+@dataclass
+class _Preprocessed:
+    payload: bytes
+    result: PreprocessResult
+    partition: dict[str, Any] | None = None
+
+
+class HandleClock:
+    """The time spent issuing debug handles, by every generator it times."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+    def timed(self, generator: Callable[..., dict[Any, int]]) -> _TimedGenerator:
+        return _TimedGenerator(generator, self)
 
 
 class _TimedGenerator:
-    """A debug-handle generator that adds up the time spent in it."""
+    """A debug-handle generator whose time goes to its clock."""
 
-    def __init__(self, generator: Any):
+    def __init__(self, generator: Callable[..., dict[Any, int]], clock: HandleClock):
         self.generator = generator
-        self.handle_map = getattr(generator, "handle_map", None)
-        self.seconds = 0.0
+        self.clock = clock
+        self.handle_map: HandleMap = getattr(generator, "handle_map", None)  # type: ignore[assignment]
 
     def __call__(self, graph: Any, method: str = "forward") -> dict[Any, int]:
         start = time.perf_counter()
         try:
             return self.generator(graph, method)
         finally:
-            self.seconds += time.perf_counter() - start
+            self.clock.seconds += time.perf_counter() - start
+
+
+def _accepted(backend: BackendInfo, captured: CapturedProgram) -> CapturedProgram:
+    if captured.frontend not in backend.accepts:
+        raise LoweringError(
+            f"Backend {backend.name!r} does not accept the {captured.frontend!r} frontend; "
+            f"it accepts: {format_choices(backend.accepts)}."
+        )
+    return captured
+
+
+def _handle_generator(
+    captured: CapturedProgram,
+    specs: dict[str, Any],
+    debug_handles: str,
+    hierarchy_prefix: HierarchyPath,
+    top_type: str | None,
+) -> DebugHandleGenerator:
+    call_sites = torchscript_call_sites(captured.program, list(specs)) if captured.frontend == "torchscript" else {}
+    return DebugHandleGenerator(
+        debug_handles, top_type=top_type or captured.top_type, prefix=hierarchy_prefix, call_sites=call_sites
+    )
+
+
+def _preprocess(
+    backend: BackendInfo, program: Any, specs: dict[str, Any], generator: Callable[..., Any]
+) -> _Preprocessed:
+    """The backend's preprocess on its own copy of the program, its failures as `LoweringError`."""
+    try:
+        with toolchain_output.logged():  # exporters and compilers print as they work; that belongs in the log
+            result = backend.preprocess(program, specs, generator)
+    except LoweringError:
+        raise
+    except Exception as error:
+        raise LoweringError(f"Backend {backend.name!r}: preprocess failed: {type(error).__name__}: {error}") from error
+    checked = _as_preprocess_result(backend.name, result)
+    return _Preprocessed(checked.payload, checked)
+
+
+def _preprocess_partitioned(
+    backend: BackendInfo,
+    captured: CapturedProgram,
+    specs: dict[str, Any],
+    generator: _TimedGenerator,
+    clock: HandleClock,
+    min_nodes: int,
+    seconds: StepSeconds,
+) -> tuple[_Preprocessed, Runtime]:
+    """Split (`pipeline.core.partitioned`), lower the supported groups in one preprocess, record the split."""
+    with seconds.step("partition", less=clock):
+        with toolchain_output.logged():  # functionalizing re-traces the program, and torch talks as it does
+            split = split_program(backend, captured, specs, generator, min_nodes)
+    with seconds.step("preprocess", less=clock):
+        inner = (
+            _preprocess(backend, _own_copy(split.programs), split.spec, clock.timed(split.generator))
+            if split.programs
+            else _Preprocessed(b"", PreprocessResult(b""))
+        )
+    mark_handles(generator.handle_map, split)
+    record = partition_record(split, backend.name, min_nodes)
+    payload = partitioned_payload(split, inner.payload)
+    return _Preprocessed(payload, inner.result, record), PartitionedRuntime(backend)
 
 
 def to_backend(
@@ -268,24 +422,31 @@ def normalize_compile_spec(spec: MethodCompileSpec) -> dict[str, dict[str, Any]]
 def resolve_compile_spec(
     backend: BackendInfo, method_compile_spec: MethodCompileSpec, path: str = "compile_spec"
 ) -> dict[str, dict[str, Any]]:
-    """Every method's options checked as lowering checks them, defaults filled in.
+    """Every method's options checked as lowering checks them, defaults filled in, as plain JSON values.
 
     The checks are the backend's ``CompileSpec`` (types, ``__post_init__``) and
     its ``check_compile_spec`` across methods; ``python -m pipeline.validate``
     runs this same function. Errors name ``path.<method>.<key>``.
     """
-    spec = normalize_compile_spec(method_compile_spec)
+    return resolve_specs(backend, method_compile_spec, path)[1]
+
+
+def resolve_specs(
+    backend: BackendInfo, method_compile_spec: MethodCompileSpec, path: str = "compile_spec"
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """``({method: CompileSpec instance}, {method: options})``: what preprocess and compile receive, and
+    what the module and its artifact keep. A backend without a ``CompileSpec`` receives the options."""
+    options = normalize_compile_spec(method_compile_spec)
     if backend.compile_spec is None:
-        return spec
+        return options, options
     typed = {
-        method: parse_compile_spec(backend.compile_spec, options, f"{path}.{method}")
-        for method, options in spec.items()
+        method: parse_compile_spec(backend.compile_spec, given, f"{path}.{method}") for method, given in options.items()
     }
     try:
         backend.backend_cls.check_compile_spec(typed)
     except LoweringError as error:
         raise SpecError(f"{path}: {error}") from None
-    return {method: options_of(value) for method, value in typed.items()}
+    return typed, {method: options_of(value) for method, value in typed.items()}
 
 
 def _own_copy(program: Any) -> Any:
@@ -323,21 +484,20 @@ def _as_preprocess_result(backend_name: str, result: Any) -> PreprocessResult:
 
 def _json_notes(backend_name: str, notes: Any) -> dict[str, Any]:
     """The backend's notes, checked to be plain JSON (they go into reports and artifacts)."""
-    import json
-
     try:
-        return json.loads(json.dumps(notes, sort_keys=True, allow_nan=False))
+        plain: dict[str, Any] = json.loads(json.dumps(notes, sort_keys=True, allow_nan=False))
+        return plain
     except (TypeError, ValueError) as error:
         raise LoweringError(
             f"Backend {backend_name!r}: PreprocessResult.notes must be plain JSON values: {error}"
         ) from None
 
 
-def _submodule(root: torch.nn.Module, path: str):
+def _submodule(root: torch.nn.Module, path: str) -> tuple[torch.nn.Module, str, torch.nn.Module]:
     """(parent, attribute, submodule) for a dotted path, with errors that name the path."""
     if not path:
         raise LoweringError("Selective lowering needs non-empty dotted paths to submodules, e.g. 'sub1.submodule'.")
-    parent, current = None, root
+    parent, current = root, root  # the loop runs at least once: the path is not empty
     atoms = path.split(".")
     for depth, atom in enumerate(atoms):
         prefix = ".".join(atoms[:depth]) or type(root).__name__
@@ -378,7 +538,9 @@ def _record_inputs(model: torch.nn.Module, targets: dict[str, Any], example_inpu
     hooks = []
     for path, (_, _, submodule) in targets.items():
 
-        def hook(mod, call_args, call_kwargs, path=path):
+        def hook(
+            mod: torch.nn.Module, call_args: tuple[Any, ...], call_kwargs: dict[str, Any], path: str = path
+        ) -> None:
             recorded.setdefault(path, {"args": tuple(call_args), "kwargs": dict(call_kwargs)})
 
         hooks.append(submodule.register_forward_pre_hook(hook, with_kwargs=True))

@@ -22,7 +22,6 @@ the one line the app prints.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import operator
 import os
 import warnings
@@ -33,7 +32,7 @@ from typing import Any
 import torch
 from torch.export.graph_signature import InputKind
 
-from pipeline.core.backend import Backend, BackendInfo
+from pipeline.core.backend import MethodRunner, ProfileEvent
 from pipeline.core.bounded_json import expect, member
 from pipeline.core.debug_handles import HandleMap, walk_nodes
 from pipeline.core.errors import LoweringError, MalformedInput, UnsupportedOpError
@@ -41,6 +40,7 @@ from pipeline.core.fallback import NAMESPACES, FallbackProgram, TensorTable, enc
 from pipeline.core.lowered_module import LoweredModule
 from pipeline.core.partition import FALLBACK, MethodSplit, counted, split_method
 from pipeline.core.payload import pack_parts, unpack_parts
+from pipeline.core.registry import BackendInfo
 from pipeline.core.source import describe_node
 from pipeline.core.tensor_data import read_tensor
 
@@ -55,13 +55,13 @@ class ProgramSplit:
 
     methods: dict[str, MethodSplit]
     programs: dict[str, torch.export.ExportedProgram]
-    spec: dict[str, dict[str, Any]]
+    spec: dict[str, Any]
     generator: Callable
     handles: dict[str, dict[torch.fx.Node, int]]
 
 
 def split_program(
-    backend: BackendInfo, captured: Any, spec: dict[str, dict[str, Any]], generator: Callable, min_nodes: int
+    backend: BackendInfo, captured: Any, spec: dict[str, Any], generator: Callable, min_nodes: int
 ) -> ProgramSplit:
     if captured.frontend != "export":
         raise LoweringError(
@@ -88,7 +88,7 @@ def split_program(
         return {node: issued[node.name] for node in walk_nodes(graph) if getattr(node, "name", None) in issued}
 
     programs = {g.name: g.program for split in methods.values() for g in split.groups}
-    return ProgramSplit(methods, programs, {g: dict(spec[owner[g]]) for g in programs}, group_handles, handles)
+    return ProgramSplit(methods, programs, {g: spec[owner[g]] for g in programs}, group_handles, handles)
 
 
 def functionalize(program: torch.export.ExportedProgram, method: str) -> torch.export.ExportedProgram:
@@ -268,72 +268,83 @@ def mark_handles(handle_map: HandleMap, split: ProgramSplit) -> None:
                 handle_map.handles[handle] = dataclasses.replace(record, partition=owner.get(node, FALLBACK))
 
 
-class PartitionedRuntime(Backend):
-    """Runs a partitioned payload: each method's fallback, calling ``inner``'s handles for the groups."""
+class _Partition:
+    """A fallback step's call of one group: the backend's runner, and its profile if it has one."""
 
-    name = None  # never registered: it wraps the backend the artifact names
+    def __init__(self, runner: MethodRunner):
+        self.runner = runner
+        self.profiler = getattr(runner, "profile", None)
+
+    def profile(self, inputs: list[Any]) -> list[ProfileEvent] | None:
+        return self.profiler(inputs) if self.profiler is not None else None
+
+
+class _FallbackRunner(FallbackProgram):
+    """A method's fallback as the `MethodRunner` the contract asks for: called on the inputs, it runs."""
+
+    def __call__(self, inputs: list[Any]) -> list[Any]:
+        return self.run(inputs)
+
+
+class PartitionedRuntime:
+    """Compiles a partitioned payload: each method's fallback, with the backend's runners for the groups.
+
+    Not a `Backend` (it is never registered and has no preprocess): it is the runtime a
+    `PartitionedModule` is built with, wrapping the runtime of the backend the artifact names.
+    """
 
     def __init__(self, inner: BackendInfo):
         self.inner_info = inner
-        self.inner = inner.backend_cls()
-
-    @staticmethod
-    def preprocess(program: Any, method_compile_spec: Any, generate_debug_handles: Any) -> bytes:
-        raise LoweringError("A partitioned payload is made by to_backend(..., partition=True), not by preprocess.")
+        self.inner = inner.runtime()
 
     def is_available(self) -> bool:
         return bool(self.inner.is_available())
 
-    def compile(self, payload: bytes, method_compile_spec: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    def compile(self, payload: bytes, specs: dict[str, Any]) -> dict[str, MethodRunner]:
         meta, parts = unpack_parts(payload, KIND)
         try:
-            return self._programs(meta, parts, method_compile_spec)
+            return self._programs(meta, parts, specs)
         except MalformedInput as error:
             raise LoweringError(f"Partitioned payload of backend {self.inner_info.name!r}: {error}") from None
 
     def _programs(
-        self, meta: dict[str, Any], parts: dict[str, bytes], spec: dict[str, dict[str, Any]]
-    ) -> dict[str, FallbackProgram]:
+        self, meta: dict[str, Any], parts: dict[str, bytes], specs: dict[str, Any]
+    ) -> dict[str, MethodRunner]:
         groups = member(meta, "partitions", dict, "partitions")
         entries = member(meta, "tensors", list, "tensors")
         tensors = [
             read_tensor(entry, parts.get(f"tensor/{i}", b""), f"tensors[{i}]") for i, entry in enumerate(entries)
         ]
-        inner_spec = {}
+        inner_specs = {}
         for name, info in groups.items():
             method = member(info, "method", str, f"partitions.{name}")
-            if method not in spec:
+            if method not in specs:
                 raise MalformedInput(f"partition {name!r} belongs to method {method!r}, which is not lowered.")
-            inner_spec[name] = spec[method]
-        compiled = self.inner.compile(parts.get("backend", b""), inner_spec) if inner_spec else {}
-        missing = sorted(set(inner_spec) - set(compiled))
+            inner_specs[name] = specs[method]
+        compiled = self.inner.compile(parts.get("backend", b""), inner_specs) if inner_specs else {}
+        missing = sorted(set(inner_specs) - set(compiled))
         if missing:
-            raise MalformedInput(f"backend {self.inner_info.name!r} compiled no handle for partitions {missing}.")
-        calls: dict[str, tuple[Callable, Callable, tuple[int, ...]]] = {}
+            raise MalformedInput(f"backend {self.inner_info.name!r} compiled no runner for partitions {missing}.")
+        calls: dict[str, tuple[Callable[..., Any], Callable[..., Any], tuple[int, ...]]] = {}
         for name, info in groups.items():
             handles = tuple(
                 expect(h, int, f"partitions.{name}.handles")
                 for h in member(info, "handles", list, f"partitions.{name}")
             )
-            calls[name] = (
-                functools.partial(self.inner.execute, compiled[name]),
-                functools.partial(self.inner.profile, compiled[name]),
-                handles,
-            )
+            partition = _Partition(compiled[name])
+            calls[name] = (partition.runner, partition.profile, handles)
         methods = member(meta, "methods", dict, "methods")
-        missing = sorted(set(spec) - set(methods))
+        missing = sorted(set(specs) - set(methods))
         if missing:
             raise MalformedInput(f"no fallback for methods {missing}.")
-        # Its handles are FallbackPrograms, which the contract's default execute and profile run.
-        return {method: FallbackProgram(method, methods[method], tensors, calls) for method in spec}
+        return {method: _FallbackRunner(method, methods[method], tensors, calls) for method in specs}
 
 
 class PartitionedModule(LoweredModule):
     """A `LoweredModule` whose methods run partly on the backend, partly in PyTorch; `partition` says how."""
 
-    def __init__(self, backend: BackendInfo, *, partition: dict[str, Any], **kwargs: Any):
-        runtime = dataclasses.replace(backend, backend_cls=functools.partial(PartitionedRuntime, backend))
-        super().__init__(runtime, **kwargs)
+    def __init__(self, *, partition: dict[str, Any], **held: Any):
+        super().__init__(**held)
         self._partition = partition
 
     @property

@@ -1,7 +1,7 @@
 """Profiles mapped to source: a backend's per-instruction times, through the handle map, to lines.
 
-A backend that can time its own work implements ``Backend.profile(handle, inputs)``
-and returns `ProfileEvent`s carrying debug handles (as ExecuTorch's delegates
+A backend that can time its own work gives its runners a ``profile(inputs)``
+that returns `ProfileEvent`s carrying debug handles (as ExecuTorch's delegates
 log profiling events with their delegate debug ids). Here the events of a few
 calls are added up per handle and per source line, the way ExecuTorch's
 Inspector attributes delegate events to the op graph.
@@ -16,7 +16,7 @@ from pipeline.core.frontends import call_arguments
 from pipeline.core.lowered_module import LoweredModule
 
 
-def profile(lowered: LoweredModule, inputs: dict[str, tuple], calls: int = 3) -> dict[str, Any] | None:
+def profile(lowered: LoweredModule, inputs: dict[str, tuple[Any, ...]], calls: int = 3) -> dict[str, Any] | None:
     """Per-source-line times of ``calls`` runs of each method, or None if the backend cannot report."""
     events: dict[tuple[str, str, tuple[int, ...]], float] = defaultdict(float)
     supported = False

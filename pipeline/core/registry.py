@@ -10,7 +10,8 @@ Three ways to add a backend:
    or, as a class decorator, ``@pipeline.register_backend`` over the class.
 
 2. The original API's form, a name and a class with keyword arguments that
-   override what the class declares (a class without ``preprocess`` takes it here)::
+   override what the class declares (a class without ``preprocess`` takes it here;
+   the entry holds the overrides, the class is never changed)::
 
        pipeline.register_backend("mybackend", MyBackend, preprocess=my_preprocess, accepts=("export",))
 
@@ -27,24 +28,23 @@ raises, and looking up a missing one names it and lists the registered ones.
 
 from __future__ import annotations
 
-import abc
 import dataclasses
 import importlib.metadata
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from pipeline.core import toolchain_output
-from pipeline.core.backend import FRONTENDS, Backend, BackendInfo
+from pipeline.core.backend import FRONTENDS, Backend
 from pipeline.core.errors import LoweringError, UnknownBackendError, did_you_mean, format_choices
 
 ENTRY_POINT_GROUP = "pipeline.backends"
 
-_preprocess_functions: dict[str, Callable] = {}
+_preprocess_functions: dict[str, Callable[..., Any]] = {}
 _backends: dict[str, BackendInfo] = {}
 _entry_points: dict[str, importlib.metadata.EntryPoint] | None = None
 
 
-def register_backend_preprocess_function(name: str, fn: Callable) -> None:
+def register_backend_preprocess_function(name: str, fn: Callable[..., Any]) -> None:
     if name in _preprocess_functions:
         raise LoweringError(
             f"Preprocessing function for backend {name!r} is already registered. "
@@ -57,31 +57,95 @@ def has_backend_preprocess_function(name: str) -> bool:
     return name in _preprocess_functions or _load_entry_point(name)
 
 
-def get_backend_preprocess_function(name: str) -> Callable:
+def get_backend_preprocess_function(name: str) -> Callable[..., Any]:
     if not has_backend_preprocess_function(name):
         raise _unknown(name, "Preprocessing function for backend {name!r} is not registered.")
     return _preprocess_functions[name]
+
+
+_OVERRIDABLE = (
+    "preprocess",
+    "accepts",
+    "compile_spec",
+    "version",
+    "reproducible",
+    "carries_code",
+    "native_payload",
+)
+
+
+class BackendInfo:
+    """A registry entry: the registered class itself, read through the overrides given at registration.
+
+    Nothing is copied from the class and nothing is written onto it: each declaration is the override
+    given to `register_backend`, else the class's own attribute (``compile_spec`` is its ``CompileSpec``).
+    """
+
+    __slots__ = ("name", "backend_cls", "overrides")
+
+    def __init__(self, name: str, backend_cls: type[Backend], overrides: Mapping[str, Any]):
+        self.name = name
+        self.backend_cls = backend_cls
+        self.overrides = dict(overrides)
+
+    def _declared(self, key: str, attribute: str) -> Any:
+        return self.overrides[key] if key in self.overrides else getattr(self.backend_cls, attribute)
+
+    @property
+    def preprocess(self) -> Callable[..., Any]:
+        return self._declared("preprocess", "preprocess")  # type: ignore[no-any-return]
+
+    @property
+    def accepts(self) -> tuple[str, ...]:
+        return tuple(self._declared("accepts", "accepts"))
+
+    @property
+    def compile_spec(self) -> type | None:
+        return self._declared("compile_spec", "CompileSpec")  # type: ignore[no-any-return]
+
+    @property
+    def version(self) -> str:
+        return str(self._declared("version", "version"))
+
+    @property
+    def reproducible(self) -> bool:
+        return bool(self._declared("reproducible", "reproducible"))
+
+    @property
+    def carries_code(self) -> bool:
+        return bool(self._declared("carries_code", "carries_code"))
+
+    @property
+    def native_payload(self) -> bool:
+        return bool(self._declared("native_payload", "native_payload"))
+
+    def runtime(self) -> Backend:
+        """A new runtime instance of the class."""
+        return self.backend_cls()
+
+    def __repr__(self) -> str:
+        return f"BackendInfo({self.name!r}, {self.backend_cls.__qualname__}, overrides={sorted(self.overrides)})"
 
 
 def register_backend(
     name_or_cls: str | type[Backend] | None = None,
     backend_cls: type[Backend] | None = None,
     *,
-    preprocess: Callable | None = None,
+    preprocess: Callable[..., Any] | None = None,
     accepts: Sequence[str] | None = None,
     compile_spec: type | None = None,
     version: str | None = None,
     reproducible: bool | None = None,
     carries_code: bool | None = None,
     native_payload: bool | None = None,
-):
+) -> Any:
     """Register a backend class: ``register_backend(Cls)``, or ``register_backend(name, Cls, **overrides)``.
 
     Without a class (``register_backend("name", preprocess=...)``) it returns a
     class decorator; bare ``@register_backend`` works too. Keyword arguments
     override the class's declarations. Returns the class.
     """
-    overrides = dict(
+    given = dict(
         preprocess=preprocess,
         accepts=accepts,
         compile_spec=compile_spec,
@@ -90,6 +154,7 @@ def register_backend(
         carries_code=carries_code,
         native_payload=native_payload,
     )
+    overrides = {key: value for key, value in given.items() if value is not None}
     if isinstance(name_or_cls, type):
         return _register(None, name_or_cls, overrides)
     if backend_cls is None:
@@ -111,42 +176,35 @@ def _register(name: str | None, backend_cls: type[Backend], overrides: dict[str,
 
 
 def backend_info(backend_cls: type[Backend], name: str | None = None, **overrides: Any) -> BackendInfo:
-    """What ``backend_cls`` declares, with the non-None ``overrides``; checked as registration checks it."""
-    declared = {
-        "name": name or backend_cls.name,
-        "backend_cls": backend_cls,
-        "preprocess": backend_cls.preprocess,
-        "accepts": backend_cls.accepts,
-        "compile_spec": backend_cls.CompileSpec,
-        "version": backend_cls.version,
-        "reproducible": backend_cls.reproducible,
-        "carries_code": backend_cls.carries_code,
-        "native_payload": backend_cls.native_payload,
-    }
-    declared.update({k: v for k, v in overrides.items() if v is not None})
-    if not declared["name"]:
+    """The entry of ``backend_cls`` with the non-None ``overrides``, checked as registration checks it."""
+    unknown = sorted(set(overrides) - set(_OVERRIDABLE))
+    if unknown:
+        raise LoweringError(
+            f"register_backend: unknown declaration(s) {unknown}; allowed: {format_choices(_OVERRIDABLE)}"
+        )
+    chosen = name or backend_cls.name
+    if not chosen:
         raise LoweringError(f"Backend class {backend_cls.__qualname__} declares no name; set its `name` attribute.")
-    label = f"Backend {declared['name']!r}"
-    if getattr(declared["preprocess"], "__isabstractmethod__", False):
+    info = BackendInfo(chosen, backend_cls, {k: v for k, v in overrides.items() if v is not None})
+    label = f"Backend {chosen!r}"
+    if info.preprocess is Backend.preprocess:
         raise LoweringError(
             f"{label}: {backend_cls.__qualname__} has no preprocess staticmethod; define one "
             "or pass preprocess= to register_backend."
         )
-    if getattr(backend_cls.preprocess, "__isabstractmethod__", False):
-        # The original API's form: the class is the runtime half only and preprocess comes as an
-        # argument. Give the class that preprocess, so that it is whole and can be instantiated.
-        backend_cls.preprocess = staticmethod(declared["preprocess"])
-    abc.update_abstractmethods(backend_cls)  # also for a subclass whose base was given preprocess this way
-    declared["accepts"] = tuple(declared["accepts"])
-    unknown_frontends = [f for f in declared["accepts"] if f not in FRONTENDS]
+    if getattr(backend_cls, "__abstractmethods__", None):
+        raise LoweringError(
+            f"{label}: {backend_cls.__qualname__} does not define {sorted(backend_cls.__abstractmethods__)}."
+        )
+    unknown_frontends = [f for f in info.accepts if f not in FRONTENDS]
     if unknown_frontends:
         raise LoweringError(
             f"{label} accepts unknown frontend(s) {unknown_frontends}; allowed: {format_choices(FRONTENDS)}"
         )
-    spec = declared["compile_spec"]
+    spec = info.compile_spec
     if spec is not None and not dataclasses.is_dataclass(spec):
         raise LoweringError(f"{label}: CompileSpec must be a dataclass, not {spec!r}.")
-    return BackendInfo(**declared)
+    return info
 
 
 def is_registered(name: str) -> bool:

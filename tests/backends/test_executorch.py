@@ -17,7 +17,7 @@ from pathlib import Path
 import backend_checks
 import pytest
 import torch
-from backend_checks import run_app
+from backend_checks import compile_specs, run_app
 
 import pipeline
 import pipeline.backends.executorch as et_backend
@@ -171,16 +171,17 @@ def test_a_thread_count_other_than_the_pools_is_refused_while_methods_use_the_po
     module = lowered("mlp")  # loaded: its XNNPACK delegate holds the pool
     other = THREAD_POOL.size() + 1
     with pytest.raises(pipeline.LoweringError, match=rf"thread pool \(one per process\) has {other - 1} threads"):
-        ExecuTorchBackend().compile(module.payload, {"forward": {"threads": other}})
+        ExecuTorchBackend().compile(module.payload, compile_specs("executorch", {"forward": {"threads": other}}))
     assert THREAD_POOL.size() == other - 1
 
 
 RESIZE_IN_A_FRESH_PROCESS = """
 import sys, torch
 from pipeline import zoo
+from pipeline.backends.executorch.compile_spec import ExecuTorchCompileSpec
 from pipeline.backends.executorch.runtime import THREAD_POOL, ExecuTorchBackend
 payload = open(sys.argv[1], "rb").read()
-handles = ExecuTorchBackend().compile(payload, {"forward": {"threads": 1}})
+handles = ExecuTorchBackend().compile(payload, {"forward": ExecuTorchCompileSpec(threads=1)})
 x = zoo.example_inputs("mlp")["forward"][0]
 torch.testing.assert_close(handles["forward"].run([x])[0], zoo.build("mlp")(x), atol=1e-5, rtol=1e-4)
 print(THREAD_POOL.size())
@@ -261,7 +262,7 @@ def test_input_of_another_shape_is_a_runtime_error_with_handle_minus_one(lowered
 def test_corrupt_payload_is_rejected_with_lowering_error(corrupt, lowered):
     module = lowered("mlp")
     with pytest.raises(pipeline.LoweringError, match="executorch"):
-        ExecuTorchBackend().compile(corrupt(module.payload), module.method_compile_spec)
+        ExecuTorchBackend().compile(corrupt(module.payload), compile_specs("executorch", module.method_compile_spec))
 
 
 # -- the partition and debug handles ---------------------------------------------------------------

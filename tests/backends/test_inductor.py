@@ -17,7 +17,7 @@ import backend_checks
 import pytest
 import torch
 import torch.utils._pytree as pytree
-from backend_checks import run_app
+from backend_checks import compile_specs, run_app
 from torch import nn
 
 import pipeline
@@ -87,7 +87,7 @@ def test_profile_names_each_kernel_with_its_handles(mlp):
 def test_runner_failure_is_a_backend_runtime_error(mlp):
     _, _, lowered, _ = mlp
     with pytest.raises(pipeline.BackendRuntimeError) as raised:
-        lowered.runtime.execute(lowered.compiled("forward"), [])
+        lowered.compiled("forward")([])
     assert raised.value.debug_handles == [-1]
 
 
@@ -155,7 +155,7 @@ def test_torchscript_frontend_is_rejected_by_the_pipeline():
 @pytest.mark.parametrize("payload", [b"", b"PLPARTS1" + b"\xff" * 20, pack_parts("onnxruntime", {}, {})])
 def test_corrupt_payload_is_rejected_with_lowering_error(payload):
     with pytest.raises(pipeline.LoweringError, match="inductor"):
-        InductorBackend().compile(payload, {"forward": {}})
+        InductorBackend().compile(payload, compile_specs("inductor", {"forward": {}}))
 
 
 def test_backend_is_found_by_name_as_its_class_declares_it():

@@ -18,7 +18,7 @@ import onnxruntime
 import pytest
 import torch
 import torch.utils._pytree as pytree
-from backend_checks import line_of, run_app
+from backend_checks import compile_specs, line_of, run_app
 from torch import nn
 
 import pipeline
@@ -234,7 +234,9 @@ def test_unavailable_provider_is_rejected_when_the_payload_is_compiled():
     model, inputs = zoo.build("mlp"), zoo.example_inputs("mlp")
     lowered = lower(model, inputs)
     with pytest.raises(pipeline.LoweringError, match=r"available: .*'CPUExecutionProvider'"):
-        OnnxRuntimeBackend().compile(lowered.payload, {"forward": {"providers": ["NoSuchExecutionProvider"]}})
+        OnnxRuntimeBackend().compile(
+            lowered.payload, compile_specs("onnxruntime", {"forward": {"providers": ["NoSuchExecutionProvider"]}})
+        )
 
 
 # -- payload --------------------------------------------------------------------------------------
@@ -263,7 +265,9 @@ def test_corrupt_payload_is_rejected_with_lowering_error(corrupt):
     model, inputs = zoo.build("mlp"), zoo.example_inputs("mlp")
     lowered = lower(model, inputs)
     with pytest.raises(pipeline.LoweringError, match="onnxruntime"):
-        OnnxRuntimeBackend().compile(corrupt(lowered.payload), lowered.method_compile_spec)
+        OnnxRuntimeBackend().compile(
+            corrupt(lowered.payload), compile_specs("onnxruntime", lowered.method_compile_spec)
+        )
 
 
 # -- debug handles, errors, profiles ---------------------------------------------------------------
@@ -683,4 +687,6 @@ def test_a_payload_input_index_outside_the_arguments_is_refused_at_compile(input
         match=r"inputs of method 'forward' must be \[name, index\] pairs "
         r"with index in 0\.\.99999",
     ):
-        OnnxRuntimeBackend().compile(pack_parts("onnxruntime", meta, models), lowered.method_compile_spec)
+        OnnxRuntimeBackend().compile(
+            pack_parts("onnxruntime", meta, models), compile_specs("onnxruntime", lowered.method_compile_spec)
+        )

@@ -18,7 +18,7 @@ import numpy
 import openvino
 import pytest
 import torch
-from backend_checks import line_of, run_app
+from backend_checks import compile_specs, line_of, run_app
 from openvino.passes import ConstantFolding, Manager
 from torch import nn
 
@@ -243,7 +243,7 @@ def test_torchscript_frontend_is_rejected_naming_the_one_it_accepts():
 def test_corrupt_payload_is_rejected_with_lowering_error(zoo_lowered, corrupt):
     _, _, lowered, _ = zoo_lowered["mlp"]
     with pytest.raises(pipeline.LoweringError, match="openvino"):
-        OpenVinoBackend().compile(corrupt(lowered.payload), lowered.method_compile_spec)
+        OpenVinoBackend().compile(corrupt(lowered.payload), compile_specs("openvino", lowered.method_compile_spec))
 
 
 # -- debug handles, errors, profiles ---------------------------------------------------------------

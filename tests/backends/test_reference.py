@@ -11,7 +11,7 @@ from typing import List, Optional, Tuple
 import backend_checks
 import pytest
 import torch
-from backend_checks import fresh_like, line_of
+from backend_checks import compile_specs, fresh_like, line_of
 from torch import nn
 
 import pipeline
@@ -130,7 +130,7 @@ def test_payload_round_trips_tensors_of_every_kind_exactly():
 @pytest.mark.parametrize("payload", [b"", b"not a payload at all", b"PLREFBE\0" + b"\x01\0\0\0" + b"\xff" * 8])
 def test_corrupt_payload_is_rejected_with_lowering_error(payload):
     with pytest.raises(pipeline.LoweringError, match="corrupt payload"):
-        ReferenceBackend().compile(payload, {"forward": {}})
+        ReferenceBackend().compile(payload, compile_specs("reference", {"forward": {}}))
 
 
 def test_payload_naming_an_op_the_backend_cannot_run_is_rejected_at_compile():
@@ -139,13 +139,13 @@ def test_payload_naming_an_op_the_backend_cannot_run_is_rejected_at_compile():
         "forward", [InputSpec(0, "x", "Tensor")], Block([sort], [Ref(1)]), flatten_inputs=True, flatten_outputs=False
     )
     with pytest.raises(pipeline.LoweringError, match="aten::sort"):
-        ReferenceBackend().compile(serialize(Program({"forward": method})), {"forward": {}})
+        ReferenceBackend().compile(serialize(Program({"forward": method})), compile_specs("reference", {"forward": {}}))
 
 
 def test_truncated_payload_is_rejected_with_lowering_error():
     lowered = lower(zoo.build("mlp"), zoo.example_inputs("mlp"), "export")
     with pytest.raises(pipeline.LoweringError, match="corrupt payload"):
-        ReferenceBackend().compile(lowered.payload[:-100], {"forward": {}})
+        ReferenceBackend().compile(lowered.payload[:-100], compile_specs("reference", {"forward": {}}))
 
 
 # -- what the compiler rejects -------------------------------------------------------------------
@@ -397,9 +397,8 @@ def test_runtime_error_without_debug_handles_reports_handle_minus_one():
 def test_profile_times_each_instruction_under_its_id_and_handle():
     model, inputs = zoo.build("mlp"), zoo.example_inputs("mlp")
     lowered = lower(model, inputs, "export")
-    backend = ReferenceBackend()
-    handles = backend.compile(lowered.payload, lowered.method_compile_spec)
-    events = backend.profile(handles["forward"], list(inputs["forward"]))
+    runners = ReferenceBackend().compile(lowered.payload, compile_specs("reference", lowered.method_compile_spec))
+    events = runners["forward"].profile(list(inputs["forward"]))
     assert [e.name for e in events] == [
         "forward/0 aten::linear",
         "forward/1 aten::gelu",
@@ -473,7 +472,7 @@ def _one_instruction_payload(instruction: Instruction, inputs: tuple = ()) -> by
 )
 def test_a_payload_instruction_preprocess_would_not_write_is_refused_at_compile(instruction, message):
     with pytest.raises(pipeline.LoweringError, match=message):
-        ReferenceBackend().compile(_one_instruction_payload(instruction), {"forward": {}})
+        ReferenceBackend().compile(_one_instruction_payload(instruction), compile_specs("reference", {"forward": {}}))
 
 
 def test_a_forged_out_variant_in_an_artifact_is_an_artifact_error_and_the_input_is_untouched(tmp_path):
@@ -490,9 +489,9 @@ def test_a_forged_out_variant_in_an_artifact_is_an_artifact_error_and_the_input_
 
 def test_a_size_the_program_computes_is_judged_before_the_factory_runs():
     zeros = Instruction("aten::zeros.default", [[Ref(0)]], {}, [1], id=0)
-    handle = ReferenceBackend().compile(_one_instruction_payload(zeros, [InputSpec(0, "n", "int")]), {"forward": {}})[
-        "forward"
-    ]
+    handle = ReferenceBackend().compile(
+        _one_instruction_payload(zeros, [InputSpec(0, "n", "int")]), compile_specs("reference", {"forward": {}})
+    )["forward"]
     assert handle.run([3])[0].equal(torch.zeros(3))
     with pytest.raises(pipeline.BackendRuntimeError, match=r"aten::zeros.default asks for a tensor of \d+ bytes"):
         handle.run([1 << 40])

@@ -15,7 +15,7 @@ from typing import Dict
 import backend_checks
 import pytest
 import torch
-from backend_checks import line_of, run_app
+from backend_checks import compile_specs, line_of, run_app
 from torch import nn
 
 import pipeline
@@ -174,7 +174,7 @@ def test_payload_is_a_torchscript_archive_with_the_backend_map_inside():
 
 def test_payload_that_is_not_an_archive_is_rejected_with_lowering_error():
     with pytest.raises(pipeline.LoweringError, match="not a loadable TorchScript archive"):
-        TorchScriptBackend().compile(b"not a zip file", {"forward": {}})
+        TorchScriptBackend().compile(b"not a zip file", compile_specs("torchscript", {"forward": {}}))
 
 
 # -- debug handles, errors, profiles ---------------------------------------------------------------

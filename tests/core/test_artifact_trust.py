@@ -43,6 +43,7 @@ from artifact_forgery import (
     write_canary_module,
     write_members,
 )
+from backend_checks import compile_specs
 
 import pipeline
 from pipeline import zoo
@@ -255,7 +256,7 @@ def test_package_members_that_would_land_outside_the_directory_are_refused(name,
     )
     before = set(glob.glob("/tmp/escaped.txt")) | set(glob.glob("/tmp/pipeline-absolute-escape.txt"))
     with pytest.raises(pipeline.LoweringError, match=f"the member {re.escape(repr(name))}.*{problem}"):
-        InductorBackend().compile(payload, {"forward": {}})
+        InductorBackend().compile(payload, compile_specs("inductor", {"forward": {}}))
     assert set(glob.glob("/tmp/escaped.txt")) | set(glob.glob("/tmp/pipeline-absolute-escape.txt")) == before
 
 

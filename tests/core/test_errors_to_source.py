@@ -1,5 +1,7 @@
 """Backend failures come back with module hierarchy and source line (DebugInfo tests of test_backend.cpp)."""
 
+import functools
+
 import pytest
 import torch
 
@@ -106,9 +108,9 @@ def test_error_in_a_selectively_lowered_submodule_shows_the_hierarchy_from_the_t
 
 class UnknownHandle(pipeline.Backend):
     def compile(self, payload, spec):
-        return {m: m for m in spec}
+        return {m: functools.partial(self.run, m) for m in spec}
 
-    def execute(self, handle, inputs):
+    def run(self, handle, inputs):
         raise pipeline.BackendRuntimeError("kernel 7 failed", debug_handles=[2, -1, 12345])
 
 

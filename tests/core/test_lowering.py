@@ -2,6 +2,7 @@
 
 import ast
 import dataclasses
+import functools
 import inspect
 import re
 import tempfile
@@ -92,9 +93,9 @@ class EchoArgs(pipeline.Backend):
     """Returns what execute received, so a test sees the argument order."""
 
     def compile(self, payload, spec):
-        return {m: m for m in spec}
+        return {m: functools.partial(self.run, m) for m in spec}
 
-    def execute(self, handle, inputs):
+    def run(self, handle, inputs):
         codes = {torch.Tensor: -1.0, type(None): -2.0}
         return [torch.tensor([codes.get(type(v), v) for v in inputs], dtype=torch.float)]
 
@@ -174,9 +175,9 @@ class Recording(pipeline.Backend):
     calls: list = []
 
     def compile(self, payload, spec):
-        return {m: m for m in spec}
+        return {m: functools.partial(self.run, m) for m in spec}
 
-    def execute(self, handle, inputs):
+    def run(self, handle, inputs):
         Recording.calls.append((handle, inputs))
         return [inputs[0] + inputs[1], inputs[0] - inputs[1]]
 
@@ -199,9 +200,9 @@ def test_generated_code_is_readable_python_that_calls_execute_once_with_the_argu
 
 class WrongCount(pipeline.Backend):
     def compile(self, payload, spec):
-        return {m: m for m in spec}
+        return {m: functools.partial(self.run, m) for m in spec}
 
-    def execute(self, handle, inputs):
+    def run(self, handle, inputs):
         return [inputs[0]]  # forward of BasicModule returns two values
 
 
@@ -320,3 +321,15 @@ def test_argument_leaves_are_the_leaves_pytree_gives(inputs):
 
     expected = torch.utils._pytree.tree_leaves(list(inputs))
     assert [id(leaf) for leaf in argument_leaves(inputs)] == [id(leaf) for leaf in expected]
+
+
+def test_lower_returns_the_module_and_the_seconds_of_each_step(xh):
+    from pipeline.core.lowering import lower
+
+    lowering = lower(
+        "reference", pipeline.capture(zoo.BasicModule(), ["forward"], "export", {"forward": xh}), {"forward": {}}
+    )
+    assert lowering.module(*xh)[0].equal(xh[0] + xh[1])
+    steps = ("resolve", "capture", "handles", "preprocess", "debug_handles", "codegen", "compile")
+    assert all(getattr(lowering.seconds, step) >= 0 for step in steps) and lowering.seconds.partition is None
+    assert set(lowering.seconds.reported()) == {"debug_handles", "preprocess", "compile", "codegen"}

@@ -2,6 +2,7 @@
 
 import json
 import zipfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,6 +17,8 @@ from pipeline.core.partitioned import KIND, PartitionedModule
 from pipeline.core.payload import pack_parts, unpack_parts
 from pipeline.core.profiling import profile
 from pipeline.zoo.fnet import FNet, FourierBlock
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "data" / "artifacts"
 
 FFT_LINE = line_of(FourierBlock.forward, "torch.fft.fft2")
 
@@ -106,7 +109,7 @@ def test_a_saved_partitioned_module_loads_without_trust_and_gives_the_same_outpu
     check_against_eager(model, inputs, lowered, atol=1e-5, rtol=1e-5, loaded=loaded)
     manifest = json.loads(zipfile.ZipFile(path).read("manifest.json"))
     handles = json.loads(zipfile.ZipFile(path).read("handles.json"))
-    assert manifest["format_version"] == 3 and manifest["partition"]["summary"] == lowered.partition["summary"]
+    assert manifest["format_version"] == 4 and manifest["partition"]["summary"] == lowered.partition["summary"]
     assert {r["partition"] for r in handles["handles"]} == {"fallback", "forward_p0", "forward_p1", "forward_p2"}
     assert pipeline.save_lowered(loaded, tmp_path / "again.lowered").read_bytes() == path.read_bytes()
 
@@ -152,12 +155,11 @@ def test_loading_refuses_a_fallback_that_reads_a_value_before_it_is_defined(lowe
 
 
 def test_a_version_2_artifact_still_loads_and_may_not_claim_a_partition(tmp_path):
-    model = nn.Linear(4, 2).eval()
-    x = torch.randn(1, 4)
-    plain = to_backend("reference", model, {"forward": {}}, example_inputs={"forward": (x,)})
-    path = pipeline.save_lowered(plain, tmp_path / "plain.lowered")
-    old = forge(path, tmp_path / "v2.lowered", manifest=lambda m: m.update(format_version=2))
-    torch.testing.assert_close(pipeline.load_lowered(old)(x), model(x))
+    # A file written by the last version-2 commit (tests/data/artifacts/README.md), not one relabelled today.
+    path = ARTIFACTS / "mlp-v2.lowered"
+    call = json.loads((ARTIFACTS / "mlp-v2.io.json").read_text())["forward"]
+    x, expected = (torch.tensor(t["values"]).reshape(t["shape"]) for t in (call["inputs"][0], call["outputs"][0]))
+    torch.testing.assert_close(pipeline.load_lowered(path)(x), expected)
     claims = forge(path, tmp_path / "v2p.lowered", manifest=lambda m: m.update(format_version=2, partition={}))
     with pytest.raises(pipeline.ArtifactError, match="version-2 manifest has no 'partition'"):
         pipeline.load_lowered(claims)

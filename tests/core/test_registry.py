@@ -15,10 +15,7 @@ def noop_preprocess(program, spec, generate_debug_handles):
 
 class NoopBackend(pipeline.Backend):
     def compile(self, payload, spec):
-        return {m: m for m in spec}
-
-    def execute(self, handle, inputs):
-        return list(inputs)
+        return {m: list for m in spec}
 
 
 @pytest.fixture
@@ -81,9 +78,7 @@ def test_installed_package_adds_a_backend_through_an_entry_point(tmp_path, monke
         import pipeline
         class ExtBackend(pipeline.Backend):
             def compile(self, payload, spec):
-                return {m: m for m in spec}
-            def execute(self, handle, inputs):
-                return [inputs[0] * 2]
+                return {m: (lambda inputs: [inputs[0] * 2]) for m in spec}
         def register():
             pipeline.register_backend("ext", ExtBackend, preprocess=lambda p, s, g: b"ext")
     """)
@@ -172,3 +167,24 @@ def test_preprocess_gets_its_own_copy_of_the_program(scratch_backend, basic, xh)
             assert str(captured.program["accum"].graph) == before
         else:
             assert not hasattr(captured.program, "vandalized")
+
+
+def test_registering_with_overrides_leaves_the_class_as_it_is(scratch_backend):
+    scratch_backend.append("overridden")
+    before = dict(vars(NoopBackend))
+    pipeline.register_backend("overridden", NoopBackend, preprocess=noop_preprocess, version="9.9")
+    info = pipeline.get_backend("overridden")
+    assert info.backend_cls is NoopBackend and info.preprocess is noop_preprocess and info.version == "9.9"
+    assert dict(vars(NoopBackend)) == before and NoopBackend.preprocess is pipeline.Backend.preprocess
+
+
+def test_a_backend_version_is_the_pipelines_with_its_runtime_packages():
+    from pipeline.core.backend_kit import backend_version
+    from pipeline.core.environment import package_version
+
+    class OnTorch(NoopBackend):
+        runtime_packages = ("torch",)
+
+    project = package_version("lowering-pipeline")
+    assert NoopBackend.version == project and OnTorch.version == f"{project}+torch.{package_version('torch')}"
+    assert backend_version(("no-such-package",)) == f"{project}+no-such-package.missing"

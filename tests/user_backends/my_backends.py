@@ -24,8 +24,8 @@ class JitBackend(pipeline.Backend):
         optimize: bool = False  # torch.jit.optimize_for_inference on load
 
     @staticmethod
-    def preprocess(module, method_compile_spec, generate_debug_handles):
-        for method in method_compile_spec:
+    def preprocess(module, specs, generate_debug_handles):
+        for method in specs:  # {method: CompileSpec instance}
             graph = getattr(module, method).graph.copy()
             torch._C._jit_pass_inline(graph)
             generate_debug_handles(graph, method)
@@ -33,20 +33,24 @@ class JitBackend(pipeline.Backend):
         torch.jit.save(module, buffer)
         return buffer.getvalue()
 
-    def compile(self, payload, method_compile_spec):
+    def compile(self, payload, specs):
         module = torch.jit.load(io.BytesIO(payload)).eval()
-        return {method: (module, method) for method in method_compile_spec}
+        return {method: self.runner(getattr(module, method)) for method in specs}
 
-    def execute(self, handle, inputs):
-        module, method = handle
-        return pytree.tree_leaves(getattr(module, method)(*inputs))
+    def runner(self, method):
+        """One method's runner: the flat inputs in, the flat output leaves out."""
+        return lambda inputs: pytree.tree_leaves(method(*inputs))
 
 
 class OffByOneBackend(JitBackend):
-    def execute(self, handle, inputs):
-        return [leaf + 1e-3 for leaf in super().execute(handle, inputs)]
+    def runner(self, method):
+        run = super().runner(method)
+        return lambda inputs: [leaf + 1e-3 for leaf in run(inputs)]
 
 
 class FailingBackend(JitBackend):
-    def execute(self, handle, inputs):
-        raise pipeline.BackendRuntimeError("kernel 0 ran out of scratch memory", debug_handles=[0])
+    def runner(self, method):
+        def run(inputs):
+            raise pipeline.BackendRuntimeError("kernel 0 ran out of scratch memory", debug_handles=[0])
+
+        return run
