@@ -34,10 +34,10 @@ from pipeline.app.schema import (
 from pipeline.app.targets import locate
 from pipeline.core.backend import FRONTENDS
 from pipeline.core.errors import LoweringError, did_you_mean, format_choices
+from pipeline.core.frontends import TORCHSCRIPT_MODES
 from pipeline.core.spec import MAX_THREADS, SpecError, parse_compile_spec
 
 MODEL_RESERVED_KEYS = ("_target_", "example_inputs")
-TORCHSCRIPT_MODES = ("script", "trace")
 
 __all__ = [
     "ConfigError",
