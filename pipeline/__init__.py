@@ -26,6 +26,8 @@ _EXPORTS = {
         "BackendNotAvailableError",
         "BackendRuntimeError",
         "LoweringError",
+        "PipelineError",
+        "SpecError",
         "UnknownBackendError",
         "UnsupportedOpError",
     ],
