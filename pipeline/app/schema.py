@@ -12,8 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from pipeline.core.errors import LoweringError, format_choices
-from pipeline.core.spec import FieldError
+from pipeline.core.errors import FieldError, LoweringError, format_choices
 
 DTYPES = ("float32", "float64", "float16", "bfloat16", "int64", "int32", "bool")
 

@@ -55,12 +55,12 @@ class _BackendConfigNode(ConfigNode):
     reads an entry's ``node`` when it loads it, and copies the entry first.)
     """
 
-    def __init__(self, name: str, group: str, backend: str) -> None:
+    def __init__(self, name: str, group: str, backend: str) -> None:  # ConfigNode's fields, but `node` comes later
+        self.name, self.group, self.package, self.provider = name, group, None, None
         self._backend = backend
         self._node: Any = None
-        super().__init__(name=name, node=None, group=group, package=None, provider=None)
 
-    @property  # type: ignore[override]  # a field of ConfigNode, made on first read
+    @property
     def node(self) -> Any:
         if self._node is None:
             self._node = backend_config(self._backend)

@@ -28,7 +28,9 @@ import typing
 from collections.abc import Mapping
 from typing import Any
 
-from pipeline.core.errors import FieldError, LoweringError, SpecError, did_you_mean, format_choices
+from pipeline.core.errors import FieldError as FieldError  # re-exported: importable from here, as before
+from pipeline.core.errors import LoweringError, did_you_mean, format_choices
+from pipeline.core.errors import SpecError as SpecError
 
 _MISSING = dataclasses.MISSING
 
