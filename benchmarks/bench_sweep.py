@@ -76,7 +76,7 @@ def run_sweep(launcher_overrides, model_overrides, work_dir: Path) -> dict:
     reports = [json.loads(p.read_text()) for p in sorted(sweep_dir.glob("*/report.json"))]
     stage_s = [sum(v for k, v in r["timings"].items() if "." not in k) for r in reports]
     in_job = [r["job_seconds"] - s for r, s in zip(reports, stage_s)]
-    later = [o for r, o in zip(reports, in_job) if r["process"]["torch_preloaded"]]
+    later = [o for r, o in zip(reports, in_job) if r["process"]["jobs_before"]]
     return {
         "wall_s": wall,
         "jobs": len(reports),

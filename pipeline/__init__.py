@@ -15,6 +15,7 @@ sweep launcher's parent process, ``pipeline.app.compare``) start without importi
 """
 
 import importlib
+from typing import Any
 
 _EXPORTS = {
     "pipeline.core.artifact": ["artifact_digests", "load_lowered", "read_artifact", "save_lowered"],
@@ -26,6 +27,8 @@ _EXPORTS = {
         "BackendNotAvailableError",
         "BackendRuntimeError",
         "LoweringError",
+        "PipelineError",
+        "SpecError",
         "UnknownBackendError",
         "UnsupportedOpError",
     ],
@@ -47,7 +50,7 @@ _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in nam
 __all__ = sorted(_MODULE_OF)
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> Any:
     module = _MODULE_OF.get(name)
     if module is None:
         raise AttributeError(f"module 'pipeline' has no attribute {name!r}")
@@ -56,5 +59,5 @@ def __getattr__(name):
     return value
 
 
-def __dir__():
+def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))

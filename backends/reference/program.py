@@ -24,6 +24,7 @@ Nothing is pickled: reading a payload runs no code.
 
 from __future__ import annotations
 
+import itertools
 import json
 import struct
 from collections.abc import Iterator
@@ -32,7 +33,7 @@ from typing import Any
 
 import torch
 
-from pipeline.core.backend import LoweringError, tensor_bytes
+from pipeline.core.backend import LoweringError, TensorTable, read_tensor, read_torch_constant, torch_constant
 
 MAGIC = b"PLREFBE\0"
 FORMAT_VERSION = 1
@@ -142,12 +143,21 @@ def map_refs(operand: Any, fn) -> Any:
 # -- payload -------------------------------------------------------------------------------------
 
 
+_STORE = "a reference-backend payload"
+
+
 def serialize(program: Program) -> bytes:
-    tensors = _TensorTable()
+    tensors = TensorTable(_STORE, by_content=True)
     methods = {name: _method_to_json(method, tensors) for name, method in program.methods.items()}
-    document = {"format": "reference-backend-program", "methods": methods, "tensors": tensors.entries}
+    data = [tensors.data(index) for index in range(len(tensors.tensors))]
+    offsets = itertools.accumulate((len(raw) for raw in data[:-1]), initial=0)
+    entries = [
+        {**tensors.entry(index), "offset": offset, "nbytes": len(raw)}
+        for index, (offset, raw) in enumerate(zip(offsets, data))
+    ]
+    document = {"format": "reference-backend-program", "methods": methods, "tensors": entries}
     text = json.dumps(document, sort_keys=True, separators=(",", ":"), allow_nan=True).encode()
-    return _HEADER.pack(MAGIC, FORMAT_VERSION, len(text)) + text + b"".join(tensors.data)
+    return _HEADER.pack(MAGIC, FORMAT_VERSION, len(text)) + text + b"".join(data)
 
 
 def parse(payload: bytes) -> Program:
@@ -167,7 +177,10 @@ def parse(payload: bytes) -> Program:
         raise LoweringError("Reference backend: corrupt payload: truncated program section.")
     try:
         document = json.loads(payload[start : start + json_length])
-        tensors = [_read_tensor(entry, payload, start + json_length) for entry in document["tensors"]]
+        tensors = [
+            _read_tensor(entry, payload, start + json_length, f"tensors[{index}]")
+            for index, entry in enumerate(document["tensors"])
+        ]
         methods = {name: _method_from_json(name, data, tensors) for name, data in document["methods"].items()}
     except LoweringError:
         raise
@@ -179,13 +192,13 @@ def parse(payload: bytes) -> Program:
 def encodable(value: Any) -> bool:
     """Whether a constant can be written into a payload."""
     try:
-        _encode(value, _TensorTable(check_only=True))
+        _encode(value, TensorTable(_STORE))  # by object: no bytes are copied to find out
     except TypeError:
         return False
     return True
 
 
-def _method_to_json(method: MethodProgram, tensors: _TensorTable) -> dict:
+def _method_to_json(method: MethodProgram, tensors: TensorTable) -> dict:
     return {
         "inputs": [_input_to_json(spec, tensors) for spec in method.inputs],
         "body": _block_to_json(method.body, tensors),
@@ -204,7 +217,7 @@ def _method_from_json(name: str, data: dict, tensors: list[torch.Tensor]) -> Met
     )
 
 
-def _input_to_json(spec: InputSpec, tensors: _TensorTable) -> dict:
+def _input_to_json(spec: InputSpec, tensors: TensorTable) -> dict:
     data: dict[str, Any] = {"value": spec.value, "name": spec.name, "kind": spec.kind}
     if spec.dtype is not None:
         data["dtype"] = _encode(spec.dtype, tensors)
@@ -227,7 +240,7 @@ def _input_from_json(data: dict, tensors: list[torch.Tensor]) -> InputSpec:
     )
 
 
-def _block_to_json(block: Block, tensors: _TensorTable) -> dict:
+def _block_to_json(block: Block, tensors: TensorTable) -> dict:
     data: dict[str, Any] = {
         "instructions": [_instruction_to_json(i, tensors) for i in block.instructions],
         "outputs": [_encode(o, tensors) for o in block.outputs],
@@ -245,7 +258,7 @@ def _block_from_json(data: dict, tensors: list[torch.Tensor]) -> Block:
     )
 
 
-def _instruction_to_json(instruction: Instruction, tensors: _TensorTable) -> dict:
+def _instruction_to_json(instruction: Instruction, tensors: TensorTable) -> dict:
     data: dict[str, Any] = {
         "id": instruction.id,
         "op": instruction.op,
@@ -274,12 +287,10 @@ def _instruction_from_json(data: dict, tensors: list[torch.Tensor]) -> Instructi
 
 # -- constants -----------------------------------------------------------------------------------
 # JSON holds None, bools, ints, floats, strings and lists natively; everything else is a
-# one-key object whose key says what it is.
-
-_TORCH_ENUMS = {"dtype": torch.dtype, "layout": torch.layout, "memory_format": torch.memory_format}
+# one-key object whose key says what it is (torch's own constants: `pipeline.core.operands`).
 
 
-def _encode(value: Any, tensors: _TensorTable) -> Any:
+def _encode(value: Any, tensors: TensorTable) -> Any:
     if isinstance(value, Ref):
         return {"ref": value.value}
     if value is None or isinstance(value, (bool, int, float, str)):
@@ -290,12 +301,10 @@ def _encode(value: Any, tensors: _TensorTable) -> Any:
         return [_encode(item, tensors) for item in value]
     if isinstance(value, tuple):
         return {"tuple": [_encode(item, tensors) for item in value]}
-    if isinstance(value, torch.device):
-        return {"device": str(value)}
-    for tag, kind in _TORCH_ENUMS.items():
-        if isinstance(value, kind):
-            return {tag: str(value).removeprefix("torch.")}
-    raise TypeError(f"a {type(value).__name__} ({value!r}) cannot be stored in a reference-backend payload")
+    constant = torch_constant(value)
+    if constant is not None:
+        return constant
+    raise TypeError(f"a {type(value).__name__} ({value!r}) cannot be stored in {_STORE}")
 
 
 def _decode(data: Any, tensors: list[torch.Tensor]) -> Any:
@@ -310,58 +319,14 @@ def _decode(data: Any, tensors: list[torch.Tensor]) -> Any:
         return tensors[int(content)]
     if tag == "tuple":
         return tuple(_decode(item, tensors) for item in content)
-    if tag == "device":
-        return torch.device(content)
-    if tag in _TORCH_ENUMS:
-        value = getattr(torch, content, None)
-        if not isinstance(value, _TORCH_ENUMS[tag]):
-            raise ValueError(f"unknown {tag} {content!r}")
-        return value
-    raise ValueError(f"unknown constant tag {tag!r}")
+    return read_torch_constant(tag, content)
 
 
-class _TensorTable:
-    """Tensor constants in first-use order; equal tensors are stored once."""
-
-    def __init__(self, check_only: bool = False):
-        self.check_only = check_only  # only whether tensors can be stored: no bytes copied (`encodable`)
-        self.entries: list[dict] = []
-        self.data: list[bytes] = []
-        self._index: dict[tuple[str, tuple[int, ...], bytes], int] = {}
-        self._offset = 0
-
-    def add(self, tensor: torch.Tensor) -> int:
-        if tensor.layout != torch.strided or tensor.is_quantized:
-            raise TypeError(f"a {tensor.layout} tensor cannot be stored in a reference-backend payload")
-        if self.check_only:
-            return 0
-        raw = tensor_bytes(tensor)
-        dtype = str(tensor.dtype).removeprefix("torch.")
-        key = (dtype, tuple(tensor.shape), raw)
-        if key not in self._index:
-            self._index[key] = len(self.entries)
-            self.entries.append(
-                {"dtype": dtype, "shape": list(tensor.shape), "offset": self._offset, "nbytes": len(raw)}
-            )
-            self.data.append(raw)
-            self._offset += len(raw)
-        return self._index[key]
-
-
-def _read_tensor(entry: dict, payload: bytes, data_start: int) -> torch.Tensor:
-    dtype = getattr(torch, entry["dtype"], None)
-    if not isinstance(dtype, torch.dtype):
-        raise ValueError(f"unknown tensor dtype {entry['dtype']!r}")
-    shape = [int(s) for s in entry["shape"]]
+def _read_tensor(entry: dict, payload: bytes, data_start: int, where: str) -> torch.Tensor:
     start, nbytes = data_start + int(entry["offset"]), int(entry["nbytes"])
     if start + nbytes > len(payload) or nbytes < 0:
         raise LoweringError("Reference backend: corrupt payload: tensor data lies outside the payload.")
-    if nbytes == 0:  # no bytes, no elements: else a forged shape would allocate at will
-        if any(size < 0 for size in shape) or 0 not in shape:
-            raise ValueError(f"a tensor entry of shape {shape} with no bytes")
-        return torch.empty(shape, dtype=dtype)
-    # A bytearray copy: the tensor owns writable memory instead of aliasing the payload.
-    return torch.frombuffer(bytearray(payload[start : start + nbytes]), dtype=dtype).reshape(shape)
+    return read_tensor(entry, payload[start : start + nbytes], where)
 
 
 def to_text(method: MethodProgram) -> str:

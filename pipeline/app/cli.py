@@ -10,6 +10,7 @@ its ``report.json``.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import sys
@@ -30,6 +31,7 @@ from pipeline.app.schema import RunRequest
 from pipeline.core.files import write_json
 
 log = logging.getLogger("pipeline")
+_JOBS_IN_THIS_PROCESS = itertools.count()  # the jobs `lower` started in this process so far
 
 
 def main() -> Any:
@@ -197,8 +199,10 @@ def _lower_into(cfg: DictConfig, out_dir: Path, multirun: bool, started: float, 
         "run_dir": str(out_dir),
         "overrides": list(hydra_cfg.overrides.task),
         "choices": {k: v for k, v in hydra_cfg.runtime.choices.items() if not k.startswith("hydra/")},
-        # A sweep's first job in each process also pays for importing torch.
-        "process": {"pid": os.getpid(), "torch_preloaded": "torch" in sys.modules},
+        # A sweep's first job in each process also pays for its imports (the backend, torch's lazy modules);
+        # `jobs_before` tells the later ones apart. (Whether torch was imported says nothing: composing the
+        # config imports the backend it names, and with it torch, before any job starts.)
+        "process": {"pid": os.getpid(), "jobs_before": next(_JOBS_IN_THIS_PROCESS)},
         "lock_takeover": run_lock.takeover(out_dir),  # the run that died holding this directory, if one did
     }
     try:
@@ -212,7 +216,7 @@ def _lower_into(cfg: DictConfig, out_dir: Path, multirun: bool, started: float, 
         print(f"Config error: {error}", file=sys.stderr)
         return _finish(report, multirun, exit_code=2)
 
-    from pipeline.app.run import run  # torch is imported here, in the job, not in a sweep's parent
+    from pipeline.app.run import run  # the stages load with the first job: not for --help or a bad config
 
     if multirun and can_fork():  # a job that is killed must not take the sweep's worker with it
         report = run_in_child(

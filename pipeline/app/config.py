@@ -26,6 +26,7 @@ from pipeline.app.schema import (
     LatencyConfig,
     MethodInputs,
     RunConfig,
+    RunOptions,
     RunRequest,
     Tolerance,
     ToleranceOverride,
@@ -34,10 +35,10 @@ from pipeline.app.schema import (
 from pipeline.app.targets import locate
 from pipeline.core.backend import FRONTENDS
 from pipeline.core.errors import LoweringError, did_you_mean, format_choices
+from pipeline.core.frontends import TORCHSCRIPT_MODES
 from pipeline.core.spec import MAX_THREADS, SpecError, parse_compile_spec
 
 MODEL_RESERVED_KEYS = ("_target_", "example_inputs")
-TORCHSCRIPT_MODES = ("script", "trace")
 
 __all__ = [
     "ConfigError",
@@ -104,7 +105,7 @@ def validate(cfg: DictConfig) -> RunRequest:
     except LoweringError as error:
         raise ConfigError(str(error)) from None
 
-    options = _parse(RunConfig, {k: v for k, v in _plain(cfg, "").items() if k not in GROUPS}, "")
+    options = _parse(RunOptions, {k: v for k, v in _plain(cfg, "").items() if k not in GROUPS}, "")
     tolerance = _backend_tolerance(backend_cfg, backend.name, compile_spec, options.verify)
     if options.threads is not None and not 1 <= options.threads <= MAX_THREADS:
         raise ConfigError(
@@ -130,14 +131,7 @@ def validate(cfg: DictConfig) -> RunRequest:
         compile_spec=compile_spec,
         tolerance=tolerance,
         debug_handles=strategy,
-        verify=options.verify,
-        latency=options.latency,
-        profile=options.profile,
-        seed=options.seed,
-        threads=options.threads,
-        artifact_name=options.artifact_name,
-        partition=options.partition,
-        min_nodes=options.min_nodes,
+        **{option.name: getattr(options, option.name) for option in dataclasses.fields(RunOptions)},
     )
 
 

@@ -10,7 +10,7 @@ and 16-bit floats. No pickle; equal outputs give equal bytes.
 
 from __future__ import annotations
 
-import hashlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ import torch.utils._pytree as pytree
 
 from pipeline.core.errors import LoweringError, MalformedInput
 from pipeline.core.files import write_atomic
+from pipeline.core.hashing import sha256_bytes, sha256_chunks
 from pipeline.core.payload import pack_parts, unpack_parts
 from pipeline.core.tensor_data import read_tensor, tensor_bytes, tensor_entry
 
@@ -27,16 +28,18 @@ KIND = "outputs"
 
 def inputs_digest(calls: dict[str, tuple[tuple, dict[str, Any]]]) -> str:
     """sha256 over every example tensor's dtype, shape and bytes, and every other value's repr."""
-    digest = hashlib.sha256()
+    return sha256_chunks(_example_chunks(calls))
+
+
+def _example_chunks(calls: dict[str, tuple[tuple, dict[str, Any]]]) -> Iterator[bytes]:
     for method in sorted(calls):
         args, kwargs = calls[method]
         for leaf in pytree.tree_leaves((args, dict(sorted(kwargs.items())))):
             if isinstance(leaf, torch.Tensor):
-                digest.update(f"{method}:{leaf.dtype}:{list(leaf.shape)}".encode())
-                digest.update(tensor_bytes(leaf))
+                yield f"{method}:{leaf.dtype}:{list(leaf.shape)}".encode()
+                yield tensor_bytes(leaf)
             else:
-                digest.update(f"{method}:{leaf!r}".encode())
-    return digest.hexdigest()
+                yield f"{method}:{leaf!r}".encode()
 
 
 def record(path: Path, lowered: Any, calls: dict[str, tuple[tuple, dict[str, Any]]]) -> dict[str, Any]:
@@ -55,7 +58,7 @@ def record(path: Path, lowered: Any, calls: dict[str, tuple[tuple, dict[str, Any
                 parts[f"{method}/{index}"] = tensor_bytes(tensor)
     data = pack_parts(KIND, meta, parts)
     write_atomic(path, data)
-    return {"path": path.name, "sha256": hashlib.sha256(data).hexdigest(), "inputs_sha256": meta["inputs_sha256"]}
+    return {"path": path.name, "sha256": sha256_bytes(data), "inputs_sha256": meta["inputs_sha256"]}
 
 
 def read(path: Path) -> tuple[str, dict[str, list[torch.Tensor]]]:

@@ -35,6 +35,7 @@ from pipeline.app.targets import locate
 from pipeline.app.verify import verify
 from pipeline.core.artifact import artifact_bytes
 from pipeline.core.environment import git_state, package_versions
+from pipeline.core.errors import PipelineError
 from pipeline.core.files import write_atomic, write_json
 from pipeline.core.frontends import capture
 from pipeline.core.hashing import canonical_json, sha256_bytes
@@ -44,7 +45,7 @@ from pipeline.core.profiling import profile
 log = logging.getLogger("pipeline")
 
 
-class StageFailed(Exception):
+class StageFailed(PipelineError):
     """A stage that ran but whose result fails the run (e.g. numerics out of tolerance)."""
 
 

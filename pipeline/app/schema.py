@@ -9,11 +9,10 @@ returns a `RunRequest` of plain values: the runner never sees Hydra.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
-from pipeline.core.errors import LoweringError, format_choices
-from pipeline.core.spec import FieldError
+from pipeline.core.errors import FieldError, LoweringError, format_choices
 
 DTYPES = ("float32", "float64", "float16", "bfloat16", "int64", "int32", "bool")
 
@@ -105,13 +104,19 @@ class LatencyConfig:
 
 
 @dataclass
-class RunConfig:
-    """The primary config: one node per config group, then the run's own options."""
+class ConfigGroups:
+    """The primary config's nodes of the config groups, as composed; `config.validate` resolves them."""
 
     model: Any = None  # conf/model: `_target_`, constructor arguments, `example_inputs`
     frontend: Any = None  # conf/frontend: `name`, and `mode` for torchscript
     backend: Any = None  # conf/backend: `name`, `_target_`, `tolerance`, `compile_spec`
     debug_handles: Any = None  # conf/debug_handles: `strategy`
+
+
+@dataclass
+class RunOptions:
+    """The run's own options: written here once, for the config (`RunConfig`) and the run (`RunRequest`)."""
+
     seed: int = 0  # weights (torch.manual_seed before the model is built) and example inputs
     # torch.set_num_threads for the run. 1 by default: on a shared machine more threads make timings noise
     # (a 2-core machine measured 0.01x to 6.2x for the same run); null leaves torch's default.
@@ -126,12 +131,18 @@ class RunConfig:
     latency: LatencyConfig = field(default_factory=LatencyConfig)
 
 
-GROUPS = ("model", "frontend", "backend", "debug_handles")
-
-
 @dataclass
-class RunRequest:
-    """Everything a run needs, as plain values (no Hydra, no OmegaConf)."""
+class RunConfig(RunOptions, ConfigGroups):
+    """The primary config: one node per config group, then the run's own options."""
+
+
+GROUPS = tuple(group.name for group in fields(ConfigGroups))
+
+
+@dataclass(kw_only=True)
+class RunRequest(RunOptions):
+    """Everything a run needs, as plain values (no Hydra, no OmegaConf): the config groups resolved,
+    and the run's options as validated."""
 
     model_target: str
     model_kwargs: dict[str, Any]
@@ -143,11 +154,3 @@ class RunRequest:
     compile_spec: dict[str, dict[str, Any]]
     tolerance: Tolerance
     debug_handles: str
-    verify: VerifyConfig
-    latency: LatencyConfig
-    profile: bool
-    seed: int
-    threads: int | None
-    artifact_name: str
-    partition: bool = False
-    min_nodes: int = 1

@@ -5,7 +5,8 @@
 
 * ``run_config``: the primary config's own options (`schema.RunConfig`: seed,
   threads, verify, latency, ...), first in ``config.yaml``'s defaults list;
-* ``schema/backend/<name>``: one per installed backend, made from its class:
+* ``schema/backend/<name>``: one per installed backend, made from its class when
+  a config first names it (registering imports no backend):
   ``name``, ``_target_`` and ``compile_spec.forward`` with every option of the
   backend's ``CompileSpec`` at its default. ``conf/backend/<name>.yaml`` puts it
   first and states only what differs (its tolerance). The same node is stored
@@ -21,19 +22,17 @@ value is then checked by the backend's own ``CompileSpec`` before any work.
 
 from __future__ import annotations
 
-import logging
+import functools
 from typing import Any
 
-from hydra.core.config_store import ConfigStore
+from hydra.core.config_store import ConfigNode, ConfigStore
 from omegaconf import OmegaConf
 
-from pipeline.app.schema import RunConfig
+from pipeline.app.schema import ConfigError, RunConfig
 from pipeline.core.backend import BackendInfo
 from pipeline.core.errors import LoweringError
 from pipeline.core.registry import entry_point_target, get_backend, list_backends
 from pipeline.core.spec import default_options
-
-log = logging.getLogger("pipeline")
 
 
 def register_configs() -> None:
@@ -42,15 +41,52 @@ def register_configs() -> None:
     # where a typed node would fail inside Hydra's composition with OmegaConf's.
     store.store(name="run_config", node=OmegaConf.create(default_options(RunConfig)))
     store.store(group="schema", name="compile_spec", node=_open({}))
-    for name in list_backends():
-        try:
-            backend = get_backend(name)
-        except LoweringError as error:  # a broken third-party backend must not break every command
-            log.warning("backend %r is not available for configs: %s", name, error)
-            continue
-        store.store(group="schema/backend", name=name, node=backend_node(backend))
+    for name in list_backends():  # names only: the registry reads entry points without importing them
+        _store_lazily(store, "schema/backend", name)
         if not _has_yaml("backend", name):  # `backend=<name>` for an installed backend with no YAML file
-            store.store(group="backend", name=name, node=backend_node(backend))
+            _store_lazily(store, "backend", name)
+
+
+class _BackendConfigNode(ConfigNode):
+    """A ConfigStore entry whose node is made from the backend's class the first time Hydra reads it.
+
+    So registering the configs imports no backend: ``--help`` or a run imports
+    the one it composes, and listing a group's options reads only names. (Hydra
+    reads an entry's ``node`` when it loads it, and copies the entry first.)
+    """
+
+    def __init__(self, name: str, group: str, backend: str) -> None:  # ConfigNode's fields, but `node` comes later
+        self.name, self.group, self.package, self.provider = name, group, None, None
+        self._backend = backend
+        self._node: Any = None
+
+    @property
+    def node(self) -> Any:
+        if self._node is None:
+            self._node = backend_config(self._backend)
+        return self._node
+
+    @node.setter
+    def node(self, value: Any) -> None:
+        self._node = value
+
+
+def _store_lazily(store: ConfigStore, group: str, backend: str) -> None:
+    # ConfigStore.store makes its node at once; its repo is the tree Hydra reads, one dict a group.
+    entries = store.repo
+    for level in group.split("/"):
+        entries = entries.setdefault(level, {})
+    entries[f"{backend}.yaml"] = _BackendConfigNode(f"{backend}.yaml", group, backend)
+
+
+@functools.cache
+def backend_config(name: str) -> Any:
+    """The config node of the backend registered or installed as ``name`` (imported here, once)."""
+    try:
+        backend = get_backend(name)
+    except LoweringError as error:  # a broken third-party backend breaks only the configs that name it
+        raise ConfigError(f"backend={name}: the backend cannot be loaded for its config: {error}") from None
+    return backend_node(backend)
 
 
 def backend_node(backend: BackendInfo) -> Any:

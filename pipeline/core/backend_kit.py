@@ -3,12 +3,13 @@
 Node walking and description (`walk_nodes`, `describe_node`, and `handles_by_origin` for graphs an exporter
 derives from the program); the installed version of a runtime (`package_version`) and a backend's own
 (`backend_version`); silencing a runtime's log noise (`quiet_logs_from`, `quiet`); payload containers
-(`pack_parts`, `unpack_parts`, `method_part`); `canonical_json`; compile-spec parsing and the bounds of spec
-fields (`parse_compile_spec`, `out_of_range`, `MAX_THREADS`, `MAX_CALIBRATION_SAMPLES`); `exported_method`
-(one method's ExportedProgram, for export-only backends); `check_extractable` (member names and sizes of a
-zip that a loader of the backend's will unpack); the size limit on tensors a program from a file may ask for
-(`MAX_TENSOR_BYTES`, `size_problem`, `sized`, `guarded`, `UNKNOWN`; `pipeline.core.op_policy`); and the
-error types. `pipeline.core.backend` re-exports all of it.
+(`pack_parts`, `unpack_parts`, `method_part`); `canonical_json`; tensors and torch constants as JSON beside
+raw bytes (`TensorTable`, `read_tensor`, `torch_constant`, `read_torch_constant`; `pipeline.core.operands`);
+compile-spec parsing and the bounds of spec fields (`parse_compile_spec`, `out_of_range`, `MAX_THREADS`,
+`MAX_CALIBRATION_SAMPLES`); `exported_method` (one method's ExportedProgram, for export-only backends);
+`check_extractable` (member names and sizes of a zip that a loader of the backend's will unpack); the size
+limit on tensors a program from a file may ask for (`MAX_TENSOR_BYTES`, `size_problem`, `sized`, `guarded`,
+`UNKNOWN`; `pipeline.core.op_policy`); and the error types. `pipeline.core.backend` re-exports all of it.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pipeline.core.environment import package_version
 from pipeline.core.errors import BackendRuntimeError, LoweringError, UnsupportedOpError, did_you_mean, format_choices
 from pipeline.core.hashing import canonical_json
 from pipeline.core.op_policy import MAX_TENSOR_BYTES, UNKNOWN, guarded, size_problem, sized
+from pipeline.core.operands import TensorTable, read_tensor, read_torch_constant, torch_constant
 from pipeline.core.payload import method_part, pack_parts, unpack_parts
 from pipeline.core.signature import argument_leaves
 from pipeline.core.source import Frame, NodeSource, describe_node, portable_path
@@ -55,6 +57,7 @@ __all__ = [
     "NodeSource",
     "UNKNOWN",
     "SpecError",
+    "TensorTable",
     "UNKNOWN_HANDLE",
     "UnsupportedOpError",
     "argument_leaves",
@@ -77,9 +80,12 @@ __all__ = [
     "portable_path",
     "quiet",
     "quiet_logs_from",
+    "read_tensor",
+    "read_torch_constant",
     "size_problem",
     "sized",
     "tensor_bytes",
+    "torch_constant",
     "unpack_parts",
     "walk_nodes",
 ]

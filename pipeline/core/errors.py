@@ -1,11 +1,20 @@
-"""The public error types of the lowering pipeline.
+"""The public error types of the lowering pipeline, under one root, `PipelineError`.
 
 They are few on purpose: a caller catches `LoweringError` for anything that goes
 wrong while lowering, saving or loading, and `BackendRuntimeError` /
 `BackendNotAvailableError` for what goes wrong when a lowered module runs, and
-`ArgumentError` (a ``TypeError``) for a call its program was not captured for.
+`ArgumentError` (a ``TypeError``) for a call its program was not captured for;
+or `PipelineError` for any of them. Each keeps the built-in base it has always
+had as well, so ``except ValueError`` around a lowering still catches it.
 Every message names the thing that is wrong (backend, method, key, file) and,
 where there is a choice, what is allowed.
+
+The app's errors (`pipeline.app.schema.ConfigError` and those built on it, the
+search's `SearchConfigError`) are defined beside the app, whose Hydra the core
+does not import, and derive from `PipelineError` too. The one exception outside
+the root is `pipeline.app.faults.Interrupted`: a signal asking the run to stop is
+not an error of the pipeline, and it is a ``BaseException`` so that no
+``except Exception`` (nor ``except PipelineError``) swallows it.
 """
 
 from __future__ import annotations
@@ -26,7 +35,11 @@ def format_choices(choices: Iterable[str]) -> str:
     return ", ".join(repr(n) for n in names) if names else "(none)"
 
 
-class LoweringError(ValueError):
+class PipelineError(Exception):
+    """The root of every error the pipeline raises: ``except PipelineError`` catches them all."""
+
+
+class LoweringError(PipelineError, ValueError):
     """Anything wrong with what was asked to be lowered, saved or loaded."""
 
 
@@ -45,7 +58,20 @@ class ArtifactError(LoweringError):
     """A lowered-module file that cannot be read: bad format, version or hash."""
 
 
-class ArgumentError(TypeError):
+class SpecError(LoweringError):
+    """Options that do not fit a spec; the message names the key path and what is allowed."""
+
+
+class FieldError(PipelineError, ValueError):
+    """Raised by a spec's ``__post_init__`` about one field: the parser adds the field's key path."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+class ArgumentError(PipelineError, TypeError):
     """A lowered method called with values its program was not captured with.
 
     Export and tracing specialise a program on every argument that is not a
@@ -55,7 +81,7 @@ class ArgumentError(TypeError):
     """
 
 
-class MalformedInput(ValueError):
+class MalformedInput(PipelineError, ValueError):
     """Bytes from elsewhere that do not have the expected form (internal).
 
     The bounded readers raise it naming the part (``manifest.json: ...``); their
@@ -64,11 +90,11 @@ class MalformedInput(ValueError):
     """
 
 
-class BackendNotAvailableError(RuntimeError):
+class BackendNotAvailableError(PipelineError, RuntimeError):
     """The backend of a lowered module cannot run on this machine."""
 
 
-class BackendRuntimeError(RuntimeError):
+class BackendRuntimeError(PipelineError, RuntimeError):
     """A backend failure that points back into the lowered program.
 
     Backends raise it with the debug handles of the instructions that failed;

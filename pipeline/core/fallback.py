@@ -26,6 +26,7 @@ closed literal set of `pipeline.core.literals`), ``{"list": [...]}``, and
 
 from __future__ import annotations
 
+import contextlib
 import math
 import operator
 import time
@@ -40,9 +41,9 @@ from pipeline.core.bounded_json import expect, member
 from pipeline.core.errors import LoweringError, MalformedInput
 from pipeline.core.literals import literal_source, read_literal
 from pipeline.core.op_policy import NAMESPACES, UNKNOWN, guarded, lookup, refusal, size_problem
-from pipeline.core.tensor_data import tensor_bytes, tensor_entry
+from pipeline.core.operands import TORCH_CONSTANT_TAGS, read_torch_constant, torch_constant
+from pipeline.core.operands import TensorTable as _OperandTable
 
-_ENUMS = {"dtype": torch.dtype, "layout": torch.layout, "memory_format": torch.memory_format}
 MAX_STEPS = 1_000_000
 
 # -- encoding (at lowering) -----------------------------------------------------------------------
@@ -55,27 +56,22 @@ def op_name(target: Any) -> str | None:
     return f"{target._schema.name}.{target._overloadname}"
 
 
-class TensorTable:
-    """Tensors a fallback reads (parameters, constants), each stored once, in first-use order."""
+class TensorTable(_OperandTable):
+    """Tensors a fallback reads (parameters, constants), each object stored once, in first-use order,
+    as parts ``tensor/<index>`` of the artifact."""
 
     def __init__(self) -> None:
-        self.tensors: list[torch.Tensor] = []
-        self._index: dict[int, int] = {}
+        super().__init__("a fallback")
 
     def add(self, tensor: torch.Tensor) -> int:
-        if id(tensor) not in self._index:
-            if tensor.layout != torch.strided or tensor.is_quantized:
-                raise LoweringError(f"Partitioned lowering: a {tensor.layout} tensor cannot be stored in a fallback.")
-            self._index[id(tensor)] = len(self.tensors)
-            self.tensors.append(tensor)
-        return self._index[id(tensor)]
+        try:
+            return super().add(tensor)
+        except TypeError as error:
+            raise LoweringError(f"Partitioned lowering: {error}.") from None
 
-    def to_parts(self) -> tuple[list[dict], dict[str, bytes]]:
-        entries, parts = [], {}
-        for i, tensor in enumerate(self.tensors):
-            entries.append(tensor_entry(tensor))
-            parts[f"tensor/{i}"] = tensor_bytes(tensor)
-        return entries, parts
+    def to_parts(self) -> tuple[list[dict[str, object]], dict[str, bytes]]:
+        indices = range(len(self.tensors))
+        return [self.entry(i) for i in indices], {f"tensor/{i}": self.data(i) for i in indices}
 
 
 def encode(value: Any, tensors: TensorTable, tensor_of: Callable[[torch.fx.Node], torch.Tensor | None]) -> Any:
@@ -90,11 +86,9 @@ def encode(value: Any, tensors: TensorTable, tensor_of: Callable[[torch.fx.Node]
         return {"literal": text}
     if isinstance(value, (list, tuple)):
         return {"list": [encode(item, tensors, tensor_of) for item in value]}
-    if isinstance(value, torch.device):
-        return {"device": str(value)}
-    for tag, kind in _ENUMS.items():
-        if isinstance(value, kind):
-            return {tag: str(value).removeprefix("torch.")}
+    constant = torch_constant(value)
+    if constant is not None:
+        return constant
     raise LoweringError(
         f"Partitioned lowering: a {type(value).__name__} argument ({value!r}) cannot be kept in "
         "a fallback; it holds tensors, literals, dtypes, devices, layouts and memory formats."
@@ -175,19 +169,16 @@ def decode(
 
 
 def _constant(tag: str, content: Any, where: str) -> Any:
+    if tag in TORCH_CONSTANT_TAGS:
+        with contextlib.suppress(ValueError):  # a name torch does not have: said below
+            return read_torch_constant(tag, content)
     try:
         if tag == "literal":
             return read_literal(content, where)
         if tag == "float" and content in ("inf", "-inf", "nan"):
             return float(content)
-        if tag == "device":
-            return torch.device(expect(content, str, where))
-    except (LoweringError, RuntimeError) as error:
+    except LoweringError as error:
         raise MalformedInput(f"{where}: {error}") from None
-    if tag in _ENUMS:
-        value = getattr(torch, expect(content, str, where), None)
-        if isinstance(value, _ENUMS[tag]):
-            return value
     raise MalformedInput(f"{where}: {tag} {content!r} is not an operand this reader knows.")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -13,12 +14,17 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def sha256_file(path: str | Path) -> str:
+def sha256_chunks(chunks: Iterable[bytes]) -> str:
+    """The digest of the chunks' concatenation, without holding it in memory."""
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
+    for chunk in chunks:
+        digest.update(chunk)
     return digest.hexdigest()
+
+
+def sha256_file(path: str | Path) -> str:
+    with open(path, "rb") as handle:
+        return sha256_chunks(iter(lambda: handle.read(1 << 20), b""))
 
 
 def canonical_json(value: Any) -> bytes:

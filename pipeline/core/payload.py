@@ -16,13 +16,12 @@ payload is rejected with a `LoweringError` and never another exception.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from typing import Any
 
 from pipeline.core.bounded_json import member, parse_json
 from pipeline.core.errors import LoweringError, MalformedInput, format_choices
-from pipeline.core.hashing import canonical_json
+from pipeline.core.hashing import canonical_json, sha256_bytes
 
 MAGIC = b"PLPARTS1"
 MAX_HEADER_BYTES = 64 << 20
@@ -33,10 +32,7 @@ def pack_parts(kind: str, meta: Mapping[str, Any], parts: Mapping[str, bytes]) -
     header = {
         "kind": kind,
         "meta": dict(meta),
-        "parts": [
-            {"name": name, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-            for name, data in parts.items()
-        ],
+        "parts": [{"name": name, "size": len(data), "sha256": sha256_bytes(data)} for name, data in parts.items()],
     }
     encoded = canonical_json(header)
     return b"".join([MAGIC, len(encoded).to_bytes(_LENGTH_BYTES, "little"), encoded, *parts.values()])
@@ -72,7 +68,7 @@ def _unpack(data: bytes, kind: str) -> tuple[dict[str, Any], dict[str, bytes]]:
         if name in parts:
             raise MalformedInput(f"{where}: the part name {name!r} occurs twice.")
         chunk = bytes(data[offset : offset + size]) if size >= 0 else b""
-        if size < 0 or len(chunk) != size or hashlib.sha256(chunk).hexdigest() != digest:
+        if size < 0 or len(chunk) != size or sha256_bytes(chunk) != digest:
             raise LoweringError(
                 f"Backend {kind!r}: part {name!r} of the payload is truncated or corrupt "
                 f"(expected {size} bytes with sha256 {digest[:12]}...)."

@@ -28,7 +28,9 @@ import typing
 from collections.abc import Mapping
 from typing import Any
 
+from pipeline.core.errors import FieldError as FieldError  # re-exported: importable from here, as before
 from pipeline.core.errors import LoweringError, did_you_mean, format_choices
+from pipeline.core.errors import SpecError as SpecError
 
 _MISSING = dataclasses.MISSING
 
@@ -38,19 +40,6 @@ _MISSING = dataclasses.MISSING
 MAX_THREADS = 256
 # Random inputs a quantizer calibrates on, besides the examples: each is one run of the model when lowering.
 MAX_CALIBRATION_SAMPLES = 10_000
-
-
-class SpecError(LoweringError):
-    """Options that do not fit a spec; the message names the key path and what is allowed."""
-
-
-class FieldError(ValueError):
-    """Raised by a spec's ``__post_init__`` about one field: the parser adds the field's key path."""
-
-    def __init__(self, field: str, message: str):
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
 
 
 def out_of_range(value: int, low: int, high: int, meaning: str = "") -> str:

@@ -70,6 +70,8 @@ def test_a_sweep_runs_one_job_per_combination_and_summarizes_them(tmp_path, laun
     assert summary["jobs"][0]["artifact_sha256"] != summary["jobs"][1]["artifact_sha256"]
     report = json.loads((sweep_dir / "1" / "report.json").read_text())
     jsonschema.validate(report, json.loads((ROOT / "pipeline/app/schemas/report.schema.json").read_text()))
+    jobs_before = [json.loads((sweep_dir / n / "report.json").read_text())["process"]["jobs_before"] for n in "01"]
+    assert all(isinstance(n, int) and n >= 0 for n in jobs_before)  # the jobs its worker process ran before it
 
 
 def test_a_failing_job_does_not_stop_the_others_and_the_sweep_exits_non_zero(tmp_path):

@@ -7,6 +7,8 @@ from typing import Any
 
 from hydra.errors import CompactHydraException
 
+from pipeline.core.errors import PipelineError
+
 SAMPLERS = ("tpe", "random", "grid")
 # What a trial can be scored on, each taken from its report.json, each minimized.
 OBJECTIVES = {
@@ -34,7 +36,7 @@ class SearchSweeperConf:
     backend_params: Any = None
 
 
-class SearchConfigError(CompactHydraException, ValueError):
+class SearchConfigError(CompactHydraException, ValueError, PipelineError):
     """A ``hydra.sweeper.*`` option or a search parameter that cannot be used, and what is allowed.
     (Hydra prints a compact exception's message alone, without a traceback.)"""
 
