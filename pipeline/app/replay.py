@@ -99,7 +99,7 @@ def _compare_files(
     replayed_sha = sha256_file(replayed) if replayed and replayed.exists() else None
     match = original_sha is not None and original_sha == replayed_sha
     why = None
-    if not match and original_sha and replayed_sha:
+    if not match and original is not None and replayed is not None and original_sha and replayed_sha:
         why = first_difference(original.read_bytes(), replayed.read_bytes())
     return {
         "recorded_sha256": entry.get("sha256"),
