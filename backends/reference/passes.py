@@ -319,7 +319,8 @@ class _Functionalizer:
         instruction = block.instructions[index]
         functional = ops.functional_form(instruction.op)
         written = ops.written_arguments(instruction.op)
-        if functional is None or written != [ops.schema(instruction.op).arguments[0].name]:
+        schema = ops.schema(instruction.op)
+        if functional is None or schema is None or written != [schema.arguments[0].name]:
             return f"writes into its argument {written[0]!r} in place and has no functional form"
         target = instruction.args[0] if instruction.args else None
         if not isinstance(target, Ref) or len(instruction.outputs) != 1:

@@ -60,7 +60,7 @@ import functools
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeGuard
 
 import torch
 
@@ -288,7 +288,7 @@ def size_problem(op: Any, args: Sequence[Any], kwargs: Mapping[str, Any]) -> str
     )
 
 
-def sized(op: Any) -> bool:
+def sized(op: object) -> TypeGuard[torch._ops.OpOverload]:
     """Whether ``op`` asks for a tensor by size, so that its operands must be judged when it runs."""
     return isinstance(op, torch._ops.OpOverload) and _size_kind(op) is not None
 
