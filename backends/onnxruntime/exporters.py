@@ -361,7 +361,7 @@ def _first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else ""
 
 
-def _quiet_exporter():
+def _quiet_exporter() -> contextlib.AbstractContextManager[None]:
     """The exporters' warnings and log lines are about the exporters, not the model: keep them out."""
     return quiet("torch.onnx", level=logging.ERROR)
 

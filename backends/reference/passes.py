@@ -18,7 +18,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import torch
@@ -381,7 +381,7 @@ def _operands(instruction: Instruction) -> Iterator[Any]:
             yield from _operands(nested)
 
 
-def _replace_reads(instruction: Instruction, fn) -> None:
+def _replace_reads(instruction: Instruction, fn: Callable[[Ref], Any]) -> None:
     instruction.args = [map_refs(a, fn) for a in instruction.args]
     instruction.kwargs = {k: map_refs(v, fn) for k, v in instruction.kwargs.items()}
     for inner in instruction.blocks:

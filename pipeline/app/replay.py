@@ -225,7 +225,7 @@ def _fresh_dir(run_dir: Path) -> Path:
     raise RuntimeError(f"no free replay directory next to {run_dir}")
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m pipeline.replay", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
