@@ -26,7 +26,7 @@ import enum
 import types
 import typing
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 from pipeline.core.errors import LoweringError, did_you_mean, format_choices
 
@@ -153,8 +153,8 @@ def _parse_value(kind: Any, value: Any, path: str) -> Any:
         raise SpecError(f"{path}: unions other than Optional are not supported in specs.")
     if isinstance(kind, type) and issubclass(kind, enum.Enum):
         return _parse_enum(kind, value, path)
-    if isinstance(kind, type) and dataclasses.is_dataclass(kind):
-        return parse_compile_spec(kind, value, path)
+    if dataclasses.is_dataclass(kind):
+        return parse_compile_spec(cast(type, kind), value, path)  # a field's type, never an instance
     if origin in (list, tuple) or kind in (list, tuple):
         if not isinstance(value, (list, tuple)):
             raise SpecError(f"{path}: expected a list, got {value!r}.")

@@ -77,9 +77,7 @@ def check_journal(path: Path) -> None:
             if not isinstance(entry, dict) or entry.get("op_code") not in codes:
                 raise JournalError(f"{where}: not a journal entry (an object with an optuna op_code).")
             attributes = entry.get("user_attr")
-            if not isinstance(attributes, dict):
-                attributes = {}
-            for name, value in attributes.items():
+            for name, value in attributes.items() if isinstance(attributes, dict) else ():
                 kind = TRIAL_ATTRIBUTES.get(name)
                 if kind is not None and (
                     not isinstance(value, kind)
