@@ -50,7 +50,7 @@ class Buffer:
             raise self.fail(f"{what} at byte {at} is not 4-byte aligned.")
         return at + self._read("<I", at, what)
 
-    def root(self, identifiers, name: str) -> Table:
+    def root(self, identifiers: tuple[bytes, ...], name: str) -> Table:
         found = self.data[4:8]
         if found not in identifiers:
             raise self.fail(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import warnings
 from types import ModuleType
+from typing import Any
 
 from pipeline.backends.executorch.compile_spec import NAME
 from pipeline.core.backend import LoweringError
@@ -37,7 +38,7 @@ def runtime_bindings() -> ModuleType:
     return executorch_module("executorch.extension.pybindings.portable_lib")
 
 
-def runtime() -> object:
+def runtime() -> Any:
     """The process's ``executorch.runtime.Runtime``."""
     return executorch_module("executorch.runtime").Runtime.get()
 

@@ -33,7 +33,7 @@ from __future__ import annotations
 import operator
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -82,7 +82,9 @@ def method_table(program: Any, method: str) -> list[dict[str, Any]]:
             entry.update(kind="kernel", name=f"{op.name}.{op.overload}" if op.overload else op.name)
         elif kind == "DelegateCall":
             name = plan.delegates[arguments.delegate_index].id
-            lowered = getattr(node.graph.owning_module, node.args[0].target) if node is not None else None
+            # A delegate call's first operand is the get_attr node of its lowered module.
+            held = str(cast(torch.fx.Node, node.args[0]).target) if node is not None else ""
+            lowered = getattr(node.graph.owning_module, held) if node is not None else None
             inside = _fx_handles_by_edge_handle(lowered.original_module.graph) if lowered is not None else {}
             nodes = _delegate_node_entries(lowered, inside) if lowered is not None and name == XNNPACK else []
             entry.update(kind="delegate", name=name, nodes=nodes, handles=_union(inside.values()))
@@ -171,9 +173,9 @@ def _delegate_node_entries(lowered: Any, fx_of: dict[int, list[int]]) -> list[di
         for edge_handle in _edge_handles(node):
             if edge_handle in owner:
                 continue
-            index = _nearest(node, lambda n: next((owner[h] for h in _edge_handles(n) if h in owner), None))
-            if index is not None:
-                taken_in[index].add(edge_handle)
+            nearest = _nearest(node, lambda n: next((owner[h] for h in _edge_handles(n) if h in owner), None))
+            if nearest is not None:
+                taken_in[nearest].add(edge_handle)
     return [
         {"name": name, "handles": _union(fx_of.get(h, ()) for h in sorted(taken_in[index]))}
         for index, (name, _) in enumerate(nodes)

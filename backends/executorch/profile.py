@@ -200,12 +200,12 @@ def align(operators: Sequence[str], nodes: Sequence[str]) -> list[list[int]]:
         else:
             i += 1
     covered: list[list[int]] = [[] if p is None else [p] for p in pairs]
-    paired = [i for i, p in enumerate(pairs) if p is not None]
-    taken = {p for p in pairs if p is not None}
+    paired = [(i, p) for i, p in enumerate(pairs) if p is not None]
+    taken = {p for _, p in paired}
     for node in range(m):
         if node in taken or not paired:
             continue
-        into = next((i for i in paired if pairs[i] > node), paired[-1])
+        into = next((i for i, p in paired if p > node), paired[-1][0])
         covered[into].append(node)
     return [sorted(c) for c in covered]
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import importlib.util
 import struct
+from collections.abc import Iterator
 from pathlib import Path
 
 from pipeline.backends.executorch.compile_spec import NAME
@@ -170,7 +171,7 @@ def _subsegments(root: Table, fields: dict[str, int], segments: list[tuple[int, 
                 raise program.fail(f"{name} has an offset {value} past its segment's {segments[index][1]} bytes.")
 
 
-def _plan_delegates(plan: Table, schema: Path, segments: int, inline: int, program: Buffer):
+def _plan_delegates(plan: Table, schema: Path, segments: int, inline: int, program: Buffer) -> Iterator[int | None]:
     """Check one execution plan's texts and delegate references; yield the segment index of each XNNPACK
     delegate stored in a segment (None for other delegates)."""
     fields = slots(schema, "ExecutionPlan")

@@ -126,10 +126,11 @@ def _dynamo_export(program: torch.export.ExportedProgram, spec: OnnxRuntimeCompi
 
 def _dynamo_export_error(method: str, error: Exception) -> LoweringError:
     """The exporter's root cause: its outer errors only say which step failed."""
-    causes = []
-    while error is not None and error not in causes:
-        causes.append(error)
-        error = error.__cause__
+    causes: list[BaseException] = []
+    link: BaseException | None = error
+    while link is not None and link not in causes:
+        causes.append(link)
+        link = link.__cause__
     for cause in causes:
         match = _NO_ONNX_FUNCTION.search(str(cause))
         if match:
@@ -204,8 +205,14 @@ def export_torchscript(
     try:
         with _quiet_exporter(), _stdout_to_devnull():
             # verbose: the exporter then keeps each node's source range as its doc_string
+            # The TorchScript exporter writes to a file object too; torch's annotation names paths only.
             torch.onnx.export(
-                _host(module, method), arguments, buffer, dynamo=False, verbose=True, opset_version=spec.opset
+                _host(module, method),
+                arguments,
+                buffer,  # type: ignore[arg-type]
+                dynamo=False,
+                verbose=True,
+                opset_version=spec.opset,
             )
     except (ImportError, AttributeError, TypeError) as error:
         if not _has_torchscript_exporter():
@@ -349,12 +356,12 @@ def _flat(arguments: tuple) -> list[Any]:
     return pytree.tree_leaves(list(arguments))
 
 
-def _first_line(error: Exception) -> str:
+def _first_line(error: BaseException) -> str:
     text = str(error).strip()
     return text.splitlines()[0] if text else ""
 
 
-def _quiet_exporter():
+def _quiet_exporter() -> contextlib.AbstractContextManager[None]:
     """The exporters' warnings and log lines are about the exporters, not the model: keep them out."""
     return quiet("torch.onnx", level=logging.ERROR)
 

@@ -27,7 +27,7 @@ _ROOT = re.compile(rb"<\?xml[^>]*\?>\s*<net[\s>]")
 _DOCUMENT_TYPE = re.compile(rb"<!(DOCTYPE|ENTITY)", re.IGNORECASE)
 
 
-def check_xml(xml: bytes, what: str) -> None:
+def check_xml(xml: object, what: str) -> None:
     """A `LoweringError` naming ``what`` unless ``xml`` is OpenVINO IR: ``<?xml ...?>`` then ``<net>``, no DTD."""
     if not isinstance(xml, (bytes, bytearray)) or not xml.startswith(_IR_START):
         start = bytes(xml[:8]) if isinstance(xml, (bytes, bytearray)) else type(xml).__name__

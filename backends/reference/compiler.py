@@ -179,11 +179,10 @@ def node_support(node: Any) -> bool | str:
     if not isinstance(node.target, torch._ops.OpOverload):  # torch.cond and other higher-order ops
         return "is not an ATen op; the reference backend runs torch.cond only in a whole program, not in a partition"
 
-    def refs(value):
+    def refs(value: Any) -> Any:
         return (
             Ref(0)
             if isinstance(value, torch.fx.Node)
-            # noqa: E731
             else (type(value)(refs(v) for v in value) if isinstance(value, (list, tuple)) else value)
         )
 

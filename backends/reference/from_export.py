@@ -27,7 +27,7 @@ import itertools
 import operator
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch.export.graph_signature import InputKind, OutputKind
@@ -142,7 +142,7 @@ class _Converter:
 
     def cond(self, node: torch.fx.Node, operand: Callable, out: list[Instruction]) -> list[Ref]:
         """``cond(pred, true_graph, false_graph, operands)`` -> ``prim::If``; its results, one Ref each."""
-        predicate, true_branch, false_branch, operands = node.args
+        predicate, true_branch, false_branch, operands = cast(tuple[Any, ...], node.args)
         bound = [operand(o) for o in operands]
         blocks = [self.graph(operand(branch).module, bound) for branch in (true_branch, false_branch)]
         results = [next(self.value_ids) for _ in blocks[0].outputs]
@@ -167,7 +167,7 @@ class _Converter:
                     "the reference backend runs inference programs without state. Lower the model in eval mode "
                     "(training-mode BatchNorm changes its buffers)."
                 )
-        return [operand(value) for value in node.args[0]]
+        return [operand(value) for value in cast(Sequence[Any], node.args[0])]
 
 
 def _input_spec(value: int, node: torch.fx.Node) -> InputSpec:

@@ -283,7 +283,7 @@ class _Loop(_Structured):
         self.store(values, carried)
 
 
-def _step(method: str, instruction: Instruction) -> _Step:
+def _step(method: str, instruction: Instruction) -> _Call | _If | _Loop:
     if instruction.op == "prim::If":
         return _If(method, instruction)
     if instruction.op == "prim::Loop":

@@ -380,7 +380,7 @@ def argument(op: str, args: Sequence[Any], kwargs: Mapping[str, Any], name: str)
         return kwargs[name]
     if name in declared and declared.index(name) < len(args):
         return args[declared.index(name)]
-    if name in declared and found.arguments[declared.index(name)].has_default_value():
+    if found is not None and name in declared and found.arguments[declared.index(name)].has_default_value():
         return found.arguments[declared.index(name)].default_value
     return None
 

@@ -18,7 +18,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import torch
@@ -319,7 +319,8 @@ class _Functionalizer:
         instruction = block.instructions[index]
         functional = ops.functional_form(instruction.op)
         written = ops.written_arguments(instruction.op)
-        if functional is None or written != [ops.schema(instruction.op).arguments[0].name]:
+        schema = ops.schema(instruction.op)
+        if functional is None or schema is None or written != [schema.arguments[0].name]:
             return f"writes into its argument {written[0]!r} in place and has no functional form"
         target = instruction.args[0] if instruction.args else None
         if not isinstance(target, Ref) or len(instruction.outputs) != 1:
@@ -380,7 +381,7 @@ def _operands(instruction: Instruction) -> Iterator[Any]:
             yield from _operands(nested)
 
 
-def _replace_reads(instruction: Instruction, fn) -> None:
+def _replace_reads(instruction: Instruction, fn: Callable[[Ref], Any]) -> None:
     instruction.args = [map_refs(a, fn) for a in instruction.args]
     instruction.kwargs = {k: map_refs(v, fn) for k, v in instruction.kwargs.items()}
     for inner in instruction.blocks:

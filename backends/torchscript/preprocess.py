@@ -88,7 +88,7 @@ def _optimize(module: torch.jit.ScriptModule, methods: list[str]) -> torch.jit.S
         return torch.jit.optimize_for_inference(module, [m for m in methods if m != "forward"])
 
 
-def _save(module: torch.jit.ScriptModule, extra_files: Mapping[str, str] = None) -> bytes:
+def _save(module: torch.jit.ScriptModule, extra_files: Mapping[str, str] | None = None) -> bytes:
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)

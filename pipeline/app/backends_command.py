@@ -78,7 +78,7 @@ def render(rows: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m pipeline.backends", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

@@ -55,7 +55,7 @@ def collect(paths: list[Path]) -> list[dict[str, Any]]:
     return rows
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m pipeline.compare", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

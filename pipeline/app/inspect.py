@@ -148,7 +148,7 @@ def _where(record: dict[str, Any]) -> str:
     return f"{Path(source['file']).name}:{source['line']}: {source['text']}"
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m pipeline.inspect", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

@@ -10,6 +10,7 @@ runs every stage but latency, so a cell is the same record a user gets from
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +53,7 @@ EXPECTED_FAILURES = {
 }
 
 
-def lower(model: str, backend: str, out_dir: Path, extra: list[str] = ()) -> dict[str, Any]:
+def lower(model: str, backend: str, out_dir: Path, extra: Sequence[str] = ()) -> dict[str, Any]:
     """Run ``model`` on ``backend`` into ``out_dir``; the run's report."""
     from pipeline.app.config import compose_config, validate
     from pipeline.app.run import run

@@ -99,7 +99,7 @@ def _compare_files(
     replayed_sha = sha256_file(replayed) if replayed and replayed.exists() else None
     match = original_sha is not None and original_sha == replayed_sha
     why = None
-    if not match and original_sha and replayed_sha:
+    if not match and original is not None and replayed is not None and original_sha and replayed_sha:
         why = first_difference(original.read_bytes(), replayed.read_bytes())
     return {
         "recorded_sha256": entry.get("sha256"),
@@ -225,7 +225,7 @@ def _fresh_dir(run_dir: Path) -> Path:
     raise RuntimeError(f"no free replay directory next to {run_dir}")
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m pipeline.replay", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

@@ -73,11 +73,10 @@ class Stages:
             self.on_enter(name)
         start = time.perf_counter()
         done = threading.Event()
-        heartbeat: threading.Thread | None = threading.Thread(
-            target=self._heartbeat, args=(name, start, done), daemon=True
-        )
+        thread = threading.Thread(target=self._heartbeat, args=(name, start, done), daemon=True)
+        heartbeat: threading.Thread | None = thread
         try:
-            heartbeat.start()
+            thread.start()
         except RuntimeError as error:  # a busy machine refused a thread: the stage runs, only its heartbeat is lost
             log.warning("%-12s no heartbeat for this stage: %s: %s", name, type(error).__name__, error)
             heartbeat = None

@@ -37,6 +37,7 @@ def untrusted_targets(config: Mapping[str, Any]) -> list[str]:
     presets, backends = preset_model_targets(), installed_backend_targets()
     problems = []
     for path, target in _targets(config):
+        problem: str | None
         if not isinstance(target, str) or not all(part.isidentifier() for part in target.split(".")):
             problem = "not a dotted name"
         elif path == "model._target_":

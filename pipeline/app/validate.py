@@ -19,7 +19,7 @@ from hydra.errors import HydraException
 from pipeline.app.config import ConfigError, compose_config, validate
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m pipeline.validate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

@@ -9,7 +9,7 @@ the figures that say how much a quantized run lost.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -93,7 +93,11 @@ def _abs_error(expected: torch.Tensor, actual: torch.Tensor) -> torch.Tensor:
 
 
 def verify(
-    eager: torch.nn.Module, lowered: torch.nn.Module, input_sets: dict[str, Sequence[tuple]], atol: float, rtol: float
+    eager: torch.nn.Module,
+    lowered: torch.nn.Module,
+    input_sets: Mapping[str, Sequence[tuple[Any, ...]]],
+    atol: float,
+    rtol: float,
 ) -> VerifyResult:
     """``input_sets`` maps each method to the calls to try, each ``(args, kwargs)``."""
     max_abs, max_rel, passed, trials, worst = 0.0, 0.0, True, 0, ""

@@ -126,7 +126,7 @@ class BoundedZip:
     def __enter__(self) -> BoundedZip:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def _checked_members(self) -> dict[str, zipfile.ZipInfo]:

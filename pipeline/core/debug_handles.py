@@ -47,7 +47,7 @@ class HandleRecord:
     call_stack: tuple[Frame, ...] = ()
     partition: str | None = None  # partitioned lowering: the group it runs in ("forward_p0") or "fallback"
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         source = self.source.to_json() if self.source else {"file": None, "line": None, "function": None, "text": None}
         partition = {} if self.partition is None else {"partition": self.partition}
         return {
@@ -95,7 +95,7 @@ class HandleMap:
     handles: dict[int, HandleRecord] = field(default_factory=dict)
     backend_map: dict[str, list[int]] = field(default_factory=dict)
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {
             "strategy": self.strategy,
             "handles": [self.handles[h].to_json() for h in sorted(self.handles)],
@@ -272,6 +272,8 @@ def _ancestors(sources: list[Any]) -> set[str]:
     stack = list(sources)
     while stack:
         source = stack.pop()
-        names.add(getattr(source, "name", None))
+        name = getattr(source, "name", None)
+        if isinstance(name, str):
+            names.add(name)
         stack.extend(getattr(source, "from_node", None) or [])
     return names

@@ -48,7 +48,11 @@ def run_in_child(
         code = 1
         try:
             with os.fdopen(write_end, "w", buffering=1) as channel:
-                result = job(lambda stage: channel.write(json.dumps({"stage": stage}) + "\n"))
+
+                def report_stage(stage: str) -> None:
+                    channel.write(json.dumps({"stage": stage}) + "\n")
+
+                result = job(report_stage)
                 channel.write(json.dumps({"result": result}) + "\n")
             code = 0
         finally:

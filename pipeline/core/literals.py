@@ -138,12 +138,12 @@ def check_annotation(text: Any, what: str) -> str:
             problem = _annotation_problem(ast.parse(text, mode="eval").body)
         except (SyntaxError, ValueError, MemoryError, RecursionError):
             problem = "is not a Python expression"
-    if problem is not None:
-        raise LoweringError(
-            f"The {what} {_clip(text)} {problem}; annotations are built from the names "
-            f"{', '.join(sorted(ANNOTATION_NAMES))} with [...], ',' and '|', None and '...'."
-        )
-    return text
+    if problem is None and isinstance(text, str):
+        return text
+    raise LoweringError(
+        f"The {what} {_clip(text)} {problem}; annotations are built from the names "
+        f"{', '.join(sorted(ANNOTATION_NAMES))} with [...], ',' and '|', None and '...'."
+    )
 
 
 _NOT_A_LITERAL = object()

@@ -60,7 +60,7 @@ import functools
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeGuard
 
 import torch
 
@@ -288,7 +288,7 @@ def size_problem(op: Any, args: Sequence[Any], kwargs: Mapping[str, Any]) -> str
     )
 
 
-def sized(op: Any) -> bool:
+def sized(op: object) -> TypeGuard[torch._ops.OpOverload]:
     """Whether ``op`` asks for a tensor by size, so that its operands must be judged when it runs."""
     return isinstance(op, torch._ops.OpOverload) and _size_kind(op) is not None
 
@@ -358,7 +358,7 @@ _NO_DEFAULT = object()
 
 
 @functools.cache
-def _parameters(op: torch._ops.OpOverload) -> tuple:
+def _parameters(op: torch._ops.OpOverload) -> tuple[tuple[str, bool, Any], ...]:
     """``(name, keyword only, default)`` per argument, read once: the schema's accessors are slow to call."""
     return tuple(
         (a.name, a.kwarg_only, a.default_value if a.has_default_value() else _NO_DEFAULT) for a in op._schema.arguments
@@ -424,16 +424,14 @@ def _extent(shape: Any, stride: Any) -> int | None:
         and len(stride) == len(sizes)
         and all(isinstance(s, int) and not isinstance(s, bool) for s in stride)
     ):
-        return 1 + sum((size - 1) * abs(step) for size, step in zip(sizes, stride))
+        return 1 + sum((size - 1) * abs(int(step)) for size, step in zip(sizes, stride))
     return math.prod(sizes)
 
 
 def _arange_length(bound: dict[str, Any]) -> int | None:
-    start, end, step = bound.get("start", 0), bound.get("end"), bound.get("step", 1)
-    numbers = [_real(v) for v in (start, end, step)]
-    if any(v is None for v in numbers) or numbers[2] == 0:
+    start, end, step = _real(bound.get("start", 0)), _real(bound.get("end")), _real(bound.get("step", 1))
+    if start is None or end is None or step is None or step == 0:
         return None
-    start, end, step = numbers
     return max(math.ceil((end - start) / step), 0)
 
 

@@ -139,7 +139,9 @@ def _check_stateless(program: torch.export.ExportedProgram, method: str) -> None
             )
 
 
-def _boundary(nodes: Sequence[torch.fx.Node], position: dict[torch.fx.Node, int]):
+def _boundary(
+    nodes: Sequence[torch.fx.Node], position: dict[torch.fx.Node, int]
+) -> tuple[list[torch.fx.Node], list[torch.fx.Node]]:
     members = set(nodes)
     inputs: dict[torch.fx.Node, None] = {}
     for node in nodes:

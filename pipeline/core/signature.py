@@ -75,7 +75,7 @@ class CapturedValue:
     kind: str  # TENSOR, CONSTANT or STRUCTURE
     value: Any = None  # CONSTANT: the value; STRUCTURE: the pytree spec as text
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         item: dict[str, Any] = {"name": self.name, "kind": self.kind}
         if self.kind == CONSTANT:
             item["value"] = _saved_default(self.value, self.name)
@@ -158,7 +158,7 @@ class CapturedCall:
             return [value for value, captured in zip(flat, self.values) if captured.kind != CONSTANT]
         return flat
 
-    def export_arguments(self, signature: MethodSignature, flat: list[Any]) -> tuple[tuple, dict[str, Any]]:
+    def export_arguments(self, signature: MethodSignature, flat: list[Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """``(args, kwargs)`` for ``torch.export.export`` from values in ``execute`` order."""
         args: list[Any] = []
         kwargs: dict[str, Any] = {}
@@ -174,7 +174,7 @@ class CapturedCall:
                 kwargs.update((k, next(values)) for k in self.keywords)
         return tuple(args), kwargs
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {
             "values": [v.to_json() for v in self.values],
             "var_positional": self.var_positional,
@@ -313,7 +313,7 @@ class MethodSignature:
         returns = _saved_annotation(self.return_annotation)
         return f"({', '.join(pieces)})" + ("" if returns is None else f" -> {returns}")
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         """Names, kinds, defaults as literals (a default that is not one cannot be saved: `LoweringError`),
         and the annotations built from allowed type names; an annotation that names another type (a class
         of the user's) is documentation only, and is left out rather than let a file name code."""
@@ -392,7 +392,7 @@ def _check_order(params: list[Param], where: str) -> None:
                 raise MalformedInput(f"{where}: parameter {p.name!r} without a default follows one with a default.")
 
 
-def _only_keys(data: Any, allowed: frozenset, where: str) -> None:
+def _only_keys(data: Any, allowed: frozenset[str], where: str) -> None:
     unknown = sorted(set(expect(data, dict, where)) - allowed)
     if unknown:
         raise MalformedInput(f"{where} has unknown field(s) {unknown}; allowed: {sorted(allowed)}.")
@@ -470,7 +470,7 @@ class OutputStructure:
     def num_leaves(self) -> int:
         return self.spec.num_leaves
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {"spec": pytree.treespec_dumps(self.spec), "leaf_kinds": list(self.leaf_kinds)}
 
     @classmethod
@@ -508,16 +508,18 @@ def _spec_from_json(node: Any, where: str, depth: int) -> pytree.TreeSpec:
         return pytree.treespec_leaf()
     typ = pytree.SERIALIZED_TYPE_TO_PYTHON_TYPE.get(name)
     definition = pytree.SUPPORTED_SERIALIZED_TYPES.get(typ) if typ is not None else None
-    if definition is None:
+    if typ is None or definition is None:
         raise MalformedInput(
             f"{where}: output type {name!r} is not a registered pytree node type "
             "(import the module that registers it before loading)."
         )
     if name == "collections.namedtuple":
         context = pytree.SERIALIZED_TYPE_TO_PYTHON_TYPE.get(member(node, "context", str, where))
-        if not (isinstance(context, type) and issubclass(context, tuple)):
+        # builtins.tuple and torch.Size are registered tuple types too, but without the _fields of a namedtuple.
+        fields = getattr(context, "_fields", None) if isinstance(context, type) and issubclass(context, tuple) else None
+        if not isinstance(fields, tuple):
             raise MalformedInput(f"{where}: namedtuple {node['context']!r} is not registered.")
-        expected = len(context._fields)
+        expected: int | None = len(fields)
     elif definition.from_dumpable_context is None:
         context = parse_json(member(node, "context", str, where), f"{where}.context", max_bytes=1 << 20, max_depth=8)
         expected = _expected_children(typ, context, where)

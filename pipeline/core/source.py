@@ -41,7 +41,7 @@ class Frame:
     function: str
     text: str
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {"file": self.file, "line": self.line, "function": self.function, "text": self.text}
 
 
@@ -79,7 +79,7 @@ def describe_node(node: Any) -> NodeSource:
     return NodeSource(
         found.op,
         found.node,
-        _portable(found.source),
+        None if found.source is None else _portable(found.source),
         found.hierarchy,
         tuple(_portable(frame) for frame in found.call_stack),
     )
@@ -118,7 +118,7 @@ def _root_table() -> tuple[tuple[str, str | None], ...]:
         os.path.realpath(p)
         for p in site.getsitepackages() + [site.getusersitepackages(), sysconfig.get_paths()["purelib"]]
     }
-    roots = [(p, None) for p in packages]
+    roots: list[tuple[str, str | None]] = [(p, None) for p in packages]
     roots.append((os.path.realpath(sysconfig.get_paths()["stdlib"]), "stdlib"))
     if os.path.realpath(_PROJECT) not in packages:  # a checkout, not an installed copy
         roots.append((os.path.realpath(_PROJECT), "project"))
@@ -126,13 +126,13 @@ def _root_table() -> tuple[tuple[str, str | None], ...]:
 
 
 def _roots(cwd: str) -> tuple[tuple[str, str | None], ...]:
-    cwd = (os.path.realpath(cwd).rstrip(os.sep) + os.sep, "cwd")
+    cwd_root = (os.path.realpath(cwd).rstrip(os.sep) + os.sep, "cwd")
     # the most specific root first: site-packages lies under the stdlib's prefix in some layouts
-    return tuple(sorted(_root_table() + (cwd,), key=lambda item: -len(item[0])))
+    return tuple(sorted(_root_table() + (cwd_root,), key=lambda item: -len(item[0])))
 
 
-def _portable(frame: Frame | None) -> Frame | None:
-    return frame if frame is None else Frame(portable_path(frame.file), frame.line, frame.function, frame.text)
+def _portable(frame: Frame) -> Frame:
+    return Frame(portable_path(frame.file), frame.line, frame.function, frame.text)
 
 
 def fx_op_name(node: torch.fx.Node) -> str:

@@ -26,7 +26,7 @@ import enum
 import types
 import typing
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 from pipeline.core.errors import FieldError as FieldError  # re-exported: importable from here, as before
 from pipeline.core.errors import LoweringError, did_you_mean, format_choices
@@ -84,8 +84,8 @@ def default_options(schema: type) -> dict[str, Any]:
     for f in dataclasses.fields(schema):
         if f.default is not _MISSING:
             defaults[f.name] = _plain(f.default)
-        elif f.default_factory is not _MISSING:  # type: ignore[misc]
-            defaults[f.name] = _plain(f.default_factory())  # type: ignore[misc]
+        elif f.default_factory is not _MISSING:
+            defaults[f.name] = _plain(f.default_factory())
         elif dataclasses.is_dataclass(_field_types(schema)[f.name]):
             defaults[f.name] = default_options(_field_types(schema)[f.name])
     return defaults
@@ -123,7 +123,7 @@ def _parse_dataclass(schema: type, options: Any, path: str) -> dict[str, Any]:
         name
         for name, f in fields.items()
         if name not in values and f.default is _MISSING and f.default_factory is _MISSING
-    ]  # type: ignore[misc]
+    ]
     if missing:
         raise SpecError(f"{path or 'config'}: missing required key(s) {format_choices(missing)}.")
     return values
@@ -143,7 +143,7 @@ def _parse_value(kind: Any, value: Any, path: str) -> Any:
     if isinstance(kind, type) and issubclass(kind, enum.Enum):
         return _parse_enum(kind, value, path)
     if dataclasses.is_dataclass(kind):
-        return parse_compile_spec(kind, value, path)
+        return parse_compile_spec(cast(type, kind), value, path)  # a field's type, never an instance
     if origin in (list, tuple) or kind in (list, tuple):
         if not isinstance(value, (list, tuple)):
             raise SpecError(f"{path}: expected a list, got {value!r}.")
@@ -173,7 +173,7 @@ def _parse_value(kind: Any, value: Any, path: str) -> Any:
     raise SpecError(f"{path}: fields of type {kind!r} are not supported in specs.")
 
 
-def _parse_enum(kind: type, value: Any, path: str) -> enum.Enum:
+def _parse_enum(kind: type[enum.Enum], value: Any, path: str) -> enum.Enum:
     if isinstance(value, kind):
         return value
     for member in kind:  # by name or by value: configs say `all`, code may pass the value

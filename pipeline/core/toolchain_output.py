@@ -28,7 +28,7 @@ import tempfile
 import threading
 import warnings
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, TextIO
 
 LOG = logging.getLogger("pipeline.torch")
 LOG.addHandler(logging.NullHandler())
@@ -51,7 +51,7 @@ class _LineWriter(io.TextIOBase):
     the original stream instead of looping back into the log.
     """
 
-    def __init__(self, level: int, original: Any):
+    def __init__(self, level: int, original: TextIO):
         self.level, self.original, self.pending = level, original, ""
         self.busy = threading.local()
 
@@ -74,7 +74,7 @@ class _LineWriter(io.TextIOBase):
 def logged() -> Iterator[None]:
     """Within the block, torch's logging, prints and warnings go to the ``pipeline.torch`` logger."""
     forward = _Forward()
-    saved: list[tuple[logging.Logger, list, bool]] = []
+    saved: list[tuple[logging.Logger, list[logging.Handler], bool]] = []
     tops = [logging.getLogger(name) for name in _NOISY]
     children = [
         logger

@@ -473,6 +473,8 @@ LEAF = {"type": None, "context": None, "children_spec": []}
             "not supported",
         ),
         (_spec({"type": "foo.Bar", "context": "null", "children_spec": []}), "not a registered pytree node type"),
+        # A registered tuple type that is no namedtuple (it has no _fields).
+        (_spec({"type": "collections.namedtuple", "context": "builtins.tuple", "children_spec": []}), "namedtuple"),
         (_spec({"type": "builtins.tuple", "context": "null", "children_spec": [LEAF] * 2}), "2 leaf kinds|leaf kinds"),
         (_spec({"type": "builtins.dict", "context": '["a", "a", "b"]', "children_spec": [LEAF] * 3}), "distinct"),
         (_spec({"type": "builtins.dict", "context": '["a"]', "children_spec": [LEAF] * 3}), "children"),

@@ -42,8 +42,14 @@ class SearchConfigError(CompactHydraException, ValueError, PipelineError):
 
 
 def check_options(
-    n_trials: int, timeout: float | None, n_jobs: int, sampler: str, n_startup_trials: int, objectives: list[str]
+    n_trials: object,
+    timeout: float | None,
+    n_jobs: object,
+    sampler: str,
+    n_startup_trials: object,
+    objectives: list[str],
 ) -> None:
+    """The options as Hydra composed them: the integers are checked here, whatever YAML or the command line gave."""
     from pipeline.core.errors import did_you_mean
 
     if sampler not in SAMPLERS:

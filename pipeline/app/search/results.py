@@ -79,7 +79,8 @@ def verified_outcome(sweep_dir: Path, trial: Any, outcome: dict[str, Any], objec
     report = read_report(sweep_dir / str(job)) if isinstance(job, int) else None
     judged = outcome_of(report, objectives) if report else None
     if (
-        judged is None
+        report is None
+        or judged is None
         or report.get("overrides") != overrides
         or judged.feasible != bool(outcome.get("feasible"))
         or any(judged.values.get(k) != v for k, v in (outcome.get("values") or {}).items())

@@ -18,16 +18,20 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
-from hydra.core.override_parser.types import Override, Transformer
-from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+from hydra.core.override_parser.types import IntervalSweep, Override, RangeSweep, Transformer
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from pipeline.app.search.config import SearchConfigError
 
 BACKEND = "backend"
+
+
+# The three distributions distribution_of makes (choice, range, interval).
+Distribution = CategoricalDistribution | IntDistribution | FloatDistribution
 
 
 @dataclass(frozen=True)
@@ -36,7 +40,7 @@ class Param:
 
     name: str
     key: str
-    distribution: BaseDistribution
+    distribution: Distribution
 
 
 @dataclass
@@ -80,7 +84,7 @@ class SearchSpace:
 
 
 def build_space(
-    overrides: Sequence[Override], backend_params: dict[str, Sequence[Override]], has_key: Callable[[str, str], bool]
+    overrides: Sequence[Override], backend_params: Mapping[str, Sequence[Override]], has_key: Callable[[str, str], bool]
 ) -> SearchSpace:
     """``has_key(backend, key)``: whether ``key`` is in the config composed with ``backend=<backend>``."""
     space = SearchSpace(fixed=[], common=[])
@@ -130,31 +134,34 @@ def build_space(
     return space
 
 
-def distribution_of(override: Override) -> BaseDistribution:
+def distribution_of(override: Override) -> Distribution:
     """The optuna distribution of a sweep override (as hydra-optuna-sweeper maps them, ranges inclusive of
     their last value)."""
     key = override.get_key_element()
     if override.is_choice_sweep():
-        choices = list(override.sweep_iterator(transformer=Transformer.encode))
+        choices: list[Any] = list(override.sweep_iterator(transformer=Transformer.encode))
         if len(set(map(repr, choices))) != len(choices):
             raise SearchConfigError(f"{key}: choice() names a value twice: {choices}")
         return CategoricalDistribution(choices)
     if override.is_range_sweep():
-        value = override.value()
-        if value.shuffle:
-            return CategoricalDistribution(list(override.sweep_iterator(transformer=Transformer.encode)))
-        values = list(override.sweep_iterator(transformer=Transformer.identity))
+        # is_range_sweep() and is_interval_sweep() say which sweep value() holds; mypy cannot follow them.
+        sweep = cast(RangeSweep, override.value())
+        if sweep.shuffle:
+            shuffled: list[Any] = list(override.sweep_iterator(transformer=Transformer.encode))
+            return CategoricalDistribution(shuffled)
+        values: list[Any] = list(override.sweep_iterator(transformer=Transformer.identity))
         if not values:
             raise SearchConfigError(f"{key}: {override.get_value_element_as_str()} is empty")
         if all(isinstance(v, int) for v in values):
-            return IntDistribution(min(values), max(values), step=abs(int(value.step)))
+            return IntDistribution(min(values), max(values), step=abs(int(sweep.step)))
         return CategoricalDistribution(values)  # float steps: exactly the values range() lists
     if override.is_interval_sweep():
-        value = override.value()
-        log = "log" in value.tags
-        if "int" in value.tags:
-            return IntDistribution(math.ceil(value.start), math.ceil(value.end) - 1, log=log)
-        return FloatDistribution(value.start, value.end, log=log)
+        interval = cast(IntervalSweep, override.value())
+        assert interval.start is not None and interval.end is not None  # interval(a, b) has both ends
+        log = "log" in interval.tags
+        if "int" in interval.tags:
+            return IntDistribution(math.ceil(interval.start), math.ceil(interval.end) - 1, log=log)
+        return FloatDistribution(interval.start, interval.end, log=log)
     raise SearchConfigError(
         f"{key}: {override.get_value_element_as_str()} cannot be searched; use choice(...), "
         "range(...) or interval(...)."

@@ -30,7 +30,7 @@ def open_study(
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the sweeper logs each trial itself
     check_journal(sweep_dir / STUDY_FILE)
     storage = JournalStorage(JournalFileBackend(str(sweep_dir / STUDY_FILE)))
-    directions = ["minimize"] * len(objectives)
+    directions = [optuna.study.StudyDirection.MINIMIZE] * len(objectives)
     study = optuna.create_study(study_name=name, storage=storage, directions=directions, load_if_exists=True)
     recorded = study.user_attrs.get("objectives")
     if recorded is not None and recorded != objectives:
@@ -49,7 +49,7 @@ class JournalError(SearchConfigError):
 
 MAX_JOURNAL_LINE = 1 << 20
 # The user attributes a search sets on a trial, and the type each must have: a received journal is data.
-TRIAL_ATTRIBUTES = {"job": int, "overrides": list, "outcome": dict, "duplicate_of": int}
+TRIAL_ATTRIBUTES: dict[str, type[Any]] = {"job": int, "overrides": list, "outcome": dict, "duplicate_of": int}
 
 
 def check_journal(path: Path) -> None:

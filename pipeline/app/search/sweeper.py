@@ -118,7 +118,9 @@ class Search(Sweeper):
         """``hydra.sweeper.params``, then the command line (which wins for a key given in both)."""
         from pipeline.app.search.space import build_space
 
-        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+        assert self.config is not None and self.hydra_context is not None  # setup() ran
+        config_loader, config = self.hydra_context.config_loader, self.config
+        parser = OverridesParser.create(config_loader=config_loader)
         lines = [f"{key}={value}" for key, value in self.params.items()] + list(arguments)
         latest: dict[str, Override] = {}
         for override in parser.parse_overrides(lines):
@@ -129,14 +131,13 @@ class Search(Sweeper):
             backend: parser.parse_overrides([f"{k}={v}" for k, v in params.items()])
             for backend, params in self.backend_params.items()
         }
-        fixed = [o.input_line for o in overrides if not o.is_sweep_override()]
+        # A parsed override keeps the line it was parsed from.
+        fixed = [o.input_line for o in overrides if not o.is_sweep_override() and o.input_line is not None]
         composed: dict[str, DictConfig] = {}
 
         def has_key(backend: str, key: str) -> bool:
             if backend not in composed:
-                composed[backend] = self.hydra_context.config_loader.load_sweep_config(
-                    self.config, fixed + [f"backend={backend}"]
-                )
+                composed[backend] = config_loader.load_sweep_config(config, fixed + [f"backend={backend}"])
             return OmegaConf.select(composed[backend], key, default=_ABSENT) is not _ABSENT
 
         return build_space(overrides, per_backend, has_key)
