@@ -62,7 +62,8 @@ class Facts:
     invalid_specs: tuple[SpecCase, ...] = ()  # (options, message regex): refused before anything is lowered
     reproducible_zoo: tuple[tuple[str, str], ...] = ()  # lowered twice: byte-identical artifacts
     doc_phrases: tuple[str, ...] = ()  # what the package docstring must say (beyond listing every option)
-    attributes_errors: bool = True  # an index out of range at run time names its handle and source line
+    index_error: Optional[str] = None  # an index out of range at run time: the message (regex) naming its op
+    other_shape_error: Optional[str] = None  # a (3, 65) input to the MLP: the message (regex); None: it runs
     profile_names_backend_map: bool = True  # each profile event is named by its backend_map key first
     profile_coverage: float = 1.0  # the share of profile events that carry debug handles
     supports: dict[str, Any] = field(default_factory=dict)  # node name -> True or part of the reason
@@ -99,6 +100,7 @@ BACKENDS: tuple[Facts, ...] = (
             ({"constant_fold": True}, r"constant_fold: unknown key; allowed: 'check_inputs', 'constant_folding'"),
             ({"check_inputs": "yes"}, r"check_inputs: expected true or false"),
         ),
+        index_error=r"forward/\d+ aten::index.Tensor failed: IndexError: index 10 is out of bounds",
         supports={
             "linear": True,
             "relu": True,
@@ -142,7 +144,8 @@ BACKENDS: tuple[Facts, ...] = (
             ),
             ({"calibration_samples": -1}, r"calibration_samples must be in 0\.\.10000, not -1"),
         ),
-        profile_coverage=1.0,
+        index_error="invalid index",
+        other_shape_error="invalid dimensions",
         supports={
             "linear": True,
             "matmul": True,
@@ -181,7 +184,6 @@ BACKENDS: tuple[Facts, ...] = (
             ({"freezing": "sometimes"}, r"compile_spec.forward.freezing: expected true or false"),
         ),
         doc_phrases=("Loading this payload loads native code.", "shared library"),
-        attributes_errors=False,  # AOTInductor's runner reports no failing kernel
     ),
     Facts(
         name="torchscript",
@@ -198,6 +200,7 @@ BACKENDS: tuple[Facts, ...] = (
             ),
         ),
         doc_phrases=("restricted unpickler", "not arbitrary Python"),
+        index_error="The following operation failed in the TorchScript interpreter",
         supports={"linear": True, "fft_fft": True, "eigh": True, "dropout": True},
     ),
     Facts(
@@ -229,7 +232,7 @@ BACKENDS: tuple[Facts, ...] = (
         ),
         # the IR has the program's static shapes, and OpenVINO's Gather answers an index out of range with
         # zeros: test_openvino checks a node failing at run time on a program with a dynamic dimension
-        attributes_errors=False,
+        other_shape_error=r"\[2,64\]",  # the IR has the program's static shapes
         profile_names_backend_map=False,  # events are the plugin's executed nodes, which fuse IR nodes
     ),
     Facts(
@@ -262,6 +265,8 @@ BACKENDS: tuple[Facts, ...] = (
             ),
             ({"quantize": "int8_static", "partitioner": "none"}, r"quantize=int8_static needs partitioner=xnnpack"),
         ),
+        index_error=r"at instruction \d+ \(aten::index.Tensor_out\)",
+        other_shape_error=r"set_inputs\(\) for method 'forward' failed",
         profile_names_backend_map=False,  # events are XNNPACK's operators and the portable kernels
     ),
 )
@@ -530,8 +535,8 @@ class Pick(nn.Module):
 
 
 def test_a_failing_op_at_run_time_names_its_handle_and_source_line(lowering_backend: Facts) -> None:
-    if not lowering_backend.attributes_errors:
-        pytest.skip(f"{lowering_backend.name} cannot attribute a failure to an op (see its Facts)")
+    if lowering_backend.index_error is None:
+        pytest.skip(f"{lowering_backend.name} cannot attribute this failure to an op (see its Facts)")
     x, index = torch.randn(5), torch.tensor([1, 3])
     lowered = pipeline.to_backend(
         lowering_backend.name,
@@ -541,12 +546,48 @@ def test_a_failing_op_at_run_time_names_its_handle_and_source_line(lowering_back
         **FRONTEND_OPTIONS[lowering_backend.frontend],
     )
     assert torch.equal(lowered(x, index), Pick()(x, index))
-    with pytest.raises(BackendRuntimeError) as raised:
+    with pytest.raises(BackendRuntimeError, match=lowering_backend.index_error) as raised:
         lowered(x, torch.tensor([1, 10]))
     error = raised.value
-    assert error.debug_handles and all(h >= 0 for h in error.debug_handles)
-    assert "aten::index" in {lowered.handle_map.handles[h].op.split(".")[0] for h in error.debug_handles}
+    scripted = FRONTEND_OPTIONS[lowering_backend.frontend]["frontend"] == "torchscript"
+    op = "aten::index" if scripted else "aten::index.Tensor"  # a TorchScript graph names no overloads
+    assert [lowered.handle_map.handles[h].op for h in error.debug_handles] == [op]
     assert f"line {line_of(Pick.forward, 'doubled[index]')}" in str(error)
+
+
+def test_an_input_the_program_cannot_take_is_a_runtime_error_with_handle_minus_one(backend: Facts, lowered_zoo):
+    model, _, lowered = _mlp(lowered_zoo, backend)
+    x = torch.randn(3, 65)
+    if backend.other_shape_error is None:
+        pytest.skip(f"{backend.name} runs any shape the program's ops take")
+    with pytest.raises(BackendRuntimeError, match=backend.other_shape_error) as raised:
+        lowered(x)
+    assert raised.value.debug_handles == [-1]
+
+
+# -- running -------------------------------------------------------------------------------------
+
+
+def test_inputs_that_require_grad_or_are_not_contiguous_are_accepted(backend: Facts, lowered_zoo) -> None:
+    model, inputs, lowered = _mlp(lowered_zoo, backend)
+    x = inputs["forward"][0]
+    with torch.no_grad():
+        expected = model(x)
+    tolerance = backend_checks.tolerance(backend.name)
+    backend_checks.assert_same_outputs(expected, lowered(x.clone().requires_grad_()), **tolerance)
+    strided = torch.empty(64, 2).t()  # (2, 64) with strides (1, 2)
+    strided.copy_(x)
+    assert not strided.is_contiguous()
+    backend_checks.assert_same_outputs(expected, lowered(strided), **tolerance)
+
+
+def test_outputs_are_not_overwritten_by_the_next_call(backend: Facts, lowered_zoo) -> None:
+    _, inputs, lowered = _mlp(lowered_zoo, backend)
+    first_input, second_input = (backend_checks.fresh_like(inputs["forward"], seed)[0] for seed in (5, 6))
+    first = lowered(first_input)
+    kept = first.clone()
+    lowered(second_input)
+    assert torch.equal(first, kept)
 
 
 # -- profiles ------------------------------------------------------------------------------------
@@ -597,6 +638,8 @@ def test_supports_answers_true_or_a_reason_for_every_node(backend: Facts, mixed_
     backend_cls = pipeline.get_backend(backend.name).backend_cls
     answers = {name: backend_cls.supports(node) for name, node in mixed_nodes.items()}
     assert all(answer is True or (isinstance(answer, str) and answer) for answer in answers.values()), answers
+    if backend_cls.supports.__func__ is Backend.supports.__func__:  # declares nothing: supports everything
+        assert all(answer is True for answer in answers.values())
     for name, expected in backend.supports.items():
         answer = backend_cls.supports(_node(mixed_nodes, name))
         assert answer is True if expected is True else expected in answer, (name, answer)
