@@ -88,6 +88,8 @@ def _runtime_version(module: str, version: Callable[[Any], str] = lambda m: m.__
 
 ALL_FOUR = ("basic", "mlp", "cnn", "transformer")
 
+# onnxruntime comes last: lowering a scripted model on it changes what later captures of the same class
+# record (test_lowering_a_scripted_model_leaves_later_captures_of_its_class_unchanged, a known bug)
 BACKENDS: tuple[Facts, ...] = (
     Facts(
         name="reference",
@@ -107,52 +109,6 @@ BACKENDS: tuple[Facts, ...] = (
             "fft_fft": "not in the reference backend's op table",
             "dropout": "captured in training mode",
         },
-    ),
-    Facts(
-        name="onnxruntime",
-        runtime="onnxruntime",
-        frontend="export",
-        declared=dict(accepts=("torchscript", "export"), reproducible=True, carries_code=False),
-        version=_runtime_version("onnxruntime"),
-        zoo=tuple(("export", name) for name in ALL_FOUR)
-        + tuple((frontend, name) for frontend in ("trace", "script") for name in ("basic", "mlp", "cnn")),
-        reproducible_zoo=(("export", "cnn"),),
-        spec=_onnx_input_shapes,
-        invalid_specs=(
-            (
-                {"intra_op_threads": 2},
-                r"compile_spec.forward.intra_op_threads: unknown key.*Did you mean 'intra_op_num_threads'",
-            ),
-            (
-                {"graph_optimization_level": "fast"},
-                r"graph_optimization_level.*allowed: 'all', 'basic', 'disable', 'extended', 'layout'",
-            ),
-            ({"execution_mode": "async"}, r"execution_mode.*allowed: 'parallel', 'sequential'"),
-            (
-                {"intra_op_num_threads": -1},
-                r"intra_op_num_threads must be in 0\.\.256 \(0: onnxruntime's default\), not -1",
-            ),
-            ({"intra_op_num_threads": 100000}, r"intra_op_num_threads must be in 0\.\.256 .*, not 100000"),
-            ({"inter_op_num_threads": 100000}, r"inter_op_num_threads must be in 0\.\.256 .*, not 100000"),
-            ({"intra_op_num_threads": "two"}, r"compile_spec.forward.intra_op_num_threads: expected an integer"),
-            ({"opset": 3}, r"opset must be in 7\.\."),
-            ({"input_dtypes": ["float32"]}, r"input_dtypes needs input_shapes"),
-            ({"providers": []}, r"providers must name at least one"),
-            (
-                {"quantize": "int4"},
-                r"quantize: 'int4' is not allowed; allowed: 'int8_dynamic', 'int8_static', 'none'",
-            ),
-            ({"calibration_samples": -1}, r"calibration_samples must be in 0\.\.10000, not -1"),
-        ),
-        index_error="invalid index",
-        other_shape_error="invalid dimensions",
-        supports={
-            "linear": True,
-            "matmul": True,
-            "fft_fft": "complex tensor",
-            "eigh": "no translation in the ONNX exporter",
-        },
-        refused_output_kinds={"bfloat16": "numpy arrays, which have no bfloat16"},
     ),
     Facts(
         name="inductor",
@@ -269,8 +225,53 @@ BACKENDS: tuple[Facts, ...] = (
         other_shape_error=r"set_inputs\(\) for method 'forward' failed",
         profile_names_backend_map=False,  # events are XNNPACK's operators and the portable kernels
     ),
+    Facts(
+        name="onnxruntime",
+        runtime="onnxruntime",
+        frontend="export",
+        declared=dict(accepts=("torchscript", "export"), reproducible=True, carries_code=False),
+        version=_runtime_version("onnxruntime"),
+        zoo=tuple(("export", name) for name in ALL_FOUR)
+        + tuple((frontend, name) for frontend in ("trace", "script") for name in ("basic", "mlp", "cnn")),
+        reproducible_zoo=(("export", "cnn"),),
+        spec=_onnx_input_shapes,
+        invalid_specs=(
+            (
+                {"intra_op_threads": 2},
+                r"compile_spec.forward.intra_op_threads: unknown key.*Did you mean 'intra_op_num_threads'",
+            ),
+            (
+                {"graph_optimization_level": "fast"},
+                r"graph_optimization_level.*allowed: 'all', 'basic', 'disable', 'extended', 'layout'",
+            ),
+            ({"execution_mode": "async"}, r"execution_mode.*allowed: 'parallel', 'sequential'"),
+            (
+                {"intra_op_num_threads": -1},
+                r"intra_op_num_threads must be in 0\.\.256 \(0: onnxruntime's default\), not -1",
+            ),
+            ({"intra_op_num_threads": 100000}, r"intra_op_num_threads must be in 0\.\.256 .*, not 100000"),
+            ({"inter_op_num_threads": 100000}, r"inter_op_num_threads must be in 0\.\.256 .*, not 100000"),
+            ({"intra_op_num_threads": "two"}, r"compile_spec.forward.intra_op_num_threads: expected an integer"),
+            ({"opset": 3}, r"opset must be in 7\.\."),
+            ({"input_dtypes": ["float32"]}, r"input_dtypes needs input_shapes"),
+            ({"providers": []}, r"providers must name at least one"),
+            (
+                {"quantize": "int4"},
+                r"quantize: 'int4' is not allowed; allowed: 'int8_dynamic', 'int8_static', 'none'",
+            ),
+            ({"calibration_samples": -1}, r"calibration_samples must be in 0\.\.10000, not -1"),
+        ),
+        index_error="invalid index",
+        other_shape_error="invalid dimensions",
+        supports={
+            "linear": True,
+            "matmul": True,
+            "fft_fft": "complex tensor",
+            "eigh": "no translation in the ONNX exporter",
+        },
+        refused_output_kinds={"bfloat16": "numpy arrays, which have no bfloat16"},
+    ),
 )
-FACTS = {facts.name: facts for facts in BACKENDS}
 
 pytestmark = [  # tracing the zoo warns about what it does; the cases check the results instead
     pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning"),
@@ -291,19 +292,13 @@ def _backend_params(heavy_is_slow: bool) -> list[Any]:
     return [pytest.param(facts, id=facts.name, marks=facts.cases_mark if heavy_is_slow else ()) for facts in BACKENDS]
 
 
-def _zoo_params(which: str) -> list[Any]:
-    params = []
-    for facts in BACKENDS:
-        for frontend, name in getattr(facts, which):
-            slow = which == "slow_zoo" or (facts.heavy and (frontend, name) not in facts.zoo)
-            params.append(
-                pytest.param((facts, frontend, name), id=f"{facts.name}-{frontend}-{name}", marks=_slow_if(slow))
-            )
-    return params
-
-
-def _slow_if(slow: bool) -> tuple[Any, ...]:
-    return (pytest.mark.slow,) if slow else ()
+def _zoo_params() -> list[Any]:
+    return [
+        pytest.param((facts, frontend, name), id=f"{facts.name}-{frontend}-{name}", marks=marks)
+        for facts in BACKENDS
+        for cases, marks in ((facts.zoo, ()), (facts.slow_zoo, (pytest.mark.slow,)))
+        for frontend, name in cases
+    ]
 
 
 @pytest.fixture(params=_backend_params(heavy_is_slow=False))
@@ -329,7 +324,7 @@ def zoo_model(lowered_zoo, backend_zoo_case) -> tuple[Facts, nn.Module, dict, pi
     return facts, zoo.build(name), inputs, lowered
 
 
-@pytest.fixture(params=_zoo_params("zoo") + _zoo_params("slow_zoo"))
+@pytest.fixture(params=_zoo_params())
 def backend_zoo_case(request: pytest.FixtureRequest) -> tuple[Facts, str, str]:
     return request.param
 
@@ -523,6 +518,30 @@ def test_a_reproducible_backend_lowers_one_model_twice_to_identical_artifacts(
     first = pipeline.save_lowered(lowered_zoo(facts.name, name, frontend, spec), tmp_path / "a.lowered")
     assert again.payload == lowered_zoo(facts.name, name, frontend, spec).payload
     assert first.read_bytes() == pipeline.save_lowered(again, tmp_path / "b.lowered").read_bytes()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known bug: preprocess gets copy.deepcopy(ScriptModule), which shares the compiled class's graphs, "
+    "so onnxruntime's exporter inlines them in place and later captures of the class lose the model's own lines",
+)
+def test_lowering_a_scripted_model_leaves_later_captures_of_its_class_unchanged() -> None:
+    _skip_unless_installed(next(facts for facts in BACKENDS if facts.name == "onnxruntime"))
+
+    def model_lines(backend: str, spec: Spec) -> set[int]:
+        lowered = pipeline.to_backend(
+            backend,
+            zoo.build("mlp"),
+            {"forward": spec},
+            example_inputs=zoo.example_inputs("mlp"),
+            frontend="torchscript",
+        )
+        frames = [f for record in lowered.handle_map.handles.values() for f in (record.source, *record.call_stack) if f]
+        return {f.line for f in frames if f.file.endswith("pipeline/zoo/__init__.py")}
+
+    before = model_lines("reference", {})
+    model_lines("onnxruntime", {"input_shapes": [[2, 64]]})
+    assert before and model_lines("reference", {}) == before
 
 
 # -- errors at run time point at the source ---------------------------------------------------------
