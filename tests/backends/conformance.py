@@ -279,6 +279,11 @@ pytestmark = [  # tracing the zoo warns about what it does; the cases check the 
 ]
 
 
+def _backend_class(name: str) -> type[Backend]:
+    """The class the registry holds for ``name`` (the one place the cases read a registry entry)."""
+    return pipeline.get_backend(name).backend_cls
+
+
 def _installed(facts: Facts) -> bool:
     return facts.runtime is None or importlib.util.find_spec(facts.runtime) is not None
 
@@ -360,12 +365,12 @@ def _lower_tiny(tiny_programs: dict[str, Any], facts: Facts, options: Spec) -> p
 
 
 def test_the_backend_is_found_by_name_as_its_class_declares_it(backend: Facts) -> None:
-    backend_cls = pipeline.get_backend(backend.name).backend_cls
+    backend_cls = _backend_class(backend.name)
     backend_checks.check_registration(backend.name, backend_cls, **backend.declared, version=backend.version())
 
 
 def test_the_declarations_are_consistent(backend: Facts) -> None:
-    backend_cls = pipeline.get_backend(backend.name).backend_cls
+    backend_cls = _backend_class(backend.name)
     assert backend_cls.name == backend.name
     assert backend_cls.accepts and set(backend_cls.accepts) <= set(FRONTENDS)
     assert isinstance(backend_cls.reproducible, bool) and isinstance(backend_cls.carries_code, bool)
@@ -376,7 +381,7 @@ def test_the_declarations_are_consistent(backend: Facts) -> None:
 
 
 def test_the_compile_spec_is_a_dataclass_whose_every_field_has_a_default(backend: Facts) -> None:
-    schema = pipeline.get_backend(backend.name).backend_cls.CompileSpec
+    schema = _backend_class(backend.name).CompileSpec
     assert dataclasses.is_dataclass(schema)
     missing = [
         f.name
@@ -388,7 +393,7 @@ def test_the_compile_spec_is_a_dataclass_whose_every_field_has_a_default(backend
 
 
 def test_the_package_docstring_lists_every_compile_spec_option(backend: Facts) -> None:
-    backend_cls = pipeline.get_backend(backend.name).backend_cls
+    backend_cls = _backend_class(backend.name)
     package = importlib.import_module(backend_cls.__module__.rsplit(".", 1)[0])
     doc = " ".join((package.__doc__ or "").split())
     assert doc, f"{package.__name__} has no docstring"
@@ -397,7 +402,7 @@ def test_the_package_docstring_lists_every_compile_spec_option(backend: Facts) -
 
 
 def test_a_frontend_it_does_not_accept_is_refused_naming_the_ones_it_does(backend: Facts, tiny_programs) -> None:
-    accepts = pipeline.get_backend(backend.name).backend_cls.accepts
+    accepts = _backend_class(backend.name).accepts
     for frontend in sorted(set(FRONTENDS) - set(accepts)):
         program = tiny_programs["script" if frontend == "torchscript" else frontend]
         with pytest.raises(LoweringError, match=rf"does not accept the '{frontend}' frontend; it accepts: '"):
@@ -408,7 +413,7 @@ def test_a_frontend_it_does_not_accept_is_refused_naming_the_ones_it_does(backen
 
 
 def test_an_unknown_option_is_refused_naming_it_and_every_allowed_one(backend: Facts, tiny_programs) -> None:
-    schema = pipeline.get_backend(backend.name).backend_cls.CompileSpec
+    schema = _backend_class(backend.name).CompileSpec
     with pytest.raises(LoweringError) as raised:
         _lower_tiny(tiny_programs, backend, {"zzz_not_an_option": 1})
     message = str(raised.value)
@@ -417,7 +422,7 @@ def test_an_unknown_option_is_refused_naming_it_and_every_allowed_one(backend: F
 
 
 def test_a_value_of_the_wrong_type_is_refused_naming_the_option(backend: Facts, tiny_programs) -> None:
-    schema = pipeline.get_backend(backend.name).backend_cls.CompileSpec
+    schema = _backend_class(backend.name).CompileSpec
     hints = typing.get_type_hints(schema)
     for f in dataclasses.fields(schema):
         wrong = {bool: ("yes", "expected true or false"), int: ("two", "expected an integer")}.get(hints[f.name])
@@ -444,7 +449,7 @@ def test_every_integer_option_past_its_bound_is_refused_naming_the_field_and_the
     backend: Facts, tiny_programs
 ) -> None:
     """A received manifest carries every option: an integer without a bound is a number an attacker chooses."""
-    schema = pipeline.get_backend(backend.name).backend_cls.CompileSpec
+    schema = _backend_class(backend.name).CompileSpec
     for name, value in _integer_fields(schema):
         with pytest.raises(LoweringError) as raised:
             _lower_tiny(tiny_programs, backend, {name: value})
@@ -654,7 +659,7 @@ def _node(nodes: dict[str, torch.fx.Node], name: str) -> torch.fx.Node:
 
 
 def test_supports_answers_true_or_a_reason_for_every_node(backend: Facts, mixed_nodes) -> None:
-    backend_cls = pipeline.get_backend(backend.name).backend_cls
+    backend_cls = _backend_class(backend.name)
     answers = {name: backend_cls.supports(node) for name, node in mixed_nodes.items()}
     assert all(answer is True or (isinstance(answer, str) and answer) for answer in answers.values()), answers
     if backend_cls.supports.__func__ is Backend.supports.__func__:  # declares nothing: supports everything
@@ -675,7 +680,7 @@ class FftInTheMiddle(nn.Module):
 
 
 def test_partitioning_falls_back_on_exactly_the_nodes_supports_refuses(backend: Facts) -> None:
-    backend_cls = pipeline.get_backend(backend.name).backend_cls
+    backend_cls = _backend_class(backend.name)
     if "export" not in backend_cls.accepts:
         pytest.skip(f"{backend.name} lowers scripted programs, which partitioning does not split")
     if backend_cls.supports.__func__ is Backend.supports.__func__:
