@@ -68,7 +68,7 @@ class Facts:
     reproducible_zoo: tuple[tuple[str, str], ...] = ()  # lowered twice: byte-identical artifacts
     doc_phrases: tuple[str, ...] = ()  # what the package docstring must say (beyond listing every option)
     index_error: Optional[str] = None  # an index out of range at run time: the message (regex) naming its op
-    other_shape_error: Optional[str] = None  # a (3, 65) input to the MLP: the message (regex); None: it runs
+    other_shape_error: Optional[str] = None  # an MLP input of another batch or width: the message (regex)
     profile_names_backend_map: bool = True  # each profile event is named by its backend_map key first
     profile_coverage: float = 1.0  # the share of profile events that carry debug handles
     supports: dict[str, Any] = field(default_factory=dict)  # node name -> True or part of the reason
@@ -435,7 +435,8 @@ def test_a_frontend_it_does_not_accept_is_refused_naming_the_ones_it_does(
     accepts = _backend_class(backend.name).accepts
     for frontend in sorted(set(FRONTENDS) - set(accepts)):
         program = tiny_programs["script" if frontend == "torchscript" else frontend]
-        with pytest.raises(LoweringError, match=rf"does not accept the '{frontend}' frontend; it accepts: '"):
+        named = ", ".join(repr(accepted) for accepted in accepts)
+        with pytest.raises(LoweringError, match=rf"does not accept the '{frontend}' frontend; it accepts: {named}"):
             pipeline.codegen_backend_module(backend.name, program, {"forward": {}})
 
 
@@ -616,13 +617,14 @@ def test_a_failing_op_at_run_time_names_its_handle_and_source_line(lowering_back
 def test_an_input_the_program_cannot_take_is_a_runtime_error_with_handle_minus_one(
     backend: Facts, lowered_zoo: LowerZoo
 ) -> None:
-    model, _, lowered = _mlp(lowered_zoo, backend)
-    x = torch.randn(3, 65)
+    """The program has the example's static shapes: the runtime refuses others before any node runs."""
     if backend.other_shape_error is None:
         pytest.skip(f"{backend.name} declares no check of input shapes before the run (other_shape_error)")
-    with pytest.raises(BackendRuntimeError, match=backend.other_shape_error) as raised:
-        lowered(x)
-    assert raised.value.debug_handles == [-1]
+    _, _, lowered = _mlp(lowered_zoo, backend)
+    for shape in ((3, 64), (3, 65)):  # another batch, another width
+        with pytest.raises(BackendRuntimeError, match=backend.other_shape_error) as raised:
+            lowered(torch.randn(shape))
+        assert raised.value.debug_handles == [-1]
 
 
 # -- running -------------------------------------------------------------------------------------
