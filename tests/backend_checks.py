@@ -1,5 +1,5 @@
 """Checks shared by the backend tests: fresh inputs, output comparison, source lines, registration, config,
-and a run of the app."""
+the frontends a test lowers with, and a run of the app."""
 
 import inspect
 import json
@@ -14,6 +14,12 @@ import yaml
 
 import pipeline
 from pipeline.core import registry, spec
+
+FRONTEND_OPTIONS = {  # a test's name for a frontend -> the to_backend keywords that select it
+    "export": {"frontend": "export"},
+    "script": {"frontend": "torchscript", "torchscript_mode": "script"},
+    "trace": {"frontend": "torchscript", "torchscript_mode": "trace"},
+}
 
 
 def compile_specs(backend: str, method_compile_spec: dict) -> dict:
@@ -100,9 +106,6 @@ def check_registration(name: str, backend_cls: type, **declared) -> None:
     config = composed_backend(name)
     assert config["_target_"] == f"pipeline.backends.{name}.{backend_cls.__name__}"
     assert config["compile_spec"]["forward"] == spec.options_of(backend_cls.CompileSpec())
-
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_app(tmp_path: Path, *overrides: str, timeout: float = 600) -> dict:

@@ -28,15 +28,38 @@ def xh():
 
 
 @pytest.fixture(scope="session")
-def inductor_mlp(tmp_path_factory):
+def lowered_zoo():
+    """``lowered_zoo(backend, name, frontend, spec)``: the zoo model ``name`` lowered with ``{method: options}``
+    once per session, so that the conformance suite and a backend's own tests share one lowering (the cases
+    only read it). ``frontend`` is a key of backend_checks.FRONTEND_OPTIONS."""
+    import json
+
+    from backend_checks import FRONTEND_OPTIONS
+
+    import pipeline
+
+    cache = {}
+
+    def get(backend: str, name: str, frontend: str = "export", spec: dict = None):
+        inputs = zoo.example_inputs(name)
+        spec = spec if spec is not None else {m: {} for m in inputs}
+        key = backend, name, frontend, json.dumps(spec, sort_keys=True)
+        if key not in cache:
+            options = FRONTEND_OPTIONS[frontend]
+            cache[key] = pipeline.to_backend(backend, zoo.build(name), spec, example_inputs=inputs, **options)
+        return cache[key]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def inductor_mlp(tmp_path_factory, lowered_zoo):
     """The MLP lowered once per session on inductor (an AOTInductor compile takes tens of seconds), with
     kernel profiling compiled in, and saved: ``(model, inputs, lowered, path)``. Shared by the inductor
-    backend's tests and the trust tests."""
+    backend's tests, the conformance suite and the trust tests."""
     import pipeline
 
     model, inputs = zoo.build("mlp"), zoo.example_inputs("mlp")
-    lowered = pipeline.to_backend(
-        "inductor", model, {m: {"cpp_enable_kernel_profile": True} for m in inputs}, example_inputs=inputs
-    )
+    lowered = lowered_zoo("inductor", "mlp", "export", {m: {"cpp_enable_kernel_profile": True} for m in inputs})
     path = pipeline.save_lowered(lowered, tmp_path_factory.mktemp("inductor") / "mlp.lowered")
     return model, inputs, lowered, path

@@ -1,13 +1,16 @@
 """The executorch backend: each method lowered to an ExecuTorch program (.pte) and run by ExecuTorch.
 
 Lowering takes seconds per model, so the lowered zoo models are shared by the
-tests of this module (module-scoped fixtures); each test compares with eager
-PyTorch or checks one piece of the backend on them.
+tests of this module and the conformance suite (the session's ``lowered_zoo``);
+each test compares with eager PyTorch or checks one piece of the backend on them.
+
+What every backend is held to (registration, spec validation, the zoo against
+eager, save and load, handles, errors, profiles, bad inputs) is in
+tests/backends/conformance.py; this file keeps what is this backend's own.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 import json
 import subprocess
@@ -20,7 +23,6 @@ import torch
 from backend_checks import compile_specs, run_app
 
 import pipeline
-import pipeline.backends.executorch as et_backend
 from pipeline import zoo
 from pipeline.backends.executorch import installed, partition_summary
 from pipeline.backends.executorch.profile import align
@@ -46,16 +48,10 @@ def lower(name: str, **options) -> pipeline.LoweredModule:
 
 
 @pytest.fixture(scope="module")
-def lowered():
-    """The zoo's MLP, CNN and Transformer, lowered at the defaults (XNNPACK, float32); built on first use."""
-    cache = {}
-
-    def get(name: str) -> pipeline.LoweredModule:
-        if name not in cache:
-            cache[name] = lower(name)
-        return cache[name]
-
-    return get
+def lowered(lowered_zoo):
+    """The zoo's MLP, CNN and Transformer, lowered at the defaults (XNNPACK, float32); built on first use, once
+    per session, and shared with the conformance suite."""
+    return lambda name: lowered_zoo("executorch", name)
 
 
 @pytest.fixture(scope="module")
@@ -75,15 +71,6 @@ def ops_of(module: pipeline.LoweredModule, handles) -> list:
 
 
 # -- the zoo at float32 ---------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("name", ["mlp", "cnn", "transformer"])
-def test_zoo_model_matches_eager_and_loads_back_without_a_trust_opt_in(name, lowered, tmp_path):
-    module = lowered(name)
-    path = pipeline.save_lowered(module, tmp_path / f"{name}.lowered")
-    loaded = pipeline.load_lowered(path)
-    assert loaded.payload == module.payload
-    backend_checks.check_against_eager(zoo.build(name), zoo.example_inputs(name), module, **TOLERANCE, loaded=loaded)
 
 
 @pytest.mark.slow
@@ -121,39 +108,12 @@ def test_two_lowerings_of_a_statically_quantized_model_give_the_same_bytes_and_l
 # -- compile spec ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "options, message",
-    [
-        ({"thread": 1}, r"compile_spec.forward.thread: unknown key.*Did you mean 'threads'"),
-        ({"threads": -1}, r"compile_spec.forward.threads: must be in 0\.\.256 \(0: the runtime's default\), not -1"),
-        ({"threads": 100000}, r"compile_spec.forward.threads: must be in 0\.\.256"),
-        ({"threads": "two"}, r"compile_spec.forward.threads: expected an integer"),
-        (
-            {"partitioner": "coreml"},
-            r"compile_spec.forward.partitioner: 'coreml' is not allowed; allowed: 'none', 'xnnpack'",
-        ),
-        ({"quantize": "int4"}, r"quantize: 'int4' is not allowed; allowed: 'int8_dynamic', 'int8_static', 'none'"),
-        ({"calibration_samples": -2}, r"compile_spec.forward.calibration_samples: must be in 0\.\.10000, not -2"),
-        ({"quantize": "int8_static", "partitioner": "none"}, r"quantize=int8_static needs partitioner=xnnpack"),
-    ],
-)
-def test_invalid_compile_spec_is_rejected_naming_the_option_and_what_is_allowed(options, message):
-    with pytest.raises(pipeline.LoweringError, match=message):
-        lower("mlp", **options)
-
-
 def test_methods_asking_for_different_thread_counts_are_rejected():
     model, inputs = zoo.build("basic"), zoo.example_inputs("basic")
     with pytest.raises(pipeline.LoweringError, match=r"threads differ across methods \(\[1, 2\]\)"):
         pipeline.to_backend(
             "executorch", model, {"forward": {"threads": 1}, "accum": {"threads": 2}}, example_inputs=inputs
         )
-
-
-def test_the_torchscript_frontend_is_rejected_naming_the_one_accepted():
-    model, inputs = zoo.build("mlp"), zoo.example_inputs("mlp")
-    with pytest.raises(pipeline.LoweringError, match=r"does not accept the 'torchscript' frontend.*'export'"):
-        pipeline.to_backend("executorch", model, {"forward": {}}, frontend="torchscript", example_inputs=inputs)
 
 
 def test_partitioner_none_runs_every_node_on_portable_kernels():
@@ -202,53 +162,7 @@ def test_threads_size_the_runtimes_pool_when_no_method_uses_it(lowered, tmp_path
     assert done.stdout.strip().splitlines()[-1] == "1"
 
 
-# -- running --------------------------------------------------------------------------------------
-
-
-def test_inputs_that_require_grad_or_are_not_contiguous_are_accepted(lowered):
-    model, module = zoo.build("mlp"), lowered("mlp")
-    x = zoo.example_inputs("mlp")["forward"][0]
-    with torch.no_grad():
-        expected = model(x)
-    backend_checks.assert_same_outputs(expected, module(x.clone().requires_grad_()), **TOLERANCE)
-    strided = torch.empty(64, 2).t()
-    strided.copy_(x)
-    assert not strided.is_contiguous()
-    backend_checks.assert_same_outputs(expected, module(strided), **TOLERANCE)
-
-
-def test_outputs_are_not_overwritten_by_the_next_call(lowered):
-    module = lowered("mlp")
-    first_input, second_input = (
-        backend_checks.fresh_like(zoo.example_inputs("mlp")["forward"], seed=5)[0],
-        backend_checks.fresh_like(zoo.example_inputs("mlp")["forward"], seed=6)[0],
-    )
-    first = module(first_input)
-    kept = first.clone()
-    module(second_input)
-    assert torch.equal(first, kept)
-
-
-class Pick(torch.nn.Module):
-    def forward(self, x, index):
-        doubled = x * 2
-        return doubled[index]
-
-
-def test_failing_kernel_is_reported_with_its_instruction_handle_and_source_line():
-    model, x, index = Pick(), torch.randn(5), torch.tensor([1, 3])
-    module = pipeline.to_backend("executorch", model, {"forward": {}}, example_inputs={"forward": (x, index)})
-    with pytest.raises(pipeline.BackendRuntimeError, match=r"at instruction \d+ \(aten::index.Tensor_out\)") as raised:
-        module(x, torch.tensor([1, 10]))
-    error = raised.value
-    assert [module.handle_map.handles[h].op for h in error.debug_handles] == ["aten::index.Tensor"]
-    assert f"line {backend_checks.line_of(Pick.forward, 'doubled[index]')}" in str(error)
-
-
-def test_input_of_another_shape_is_a_runtime_error_with_handle_minus_one(lowered):
-    with pytest.raises(pipeline.BackendRuntimeError, match=r"set_inputs\(\) for method 'forward' failed") as raised:
-        lowered("mlp")(torch.randn(3, 64))
-    assert raised.value.debug_handles == [-1]
+# -- payload --------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -421,24 +335,6 @@ def test_without_executorch_an_artifact_is_refused_as_unavailable(lowered, tmp_p
 
 
 # -- registration, documentation, config ----------------------------------------------------------
-
-
-def test_backend_is_found_by_name_as_its_class_declares_it():
-    from importlib.metadata import version
-
-    backend_checks.check_registration(
-        "executorch",
-        ExecuTorchBackend,
-        accepts=("export",),
-        reproducible=True,
-        carries_code=False,
-        version=f"0.1.0+executorch.{version('executorch')}",
-    )
-
-
-def test_docstring_lists_every_compile_spec_option():
-    fields = [f.name for f in dataclasses.fields(et_backend.ExecuTorchCompileSpec)]
-    assert [name for name in fields if f"``{name}``" not in et_backend.__doc__] == []
 
 
 def test_yaml_declares_a_quantized_tolerance_looser_than_the_float_one():
