@@ -54,7 +54,7 @@ class Group:
     nodes: list[torch.fx.Node]
     inputs: list[torch.fx.Node]  # values computed outside it, in the order its program takes them
     outputs: list[torch.fx.Node]  # its values read outside it
-    program: torch.export.ExportedProgram | None = None
+    program: torch.export.ExportedProgram
 
 
 @dataclass
@@ -123,9 +123,8 @@ def split_method(
                     f"is supported, but its group has {size} node{'s' * (size != 1)}, fewer than min_nodes={min_nodes}"
                 )
             continue
-        groups.append(Group(f"{method}_p{len(groups)}", nodes, *_boundary(nodes, position)))
-    for group in groups:
-        group.program = sub_program(program, group, method, backend)
+        inputs, outputs = _boundary(nodes, position)
+        groups.append(make_group(program, f"{method}_p{len(groups)}", nodes, inputs, outputs, method, backend))
     return MethodSplit(method, program, groups, _run_order(graph_module.graph, groups, position), reasons)
 
 
@@ -186,29 +185,34 @@ def _run_order(
     return order
 
 
-def sub_program(
-    program: torch.export.ExportedProgram, group: Group, method: str, backend: str
-) -> torch.export.ExportedProgram:
-    """``group`` as an ExportedProgram: its parameters, buffers and constants lifted as the method's are,
-    everything else it reads a user input, its values read outside it the user outputs."""
+def make_group(
+    program: torch.export.ExportedProgram,
+    name: str,
+    nodes: list[torch.fx.Node],
+    inputs: list[torch.fx.Node],
+    outputs: list[torch.fx.Node],
+    method: str,
+    backend: str,
+) -> Group:
+    """``nodes`` as a group with an ExportedProgram of its own: its parameters, buffers and constants lifted
+    as the method's are, everything else it reads a user input, its values read outside it the user outputs."""
     specs = {spec.arg.name: spec for spec in program.graph_signature.input_specs}
-    lifted = [n for n in group.inputs if n.op == "placeholder" and specs[n.name].kind in _LIFTED]
-    users = [n for n in group.inputs if n not in lifted]
+    lifted = [n for n in inputs if n.op == "placeholder" and specs[n.name].kind in _LIFTED]
+    users = [n for n in inputs if n not in lifted]
     for node in users:
         if not isinstance(node.meta.get("val"), torch.Tensor):
             raise LoweringError(
-                f"Partitioned lowering: group {group.name} of method {method!r} reads {node.name}, a "
+                f"Partitioned lowering: group {name} of method {method!r} reads {node.name}, a "
                 f"{type(node.meta.get('val')).__name__} value; a group's inputs must be tensors."
             )
-    group.inputs = lifted + users  # the order the program's placeholders take them
     graph = torch.fx.Graph()
     env: dict[torch.fx.Node, torch.fx.Node] = {}
-    for node in group.inputs:
+    for node in lifted + users:  # the order the program's placeholders take them
         env[node] = graph.placeholder(node.name)
         env[node].meta = copy.copy(node.meta)
-    for node in group.nodes:
+    for node in nodes:
         env[node] = graph.node_copy(node, env.__getitem__)
-    graph.output(tuple(env[node] for node in group.outputs))
+    graph.output(tuple(env[node] for node in outputs))
     state_dict, constants = {}, {}
     input_specs = []
     for node in lifted:
@@ -221,17 +225,17 @@ def sub_program(
             InputSpec(spec.kind, TensorArgument(node.name), spec.target, getattr(spec, "persistent", None))
         )
     input_specs += [InputSpec(InputKind.USER_INPUT, TensorArgument(node.name), None) for node in users]
-    output_specs = [OutputSpec(OutputKind.USER_OUTPUT, TensorArgument(env[node].name), None) for node in group.outputs]
+    output_specs = [OutputSpec(OutputKind.USER_OUTPUT, TensorArgument(env[node].name), None) for node in outputs]
     examples = tuple(_example(node) for node in users)
     module_call = ModuleCallSignature(
         inputs=[TensorArgument(node.name) for node in users],
-        outputs=[TensorArgument(env[node].name) for node in group.outputs],
+        outputs=[TensorArgument(env[node].name) for node in outputs],
         in_spec=pytree.tree_structure((examples, {})),
-        out_spec=pytree.tree_structure(tuple(range(len(group.outputs)))),
+        out_spec=pytree.tree_structure(tuple(range(len(outputs)))),
         forward_arg_names=[node.name for node in users],
     )
     try:
-        return torch.export.ExportedProgram(
+        exported = torch.export.ExportedProgram(
             root=torch.fx.GraphModule(program.graph_module, graph),
             graph=graph,
             graph_signature=ExportGraphSignature(input_specs, output_specs),
@@ -243,9 +247,10 @@ def sub_program(
         )
     except Exception as error:
         raise LoweringError(
-            f"Partitioned lowering: group {group.name} of method {method!r} does not form a "
+            f"Partitioned lowering: group {name} of method {method!r} does not form a "
             f"program for backend {backend!r}: {type(error).__name__}: {error}"
         ) from error
+    return Group(name, nodes, lifted + users, outputs, exported)
 
 
 def _example(node: torch.fx.Node) -> torch.Tensor:

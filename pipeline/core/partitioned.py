@@ -36,8 +36,10 @@ from pipeline.core.backend import MethodRunner, ProfileEvent
 from pipeline.core.bounded_json import expect, member
 from pipeline.core.debug_handles import HandleMap, walk_nodes
 from pipeline.core.errors import LoweringError, MalformedInput, UnsupportedOpError
-from pipeline.core.fallback import NAMESPACES, FallbackProgram, TensorTable, encode, op_name, step_problem
+from pipeline.core.fallback import FallbackProgram, PartitionCall, TensorTable, encode, op_name, step_problem
+from pipeline.core.frontends import CapturedProgram
 from pipeline.core.lowered_module import LoweredModule
+from pipeline.core.op_policy import NAMESPACES
 from pipeline.core.partition import FALLBACK, MethodSplit, counted, split_method
 from pipeline.core.payload import pack_parts, unpack_parts
 from pipeline.core.registry import BackendInfo
@@ -46,6 +48,8 @@ from pipeline.core.tensor_data import read_tensor
 
 KIND = "partitioned"
 MAX_LISTED = 3  # fallback places named in the summary line; the record lists all
+# Issues debug handles: generator(graph, method) -> {node: handle}.
+HandleIssuer = Callable[..., dict[Any, int]]
 
 
 @dataclass
@@ -56,12 +60,12 @@ class ProgramSplit:
     methods: dict[str, MethodSplit]
     programs: dict[str, torch.export.ExportedProgram]
     spec: dict[str, Any]
-    generator: Callable
+    generator: HandleIssuer
     handles: dict[str, dict[torch.fx.Node, int]]
 
 
 def split_program(
-    backend: BackendInfo, captured: Any, spec: dict[str, Any], generator: Callable, min_nodes: int
+    backend: BackendInfo, captured: CapturedProgram, spec: dict[str, Any], generator: HandleIssuer, min_nodes: int
 ) -> ProgramSplit:
     if captured.frontend != "export":
         raise LoweringError(
@@ -75,7 +79,8 @@ def split_program(
             "A partitioned module has an attribute 'partition' of its own; a method of that name "
             "cannot be lowered with partition=True."
         )
-    methods, handles = {}, {}
+    methods: dict[str, MethodSplit] = {}
+    handles: dict[str, dict[torch.fx.Node, int]] = {}
     for method in spec:
         program = functionalize(captured.program[method], method)
         handles[method] = generator(program.graph, method)
@@ -104,7 +109,8 @@ def functionalize(program: torch.export.ExportedProgram, method: str) -> torch.e
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # torch's own pytree deprecation, inside deepcopy
-            return program.run_decompositions({})
+            functional: torch.export.ExportedProgram = program.run_decompositions({})
+            return functional
     except Exception as error:
         raise LoweringError(
             f"Partitioned lowering: functionalizing method {method!r} failed: {type(error).__name__}: {error}"
@@ -163,7 +169,7 @@ def _fallback_json(split: MethodSplit, handles: dict[torch.fx.Node, int], tensor
             name = op_name(unit.target) if unit.op == "call_function" else None
             if name is None:
                 raise UnsupportedOpError(_cannot_fall_back(split, unit, f"runs ATen ops of {list(NAMESPACES)} only"))
-            step = {
+            step: dict[str, Any] = {
                 "call": "op",
                 "target": name,
                 "args": [operand(a) for a in unit.args],
@@ -325,7 +331,7 @@ class PartitionedRuntime:
         missing = sorted(set(inner_specs) - set(compiled))
         if missing:
             raise MalformedInput(f"backend {self.inner_info.name!r} compiled no runner for partitions {missing}.")
-        calls: dict[str, tuple[Callable[..., Any], Callable[..., Any], tuple[int, ...]]] = {}
+        calls: dict[str, PartitionCall] = {}
         for name, info in groups.items():
             handles = tuple(
                 expect(h, int, f"partitions.{name}.handles")
