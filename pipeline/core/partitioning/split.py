@@ -1,6 +1,7 @@
-"""Splitting an exported method into the subgraphs a backend supports and the rest.
+"""Splitting exported methods into the subgraphs a backend supports and the rest.
 
-`split_method` asks the backend about every ``call_function`` node
+`split_program` splits every lowered method: each is functionalized if it writes in place, its nodes get
+debug handles, and `split_method` finds its groups. `split_method` asks the backend about every ``call_function`` node
 (``Backend.supports(node)``), lets torch's own
 ``CapabilityBasedPartitioner`` group the supported nodes into maximal
 connected subgraphs that no unsupported node both feeds and consumes (so the
@@ -8,7 +9,7 @@ groups can run one after another), keeps the groups of at least ``min_nodes``
 nodes and turns each into an ``ExportedProgram`` of its own, which the
 backend's ``preprocess`` then lowers as one method. Everything else stays in
 the method's *fallback*: the ops PyTorch runs between the groups
-(`pipeline.core.fallback`).
+(`pipeline.core.partitioning.fallback`).
 
 Each group's program is built from the method's nodes themselves (copied with
 their names and metadata), so debug handles issued on the method's graph
@@ -20,6 +21,7 @@ from __future__ import annotations
 import copy
 import heapq
 import operator
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,12 +40,17 @@ from torch.export.graph_signature import (
 from torch.fx.passes.infra.partitioner import CapabilityBasedPartitioner
 from torch.fx.passes.operator_support import OperatorSupportBase
 
+from pipeline.core.debug_handles import walk_nodes
 from pipeline.core.errors import LoweringError
+from pipeline.core.frontends import CapturedProgram
+from pipeline.core.registry import BackendInfo
 
 FALLBACK = "fallback"  # the partition name of what runs in PyTorch
 _LIFTED = (InputKind.PARAMETER, InputKind.BUFFER, InputKind.CONSTANT_TENSOR)
 
 Supports = Callable[[torch.fx.Node], bool | str]
+# Issues debug handles: generator(graph, method) -> {node: handle}.
+HandleIssuer = Callable[..., dict[Any, int]]
 
 
 @dataclass(eq=False)  # hashed by identity: groups are nodes of the run order
@@ -126,6 +133,71 @@ def split_method(
         inputs, outputs = _boundary(nodes, position)
         groups.append(make_group(program, f"{method}_p{len(groups)}", nodes, inputs, outputs, method, backend))
     return MethodSplit(method, program, groups, _run_order(graph_module.graph, groups, position), reasons)
+
+
+@dataclass
+class ProgramSplit:
+    """All methods split: the groups' programs and compile specs for the backend, and a generator that
+    gives the groups' nodes the handles issued on their methods."""
+
+    methods: dict[str, MethodSplit]
+    programs: dict[str, torch.export.ExportedProgram]
+    spec: dict[str, Any]
+    generator: HandleIssuer
+    handles: dict[str, dict[torch.fx.Node, int]]
+
+
+def split_program(
+    backend: BackendInfo, captured: CapturedProgram, spec: dict[str, Any], generator: HandleIssuer, min_nodes: int
+) -> ProgramSplit:
+    if captured.frontend != "export":
+        raise LoweringError(
+            f"Partitioned lowering splits exported programs; this one was captured with the {captured.frontend!r} "
+            "frontend. Use frontend='export' (allowed with partition=True: 'export')."
+        )
+    if isinstance(min_nodes, bool) or not isinstance(min_nodes, int) or min_nodes < 1:
+        raise LoweringError(f"min_nodes must be an int of at least 1, not {min_nodes!r}.")
+    if "partition" in spec:
+        raise LoweringError(
+            "A partitioned module has an attribute 'partition' of its own; a method of that name "
+            "cannot be lowered with partition=True."
+        )
+    methods: dict[str, MethodSplit] = {}
+    handles: dict[str, dict[torch.fx.Node, int]] = {}
+    for method in spec:
+        program = functionalize(captured.program[method], method)
+        handles[method] = generator(program.graph, method)
+        methods[method] = split_method(program, method, backend.backend_cls.supports, min_nodes, backend.name)
+    by_name = {method: {node.name: h for node, h in issued.items()} for method, issued in handles.items()}
+    owner = {group.name: method for method, split in methods.items() for group in split.groups}
+
+    def group_handles(graph: Any, method: str = "forward") -> dict[Any, int]:
+        issued = by_name.get(owner.get(method, method), {})
+        return {node: issued[node.name] for node in walk_nodes(graph) if getattr(node, "name", None) in issued}
+
+    programs = {g.name: g.program for split in methods.values() for g in split.groups}
+    return ProgramSplit(methods, programs, {g: spec[owner[g]] for g in programs}, group_handles, handles)
+
+
+def functionalize(program: torch.export.ExportedProgram, method: str) -> torch.export.ExportedProgram:
+    """No in-place op may write across a group's edge: a program with an op that writes into its arguments
+    is functionalized (``run_decompositions({})``, which also normalizes some ops: ``batch_norm`` to
+    ``_native_batch_norm_legit_no_training``, ``flatten`` to ``view``); any other is kept as exported."""
+    if not any(
+        isinstance(node.target, torch._ops.OpOverload) and node.target._schema.is_mutable
+        for node in program.graph.nodes
+        if node.op == "call_function"
+    ):
+        return program
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch's own pytree deprecation, inside deepcopy
+            functional: torch.export.ExportedProgram = program.run_decompositions({})
+            return functional
+    except Exception as error:
+        raise LoweringError(
+            f"Partitioned lowering: functionalizing method {method!r} failed: {type(error).__name__}: {error}"
+        ) from error
 
 
 def _check_stateless(program: torch.export.ExportedProgram, method: str) -> None:
