@@ -150,6 +150,7 @@ class ProgramSplit:
 def split_program(
     backend: BackendInfo, captured: CapturedProgram, spec: dict[str, Any], generator: HandleIssuer, min_nodes: int
 ) -> ProgramSplit:
+    """Each method of ``spec`` functionalized, given its handles and split into the groups ``backend`` supports."""
     if captured.frontend != "export":
         raise LoweringError(
             f"Partitioned lowering splits exported programs; this one was captured with the {captured.frontend!r} "
