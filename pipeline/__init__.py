@@ -35,7 +35,7 @@ _EXPORTS = {
     "pipeline.core.frontends": ["CapturedProgram", "capture"],
     "pipeline.core.lowered_module": ["LoweredModule"],
     "pipeline.core.lowering": ["codegen_backend_module", "to_backend", "to_backend_selective"],
-    "pipeline.core.partitioned": ["PartitionedModule"],
+    "pipeline.core.partitioning": ["PartitionedModule"],
     "pipeline.core.registry": [
         "get_backend",
         "get_backend_preprocess_function",

@@ -139,7 +139,7 @@ class ProgramMethod:
 
     __call__ = run  # the runner's call is run itself: no frame in between on every call
 
-    def failure(self, error: Exception, arguments: list[Any]) -> BackendRuntimeError:
+    def failure(self, error: Exception, arguments: Sequence[Any]) -> BackendRuntimeError:
         """The error of a failed call, with the handles of the instruction it stopped at if one ran."""
         entry = failing_instruction(self, list(arguments))
         if entry is None:

@@ -244,7 +244,7 @@ class SessionMethod:
         producers = {}
         for node in optimized.graph.node:
             stem = node.name[: -len(_LAYOUT_SUFFIX)] if node.name.endswith(_LAYOUT_SUFFIX) else None
-            if stem in producer and len(node.output) == 1:
+            if stem is not None and stem in producer and len(node.output) == 1:
                 alias[node.output[0]] = stem
             inputs = {alias.get(v, v) for v in node.input}
             outputs = [alias.get(v, v) for v in node.output]

@@ -27,7 +27,7 @@ from __future__ import annotations
 import itertools
 import json
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -127,7 +127,7 @@ def is_constant(operand: Any) -> bool:
     return next(refs_in(operand), None) is None
 
 
-def map_refs(operand: Any, fn) -> Any:
+def map_refs(operand: Any, fn: Callable[[Ref], Any]) -> Any:
     """The operand with each `Ref` replaced by ``fn(ref)``."""
     if isinstance(operand, Ref):
         return fn(operand)
@@ -162,7 +162,7 @@ def serialize(program: Program) -> bytes:
 
 def parse(payload: bytes) -> Program:
     """The program in a payload; `LoweringError` naming what is wrong if it is not one."""
-    if not isinstance(payload, (bytes, bytearray)) or len(payload) < _HEADER.size:
+    if len(payload) < _HEADER.size:
         raise LoweringError("Reference backend: corrupt payload: too short to hold a program header.")
     magic, version, json_length = _HEADER.unpack_from(payload)
     if magic != MAGIC:

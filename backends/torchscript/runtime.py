@@ -128,7 +128,8 @@ class ScriptMethod:
             self.run(inputs)
         nodes = [(index, node.kind()) for index, node in enumerate(walk(inlined_graph(self.module, self.method)))]
         roots = [e for e in recorded.function_events if e.cpu_parent is None and e.name == self.method]
-        events, cursor = [], 0
+        events: list[ProfileEvent] = []
+        cursor = 0
         for event in recorded.function_events:
             if not roots or event.cpu_parent is not roots[-1]:
                 continue

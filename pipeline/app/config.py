@@ -167,10 +167,11 @@ def _backends_own_tolerance(backend_cfg: DictConfig, name: str, compile_spec: di
 def _check_top_level_keys(cfg: DictConfig) -> None:
     """Hydra's ``+key=value`` adds keys the schema does not have; a misspelt option must not pass silently."""
     allowed = [f.name for f in dataclasses.fields(RunConfig)] + ["hydra"]
-    for key in cfg:
+    # A composed config's keys are the YAML's and the overrides' names, str; str() would name any other.
+    for key in map(str, cfg):
         if key not in allowed:
             raise ConfigError(
-                f"{key}: unknown top-level key; allowed: {format_choices(allowed)}." + did_you_mean(str(key), allowed)
+                f"{key}: unknown top-level key; allowed: {format_choices(allowed)}." + did_you_mean(key, allowed)
             )
 
 

@@ -13,7 +13,7 @@ identical lowerings give byte-identical files)::
 A partitioned lowering (``to_backend(..., partition=True)``) adds ``partition``
 to the manifest (the record of the split; format version 3) and its
 payload.bin is a container of the backend's payload, each method's fallback as
-JSON and the tensors it reads (`pipeline.core.partitioned`); loading runs the
+JSON and the tensors it reads (`pipeline.core.partitioning`); loading runs the
 fallback's ATen ops and the backend's runners, nothing else. In format version 4
 ``code.py`` calls the module's `pipeline.core.binding.RuntimeBinding` (version 1),
 where versions 2 and 3 called private methods of the module: their ``code.py`` is
@@ -70,7 +70,7 @@ from pipeline.core.hashing import canonical_json, sha256_bytes, sha256_file
 from pipeline.core.literals import check_name
 from pipeline.core.lowered_module import LoweredModule
 from pipeline.core.lowering import StepSeconds, build_module, resolve_specs
-from pipeline.core.partitioned import PartitionedModule, PartitionedRuntime
+from pipeline.core.partitioning import PartitionedModule, PartitionedRuntime
 from pipeline.core.registry import get_backend
 from pipeline.core.signature import MethodSignature, OutputStructure
 

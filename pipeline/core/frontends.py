@@ -11,6 +11,7 @@ know of each method (its signature and output structure).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import inspect
 import os
 import re
@@ -25,14 +26,16 @@ import torch
 from pipeline.core import toolchain_output
 from pipeline.core.backend import FRONTENDS
 from pipeline.core.errors import LoweringError, did_you_mean, format_choices
-from pipeline.core.signature import CONSTANT, TENSORS_ONLY, MethodSignature, OutputStructure
+from pipeline.core.signature import CONSTANT, EVERY_VALUE, TENSORS_ONLY, CapturedCall, MethodSignature, OutputStructure
 
 TORCHSCRIPT_MODES = ("script", "trace")
 # {method: args}: a tuple of positional arguments, or {"args": (...), "kwargs": {...}} to pass some by name.
 ExampleInputs = Mapping[str, Any]
+# One call's (args, kwargs).
+CallArguments = tuple[tuple[Any, ...], dict[str, Any]]
 
 
-def call_arguments(example: Any, method: str) -> tuple[tuple[Any, ...], dict[str, Any]]:
+def call_arguments(example: Any, method: str) -> CallArguments:
     """``(args, kwargs)`` of one method's example inputs, given as a tuple or as ``{"args":, "kwargs":}``."""
     if isinstance(example, Mapping):
         unknown = [k for k in example if k not in ("args", "kwargs")]
@@ -149,7 +152,7 @@ def _capture_torchscript(
 
 
 def _trace(
-    model: torch.nn.Module, methods: Sequence[str], calls: dict[str, tuple[tuple, dict[str, Any]]]
+    model: torch.nn.Module, methods: Sequence[str], calls: dict[str, CallArguments]
 ) -> tuple[torch.jit.ScriptModule, dict[str, MethodSignature]]:
     """Trace each method on its example inputs. The trace takes the tensor arguments only (by name);
     every other value is baked in, and the signature's capture record says which, so that a call
@@ -159,16 +162,15 @@ def _trace(
         raise LoweringError(f"Tracing needs example_inputs for method(s) {missing}.")
     signatures, inputs, constants = {}, {}, {}
     for method in methods:
-        signature = MethodSignature.of(getattr(model, method), method)
-        signature = signature.with_capture(*calls[method], method, takes=TENSORS_ONLY)
-        if signature.captured.keywords or signature.captured.var_positional:
+        signature, captured = _captured_signature(model, method, calls[method], TENSORS_ONLY)
+        if captured.keywords or captured.var_positional:
             raise LoweringError(
                 f"Tracing method {method!r} with arguments passed through *args or **kwargs is not possible "
                 "(torch.jit.trace names each input); pass them as named parameters, or use frontend=export."
             )
         bound = signature.bind_call(*calls[method], method)
-        inputs[method] = {v.name: bound.arguments[v.name] for v in signature.captured.values if v.kind != CONSTANT}
-        constants[method] = {v.name: bound.arguments[v.name] for v in signature.captured.values if v.kind == CONSTANT}
+        inputs[method] = {v.name: bound.arguments[v.name] for v in captured.values if v.kind != CONSTANT}
+        constants[method] = {v.name: bound.arguments[v.name] for v in captured.values if v.kind == CONSTANT}
         signatures[method] = signature
     # The trace sees the constants as the call had them (use_cache=False, ...), bound to each method.
     host = copy.copy(model)
@@ -186,13 +188,23 @@ def _trace(
     return traced, signatures
 
 
+def _captured_signature(
+    model: Any, method: str, call: CallArguments, takes: str = EVERY_VALUE
+) -> tuple[MethodSignature, CapturedCall]:
+    """The method's signature with the record of the call it is captured with, and that record."""
+    plain = MethodSignature.of(getattr(model, method), method)
+    captured = CapturedCall.of(plain, *call, method, takes)
+    return dataclasses.replace(plain, captured=captured), captured
+
+
 def _with_constants(function: Any, constants: dict[str, Any], tensor_names: list[str]) -> Any:
     """``function`` with ``constants`` bound, whose signature (which the tracer reads) names only the tensors."""
 
     def call(*args: Any, **kwargs: Any) -> Any:
         return function(*args, **kwargs, **constants)
 
-    call.__signature__ = inspect.Signature(
+    # A function takes any attribute, but typeshed declares no __signature__ on it; inspect.signature reads it.
+    call.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
         [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD) for name in tensor_names]
     )
     return call
@@ -202,15 +214,16 @@ def _script(model: torch.nn.Module, methods: Sequence[str]) -> torch.jit.ScriptM
     """``torch.jit.script``, plus the requested top-level methods that are not ``@torch.jit.export``."""
     from torch.jit import _recursive
 
-    def stubs(module: torch.nn.Module):
-        found = _recursive.infer_methods_to_compile(module)
+    def stubs(module: torch.nn.Module) -> list[_recursive.ScriptMethodStub]:
+        found: list[_recursive.ScriptMethodStub] = _recursive.infer_methods_to_compile(module)
         if module is model:
             have = {stub.def_.name().name for stub in found}
             found += [_recursive.make_stub_from_method(module, m) for m in methods if m not in have]
         return found
 
     try:
-        return _recursive.create_script_module(model, stubs)
+        scripted: torch.jit.ScriptModule = _recursive.create_script_module(model, stubs)
+        return scripted
     except Exception as error:
         raise LoweringError(
             f"torch.jit.script failed for {type_name(model)}: {short_error(error)} Models "
@@ -248,17 +261,17 @@ def _capture_export(model: Any, methods: Sequence[str], example_inputs: dict[str
                 f"The export frontend needs example_inputs for method {method!r} (a dict {{method: tuple of args}})."
             )
         args, kwargs = call_arguments(example_inputs[method], method)
-        signature = MethodSignature.of(getattr(model, method), method).with_capture(args, kwargs, method)
-        export_args, export_kwargs = signature.captured.export_arguments(
-            signature, signature.bind(args, kwargs, method)
-        )
+        signature, captured = _captured_signature(model, method, (args, kwargs))
+        export_args, export_kwargs = captured.export_arguments(signature, signature.bind(args, kwargs, method))
         programs[method] = program = _export(_MethodAsForward.make(model, method), export_args, export_kwargs, method)
         signatures[method] = signature
         outputs[method] = OutputStructure.of_exported(program)
     return CapturedProgram("export", programs, signatures, outputs, type_name(model))
 
 
-def _export(module: torch.nn.Module, args: tuple, kwargs: dict, method: str) -> torch.export.ExportedProgram:
+def _export(
+    module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], method: str
+) -> torch.export.ExportedProgram:
     """Strict export first: its stack traces follow calls into other methods, so every
     node gets its source line; non-strict export is the fallback for what Dynamo cannot trace."""
     try:

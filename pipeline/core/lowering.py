@@ -38,7 +38,7 @@ from pipeline.core.frontends import (
     type_name,
 )
 from pipeline.core.lowered_module import LoweredModule, Runtime, check_method_name
-from pipeline.core.partitioned import (
+from pipeline.core.partitioning import (
     PartitionedModule,
     PartitionedRuntime,
     mark_handles,
@@ -107,7 +107,7 @@ def lower(
     """Lower a captured program (a ScriptModule, a dict of ExportedPrograms, or a `CapturedProgram`).
 
     ``partition=True`` (export frontend only) lowers the groups of at least ``min_nodes`` nodes that the
-    backend ``supports`` and runs the rest in PyTorch (`pipeline.core.partitioned`); the module is then a
+    backend ``supports`` and runs the rest in PyTorch (`pipeline.core.partitioning`); the module is then a
     `PartitionedModule`.
     """
     seconds = StepSeconds()
@@ -304,7 +304,7 @@ def _preprocess_partitioned(
     min_nodes: int,
     seconds: StepSeconds,
 ) -> tuple[_Preprocessed, Runtime]:
-    """Split (`pipeline.core.partitioned`), lower the supported groups in one preprocess, record the split."""
+    """Split (`pipeline.core.partitioning`), lower the supported groups in one preprocess, record the split."""
     with seconds.step("partition", less=clock):
         with toolchain_output.logged():  # functionalizing re-traces the program, and torch talks as it does
             split = split_program(backend, captured, specs, generator, min_nodes)

@@ -1,6 +1,6 @@
 """Which ATen ops a program read from a file may run, and how large a tensor it may ask for.
 
-A partitioned artifact's fallback (`pipeline.core.fallback`) names each op as
+A partitioned artifact's fallback (`pipeline.core.partitioning.fallback`) names each op as
 ``namespace::name.overload`` and the loader finds it in ``torch.ops``. Being in
 ``torch.ops`` is not enough: ``aten::from_file`` reads any file (and with
 ``shared=True`` creates or extends one), ``aten::save`` writes one,

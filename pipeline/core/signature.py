@@ -17,7 +17,6 @@ contexts import any module a file names).
 from __future__ import annotations
 
 import collections
-import dataclasses
 import inspect
 from dataclasses import dataclass, field
 from typing import Any
@@ -252,12 +251,6 @@ class MethodSignature:
             default = arg.default_value if arg.has_default_value() else _NO_DEFAULT
             params.append(Param(arg.name, KEYWORD_ONLY if arg.kwarg_only else POSITIONAL, default, str(arg.type)))
         return cls(tuple(params))
-
-    def with_capture(
-        self, args: tuple[Any, ...], kwargs: dict[str, Any], method: str, takes: str = EVERY_VALUE
-    ) -> MethodSignature:
-        """This signature with the record of a call the program is captured with."""
-        return dataclasses.replace(self, captured=CapturedCall.of(self, args, kwargs, method, takes))
 
     @property
     def names(self) -> list[str]:

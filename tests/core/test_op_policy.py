@@ -17,7 +17,7 @@ import pipeline
 from pipeline.core import op_policy
 from pipeline.core.literals import literal_source
 from pipeline.core.lowering import to_backend
-from pipeline.core.partitioned import KIND
+from pipeline.core.partitioning import KIND
 from pipeline.core.payload import pack_parts, unpack_parts
 from pipeline.core.tensor_data import tensor_bytes, tensor_entry
 from pipeline.zoo import architectures

@@ -11,9 +11,9 @@ from backend_checks import check_against_eager, line_of, tolerance
 from torch import nn
 
 import pipeline
-from pipeline.core.fallback import NAMESPACES
 from pipeline.core.lowering import to_backend
-from pipeline.core.partitioned import KIND, PartitionedModule
+from pipeline.core.op_policy import NAMESPACES
+from pipeline.core.partitioning import KIND, PartitionedModule
 from pipeline.core.payload import pack_parts, unpack_parts
 from pipeline.core.profiling import profile
 from pipeline.zoo.fnet import FNet, FourierBlock

@@ -1,6 +1,7 @@
-"""Splitting an exported method into the subgraphs a backend supports and the rest.
+"""Splitting exported methods into the subgraphs a backend supports and the rest.
 
-`split_method` asks the backend about every ``call_function`` node
+`split_program` splits every lowered method: each is functionalized if it writes in place, its nodes get
+debug handles, and `split_method` finds its groups. `split_method` asks the backend about every ``call_function`` node
 (``Backend.supports(node)``), lets torch's own
 ``CapabilityBasedPartitioner`` group the supported nodes into maximal
 connected subgraphs that no unsupported node both feeds and consumes (so the
@@ -8,7 +9,7 @@ groups can run one after another), keeps the groups of at least ``min_nodes``
 nodes and turns each into an ``ExportedProgram`` of its own, which the
 backend's ``preprocess`` then lowers as one method. Everything else stays in
 the method's *fallback*: the ops PyTorch runs between the groups
-(`pipeline.core.fallback`).
+(`pipeline.core.partitioning.fallback`).
 
 Each group's program is built from the method's nodes themselves (copied with
 their names and metadata), so debug handles issued on the method's graph
@@ -20,6 +21,7 @@ from __future__ import annotations
 import copy
 import heapq
 import operator
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,12 +40,17 @@ from torch.export.graph_signature import (
 from torch.fx.passes.infra.partitioner import CapabilityBasedPartitioner
 from torch.fx.passes.operator_support import OperatorSupportBase
 
+from pipeline.core.debug_handles import walk_nodes
 from pipeline.core.errors import LoweringError
+from pipeline.core.frontends import CapturedProgram
+from pipeline.core.registry import BackendInfo
 
 FALLBACK = "fallback"  # the partition name of what runs in PyTorch
 _LIFTED = (InputKind.PARAMETER, InputKind.BUFFER, InputKind.CONSTANT_TENSOR)
 
 Supports = Callable[[torch.fx.Node], bool | str]
+# Issues debug handles: generator(graph, method) -> {node: handle}.
+HandleIssuer = Callable[..., dict[Any, int]]
 
 
 @dataclass(eq=False)  # hashed by identity: groups are nodes of the run order
@@ -54,7 +61,7 @@ class Group:
     nodes: list[torch.fx.Node]
     inputs: list[torch.fx.Node]  # values computed outside it, in the order its program takes them
     outputs: list[torch.fx.Node]  # its values read outside it
-    program: torch.export.ExportedProgram | None = None
+    program: torch.export.ExportedProgram
 
 
 @dataclass
@@ -123,10 +130,75 @@ def split_method(
                     f"is supported, but its group has {size} node{'s' * (size != 1)}, fewer than min_nodes={min_nodes}"
                 )
             continue
-        groups.append(Group(f"{method}_p{len(groups)}", nodes, *_boundary(nodes, position)))
-    for group in groups:
-        group.program = sub_program(program, group, method, backend)
+        inputs, outputs = _boundary(nodes, position)
+        groups.append(make_group(program, f"{method}_p{len(groups)}", nodes, inputs, outputs, method, backend))
     return MethodSplit(method, program, groups, _run_order(graph_module.graph, groups, position), reasons)
+
+
+@dataclass
+class ProgramSplit:
+    """All methods split: the groups' programs and compile specs for the backend, and a generator that
+    gives the groups' nodes the handles issued on their methods."""
+
+    methods: dict[str, MethodSplit]
+    programs: dict[str, torch.export.ExportedProgram]
+    spec: dict[str, Any]
+    generator: HandleIssuer
+    handles: dict[str, dict[torch.fx.Node, int]]
+
+
+def split_program(
+    backend: BackendInfo, captured: CapturedProgram, spec: dict[str, Any], generator: HandleIssuer, min_nodes: int
+) -> ProgramSplit:
+    """Each method of ``spec`` functionalized, given its handles and split into the groups ``backend`` supports."""
+    if captured.frontend != "export":
+        raise LoweringError(
+            f"Partitioned lowering splits exported programs; this one was captured with the {captured.frontend!r} "
+            "frontend. Use frontend='export' (allowed with partition=True: 'export')."
+        )
+    if isinstance(min_nodes, bool) or not isinstance(min_nodes, int) or min_nodes < 1:
+        raise LoweringError(f"min_nodes must be an int of at least 1, not {min_nodes!r}.")
+    if "partition" in spec:
+        raise LoweringError(
+            "A partitioned module has an attribute 'partition' of its own; a method of that name "
+            "cannot be lowered with partition=True."
+        )
+    methods: dict[str, MethodSplit] = {}
+    handles: dict[str, dict[torch.fx.Node, int]] = {}
+    for method in spec:
+        program = functionalize(captured.program[method], method)
+        handles[method] = generator(program.graph, method)
+        methods[method] = split_method(program, method, backend.backend_cls.supports, min_nodes, backend.name)
+    by_name = {method: {node.name: h for node, h in issued.items()} for method, issued in handles.items()}
+    owner = {group.name: method for method, split in methods.items() for group in split.groups}
+
+    def group_handles(graph: Any, method: str = "forward") -> dict[Any, int]:
+        issued = by_name.get(owner.get(method, method), {})
+        return {node: issued[node.name] for node in walk_nodes(graph) if getattr(node, "name", None) in issued}
+
+    programs = {g.name: g.program for split in methods.values() for g in split.groups}
+    return ProgramSplit(methods, programs, {g: spec[owner[g]] for g in programs}, group_handles, handles)
+
+
+def functionalize(program: torch.export.ExportedProgram, method: str) -> torch.export.ExportedProgram:
+    """No in-place op may write across a group's edge: a program with an op that writes into its arguments
+    is functionalized (``run_decompositions({})``, which also normalizes some ops: ``batch_norm`` to
+    ``_native_batch_norm_legit_no_training``, ``flatten`` to ``view``); any other is kept as exported."""
+    if not any(
+        isinstance(node.target, torch._ops.OpOverload) and node.target._schema.is_mutable
+        for node in program.graph.nodes
+        if node.op == "call_function"
+    ):
+        return program
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch's own pytree deprecation, inside deepcopy
+            functional: torch.export.ExportedProgram = program.run_decompositions({})
+            return functional
+    except Exception as error:
+        raise LoweringError(
+            f"Partitioned lowering: functionalizing method {method!r} failed: {type(error).__name__}: {error}"
+        ) from error
 
 
 def _check_stateless(program: torch.export.ExportedProgram, method: str) -> None:
@@ -186,29 +258,34 @@ def _run_order(
     return order
 
 
-def sub_program(
-    program: torch.export.ExportedProgram, group: Group, method: str, backend: str
-) -> torch.export.ExportedProgram:
-    """``group`` as an ExportedProgram: its parameters, buffers and constants lifted as the method's are,
-    everything else it reads a user input, its values read outside it the user outputs."""
+def make_group(
+    program: torch.export.ExportedProgram,
+    name: str,
+    nodes: list[torch.fx.Node],
+    inputs: list[torch.fx.Node],
+    outputs: list[torch.fx.Node],
+    method: str,
+    backend: str,
+) -> Group:
+    """``nodes`` as a group with an ExportedProgram of its own: its parameters, buffers and constants lifted
+    as the method's are, everything else it reads a user input, its values read outside it the user outputs."""
     specs = {spec.arg.name: spec for spec in program.graph_signature.input_specs}
-    lifted = [n for n in group.inputs if n.op == "placeholder" and specs[n.name].kind in _LIFTED]
-    users = [n for n in group.inputs if n not in lifted]
+    lifted = [n for n in inputs if n.op == "placeholder" and specs[n.name].kind in _LIFTED]
+    users = [n for n in inputs if n not in lifted]
     for node in users:
         if not isinstance(node.meta.get("val"), torch.Tensor):
             raise LoweringError(
-                f"Partitioned lowering: group {group.name} of method {method!r} reads {node.name}, a "
+                f"Partitioned lowering: group {name} of method {method!r} reads {node.name}, a "
                 f"{type(node.meta.get('val')).__name__} value; a group's inputs must be tensors."
             )
-    group.inputs = lifted + users  # the order the program's placeholders take them
     graph = torch.fx.Graph()
     env: dict[torch.fx.Node, torch.fx.Node] = {}
-    for node in group.inputs:
+    for node in lifted + users:  # the order the program's placeholders take them
         env[node] = graph.placeholder(node.name)
         env[node].meta = copy.copy(node.meta)
-    for node in group.nodes:
+    for node in nodes:
         env[node] = graph.node_copy(node, env.__getitem__)
-    graph.output(tuple(env[node] for node in group.outputs))
+    graph.output(tuple(env[node] for node in outputs))
     state_dict, constants = {}, {}
     input_specs = []
     for node in lifted:
@@ -221,17 +298,17 @@ def sub_program(
             InputSpec(spec.kind, TensorArgument(node.name), spec.target, getattr(spec, "persistent", None))
         )
     input_specs += [InputSpec(InputKind.USER_INPUT, TensorArgument(node.name), None) for node in users]
-    output_specs = [OutputSpec(OutputKind.USER_OUTPUT, TensorArgument(env[node].name), None) for node in group.outputs]
+    output_specs = [OutputSpec(OutputKind.USER_OUTPUT, TensorArgument(env[node].name), None) for node in outputs]
     examples = tuple(_example(node) for node in users)
     module_call = ModuleCallSignature(
         inputs=[TensorArgument(node.name) for node in users],
-        outputs=[TensorArgument(env[node].name) for node in group.outputs],
+        outputs=[TensorArgument(env[node].name) for node in outputs],
         in_spec=pytree.tree_structure((examples, {})),
-        out_spec=pytree.tree_structure(tuple(range(len(group.outputs)))),
+        out_spec=pytree.tree_structure(tuple(range(len(outputs)))),
         forward_arg_names=[node.name for node in users],
     )
     try:
-        return torch.export.ExportedProgram(
+        exported = torch.export.ExportedProgram(
             root=torch.fx.GraphModule(program.graph_module, graph),
             graph=graph,
             graph_signature=ExportGraphSignature(input_specs, output_specs),
@@ -243,9 +320,10 @@ def sub_program(
         )
     except Exception as error:
         raise LoweringError(
-            f"Partitioned lowering: group {group.name} of method {method!r} does not form a "
+            f"Partitioned lowering: group {name} of method {method!r} does not form a "
             f"program for backend {backend!r}: {type(error).__name__}: {error}"
         ) from error
+    return Group(name, nodes, lifted + users, outputs, exported)
 
 
 def _example(node: torch.fx.Node) -> torch.Tensor:

@@ -45,6 +45,12 @@ from pipeline.core.operands import TORCH_CONSTANT_TAGS, read_torch_constant, tor
 from pipeline.core.operands import TensorTable as _OperandTable
 
 MAX_STEPS = 1_000_000
+# Reads one operand from the values computed so far.
+OperandReader = Callable[[dict[str, Any]], Any]
+# What a ``partition`` step calls: run(inputs), profile(inputs) and the group's handles.
+PartitionCall = tuple[
+    Callable[[list[Any]], Sequence[Any]], Callable[[list[Any]], list[ProfileEvent] | None], tuple[int, ...]
+]
 
 # -- encoding (at lowering) -----------------------------------------------------------------------
 
@@ -143,9 +149,7 @@ def _known(data: Any, tensors: Sequence[torch.Tensor]) -> Any:
     return _constant(tag, content, "operand")
 
 
-def decode(
-    data: Any, tensors: Sequence[torch.Tensor], where: str, defined: set | None = None
-) -> Callable[[dict[str, Any]], Any]:
+def decode(data: Any, tensors: Sequence[torch.Tensor], where: str, defined: set[str] | None = None) -> OperandReader:
     """A reader of one operand from the values computed so far (``defined``: their names, when checked)."""
     if not isinstance(data, dict) or len(data) != 1:
         raise MalformedInput(f"{where}: an operand is a one-key object, not {type(data).__name__}.")
@@ -186,9 +190,9 @@ def _constant(tag: str, content: Any, where: str) -> Any:
 class _Step:
     call: str  # "op", "item" or "partition"
     target: str
-    run: Callable[[list[Any], dict[str, Any]], Any]
-    args: list[Callable]
-    kwargs: dict[str, Callable]
+    run: Callable[[list[Any], dict[str, Any]], list[Any]]
+    args: list[OperandReader]
+    kwargs: dict[str, OperandReader]
     outputs: list[str]
     handles: tuple[int, ...]
 
@@ -201,7 +205,7 @@ class FallbackProgram:
         method: str,
         data: Any,
         tensors: Sequence[torch.Tensor],
-        partitions: dict[str, tuple[Callable, Callable, tuple[int, ...]]],
+        partitions: dict[str, PartitionCall],
     ):
         """``partitions`` maps each partition name to (run(inputs), profile(inputs), its handles)."""
         where = f"fallback of {method!r}"
@@ -221,9 +225,9 @@ class FallbackProgram:
     def _step(
         data: Any,
         tensors: Sequence[torch.Tensor],
-        partitions: dict[str, tuple[Callable, Callable, tuple]],
+        partitions: dict[str, PartitionCall],
         where: str,
-        defined: set,
+        defined: set[str],
     ) -> _Step:
         call = member(data, "call", str, where)
         args = [
@@ -238,7 +242,7 @@ class FallbackProgram:
         target = member(data, "target", str, where, default="")
         if call == "op":
             kernel, problem = step_problem(target, data["args"], data.get("kwargs", {}), tensors, where)
-            if problem:
+            if kernel is None or problem:
                 raise MalformedInput(problem)
             run = guarded(kernel)
             handle = member(data, "handle", int, where, default=None)
@@ -249,8 +253,8 @@ class FallbackProgram:
         if call == "partition":
             if target not in partitions:
                 raise MalformedInput(f"{where}: partition {target!r} is not one of {sorted(partitions)}.")
-            run, _, handles = partitions[target]
-            return _Step(call, target, lambda a, k: run(a), args, {}, outputs, handles)
+            run_group, _, group_handles = partitions[target]
+            return _Step(call, target, lambda a, k: list(run_group(a)), args, {}, outputs, group_handles)
         raise MalformedInput(f"{where}: call {call!r} is not one of 'op', 'item', 'partition'.")
 
     def run(self, inputs: Sequence[Any], events: list[ProfileEvent] | None = None) -> list[Any]:
@@ -280,7 +284,7 @@ class FallbackProgram:
 
     def _call(self, step: _Step, args: list[Any], kwargs: dict[str, Any]) -> list[Any]:
         if step.call == "partition":
-            return list(step.run(args, kwargs))  # the backend's own errors carry their handles
+            return step.run(args, kwargs)  # the backend's own errors carry their handles
         try:
             return step.run(args, kwargs)
         except Exception as error:
