@@ -145,7 +145,7 @@ def register_backend(
     class decorator; bare ``@register_backend`` works too. Keyword arguments
     override the class's declarations. Returns the class.
     """
-    given = dict(
+    overrides = dict(  # backend_info keeps the ones given (not None)
         preprocess=preprocess,
         accepts=accepts,
         compile_spec=compile_spec,
@@ -154,7 +154,6 @@ def register_backend(
         carries_code=carries_code,
         native_payload=native_payload,
     )
-    overrides = {key: value for key, value in given.items() if value is not None}
     if isinstance(name_or_cls, type):
         return _register(None, name_or_cls, overrides)
     if backend_cls is None:
