@@ -197,10 +197,11 @@ def export_torchscript(
 ) -> ExportedMethod:
     import onnx
 
+    arguments = _example_arguments(module, method, spec)  # a traced graph's shapes do not survive the copy
+    module = _with_classes_of_its_own(module)
     graph = getattr(module, method).graph.copy()
     torch._C._jit_pass_inline(graph)
     handles = generate_debug_handles(graph, method=method)
-    arguments = _example_arguments(module, method, spec)
     buffer = io.BytesIO()
     try:
         with _quiet_exporter(), _stdout_to_devnull():
@@ -304,6 +305,20 @@ def _host(module: torch.jit.ScriptModule, method: str) -> torch.jit.ScriptModule
     host = torch.jit.script(Host(module))
     host.define(f"def forward(self, {parameters}):\n    return self.inner.{method}({names})\n")
     return host.eval()
+
+
+def _with_classes_of_its_own(module: torch.jit.ScriptModule) -> torch.jit.ScriptModule:
+    """A copy of ``module`` whose classes, and so whose graphs, are its own.
+
+    The exporter inlines calls into the graphs of the classes it reaches, in place. A module's graphs belong to
+    its class, which ``copy.deepcopy`` shares, so exporting the copy preprocess gets would change what later
+    captures of the class record. A save and load makes new classes and keeps the source ranges (freezing would
+    too, but it drops the module scopes the ONNX node names carry).
+    """
+    buffer = io.BytesIO()
+    torch.jit.save(module, buffer)
+    buffer.seek(0)
+    return torch.jit.load(buffer)
 
 
 def _match_source_ranges(model: Any, handles: dict[Any, int]) -> dict[str, list[int]]:

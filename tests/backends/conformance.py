@@ -97,8 +97,6 @@ def _runtime_version(module: str, version: Callable[[Any], str] = lambda m: m.__
 
 ALL_FOUR = ("basic", "mlp", "cnn", "transformer")
 
-# onnxruntime comes last: lowering a scripted model on it changes what later captures of the same class
-# record (test_lowering_a_scripted_model_leaves_later_captures_of_its_class_unchanged, a known bug)
 BACKENDS: tuple[Facts, ...] = (
     Facts(
         name="reference",
@@ -560,11 +558,6 @@ def test_a_reproducible_backend_lowers_one_model_twice_to_identical_artifacts(
     assert first.read_bytes() == pipeline.save_lowered(again, tmp_path / "b.lowered").read_bytes()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug: preprocess gets copy.deepcopy(ScriptModule), which shares the compiled class's graphs, "
-    "so onnxruntime's exporter inlines them in place and later captures of the class lose the model's own lines",
-)
 def test_lowering_a_scripted_model_leaves_later_captures_of_its_class_unchanged() -> None:
     _skip_unless_installed(next(facts for facts in BACKENDS if facts.name == "onnxruntime"))
 
