@@ -311,8 +311,18 @@ def _skip_unless_installed(facts: Facts) -> None:
         pytest.skip(f"backend {facts.name!r} needs the {facts.runtime!r} package, which is not installed")
 
 
-def _backend_params(heavy_is_slow: bool) -> list[Any]:
-    return [pytest.param(facts, id=facts.name, marks=facts.cases_mark if heavy_is_slow else ()) for facts in BACKENDS]
+def _backend_params(heavy_is_slow: bool, where: Callable[[Facts], bool] = lambda facts: True) -> list[Any]:
+    return [
+        pytest.param(facts, id=facts.name, marks=facts.cases_mark if heavy_is_slow else ())
+        for facts in BACKENDS
+        if where(facts)
+    ]
+
+
+def backends_where(where: Callable[[Facts], bool], heavy_is_slow: bool = False) -> Any:
+    """Runs a case on the backends ``where`` picks only: a case that does not apply is not collected."""
+    name = "lowering_backend" if heavy_is_slow else "backend"
+    return pytest.mark.parametrize(name, _backend_params(heavy_is_slow, where), indirect=True)
 
 
 def _zoo_params() -> list[Any]:
@@ -527,11 +537,10 @@ def test_every_backend_map_handle_is_issued_and_the_handles_point_at_source_line
     assert any(frame.file.endswith("pipeline/zoo/__init__.py") for frame in frames)
 
 
+@backends_where(lambda facts: facts.declared["carries_code"])  # a data-only payload loads without trust
 def test_a_carries_code_payload_loads_only_with_the_trust_opt_in(
     backend: Facts, lowered_zoo: LowerZoo, tmp_path: Path
 ) -> None:
-    if not backend.declared["carries_code"]:
-        pytest.skip("a data-only payload loads without trust (the zoo cases load it so)")
     _, _, lowered = _mlp(lowered_zoo, backend)
     path = pipeline.save_lowered(lowered, tmp_path / "mlp.lowered")
     with pytest.raises(pipeline.ArtifactError, match=r"trust_code=True"):
@@ -586,9 +595,8 @@ class Pick(nn.Module):
         return doubled[index]
 
 
+@backends_where(lambda facts: facts.index_error is not None, heavy_is_slow=True)
 def test_a_failing_op_at_run_time_names_its_handle_and_source_line(lowering_backend: Facts) -> None:
-    if lowering_backend.index_error is None:
-        pytest.skip(f"{lowering_backend.name} cannot attribute this failure to an op (see its Facts)")
     x, index = torch.randn(5), torch.tensor([1, 3])
     lowered = pipeline.to_backend(
         lowering_backend.name,
@@ -607,12 +615,11 @@ def test_a_failing_op_at_run_time_names_its_handle_and_source_line(lowering_back
     assert f"line {line_of(Pick.forward, 'doubled[index]')}" in str(error)
 
 
+@backends_where(lambda facts: facts.other_shape_error is not None)
 def test_an_input_the_program_cannot_take_is_a_runtime_error_with_handle_minus_one(
     backend: Facts, lowered_zoo: LowerZoo
 ) -> None:
     """The program has the example's static shapes: the runtime refuses others before any node runs."""
-    if backend.other_shape_error is None:
-        pytest.skip(f"{backend.name} declares no check of input shapes before the run (other_shape_error)")
     _, _, lowered = _mlp(lowered_zoo, backend)
     for shape in ((3, 64), (3, 65)):  # another batch, another width
         with pytest.raises(BackendRuntimeError, match=backend.other_shape_error) as raised:
@@ -713,12 +720,17 @@ class FftInTheMiddle(nn.Module):
         return mixed
 
 
+def _partitions(facts: Facts) -> bool:
+    """Partitioning splits exported programs, by what the backend's supports() refuses."""
+    if not _installed(facts):
+        return False
+    backend_cls = _backend_class(facts.name)
+    return "export" in backend_cls.accepts and _declares_supports(backend_cls)
+
+
+@backends_where(_partitions)
 def test_partitioning_falls_back_on_exactly_the_nodes_supports_refuses(backend: Facts) -> None:
     backend_cls = _backend_class(backend.name)
-    if "export" not in backend_cls.accepts:
-        pytest.skip(f"{backend.name} lowers scripted programs, which partitioning does not split")
-    if not _declares_supports(backend_cls):
-        pytest.skip(f"{backend.name} declares no supports(): partitioning gives it the whole program")
     model, x = FftInTheMiddle().eval(), torch.randn(3, 4)
     program = torch.export.export(model, (x,))  # the graph the partitioner splits
     refused = {n.name for n in program.graph.nodes if n.op == "call_function" and backend_cls.supports(n) is not True}
