@@ -10,6 +10,7 @@ ahead-of-time **preprocess** and a **runtime**. It declares what the pipeline ne
         reproducible = True                # equal programs and specs give equal payload bytes
         carries_code = False               # compiling the payload can run code that came with it
         native_payload = False             # native code parses the payload: a received file loads in a child first
+        dynamic_shapes = ("export",)       # frontends whose dynamic dimensions the backend keeps
 
         @dataclass
         class CompileSpec:                 # one method's options; each default written once, here
@@ -41,6 +42,14 @@ an optional ``profile(inputs) -> list[ProfileEvent]``. A failure inside the prog
 unless called with ``trust_code=True``. A data-only backend parses its payload as data: every problem a
 `LoweringError`, nothing imported or run. **native_payload** makes ``load_lowered`` build the module in a
 forked child first, so that a hostile file that crashes the runtime is an `ArtifactError`.
+
+**dynamic_shapes** names the frontends on which the backend keeps the dimensions a lowering declares
+dynamic (`pipeline.core.shapes`). An exported program then arrives with those sizes symbolic, as
+torch.export makes them (``SymInt``, bounds in ``range_constraints``); ``input_shapes(program)`` reads them
+back with their declared names. A backend that cannot keep them with some options (a quantized path with
+static shapes only) says why in ``dynamic_refusal``. Either way the pipeline refuses the lowering before
+preprocess runs, naming the backend, the dimension and the reason; and it checks every call against the
+contract before a runner sees the inputs, so a runner only ever gets sizes in range.
 
 ``version`` is derived (`pipeline.core.backend_kit.backend_version`): the pipeline's version, plus each
 runtime package's installed version. What a backend may use besides torch (node walking, payload containers,
@@ -103,6 +112,7 @@ class Backend(abc.ABC):
     reproducible: ClassVar[bool] = True
     carries_code: ClassVar[bool] = False
     native_payload: ClassVar[bool] = False
+    dynamic_shapes: ClassVar[tuple[str, ...]] = ()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -121,6 +131,13 @@ class Backend(abc.ABC):
         Each method's own rules belong in ``CompileSpec.__post_init__``. Both run before preprocess, and
         in ``python -m pipeline.validate``.
         """
+
+    @classmethod
+    def dynamic_refusal(cls, method: str, spec: Any) -> str | None:
+        """Why this backend cannot keep dynamic dimensions of ``method`` lowered with ``spec`` (its
+        CompileSpec instance), as a short phrase; None when it can. Asked only on a frontend the backend
+        names in ``dynamic_shapes``, before preprocess."""
+        return None
 
     @classmethod
     def supports(cls, node: torch.fx.Node) -> bool | str:

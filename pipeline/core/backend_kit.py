@@ -9,7 +9,9 @@ compile-spec parsing and the bounds of spec fields (`parse_compile_spec`, `out_o
 `MAX_CALIBRATION_SAMPLES`); `exported_method` (one method's ExportedProgram, for export-only backends);
 `check_extractable` (member names and sizes of a zip that a loader of the backend's will unpack); the size
 limit on tensors a program from a file may ask for (`MAX_TENSOR_BYTES`, `size_problem`, `sized`, `guarded`,
-`UNKNOWN`; `pipeline.core.op_policy`); and the error types. `pipeline.core.backend` re-exports all of it.
+`UNKNOWN`; `pipeline.core.op_policy`); the dynamic dimensions of an exported program (`input_shapes`,
+`is_dynamic`, `InputShape`, `Dynamic`; `pipeline.core.shapes`); and the error types.
+`pipeline.core.backend` re-exports all of it.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from pipeline.core.hashing import canonical_json
 from pipeline.core.op_policy import MAX_TENSOR_BYTES, UNKNOWN, guarded, size_problem, sized
 from pipeline.core.operands import TensorTable, read_tensor, read_torch_constant, torch_constant
 from pipeline.core.payload import method_part, pack_parts, unpack_parts
+from pipeline.core.shapes import Dynamic, InputShape, input_shapes, is_dynamic
 from pipeline.core.signature import argument_leaves
 from pipeline.core.source import Frame, NodeSource, describe_node, portable_path
 from pipeline.core.spec import (
@@ -63,6 +66,10 @@ __all__ = [
     "argument_leaves",
     "backend_version",
     "canonical_json",
+    "Dynamic",
+    "InputShape",
+    "input_shapes",
+    "is_dynamic",
     "check_extractable",
     "describe_node",
     "did_you_mean",
