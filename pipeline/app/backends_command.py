@@ -41,6 +41,7 @@ def describe() -> list[dict[str, Any]]:
                 "installed": True,
                 "available": available,
                 "accepts": list(info.accepts),
+                "dynamic_shapes": list(info.dynamic_shapes),
                 "carries_code": info.carries_code,
                 "reproducible": info.reproducible,
                 "version": info.version,
@@ -66,7 +67,9 @@ def render(rows: list[dict[str, Any]]) -> str:
         )
         payload = "carries code (loading needs trust_code=True)" if row["carries_code"] else "data only"
         out.append(f"{row['name']} {row['version'] or ''}: {row['about']}")
+        dynamic = ", ".join(row["dynamic_shapes"]) or "none (static shapes only)"
         out.append(f"  frontends: {', '.join(row['accepts'])}; payload: {payload}; {state}")
+        out.append(f"  dynamic shapes kept on: {dynamic}")
         width = max((len(o["name"]) for o in row["options"]), default=0)
         type_width = max((len(o["type"]) for o in row["options"]), default=0)
         for option in row["options"]:

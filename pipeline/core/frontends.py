@@ -365,8 +365,8 @@ def _by_parameter(signature: MethodSignature, captured: Any, specs: dict[str, An
     for p in signature.params:
         if p.kind == VAR_POSITIONAL:
             by_parameter[p.name] = tuple(specs[next(values).name] for _ in range(captured.var_positional))
-        elif p.kind == VAR_KEYWORD:
-            by_parameter[p.name] = {k: specs[next(values).name] for k in captured.keywords}
+        elif p.kind == VAR_KEYWORD:  # torch.export names what **kwargs received at the top level
+            by_parameter.update((k, specs[next(values).name]) for k in captured.keywords)
         else:
             by_parameter[p.name] = specs[next(values).name]
     return by_parameter

@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from torch import Tensor
+
 from pipeline.core.backend import MethodRunner
 from pipeline.core.shapes import Dynamic, InputShape, MethodShapes, ShapeError
 from pipeline.core.signature import CONSTANT, EVERY_VALUE, VAR_KEYWORD, VAR_POSITIONAL, MethodSignature
@@ -50,7 +52,10 @@ def checked_runner(
 
     def check(inputs: list[Any]) -> None:
         for index, shape, exact, rank, dynamic in plan:
-            size = inputs[index].shape
+            value = inputs[index]
+            if not isinstance(value, Tensor):  # not a tensor: the generated argument check says why
+                continue
+            size = value.shape
             if exact is not None:
                 if size != exact:
                     raise _shape_error(method, name, shape, size)
@@ -86,7 +91,10 @@ def _check_shared(plan: _Plan, inputs: list[Any], name: str) -> None:
     seen: dict[str, tuple[str, int, int]] = {}
     for index, shape, _, _, dynamic in plan:
         for d, _, _, dim_name in dynamic:
-            size = inputs[index].shape[d]
+            value = inputs[index]
+            if not isinstance(value, Tensor):
+                continue
+            size = value.shape[d]
             first = seen.setdefault(dim_name, (shape.argument, d, size))
             if first[2] != size:
                 raise ShapeError(

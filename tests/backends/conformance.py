@@ -41,7 +41,7 @@ from torch import nn
 import pipeline
 from pipeline import zoo
 from pipeline.core.backend import FRONTENDS, Backend
-from pipeline.core.errors import ArgumentError, BackendRuntimeError, LoweringError
+from pipeline.core.errors import ArgumentError, BackendRuntimeError, LoweringError, ShapeError
 from pipeline.core.lowered_module import LoweredModule
 
 Spec = dict[str, Any]
@@ -68,7 +68,6 @@ class Facts:
     reproducible_zoo: tuple[tuple[str, str], ...] = ()  # lowered twice: byte-identical artifacts
     doc_phrases: tuple[str, ...] = ()  # what the package docstring must say (beyond listing every option)
     index_error: Optional[str] = None  # an index out of range at run time: the message (regex) naming its op
-    other_shape_error: Optional[str] = None  # an MLP input of another batch or width: the message (regex)
     profile_names_backend_map: bool = True  # each profile event is named by its backend_map key first
     profile_coverage: float = 1.0  # the share of profile events that carry debug handles
     supports: dict[str, Any] = field(default_factory=dict)  # node name -> True or part of the reason
@@ -195,7 +194,6 @@ BACKENDS: tuple[Facts, ...] = (
         ),
         # the IR has the program's static shapes, and OpenVINO's Gather answers an index out of range with
         # zeros: test_openvino checks a node failing at run time on a program with a dynamic dimension
-        other_shape_error=r"\[2,64\]",  # the IR has the program's static shapes
         profile_names_backend_map=False,  # events are the plugin's executed nodes, which fuse IR nodes
     ),
     Facts(
@@ -229,7 +227,6 @@ BACKENDS: tuple[Facts, ...] = (
             ({"quantize": "int8_static", "partitioner": "none"}, r"quantize=int8_static needs partitioner=xnnpack"),
         ),
         index_error=r"at instruction \d+ \(aten::index.Tensor_out\)",
-        other_shape_error=r"set_inputs\(\) for method 'forward' failed",
         profile_names_backend_map=False,  # events are XNNPACK's operators and the portable kernels
     ),
     Facts(
@@ -269,7 +266,6 @@ BACKENDS: tuple[Facts, ...] = (
             ({"calibration_samples": -1}, r"calibration_samples must be in 0\.\.10000, not -1"),
         ),
         index_error="invalid index",
-        other_shape_error="invalid dimensions",
         supports={
             "linear": True,
             "matmul": True,
@@ -615,16 +611,19 @@ def test_a_failing_op_at_run_time_names_its_handle_and_source_line(lowering_back
     assert f"line {line_of(Pick.forward, 'doubled[index]')}" in str(error)
 
 
-@backends_where(lambda facts: facts.other_shape_error is not None)
-def test_an_input_the_program_cannot_take_is_a_runtime_error_with_handle_minus_one(
+@backends_where(lambda facts: facts.frontend == "export")
+def test_a_size_the_program_was_not_captured_with_is_a_shape_error_before_the_runtime_sees_it(
     backend: Facts, lowered_zoo: LowerZoo
 ) -> None:
-    """The program has the example's static shapes: the runtime refuses others before any node runs."""
+    """An exported program has the example's static shapes: every backend refuses others the same way,
+    never with its runtime's own words (issue 19)."""
     _, _, lowered = _mlp(lowered_zoo, backend)
-    for shape in ((3, 64), (3, 65)):  # another batch, another width
-        with pytest.raises(BackendRuntimeError, match=backend.other_shape_error) as raised:
+    for shape, dim, captured in (((3, 64), 0, 2), ((2, 65), 1, 64)):  # another batch, another width
+        with pytest.raises(ShapeError) as raised:
             lowered(torch.randn(shape))
-        assert raised.value.debug_handles == [-1]
+        assert f"argument 'x' has size {shape[dim]} in dimension {dim}, which the program was captured with as " in (
+            str(raised.value)
+        ) and f"as {captured} (static)" in str(raised.value)
 
 
 # -- running -------------------------------------------------------------------------------------
@@ -744,7 +743,7 @@ def test_partitioning_falls_back_on_exactly_the_nodes_supports_refuses(backend: 
 
 # -- what a call may raise (issue 27, item 7) -----------------------------------------------------
 
-DOCUMENTED = (ArgumentError, BackendRuntimeError, LoweringError)
+DOCUMENTED = (ArgumentError, BackendRuntimeError, LoweringError, ShapeError)
 BAD_INPUTS: dict[str, Callable[[], Any]] = {
     "float64": lambda: torch.randn(2, 4, dtype=torch.float64),
     "int64": lambda: torch.ones(2, 4, dtype=torch.int64),

@@ -39,7 +39,7 @@ def test_the_handle_map_survives_the_round_trip(lowered, tmp_path):
     assert loaded.handle_map.handles  # not empty, unlike the original after jit.load
 
 
-def test_runtime_errors_still_map_to_source_after_loading(lowered, tmp_path):
+def test_runtime_errors_still_map_to_source_after_loading(lowered, tmp_path, unchecked_shapes):
     loaded = pipeline.load_lowered(pipeline.save_lowered(lowered, tmp_path / "basic.lowered"))
     with pytest.raises(pipeline.BackendRuntimeError, match="return x \\+ h"):
         loaded.accum(torch.rand(2, 4), torch.rand(13, 9))

@@ -269,7 +269,7 @@ def _param(document, index, key, value):
 
 def _method_name(document, value):
     document["methods"] = [value]
-    for section in ("compile_spec", "signatures", "outputs"):
+    for section in ("compile_spec", "signatures", "outputs", "shapes"):
         document[section] = {value: document[section]["forward"]}
 
 

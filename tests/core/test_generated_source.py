@@ -39,7 +39,7 @@ def _lowered(name: str) -> pipeline.LoweredModule:
 
 
 def test_the_pinned_texts_belong_to_this_format_and_binding_version():
-    assert (FORMAT_VERSION, BINDING) == (4, 1) and BINDING_OF_VERSION[FORMAT_VERSION] == BINDING
+    assert (FORMAT_VERSION, BINDING) == (5, 1) and BINDING_OF_VERSION[FORMAT_VERSION] == BINDING
 
 
 @pytest.mark.parametrize("name", ["basic_export", "basic_torchscript", "options"])
