@@ -26,7 +26,7 @@ def symbol_names(program: torch.export.ExportedProgram) -> dict[str, str]:
     """``{torch.export symbol: declared name}`` for each dynamic dimension of the program's tensor inputs
     that is one symbol (a size such as ``2*s0`` names no dimension of its own)."""
     placeholders = {node.name: node.meta.get("val") for node in program.graph.nodes if node.op == "placeholder"}
-    names = {}
+    names: dict[str, str] = {}
     for shape in input_shapes(program):
         value = placeholders.get(shape.argument)
         for size, declared in zip(value.shape if isinstance(value, torch.Tensor) else (), shape.sizes):
