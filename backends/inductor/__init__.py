@@ -34,7 +34,10 @@ lowered it (its CPU's instruction set, this torch's ABI).
 
 How it runs (`runtime.InductorBackend`): the runner passes the flattened
 tensor arguments to the package's runner and returns its flat output list.
-Shapes are those of the example inputs, as ``torch.export`` specialized them.
+Shapes are the program's: static where ``torch.export`` specialized them, and
+each dimension the lowering declares dynamic compiled as a symbolic size, so
+one package takes every size in its bounds (the pipeline checks them before a
+call reaches it; ``AOTI_RUNTIME_CHECK_INPUTS`` checks them again).
 
 Compile-spec options (`InductorCompileSpec`, per method; defaults in brackets):
 

@@ -57,6 +57,7 @@ class InductorBackend(Backend):
 
     name = NAME
     accepts = ("export",)
+    dynamic_shapes = ("export",)  # AOTInductor compiles a program's symbolic sizes into the package's kernels
     CompileSpec = InductorCompileSpec
     runtime_packages = ("torch",)
     reproducible = False  # AOTI packages embed a random serialization id and build commands

@@ -20,8 +20,15 @@ the torchscript route cannot do: it needs argument shapes (a traced module
 has them; a scripted one takes ``input_shapes`` in the compile spec), and it
 fails on models whose scripted graphs branch on runtime state or use ops it has
 no ONNX symbolic for (``nn.TransformerEncoder`` is one: lower it with the
-export frontend). The shapes of an exported model are those of the example
-inputs, as ``torch.export`` specialized them.
+export frontend).
+
+Dynamic shapes (export frontend): the dimensions the lowering declares dynamic
+stay dynamic in the ONNX model, named as declared (``dim_param`` ``batch``, not
+torch.export's ``s77``; see `dynamic_axes`), so one session takes every size in
+the bounds; the pipeline checks the bounds before a call reaches it. Both
+quantization paths keep them. The torchscript route exports at the shapes of
+its example arguments (``input_shapes``), static: the pipeline refuses a
+declaration there before any work.
 
 The payload (`pipeline.core.payload`): one ONNX model per method, with a JSON header
 holding each method's input-feeding plan and node -> debug-handle map. No
@@ -60,7 +67,9 @@ Compile-spec options (`OnnxRuntimeCompileSpec`, per method; defaults in brackets
 Quantization (`quantize`): ``int8_dynamic`` stores weights as int8 and
 quantizes activations per call from their own range; ``int8_static`` also fixes
 every activation's scale ahead of time, calibrated on the method's example
-inputs plus ``calibration_samples`` seeded random ones (QDQ format). Both use
+inputs plus ``calibration_samples`` seeded random ones (QDQ format; the scales
+are per tensor, not per shape, so a dynamic program calibrated at its example
+shapes runs at every size in its bounds). Both use
 ``onnxruntime.quantization`` on the exported model, and the node map is kept:
 nodes the quantizer inserts (QuantizeLinear, DequantizeLinear, ...) map to the
 handles of the node they feed. A quantized run verifies against the

@@ -37,6 +37,7 @@ from typing import Any
 import torch
 
 from pipeline.backends.onnxruntime.compile_spec import NAME, OnnxRuntimeCompileSpec
+from pipeline.backends.onnxruntime.dynamic_axes import name_dynamic_axes, symbol_names
 from pipeline.core.backend import LoweringError, UnsupportedOpError, describe_node, handles_by_origin, quiet
 
 _FX_NODE = re.compile(r"^%(?P<name>\S+) :")
@@ -85,6 +86,7 @@ def export_program(
         except Exception:
             raise _dynamo_export_error(method, error) from error
     model = onnx_program.model_proto
+    name_dynamic_axes(model, symbol_names(program))
     origins = handles_by_origin(onnx_program.exported_program.graph.nodes, handle_of)
     node_handles = {}
     for index, node in enumerate(model.graph.node):
@@ -185,8 +187,17 @@ def _program_examples(
     user = [spec.arg.name for spec in program.graph_signature.input_specs if spec.kind == InputKind.USER_INPUT]
     values = {node.name: node.meta.get("val") for node in program.graph.nodes if node.op == "placeholder"}
     return {
-        name: torch.zeros(values[user[index]].shape, dtype=values[user[index]].dtype) for name, index in inputs
+        name: torch.zeros([_example_size(size) for size in values[user[index]].shape], dtype=values[user[index]].dtype)
+        for name, index in inputs
     }, False
+
+
+def _example_size(size: int | torch.SymInt) -> int:
+    """A dynamic size's example value (the size it was captured at); 1 where export kept none."""
+    if isinstance(size, int):
+        return size
+    hint = size.node.hint
+    return int(hint) if hint is not None else 1
 
 
 # -- torchscript frontend -------------------------------------------------------------------------

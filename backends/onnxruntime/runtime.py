@@ -44,6 +44,7 @@ class OnnxRuntimeBackend(Backend):
 
     name = NAME
     accepts = ("torchscript", "export")
+    dynamic_shapes = ("export",)  # the torchscript route exports at its example shapes (`exporters`)
     CompileSpec = OnnxRuntimeCompileSpec
     runtime_packages = ("onnxruntime",)
     preprocess = staticmethod(preprocess)

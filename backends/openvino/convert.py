@@ -15,12 +15,21 @@ one by one so that two things it throws away are kept:
    it replaced in its ``fused_names`` runtime info. ``convert_model`` then
    deletes that runtime info (``apply_fused_names_cleanup``); here it is read
    first (`mapping`) and deleted after.
-4. The decoder makes every input dimension dynamic. The program's shapes are
-   static unless it was exported with dynamic dimensions, and static shapes
-   save the CPU plugin 20-30% per call on the zoo models at batch 1, so each
-   input gets back the program's shape (`restore_shapes`; symbolic dimensions
-   stay dynamic). Shape computations that are then constant are folded, as
-   the plugin would fold them when compiling.
+4. The decoder makes every input dimension dynamic, without bounds. Static
+   shapes save the CPU plugin 20-30% per call on the zoo models at batch 1,
+   so each input gets back the program's shape (`restore_shapes`): its static
+   dimensions fixed, and each dimension the program keeps dynamic as
+   ``Dimension(min, max)`` with the bounds of its declaration
+   (`pipeline.core.shapes.input_shapes`), so the compiled model knows them
+   (``compiled.inputs[i].get_partial_shape()``). Shape computations that are
+   then constant are folded, as the plugin would fold them when compiling.
+
+A program with dynamic dimensions has its attention decomposed first
+(`without_fused_attention`): the CPU plugin's fused ScaledDotProductAttention
+node (OpenVINO 2026.4) answers wrongly once its first call had a sequence of 1
+(the zoo Transformer, dynamic batch and sequence: off by ~5 at 64x32 after a
+call at 1x1, right when 64x32 came first), and the matmul-softmax-matmul it
+decomposes to is right at every size. Static programs keep the fused node.
 
 A test checks that the result has the same operations as ``convert_model``'s.
 """
@@ -37,6 +46,7 @@ import torch
 
 from pipeline.backends.openvino.compile_spec import NAME, require_openvino
 from pipeline.core.backend import LoweringError, quiet_logs_from
+from pipeline.core.shapes import UNBOUNDED, Dynamic, InputShape, input_shapes
 
 
 @dataclass
@@ -51,6 +61,9 @@ def convert(program: torch.export.ExportedProgram, method: str) -> Converted:
     from openvino.frontend import FrontEndManager
     from openvino.frontend.pytorch.fx_decoder import TorchFXPythonDecoder
 
+    shapes = input_shapes(program)
+    if any(shape.dynamic for shape in shapes):
+        program = without_fused_attention(program)
     try:
         with _quiet_converter():
             decoder = TorchFXPythonDecoder.from_exported_program(program)
@@ -58,7 +71,8 @@ def convert(program: torch.export.ExportedProgram, method: str) -> Converted:
             model = frontend.convert(frontend.load(decoder))
             apply_moc_transformations(model, cf=False, smart_reshape=True)
             compress_quantize_weights_transformation(model)
-            restore_shapes(model, [n for n in decoder.pt_module.graph.nodes if n.op == "placeholder"], method)
+            placeholders = [n for n in decoder.pt_module.graph.nodes if n.op == "placeholder"]
+            restore_shapes(model, placeholders, shapes, method)
     except LoweringError:
         raise
     except Exception as error:
@@ -67,6 +81,17 @@ def convert(program: torch.export.ExportedProgram, method: str) -> Converted:
             f"{_first_lines(error)}"
         ) from error
     return Converted(model, decoder.pt_module.graph)
+
+
+def without_fused_attention(program: torch.export.ExportedProgram) -> torch.export.ExportedProgram:
+    """``program`` with torch's own decompositions of scaled dot-product attention run (see the module
+    docstring); the nodes keep their provenance (``from_node``), so the handles still map."""
+    from torch._decomp import core_aten_decompositions
+
+    attention = {op: fn for op, fn in core_aten_decompositions().items() if "scaled_dot_product" in str(op)}
+    if not any(node.target in attention for node in program.graph.nodes if node.op == "call_function"):
+        return program
+    return program.run_decompositions(attention)
 
 
 def _first_lines(error: Exception, count: int = 6) -> str:
@@ -95,10 +120,10 @@ def _is_tensor(node: torch.fx.Node) -> bool:
     return isinstance(node.meta.get("val"), torch.Tensor)
 
 
-def restore_shapes(model: Any, placeholders: list[torch.fx.Node], method: str) -> None:
-    """Give each input the program's static shape back, and drop the parameters the frontend made for
-    specialised values: they are unused, and the CPU plugin refuses a parameter of dynamic rank."""
-    import openvino
+def restore_shapes(model: Any, placeholders: list[torch.fx.Node], shapes: list[InputShape], method: str) -> None:
+    """Give each input the program's shape back (``shapes``: one per tensor input, in order), and drop the
+    parameters the frontend made for specialised values: they are unused, and the CPU plugin refuses a
+    parameter of dynamic rank."""
     from openvino.passes import ConstantFolding, Manager
 
     parameters = model.get_parameters()
@@ -107,20 +132,38 @@ def restore_shapes(model: Any, placeholders: list[torch.fx.Node], method: str) -
             f"Backend {NAME!r}: the IR of method {method!r} has {len(parameters)} inputs, but the method's graph "
             f"has {len(placeholders)} ({[node.name for node in placeholders]})."
         )
-    shapes = {}
+    tensors = []
     for parameter, node in zip(parameters, placeholders):
-        if not _is_tensor(node):
-            if any(user.target != "_guards_fn" for user in node.users):  # torch.export's input guards only
-                raise LoweringError(
-                    f"Backend {NAME!r}: method {method!r} computes with its non-tensor argument "
-                    f"{node.name!r}; OpenVINO takes tensor inputs only."
-                )
-            model.remove_parameter(parameter)
+        if _is_tensor(node):
+            tensors.append((parameter, node))
             continue
-        shapes[parameter.output(0)] = openvino.PartialShape(
-            [size if isinstance(size, int) else openvino.Dimension() for size in node.meta["val"].shape]
+        if any(user.target != "_guards_fn" for user in node.users):  # torch.export's input guards only
+            raise LoweringError(
+                f"Backend {NAME!r}: method {method!r} computes with its non-tensor argument "
+                f"{node.name!r}; OpenVINO takes tensor inputs only."
+            )
+        model.remove_parameter(parameter)
+    if len(tensors) != len(shapes):
+        raise LoweringError(
+            f"Backend {NAME!r}: method {method!r} has {len(shapes)} tensor inputs, but its converted graph has "
+            f"{len(tensors)} ({[node.name for _, node in tensors]})."
         )
-    model.reshape(shapes)
+    model.reshape({parameter.output(0): partial_shape(shape) for (parameter, _), shape in zip(tensors, shapes)})
     folding = Manager()
     folding.register_pass(ConstantFolding())
     folding.run_passes(model)
+
+
+def partial_shape(shape: InputShape) -> Any:
+    """The input's ``openvino.PartialShape``: static sizes fixed, each dynamic one ``Dimension(min, max)``
+    (``max`` -1, OpenVINO's "no upper bound", where the program gives none)."""
+    import openvino
+
+    return openvino.PartialShape(
+        [
+            openvino.Dimension(size.min, -1 if size.max >= UNBOUNDED else size.max)
+            if isinstance(size, Dynamic)
+            else size
+            for size in shape.sizes
+        ]
+    )

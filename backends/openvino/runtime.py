@@ -46,6 +46,7 @@ class OpenVinoBackend(Backend):
 
     name = NAME
     accepts = ("export",)
+    dynamic_shapes = ("export",)  # inputs with bounded dynamic dimensions (`convert.restore_shapes`)
     CompileSpec = OpenVinoCompileSpec
     runtime_packages = ("openvino",)
     reproducible = True
