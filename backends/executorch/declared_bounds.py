@@ -11,8 +11,8 @@ from typing import Any
 
 import torch
 import torch.utils._pytree as pytree
-from executorch.exir.pass_base import PassBase, PassResult
-from executorch.exir.tensor import TensorSpec
+from executorch.exir.pass_base import PassBase, PassResult  # type: ignore[import-untyped]
+from executorch.exir.tensor import TensorSpec  # type: ignore[import-untyped]
 from torch.utils._sympy.value_ranges import bound_sympy
 
 from pipeline.backends.executorch.compile_spec import NAME

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
 from pipeline.backends.executorch.compile_spec import ExecuTorchCompileSpec, Quantize
 from pipeline.backends.executorch.installed import executorch_module
 from pipeline.core.shapes import is_dynamic
@@ -35,7 +33,7 @@ def dynamic_refusal(spec: ExecuTorchCompileSpec) -> str | None:
     return None
 
 
-def backend_config(exported: torch.export.ExportedProgram) -> Any:
+def backend_config(exported: Any) -> Any:
     """The ``ExecutorchBackendConfig`` that plans a dynamic program for its declared bounds; None for a
     static program (ExecuTorch's defaults)."""
     if not is_dynamic(exported):
