@@ -43,7 +43,10 @@ named keys; ExecuTorch's Python bindings abort the process on a log line that
 is not UTF-8) and loads it with ``executorch.runtime.Runtime``, which runs its
 flatbuffer verifier; a call passes the argument tensors to the
 loaded method and returns its outputs. The shapes are those of the example
-inputs: another shape is a `pipeline.BackendRuntimeError` with handle ``-1``.
+inputs, except the dimensions a lowering declares dynamic (`dynamic`): those
+are upper-bounded, every tensor planned for the dimension's maximum, and
+resized at each call. A quantized method keeps static shapes only
+(``dynamic_refusal``).
 A kernel that fails (an index out of range) is a `pipeline.BackendRuntimeError`
 naming the instruction, with the handles of the FX nodes it runs, and so the
 source line: ExecuTorch raises only an error code, so the call is run again on a

@@ -38,12 +38,19 @@ from typing import Any, cast
 import torch
 
 from pipeline.backends.executorch.compile_spec import NAME
+from pipeline.backends.executorch.installed import executorch_module
 from pipeline.backends.executorch.program import execution_plan
 from pipeline.backends.executorch.xnnpack_graph import delegate_nodes
 from pipeline.core.backend import unpack_parts
 
 HANDLE_KEY = "pipeline_debug_handle"
 XNNPACK = "XnnpackBackend"
+ET_VIEW = "executorch_prim::et_view"
+
+
+def memory_view() -> Any:
+    """ExecuTorch's view operator (``executorch.exir.memory.view``), which lowered programs call."""
+    return executorch_module("executorch.exir.memory").view
 
 
 def tag_handles(handles: dict[torch.fx.Node, int]) -> None:
@@ -63,8 +70,8 @@ def tag_handles(handles: dict[torch.fx.Node, int]) -> None:
 
 def method_table(program: Any, method: str) -> list[dict[str, Any]]:
     """One entry per instruction of ``method`` (see the module docstring)."""
-    emitted = _emitting_nodes(program.exported_program(method).graph_module.graph)
     plan = execution_plan(program, method)
+    emitted = _emitting_nodes(program.exported_program(method).graph_module.graph, plan)
     table = []
     for index, instruction in enumerate(plan.chains[0].instructions):
         arguments = instruction.instr_args
@@ -92,18 +99,39 @@ def method_table(program: Any, method: str) -> list[dict[str, Any]]:
     return table
 
 
-def _emitting_nodes(graph: torch.fx.Graph) -> dict[int, torch.fx.Node]:
+def _emitting_nodes(graph: torch.fx.Graph, plan: Any) -> dict[int, torch.fx.Node]:
     """Instruction index -> the node that emitted it. The emitter sets the ``debug_handle`` of each node
-    that emits an instruction to that instruction's index (getitems keep a stale one: skipped)."""
+    that emits a kernel or delegate call to that instruction's index (getitems keep a stale one: skipped).
+
+    Views are the exception: a view of a dynamic size is an ``et_view`` instruction, and its node keeps
+    the handle it had before emitting (a static view is elided). The views that emitted are matched to
+    the ``et_view`` instructions in order, as the emitter walks the graph.
+    """
     found: dict[int, torch.fx.Node] = {}
+    views = []
     for node in graph.nodes:
-        if (
-            node.op == "call_function"
-            and node.target is not operator.getitem
-            and node.meta.get("debug_handle") is not None
-        ):
+        if node.op != "call_function" or node.target is operator.getitem:
+            continue
+        if node.target is memory_view():
+            if not _elided(node):
+                views.append(node)
+        elif node.meta.get("debug_handle") is not None:
             found.setdefault(int(node.meta["debug_handle"]), node)
+    et_views = [
+        index
+        for index, instruction in enumerate(plan.chains[0].instructions)
+        if type(instruction.instr_args).__name__ == "KernelCall"
+        and plan.operators[instruction.instr_args.op_index].name == ET_VIEW
+    ]
+    found.update(zip(et_views, views))
     return found
+
+
+def _elided(view: torch.fx.Node) -> bool:
+    """Whether the emitter elided this view (as ``_emit_view`` decides): static and memory planned."""
+    spec = view.meta["spec"]
+    planned = (spec.mem_id is not None and spec.mem_offset is not None) or (spec.const and spec.storage is not None)
+    return bool(spec.is_static_shape_tensor and planned)
 
 
 def backend_map(method: str, table: list[dict[str, Any]]) -> dict[str, list[int]]:

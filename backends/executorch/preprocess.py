@@ -3,7 +3,9 @@
 Per method: issue debug handles for the exported program's nodes and tag the
 nodes with them (`partition.tag_handles`); quantize it if the spec says so
 (`quantize`); lower it to an ExecuTorch program (`program.to_executorch`); read
-the partition back (`partition.method_table`). The payload
+the partition back (`partition.method_table`) and the bytes its memory plan
+allocates (``planned_bytes`` in the notes; a dynamic program is planned for
+each dimension's maximum, `dynamic`). The payload
 (`pipeline.core.payload.pack_parts`, kind ``executorch``) holds one ``.pte``
 per method, with each method's instruction table and argument layout in the
 header. Nothing is pickled: a ``.pte`` is a flatbuffer, data the runtime
@@ -19,7 +21,7 @@ import torch
 
 from pipeline.backends.executorch.compile_spec import NAME, ExecuTorchCompileSpec, Quantize
 from pipeline.backends.executorch.partition import backend_map, method_partition, method_table, tag_handles
-from pipeline.backends.executorch.program import to_executorch
+from pipeline.backends.executorch.program import planned_bytes, to_executorch
 from pipeline.backends.executorch.quantize import quantize
 from pipeline.core.backend import PreprocessResult, exported_method, options_of, pack_parts
 
@@ -42,7 +44,10 @@ def preprocess(
         table = method_table(lowered, method)
         methods_meta[method] = {"flat": takes_flat_tensors(exported), "instructions": table}
         handles.update(backend_map(method, table))
-        notes[method] = {"partition": method_partition(table, set(issued.values()), options_of(spec))}
+        notes[method] = {
+            "partition": method_partition(table, set(issued.values()), options_of(spec)),
+            "planned_bytes": planned_bytes(lowered, method),
+        }
     return PreprocessResult(pack_parts(NAME, {"methods": methods_meta}, programs), handles, notes)
 
 

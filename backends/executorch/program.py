@@ -3,7 +3,8 @@
 ``to_executorch(exported, spec, method)``:
 ``executorch.exir.to_edge_transform_and_lower({method: exported},
 partitioner=[XnnpackPartitioner()])`` (no partitioner for ``partitioner=none``)
-and then ``.to_executorch()``, whose ``.buffer`` is the ``.pte`` flatbuffer.
+and then ``.to_executorch()``, whose ``.buffer`` is the ``.pte`` flatbuffer; a
+program with dynamic dimensions is planned for their maximum (`dynamic`).
 `partition` reads the emitted graph and instructions from the manager it returns.
 
 A kernel the program calls outside any delegate must be registered in the
@@ -19,6 +20,7 @@ from typing import Any
 import torch
 
 from pipeline.backends.executorch.compile_spec import NAME, ExecuTorchCompileSpec, Partitioner
+from pipeline.backends.executorch.dynamic import backend_config
 from pipeline.backends.executorch.installed import executorch_module, runtime
 from pipeline.core.backend import LoweringError, format_choices, quiet
 
@@ -34,7 +36,8 @@ def to_executorch(exported: object, spec: ExecuTorchCompileSpec, method: str) ->
         # ExecuTorch logs every node it visits at INFO; torch's passes warn about their own deprecations.
         with quiet("executorch"):
             edge = exir.to_edge_transform_and_lower({method: exported}, partitioner=partitioners)
-            program = edge.to_executorch()
+            config = backend_config(exported)
+            program = edge.to_executorch() if config is None else edge.to_executorch(config)
     except Exception as error:
         raise LoweringError(
             f"Backend {NAME!r}: ExecuTorch could not lower method {method!r} (partitioner="
@@ -60,6 +63,13 @@ def kernel_names(program: Any, method: str) -> list[str]:
     """The portable kernels the method's instructions call, as the runtime names them."""
     plan = execution_plan(program, method)
     return [f"{op.name}.{op.overload}" if op.overload else op.name for op in plan.operators]
+
+
+def planned_bytes(program: Any, method: str) -> int:
+    """The bytes the method's memory plan allocates for its activations, inputs and outputs (every
+    ``non_const_buffer_sizes`` entry; the first, the constants', is empty): for a dynamic program, at the
+    maximum of every dimension."""
+    return int(sum(execution_plan(program, method).non_const_buffer_sizes))
 
 
 def execution_plan(program: Any, method: str) -> Any:

@@ -29,6 +29,7 @@ import torch
 
 from pipeline.backends.executorch import installed
 from pipeline.backends.executorch.compile_spec import NAME, ExecuTorchCompileSpec
+from pipeline.backends.executorch.dynamic import dynamic_refusal
 from pipeline.backends.executorch.preprocess import preprocess
 from pipeline.backends.executorch.profile import failing_instruction, profile_method
 from pipeline.backends.executorch.pte_check import check_program
@@ -49,6 +50,7 @@ class ExecuTorchBackend(Backend):
 
     name = NAME
     accepts = ("export",)
+    dynamic_shapes = ("export",)  # upper-bounded: memory planned for each dimension's maximum (`dynamic`)
     CompileSpec = ExecuTorchCompileSpec
     runtime_packages = ("executorch",)
     reproducible = True
@@ -64,6 +66,10 @@ class ExecuTorchBackend(Backend):
                 f"threads differ across methods ({threads}); ExecuTorch has one thread pool per process: give "
                 "every method the same count, or 0 to leave the pool as it is."
             )
+
+    @classmethod
+    def dynamic_refusal(cls, method: str, spec: ExecuTorchCompileSpec) -> str | None:
+        return dynamic_refusal(spec)
 
     def is_available(self) -> bool:
         return installed.available()
