@@ -26,11 +26,13 @@ import torch
 
 from pipeline.app import outputs_record, run_lock
 from pipeline.app.backend_loading import load_backend
+from pipeline.app.dynamic_config import parameter_names
 from pipeline.app.faults import Interrupted, signals_deferred, signals_raise
 from pipeline.app.inputs import Call, as_example_inputs, make_call, make_method_calls
 from pipeline.app.latency import measure
 from pipeline.app.run_files import HANDLES, OUTPUTS, PROFILE, REPORT, clear_earlier_run
 from pipeline.app.schema import RunRequest
+from pipeline.app.shape_points import MethodPoints, bound_points
 from pipeline.app.targets import locate
 from pipeline.app.verify import verify
 from pipeline.core.artifact import artifact_bytes
@@ -163,7 +165,12 @@ def run_stages(
         calls = make_method_calls(request.example_inputs, request.seed)
     with stages("capture"):
         captured = capture(
-            model, list(request.compile_spec), request.frontend, as_example_inputs(calls), request.torchscript_mode
+            model,
+            list(request.compile_spec),
+            request.frontend,
+            as_example_inputs(calls),
+            request.torchscript_mode,
+            dynamic_shapes=request.dynamic_shapes,
         )
     with stages("lower"):
         lowering = lower(
@@ -182,8 +189,23 @@ def run_stages(
             log.info("partition    %s", lowered.partition["summary"])
     if request.verify.enabled:
         with stages("verify"):
-            result = verify(model, lowered, _input_sets(request, calls), request.tolerance.atol, request.tolerance.rtol)
+            result = verify(
+                model,
+                lowered,
+                _input_sets(request, calls),
+                request.tolerance.atol,
+                request.tolerance.rtol,
+                _bound_points(model, lowered, calls, request.verify.max_elements),
+            )
             report["verify"] = result.to_json()
+            for shape in result.shapes:
+                if shape["capped"]:
+                    log.info(
+                        "verify       %s %s capped by verify.max_elements: %s",
+                        shape["method"],
+                        shape["label"],
+                        shape["capped"],
+                    )
     if request.latency.enabled:
         with stages("latency"):
             method = "forward" if "forward" in request.compile_spec else next(iter(request.compile_spec))
@@ -294,6 +316,17 @@ def _input_sets(request: RunRequest, calls: dict[str, Call]) -> dict[str, list[C
             for trial in range(request.verify.random_trials)
         ]
         for method in request.compile_spec
+    }
+
+
+def _bound_points(
+    model: torch.nn.Module, lowered: Any, calls: dict[str, Call], max_elements: int
+) -> dict[str, MethodPoints]:
+    """For each method with dynamic dimensions, the shapes at their bounds and between."""
+    return {
+        method: bound_points(shapes, calls[method], parameter_names(model, method), max_elements)
+        for method, shapes in lowered.shapes.items()
+        if method in calls and shapes.dynamic
     }
 
 

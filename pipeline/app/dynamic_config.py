@@ -1,0 +1,162 @@
+"""The model config's ``dynamic_shapes`` key: which dimensions of the example inputs may vary at run time.
+
+Its forms: absent or null (every dimension static, as captured), ``auto`` (export finds what may vary, for
+every method lowered), or per method either ``auto`` or ``{argument: {dimension: name-or-bounds}}``::
+
+    dynamic_shapes:
+      forward:
+        input_ids: {0: {name: batch, min: 1, max: 64}, 1: {name: seq, min: 1, max: 512}}
+        attention_mask: {0: batch, 1: seq}   # a name alone: the same dimension as above
+
+`declaration` reads it into plain values and checks each method's declaration with the core's own
+`parse_declaration` against the method's parameters and the example inputs' shapes, so that a config and
+the Python API get one message for one mistake. Nothing is built or captured.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+from typing import Any
+
+from pipeline.app.schema import ConfigError, InputSpec, MethodInputs
+from pipeline.core.errors import did_you_mean, format_choices
+
+KEY = "model.dynamic_shapes"
+AUTO = "auto"
+
+Declaration = dict[str, Any]  # {method: "auto" | {argument: {dimension: name | {name, min, max}}}}
+
+
+def declaration(
+    raw: Any,
+    model_cls: Any,
+    example_inputs: Mapping[str, MethodInputs],
+    methods: list[str],
+    frontend: str,
+    torchscript_mode: str,
+    backend: Any,
+    specs: Mapping[str, Any],
+) -> Declaration | None:
+    """The declaration for the methods lowered (``methods``), or None when every dimension is static.
+
+    ``backend`` is the registry's `BackendInfo` and ``specs`` each method's parsed compile spec: a backend
+    that keeps no dynamic dimension on this frontend, or refuses them with a method's options, is a config
+    error here rather than a failed lowering later.
+    """
+    if raw is None:
+        return None
+    if raw == AUTO:
+        raw = dict.fromkeys(methods, AUTO)
+    if not isinstance(raw, Mapping):
+        raise ConfigError(
+            f"{KEY}: expected null (static), 'auto', or {{method: 'auto' | {{argument: {{dimension: ...}}}}}}, "
+            f"got {raw!r}."
+        )
+    declared: Declaration = {}
+    for method, value in raw.items():
+        method = str(method)
+        where = f"{KEY}.{method}"
+        if method not in methods:
+            raise ConfigError(
+                f"{where}: method {method!r} is not lowered; the compile spec lowers: {format_choices(methods)}."
+                + did_you_mean(method, methods)
+            )
+        if value is None:
+            continue  # this method stays static
+        if value == AUTO:
+            declared[method] = AUTO
+            continue
+        declared[method] = _method_declaration(value, where)
+        _check_method(declared[method], method, model_cls, example_inputs[method], where)
+    if not declared:
+        return None
+    _check_capture(frontend, torchscript_mode)
+    _check_backend(backend, frontend, declared, specs)
+    return declared
+
+
+def _method_declaration(value: Any, where: str) -> dict[str, dict[int, Any]]:
+    """``{argument: {dimension index: name or bounds}}`` with the indices as ints (a command-line override
+    writes ``model.dynamic_shapes.forward.x.0=batch``, whose key is the string ``'0'``)."""
+    if not isinstance(value, Mapping):
+        raise ConfigError(
+            f"{where}: expected 'auto' or {{argument: {{dimension: name or {{name, min, max}}}}}}, got {value!r}."
+        )
+    method: dict[str, dict[int, Any]] = {}
+    for argument, dimensions in value.items():
+        path = f"{where}.{argument}"
+        if not isinstance(dimensions, Mapping):
+            raise ConfigError(
+                f"{path}: expected {{dimension index: name or {{name, min, max}}}}, e.g. {{0: batch}}, "
+                f"got {dimensions!r}."
+            )
+        method[str(argument)] = {_dimension_index(key, path): size for key, size in dimensions.items()}
+    return method
+
+
+def _dimension_index(key: Any, path: str) -> int:
+    if isinstance(key, int) and not isinstance(key, bool) and key >= 0:
+        return key
+    if isinstance(key, str) and key.isdigit():
+        return int(key)
+    raise ConfigError(f"{path}.{key}: a dimension is named by its index (0, 1, ...), not {key!r}.")
+
+
+def _check_method(
+    declared: dict[str, dict[int, Any]], method: str, model_cls: Any, inputs: MethodInputs, where: str
+) -> None:
+    from pipeline.core.shapes import ShapeDeclarationError, parse_declaration
+
+    names = parameter_names(model_cls, method)
+    arguments = names + [name for name in inputs.kwargs if name not in names]
+    try:
+        parse_declaration(declared, method, arguments, example_shapes(inputs, names), where)
+    except ShapeDeclarationError as error:
+        raise ConfigError(str(error)) from None
+
+
+def parameter_names(model_cls: Any, method: str) -> list[str]:
+    """The parameters a call of ``method`` binds by name, in order (not ``self``, ``*args`` or ``**kwargs``)."""
+    function = getattr(model_cls, method, None)
+    try:
+        signature = inspect.signature(function)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return []
+    named = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    names = [name for name, parameter in signature.parameters.items() if parameter.kind in named]
+    return names[1:] if isinstance(model_cls, type) and names[:1] == ["self"] else names
+
+
+def example_shapes(inputs: MethodInputs, names: list[str]) -> dict[str, tuple[int, ...]]:
+    """The shape of each example tensor by the argument it binds to: positional ones in parameter order."""
+    shapes = {name: tuple(spec.shape) for name, spec in zip(names, inputs.args) if isinstance(spec, InputSpec)}
+    shapes.update({name: tuple(spec.shape) for name, spec in inputs.kwargs.items() if isinstance(spec, InputSpec)})
+    return shapes
+
+
+def _check_capture(frontend: str, torchscript_mode: str) -> None:
+    if frontend == "torchscript" and torchscript_mode == "trace":
+        raise ConfigError(
+            f"{KEY}: a trace records the example's sizes as constants, so it cannot keep a dynamic dimension. "
+            "Choose frontend.mode=script (scripting is shape-generic) or frontend=export, or drop "
+            f"{KEY} (static shapes)."
+        )
+
+
+def _check_backend(backend: Any, frontend: str, declared: Declaration, specs: Mapping[str, Any]) -> None:
+    backend_cls = backend.backend_cls
+    keeps = tuple(getattr(backend_cls, "dynamic_shapes", ()))
+    if frontend not in keeps:
+        where = f"on the {format_choices(keeps)} frontend" if keeps else "on any frontend"
+        raise ConfigError(
+            f"{KEY}: backend {backend.name!r} keeps no dynamic dimensions on frontend {frontend!r}; it keeps them "
+            f"{where}. Choose another backend or frontend, or drop {KEY} (static shapes)."
+        )
+    for method in declared:
+        reason = backend_cls.dynamic_refusal(method, specs[method])
+        if reason:
+            raise ConfigError(
+                f"{KEY}.{method}: backend {backend.name!r} cannot keep dynamic dimensions of method {method!r} "
+                f"with these options: {reason}. Change backend.compile_spec.{method}, or drop {KEY}.{method}."
+            )
