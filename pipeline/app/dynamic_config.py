@@ -148,10 +148,10 @@ def _check_backend(backend: Any, frontend: str, declared: Declaration, specs: Ma
     backend_cls = backend.backend_cls
     keeps = tuple(getattr(backend_cls, "dynamic_shapes", ()))
     if frontend not in keeps:
-        where = f"on the {format_choices(keeps)} frontend" if keeps else "on any frontend"
+        keeps_where = f"it keeps them on frontend {format_choices(keeps)}" if keeps else "it takes static shapes only"
         raise ConfigError(
-            f"{KEY}: backend {backend.name!r} keeps no dynamic dimensions on frontend {frontend!r}; it keeps them "
-            f"{where}. Choose another backend or frontend, or drop {KEY} (static shapes)."
+            f"{KEY}: backend {backend.name!r} keeps no dynamic dimensions on frontend {frontend!r}; {keeps_where}. "
+            f"Choose another backend or frontend, or drop {KEY} (static shapes)."
         )
     for method in declared:
         reason = backend_cls.dynamic_refusal(method, specs[method])
