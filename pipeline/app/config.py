@@ -18,7 +18,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from pipeline.app.backend_loading import load_backend
-from pipeline.app.dynamic_config import declaration
+from pipeline.app.dynamic_config import check_latency_shapes, declaration
 from pipeline.app.run_files import RUN_FILES
 from pipeline.app.schema import (
     GROUPS,
@@ -123,6 +123,7 @@ def validate(cfg: DictConfig) -> RunRequest:
             f"threads: {options.threads} is not allowed; allowed: null (torch's default) or 1..{MAX_THREADS}."
         )
     _check_artifact_name(options.artifact_name)
+    check_latency_shapes(options.latency.shapes, dynamic_shapes, timed_method(list(compile_spec)))
     if options.partition and frontend != "export":
         raise ConfigError(
             f"partition=true splits exported programs; frontend {frontend!r} cannot be partitioned "
@@ -145,6 +146,11 @@ def validate(cfg: DictConfig) -> RunRequest:
         debug_handles=strategy,
         **{option.name: getattr(options, option.name) for option in dataclasses.fields(RunOptions)},
     )
+
+
+def timed_method(methods: list[str]) -> str:
+    """The method the latency stage times: forward if it is lowered, else the first."""
+    return "forward" if "forward" in methods else methods[0]
 
 
 def _backend_tolerance(

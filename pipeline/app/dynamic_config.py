@@ -160,3 +160,37 @@ def _check_backend(backend: Any, frontend: str, declared: Declaration, specs: Ma
                 f"{KEY}.{method}: backend {backend.name!r} cannot keep dynamic dimensions of method {method!r} "
                 f"with these options: {reason}. Change backend.compile_spec.{method}, or drop {KEY}.{method}."
             )
+
+
+def check_latency_shapes(shapes: list[dict[str, int]] | None, declared: Declaration | None, method: str) -> None:
+    """``latency.shapes`` names dimensions the declaration of the method timed has (those of ``auto`` are
+    known only after capture, where the latency stage checks them)."""
+    if not shapes:
+        return
+    method_declared = (declared or {}).get(method)
+    if method_declared is None:
+        raise ConfigError(
+            f"latency.shapes: method {method!r} has no dynamic dimensions, so it runs at its example's shapes "
+            f"only; declare them in {KEY}.{method}, or drop latency.shapes."
+        )
+    if method_declared == AUTO:
+        return
+    names = declared_names(method_declared)
+    for index, point in enumerate(shapes):
+        for name in point:
+            if name not in names:
+                raise ConfigError(
+                    f"latency.shapes[{index}].{name}: {KEY}.{method} declares no dimension {name!r}; it declares: "
+                    f"{format_choices(names)}." + did_you_mean(name, names)
+                )
+
+
+def declared_names(method: Mapping[str, Mapping[int, Any]]) -> list[str]:
+    """The dimension names a method's declaration gives, each once, in order."""
+    names: list[str] = []
+    for dimensions in method.values():
+        for size in dimensions.values():
+            name = size.get("name") if isinstance(size, Mapping) else size
+            if isinstance(name, str) and name not in names:
+                names.append(name)
+    return names

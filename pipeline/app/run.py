@@ -26,13 +26,14 @@ import torch
 
 from pipeline.app import outputs_record, run_lock
 from pipeline.app.backend_loading import load_backend
+from pipeline.app.config import timed_method
 from pipeline.app.dynamic_config import parameter_names
 from pipeline.app.faults import Interrupted, signals_deferred, signals_raise
 from pipeline.app.inputs import Call, as_example_inputs, make_call, make_method_calls
 from pipeline.app.latency import measure
 from pipeline.app.run_files import HANDLES, OUTPUTS, PROFILE, REPORT, clear_earlier_run
 from pipeline.app.schema import RunRequest
-from pipeline.app.shape_points import MethodPoints, bound_points
+from pipeline.app.shape_points import MethodPoints, bound_points, call_at
 from pipeline.app.targets import locate
 from pipeline.app.verify import verify
 from pipeline.core.artifact import artifact_bytes
@@ -208,16 +209,8 @@ def run_stages(
                     )
     if request.latency.enabled:
         with stages("latency"):
-            method = "forward" if "forward" in request.compile_spec else next(iter(request.compile_spec))
-            report["latency"] = measure(
-                method,
-                getattr(model, method),
-                getattr(lowered, method),
-                calls[method],
-                request.latency.warmup,
-                request.latency.iterations,
-                request.latency.rounds,
-            ).to_json()
+            method = timed_method(list(request.compile_spec))
+            report["latency"] = _latency(request, model, lowered, method, calls[method])
     if request.profile:
         with stages("profile"):
             report["profile"] = record_profile(lowered, as_example_inputs(calls), out_dir)
@@ -317,6 +310,33 @@ def _input_sets(request: RunRequest, calls: dict[str, Call]) -> dict[str, list[C
         ]
         for method in request.compile_spec
     }
+
+
+def _latency(request: RunRequest, model: torch.nn.Module, lowered: Any, method: str, call: Call) -> dict[str, Any]:
+    """The example's latency, and with ``latency.shapes`` each of those shapes', by the one lowered module."""
+    options = request.latency
+
+    def timed(at: Call) -> dict[str, Any]:
+        result = measure(
+            method,
+            getattr(model, method),
+            getattr(lowered, method),
+            at,
+            options.warmup,
+            options.iterations,
+            options.rounds,
+        )
+        return result.to_json()
+
+    record = timed(call)
+    if options.shapes:
+        names = parameter_names(model, method)
+        shapes = lowered.shapes.get(method)
+        record["shapes"] = []
+        for index, point in enumerate(options.shapes):
+            at = call_at(shapes, call, names, point, f"latency.shapes[{index}]")
+            record["shapes"].append({"point": dict(point), **timed(at)})
+    return record
 
 
 def _bound_points(

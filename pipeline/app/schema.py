@@ -102,11 +102,20 @@ class LatencyConfig:
     warmup: int = 5  # calls before timing, per side
     iterations: int = 20  # calls per timed round
     rounds: int = 5  # rounds, eager and lowered interleaved; medians are taken over them
+    # With dynamic dimensions: the shapes to measure besides the example's, each {dimension name: size},
+    # e.g. [{batch: 1}, {batch: 8}]; a dimension a point leaves out keeps its example size.
+    shapes: list[dict[str, int]] | None = None
 
     def __post_init__(self) -> None:
         for name, least in (("warmup", 0), ("iterations", 1), ("rounds", 1)):
             if getattr(self, name) < least:
                 raise FieldError(name, f"must be >= {least}, not {getattr(self, name)}.")
+        for index, point in enumerate(self.shapes or ()):
+            if not point:
+                raise FieldError(f"shapes[{index}]", "is empty; give {dimension name: size}, e.g. {batch: 8}.")
+            for name, size in point.items():
+                if size < 0:
+                    raise FieldError(f"shapes[{index}].{name}", f"must be >= 0, not {size}.")
 
 
 @dataclass

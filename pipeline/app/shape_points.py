@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipeline.core.errors import LoweringError, did_you_mean, format_choices
 from pipeline.core.shapes import Dynamic, MethodShapes
 
 Call = tuple[tuple[Any, ...], dict[str, Any]]
@@ -67,6 +68,26 @@ def bound_points(shapes: MethodShapes | None, call: Call, names: Sequence[str], 
             capped = Capped(name, size, checked) if checked != size else None
             points.append(ShapePoint(f"{name}={label}", point, shapes.inputs_at(*call, point, names), capped))
     return MethodPoints(example, tuple(points))
+
+
+def call_at(
+    shapes: MethodShapes | None, call: Call, names: Sequence[str], point: Mapping[str, int], where: str
+) -> Call:
+    """The example call resized to ``point``; a name that is not one of the method's dynamic dimensions is an
+    error naming ``where`` and the dimensions there are."""
+    dimensions = shapes.dimensions if shapes is not None else {}
+    for name in point:
+        if name not in dimensions:
+            raise LoweringError(
+                f"{where}.{name}: {name!r} is not a dynamic dimension of this lowering; "
+                + (
+                    f"it has: {format_choices(dimensions)}.{did_you_mean(name, list(dimensions))}"
+                    if dimensions
+                    else "it has none (declare some with model.dynamic_shapes)."
+                )
+            )
+    assert shapes is not None  # a point names at least one dimension, so the loop found them
+    return shapes.inputs_at(*call, point, names)
 
 
 def example_sizes(shapes: MethodShapes, call: Call, names: Sequence[str]) -> dict[str, int]:
