@@ -28,6 +28,8 @@ _EXPORTS = {
         "BackendRuntimeError",
         "LoweringError",
         "PipelineError",
+        "ShapeDeclarationError",
+        "ShapeError",
         "SpecError",
         "UnknownBackendError",
         "UnsupportedOpError",

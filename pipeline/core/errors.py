@@ -62,6 +62,11 @@ class SpecError(LoweringError):
     """Options that do not fit a spec; the message names the key path and what is allowed."""
 
 
+class ShapeDeclarationError(LoweringError):
+    """A ``dynamic_shapes`` declaration that does not fit the method (`pipeline.core.shapes`); its message
+    starts with the key path."""
+
+
 class FieldError(PipelineError, ValueError):
     """Raised by a spec's ``__post_init__`` about one field: the parser adds the field's key path."""
 
@@ -79,6 +84,11 @@ class ArgumentError(PipelineError, TypeError):
     would silently answer for the captured one, so the lowered method refuses,
     naming the argument, the captured value and the given one.
     """
+
+
+class ShapeError(PipelineError, ValueError):
+    """A call whose tensor sizes the lowered program cannot take: outside a dynamic dimension's bounds, or
+    another size than the captured one on a static dimension. Raised before the backend sees the call."""
 
 
 class MalformedInput(PipelineError, ValueError):

@@ -26,11 +26,32 @@ import torch
 from pipeline.core import toolchain_output
 from pipeline.core.backend import FRONTENDS
 from pipeline.core.errors import LoweringError, did_you_mean, format_choices
-from pipeline.core.signature import CONSTANT, EVERY_VALUE, TENSORS_ONLY, CapturedCall, MethodSignature, OutputStructure
+from pipeline.core.shapes import (
+    AUTO,
+    MethodShapes,
+    ShapeDeclarationError,
+    exported_contract,
+    input_shapes,
+    parse_declaration,
+    scripted_contract,
+)
+from pipeline.core.signature import (
+    CONSTANT,
+    EVERY_VALUE,
+    TENSORS_ONLY,
+    VAR_KEYWORD,
+    VAR_POSITIONAL,
+    CapturedCall,
+    MethodSignature,
+    OutputStructure,
+)
+from pipeline.core.specialization import guard_sites, specialized_error
 
 TORCHSCRIPT_MODES = ("script", "trace")
 # {method: args}: a tuple of positional arguments, or {"args": (...), "kwargs": {...}} to pass some by name.
 ExampleInputs = Mapping[str, Any]
+# None (static), "auto", or {method: "auto" | {argument: {dimension: {name, min, max} | name | Dim}}}
+DynamicShapes = Any
 # One call's (args, kwargs).
 CallArguments = tuple[tuple[Any, ...], dict[str, Any]]
 
@@ -61,6 +82,7 @@ class CapturedProgram:
     signatures: dict[str, MethodSignature]
     outputs: dict[str, OutputStructure]
     top_type: str
+    shapes: dict[str, MethodShapes] = dataclasses.field(default_factory=dict)  # no entry: nothing checked
 
 
 def default_frontend(model: Any) -> str:
@@ -106,29 +128,45 @@ def capture(
     frontend: str | None = None,
     example_inputs: ExampleInputs | None = None,
     torchscript_mode: str = "script",
+    dynamic_shapes: DynamicShapes = None,
 ) -> CapturedProgram:
+    """``dynamic_shapes`` declares the dimensions that vary (`pipeline.core.shapes`); the rest are the
+    examples' sizes."""
     frontend = frontend or default_frontend(model)
     if frontend not in FRONTENDS:
         raise LoweringError(f"Unknown frontend {frontend!r}; allowed: {format_choices(FRONTENDS)}")
     check_methods(model, methods)
+    check_declared_methods(dynamic_shapes, methods)
     example_inputs = dict(example_inputs or {})
     with toolchain_output.logged():  # torch's own output goes to the log, not the console
         if frontend == "torchscript":
-            return _capture_torchscript(model, methods, example_inputs, torchscript_mode)
-        return _capture_export(model, methods, example_inputs)
+            return _capture_torchscript(model, methods, example_inputs, torchscript_mode, dynamic_shapes)
+        return _capture_export(model, methods, example_inputs, dynamic_shapes)
 
 
 def _capture_torchscript(
-    model: Any, methods: Sequence[str], example_inputs: dict[str, Any], mode: str
+    model: Any, methods: Sequence[str], example_inputs: dict[str, Any], mode: str, dynamic_shapes: DynamicShapes = None
 ) -> CapturedProgram:
     if mode not in TORCHSCRIPT_MODES:
         raise LoweringError(f"Unknown torchscript mode {mode!r}; allowed: {format_choices(TORCHSCRIPT_MODES)}")
     calls = {m: call_arguments(example_inputs[m], m) for m in methods if m in example_inputs}
     if isinstance(model, torch.jit.ScriptModule):
         scripted, mode = model, "script"
-    elif mode == "trace":
+    declared = {m: _declared(dynamic_shapes, m) for m in methods if _declared(dynamic_shapes, m) is not None}
+    if declared and mode == "trace":
+        raise ShapeDeclarationError(
+            f"dynamic_shapes.{next(iter(declared))}: a traced program is specialised on the example's shapes, "
+            "so it cannot keep dynamic dimensions; script the model (frontend.mode=script), whose programs "
+            "take any shape, or use frontend=export."
+        )
+    if any(d == AUTO for d in declared.values()):
+        raise ShapeDeclarationError(
+            f"dynamic_shapes: {AUTO!r} asks torch.export to find what may vary; a scripted program takes any "
+            "shape already. Declare the dimensions with their bounds to have calls checked, or use frontend=export."
+        )
+    if mode == "trace":
         scripted, signatures = _trace(model, methods, calls)
-    else:
+    elif not isinstance(model, torch.jit.ScriptModule):
         scripted = _script(model, methods)
     compiled = set(scripted._c._method_names())
     for method in methods:
@@ -148,7 +186,24 @@ def _capture_torchscript(
             outputs[method] = OutputStructure.of_value(produced)
         else:
             outputs[method] = OutputStructure.of_schema(getattr(scripted, method).schema.returns[0].type, method)
-    return CapturedProgram("torchscript", scripted, signatures, outputs, type_name(model))
+    shapes = {
+        method: _scripted_shapes(signatures[method], calls.get(method), declared[method], method) for method in declared
+    }
+    return CapturedProgram("torchscript", scripted, signatures, outputs, type_name(model), shapes)
+
+
+def _scripted_shapes(
+    signature: MethodSignature, call: CallArguments | None, declared: Any, method: str
+) -> MethodShapes:
+    if call is None:
+        raise ShapeDeclarationError(
+            f"dynamic_shapes.{method}: declaring dynamic dimensions needs example inputs of method {method!r} "
+            "(their sizes are the static dimensions, and they must lie within the bounds)."
+        )
+    captured = CapturedCall.of(signature, *call, method)
+    flat = signature.bind(*call, method)
+    arguments = {value.name: given for value, given in zip(captured.values, flat)}
+    return scripted_contract(arguments, parse_declaration(declared, method, arguments, f"dynamic_shapes.{method}"))
 
 
 def _trace(
@@ -249,12 +304,14 @@ class _MethodAsForward:
         return shallow
 
 
-def _capture_export(model: Any, methods: Sequence[str], example_inputs: dict[str, Any]) -> CapturedProgram:
+def _capture_export(
+    model: Any, methods: Sequence[str], example_inputs: dict[str, Any], dynamic_shapes: DynamicShapes
+) -> CapturedProgram:
     if isinstance(model, torch.jit.ScriptModule):
         raise LoweringError(
             "The export frontend needs an eager nn.Module, not a ScriptModule; use frontend='torchscript'."
         )
-    programs, signatures, outputs = {}, {}, {}
+    programs, signatures, outputs, shapes = {}, {}, {}, {}
     for method in methods:
         if method not in example_inputs:
             raise LoweringError(
@@ -262,25 +319,79 @@ def _capture_export(model: Any, methods: Sequence[str], example_inputs: dict[str
             )
         args, kwargs = call_arguments(example_inputs[method], method)
         signature, captured = _captured_signature(model, method, (args, kwargs))
-        export_args, export_kwargs = captured.export_arguments(signature, signature.bind(args, kwargs, method))
-        programs[method] = program = _export(_MethodAsForward.make(model, method), export_args, export_kwargs, method)
+        flat = signature.bind(args, kwargs, method)
+        arguments = {value.name: given for value, given in zip(captured.values, flat)}
+        declaration = parse_declaration(
+            _declared(dynamic_shapes, method), method, arguments, f"dynamic_shapes.{method}"
+        )
+        export_args, export_kwargs = captured.export_arguments(signature, flat)
+        by_parameter = _by_parameter(signature, captured, declaration.export_specs(arguments))
+        module = _MethodAsForward.make(model, method)
+        programs[method] = program = _export(module, export_args, export_kwargs, method, by_parameter)
         signatures[method] = signature
         outputs[method] = OutputStructure.of_exported(program)
-    return CapturedProgram("export", programs, signatures, outputs, type_name(model))
+        shapes[method] = exported_contract(program, signature, captured, declaration)
+    return CapturedProgram("export", programs, signatures, outputs, type_name(model), shapes)
+
+
+def _declared(dynamic_shapes: DynamicShapes, method: str) -> Any:
+    if dynamic_shapes is None or dynamic_shapes == AUTO:
+        return dynamic_shapes
+    if not isinstance(dynamic_shapes, Mapping):
+        raise ShapeDeclarationError(
+            f"dynamic_shapes: expected {AUTO!r} or a mapping {{method: {{argument: {{dimension: ...}}}}}}, "
+            f"got a {type(dynamic_shapes).__name__}."
+        )
+    return dynamic_shapes.get(method)
+
+
+def check_declared_methods(dynamic_shapes: DynamicShapes, methods: Sequence[str]) -> None:
+    """Every method a declaration names is one that is lowered."""
+    if isinstance(dynamic_shapes, Mapping):
+        for method in dynamic_shapes:
+            if method not in methods:
+                raise ShapeDeclarationError(
+                    f"dynamic_shapes.{method}: method {method!r} is not lowered; lowered methods: "
+                    f"{format_choices(methods)}.{did_you_mean(str(method), methods)}"
+                )
+
+
+def _by_parameter(signature: MethodSignature, captured: Any, specs: dict[str, Any]) -> dict[str, Any] | None:
+    """torch.export's ``dynamic_shapes`` keyed by parameter name (None where nothing is dynamic)."""
+    if all(spec is None for spec in specs.values()):
+        return None
+    by_parameter: dict[str, Any] = {}
+    values = iter(captured.values)
+    for p in signature.params:
+        if p.kind == VAR_POSITIONAL:
+            by_parameter[p.name] = tuple(specs[next(values).name] for _ in range(captured.var_positional))
+        elif p.kind == VAR_KEYWORD:
+            by_parameter[p.name] = {k: specs[next(values).name] for k in captured.keywords}
+        else:
+            by_parameter[p.name] = specs[next(values).name]
+    return by_parameter
 
 
 def _export(
-    module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], method: str
+    module: torch.nn.Module,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    method: str,
+    dynamic_shapes: dict[str, Any] | None = None,
 ) -> torch.export.ExportedProgram:
     """Strict export first: its stack traces follow calls into other methods, so every
     node gets its source line; non-strict export is the fallback for what Dynamo cannot trace."""
     try:
-        return torch.export.export(module, args, kwargs, strict=True)
+        return torch.export.export(module, args, kwargs, strict=True, dynamic_shapes=dynamic_shapes)
     except Exception as strict_error:
-        try:
-            return torch.export.export(module, args, kwargs, strict=False)
-        except Exception as error:
-            raise _export_error(module, method, error, strict_error) from None
+        with guard_sites() as sites:  # only for the fallback: its stack holds the model's frames
+            try:
+                return torch.export.export(module, args, kwargs, strict=False, dynamic_shapes=dynamic_shapes)
+            except Exception as error:
+                specialized = specialized_error(error, sites, method)
+                if specialized is not None:
+                    raise specialized from None
+                raise _export_error(module, method, error, strict_error) from None
 
 
 def _export_error(module: torch.nn.Module, method: str, error: Exception, strict_error: Exception) -> LoweringError:
@@ -354,7 +465,8 @@ def as_captured(program: Any, methods: Sequence[str]) -> CapturedProgram:
             )
         signatures = {m: _signature_of_exported(program[m]) for m in methods}
         outputs = {m: OutputStructure.of_exported(program[m]) for m in methods}
-        return CapturedProgram("export", {m: program[m] for m in methods}, signatures, outputs, "Module")
+        shapes = {m: MethodShapes(tuple(input_shapes(program[m]))) for m in methods}
+        return CapturedProgram("export", {m: program[m] for m in methods}, signatures, outputs, "Module", shapes)
     raise LoweringError(
         f"Cannot lower a {type(program).__name__}: expected a torch.jit.ScriptModule or a dict "
         "{method: torch.export.ExportedProgram}."

@@ -30,6 +30,8 @@ from pipeline.core.codegen import GeneratedMethods
 from pipeline.core.debug_handles import HandleMap
 from pipeline.core.errors import BackendNotAvailableError, LoweringError, format_choices
 from pipeline.core.literals import check_name
+from pipeline.core.shape_check import checked_runner, runner_positions
+from pipeline.core.shapes import MethodShapes
 from pipeline.core.signature import MethodSignature, OutputStructure
 
 _get_tracing_state = torch._C._get_tracing_state
@@ -61,6 +63,7 @@ class LoweredModule(torch.nn.Module):
         outputs: dict[str, OutputStructure],
         original_type: str,
         original_methods: Sequence[str] = (),
+        shapes: dict[str, MethodShapes] | None = None,
     ):
         """``runners`` is None where the backend is not available: the methods then raise
         `BackendNotAvailableError` until the module is saved and loaded where it is."""
@@ -76,12 +79,16 @@ class LoweredModule(torch.nn.Module):
         self.handle_map = handle_map
         self.signatures = signatures
         self.outputs = outputs
+        self.shapes = dict(shapes or {})  # the shape contract of each method (no entry: nothing is checked)
         self.original_type = original_type
         self.original_methods = sorted(set(original_methods) | set(method_compile_spec))
         self.available = runners is not None
         self._runtime = runtime
+        self._compiled = runners
         if runners is None:
             runners = {method: unavailable_runner(self._unavailable) for method in method_compile_spec}
+        else:
+            runners = {method: self._checked(method, runner) for method, runner in runners.items()}
         self.runtime_binding = RuntimeBinding(backend_name, original_type, signatures, outputs, handle_map, runners)
         self._code = generated.source
         for name, fn in generated.functions.items():
@@ -123,7 +130,15 @@ class LoweredModule(torch.nn.Module):
         """The runner the backend's ``compile`` returned for ``method`` (a session, a loaded package, ...)."""
         if method not in self.method_compile_spec:
             raise AttributeError(self._not_lowered_message(method))
-        return self.runtime_binding.runners[method]
+        return (self._compiled or self.runtime_binding.runners)[method]
+
+    def _checked(self, method: str, runner: MethodRunner) -> MethodRunner:
+        """The runner behind the check of ``method``'s shape contract, if it has one."""
+        contract = self.shapes.get(method)
+        if contract is None or not contract.inputs:
+            return runner
+        name = f"{self.original_type}.{method} lowered to {self.backend_name!r}"
+        return checked_runner(runner, contract, runner_positions(self.signatures[method]), method, name)
 
     @property
     def methods(self) -> list[str]:
@@ -183,6 +198,7 @@ _INSTANCE_ATTRIBUTES = frozenset(
         "handle_map",
         "signatures",
         "outputs",
+        "shapes",
         "original_type",
         "original_methods",
         "backend_version",

@@ -30,6 +30,7 @@ from pipeline.core.debug_handles import DebugHandleGenerator, HandleMap
 from pipeline.core.errors import BackendRuntimeError, LoweringError, format_choices
 from pipeline.core.frontends import (
     CapturedProgram,
+    DynamicShapes,
     ExampleInputs,
     as_captured,
     call_arguments,
@@ -119,6 +120,7 @@ def lower(
             raise SpecError(f"Backend {backend_name!r}: {error}") from None
     with seconds.step("capture"):
         captured = _accepted(backend, as_captured(program, list(specs)))
+        _keeps_dynamic(backend, captured, specs)
     with seconds.step("handles"):
         clock = HandleClock()
         generator = clock.timed(_handle_generator(captured, specs, debug_handles, hierarchy_prefix, top_type))
@@ -144,6 +146,7 @@ def lower(
         notes=preprocessed.result.notes,
         signatures=captured.signatures,
         outputs=captured.outputs,
+        shapes=captured.shapes,
         original_type=captured.top_type,
         original_methods=original_methods or list(specs),
     )
@@ -267,6 +270,30 @@ def _accepted(backend: BackendInfo, captured: CapturedProgram) -> CapturedProgra
     return captured
 
 
+def _keeps_dynamic(backend: BackendInfo, captured: CapturedProgram, specs: dict[str, Any]) -> None:
+    """Refuse, before any work, a dynamic dimension the backend cannot keep."""
+    for method, shapes in captured.shapes.items():
+        dimensions = shapes.dimensions
+        if not dimensions:
+            continue
+        first = next(iter(dimensions.values()))
+        if captured.frontend not in backend.dynamic_shapes:
+            kept = (
+                f"it keeps them for: {format_choices(backend.dynamic_shapes)}"
+                if backend.dynamic_shapes
+                else "it keeps none"
+            )
+            reason = f"it does not keep dynamic dimensions of {captured.frontend!r} programs ({kept})"
+        else:
+            reason = backend.backend_cls.dynamic_refusal(method, specs[method]) or ""
+        if reason:
+            raise LoweringError(
+                f"Backend {backend.name!r} cannot keep dynamic dimension {first.name!r} "
+                f"[{first.min}..{first.max}] of method {method!r}: {reason}. Lower with static shapes "
+                "(no dynamic_shapes), or on a backend that keeps them (python -m pipeline.backends lists them)."
+            )
+
+
 def _handle_generator(
     captured: CapturedProgram,
     specs: dict[str, Any],
@@ -333,11 +360,15 @@ def to_backend(
     top_type: str | None = None,
     partition: bool = False,
     min_nodes: int = 1,
+    dynamic_shapes: DynamicShapes = None,
 ) -> LoweredModule:
     """Capture ``module`` with a frontend and lower the methods named in the spec.
 
     ``frontend=None`` means torchscript for a ScriptModule and export otherwise;
-    ``example_inputs`` is ``{method: tuple of args}``. ``partition=True`` lowers
+    ``example_inputs`` is ``{method: tuple of args}``. ``dynamic_shapes`` declares the dimensions that
+    vary, ``{method: {argument: {dimension: {"name", "min", "max"} | name | torch.export.Dim}}}`` or
+    ``"auto"`` (`pipeline.core.shapes`); every other dimension is the example's size, and every call is
+    checked against them (`pipeline.ShapeError`). ``partition=True`` lowers
     what the backend supports and runs the rest in PyTorch (export frontend only;
     see `codegen_backend_module`).
     """
@@ -347,7 +378,7 @@ def to_backend(
             f"Partitioned lowering splits exported programs; frontend {frontend!r} cannot be "
             "partitioned (allowed with partition=True: 'export')."
         )
-    captured = capture(module, list(spec), frontend, example_inputs, torchscript_mode)
+    captured = capture(module, list(spec), frontend, example_inputs, torchscript_mode, dynamic_shapes)
     return codegen_backend_module(
         backend_name,
         captured,

@@ -116,6 +116,11 @@ class BackendInfo:
         return bool(self._declared("carries_code", "carries_code"))
 
     @property
+    def dynamic_shapes(self) -> tuple[str, ...]:
+        """The frontends on which the backend keeps dynamic dimensions."""
+        return tuple(self.backend_cls.dynamic_shapes)
+
+    @property
     def native_payload(self) -> bool:
         return bool(self._declared("native_payload", "native_payload"))
 

@@ -20,17 +20,13 @@ from typing import Any
 
 import torch
 
-from pipeline.core.errors import PipelineError
+from pipeline.core.errors import ShapeDeclarationError, did_you_mean, format_choices
+from pipeline.core.errors import ShapeError as ShapeError  # the error of this module's subject, importable here
 
 # graph_module.meta key: {symbol: declared name}, written by the capture, read by `input_shapes`
 DIMENSION_NAMES = "pipeline.dimension_names"
 # torch.export's largest bound for "no upper bound" is int_oo; a contract records this instead
 UNBOUNDED = 2**31 - 1
-
-
-class ShapeError(PipelineError, ValueError):
-    """A call whose tensor sizes the lowered program cannot take: outside a dynamic dimension's bounds, or
-    another size than the captured one on a static dimension."""
 
 
 @dataclass(frozen=True)
@@ -182,3 +178,244 @@ def resize(tensor: torch.Tensor, dim: int, size: int) -> torch.Tensor:
     copies = -(-size // have)
     grown = torch.cat([tensor] * copies, dim) if copies > 1 else tensor
     return grown.narrow(dim, 0, size).contiguous()
+
+
+# -- the declaration ----------------------------------------------------------------------------------
+
+AUTO = "auto"  # export finds what may vary (torch.export.Dim.AUTO), and the contract records what it found
+
+
+@dataclass(frozen=True)
+class Declaration:
+    """One method's declared dynamic dimensions: ``{argument: {dimension index: Dynamic}}``, or `AUTO`."""
+
+    dims: Mapping[str, Mapping[int, Dynamic]]
+    auto: bool = False
+
+    @property
+    def dynamic(self) -> bool:
+        return self.auto or any(self.dims.values())
+
+    def export_specs(self, arguments: Mapping[str, Any]) -> dict[str, Any]:
+        """torch.export's ``dynamic_shapes`` entry of each argument (None: static)."""
+        # one Dim object per name: torch.export ties the inputs that share it
+        shared = {
+            size.name: torch.export.Dim(size.name, min=size.min, max=size.max)
+            for per_dim in self.dims.values()
+            for size in per_dim.values()
+        }
+        specs: dict[str, Any] = {}
+        for argument, value in arguments.items():
+            if not isinstance(value, torch.Tensor):
+                specs[argument] = None
+            elif self.auto:
+                specs[argument] = {dim: torch.export.Dim.AUTO for dim in range(value.dim())} or None
+            else:
+                declared = self.dims.get(argument, {})
+                specs[argument] = {dim: shared[size.name] for dim, size in declared.items()} or None
+        return specs
+
+
+def parse_declaration(
+    declaration: Any, method: str, arguments: Mapping[str, Any], where: str = "dynamic_shapes"
+) -> Declaration:
+    """One method's declaration, checked against the call it is captured with.
+
+    ``arguments`` maps each argument the method is captured with (parameter name, or ``**kwargs`` key) to its
+    example value. A dimension is ``{name, min, max}``, a name declared with bounds elsewhere in the method,
+    or a ``torch.export.Dim``. ``where`` is the key path errors start with (``model.dynamic_shapes.forward``).
+    """
+    if declaration is None:
+        return Declaration({})
+    if isinstance(declaration, str):
+        if declaration != AUTO:
+            raise ShapeDeclarationError(
+                f"{where}: expected {AUTO!r} or a mapping {{argument: {{dimension: ...}}}}, got {declaration!r}."
+            )
+        return Declaration({}, auto=True)
+    if not isinstance(declaration, Mapping):
+        raise ShapeDeclarationError(
+            f"{where}: expected {AUTO!r} or a mapping {{argument: {{dimension: ...}}}}, "
+            f"got a {type(declaration).__name__}."
+        )
+    tensors = {name: value for name, value in arguments.items() if isinstance(value, torch.Tensor)}
+    bounded: dict[str, Dynamic] = {}
+    pending: list[tuple[str, str, int, str]] = []  # (path, argument, dim, name) of dims given by name alone
+    dims: dict[str, dict[int, Dynamic]] = {}
+    for argument, per_dim in declaration.items():
+        path = f"{where}.{argument}"
+        if argument not in tensors:
+            if argument in arguments:
+                raise ShapeDeclarationError(
+                    f"{path}: argument {argument!r} of method {method!r} is not a tensor "
+                    f"({type(arguments[argument]).__name__}); dynamic dimensions are declared on tensor arguments."
+                )
+            raise ShapeDeclarationError(
+                f"{path}: method {method!r} has no tensor argument {argument!r}; its tensor arguments: "
+                f"{format_choices(tensors)}.{did_you_mean(str(argument), tensors)}"
+            )
+        if not isinstance(per_dim, Mapping):
+            raise ShapeDeclarationError(
+                f"{path}: expected a mapping {{dimension index: {{name, min, max}} or a name}}, "
+                f"got a {type(per_dim).__name__}."
+            )
+        rank = tensors[argument].dim()
+        dims[argument] = {}
+        for key, given in per_dim.items():
+            dim = _dimension_index(key, rank, f"{path}.{key}", argument)
+            dim_path = f"{path}.{dim}"
+            size = _declared_size(given, dim_path)
+            if isinstance(size, str):
+                pending.append((dim_path, argument, dim, size))
+                continue
+            earlier = bounded.setdefault(size.name, size)
+            if earlier != size:
+                raise ShapeDeclarationError(
+                    f"{dim_path}: dimension {size.name!r} is declared twice with other bounds "
+                    f"([{earlier.min}, {earlier.max}] and [{size.min}, {size.max}]); declare it once and "
+                    f"refer to it by name elsewhere."
+                )
+            dims[argument][dim] = size
+    for dim_path, argument, dim, name in pending:
+        if name not in bounded:
+            raise ShapeDeclarationError(
+                f"{dim_path}: dimension {name!r} has no bounds; declare it once as "
+                f"{{name: {name}, min: ..., max: ...}}.{did_you_mean(name, bounded)}"
+            )
+        dims[argument][dim] = bounded[name]
+    _check_examples(dims, tensors, where)
+    return Declaration(dims)
+
+
+def _dimension_index(key: Any, rank: int, path: str, argument: str) -> int:
+    if isinstance(key, str) and key.lstrip("-").isdigit():
+        key = int(key)
+    if isinstance(key, bool) or not isinstance(key, int):
+        raise ShapeDeclarationError(f"{path}: a dimension is given by its index (0, 1, ...), not {key!r}.")
+    if not 0 <= key < rank:
+        raise ShapeDeclarationError(
+            f"{path}: dimension {key} is out of range: the example of {argument!r} has {rank} dimension(s) "
+            f"(allowed: 0..{rank - 1})."
+        )
+    return key
+
+
+def _declared_size(given: Any, path: str) -> Dynamic | str:
+    if isinstance(given, str):
+        _check_dimension_name(given, path)
+        return given
+    if isinstance(given, Mapping):
+        unknown = sorted(set(map(str, given)) - {"name", "min", "max"})
+        if unknown:
+            raise ShapeDeclarationError(
+                f"{path}: unknown key {unknown[0]!r}; allowed: 'max', 'min', 'name'."
+                f"{did_you_mean(unknown[0], ('name', 'min', 'max'))}"
+            )
+        if "name" not in given or "max" not in given:
+            missing = "name" if "name" not in given else "max"
+            raise ShapeDeclarationError(f"{path}: {missing!r} is missing; a dimension is {{name, min, max}}.")
+        name, low, high = given["name"], given.get("min", 1), given["max"]
+    elif type(given).__name__ in ("Dim", "_Dim") or hasattr(given, "__name__") and hasattr(given, "max"):
+        name, low, high = given.__name__, getattr(given, "min", 1), getattr(given, "max", UNBOUNDED)
+        high = min(_finite(high, UNBOUNDED), UNBOUNDED)
+    else:
+        raise ShapeDeclarationError(
+            f"{path}: expected {{name, min, max}}, a dimension's name, or a torch.export.Dim; "
+            f"got a {type(given).__name__}."
+        )
+    _check_dimension_name(name, f"{path}.name")
+    for key, value in (("min", low), ("max", high)):
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= UNBOUNDED:
+            raise ShapeDeclarationError(f"{path}.{key}: expected an integer in 0..{UNBOUNDED}, got {value!r}.")
+    if low > high:
+        raise ShapeDeclarationError(f"{path}: min ({low}) is greater than max ({high}).")
+    return Dynamic(name, low, high)
+
+
+def _check_dimension_name(name: Any, path: str) -> None:
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ShapeDeclarationError(f"{path}: a dimension's name is an identifier (batch, seq), not {name!r}.")
+
+
+def _check_examples(dims: Mapping[str, Mapping[int, Dynamic]], tensors: Mapping[str, torch.Tensor], where: str) -> None:
+    """Each example size inside its bounds, and one size for each name."""
+    seen: dict[str, tuple[str, int]] = {}
+    for argument, per_dim in dims.items():
+        for dim, size in per_dim.items():
+            example = tensors[argument].shape[dim]
+            path = f"{where}.{argument}.{dim}"
+            if not size.min <= example <= size.max:
+                raise ShapeDeclarationError(
+                    f"{path}: the example input has size {example} here, outside the bounds of {size.name!r} "
+                    f"[{size.min}, {size.max}]; widen the bounds or change the example."
+                )
+            first = seen.setdefault(size.name, (f"{argument}.{dim}", example))
+            if first[1] != example:
+                raise ShapeDeclarationError(
+                    f"{path}: dimension {size.name!r} has size {example} here but {first[1]} at {first[0]} in the "
+                    "example inputs; one name is one dimension."
+                )
+
+
+# -- the contract of a captured method --------------------------------------------------------------------
+
+
+def exported_contract(
+    program: torch.export.ExportedProgram, signature: Any, captured: Any, declaration: Declaration
+) -> MethodShapes:
+    """The contract of one exported method, each tensor argument by its captured name.
+
+    Names the program's symbols after the declaration (``graph_module.meta``, which `input_shapes` reads);
+    with `AUTO`, a symbol is named after the first argument and dimension it sizes (``input_ids_1``). A
+    declared dimension the program holds as a constant is an error: export fixed it without saying so.
+    """
+    import torch.utils._pytree as pytree
+
+    user_inputs = [
+        spec.arg
+        for spec in program.graph_signature.input_specs
+        if spec.kind == torch.export.graph_signature.InputKind.USER_INPUT
+    ]
+    in_spec = program.call_spec.in_spec
+    if in_spec is None:
+        return MethodShapes(())
+    tree_args, tree_kwargs = pytree.tree_unflatten(user_inputs, in_spec)
+    names_args, names_kwargs = captured.export_arguments(signature, [v.name for v in captured.values])
+    by_argument = dict(zip(names_args, tree_args))
+    by_argument.update((names_kwargs[key], tree_kwargs[key]) for key in names_kwargs if key in tree_kwargs)
+    nodes = {node.name: node for node in program.graph.nodes if node.op == "placeholder"}
+    symbol_names: dict[str, str] = {}
+    raw: list[tuple[str, list[Any]]] = []
+    for value in captured.values:
+        node = nodes.get(getattr(by_argument.get(value.name), "name", ""))
+        fake = node.meta.get("val") if node is not None else None
+        if not isinstance(fake, torch.Tensor):
+            continue
+        sizes = list(fake.shape)
+        for dim, size in enumerate(sizes):
+            declared = declaration.dims.get(value.name, {}).get(dim)
+            if isinstance(size, int) or size.node.expr.is_number:
+                if declared is not None:
+                    raise ShapeDeclarationError(
+                        f"dynamic_shapes.{value.name}.{dim}: export fixed dimension {declared.name!r} to "
+                        f"{int(size)}; the model's code takes only that size there."
+                    )
+                continue
+            symbol = str(size.node.expr)
+            symbol_names.setdefault(symbol, declared.name if declared is not None else f"{value.name}_{dim}")
+        raw.append((value.name, sizes))
+    program.graph_module.meta[DIMENSION_NAMES] = symbol_names
+    return MethodShapes(
+        tuple(InputShape(name, tuple(_size(size, program, symbol_names) for size in sizes)) for name, sizes in raw)
+    )
+
+
+def scripted_contract(arguments: Mapping[str, Any], declaration: Declaration) -> MethodShapes:
+    """A scripted method takes any shape: the contract checks the declared arguments only, their other
+    dimensions at the example's sizes."""
+    inputs = []
+    for name, per_dim in declaration.dims.items():
+        example = arguments[name]
+        sizes = tuple(per_dim.get(dim, int(size)) for dim, size in enumerate(example.shape))
+        inputs.append(InputShape(name, sizes))
+    return MethodShapes(tuple(inputs))
