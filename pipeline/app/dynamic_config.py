@@ -67,53 +67,41 @@ def declaration(
         if value == AUTO:
             declared[method] = AUTO
             continue
-        declared[method] = _method_declaration(value, where)
-        _check_method(declared[method], method, model_cls, example_inputs[method], where)
+        declared[method] = _method_declaration(value, method, model_cls, example_inputs[method], where)
     if not declared:
         return None
-    _check_capture(frontend, torchscript_mode)
+    _check_capture(frontend, torchscript_mode, declared)
     _check_backend(backend, frontend, declared, specs)
     return declared
 
 
-def _method_declaration(value: Any, where: str) -> dict[str, dict[int, Any]]:
-    """``{argument: {dimension index: name or bounds}}`` with the indices as ints (a command-line override
-    writes ``model.dynamic_shapes.forward.x.0=batch``, whose key is the string ``'0'``)."""
-    if not isinstance(value, Mapping):
-        raise ConfigError(
-            f"{where}: expected 'auto' or {{argument: {{dimension: name or {{name, min, max}}}}}}, got {value!r}."
-        )
-    method: dict[str, dict[int, Any]] = {}
-    for argument, dimensions in value.items():
-        path = f"{where}.{argument}"
-        if not isinstance(dimensions, Mapping):
-            raise ConfigError(
-                f"{path}: expected {{dimension index: name or {{name, min, max}}}}, e.g. {{0: batch}}, "
-                f"got {dimensions!r}."
-            )
-        method[str(argument)] = {_dimension_index(key, path): size for key, size in dimensions.items()}
-    return method
-
-
-def _dimension_index(key: Any, path: str) -> int:
-    if isinstance(key, int) and not isinstance(key, bool) and key >= 0:
-        return key
-    if isinstance(key, str) and key.isdigit():
-        return int(key)
-    raise ConfigError(f"{path}.{key}: a dimension is named by its index (0, 1, ...), not {key!r}.")
-
-
-def _check_method(
-    declared: dict[str, dict[int, Any]], method: str, model_cls: Any, inputs: MethodInputs, where: str
-) -> None:
+def _method_declaration(
+    value: Any, method: str, model_cls: Any, inputs: MethodInputs, where: str
+) -> dict[str, dict[int, Any]]:
+    """One method's declaration checked by the core's `parse_declaration` against example tensors on the meta
+    device (shapes without data: nothing is allocated), with the dimension indices as ints (an override
+    ``model.dynamic_shapes.forward.x.0=batch`` gives the string ``'0'``)."""
     from pipeline.core.shapes import ShapeDeclarationError, parse_declaration
 
-    names = parameter_names(model_cls, method)
-    arguments = names + [name for name in inputs.kwargs if name not in names]
     try:
-        parse_declaration(declared, method, arguments, example_shapes(inputs, names), where)
+        parse_declaration(value, method, example_arguments(inputs, parameter_names(model_cls, method)), where)
     except ShapeDeclarationError as error:
         raise ConfigError(str(error)) from None
+    return {str(argument): {int(dim): size for dim, size in dims.items()} for argument, dims in value.items()}
+
+
+def example_arguments(inputs: MethodInputs, names: list[str]) -> dict[str, Any]:
+    """Each example argument by the name it binds to (positional ones in parameter order): a tensor of its
+    shape and dtype on the meta device, or the plain value."""
+    import torch
+
+    def value(item: Any) -> Any:
+        if isinstance(item, InputSpec):
+            return torch.empty(item.shape, dtype=getattr(torch, item.dtype), device="meta")
+        return item
+
+    positional = {name: value(item) for name, item in zip(names, inputs.args)}
+    return positional | {name: value(item) for name, item in inputs.kwargs.items()}
 
 
 def parameter_names(model_cls: Any, method: str) -> list[str]:
@@ -128,25 +116,25 @@ def parameter_names(model_cls: Any, method: str) -> list[str]:
     return names[1:] if isinstance(model_cls, type) and names[:1] == ["self"] else names
 
 
-def example_shapes(inputs: MethodInputs, names: list[str]) -> dict[str, tuple[int, ...]]:
-    """The shape of each example tensor by the argument it binds to: positional ones in parameter order."""
-    shapes = {name: tuple(spec.shape) for name, spec in zip(names, inputs.args) if isinstance(spec, InputSpec)}
-    shapes.update({name: tuple(spec.shape) for name, spec in inputs.kwargs.items() if isinstance(spec, InputSpec)})
-    return shapes
-
-
-def _check_capture(frontend: str, torchscript_mode: str) -> None:
-    if frontend == "torchscript" and torchscript_mode == "trace":
+def _check_capture(frontend: str, torchscript_mode: str, declared: Declaration) -> None:
+    if frontend != "torchscript":
+        return
+    if torchscript_mode == "trace":
         raise ConfigError(
             f"{KEY}: a trace records the example's sizes as constants, so it cannot keep a dynamic dimension. "
             "Choose frontend.mode=script (scripting is shape-generic) or frontend=export, or drop "
             f"{KEY} (static shapes)."
         )
+    auto = [method for method, value in declared.items() if value == AUTO]
+    if auto:
+        raise ConfigError(
+            f"{KEY}.{auto[0]}: 'auto' asks torch.export to find what may vary; a scripted program takes any shape "
+            f"already. Declare the dimensions with their bounds to have calls checked, or choose frontend=export."
+        )
 
 
 def _check_backend(backend: Any, frontend: str, declared: Declaration, specs: Mapping[str, Any]) -> None:
-    backend_cls = backend.backend_cls
-    keeps = tuple(getattr(backend_cls, "dynamic_shapes", ()))
+    keeps = backend.dynamic_shapes
     if frontend not in keeps:
         keeps_where = f"it keeps them on frontend {format_choices(keeps)}" if keeps else "it takes static shapes only"
         raise ConfigError(
@@ -154,7 +142,7 @@ def _check_backend(backend: Any, frontend: str, declared: Declaration, specs: Ma
             f"Choose another backend or frontend, or drop {KEY} (static shapes)."
         )
     for method in declared:
-        reason = backend_cls.dynamic_refusal(method, specs[method])
+        reason = backend.backend_cls.dynamic_refusal(method, specs[method])
         if reason:
             raise ConfigError(
                 f"{KEY}.{method}: backend {backend.name!r} cannot keep dynamic dimensions of method {method!r} "

@@ -8,11 +8,11 @@ import jsonschema
 import pytest
 import torch
 
-from backends.reference.interpreter import ReferenceBackend
 from pipeline.app.config import ConfigError, compose_config, validate
 from pipeline.app.shape_points import bound_points
 from pipeline.app.validate import main as validate_main
 from pipeline.app.verify import verify
+from pipeline.backends.reference.interpreter import ReferenceBackend
 from pipeline.core.shapes import Dynamic, InputShape, MethodShapes
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "pipeline" / "app" / "schemas"
@@ -41,8 +41,10 @@ def test_auto_applies_to_every_method_lowered(keeps_dynamic_shapes):
 
 
 def test_dimension_indices_given_on_the_command_line_are_indices(keeps_dynamic_shapes):
-    request = validate(composed(BATCH, "+model.dynamic_shapes.forward.x.1=features"))
-    assert request.dynamic_shapes == {"forward": {"x": {0: {"name": "batch", "min": 1, "max": 64}, 1: "features"}}}
+    request = validate(composed(BATCH, "+model.dynamic_shapes.forward.x.1={name:features,min:64,max:64}"))
+    assert request.dynamic_shapes == {
+        "forward": {"x": {0: {"name": "batch", "min": 1, "max": 64}, 1: {"name": "features", "min": 64, "max": 64}}}
+    }
 
 
 def test_a_backend_that_keeps_static_shapes_only_is_refused_before_any_work(monkeypatch):
@@ -62,7 +64,7 @@ def test_a_backend_that_refuses_a_methods_options_says_why(monkeypatch, keeps_dy
     [
         ("+model.dynamic_shapes=3", "model.dynamic_shapes: expected null (static), 'auto'"),
         ("+model.dynamic_shapes={forwrd:auto}", "model.dynamic_shapes.forwrd: method 'forwrd' is not lowered"),
-        ("+model.dynamic_shapes={forward:{x:[0]}}", "model.dynamic_shapes.forward.x: expected {dimension index"),
+        ("+model.dynamic_shapes={forward:{x:[0]}}", "model.dynamic_shapes.forward.x: expected a mapping"),
         ("+model.dynamic_shapes={forward:{x:{first:batch}}}", "model.dynamic_shapes.forward.x.first: a dimension"),
         ("+model.dynamic_shapes={forward:{y:{0:{name:batch,min:1,max:8}}}}", "model.dynamic_shapes.forward.y"),
         ("+model.dynamic_shapes={forward:{x:{2:{name:batch,min:1,max:8}}}}", "model.dynamic_shapes.forward.x.2"),
