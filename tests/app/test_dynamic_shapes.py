@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from pipeline.app.config import ConfigError, compose_config, validate
+from pipeline.app.run import run
 from pipeline.app.shape_points import bound_points
 from pipeline.app.validate import main as validate_main
 from pipeline.app.verify import verify
@@ -152,3 +153,40 @@ def test_a_wrong_answer_at_a_bound_fails_verify_and_names_the_shape():
     result = verify(Doubler(), WrongAtLargeBatches(), {"forward": [call]}, 1e-5, 1e-5, points)
     assert not result.passed and result.worst == "forward[batch=max]"
     assert [s["passed"] for s in result.shapes] == [True, True, False, True]
+
+
+def test_latency_shapes_name_declared_dimensions():
+    with pytest.raises(ConfigError, match="latency.shapes: method 'forward' has no dynamic dimensions"):
+        validate(composed("latency.shapes=[{batch:8}]"))
+
+
+def test_a_latency_shape_naming_another_dimension_is_refused_with_a_suggestion(keeps_dynamic_shapes):
+    with pytest.raises(ConfigError, match=r"latency.shapes\[1\].btch: .* Did you mean 'batch'"):
+        validate(composed(BATCH, "latency.shapes=[{batch:8},{btch:4}]"))
+
+
+# ---- a run end to end -----------------------------------------------------------------------------
+
+
+def test_the_mlp_with_a_dynamic_batch_is_verified_at_its_bounds_and_timed_per_shape(tmp_path, keeps_dynamic_shapes):
+    request = validate(
+        composed(
+            BATCH,
+            "verify.max_elements=2048",  # 32 rows of 64 features: the max bound (64 rows) is capped
+            "latency.shapes=[{batch:1},{batch:16}]",
+            "latency.warmup=1",
+            "latency.iterations=2",
+            "latency.rounds=1",
+        )
+    )
+    report = run(request, tmp_path)
+    jsonschema.validate(report, json.loads((SCHEMAS / "report.schema.json").read_text()))
+    assert report["status"] == "ok", report["error"]
+    checked = [(s["label"], s["point"], s["passed"], s["capped"]) for s in report["verify"]["shapes"]]
+    assert checked == [
+        ("example", {"batch": 2}, True, None),
+        ("batch=min", {"batch": 1}, True, None),
+        ("batch=max", {"batch": 32}, True, {"dimension": "batch", "requested": 64, "checked": 32}),
+    ]  # the between size (32) is the capped max: checked once
+    assert [s["point"] for s in report["latency"]["shapes"]] == [{"batch": 1}, {"batch": 16}]
+    assert json.loads((tmp_path / "report.json").read_text())["verify"]["shapes"] == report["verify"]["shapes"]
