@@ -107,6 +107,16 @@ def render(data: dict[str, Any], show_all: bool = False) -> str:
         ]
         out.append("")
         out.append(text_table(["method", "compile spec", "signature"], rows, max_width=None))
+        shapes = manifest.get("shapes") or {}
+        if shapes:
+            out.append("")
+            out.append("shape contract (static sizes as captured; dynamic: name[min..max]):")
+            shape_rows = [
+                [m, entry["argument"], "[" + ", ".join(_size_text(size) for size in entry["sizes"]) + "]"]
+                for m in manifest["methods"]
+                for entry in shapes.get(m, {}).get("inputs", [])
+            ]
+            out.append(text_table(["method", "argument", "shape"], shape_rows, max_width=None))
     handles = data.get("handles")
     if handles:
         records = handles["handles"]
@@ -146,6 +156,10 @@ def render(data: dict[str, Any], show_all: bool = False) -> str:
         out.append(f"hottest source lines ({profile['backend']}, {profile['calls']} profiled call(s)):")
         out.append(text_table(["us", "share", "source", "module hierarchy"], rows, max_width=100))
     return "\n".join(out)
+
+
+def _size_text(size: Any) -> str:
+    return f"{size['name']}[{size['min']}..{size['max']}]" if isinstance(size, dict) else str(size)
 
 
 def _tail(hierarchy: str, width: int = 100) -> str:

@@ -72,13 +72,16 @@ from pipeline.core.lowered_module import LoweredModule
 from pipeline.core.lowering import StepSeconds, build_module, resolve_specs
 from pipeline.core.partitioning import PartitionedModule, PartitionedRuntime
 from pipeline.core.registry import get_backend
+from pipeline.core.shape_check import runner_positions
+from pipeline.core.shapes import MethodShapes, contract_from_json, contract_to_json
 from pipeline.core.signature import MethodSignature, OutputStructure
 
 FORMAT = "lowering-pipeline/lowered-module"
 # 2: code.py must match the manifest; docstrings are repr'd strings; 3: "partition"; 4: code.py calls the
-# runtime binding (version 1) instead of the module's private methods.
-FORMAT_VERSION = 4
-BINDING_OF_VERSION = {2: 0, 3: 0, 4: 1}  # the codegen template each version's code.py was rendered with
+# runtime binding (version 1) instead of the module's private methods; 5: "shapes", each method's shape
+# contract (an older file has none: its program takes the shapes it was captured with, unchecked).
+FORMAT_VERSION = 5
+BINDING_OF_VERSION = {2: 0, 3: 0, 4: 1, 5: 1}  # the codegen template each version's code.py was rendered with
 READABLE_VERSIONS = tuple(BINDING_OF_VERSION)  # a version-2 file is a version-3 file without a partition
 _FIXED_TIME = (1980, 1, 1, 0, 0, 0)
 _PARTS = ("payload.bin", "handles.json", "code.py")
@@ -108,6 +111,7 @@ def artifact_bytes(lowered: LoweredModule) -> bytes:
         "notes": lowered.notes,
         "signatures": {m: lowered.signatures[m].to_json() for m in lowered.methods},
         "outputs": {m: lowered.outputs[m].to_json() for m in lowered.methods},
+        "shapes": {m: contract_to_json(lowered.shapes[m]) for m in lowered.methods if m in lowered.shapes},
         "versions": package_versions(("torch", "lowering-pipeline")),
         "sha256": {name: sha256_bytes(data) for name, data in parts.items()},
     }
@@ -158,6 +162,7 @@ class _Contents:
     signatures: dict[str, MethodSignature]
     outputs: dict[str, OutputStructure]
     handle_map: HandleMap
+    shapes: dict[str, MethodShapes]
 
 
 def read_artifact(path: str | Path) -> dict[str, Any]:
@@ -233,6 +238,7 @@ def load_lowered(path: str | Path, *, trust_code: bool = False, isolate: bool | 
         handle_map=contents.handle_map,
         signatures=contents.signatures,
         outputs=contents.outputs,
+        shapes=contents.shapes,
         original_type=contents.manifest["original_type"],
         original_methods=contents.manifest["original_methods"],
         notes=contents.manifest.get("notes", {}),
@@ -281,6 +287,8 @@ def _check_format(manifest: Any) -> None:
             f"artifact format version {version!r} is not supported; this pipeline reads versions "
             f"{list(READABLE_VERSIONS)}. Lower the model again."
         )
+    if version < 5 and "shapes" in manifest:
+        raise MalformedInput(f"a version-{version} manifest has no 'shapes' (shape contracts are version 5).")
     if version < 3 and "partition" in manifest:
         raise MalformedInput(f"a version-{version} manifest has no 'partition' (partitioned artifacts are version 3).")
 
@@ -310,6 +318,15 @@ def _parse(manifest: dict[str, Any], raw: dict[str, bytes]) -> _Contents:
     compile_spec = {m: expect(sections["compile_spec"][m], dict, f"{where}: compile_spec.{m}") for m in methods}
     signatures = {m: MethodSignature.from_json(sections["signatures"][m], f"{where}: signatures.{m}") for m in methods}
     outputs = {m: OutputStructure.from_json(sections["outputs"][m], f"{where}: outputs.{m}") for m in methods}
+    recorded = member(manifest, "shapes", dict, where, default={})
+    unknown = sorted(set(recorded) - set(methods))
+    if unknown:
+        raise MalformedInput(f"{where}: shapes names methods {unknown} that are not lowered ({methods}).")
+    shapes = {
+        m: contract_from_json(recorded[m], list(runner_positions(signatures[m])), f"{where}: shapes.{m}")
+        for m in methods
+        if m in recorded
+    }
     handles = parse_json(raw["handles.json"], "handles.json", max_bytes=_MAX_BYTES["handles.json"])
     handle_map = HandleMap.from_json(handles, "handles.json")
     try:
@@ -338,4 +355,5 @@ def _parse(manifest: dict[str, Any], raw: dict[str, bytes]) -> _Contents:
         signatures,
         outputs,
         handle_map,
+        shapes,
     )

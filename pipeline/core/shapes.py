@@ -20,8 +20,9 @@ from typing import Any
 
 import torch
 
-from pipeline.core.errors import ShapeDeclarationError, did_you_mean, format_choices
-from pipeline.core.errors import ShapeError as ShapeError  # the error of this module's subject, importable here
+from pipeline.core.errors import ShapeDeclarationError as ShapeDeclarationError  # the errors of this subject
+from pipeline.core.errors import ShapeError as ShapeError
+from pipeline.core.errors import did_you_mean, format_choices
 
 # graph_module.meta key: {symbol: declared name}, written by the capture, read by `input_shapes`
 DIMENSION_NAMES = "pipeline.dimension_names"
@@ -419,3 +420,80 @@ def scripted_contract(arguments: Mapping[str, Any], declaration: Declaration) ->
         sizes = tuple(per_dim.get(dim, int(size)) for dim, size in enumerate(example.shape))
         inputs.append(InputShape(name, sizes))
     return MethodShapes(tuple(inputs))
+
+
+# -- the record in an artifact ----------------------------------------------------------------------------
+
+MAX_RANK = 64  # dimensions of one tensor a record may describe
+
+
+def contract_to_json(shapes: MethodShapes) -> dict[str, Any]:
+    return {
+        "inputs": [
+            {
+                "argument": s.argument,
+                "sizes": [size.to_json() if isinstance(size, Dynamic) else size for size in s.sizes],
+            }
+            for s in shapes.inputs
+        ]
+    }
+
+
+def contract_from_json(data: Any, arguments: Sequence[str], where: str) -> MethodShapes:
+    """A method's contract as a manifest records it, checked as data: every argument one the method has,
+    every size a bounded integer, every name an identifier with one set of bounds."""
+    from pipeline.core.bounded_json import expect, member
+    from pipeline.core.errors import MalformedInput
+
+    expect(data, dict, where)
+    if set(data) != {"inputs"}:
+        raise MalformedInput(f"{where}: expected exactly the key 'inputs', got {sorted(map(str, data))}.")
+    items = member(data, "inputs", list, where)
+    if len(items) > len(arguments):
+        raise MalformedInput(f"{where}.inputs: {len(items)} entries for {len(arguments)} arguments.")
+    inputs: list[InputShape] = []
+    bounds: dict[str, Dynamic] = {}
+    for i, item in enumerate(items):
+        path = f"{where}.inputs[{i}]"
+        expect(item, dict, path)
+        if set(item) != {"argument", "sizes"}:
+            raise MalformedInput(f"{path}: expected the keys 'argument' and 'sizes', got {sorted(map(str, item))}.")
+        argument = member(item, "argument", str, path)
+        if argument not in arguments or any(s.argument == argument for s in inputs):
+            raise MalformedInput(
+                f"{path}.argument: {argument!r} is not an argument of the method, or is listed twice; "
+                f"its arguments: {format_choices(arguments)}."
+            )
+        raw_sizes = member(item, "sizes", list, path)
+        if len(raw_sizes) > MAX_RANK:
+            raise MalformedInput(f"{path}.sizes: {len(raw_sizes)} dimensions; at most {MAX_RANK}.")
+        sizes: list[Size] = []
+        for d, raw in enumerate(raw_sizes):
+            size = _size_from_json(raw, f"{path}.sizes[{d}]")
+            if isinstance(size, Dynamic) and bounds.setdefault(size.name, size) != size:
+                raise MalformedInput(f"{path}.sizes[{d}]: dimension {size.name!r} has two sets of bounds.")
+            sizes.append(size)
+        inputs.append(InputShape(argument, tuple(sizes)))
+    return MethodShapes(tuple(inputs))
+
+
+def _size_from_json(raw: Any, where: str) -> Size:
+    from pipeline.core.bounded_json import member
+    from pipeline.core.errors import MalformedInput
+
+    def bounded(value: Any, path: str) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= UNBOUNDED:
+            raise MalformedInput(f"{path}: expected an integer in 0..{UNBOUNDED}, got {value!r}.")
+        return value
+
+    if not isinstance(raw, dict):
+        return bounded(raw, where)
+    if set(raw) != {"name", "min", "max"}:
+        raise MalformedInput(f"{where}: expected the keys 'max', 'min', 'name', got {sorted(map(str, raw))}.")
+    name = member(raw, "name", str, where)
+    if not name.isidentifier() or len(name) > 200:
+        raise MalformedInput(f"{where}.name: {name[:200]!r} is not an identifier.")
+    low, high = bounded(raw["min"], f"{where}.min"), bounded(raw["max"], f"{where}.max")
+    if low > high:
+        raise MalformedInput(f"{where}: min ({low}) is greater than max ({high}).")
+    return Dynamic(name, low, high)
