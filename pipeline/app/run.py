@@ -13,6 +13,7 @@ directory is removed first.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import signal
 import threading
@@ -44,6 +45,7 @@ from pipeline.core.frontends import capture
 from pipeline.core.hashing import canonical_json, sha256_bytes
 from pipeline.core.lowering import lower
 from pipeline.core.profiling import profile
+from pipeline.core.shapes import contract_to_json
 
 log = logging.getLogger("pipeline")
 
@@ -185,6 +187,7 @@ def run_stages(
         lowered = lowering.module
         lower_timings.update(lowering.seconds.reported())
         report["backend_notes"] = lowered.notes
+        report["shapes"] = {m: contract_to_json(shapes) for m, shapes in lowered.shapes.items() if shapes.dynamic}
         if request.partition:
             report["partition"] = lowered.partition
             log.info("partition    %s", lowered.partition["summary"])
@@ -362,6 +365,9 @@ def _base_report(request: RunRequest, extra: dict[str, Any]) -> dict[str, Any]:
         "methods": list(request.compile_spec),
         "compile_spec": request.compile_spec,
         "debug_handles": request.debug_handles,
+        # as JSON writes it: a dimension's index is a string key
+        "dynamic_shapes": json.loads(json.dumps(request.dynamic_shapes)),
+        "shapes": None,
         "seed": request.seed,
         "verify": None,
         "latency": None,

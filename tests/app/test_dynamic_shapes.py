@@ -182,6 +182,10 @@ def test_the_mlp_with_a_dynamic_batch_is_verified_at_its_bounds_and_timed_per_sh
     report = run(request, tmp_path)
     jsonschema.validate(report, json.loads((SCHEMAS / "report.schema.json").read_text()))
     assert report["status"] == "ok", report["error"]
+    assert report["dynamic_shapes"] == {"forward": {"x": {"0": {"name": "batch", "min": 1, "max": 64}}}}
+    assert report["shapes"]["forward"]["inputs"] == [
+        {"argument": "x", "sizes": [{"name": "batch", "min": 1, "max": 64}, 64]}
+    ]
     checked = [(s["label"], s["point"], s["passed"], s["capped"]) for s in report["verify"]["shapes"]]
     assert checked == [
         ("example", {"batch": 2}, True, None),
