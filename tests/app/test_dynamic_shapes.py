@@ -194,3 +194,13 @@ def test_the_mlp_with_a_dynamic_batch_is_verified_at_its_bounds_and_timed_per_sh
     ]  # the between size (32) is the capped max: checked once
     assert [s["point"] for s in report["latency"]["shapes"]] == [{"batch": 1}, {"batch": 16}]
     assert json.loads((tmp_path / "report.json").read_text())["verify"]["shapes"] == report["verify"]["shapes"]
+
+
+def test_a_sweeps_summary_gives_the_shapes_passed_and_the_latency_per_shape(tmp_path):
+    from pipeline.app.summary import job_entry
+
+    shapes = [{"point": {"batch": 1}, "lowered_us": 46.02}, {"point": {"batch": 32, "seq": 8}, "lowered_us": 172.6}]
+    report = {"verify": {"shapes": [{"passed": True}, {"passed": False}]}, "latency": {"shapes": shapes}}
+    entry = job_entry(0, tmp_path, report)
+    assert entry["shapes_passed"] == "1/2"
+    assert entry["latency_per_shape"] == "batch=1: 46 us; batch=32, seq=8: 173 us"
