@@ -28,6 +28,7 @@ from pipeline.app.config import ConfigError, compose_config, validate
 from pipeline.app.faults import can_fork, exit_code_of, run_in_child
 from pipeline.app.run_files import REPORT, clear_earlier_run
 from pipeline.app.schema import RunRequest
+from pipeline.app.tables import format_point
 from pipeline.core.files import write_json
 
 log = logging.getLogger("pipeline")
@@ -285,6 +286,10 @@ def _print_summary(report: dict[str, Any], out_dir: Path) -> None:
             f"speedup {lat['speedup']:.2f}x ({lat['eager_us']:.1f} -> {lat['lowered_us']:.1f} us"
             f"{', UNSTABLE: rounds disagree' if lat.get('unstable') else ''})"
         )
+        parts += [
+            f"at {format_point(shape['point'])}: {shape['lowered_us']:.1f} us ({shape['speedup']:.2f}x)"
+            for shape in lat.get("shapes") or ()
+        ]
     log.info("%s | %s", report["status"].upper(), " | ".join(parts))
     log.info("outputs: %s", out_dir)
 

@@ -18,6 +18,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from pipeline.app.backend_loading import load_backend
+from pipeline.app.dynamic_config import check_latency_shapes, declaration
 from pipeline.app.run_files import RUN_FILES
 from pipeline.app.schema import (
     GROUPS,
@@ -38,7 +39,7 @@ from pipeline.core.errors import LoweringError, did_you_mean, format_choices
 from pipeline.core.frontends import TORCHSCRIPT_MODES
 from pipeline.core.spec import MAX_THREADS, SpecError, parse_compile_spec
 
-MODEL_RESERVED_KEYS = ("_target_", "example_inputs")
+MODEL_RESERVED_KEYS = ("_target_", "example_inputs", "dynamic_shapes")
 
 __all__ = [
     "ConfigError",
@@ -65,7 +66,7 @@ def validate(cfg: DictConfig) -> RunRequest:
     """Check a composed config without building anything expensive."""
     from pipeline.core.debug_handles import STRATEGIES
     from pipeline.core.frontends import class_methods
-    from pipeline.core.lowering import resolve_compile_spec
+    from pipeline.core.lowering import resolve_specs
 
     _check_top_level_keys(cfg)
     model = _section(cfg, "model")
@@ -101,9 +102,19 @@ def validate(cfg: DictConfig) -> RunRequest:
                 f"model.example_inputs has no inputs for method {method!r}; it has: {format_choices(example_inputs)}."
             )
     try:
-        compile_spec = resolve_compile_spec(backend, raw_spec, path="backend.compile_spec")
+        typed_specs, compile_spec = resolve_specs(backend, raw_spec, path="backend.compile_spec")
     except LoweringError as error:
         raise ConfigError(str(error)) from None
+    dynamic_shapes = declaration(
+        _plain(model.get("dynamic_shapes"), "model.dynamic_shapes"),
+        model_cls,
+        example_inputs,
+        list(compile_spec),
+        frontend,
+        mode,
+        backend,
+        typed_specs,
+    )
 
     options = _parse(RunOptions, {k: v for k, v in _plain(cfg, "").items() if k not in GROUPS}, "")
     tolerance = _backend_tolerance(backend_cfg, backend.name, compile_spec, options.verify)
@@ -112,6 +123,7 @@ def validate(cfg: DictConfig) -> RunRequest:
             f"threads: {options.threads} is not allowed; allowed: null (torch's default) or 1..{MAX_THREADS}."
         )
     _check_artifact_name(options.artifact_name)
+    check_latency_shapes(options.latency.shapes, dynamic_shapes, timed_method(list(compile_spec)))
     if options.partition and frontend != "export":
         raise ConfigError(
             f"partition=true splits exported programs; frontend {frontend!r} cannot be partitioned "
@@ -124,6 +136,7 @@ def validate(cfg: DictConfig) -> RunRequest:
         model_target=str(target),
         model_kwargs=model_kwargs,
         example_inputs={m: example_inputs[m] for m in compile_spec},
+        dynamic_shapes=dynamic_shapes,
         frontend=frontend,
         torchscript_mode=mode,
         backend_name=backend.name,
@@ -133,6 +146,11 @@ def validate(cfg: DictConfig) -> RunRequest:
         debug_handles=strategy,
         **{option.name: getattr(options, option.name) for option in dataclasses.fields(RunOptions)},
     )
+
+
+def timed_method(methods: list[str]) -> str:
+    """The method the latency stage times: forward if it is lowered, else the first."""
+    return "forward" if "forward" in methods else methods[0]
 
 
 def _backend_tolerance(

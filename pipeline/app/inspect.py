@@ -19,7 +19,7 @@ from typing import Any
 from pipeline.app.records import RecordError, named_file, parse_record, read_record
 from pipeline.app.run_files import PROFILE, REPORT
 from pipeline.app.summary import TABLE, summarize, table_rows
-from pipeline.app.tables import text_table
+from pipeline.app.tables import format_point, text_table
 from pipeline.core.artifact import read_artifact
 from pipeline.core.errors import ArtifactError
 
@@ -70,6 +70,18 @@ def render(data: dict[str, Any], show_all: bool = False) -> str:
                 f"latency: eager {lat['eager_us']:.1f} us, lowered {lat['lowered_us']:.1f} us, "
                 f"speedup {lat['speedup']:.2f}x"
             )
+            out += [
+                f"latency at {format_point(shape['point'])}: eager {shape['eager_us']:.1f} us, "
+                f"lowered {shape['lowered_us']:.1f} us, speedup {shape['speedup']:.2f}x"
+                for shape in lat.get("shapes") or ()
+            ]
+        out += [
+            f"verify at {shape['method']} {format_point(shape['point']) or 'example'} ({shape['label']}): "
+            f"max_abs_err={shape['max_abs_err']:.3g} passed={shape['passed']}"
+            + (f", capped from {shape['capped']['requested']}" if shape.get("capped") else "")
+            for shape in (report.get("verify") or {}).get("shapes") or ()
+            if shape["point"]
+        ]
     manifest = data.get("manifest")
     if manifest:
         out.append("")

@@ -13,6 +13,7 @@ directory is removed first.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import signal
 import threading
@@ -26,11 +27,14 @@ import torch
 
 from pipeline.app import outputs_record, run_lock
 from pipeline.app.backend_loading import load_backend
+from pipeline.app.config import timed_method
+from pipeline.app.dynamic_config import parameter_names
 from pipeline.app.faults import Interrupted, signals_deferred, signals_raise
 from pipeline.app.inputs import Call, as_example_inputs, make_call, make_method_calls
 from pipeline.app.latency import measure
 from pipeline.app.run_files import HANDLES, OUTPUTS, PROFILE, REPORT, clear_earlier_run
 from pipeline.app.schema import RunRequest
+from pipeline.app.shape_points import MethodPoints, bound_points, call_at
 from pipeline.app.targets import locate
 from pipeline.app.verify import verify
 from pipeline.core.artifact import artifact_bytes
@@ -41,6 +45,7 @@ from pipeline.core.frontends import capture
 from pipeline.core.hashing import canonical_json, sha256_bytes
 from pipeline.core.lowering import lower
 from pipeline.core.profiling import profile
+from pipeline.core.shapes import contract_to_json
 
 log = logging.getLogger("pipeline")
 
@@ -163,7 +168,12 @@ def run_stages(
         calls = make_method_calls(request.example_inputs, request.seed)
     with stages("capture"):
         captured = capture(
-            model, list(request.compile_spec), request.frontend, as_example_inputs(calls), request.torchscript_mode
+            model,
+            list(request.compile_spec),
+            request.frontend,
+            as_example_inputs(calls),
+            request.torchscript_mode,
+            dynamic_shapes=request.dynamic_shapes,
         )
     with stages("lower"):
         lowering = lower(
@@ -177,25 +187,33 @@ def run_stages(
         lowered = lowering.module
         lower_timings.update(lowering.seconds.reported())
         report["backend_notes"] = lowered.notes
+        report["shapes"] = {m: contract_to_json(shapes) for m, shapes in lowered.shapes.items() if shapes.dynamic}
         if request.partition:
             report["partition"] = lowered.partition
             log.info("partition    %s", lowered.partition["summary"])
     if request.verify.enabled:
         with stages("verify"):
-            result = verify(model, lowered, _input_sets(request, calls), request.tolerance.atol, request.tolerance.rtol)
+            result = verify(
+                model,
+                lowered,
+                _input_sets(request, calls),
+                request.tolerance.atol,
+                request.tolerance.rtol,
+                _bound_points(model, lowered, calls, request.verify.max_elements),
+            )
             report["verify"] = result.to_json()
+            for shape in result.shapes:
+                if shape["capped"]:
+                    log.info(
+                        "verify       %s %s capped by verify.max_elements: %s",
+                        shape["method"],
+                        shape["label"],
+                        shape["capped"],
+                    )
     if request.latency.enabled:
         with stages("latency"):
-            method = "forward" if "forward" in request.compile_spec else next(iter(request.compile_spec))
-            report["latency"] = measure(
-                method,
-                getattr(model, method),
-                getattr(lowered, method),
-                calls[method],
-                request.latency.warmup,
-                request.latency.iterations,
-                request.latency.rounds,
-            ).to_json()
+            method = timed_method(list(request.compile_spec))
+            report["latency"] = _latency(request, model, lowered, method, calls[method])
     if request.profile:
         with stages("profile"):
             report["profile"] = record_profile(lowered, as_example_inputs(calls), out_dir)
@@ -297,6 +315,44 @@ def _input_sets(request: RunRequest, calls: dict[str, Call]) -> dict[str, list[C
     }
 
 
+def _latency(request: RunRequest, model: torch.nn.Module, lowered: Any, method: str, call: Call) -> dict[str, Any]:
+    """The example's latency, and with ``latency.shapes`` each of those shapes', by the one lowered module."""
+    options = request.latency
+
+    def timed(at: Call) -> dict[str, Any]:
+        result = measure(
+            method,
+            getattr(model, method),
+            getattr(lowered, method),
+            at,
+            options.warmup,
+            options.iterations,
+            options.rounds,
+        )
+        return result.to_json()
+
+    record = timed(call)
+    if options.shapes:
+        names = parameter_names(model, method)
+        shapes = lowered.shapes.get(method)
+        record["shapes"] = []
+        for index, point in enumerate(options.shapes):
+            at = call_at(shapes, call, names, point, f"latency.shapes[{index}]")
+            record["shapes"].append({"point": dict(point), **timed(at)})
+    return record
+
+
+def _bound_points(
+    model: torch.nn.Module, lowered: Any, calls: dict[str, Call], max_elements: int
+) -> dict[str, MethodPoints]:
+    """For each method with dynamic dimensions, the shapes at their bounds and between."""
+    return {
+        method: bound_points(shapes, calls[method], parameter_names(model, method), max_elements)
+        for method, shapes in lowered.shapes.items()
+        if method in calls and shapes.dynamic
+    }
+
+
 def _base_report(request: RunRequest, extra: dict[str, Any]) -> dict[str, Any]:
     return {
         "status": "ok",
@@ -309,6 +365,9 @@ def _base_report(request: RunRequest, extra: dict[str, Any]) -> dict[str, Any]:
         "methods": list(request.compile_spec),
         "compile_spec": request.compile_spec,
         "debug_handles": request.debug_handles,
+        # as JSON writes it: a dimension's index is a string key
+        "dynamic_shapes": json.loads(json.dumps(request.dynamic_shapes)),
+        "shapes": None,
         "seed": request.seed,
         "verify": None,
         "latency": None,

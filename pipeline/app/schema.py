@@ -14,6 +14,7 @@ from typing import Any
 
 from pipeline.core.errors import FieldError, LoweringError, format_choices
 
+MAX_ELEMENTS_BOUND = 2**30  # verify.max_elements: an input of 4 GiB of float32 at most
 DTYPES = ("float32", "float64", "float16", "bfloat16", "int64", "int32", "bool")
 
 
@@ -84,10 +85,15 @@ class VerifyConfig:
     random_trials: int = 2  # fresh random inputs of the example shapes, besides the examples
     # Overrides the backend config's tolerance field by field: verify.tolerance.atol=0 alone keeps its rtol.
     tolerance: ToleranceOverride | None = field(default_factory=ToleranceOverride)
+    # With dynamic dimensions: the largest input (in elements) a bound is checked at; a bound whose input
+    # would be bigger is checked at the biggest size that fits, and report.json's verify.shapes says so.
+    max_elements: int = 2**20
 
     def __post_init__(self) -> None:
         if self.random_trials < 0:
             raise FieldError("random_trials", f"must be >= 0, not {self.random_trials}.")
+        if not 1 <= self.max_elements <= MAX_ELEMENTS_BOUND:
+            raise FieldError("max_elements", f"must be 1..{MAX_ELEMENTS_BOUND}, not {self.max_elements}.")
 
 
 @dataclass
@@ -96,18 +102,27 @@ class LatencyConfig:
     warmup: int = 5  # calls before timing, per side
     iterations: int = 20  # calls per timed round
     rounds: int = 5  # rounds, eager and lowered interleaved; medians are taken over them
+    # With dynamic dimensions: the shapes to measure besides the example's, each {dimension name: size},
+    # e.g. [{batch: 1}, {batch: 8}]; a dimension a point leaves out keeps its example size.
+    shapes: list[dict[str, int]] | None = None
 
     def __post_init__(self) -> None:
         for name, least in (("warmup", 0), ("iterations", 1), ("rounds", 1)):
             if getattr(self, name) < least:
                 raise FieldError(name, f"must be >= {least}, not {getattr(self, name)}.")
+        for index, point in enumerate(self.shapes or ()):
+            if not point:
+                raise FieldError(f"shapes[{index}]", "is empty; give {dimension name: size}, e.g. {batch: 8}.")
+            for name, size in point.items():
+                if size < 0:
+                    raise FieldError(f"shapes[{index}].{name}", f"must be >= 0, not {size}.")
 
 
 @dataclass
 class ConfigGroups:
     """The primary config's nodes of the config groups, as composed; `config.validate` resolves them."""
 
-    model: Any = None  # conf/model: `_target_`, constructor arguments, `example_inputs`
+    model: Any = None  # conf/model: `_target_`, constructor arguments, `example_inputs`, `dynamic_shapes`
     frontend: Any = None  # conf/frontend: `name`, and `mode` for torchscript
     backend: Any = None  # conf/backend: `name`, `_target_`, `tolerance`, `compile_spec`
     debug_handles: Any = None  # conf/debug_handles: `strategy`
@@ -147,6 +162,9 @@ class RunRequest(RunOptions):
     model_target: str
     model_kwargs: dict[str, Any]
     example_inputs: dict[str, MethodInputs]
+    # model.dynamic_shapes as `dynamic_config.declaration` read it: {method: "auto" | {argument: {dim: ...}}};
+    # None: every dimension static, as captured
+    dynamic_shapes: dict[str, Any] | None = None
     frontend: str
     torchscript_mode: str
     backend_name: str

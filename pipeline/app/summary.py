@@ -13,7 +13,7 @@ from typing import Any
 
 from pipeline.app.records import RecordError, read_record
 from pipeline.app.run_files import HYDRA_DIR, REPORT, SUMMARY_CSV, SUMMARY_JSON, SUMMARY_MD, SUMMARY_PNG
-from pipeline.app.tables import markdown_table
+from pipeline.app.tables import format_point, markdown_table
 from pipeline.core.files import write_atomic, write_json
 
 COLUMNS = [
@@ -28,6 +28,8 @@ COLUMNS = [
     "lowered_us",
     "speedup",
     "unstable",
+    "shapes_passed",
+    "latency_per_shape",
     "lowering_s",
     "artifact_sha256",
     "overrides",
@@ -72,10 +74,26 @@ def job_entry(num: int, job_dir: Path, report: dict[str, Any]) -> dict[str, Any]
         "lowered_us": latency.get("lowered_us"),
         "speedup": latency.get("speedup"),
         "unstable": latency.get("unstable"),
+        "shapes_passed": _shapes_passed(verify.get("shapes")),
+        "latency_per_shape": _latency_per_shape(latency.get("shapes")),
         "artifact_sha256": artifact.get("sha256"),
         "lowering_s": sum(timings.get(k, 0.0) for k in ("capture", "lower")) if timings else None,
         "dir": str(job_dir),
     }
+
+
+def _shapes_passed(shapes: Any) -> str | None:
+    """``3/4``: of the shapes verify checked (the example's and the dynamic bounds'), how many passed."""
+    if not isinstance(shapes, list) or len(shapes) < 2:
+        return None  # the example's shape alone: max_abs_err says it all
+    return f"{sum(bool(shape.get('passed')) for shape in shapes)}/{len(shapes)}"
+
+
+def _latency_per_shape(shapes: Any) -> str | None:
+    """``batch=1: 46 us; batch=32: 73 us``: the lowered latency at each of latency.shapes."""
+    if not isinstance(shapes, list) or not shapes:
+        return None
+    return "; ".join(f"{format_point(shape['point'])}: {shape['lowered_us']:.3g} us" for shape in shapes)
 
 
 def _missing(
@@ -133,6 +151,8 @@ TABLE = [
     "lowered_us",
     "speedup",
     "unstable",
+    "shapes_passed",
+    "latency_per_shape",
     "lowering_s",
     "overrides",
 ]

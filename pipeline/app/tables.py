@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 
@@ -33,3 +33,8 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
     lines += ["| " + " | ".join(escape(_cell(v)) for v in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def format_point(point: Mapping[str, int]) -> str:
+    """``batch=8, seq=128``: a shape by its dimension sizes, as the console and ``inspect`` name it."""
+    return ", ".join(f"{name}={size}" for name, size in point.items())

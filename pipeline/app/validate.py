@@ -40,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
         + f"), debug handles {request.debug_handles}, seed {request.seed}"
     )
     print("compile spec: " + json.dumps(request.compile_spec, sort_keys=True))
+    if request.dynamic_shapes:
+        print("dynamic shapes: " + json.dumps(request.dynamic_shapes, sort_keys=True))
     return 0
 
 

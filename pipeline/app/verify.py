@@ -1,4 +1,8 @@
-"""Numerics: lowered outputs against eager, on the example inputs and on fresh random ones.
+"""Numerics: lowered outputs against eager, on the example inputs, on fresh random ones, and for a method
+with dynamic dimensions at each dimension's bounds and between (`shape_points`).
+
+``shapes`` lists each shape checked, with its errors: the example's (its random trials included) first,
+then each bound, with where ``verify.max_elements`` capped it.
 
 Besides the largest errors (what the tolerance judges), a result records the
 mean absolute error and, for classifier-like outputs (2-D float tensors: a
@@ -16,6 +20,8 @@ from typing import Any
 import torch
 import torch.utils._pytree as pytree
 
+from pipeline.app.shape_points import MethodPoints
+
 
 @dataclass
 class VerifyResult:
@@ -28,6 +34,7 @@ class VerifyResult:
     worst: str  # which method and input set had the largest error
     mean_abs_err: float = 0.0  # over every output element of every trial
     agreement: float | None = None  # top-1 agreement over the rows of 2-D float outputs; None: none such
+    shapes: list[dict[str, Any]] = field(default_factory=list)  # per method and shape checked: its errors
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -98,31 +105,77 @@ def verify(
     input_sets: Mapping[str, Sequence[tuple[Any, ...]]],
     atol: float,
     rtol: float,
+    points: Mapping[str, MethodPoints] | None = None,
 ) -> VerifyResult:
-    """``input_sets`` maps each method to the calls to try, each ``(args, kwargs)``."""
-    max_abs, max_rel, passed, trials, worst = 0.0, 0.0, True, 0, ""
-    error_sum, elements, agreeing, rows = 0.0, 0, 0, 0
+    """``input_sets`` maps each method to the calls to try at the example's shapes, each ``(args, kwargs)``;
+    ``points``, each method with dynamic dimensions to the other shapes to check."""
+    total = _Totals()
+    shapes = []
     with torch.no_grad():
         for method, sets in input_sets.items():
+            method_points = (points or {}).get(method, MethodPoints())
+            example = _Totals()
             for index, (args, kwargs) in enumerate(sets):
-                expected = getattr(eager, method)(*args, **kwargs)
-                actual = getattr(lowered, method)(*args, **kwargs)
-                compared = compare_outputs(expected, actual)
-                trials += 1
-                if compared.max_abs >= max_abs:
-                    worst = f"{method}[{'example' if index == 0 else f'random {index}'}]"
-                max_abs, max_rel = max(max_abs, compared.max_abs), max(max_rel, compared.max_rel)
-                passed = passed and compared.close(atol, rtol)
-                error_sum, elements = error_sum + compared.error_sum, elements + compared.elements
-                agreeing, rows = agreeing + compared.agreeing, rows + compared.rows
+                label = f"{method}[{'example' if index == 0 else f'random {index}'}]"
+                compared = _compare(eager, lowered, method, args, kwargs)
+                example.add(compared, label, atol, rtol)
+                total.add(compared, label, atol, rtol)
+            shapes.append(example.shape(method, "example", method_points.example, None))
+            for point in method_points.points:
+                compared = _compare(eager, lowered, method, *point.call)
+                one = _Totals()
+                one.add(compared, f"{method}[{point.label}]", atol, rtol)
+                total.add(compared, f"{method}[{point.label}]", atol, rtol)
+                shapes.append(one.shape(method, point.label, point.point, point.capped))
     return VerifyResult(
-        max_abs,
-        max_rel,
+        total.max_abs,
+        total.max_rel,
         atol,
         rtol,
-        passed,
-        trials,
-        worst,
-        mean_abs_err=error_sum / elements if elements else 0.0,
-        agreement=agreeing / rows if rows else None,
+        total.passed,
+        total.trials,
+        total.worst,
+        mean_abs_err=total.error_sum / total.elements if total.elements else 0.0,
+        agreement=total.agreeing / total.rows if total.rows else None,
+        shapes=shapes,
     )
+
+
+def _compare(eager: Any, lowered: Any, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Comparison:
+    return compare_outputs(getattr(eager, method)(*args, **kwargs), getattr(lowered, method)(*args, **kwargs))
+
+
+@dataclass
+class _Totals:
+    """The errors of several calls together: the largest, their sum, and whether every call passed."""
+
+    max_abs: float = 0.0
+    max_rel: float = 0.0
+    passed: bool = True
+    trials: int = 0
+    worst: str = ""
+    error_sum: float = 0.0
+    elements: int = 0
+    agreeing: int = 0
+    rows: int = 0
+
+    def add(self, compared: Comparison, label: str, atol: float, rtol: float) -> None:
+        self.trials += 1
+        if compared.max_abs >= self.max_abs:
+            self.worst = label
+        self.max_abs, self.max_rel = max(self.max_abs, compared.max_abs), max(self.max_rel, compared.max_rel)
+        self.passed = self.passed and compared.close(atol, rtol)
+        self.error_sum, self.elements = self.error_sum + compared.error_sum, self.elements + compared.elements
+        self.agreeing, self.rows = self.agreeing + compared.agreeing, self.rows + compared.rows
+
+    def shape(self, method: str, label: str, point: dict[str, int], capped: Any) -> dict[str, Any]:
+        return {
+            "method": method,
+            "label": label,
+            "point": dict(point),
+            "max_abs_err": self.max_abs,
+            "max_rel_err": self.max_rel,
+            "passed": self.passed,
+            "trials": self.trials,
+            "capped": capped.to_json() if capped is not None else None,
+        }

@@ -357,7 +357,8 @@ def cli(*args):
         ("seeed=3", "seeed: no such key; the config has: "),
         (
             "verify.enabld=false",
-            "verify.enabld: no such key; verify has: 'enabled', 'random_trials', 'tolerance'. Did you mean 'enabled'?",
+            "verify.enabld: no such key; verify has: 'enabled', 'random_trials', 'tolerance', 'max_elements'. "
+            "Did you mean 'enabled'?",
         ),
         ("lattency.rounds=2", "lattency: no such key; the config has: 'model', "),
     ],
@@ -383,7 +384,7 @@ def test_hydras_own_composition_errors_exit_2_with_a_did_you_mean_and_a_report(t
         ),
         (
             "verify.tolerence.atol",
-            "verify.tolerence: no such key; verify has: 'enabled', 'random_trials', 'tolerance'. "
+            "verify.tolerence: no such key; verify has: 'enabled', 'random_trials', 'tolerance', 'max_elements'. "
             "Did you mean 'tolerance'?",
         ),
         ("latency.rounds.x", "latency.rounds.x: no such key; latency.rounds is a value (5), not a section."),
