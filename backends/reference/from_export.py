@@ -32,6 +32,7 @@ from typing import Any, cast
 import torch
 from torch.export.graph_signature import InputKind, OutputKind
 
+from pipeline.backends.reference import symbolic
 from pipeline.backends.reference.program import NO_HANDLE, Block, InputSpec, Instruction, MethodProgram, Ref
 from pipeline.core.backend import LoweringError, describe_node
 
@@ -113,7 +114,7 @@ class _Converter:
                 env[node] = env[node.args[0]][node.args[1]]  # one result of a cond
             elif node.op == "call_function":
                 env[node] = Ref(next(self.value_ids))
-                op = "prim::TupleIndex" if node.target is operator.getitem else describe_node(node).op
+                op = _op_name(node)
                 args = [operand(a) for a in node.args]
                 kwargs = {key: operand(value) for key, value in node.kwargs.items()}
                 instructions.append(
@@ -168,6 +169,16 @@ class _Converter:
                     "(training-mode BatchNorm changes its buffers)."
                 )
         return [operand(value) for value in cast(Sequence[Any], node.args[0])]
+
+
+def _op_name(node: torch.fx.Node) -> str:
+    """The instruction's op: the node's overload, or for Python's own calls on sizes the builtin that
+    computes them (a call without one keeps its Python name, which the compiler rejects)."""
+    if node.target is operator.getitem:
+        return "prim::TupleIndex"
+    if symbolic.is_symbolic_call(node):
+        return symbolic.builtin_for(node) or describe_node(node).op
+    return describe_node(node).op
 
 
 def _input_spec(value: int, node: torch.fx.Node) -> InputSpec:
