@@ -6,7 +6,8 @@ shape-generic ops such as ``flatten`` (so the program runs other batch sizes).
 When an in-place op writes through a view in a way that pass will not rewrite,
 the compiler converts the program `functionalize` returns instead: torch's own
 functionalization (``run_decompositions({})``), which turns such writes into
-``*_scatter`` ops but bakes the example's shapes into views. Either way the
+``*_scatter`` ops but bakes the example's static sizes into views (a
+symbolic size stays symbolic: `symbolic` computes it). Either way the
 nodes keep their stack traces and module stacks: `assign_handles` issues debug
 handles on the graphs the program was converted from, so they point at the
 user's source lines.

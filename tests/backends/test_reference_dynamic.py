@@ -143,6 +143,23 @@ def test_pythons_arithmetic_on_sizes_becomes_builtins_that_run_at_every_size():
         backend_checks.assert_same_outputs(SizeArithmetic()(y), lowered(y), **TOLERANCE)
 
 
+class WriteThroughAView(nn.Module):
+    def forward(self, x):
+        y = x * 2
+        y.view(y.shape[0] * 5, 1)[1:] += 1.0
+        return y.flatten()
+
+
+def test_a_write_through_a_view_compiles_from_torchs_functionalization_with_its_sizes_still_computed():
+    program = export_dynamic(WriteThroughAView(), (torch.randn(4, 5),), {}, {"x": {0: ("batch", BATCH)}})
+    lowered = lower(program)
+    listing = to_text(parse(lowered.payload).methods["forward"])
+    assert "aten::slice_scatter" in listing and "aten::view(%2, [%3, 1])" in listing and "[20, 1]" not in listing
+    for batch in (1, 7, 64):
+        x = torch.randn(batch, 5)
+        backend_checks.assert_same_outputs(WriteThroughAView()(x), lowered(x), **TOLERANCE)
+
+
 class CheckedSlice(nn.Module):
     def forward(self, x, n):
         k = n.item()
