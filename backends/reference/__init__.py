@@ -87,13 +87,15 @@ TorchScript's does, so a template reads no attribute:
 * functional writes (torch's functionalization of ``x[i] = v``):
   ``aten::select_scatter``, ``slice_scatter``, ``index_put``, ``copy``, ``fill``;
 * shapes, views, copies, conversions: ``aten::size``, ``sym_size``, ``dim``,
-  ``numel``, ``reshape``, ``view``, ``_unsafe_view``, ``flatten``,
-  ``unflatten``, ``transpose``, ``permute``, ``t``, ``contiguous``, ``clone``,
-  ``alias``, ``lift_fresh_copy``, ``detach``, ``to``, ``_to_copy``, ``type_as``, ``unsqueeze``,
-  ``squeeze``, ``select``, ``slice``, ``expand``, ``cat``, ``split``,
-  ``split_with_sizes``, ``unbind``, ``chunk``, ``item``, and export's
-  ``_assert_tensor_metadata`` (a no-op: the program is specialized already),
-  ``_assert_scalar`` and ``sym_constrain_range_for_size`` (its run-time checks);
+  ``numel``, ``sym_numel``, ``reshape``, ``view``, ``_unsafe_view``,
+  ``flatten``, ``unflatten``, ``transpose``, ``permute``, ``t``,
+  ``contiguous``, ``clone``, ``alias``, ``lift_fresh_copy``, ``detach``,
+  ``to``, ``_to_copy``, ``type_as``, ``unsqueeze``, ``squeeze``, ``select``,
+  ``slice``, ``expand``, ``cat``, ``split``, ``split_with_sizes``, ``unbind``,
+  ``chunk``, ``item``, and export's ``_assert_tensor_metadata`` (a no-op: the
+  program is specialized already), ``_assert_scalar`` and
+  ``sym_constrain_range_for_size`` (its run-time checks, which raise when
+  they fail);
 * TorchScript scalar builtins: ``aten::eq``, ``ne``, ``lt``, ``le``, ``gt``,
   ``ge``, ``__not__``, ``__and__``, ``__or__``, ``floordiv``, ``remainder``,
   ``Int``, ``Float``, ``Bool``, ``ScalarImplicit``, ``any``, ``all``,

@@ -197,6 +197,7 @@ SUPPORTED_OPS: dict[str, OpDef] = {
     # Shapes, views and copies.
     "aten::size": OpDef("size of one dim, or all sizes"),
     "aten::sym_size": OpDef("size of one dim (export)"),
+    "aten::sym_numel": OpDef("number of elements (export, of a tensor with symbolic sizes)"),
     "aten::dim": OpDef("number of dims"),
     "aten::numel": OpDef("number of elements"),
     "aten::reshape": OpDef("reshape"),

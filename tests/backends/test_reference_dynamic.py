@@ -127,7 +127,8 @@ class SizeArithmetic(nn.Module):
         ramp = torch.arange(s * 3 - b // 2, dtype=torch.float32)
         wide = x[:, :, :1].expand(b, s, 4)
         scalars = (s - b) * 1.5 + s / b + (b * s) // 4 + max(s, b) + min(s, b) + math.ceil(s / 2) + math.floor(s / 3)
-        return flat.sum() + zeros.sum() + ramp.sum() + wide.sum() + scalars + s**2 + (s * b) % 5
+        strided = x.transpose(0, 1).contiguous().stride(1) + x.reshape(x.numel()).sum()
+        return flat.sum() + zeros.sum() + ramp.sum() + wide.sum() + scalars + s**2 + (s * b) % 5 + strided
 
 
 def test_pythons_arithmetic_on_sizes_becomes_builtins_that_run_at_every_size():
@@ -135,8 +136,9 @@ def test_pythons_arithmetic_on_sizes_becomes_builtins_that_run_at_every_size():
     program = torch.export.export(SizeArithmetic(), (x,), dynamic_shapes={"x": {0: Dim.DYNAMIC, 1: Dim.DYNAMIC}})
     lowered = lower(program)
     listing = to_text(parse(lowered.payload).methods["forward"])
-    for builtin in ("mul.int(", "floordiv.int(", "div.int(", "Float.int(", "mul.float(", "prim::max.int(",
-                    "prim::min.int(", "math::ceil(", "math::floor(", "pow.int_to_int(", "remainder.int("):  # fmt: skip
+    builtins = "mul.int( floordiv.int( div.int( Float.int( mul.float( prim::max.int( prim::min.int( math::ceil( "
+    builtins += "math::floor( pow.int_to_int( remainder.int( sym_numel("
+    for builtin in builtins.split():
         assert builtin in listing
     for shape in [(2, 2, 4), (9, 3, 4), (5, 17, 4)]:
         y = torch.randn(shape)
