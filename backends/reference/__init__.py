@@ -26,6 +26,14 @@ afterwards is never rewritten. Exported programs where that is not enough
 (``run_decompositions({})``) instead. Debug handles are issued on the graphs
 the program was compiled from, so they point at the user's source lines.
 
+Dynamic dimensions stay dynamic: an exported program with symbolic sizes
+reads them with ``aten::sym_size`` and computes further sizes with Python's
+arithmetic (``operator.mul(batch, 4)``); each such call becomes the scalar
+builtin that computes it on numbers (`symbolic`), so the instruction list
+computes every size from the actual inputs at run time and bakes in none
+(``dynamic_shapes = ("export", "torchscript")``: a scripted program never
+knew its sizes). A static program has no such nodes and compiles as before.
+
 Ops left that the backend cannot run are reported all at once as
 `pipeline.UnsupportedOpError`: one line per op with its count, its first
 source line and module path, and why (with the way out), at most eight ops
@@ -79,16 +87,21 @@ TorchScript's does, so a template reads no attribute:
 * functional writes (torch's functionalization of ``x[i] = v``):
   ``aten::select_scatter``, ``slice_scatter``, ``index_put``, ``copy``, ``fill``;
 * shapes, views, copies, conversions: ``aten::size``, ``sym_size``, ``dim``,
-  ``numel``, ``reshape``, ``view``, ``_unsafe_view``, ``flatten``,
-  ``unflatten``, ``transpose``, ``permute``, ``t``, ``contiguous``, ``clone``,
-  ``alias``, ``lift_fresh_copy``, ``detach``, ``to``, ``_to_copy``, ``type_as``, ``unsqueeze``,
-  ``squeeze``, ``select``, ``slice``, ``expand``, ``cat``, ``split``,
-  ``split_with_sizes``, ``unbind``, ``chunk``, and export's
-  ``_assert_tensor_metadata`` (a no-op: the program is specialized already);
+  ``numel``, ``sym_numel``, ``reshape``, ``view``, ``_unsafe_view``,
+  ``flatten``, ``unflatten``, ``transpose``, ``permute``, ``t``,
+  ``contiguous``, ``clone``, ``alias``, ``lift_fresh_copy``, ``detach``,
+  ``to``, ``_to_copy``, ``type_as``, ``unsqueeze``, ``squeeze``, ``select``,
+  ``slice``, ``expand``, ``cat``, ``split``, ``split_with_sizes``, ``unbind``,
+  ``chunk``, ``item``, and export's ``_assert_tensor_metadata`` (a no-op: the
+  program is specialized already), ``_assert_scalar`` and
+  ``sym_constrain_range_for_size`` (its run-time checks, which raise when
+  they fail);
 * TorchScript scalar builtins: ``aten::eq``, ``ne``, ``lt``, ``le``, ``gt``,
   ``ge``, ``__not__``, ``__and__``, ``__or__``, ``floordiv``, ``remainder``,
   ``Int``, ``Float``, ``Bool``, ``ScalarImplicit``, ``any``, ``all``,
-  ``prim::min``, ``prim::max``;
+  ``prim::min``, ``prim::max``, and Python's ``math::ceil`` and
+  ``math::floor`` of a number (what export's arithmetic on symbolic sizes
+  becomes: ``operator.mul``, ``sym_max``, ``math.ceil``, ...);
 * TorchScript lists, tuples, strings: ``aten::len``, ``list``, ``__getitem__``,
   ``__contains__``, ``__is__``, ``__isnot__``, ``append``, ``format``, ``warn``,
   ``prim::ListConstruct``, ``ListUnpack``, ``TupleConstruct``, ``TupleUnpack``, ``DictConstruct``,

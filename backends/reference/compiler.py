@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from pipeline.backends.reference import from_export, from_torchscript, ops, passes
+from pipeline.backends.reference import from_export, from_torchscript, ops, passes, symbolic
 from pipeline.backends.reference.compile_spec import ReferenceCompileSpec
 from pipeline.backends.reference.program import (
     NO_HANDLE,
@@ -171,12 +171,19 @@ def why_not_runnable(instruction: Instruction) -> str:
 def node_support(node: Any) -> bool | str:
     """`Backend.supports` for one FX node: the op table (``ops.SUPPORTED_OPS``) and the same checks
     `find_problems` makes on the instruction the node would become (in-place writes, training flags,
-    constants a program cannot hold), so that what it accepts, preprocess compiles."""
+    constants a program cannot hold), so that what it accepts, preprocess compiles. Python's arithmetic on
+    symbolic sizes is judged as the builtin it becomes (`symbolic.builtin_for`)."""
     if node.op != "call_function":
         return f"is a {node.op} node"
     if node.target is operator.getitem:
         return True
-    if not isinstance(node.target, torch._ops.OpOverload):  # torch.cond and other higher-order ops
+    if symbolic.is_symbolic_call(node):
+        op = symbolic.builtin_for(node)
+        if op is None:
+            return symbolic.unsupported_reason(node)
+    elif isinstance(node.target, torch._ops.OpOverload):
+        op = describe_node(node).op
+    else:  # torch.cond and other higher-order ops
         return "is not an ATen op; the reference backend runs torch.cond only in a whole program, not in a partition"
 
     def refs(value: Any) -> Any:
@@ -186,9 +193,7 @@ def node_support(node: Any) -> bool | str:
             else (type(value)(refs(v) for v in value) if isinstance(value, (list, tuple)) else value)
         )
 
-    instruction = Instruction(
-        describe_node(node).op, [refs(a) for a in node.args], {k: refs(v) for k, v in node.kwargs.items()}, [0]
-    )
+    instruction = Instruction(op, [refs(a) for a in node.args], {k: refs(v) for k, v in node.kwargs.items()}, [0])
     return why_not_runnable(instruction) or True
 
 

@@ -6,7 +6,8 @@ shape-generic ops such as ``flatten`` (so the program runs other batch sizes).
 When an in-place op writes through a view in a way that pass will not rewrite,
 the compiler converts the program `functionalize` returns instead: torch's own
 functionalization (``run_decompositions({})``), which turns such writes into
-``*_scatter`` ops but bakes the example's shapes into views. Either way the
+``*_scatter`` ops but bakes the example's static sizes into views (a
+symbolic size stays symbolic: `symbolic` computes it). Either way the
 nodes keep their stack traces and module stacks: `assign_handles` issues debug
 handles on the graphs the program was converted from, so they point at the
 user's source lines.
@@ -32,6 +33,7 @@ from typing import Any, cast
 import torch
 from torch.export.graph_signature import InputKind, OutputKind
 
+from pipeline.backends.reference import symbolic
 from pipeline.backends.reference.program import NO_HANDLE, Block, InputSpec, Instruction, MethodProgram, Ref
 from pipeline.core.backend import LoweringError, describe_node
 
@@ -113,7 +115,7 @@ class _Converter:
                 env[node] = env[node.args[0]][node.args[1]]  # one result of a cond
             elif node.op == "call_function":
                 env[node] = Ref(next(self.value_ids))
-                op = "prim::TupleIndex" if node.target is operator.getitem else describe_node(node).op
+                op = _op_name(node)
                 args = [operand(a) for a in node.args]
                 kwargs = {key: operand(value) for key, value in node.kwargs.items()}
                 instructions.append(
@@ -168,6 +170,16 @@ class _Converter:
                     "(training-mode BatchNorm changes its buffers)."
                 )
         return [operand(value) for value in cast(Sequence[Any], node.args[0])]
+
+
+def _op_name(node: torch.fx.Node) -> str:
+    """The instruction's op: the node's overload, or for Python's own calls on sizes the builtin that
+    computes them (a call without one keeps its Python name, which the compiler rejects)."""
+    if node.target is operator.getitem:
+        return "prim::TupleIndex"
+    if symbolic.is_symbolic_call(node):
+        return symbolic.builtin_for(node) or describe_node(node).op
+    return describe_node(node).op
 
 
 def _input_spec(value: int, node: torch.fx.Node) -> InputSpec:

@@ -50,6 +50,8 @@ class ReferenceBackend(Backend):
 
     name = "reference"
     accepts = ("torchscript", "export")
+    # Exported programs compute their symbolic sizes at run time (`symbolic`); scripted ones never knew them.
+    dynamic_shapes = ("export", "torchscript")
     CompileSpec = ReferenceCompileSpec
     preprocess = staticmethod(preprocess)
 

@@ -13,6 +13,7 @@ and the interpreter looks kernels up in it: one table for both.
 from __future__ import annotations
 
 import functools
+import math
 import operator
 import re
 import warnings
@@ -196,6 +197,7 @@ SUPPORTED_OPS: dict[str, OpDef] = {
     # Shapes, views and copies.
     "aten::size": OpDef("size of one dim, or all sizes"),
     "aten::sym_size": OpDef("size of one dim (export)"),
+    "aten::sym_numel": OpDef("number of elements (export, of a tensor with symbolic sizes)"),
     "aten::dim": OpDef("number of dims"),
     "aten::numel": OpDef("number of elements"),
     "aten::reshape": OpDef("reshape"),
@@ -215,6 +217,11 @@ SUPPORTED_OPS: dict[str, OpDef] = {
     "aten::type_as": OpDef("convert to another tensor's dtype"),
     "aten::_unsafe_view": OpDef("view with a new shape (export's form of reshape)"),
     "aten::_assert_tensor_metadata": OpDef("export's check of the example's metadata: a no-op", kernel=_no_op),
+    "aten::_assert_scalar": OpDef("export's run-time check of a size: raises when it is false", side_effects=True),
+    "aten::sym_constrain_range_for_size": OpDef(
+        "export's run-time check that a number read from a tensor is a valid size", side_effects=True
+    ),
+    "aten::item": OpDef("a one-element tensor as a number"),
     "aten::unsqueeze": OpDef("insert a dim of size 1"),
     "aten::squeeze": OpDef("remove dims of size 1"),
     "aten::select": OpDef("index one dim (or a list)", overload_kernels=(("t", operator.getitem),)),
@@ -245,6 +252,10 @@ SUPPORTED_OPS: dict[str, OpDef] = {
     "aten::all": OpDef("all(list)"),
     "prim::min": OpDef("min of numbers"),
     "prim::max": OpDef("max of numbers"),
+    # Python's rounding of a number, which export's arithmetic on symbolic sizes calls (ATen's ceil and floor
+    # of tensors are not in the table).
+    "math::ceil": OpDef("math.ceil of a number", kernel=math.ceil),
+    "math::floor": OpDef("math.floor of a number", kernel=math.floor),
     # TorchScript list, tuple and string builtins.
     "aten::len": OpDef("len(x)", kernel=len),
     "aten::list": OpDef("a copy of a list", kernel=list, aliases_inputs=True),
