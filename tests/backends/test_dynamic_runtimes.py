@@ -135,7 +135,7 @@ def test_openvino_inputs_carry_the_bounds():
     import openvino
 
     _, _, _, lowered = lower_zoo("openvino", "transformer")
-    runner = lowered.runtime_binding.runners["forward"]
+    runner = lowered.compiled("forward")
     expected = openvino.PartialShape([openvino.Dimension(*BATCH), openvino.Dimension(*SEQ), 32])
     assert runner.model.inputs[0].get_partial_shape() == expected
     assert runner.compiled.inputs[0].get_partial_shape() == expected
@@ -147,7 +147,7 @@ def test_openvino_static_program_keeps_static_shapes():
     model = zoo.build("cnn")
     inputs = zoo.example_inputs("cnn")
     lowered = pipeline.to_backend("openvino", model, {"forward": {}}, example_inputs=inputs)
-    runner = lowered.runtime_binding.runners["forward"]
+    runner = lowered.compiled("forward")
     assert runner.model.inputs[0].get_partial_shape() == openvino.PartialShape([2, 3, 16, 16])
 
 
