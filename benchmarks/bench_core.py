@@ -30,9 +30,10 @@ from pipeline.core.debug_handles import STRATEGIES, DebugHandleGenerator
 
 class TrivialBackend(pipeline.Backend):
     def compile(self, payload, method_compile_spec):
-        return {method: method for method in method_compile_spec}
+        return {method: self.execute for method in method_compile_spec}
 
-    def execute(self, handle, inputs):
+    @staticmethod
+    def execute(inputs):
         x, h = inputs
         return [x + h, x - h]
 
@@ -43,10 +44,9 @@ def bench_call_overhead(calls: int, rounds: int) -> dict:
     model = zoo.BasicModule()
     x, h = torch.randn(5), torch.randn(5)
     lowered = pipeline.to_backend("bench_trivial", model, {"forward": {}}, example_inputs={"forward": (x, h)})
-    backend, handle = TrivialBackend(), "forward"
     candidates = {
         "eager": (model, (x, h)),
-        "execute": (lambda a, b: backend.execute(handle, [a, b]), (x, h)),
+        "execute": (lambda a, b: TrivialBackend.execute([a, b]), (x, h)),
         "lowered": (lowered, (x, h)),
     }
     samples = {name: [] for name in candidates}
@@ -121,6 +121,38 @@ def bench_handles(sizes) -> list:
     return rows
 
 
+def bench_shape_check(calls: int, rounds: int) -> dict:
+    """The shape contract's check per call (issue 19): a runner that returns at once, called bare and
+    behind the check of the zoo MLP's contract, static and with a dynamic batch."""
+    from pipeline.core.shape_check import checked_runner
+    from pipeline.core.shapes import Dynamic, InputShape, MethodShapes
+
+    def bare(inputs):
+        return inputs
+
+    x = torch.randn(2, 64)
+    contracts = {
+        "static": MethodShapes((InputShape("x", (2, 64)),)),
+        "dynamic": MethodShapes((InputShape("x", (Dynamic("batch", 1, 64), 64)),)),
+    }
+    runners = {"bare": bare, **{k: checked_runner(bare, c, {"x": 0}, "forward", "MLP") for k, c in contracts.items()}}
+    samples = {name: [] for name in runners}
+    inputs = [x]
+    for _ in range(rounds):
+        for name, runner in runners.items():
+            start = time.perf_counter()
+            for _ in range(calls):
+                runner(inputs)
+            samples[name].append((time.perf_counter() - start) / calls * 1e6)
+    medians = {name: statistics.median(values) for name, values in samples.items()}
+    return {
+        "calls_per_round": calls,
+        "rounds": rounds,
+        "median_us": medians,
+        "check_us": {k: medians[k] - medians["bare"] for k in contracts},
+    }
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calls", type=int, default=5000)
@@ -141,6 +173,12 @@ def main(argv=None) -> int:
     print(f"lowered - execute: {calls['overhead_over_execute_us']:.2f} us/call (target <= 3)")
     print(f"lowered / eager:   {calls['lowered_over_eager']:.2f}x (PyTorch's own lowered module: ~2.3x)\n")
 
+    shapes = bench_shape_check(args.calls * 10, args.rounds)
+    print("Shape-contract check per call, zoo MLP input (a runner that returns at once)")
+    for name, value in shapes["check_us"].items():
+        print(f"{name:<10}{value:>10.3f} us/call (target <= 1)")
+    print()
+
     handles = bench_handles(args.sizes)
     print("Debug-handle issuing")
     print(f"{'graph':<13}{'nodes':>8}  {'strategy':<11}{'seconds':>9}{'us/node':>9}")
@@ -153,6 +191,7 @@ def main(argv=None) -> int:
         {
             "benchmark": "core",
             "call_overhead": calls,
+            "shape_check": shapes,
             "debug_handles": handles,
         },
     )

@@ -18,8 +18,11 @@ from pipeline.core.backend import MethodRunner
 from pipeline.core.shapes import Dynamic, InputShape, MethodShapes, ShapeError
 from pipeline.core.signature import CONSTANT, EVERY_VALUE, VAR_KEYWORD, VAR_POSITIONAL, MethodSignature
 
-# (input position, shape it must have exactly, or None; dynamic dims as (dim, min, max, name))
-_Plan = tuple[tuple[int, InputShape, tuple[int, ...] | None, int, tuple[tuple[int, int, int, str], ...]], ...]
+# per tensor input: (position, its shape, exact sizes or None, the lowest and highest size of each dimension,
+# its dynamic dimensions as (dimension, name))
+_Plan = tuple[
+    tuple[int, InputShape, tuple[int, ...] | None, tuple[int, ...], tuple[int, ...], tuple[tuple[int, str], ...]], ...
+]
 
 
 def runner_positions(signature: MethodSignature) -> dict[str, int]:
@@ -42,16 +45,18 @@ def checked_runner(
             positions[shape.argument],
             shape,
             None if shape.dynamic else tuple(int(s) for s in shape.sizes),  # type: ignore[arg-type]
-            len(shape.sizes),
-            tuple((d, s.min, s.max, s.name) for d, s in enumerate(shape.sizes) if isinstance(s, Dynamic)),
+            tuple(s.min if isinstance(s, Dynamic) else s for s in shape.sizes),
+            tuple(s.max if isinstance(s, Dynamic) else s for s in shape.sizes),
+            tuple((d, s.name) for d, s in enumerate(shape.sizes) if isinstance(s, Dynamic)),
         )
         for shape in shapes.inputs
         if shape.argument in positions
     )
-    shared = len(shapes.dimensions) < sum(len(entry[4]) for entry in plan)  # a name sizes two places
+    shared = len(shapes.dimensions) < sum(len(entry[5]) for entry in plan)  # a name sizes two places
 
     def check(inputs: list[Any]) -> None:
-        for index, shape, exact, rank, dynamic in plan:
+        # plain loops and comparisons: this runs on every call (about 0.3 us for the MLP's one input)
+        for index, shape, exact, lows, highs, _ in plan:
             value = inputs[index]
             if not isinstance(value, Tensor):  # not a tensor: the generated argument check says why
                 continue
@@ -59,12 +64,12 @@ def checked_runner(
             if exact is not None:
                 if size != exact:
                     raise _shape_error(method, name, shape, size)
-            elif (
-                len(size) != rank
-                or any(not low <= size[d] <= high for d, low, high, _ in dynamic)
-                or _statics_differ(size, shape)
-            ):
+                continue
+            if len(size) != len(lows):
                 raise _shape_error(method, name, shape, size)
+            for n, low, high in zip(size, lows, highs):
+                if n < low or n > high:
+                    raise _shape_error(method, name, shape, size)
         if shared:
             _check_shared(plan, inputs, name)
 
@@ -83,14 +88,10 @@ def checked_runner(
     return run
 
 
-def _statics_differ(size: Any, shape: InputShape) -> bool:
-    return any(not isinstance(s, Dynamic) and n != s for n, s in zip(size, shape.sizes))
-
-
 def _check_shared(plan: _Plan, inputs: list[Any], name: str) -> None:
     seen: dict[str, tuple[str, int, int]] = {}
-    for index, shape, _, _, dynamic in plan:
-        for d, _, _, dim_name in dynamic:
+    for index, shape, _, _, _, dynamic in plan:
+        for d, dim_name in dynamic:
             value = inputs[index]
             if not isinstance(value, Tensor):
                 continue
