@@ -22,7 +22,14 @@ from typing import Any
 import torch
 
 from pipeline.backends.inductor.compile_spec import NAME, InductorCompileSpec
-from pipeline.core.backend import LoweringError, PreprocessResult, exported_method, pack_parts
+from pipeline.core.backend import (
+    Dynamic,
+    LoweringError,
+    PreprocessResult,
+    exported_method,
+    input_shapes,
+    pack_parts,
+)
 
 PACKAGE_NAME = "model.pt2"  # the archive's top folder is named after the file: keep it fixed
 _PROVENANCE = {"trace.provenance_tracking_level": 1}
@@ -35,6 +42,7 @@ def preprocess(
     methods_meta: dict[str, Any] = {}
     for method, spec in specs.items():
         exported = exported_method(program, method, NAME)
+        _check_dynamic_minimum(exported, method)
         handles = generate_debug_handles(exported.graph, method=method)
         packages[method] = compile_package(exported, spec, method)
         kernels = _kernels(packages[method], {node.name: handle for node, handle in handles.items()})
@@ -44,6 +52,18 @@ def preprocess(
         f"{method}/{name}": found for method, meta in methods_meta.items() for name, found in meta["kernels"] if found
     }
     return PreprocessResult(payload, backend_map)
+
+
+def _check_dynamic_minimum(program: torch.export.ExportedProgram, method: str) -> None:
+    """AOTInductor compiles a dynamic size for 2 and up: a call with 1 fails in its runtime, so refuse first."""
+    for shape in input_shapes(program):
+        for dim, size in enumerate(shape.sizes):
+            if isinstance(size, Dynamic) and size.min < 2:
+                raise LoweringError(
+                    f"Backend {NAME!r} cannot keep dynamic dimension {size.name!r} [{size.min}..{size.max}] of "
+                    f"method {method!r} (argument {shape.argument!r}, dimension {dim}): AOTInductor takes dynamic "
+                    f"sizes from 2 up. Declare min: 2, or lower on another backend for size 1."
+                )
 
 
 def compile_package(program: torch.export.ExportedProgram, spec: InductorCompileSpec, method: str) -> bytes:

@@ -284,3 +284,49 @@ def test_parse_declaration_gives_validate_the_same_messages():
     x = torch.randn(2, 8)
     with pytest.raises(pipeline.ShapeDeclarationError, match=r"^model\.dynamic_shapes\.forward\.input_ids: "):
         parse_declaration({"input_ids": {0: BATCH}}, "forward", {"x": x}, "model.dynamic_shapes.forward")
+
+
+class FftInTheMiddle(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.linear(x))
+        return torch.fft.fft(h).real * 2 + h
+
+
+def test_a_partitioned_lowering_keeps_the_dynamic_batch_in_its_groups_and_its_fallback():
+    model = FftInTheMiddle().eval()
+    lowered = pipeline.to_backend(
+        "reference",
+        model,
+        {"forward": {}},
+        example_inputs={"forward": (torch.randn(3, 4),)},
+        partition=True,
+        dynamic_shapes={"forward": {"x": {0: BATCH}}},
+    )
+    assert lowered.partition["fallback"]
+    for batch in (1, 9, 64):
+        x = torch.randn(batch, 4)
+        torch.testing.assert_close(lowered(x), model(x))
+
+
+def test_inductor_refuses_a_dynamic_size_below_two_before_it_compiles():
+    pytest.importorskip("torch._inductor")
+    with pytest.raises(
+        pipeline.LoweringError,
+        match=r"'inductor' cannot keep dynamic dimension 'batch' \[1\.\.64\].*"
+        r"AOTInductor takes dynamic sizes from 2 up",
+    ):
+        lower_pair_on("inductor")
+
+
+def lower_pair_on(backend: str):
+    return pipeline.to_backend(
+        backend,
+        Pair(),
+        {"forward": {}},
+        example_inputs={"forward": pair_inputs()},
+        dynamic_shapes={"forward": {"x": {0: BATCH}, "mask": {0: "batch"}}},
+    )
