@@ -22,7 +22,7 @@ from typing import Any
 
 from pipeline.backends.executorch.compile_spec import ExecuTorchCompileSpec, Quantize
 from pipeline.backends.executorch.installed import executorch_module
-from pipeline.core.shapes import is_dynamic
+from pipeline.core.backend import is_dynamic
 
 
 def dynamic_refusal(spec: ExecuTorchCompileSpec) -> str | None:

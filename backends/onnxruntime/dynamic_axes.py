@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from pipeline.core.shapes import Dynamic, input_shapes
+from pipeline.core.backend import Dynamic, input_shapes
 
 _SYMBOL = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 

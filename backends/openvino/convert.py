@@ -45,8 +45,7 @@ from typing import Any
 import torch
 
 from pipeline.backends.openvino.compile_spec import NAME, require_openvino
-from pipeline.core.backend import LoweringError, quiet_logs_from
-from pipeline.core.shapes import UNBOUNDED, Dynamic, InputShape, input_shapes
+from pipeline.core.backend import UNBOUNDED, Dynamic, InputShape, LoweringError, input_shapes, quiet_logs_from
 
 
 @dataclass

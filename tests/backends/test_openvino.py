@@ -257,8 +257,9 @@ class AddTwice(nn.Module):
         return total * 2
 
 
-def test_failing_node_is_reported_with_its_handles_and_source_line():
-    """Sizes the plugin checks only when the node runs: a program exported with a dynamic dimension."""
+def test_failing_node_is_reported_with_its_handles_and_source_line(unchecked_shapes):
+    """Sizes the plugin checks only when the node runs: a program exported with a dynamic dimension (the
+    shape contract would refuse the call first: x and y share it)."""
     size = torch.export.Dim("size")
     program = torch.export.export(AddTwice(), (torch.randn(4), torch.randn(4)), dynamic_shapes=({0: size}, {0: size}))
     lowered = pipeline.codegen_backend_module("openvino", {"forward": program}, {"forward": {}})

@@ -165,7 +165,7 @@ def test_export_writing_into_its_input_is_rejected_naming_the_input():
 
 def test_exported_program_without_writes_through_views_still_runs_other_batch_sizes():
     model, inputs = architectures.build("resnet"), architectures.example_inputs("resnet")
-    lowered = lower(model, inputs)
+    lowered = lower(model, inputs, dynamic_shapes={"forward": {"x": {0: {"name": "batch", "min": 1, "max": 64}}}})
     x = torch.randn(5, 3, 32, 32)
     with torch.no_grad():
         backend_checks.assert_same_outputs(model(x), lowered(x), **TOLERANCE)
@@ -216,7 +216,12 @@ def test_ops_of_the_list_match_eager(frontend):
     torch.manual_seed(0)
     model = OpCoverage().eval()
     inputs = {"forward": (torch.randn(2, 4, 3, 3), torch.tensor([0, 2]))}
-    lowered = lower(model, inputs, frontend)
+    declared = (
+        {"dynamic_shapes": {"forward": {"x": {0: {"name": "batch", "min": 1, "max": 64}}}}}
+        if frontend == "export"
+        else {}
+    )
+    lowered = lower(model, inputs, frontend, **declared)
     x = torch.randn(3, 4, 3, 3)  # another batch size, same index
     with torch.no_grad():
         for args in (inputs["forward"], (x, inputs["forward"][1])):

@@ -330,4 +330,6 @@ def _example(node: torch.fx.Node) -> torch.Tensor:
     from torch.fx.experimental.symbolic_shapes import guarding_hint_or_throw
 
     fake = node.meta["val"]
-    return torch.zeros([guarding_hint_or_throw(size) for size in fake.shape], dtype=fake.dtype)  # a dynamic size: its example
+    return torch.zeros(
+        [guarding_hint_or_throw(size) for size in fake.shape], dtype=fake.dtype
+    )  # a dynamic size: its example
