@@ -119,3 +119,17 @@ def run_app(tmp_path: Path, *overrides: str, timeout: float = 600) -> dict:
     )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads((tmp_path / "report.json").read_text())
+
+
+class FftInTheMiddle(torch.nn.Module):
+    """A Linear and a ReLU around an FFT, which the backends that declare ``supports`` refuse: partitioning
+    splits it there."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.linear(x))
+        mixed: torch.Tensor = torch.fft.fft(h).real * 2 + h
+        return mixed

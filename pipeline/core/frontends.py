@@ -152,7 +152,7 @@ def _capture_torchscript(
     calls = {m: call_arguments(example_inputs[m], m) for m in methods if m in example_inputs}
     if isinstance(model, torch.jit.ScriptModule):
         scripted, mode = model, "script"
-    declared = {m: _declared(dynamic_shapes, m) for m in methods if _declared(dynamic_shapes, m) is not None}
+    declared = {m: d for m in methods if (d := _declared(dynamic_shapes, m)) is not None}
     if declared and mode == "trace":
         raise ShapeDeclarationError(
             f"dynamic_shapes.{next(iter(declared))}: a traced program is specialised on the example's shapes, "
@@ -200,9 +200,7 @@ def _scripted_shapes(
             f"dynamic_shapes.{method}: declaring dynamic dimensions needs example inputs of method {method!r} "
             "(their sizes are the static dimensions, and they must lie within the bounds)."
         )
-    captured = CapturedCall.of(signature, *call, method)
-    flat = signature.bind(*call, method)
-    arguments = {value.name: given for value, given in zip(captured.values, flat)}
+    arguments = _by_captured_name(CapturedCall.of(signature, *call, method), signature.bind(*call, method))
     return scripted_contract(arguments, parse_declaration(declared, method, arguments, f"dynamic_shapes.{method}"))
 
 
@@ -320,7 +318,7 @@ def _capture_export(
         args, kwargs = call_arguments(example_inputs[method], method)
         signature, captured = _captured_signature(model, method, (args, kwargs))
         flat = signature.bind(args, kwargs, method)
-        arguments = {value.name: given for value, given in zip(captured.values, flat)}
+        arguments = _by_captured_name(captured, flat)
         declaration = parse_declaration(
             _declared(dynamic_shapes, method), method, arguments, f"dynamic_shapes.{method}"
         )
@@ -332,6 +330,11 @@ def _capture_export(
         outputs[method] = OutputStructure.of_exported(program)
         shapes[method] = exported_contract(program, signature, captured, declaration)
     return CapturedProgram("export", programs, signatures, outputs, type_name(model), shapes)
+
+
+def _by_captured_name(captured: CapturedCall, flat: list[Any]) -> dict[str, Any]:
+    """Each value of a bound call by the name its capture record gives it (a declaration's argument names)."""
+    return {value.name: given for value, given in zip(captured.values, flat)}
 
 
 def _declared(dynamic_shapes: DynamicShapes, method: str) -> Any:

@@ -71,7 +71,7 @@ def input_shapes(program: torch.export.ExportedProgram) -> list[InputShape]:
     """
     names: Mapping[str, str] = program.graph_module.meta.get(DIMENSION_NAMES, {})
     user_inputs = {
-        spec.arg.name: spec.arg.name
+        spec.arg.name
         for spec in program.graph_signature.input_specs
         if spec.kind == torch.export.graph_signature.InputKind.USER_INPUT and hasattr(spec.arg, "name")
     }
@@ -89,16 +89,6 @@ def input_shapes(program: torch.export.ExportedProgram) -> list[InputShape]:
 def is_dynamic(program: torch.export.ExportedProgram) -> bool:
     """Whether any user input of ``program`` has a dynamic dimension."""
     return any(shape.dynamic for shape in input_shapes(program))
-
-
-def dynamic_dimensions(shapes: Sequence[InputShape | None]) -> dict[str, Dynamic]:
-    """The dynamic dimensions of a method by name, each once."""
-    found: dict[str, Dynamic] = {}
-    for shape in shapes:
-        for size in shape.sizes if shape is not None else ():
-            if isinstance(size, Dynamic):
-                found.setdefault(size.name, size)
-    return found
 
 
 def _size(size: Any, program: torch.export.ExportedProgram, names: Mapping[str, str]) -> Size:
@@ -138,7 +128,12 @@ class MethodShapes:
     @property
     def dimensions(self) -> dict[str, Dynamic]:
         """The dynamic dimensions by name, each once, in the order they first appear."""
-        return dynamic_dimensions(self.inputs)
+        found: dict[str, Dynamic] = {}
+        for shape in self.inputs:
+            for size in shape.sizes:
+                if isinstance(size, Dynamic):
+                    found.setdefault(size.name, size)
+        return found
 
     @property
     def dynamic(self) -> bool:
@@ -192,10 +187,6 @@ class Declaration:
 
     dims: Mapping[str, Mapping[int, Dynamic]]
     auto: bool = False
-
-    @property
-    def dynamic(self) -> bool:
-        return self.auto or any(self.dims.values())
 
     def export_specs(self, arguments: Mapping[str, Any]) -> dict[str, Any]:
         """torch.export's ``dynamic_shapes`` entry of each argument (None: static)."""

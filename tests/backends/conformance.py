@@ -708,17 +708,6 @@ def test_supports_answers_true_or_a_reason_for_every_node(
         assert answer is True if expected is True else isinstance(answer, str) and expected in answer, (name, answer)
 
 
-class FftInTheMiddle(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.linear = nn.Linear(4, 4)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = torch.relu(self.linear(x))
-        mixed: torch.Tensor = torch.fft.fft(h).real * 2 + h
-        return mixed
-
-
 def _partitions(facts: Facts) -> bool:
     """Partitioning splits exported programs, by what the backend's supports() refuses."""
     if not _installed(facts):
@@ -730,7 +719,7 @@ def _partitions(facts: Facts) -> bool:
 @backends_where(_partitions)
 def test_partitioning_falls_back_on_exactly_the_nodes_supports_refuses(backend: Facts) -> None:
     backend_cls = _backend_class(backend.name)
-    model, x = FftInTheMiddle().eval(), torch.randn(3, 4)
+    model, x = backend_checks.FftInTheMiddle().eval(), torch.randn(3, 4)
     program = torch.export.export(model, (x,))  # the graph the partitioner splits
     refused = {n.name for n in program.graph.nodes if n.op == "call_function" and backend_cls.supports(n) is not True}
     lowered = pipeline.to_backend(

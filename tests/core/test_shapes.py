@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import zipfile
 
+import backend_checks
 import pytest
 import torch
 from torch import nn
@@ -286,18 +287,8 @@ def test_parse_declaration_gives_validate_the_same_messages():
         parse_declaration({"input_ids": {0: BATCH}}, "forward", {"x": x}, "model.dynamic_shapes.forward")
 
 
-class FftInTheMiddle(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.linear = nn.Linear(4, 4)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = torch.relu(self.linear(x))
-        return torch.fft.fft(h).real * 2 + h
-
-
 def test_a_partitioned_lowering_keeps_the_dynamic_batch_in_its_groups_and_its_fallback():
-    model = FftInTheMiddle().eval()
+    model = backend_checks.FftInTheMiddle().eval()
     lowered = pipeline.to_backend(
         "reference",
         model,
