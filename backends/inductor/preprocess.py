@@ -28,6 +28,7 @@ from pipeline.core.backend import (
     PreprocessResult,
     exported_method,
     input_shapes,
+    narrowed_dimensions,
     pack_parts,
 )
 
@@ -42,9 +43,9 @@ def preprocess(
     methods_meta: dict[str, Any] = {}
     for method, spec in specs.items():
         exported = exported_method(program, method, NAME)
-        _check_dynamic_minimum(exported, method)
         handles = generate_debug_handles(exported.graph, method=method)
         packages[method] = compile_package(exported, spec, method)
+        _check_ranges_kept(exported, method)
         kernels = _kernels(packages[method], {node.name: handle for node, handle in handles.items()})
         methods_meta[method] = {"flat": _takes_flat_tensors(exported), "kernels": kernels}
     payload = pack_parts(NAME, {"methods": methods_meta}, packages)
@@ -54,20 +55,29 @@ def preprocess(
     return PreprocessResult(payload, backend_map)
 
 
-def _check_dynamic_minimum(program: torch.export.ExportedProgram, method: str) -> None:
-    """AOTInductor compiles a dynamic size for 2 and up: a call with 1 fails in its runtime, so refuse first."""
-    for shape in input_shapes(program):
-        for dim, size in enumerate(shape.sizes):
-            if isinstance(size, Dynamic) and size.min < 2:
-                raise LoweringError(
-                    f"Backend {NAME!r} cannot keep dynamic dimension {size.name!r} [{size.min}..{size.max}] of "
-                    f"method {method!r} (argument {shape.argument!r}, dimension {dim}): AOTInductor takes dynamic "
-                    f"sizes from 2 up. Declare min: 2, or lower on another backend for size 1."
-                )
+def _below_two(program: torch.export.ExportedProgram) -> bool:
+    return any(isinstance(size, Dynamic) and size.min < 2 for shape in input_shapes(program) for size in shape.sizes)
+
+
+def _check_ranges_kept(program: torch.export.ExportedProgram, method: str) -> None:
+    """Refuse a package whose runtime takes less than the declared range: inductor may add guards while it
+    compiles (torch's convolution picks its kernel by batch size, so a CNN declared [1..64] came out as
+    [1..15]), and the package then checks the narrower range at each call."""
+    for argument, dim, declared, kept in narrowed_dimensions(program):
+        raise LoweringError(
+            f"Backend {NAME!r} cannot keep dynamic dimension {declared} of method {method!r} (argument "
+            f"{argument!r}, dimension {dim}): AOTInductor narrowed it to [{kept.min}..{kept.max}] while "
+            f"compiling (a kernel it chose holds only there). Declare bounds inside [{kept.min}..{kept.max}], "
+            f"or lower on another backend."
+        )
 
 
 def compile_package(program: torch.export.ExportedProgram, spec: InductorCompileSpec, method: str) -> bytes:
     configs = {**_PROVENANCE, **spec.inductor_configs()}
+    if _below_two(program):
+        # AOTInductor's runtime refuses a dynamic size under 2 unless told otherwise; its kernels are written
+        # size-obliviously, and verify checks the lowering at the declared minimum.
+        configs["aot_inductor.check_lowerbound"] = False
     with tempfile.TemporaryDirectory(prefix="pipeline-aoti-") as directory:
         path = os.path.join(directory, PACKAGE_NAME)
         try:

@@ -29,7 +29,7 @@ from pipeline.core.hashing import canonical_json
 from pipeline.core.op_policy import MAX_TENSOR_BYTES, UNKNOWN, guarded, size_problem, sized
 from pipeline.core.operands import TensorTable, read_tensor, read_torch_constant, torch_constant
 from pipeline.core.payload import method_part, pack_parts, unpack_parts
-from pipeline.core.shapes import UNBOUNDED, Dynamic, InputShape, input_shapes, is_dynamic
+from pipeline.core.shapes import UNBOUNDED, Dynamic, InputShape, input_shapes, is_dynamic, narrowed_dimensions
 from pipeline.core.signature import argument_leaves
 from pipeline.core.source import Frame, NodeSource, describe_node, portable_path
 from pipeline.core.spec import (
@@ -70,6 +70,7 @@ __all__ = [
     "InputShape",
     "UNBOUNDED",
     "input_shapes",
+    "narrowed_dimensions",
     "is_dynamic",
     "check_extractable",
     "describe_node",

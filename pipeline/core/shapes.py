@@ -70,20 +70,44 @@ def input_shapes(program: torch.export.ExportedProgram) -> list[InputShape]:
     program exported elsewhere) and the bounds of ``range_constraints``.
     """
     names: Mapping[str, str] = program.graph_module.meta.get(DIMENSION_NAMES, {})
+    return [
+        InputShape(name, tuple(_size(size, program, names) for size in value.shape))
+        for name, value in _user_tensors(program)
+    ]
+
+
+def _user_tensors(program: torch.export.ExportedProgram) -> list[tuple[str, torch.Tensor]]:
+    """``(placeholder name, fake tensor)`` of each user tensor input, in placeholder order."""
     user_inputs = {
         spec.arg.name
         for spec in program.graph_signature.input_specs
         if spec.kind == torch.export.graph_signature.InputKind.USER_INPUT and hasattr(spec.arg, "name")
     }
-    shapes = []
-    for node in program.graph.nodes:
-        if node.op != "placeholder" or node.name not in user_inputs:
-            continue
-        value = node.meta.get("val")
-        if not isinstance(value, torch.Tensor):
-            continue
-        shapes.append(InputShape(node.name, tuple(_size(size, program, names) for size in value.shape)))
-    return shapes
+    return [
+        (node.name, node.meta["val"])
+        for node in program.graph.nodes
+        if node.op == "placeholder" and node.name in user_inputs and isinstance(node.meta.get("val"), torch.Tensor)
+    ]
+
+
+def narrowed_dimensions(program: torch.export.ExportedProgram) -> list[tuple[str, int, Dynamic, Dynamic]]:
+    """``(argument, dimension, declared, kept)`` for each dynamic dimension whose range a compiler narrowed.
+
+    A compiler that traces the program again (AOTInductor) adds its guards to the shape environment that the
+    program's fake tensors share, not to ``range_constraints``; the two differ where a guard narrowed a range.
+    """
+    narrowed: list[tuple[str, int, Dynamic, Dynamic]] = []
+    for shape, (_, value) in zip(input_shapes(program), _user_tensors(program)):
+        for dim, (size, traced) in enumerate(zip(shape.sizes, value.shape)):
+            if not isinstance(size, Dynamic) or not isinstance(traced, torch.SymInt):
+                continue
+            kept = traced.node.shape_env.bound_sympy(traced.node.expr)
+            # every backed size starts at 2 in the environment (torch's 0/1 specialization): not a narrowing
+            low = size.min if _finite(kept.lower, 0) <= max(size.min, 2) else _finite(kept.lower, 0)
+            high = min(size.max, _finite(kept.upper, UNBOUNDED))
+            if (low, high) != (size.min, size.max):
+                narrowed.append((shape.argument, dim, size, Dynamic(size.name, low, high)))
+    return narrowed
 
 
 def is_dynamic(program: torch.export.ExportedProgram) -> bool:

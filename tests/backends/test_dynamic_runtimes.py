@@ -197,13 +197,14 @@ class _NoCache(torch.nn.Module):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino", "inductor"])
 @pytest.mark.parametrize("name", ["bert", "gpt2", "vit"])
 def test_hf_models_at_the_bounds_and_between(backend, name, tmp_path):
     model, args, kwargs, dims = hf_model(name)
     program = export_dynamic(model, args, kwargs, dims)
     lowered = pipeline.codegen_backend_module(backend, {"forward": program}, {"forward": {}})
-    loaded = pipeline.load_lowered(pipeline.save_lowered(lowered, tmp_path / "lowered.pt2l"))
+    saved = pipeline.save_lowered(lowered, tmp_path / "lowered.pt2l")
+    loaded = pipeline.load_lowered(saved, trust_code=backend == "inductor")
     points = [{"batch": 1, "seq": 1}, {"batch": 8, "seq": 16}, {"batch": 3, "seq": 5}]
     for point in points:
         call_args, call_kwargs = at_point(args, kwargs, dims, point)
@@ -217,12 +218,23 @@ def test_hf_models_at_the_bounds_and_between(backend, name, tmp_path):
 
 
 @pytest.mark.slow
-def test_inductor_keeps_the_batch(tmp_path):
-    # from 2: an AOTInductor package checks every dynamic size >= 2 (inductor's 0/1 specialization), whatever
-    # range_constraints say; a declared min of 1 fails at the call ("dim value is too small at 0")
-    model, args, dims, lowered = lower_zoo("inductor", "mlp", dimensions={0: ("batch", (2, 64))})
+@pytest.mark.parametrize("name", ["mlp", "cnn", "transformer"])
+def test_inductor_keeps_the_dimensions_from_one(name, tmp_path):
+    """AOTInductor's runtime checks a dynamic size >= 2 by default (inductor's 0/1 specialization); the
+    backend switches that check off for a declared minimum of 1, and the answer at 1 is right."""
+    dimensions = {0: ("batch", CNN_BATCH_ON_INDUCTOR)} if name == "cnn" else None
+    model, args, dims, lowered = lower_zoo("inductor", name, dimensions=dimensions)
     loaded = pipeline.load_lowered(pipeline.save_lowered(lowered, tmp_path / "lowered.pt2l"), trust_code=True)
-    check_points(model, lowered, args, {}, dims, **tolerance("inductor"), loaded=loaded, points=INDUCTOR_POINTS)
+    points = ({"batch": 1}, {"batch": 15}, {"batch": 6}) if name == "cnn" else POINTS
+    check_points(model, lowered, args, {}, dims, **tolerance("inductor"), loaded=loaded, points=points)
 
 
-INDUCTOR_POINTS = ({"batch": 2}, {"batch": 64}, {"batch": 5})
+CNN_BATCH_ON_INDUCTOR = (1, 15)
+
+
+@pytest.mark.slow
+def test_inductor_refuses_a_range_its_compiler_narrows():
+    """torch's convolution picks its kernel by batch size while inductor compiles, which narrows the CNN's
+    batch to [1..15] in the package; the backend says so instead of handing back a module that fails at 16."""
+    with pytest.raises(pipeline.LoweringError, match=r"batch\[1\.\.64\].*AOTInductor narrowed it to \[1\.\.15\]"):
+        lower_zoo("inductor", "cnn")

@@ -301,23 +301,3 @@ def test_a_partitioned_lowering_keeps_the_dynamic_batch_in_its_groups_and_its_fa
     for batch in (1, 9, 64):
         x = torch.randn(batch, 4)
         torch.testing.assert_close(lowered(x), model(x))
-
-
-def test_inductor_refuses_a_dynamic_size_below_two_before_it_compiles():
-    pytest.importorskip("torch._inductor")
-    with pytest.raises(
-        pipeline.LoweringError,
-        match=r"'inductor' cannot keep dynamic dimension 'batch' \[1\.\.64\].*"
-        r"AOTInductor takes dynamic sizes from 2 up",
-    ):
-        lower_pair_on("inductor")
-
-
-def lower_pair_on(backend: str):
-    return pipeline.to_backend(
-        backend,
-        Pair(),
-        {"forward": {}},
-        example_inputs={"forward": pair_inputs()},
-        dynamic_shapes={"forward": {"x": {0: BATCH}, "mask": {0: "batch"}}},
-    )
