@@ -90,7 +90,15 @@ def without_fused_attention(program: torch.export.ExportedProgram) -> torch.expo
     attention = {op: fn for op, fn in core_aten_decompositions().items() if "scaled_dot_product" in str(op)}
     if not any(node.target in attention for node in program.graph.nodes if node.op == "call_function"):
         return program
-    return program.run_decompositions(attention)
+    try:
+        return program.run_decompositions(attention)
+    except Exception as error:  # torch traces the whole program again, and some views fail at symbolic sizes
+        raise LoweringError(
+            f"Backend {NAME!r} cannot keep the dynamic dimensions of this program: OpenVINO's fused attention "
+            f"answers wrongly at some sizes, so the backend decomposes attention first, and torch could not: "
+            f"{type(error).__name__}: {_first_lines(error, 1)[:200]}. Lower it with static shapes, or on "
+            f"onnxruntime or the reference backend."
+        ) from error
 
 
 def _first_lines(error: Exception, count: int = 6) -> str:

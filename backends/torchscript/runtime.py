@@ -42,6 +42,7 @@ class TorchScriptBackend(Backend):
 
     name = NAME
     accepts = ("torchscript",)
+    dynamic_shapes = ("torchscript",)  # a scripted program is shape-generic, frozen and optimized alike
     CompileSpec = TorchScriptCompileSpec
     runtime_packages = ("torch",)
     reproducible = False  # TorchScript renames classes per process, so archives differ across processes

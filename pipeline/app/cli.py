@@ -279,7 +279,9 @@ def _print_summary(report: dict[str, Any], out_dir: Path) -> None:
     ]
     if report.get("verify"):
         v = report["verify"]
-        parts.append(f"max error {v['max_abs_err']:.2e} ({'passed' if v['passed'] else 'FAILED'})")
+        checked = len(v.get("shapes") or ())
+        at = f" at {checked} shapes" if checked > 1 else ""
+        parts.append(f"max error {v['max_abs_err']:.2e} ({'passed' if v['passed'] else 'FAILED'}{at})")
     if report.get("latency"):
         lat = report["latency"]
         parts.append(

@@ -20,10 +20,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from pipeline.app.schema import ConfigError, InputSpec, MethodInputs
+from pipeline.core.dynamic_checks import AUTO, backend_refusal, capture_refusal, unlowered_method
 from pipeline.core.errors import did_you_mean, format_choices
 
 KEY = "model.dynamic_shapes"
-AUTO = "auto"
+STATIC = f"{KEY}=null"
 
 Declaration = dict[str, Any]  # {method: "auto" | {argument: {dimension: name | {name, min, max}}}}
 
@@ -53,15 +54,12 @@ def declaration(
             f"{KEY}: expected null (static), 'auto', or {{method: 'auto' | {{argument: {{dimension: ...}}}}}}, "
             f"got {raw!r}."
         )
+    if problem := unlowered_method([str(method) for method in raw], methods, KEY):
+        raise ConfigError(problem)
     declared: Declaration = {}
     for method, value in raw.items():
         method = str(method)
         where = f"{KEY}.{method}"
-        if method not in methods:
-            raise ConfigError(
-                f"{where}: method {method!r} is not lowered; the compile spec lowers: {format_choices(methods)}."
-                + did_you_mean(method, methods)
-            )
         if value is None:
             continue  # this method stays static
         if value == AUTO:
@@ -117,37 +115,14 @@ def parameter_names(model_cls: Any, method: str) -> list[str]:
 
 
 def _check_capture(frontend: str, torchscript_mode: str, declared: Declaration) -> None:
-    if frontend != "torchscript":
-        return
-    if torchscript_mode == "trace":
-        raise ConfigError(
-            f"{KEY}: a trace records the example's sizes as constants, so it cannot keep a dynamic dimension. "
-            "Choose frontend.mode=script (scripting is shape-generic) or frontend=export, or drop "
-            f"{KEY} (static shapes)."
-        )
-    auto = [method for method, value in declared.items() if value == AUTO]
-    if auto:
-        raise ConfigError(
-            f"{KEY}.{auto[0]}: 'auto' asks torch.export to find what may vary; a scripted program takes any shape "
-            f"already. Declare the dimensions with their bounds to have calls checked, or choose frontend=export."
-        )
+    if frontend == "torchscript" and (problem := capture_refusal(torchscript_mode, declared, KEY, STATIC)):
+        raise ConfigError(problem)
 
 
 def _check_backend(backend: Any, frontend: str, declared: Declaration, specs: Mapping[str, Any]) -> None:
-    keeps = backend.dynamic_shapes
-    if frontend not in keeps:
-        keeps_where = f"it keeps them on frontend {format_choices(keeps)}" if keeps else "it takes static shapes only"
-        raise ConfigError(
-            f"{KEY}: backend {backend.name!r} keeps no dynamic dimensions on frontend {frontend!r}; {keeps_where}. "
-            f"Choose another backend or frontend, or drop {KEY} (static shapes)."
-        )
     for method in declared:
-        reason = backend.backend_cls.dynamic_refusal(method, specs[method])
-        if reason:
-            raise ConfigError(
-                f"{KEY}.{method}: backend {backend.name!r} cannot keep dynamic dimensions of method {method!r} "
-                f"with these options: {reason}. Change backend.compile_spec.{method}, or drop {KEY}.{method}."
-            )
+        if problem := backend_refusal(backend, frontend, method, specs[method], KEY, STATIC):
+            raise ConfigError(problem)
 
 
 def check_latency_shapes(shapes: list[dict[str, int]] | None, declared: Declaration | None, method: str) -> None:

@@ -25,6 +25,7 @@ import torch
 
 from pipeline.core import toolchain_output
 from pipeline.core.backend import FRONTENDS
+from pipeline.core.dynamic_checks import capture_refusal, unlowered_method
 from pipeline.core.errors import LoweringError, did_you_mean, format_choices
 from pipeline.core.shapes import (
     AUTO,
@@ -153,17 +154,9 @@ def _capture_torchscript(
     if isinstance(model, torch.jit.ScriptModule):
         scripted, mode = model, "script"
     declared = {m: d for m in methods if (d := _declared(dynamic_shapes, m)) is not None}
-    if declared and mode == "trace":
-        raise ShapeDeclarationError(
-            f"dynamic_shapes.{next(iter(declared))}: a traced program is specialised on the example's shapes, "
-            "so it cannot keep dynamic dimensions; script the model (frontend.mode=script), whose programs "
-            "take any shape, or use frontend=export."
-        )
-    if any(d == AUTO for d in declared.values()):
-        raise ShapeDeclarationError(
-            f"dynamic_shapes: {AUTO!r} asks torch.export to find what may vary; a scripted program takes any "
-            "shape already. Declare the dimensions with their bounds to have calls checked, or use frontend=export."
-        )
+    refusal = capture_refusal(mode, declared, "dynamic_shapes", static="dynamic_shapes=None")
+    if refusal:
+        raise ShapeDeclarationError(refusal)
     if mode == "trace":
         scripted, signatures = _trace(model, methods, calls)
     elif not isinstance(model, torch.jit.ScriptModule):
@@ -350,13 +343,8 @@ def _declared(dynamic_shapes: DynamicShapes, method: str) -> Any:
 
 def check_declared_methods(dynamic_shapes: DynamicShapes, methods: Sequence[str]) -> None:
     """Every method a declaration names is one that is lowered."""
-    if isinstance(dynamic_shapes, Mapping):
-        for method in dynamic_shapes:
-            if method not in methods:
-                raise ShapeDeclarationError(
-                    f"dynamic_shapes.{method}: method {method!r} is not lowered; lowered methods: "
-                    f"{format_choices(methods)}.{did_you_mean(str(method), methods)}"
-                )
+    if isinstance(dynamic_shapes, Mapping) and (problem := unlowered_method(dynamic_shapes, methods, "dynamic_shapes")):
+        raise ShapeDeclarationError(problem)
 
 
 def _by_parameter(signature: MethodSignature, captured: Any, specs: dict[str, Any]) -> dict[str, Any] | None:

@@ -27,6 +27,7 @@ from pipeline.core.backend import MethodRunner, PreprocessResult
 from pipeline.core.binding import source_error
 from pipeline.core.codegen import generate_methods
 from pipeline.core.debug_handles import DebugHandleGenerator, HandleMap
+from pipeline.core.dynamic_checks import backend_refusal
 from pipeline.core.errors import BackendRuntimeError, LoweringError, format_choices
 from pipeline.core.frontends import (
     CapturedProgram,
@@ -277,21 +278,11 @@ def _keeps_dynamic(backend: BackendInfo, captured: CapturedProgram, specs: dict[
         if not dimensions:
             continue
         first = next(iter(dimensions.values()))
-        if captured.frontend not in backend.dynamic_shapes:
-            kept = (
-                f"it keeps them for: {format_choices(backend.dynamic_shapes)}"
-                if backend.dynamic_shapes
-                else "it keeps none"
-            )
-            reason = f"it does not keep dynamic dimensions of {captured.frontend!r} programs ({kept})"
-        else:
-            reason = backend.backend_cls.dynamic_refusal(method, specs[method]) or ""
-        if reason:
-            raise LoweringError(
-                f"Backend {backend.name!r} cannot keep dynamic dimension {first.name!r} "
-                f"[{first.min}..{first.max}] of method {method!r}: {reason}. Lower with static shapes "
-                "(no dynamic_shapes), or on a backend that keeps them (python -m pipeline.backends lists them)."
-            )
+        refusal = backend_refusal(
+            backend, captured.frontend, method, specs[method], "dynamic_shapes", "dynamic_shapes=None", str(first)
+        )
+        if refusal:
+            raise LoweringError(refusal)
 
 
 def _handle_generator(

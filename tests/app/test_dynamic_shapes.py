@@ -17,11 +17,14 @@ from pipeline.backends.reference.interpreter import ReferenceBackend
 from pipeline.core.shapes import Dynamic, InputShape, MethodShapes
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "pipeline" / "app" / "schemas"
-BATCH = "+model.dynamic_shapes={forward:{x:{0:{name:batch,min:1,max:64}}}}"
+BATCH = "model.dynamic_shapes={forward:{x:{0:{name:batch,min:1,max:64}}}}"
 
 
 def composed(*overrides):
-    return compose_config(list(overrides))
+    """The default model (the MLP, whose config declares a dynamic batch) with ``overrides``; a declaration
+    given whole replaces the config's (Hydra merges a mapping into an existing one, so clear it first)."""
+    whole = any(o.startswith("model.dynamic_shapes=") for o in overrides)
+    return compose_config(["model.dynamic_shapes=null", *overrides] if whole else list(overrides))
 
 
 @pytest.fixture
@@ -33,16 +36,19 @@ def keeps_dynamic_shapes(monkeypatch):
 # ---- the declaration is checked before any work -----------------------------------------------------
 
 
-def test_no_declaration_is_static():
-    assert validate(composed()).dynamic_shapes is None
+def test_the_zoo_config_declares_a_dynamic_batch_and_null_makes_it_static():
+    assert validate(compose_config([])).dynamic_shapes == {
+        "forward": {"x": {0: {"name": "batch", "min": 1, "max": 64}}}
+    }
+    assert validate(compose_config(["model.dynamic_shapes=null"])).dynamic_shapes is None
 
 
 def test_auto_applies_to_every_method_lowered(keeps_dynamic_shapes):
-    assert validate(composed("+model.dynamic_shapes=auto")).dynamic_shapes == {"forward": "auto"}
+    assert validate(composed("model.dynamic_shapes=auto")).dynamic_shapes == {"forward": "auto"}
 
 
 def test_dimension_indices_given_on_the_command_line_are_indices(keeps_dynamic_shapes):
-    request = validate(composed(BATCH, "+model.dynamic_shapes.forward.x.1={name:features,min:64,max:64}"))
+    request = validate(composed("+model.dynamic_shapes.forward.x.1={name:features,min:64,max:64}"))
     assert request.dynamic_shapes == {
         "forward": {"x": {0: {"name": "batch", "min": 1, "max": 64}, 1: {"name": "features", "min": 64, "max": 64}}}
     }
@@ -50,7 +56,9 @@ def test_dimension_indices_given_on_the_command_line_are_indices(keeps_dynamic_s
 
 def test_a_backend_that_keeps_static_shapes_only_is_refused_before_any_work(monkeypatch):
     monkeypatch.setattr(ReferenceBackend, "dynamic_shapes", ())
-    with pytest.raises(ConfigError, match="backend 'reference' keeps no dynamic dimensions on frontend 'export'"):
+    with pytest.raises(
+        ConfigError, match="backend 'reference' cannot keep .* it keeps no dynamic dimensions on frontend 'export'"
+    ):
         validate(composed(BATCH))
 
 
@@ -63,15 +71,15 @@ def test_a_backend_that_refuses_a_methods_options_says_why(monkeypatch, keeps_dy
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("+model.dynamic_shapes=3", "model.dynamic_shapes: expected null (static), 'auto'"),
-        ("+model.dynamic_shapes={forwrd:auto}", "model.dynamic_shapes.forwrd: method 'forwrd' is not lowered"),
-        ("+model.dynamic_shapes={forward:{x:[0]}}", "model.dynamic_shapes.forward.x: expected a mapping"),
-        ("+model.dynamic_shapes={forward:{x:{first:batch}}}", "model.dynamic_shapes.forward.x.first: a dimension"),
-        ("+model.dynamic_shapes={forward:{y:{0:{name:batch,min:1,max:8}}}}", "model.dynamic_shapes.forward.y"),
-        ("+model.dynamic_shapes={forward:{x:{2:{name:batch,min:1,max:8}}}}", "model.dynamic_shapes.forward.x.2"),
-        ("+model.dynamic_shapes={forward:{x:{0:{name:batch,min:9,max:8}}}}", "model.dynamic_shapes.forward.x.0"),
-        ("+model.dynamic_shapes={forward:{x:{0:{name:batch,min:4,max:8}}}}", "model.dynamic_shapes.forward.x.0"),
-        ("+model.dynamic_shapes={forward:{x:{0:batch}}}", "model.dynamic_shapes.forward.x.0"),
+        ("model.dynamic_shapes=3", "model.dynamic_shapes: expected null (static), 'auto'"),
+        ("model.dynamic_shapes={forwrd:auto}", "model.dynamic_shapes.forwrd: method 'forwrd' is not lowered"),
+        ("model.dynamic_shapes={forward:{x:[0]}}", "model.dynamic_shapes.forward.x: expected a mapping"),
+        ("model.dynamic_shapes={forward:{x:{first:batch}}}", "model.dynamic_shapes.forward.x.first: a dimension"),
+        ("model.dynamic_shapes={forward:{y:{0:{name:batch,min:1,max:8}}}}", "model.dynamic_shapes.forward.y"),
+        ("model.dynamic_shapes={forward:{x:{2:{name:batch,min:1,max:8}}}}", "model.dynamic_shapes.forward.x.2"),
+        ("model.dynamic_shapes={forward:{x:{0:{name:batch,min:9,max:8}}}}", "model.dynamic_shapes.forward.x.0"),
+        ("model.dynamic_shapes={forward:{x:{0:{name:batch,min:4,max:8}}}}", "model.dynamic_shapes.forward.x.0"),
+        ("model.dynamic_shapes={forward:{x:{0:batch}}}", "model.dynamic_shapes.forward.x.0"),
         ("verify.max_elements=0", "verify.max_elements"),
     ],
 )
@@ -82,11 +90,14 @@ def test_a_bad_declaration_names_its_key_path(override, message):
 
 def test_a_trace_cannot_keep_a_dynamic_dimension():
     with pytest.raises(ConfigError, match="frontend.mode=script"):
-        validate(composed("frontend=torchscript", "frontend.mode=trace", "+model.dynamic_shapes=auto"))
+        validate(composed("frontend=torchscript", "frontend.mode=trace", "model.dynamic_shapes=auto"))
 
 
 def test_validate_exits_2_with_the_key_path_and_a_suggestion(capsys):
-    assert validate_main(["+model.dynamic_shapes={forward:{xx:{0:{name:batch,min:1,max:8}}}}"]) == 2
+    assert (
+        validate_main(["model.dynamic_shapes=null", "model.dynamic_shapes={forward:{xx:{0:{name:batch,min:1,max:8}}}}"])
+        == 2
+    )
     error = capsys.readouterr().err
     assert "model.dynamic_shapes.forward.xx" in error and "'x'" in error
 
@@ -157,7 +168,7 @@ def test_a_wrong_answer_at_a_bound_fails_verify_and_names_the_shape():
 
 def test_latency_shapes_name_declared_dimensions():
     with pytest.raises(ConfigError, match="latency.shapes: method 'forward' has no dynamic dimensions"):
-        validate(composed("latency.shapes=[{batch:8}]"))
+        validate(composed("model.dynamic_shapes=null", "latency.shapes=[{batch:8}]"))
 
 
 def test_a_latency_shape_naming_another_dimension_is_refused_with_a_suggestion(keeps_dynamic_shapes):

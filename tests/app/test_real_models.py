@@ -33,7 +33,17 @@ def test_the_model_lowers_verifies_and_round_trips(model, backend, tmp_path):
         assert advice is None or advice in report["error"]
         return
     assert report["status"] == "ok", (report["stage"], report["error"])
-    assert report["verify"]["passed"] and report["verify"]["trials"] == 3
+    verified = report["verify"]
+    assert verified["passed"] and verified["shapes"][0]["label"] == "example" and verified["shapes"][0]["trials"] == 3
+    declared = request_for(model, backend).dynamic_shapes  # each dimension at its minimum, maximum and between
+    names = {
+        n if isinstance(n, str) else n["name"]
+        for dims in (declared or {}).get("forward", {}).values()
+        for n in dims.values()
+    }
+    assert {s["label"] for s in verified["shapes"][1:]} == {
+        f"{n}={at}" for n in names for at in ("min", "max", "between")
+    }
     request = request_for(model, backend)
     eager = build_model(request)
     loaded = pipeline.load_lowered(tmp_path / "model.lowered", trust_code=backend in ("torchscript", "inductor"))

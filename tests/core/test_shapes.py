@@ -212,7 +212,9 @@ def test_a_model_that_fixes_a_declared_dimension_is_refused_naming_the_line():
 
 
 def test_the_trace_mode_says_it_cannot_keep_a_declaration():
-    with pytest.raises(pipeline.ShapeDeclarationError, match=r"a traced program is specialised.*frontend.mode=script"):
+    with pytest.raises(
+        pipeline.ShapeDeclarationError, match=r"a trace records the example's sizes as constants.*frontend.mode=script"
+    ):
         pipeline.to_backend(
             "held_program",
             Pair(),
@@ -236,15 +238,15 @@ def test_a_backend_that_keeps_no_dynamic_dimensions_refuses_before_preprocess(mo
     monkeypatch.setattr(HeldProgram, "dynamic_shapes", ())
     with pytest.raises(
         pipeline.LoweringError,
-        match=r"^Backend 'held_program' cannot keep dynamic dimension 'batch' "
-        r"\[1\.\.64\] of method 'forward': it does not keep dynamic dimensions of 'export' programs",
+        match=r"^dynamic_shapes.forward: backend 'held_program' cannot keep dynamic dimension batch\[1\.\.64\] of "
+        r"method 'forward': it keeps no dynamic dimensions on frontend 'export' \(it takes static shapes only\)",
     ):
         lower_pair()
     monkeypatch.setattr(HeldProgram, "dynamic_shapes", ("export",))
     monkeypatch.setattr(
         HeldProgram, "dynamic_refusal", classmethod(lambda cls, method, spec: "its int8 path is static")
     )
-    with pytest.raises(pipeline.LoweringError, match=r"of method 'forward': its int8 path is static\."):
+    with pytest.raises(pipeline.LoweringError, match=r"of method 'forward': its int8 path is static; "):
         lower_pair()
 
 

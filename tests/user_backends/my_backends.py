@@ -18,6 +18,7 @@ import pipeline
 class JitBackend(pipeline.Backend):
     name = "jit"
     accepts = ("torchscript",)
+    dynamic_shapes = ("torchscript",)  # a scripted program takes any shape: declared dimensions are kept
 
     @dataclass
     class CompileSpec:
