@@ -262,6 +262,7 @@ def _plot_latency_per_shape(axis: Any, jobs: list[dict[str, Any]], shapes: list[
         offset = (k - (len(shapes) - 1) / 2) * height
         axis.barh([index + offset for index, _ in timed], [us for _, us in timed], height, label=shape)
     axis.set_xscale("log")
+    axis.tick_params(axis="x", which="minor", labelbottom=False)  # a log axis labels 3e2, 4e2, ... on top of each other
     axis.set_yticks(range(len(jobs)), [str(job["num"]) for job in jobs], fontsize=8)
     axis.set_ylim(len(jobs) - 0.5, -0.5)  # the first job on top, as in the speedup plot
     axis.set_xlabel("lowered latency, us, log scale")
