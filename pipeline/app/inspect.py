@@ -18,7 +18,7 @@ from typing import Any
 
 from pipeline.app.records import RecordError, named_file, parse_record, read_record
 from pipeline.app.run_files import PROFILE, REPORT
-from pipeline.app.summary import TABLE, summarize, table_rows
+from pipeline.app.summary import summarize, summary_table
 from pipeline.app.tables import format_point, text_table
 from pipeline.core.artifact import read_artifact
 from pipeline.core.errors import ArtifactError
@@ -50,7 +50,7 @@ def render(data: dict[str, Any], show_all: bool = False) -> str:
     sweep = data.get("sweep")
     if sweep:
         out.append(f"sweep: {data['path']}: {len(sweep['jobs'])} jobs, {sweep['failed']} failed")
-        out.append(text_table(TABLE, table_rows(sweep["jobs"]), max_width=None))
+        out.append(text_table(*summary_table(sweep["jobs"]), max_width=None))
     report = data.get("report")
     if report:
         out.append(f"run: {data['path']}")

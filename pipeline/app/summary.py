@@ -76,6 +76,7 @@ def job_entry(num: int, job_dir: Path, report: dict[str, Any]) -> dict[str, Any]
         "unstable": latency.get("unstable"),
         "shapes_passed": _shapes_passed(verify.get("shapes")),
         "latency_per_shape": _latency_per_shape(latency.get("shapes")),
+        "latency_shapes": _lowered_us_by_shape(latency.get("shapes")),
         "artifact_sha256": artifact.get("sha256"),
         "lowering_s": sum(timings.get(k, 0.0) for k in ("capture", "lower")) if timings else None,
         "dir": str(job_dir),
@@ -96,6 +97,26 @@ def _latency_per_shape(shapes: Any) -> str | None:
     return "; ".join(f"{format_point(shape['point'])}: {shape['lowered_us']:.3g} us" for shape in shapes)
 
 
+def _lowered_us_by_shape(shapes: Any) -> dict[str, float] | None:
+    """``{"batch=1,seq=8": 46.0, ...}``: the lowered latency at each of latency.shapes, by its column label."""
+    if not isinstance(shapes, list) or not shapes:
+        return None
+    return {shape_label(shape["point"]): shape["lowered_us"] for shape in shapes}
+
+
+def shape_label(point: dict[str, int]) -> str:
+    """``batch=1,seq=8``: a shape as a column header; without spaces, a plain-text table's columns stay apart."""
+    return ",".join(f"{name}={size}" for name, size in point.items())
+
+
+def shape_labels(jobs: list[dict[str, Any]]) -> list[str]:
+    """Every shape some job timed with latency.shapes, in the order the jobs first name them."""
+    labels: dict[str, None] = {}
+    for job in jobs:
+        labels.update(dict.fromkeys(job.get("latency_shapes") or {}))
+    return list(labels)
+
+
 def _missing(
     num: int,
     job_dir: Path,
@@ -103,7 +124,7 @@ def _missing(
     stage: str | None = None,
     error: str = "the job left no report.json: its process died before recording",
 ) -> dict[str, Any]:
-    entry: dict[str, Any] = {column: None for column in COLUMNS}
+    entry: dict[str, Any] = {column: None for column in [*COLUMNS, "latency_shapes"]}
     entry.update(num=num, status=status, stage=stage, overrides=_overrides(job_dir), dir=str(job_dir), error=error)
     return entry
 
@@ -128,20 +149,26 @@ def varying_overrides(jobs: list[dict[str, Any]]) -> list[str]:
 def write_summary(sweep_dir: Path, summary: dict[str, Any], preface: str = "") -> None:
     """summary.json, .csv, .md and .png; ``preface`` is markdown put before the jobs' table (a search's results)."""
     jobs = summary["jobs"]
-    rows = [[job[c] if c != "overrides" else " ".join(job[c]) for c in COLUMNS] for job in jobs]
+    shapes = shape_labels(jobs)
+    rows = [
+        [job[c] if c != "overrides" else " ".join(job[c]) for c in COLUMNS] + _per_shape_cells(job, shapes)
+        for job in jobs
+    ]
     write_json(sweep_dir / SUMMARY_JSON, summary)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(COLUMNS)
+    writer.writerow(COLUMNS + shapes)
     writer.writerows(rows)
     write_atomic(sweep_dir / SUMMARY_CSV, buffer.getvalue().encode())
-    table = markdown_table(TABLE, table_rows(jobs))
+    table = markdown_table(*summary_table(jobs))
     text = f"# Sweep summary\n\n{len(jobs)} jobs, {summary['failed']} failed, in `{sweep_dir}`.\n\n{preface}{table}\n"
     write_atomic(sweep_dir / SUMMARY_MD, text.encode())
     plot_summary(sweep_dir / SUMMARY_PNG, jobs)
 
 
-TABLE = [
+# The summary table's columns before the lowered latency per shape (one column per shape label, when jobs
+# timed latency.shapes) and after it; then the overrides that vary, in full.
+TABLE_BEFORE_SHAPES = [
     "num",
     "status",
     "stage",
@@ -152,20 +179,33 @@ TABLE = [
     "speedup",
     "unstable",
     "shapes_passed",
-    "latency_per_shape",
-    "lowering_s",
-    "overrides",
 ]
+TABLE_AFTER_SHAPES = ["lowering_s"]
 
 
-def table_rows(jobs: list[dict[str, Any]]) -> list[list[Any]]:
-    """The summary table: the overrides that vary, in full."""
-    return [[job.get(c) for c in TABLE[:-1]] + [label] for job, label in zip(jobs, varying_overrides(jobs))]
+def summary_table(jobs: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
+    """The summary table's headers and rows, as the console, ``summary.md`` and ``inspect`` show it."""
+    shapes = shape_labels(jobs)
+    headers = TABLE_BEFORE_SHAPES + shapes + TABLE_AFTER_SHAPES + ["overrides"]
+    rows = [
+        [job.get(c) for c in TABLE_BEFORE_SHAPES]
+        + _per_shape_cells(job, shapes)
+        + [job.get(c) for c in TABLE_AFTER_SHAPES]
+        + [label]
+        for job, label in zip(jobs, varying_overrides(jobs))
+    ]
+    return headers, rows
+
+
+def _per_shape_cells(job: dict[str, Any], shapes: list[str]) -> list[float | None]:
+    timed = job.get("latency_shapes") or {}
+    return [timed.get(shape) for shape in shapes]
 
 
 def plot_summary(path: Path, jobs: list[dict[str, Any]]) -> None:
     """Left: speedup per job on a log axis, failed jobs in red with their stage, unstable ones hatched.
-    Right: speedup against max error, the trade-off a user picks from."""
+    Middle: speedup against max error, the trade-off a user picks from. Right, when jobs timed
+    latency.shapes: the lowered latency per job, one bar per shape."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -175,9 +215,12 @@ def plot_summary(path: Path, jobs: list[dict[str, Any]]) -> None:
     ok = [j["status"] == "ok" and bool(j["speedup"]) for j in jobs]
     speedups = [j["speedup"] for j, good in zip(jobs, ok) if good]
     floor = min(speedups + [1.0]) / 2  # where a failed job's bar ends: visible on a log axis
-    figure, (bars, tradeoff) = plt.subplots(
-        1, 2, figsize=(13, 0.45 * len(jobs) + 2), gridspec_kw={"width_ratios": [3, 2]}
+    shapes = shape_labels(jobs)
+    widths = [3, 2, 3] if shapes else [3, 2]
+    figure, axes = plt.subplots(
+        1, len(widths), figsize=(13 + 6 * bool(shapes), 0.45 * len(jobs) + 2), gridspec_kw={"width_ratios": widths}
     )
+    bars, tradeoff = axes[0], axes[1]
     for index, (job, good) in enumerate(zip(jobs, ok)):
         if good:
             bars.barh(
@@ -206,7 +249,26 @@ def plot_summary(path: Path, jobs: list[dict[str, Any]]) -> None:
     tradeoff.set_xlabel("max abs error against eager (zero drawn at 1e-12)")
     tradeoff.set_ylabel("speedup over eager")
     tradeoff.set_title("Speed against accuracy (job numbers)")
+    if shapes:
+        _plot_latency_per_shape(axes[2], jobs, shapes)
     save_figure(path, figure)
+
+
+def _plot_latency_per_shape(axis: Any, jobs: list[dict[str, Any]], shapes: list[str]) -> None:
+    """Grouped bars: per job (in the speedup plot's order), the lowered latency at each shape it timed."""
+    height = 0.8 / len(shapes)
+    for k, shape in enumerate(shapes):
+        timed = [(index, us) for index, job in enumerate(jobs) if (us := (job.get("latency_shapes") or {}).get(shape))]
+        offset = (k - (len(shapes) - 1) / 2) * height
+        axis.barh([index + offset for index, _ in timed], [us for _, us in timed], height, label=shape)
+    axis.set_xscale("log")
+    axis.tick_params(axis="x", which="minor", labelbottom=False)  # a log axis labels 3e2, 4e2, ... on top of each other
+    axis.set_yticks(range(len(jobs)), [str(job["num"]) for job in jobs], fontsize=8)
+    axis.set_ylim(len(jobs) - 0.5, -0.5)  # the first job on top, as in the speedup plot
+    axis.set_xlabel("lowered latency, us, log scale")
+    axis.set_ylabel("job")
+    axis.set_title("Latency per shape (latency.shapes)")
+    axis.legend(fontsize=8)
 
 
 def save_figure(path: Path, figure: Any) -> None:

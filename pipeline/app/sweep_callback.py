@@ -29,7 +29,7 @@ from omegaconf import DictConfig
 from pipeline.app.logs import TOTAL_ENV
 from pipeline.app.run_files import SUMMARY_MD
 from pipeline.app.search.config import is_search
-from pipeline.app.summary import TABLE, summarize, table_rows, write_summary
+from pipeline.app.summary import summarize, summary_table, write_summary
 from pipeline.app.tables import text_table
 
 log = logging.getLogger("pipeline")
@@ -71,7 +71,7 @@ class SweepCallback(Callback):
         total = int(os.environ.get(TOTAL_ENV, "0")) or None
         summary = summarize(sweep_dir, total)
         write_summary(sweep_dir, summary)
-        print(text_table(TABLE, table_rows(summary["jobs"]), max_width=None))
+        print(text_table(*summary_table(summary["jobs"]), max_width=None))
         log.info("summary: %s", sweep_dir / SUMMARY_MD)
         if summary["failed"]:
             log.error("%d of %d jobs failed; see %s", summary["failed"], len(summary["jobs"]), sweep_dir / SUMMARY_MD)

@@ -1,6 +1,7 @@
 """The app's side of dynamic shapes: model.dynamic_shapes is checked before any work, verify checks each
 dynamic dimension at its bounds and between (capped by verify.max_elements), and the report lists them."""
 
+import csv
 import json
 from pathlib import Path
 
@@ -215,3 +216,79 @@ def test_a_sweeps_summary_gives_the_shapes_passed_and_the_latency_per_shape(tmp_
     entry = job_entry(0, tmp_path, report)
     assert entry["shapes_passed"] == "1/2"
     assert entry["latency_per_shape"] == "batch=1: 46 us; batch=32, seq=8: 173 us"
+
+
+def _timed_job(num, tmp_path, shapes, status="ok"):
+    """A job's summary entry from a report that timed ``shapes`` ({label: (point, lowered us)})."""
+    from pipeline.app.summary import job_entry
+
+    latency = {"eager_us": 100.0, "lowered_us": 50.0, "speedup": 2.0, "unstable": False}
+    latency["shapes"] = [{"point": point, "lowered_us": us} for point, us in shapes]
+    report = {
+        "status": status,
+        "backend": f"backend{num}",
+        "overrides": [f"backend=backend{num}"],
+        "verify": {"max_abs_err": 1e-6},
+        "latency": latency if status == "ok" else None,
+    }
+    return job_entry(num, tmp_path / str(num), report)
+
+
+def _summary_written(tmp_path, monkeypatch, jobs):
+    """write_summary's files, and the figure summary.png was drawn from: its panels' titles and bar series."""
+    from pipeline.app import summary as summary_module
+
+    drawn = {}
+    save_figure = summary_module.save_figure
+
+    def keep(path, figure):
+        drawn["titles"] = [axis.get_title() for axis in figure.axes]
+        drawn["series"] = {
+            axis.get_title(): {c.get_label(): [bar.get_width() for bar in c] for c in axis.containers}
+            for axis in figure.axes
+        }
+        save_figure(path, figure)
+
+    monkeypatch.setattr(summary_module, "save_figure", keep)
+    summary_module.write_summary(tmp_path, {"jobs": jobs, "failed": sum(j["status"] != "ok" for j in jobs)})
+    return drawn
+
+
+PER_SHAPE = "Latency per shape (latency.shapes)"
+
+
+def test_a_sweeps_summary_has_a_latency_column_per_shape_and_plots_them(tmp_path, monkeypatch):
+    from pipeline.app.summary import summary_table
+
+    short, long = {"batch": 1, "seq": 8}, {"batch": 8, "seq": 64}
+    jobs = [
+        _timed_job(0, tmp_path, [(short, 46.0), (long, 173.0)]),
+        _timed_job(1, tmp_path, [(short, 30.0), (long, 120.0)]),
+        _timed_job(2, tmp_path, [], status="failed"),
+    ]
+    headers, rows = summary_table(jobs)
+    assert headers[headers.index("shapes_passed") + 1 :] == [
+        "batch=1,seq=8",
+        "batch=8,seq=64",
+        "lowering_s",
+        "overrides",
+    ]
+    per_shape = slice(headers.index("batch=1,seq=8"), headers.index("lowering_s"))
+    assert [row[per_shape] for row in rows] == [[46.0, 173.0], [30.0, 120.0], [None, None]]
+
+    drawn = _summary_written(tmp_path, monkeypatch, jobs)
+    assert "| batch=1,seq=8 | batch=8,seq=64 |" in (tmp_path / "summary.md").read_text()
+    with open(tmp_path / "summary.csv") as handle:
+        assert next(csv.reader(handle))[-2:] == ["batch=1,seq=8", "batch=8,seq=64"]
+    assert (tmp_path / "summary.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert drawn["titles"][-1] == PER_SHAPE
+    assert drawn["series"][PER_SHAPE] == {"batch=1,seq=8": [46.0, 30.0], "batch=8,seq=64": [173.0, 120.0]}
+
+
+def test_a_sweep_timed_at_its_example_shape_alone_keeps_the_speedup_plot(tmp_path, monkeypatch):
+    from pipeline.app.summary import TABLE_AFTER_SHAPES, TABLE_BEFORE_SHAPES, summary_table
+
+    jobs = [_timed_job(0, tmp_path, []), _timed_job(1, tmp_path, [])]
+    assert summary_table(jobs)[0] == TABLE_BEFORE_SHAPES + TABLE_AFTER_SHAPES + ["overrides"]
+    drawn = _summary_written(tmp_path, monkeypatch, jobs)
+    assert drawn["titles"] == ["Speedup per configuration", "Speed against accuracy (job numbers)"]
