@@ -45,7 +45,15 @@ from typing import Any
 import torch
 
 from pipeline.backends.openvino.compile_spec import NAME, require_openvino
-from pipeline.core.backend import UNBOUNDED, Dynamic, InputShape, LoweringError, input_shapes, quiet_logs_from
+from pipeline.core.backend import (
+    UNBOUNDED,
+    Dynamic,
+    InputShape,
+    LoweringError,
+    decomposed_attention,
+    input_shapes,
+    quiet_logs_from,
+)
 
 
 @dataclass
@@ -83,16 +91,10 @@ def convert(program: torch.export.ExportedProgram, method: str) -> Converted:
 
 
 def without_fused_attention(program: torch.export.ExportedProgram) -> torch.export.ExportedProgram:
-    """``program`` with torch's own decompositions of scaled dot-product attention run (see the module
-    docstring); the nodes keep their provenance (``from_node``), so the handles still map."""
-    from torch._decomp import core_aten_decompositions
-
-    attention = {op: fn for op, fn in core_aten_decompositions().items() if "scaled_dot_product" in str(op)}
-    if not any(node.target in attention for node in program.graph.nodes if node.op == "call_function"):
-        return program
+    """``program`` with its attention decomposed (see the module docstring)."""
     try:
-        return program.run_decompositions(attention)
-    except Exception as error:  # torch traces the whole program again, and some views fail at symbolic sizes
+        return decomposed_attention(program)
+    except Exception as error:  # torch traces the whole program again, and a view may fail at symbolic sizes
         raise LoweringError(
             f"Backend {NAME!r} cannot keep the dynamic dimensions of this program: OpenVINO's fused attention "
             f"answers wrongly at some sizes, so the backend decomposes attention first, and torch could not: "

@@ -10,7 +10,8 @@ compile-spec parsing and the bounds of spec fields (`parse_compile_spec`, `out_o
 `check_extractable` (member names and sizes of a zip that a loader of the backend's will unpack); the size
 limit on tensors a program from a file may ask for (`MAX_TENSOR_BYTES`, `size_problem`, `sized`, `guarded`,
 `UNKNOWN`; `pipeline.core.op_policy`); the dynamic dimensions of an exported program (`input_shapes`,
-`is_dynamic`, `InputShape`, `Dynamic`; `pipeline.core.shapes`); and the error types.
+`is_dynamic`, `narrowed_dimensions`, `InputShape`, `Dynamic`; `pipeline.core.shapes`); attention decomposed
+in the fused op's layout (`decomposed_attention`; `pipeline.core.attention`); and the error types.
 `pipeline.core.backend` re-exports all of it.
 """
 
@@ -21,6 +22,7 @@ from typing import Any
 
 import torch
 
+from pipeline.core.attention import decomposed_attention
 from pipeline.core.bounded_zip import check_extractable
 from pipeline.core.debug_handles import UNKNOWN_HANDLE, handles_by_origin, walk_nodes
 from pipeline.core.environment import package_version
@@ -72,6 +74,7 @@ __all__ = [
     "input_shapes",
     "narrowed_dimensions",
     "is_dynamic",
+    "decomposed_attention",
     "check_extractable",
     "describe_node",
     "did_you_mean",
