@@ -7,7 +7,11 @@ after the FX node it came from and records it in the node's metadata
 decomposes some ops first, so the FX node may be a new one; its
 ``meta["from_node"]`` chain leads back to the node of the program the
 handles were issued for. So every ONNX node the exporter writes maps to the
-handles of exactly the FX nodes it implements.
+handles of exactly the FX nodes it implements. A method whose weights pass
+`external_data.EXTERNAL_DATA_ABOVE` is written by the exporter's own writer
+(``onnx_ir.save``) as a small model and a weights file in the preprocess's
+private directory (`ExportedMethod.weights`), which goes into the payload as
+it is; the protobuf alone could hold no more than 2 GiB.
 
 Torchscript frontend (`export_torchscript`): the TorchScript ONNX exporter,
 while the installed torch has it. It exports ``forward`` only, so the method
@@ -32,10 +36,12 @@ import re
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 
+from pipeline.backends.onnxruntime import external_data
 from pipeline.backends.onnxruntime.compile_spec import NAME, OnnxRuntimeCompileSpec
 from pipeline.backends.onnxruntime.dynamic_axes import name_dynamic_axes, symbol_names
 from pipeline.core.backend import LoweringError, UnsupportedOpError, describe_node, handles_by_origin, quiet
@@ -62,6 +68,9 @@ class ExportedMethod:
     examples_are_real: bool = False
     # what the program had to go through before the exporter took it, if anything (for the report)
     retried_on: str | None = None
+    # the file of the model's external data (its locations name `external_data.weights_part`), for a
+    # model past `external_data.EXTERNAL_DATA_ABOVE`; None when the model holds all its data
+    weights: Path | None = None
 
     def meta(self) -> dict[str, Any]:
         return {"inputs": [list(pair) for pair in self.inputs], "flat": self.flat, "node_handles": self.node_handles}
@@ -71,8 +80,13 @@ class ExportedMethod:
 
 
 def export_program(
-    program: torch.export.ExportedProgram, method: str, spec: OnnxRuntimeCompileSpec, generate_debug_handles: Callable
+    program: torch.export.ExportedProgram,
+    method: str,
+    spec: OnnxRuntimeCompileSpec,
+    generate_debug_handles: Callable,
+    scratch: Path,
 ) -> ExportedMethod:
+    """The method as ONNX; a large one's weights are written into ``scratch``, a private directory."""
     handles = generate_debug_handles(program.graph, method=method)
     handle_of = {node.name: handle for node, handle in handles.items()}
     retried_on = None
@@ -85,7 +99,11 @@ def export_program(
             onnx_program, retried_on = _dynamo_export(program.run_decompositions(), spec), "run_decompositions()"
         except Exception:
             raise _dynamo_export_error(method, error) from error
-    model = onnx_program.model_proto
+    weights = None
+    if _initializer_bytes(onnx_program.model) > external_data.EXTERNAL_DATA_ABOVE:
+        model, weights = _with_external_data(onnx_program.model, method, scratch)
+    else:
+        model = onnx_program.model_proto
     name_dynamic_axes(model, symbol_names(program))
     origins = handles_by_origin(onnx_program.exported_program.graph.nodes, handle_of)
     node_handles = {}
@@ -99,8 +117,28 @@ def export_program(
     inputs, flat = _program_inputs(program, [value.name for value in model.graph.input], method)
     examples, real = _program_examples(program, inputs)
     return ExportedMethod(
-        model.SerializeToString(deterministic=True), inputs, flat, node_handles, examples, real, retried_on
+        model.SerializeToString(deterministic=True), inputs, flat, node_handles, examples, real, retried_on, weights
     )
+
+
+def _initializer_bytes(model: Any) -> int:
+    """The bytes of an ``onnx_ir`` model's initializers: what its protobuf would have to hold."""
+    return sum(value.const_value.nbytes for value in model.graph.initializers.values() if value.const_value)
+
+
+def _with_external_data(model: Any, method: str, scratch: Path) -> tuple[Any, Path]:
+    """The model as a ``ModelProto`` whose initializers point into one weights file, and that file.
+
+    ``onnx_ir.save`` writes each tensor to the file as it goes (never the whole model in memory) and names
+    the file, relative to the model, in every location: `external_data.weights_part`, the payload part
+    it becomes. The model is read back without its data."""
+    import onnx
+    import onnx_ir
+
+    folder = scratch / method
+    folder.mkdir()
+    onnx_ir.save(model, folder / "model.onnx", external_data=external_data.weights_part(method))
+    return onnx.load(folder / "model.onnx", load_external_data=False), folder / external_data.weights_part(method)
 
 
 def _check_numpy_exchangeable(model: Any, method: str) -> None:

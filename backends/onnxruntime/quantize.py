@@ -44,6 +44,13 @@ CALIBRATION_SEED = 0
 def quantize(exported: ExportedMethod, spec: OnnxRuntimeCompileSpec, method: str) -> ExportedMethod:
     """The method with its model quantized as ``spec.quantize`` says, and its node map redone."""
     import onnx
+
+    if exported.weights is not None:
+        raise LoweringError(
+            f"Backend {NAME!r}, method {method!r}: quantize={spec.quantize.value} needs the model's weights in "
+            "the model, and this one's pass EXTERNAL_DATA_ABOVE (they are kept as external data); lower it "
+            "with quantize=none."
+        )
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
 
     source = onnx.load_from_string(exported.model)

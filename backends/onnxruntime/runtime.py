@@ -6,6 +6,10 @@ share memory with the arrays onnxruntime returns). An onnxruntime failure
 becomes `pipeline.BackendRuntimeError` with the debug handles of the node
 onnxruntime names in its message (``Name:'node_add'``), or ``-1`` when it names
 none (e.g. an input of the wrong shape, which onnxruntime checks first).
+
+A method with a weights part (a model past 2 GiB, `external_data`) gets it
+from memory: a view of the payload, checked against every location the model
+names and handed to the session under its part name, so no path is followed.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from typing import Any
 import torch
 
 from pipeline.backends.onnxruntime.compile_spec import NAME, OnnxRuntimeCompileSpec, check_providers, session_options
-from pipeline.backends.onnxruntime.external_data import check_model
+from pipeline.backends.onnxruntime.external_data import check_model, in_memory_weights, weights_part
 from pipeline.backends.onnxruntime.preprocess import preprocess
 from pipeline.backends.onnxruntime.support import node_support
 from pipeline.core.backend import (
@@ -63,11 +67,13 @@ class OnnxRuntimeBackend(Backend):
         return True
 
     def compile(self, payload: bytes, specs: dict[str, OnnxRuntimeCompileSpec]) -> dict[str, Any]:
-        meta, models = unpack_parts(payload, NAME)
+        meta, parts = unpack_parts(payload, NAME, views=True)  # views: a weights part is not copied here
         runners = {}
         for method, spec in specs.items():
             check_providers(spec, method)
-            runners[method] = SessionMethod(method, method_part(models, method, NAME), meta["methods"][method], spec)
+            model = bytes(method_part(parts, method, NAME))
+            weights = {name: parts[name] for name in [weights_part(method)] if name in parts}
+            runners[method] = SessionMethod(method, model, meta["methods"][method], spec, weights)
         return runners
 
 
@@ -98,18 +104,29 @@ def feeding_plan(meta: Any, method: str) -> list[tuple]:
 class SessionMethod:
     """One method, ready to run: the handle `OnnxRuntimeBackend.compile` returns."""
 
-    def __init__(self, method: str, model: bytes, meta: dict[str, Any], spec: OnnxRuntimeCompileSpec):
+    def __init__(
+        self,
+        method: str,
+        model: bytes,
+        meta: dict[str, Any],
+        spec: OnnxRuntimeCompileSpec,
+        weights: dict[str, Any] | None = None,
+    ):
         import onnxruntime
 
         self.method = method
         self.model = model
         self.spec = spec
+        self.weights = weights or {}  # {location: buffer}: views of the payload, which the module keeps
         self.inputs = feeding_plan(meta, method)
         self.flat = bool(meta["flat"])
         self.node_handles = {name: [int(h) for h in handles] for name, handles in meta["node_handles"].items()}
-        check_model(model, f"Backend {NAME!r}: the model of method {method!r}")  # no file outside the payload
+        # no file outside the payload: every location is one of the weights parts, and inside it
+        check_model(
+            model, f"Backend {NAME!r}: the model of method {method!r}", {n: len(b) for n, b in self.weights.items()}
+        )
         try:
-            self.session = onnxruntime.InferenceSession(model, session_options(spec), providers=list(spec.providers))
+            self.session = onnxruntime.InferenceSession(model, self.session_options(), providers=list(spec.providers))
         except Exception as error:
             raise LoweringError(
                 f"Backend {NAME!r}: onnxruntime cannot load the model of method {method!r}: {error}"
@@ -119,6 +136,12 @@ class SessionMethod:
         self._run = getattr(self.session, "_sess", self.session).run
         self.output_names = [output.name for output in self.session.get_outputs()]
         self.name0, self.index0 = self.inputs[0] if len(self.inputs) == 1 else (None, None)
+
+    def session_options(self) -> Any:
+        """The spec's session options, with the weights parts given from memory."""
+        options = session_options(self.spec)
+        in_memory_weights(options, self.weights)
+        return options
 
     def run(self, inputs: Sequence[Any]) -> list[torch.Tensor]:
         """The hot path: no pytree and no comprehension for one tensor argument (the common case)."""
@@ -193,7 +216,7 @@ class SessionMethod:
 
         feeds = self.feeds(inputs)
         with tempfile.TemporaryDirectory(prefix="pipeline-ort-profile-") as directory:
-            options = session_options(self.spec)
+            options = self.session_options()
             options.enable_profiling = True
             options.profile_file_prefix = os.path.join(directory, "profile")
             options.optimized_model_filepath = os.path.join(directory, "optimized.onnx")

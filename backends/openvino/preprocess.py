@@ -6,15 +6,18 @@ handles of the FX nodes it came from (`mapping.ir_node_handles`), then write
 the IR (``openvino.serialize``, in a private temporary directory that is
 removed) and pack every method's xml and bin into one payload
 (``pack_parts``), with each method's node -> handles map in its header. The
+bin goes in from its file, after the converted model is gone, so weights of
+several GiB are held once, in the payload (the IR has no size limit of its
+own: a 1.1B-parameter decoder's 4.4 GB bin is one part). The
 IR's inputs are the method's flattened tensor arguments, in order. The backend
 map is ``{"<method>/<IR node name>": [handles]}``.
 """
 
 from __future__ import annotations
 
-import os
 import tempfile
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -31,26 +34,39 @@ def preprocess(
 ) -> PreprocessResult:
     require_openvino()
     methods: dict[str, Any] = {}
-    parts: dict[str, bytes] = {}
+    parts: dict[str, bytes | Path] = {}
     backend_map: dict[str, list[int]] = {}
-    for method in specs:
-        exported = program.get(method) if isinstance(program, dict) else None
-        if not isinstance(exported, torch.export.ExportedProgram):
-            raise LoweringError(
-                f"Backend {NAME!r}: cannot convert method {method!r} of a {type(program).__name__}; expected a "
-                "dict {method: torch.export.ExportedProgram} (the export frontend)."
+    with tempfile.TemporaryDirectory(prefix="pipeline-openvino-") as scratch:
+        for method in specs:
+            exported = program.get(method) if isinstance(program, dict) else None
+            if not isinstance(exported, torch.export.ExportedProgram):
+                raise LoweringError(
+                    f"Backend {NAME!r}: cannot convert method {method!r} of a {type(program).__name__}; expected a "
+                    "dict {method: torch.export.ExportedProgram} (the export frontend)."
+                )
+            folder = Path(scratch) / method
+            folder.mkdir()
+            methods[method], parts[f"{method}.xml"], parts[f"{method}.bin"] = _ir(
+                exported, method, generate_debug_handles, folder
             )
-        handles = generate_debug_handles(exported.graph, method=method)
-        converted = convert(exported, method)
-        origins = handles_by_origin(converted.graph.nodes, {node.name: handle for node, handle in handles.items()})
-        canonical_names(converted.model, method)
-        node_handles = ir_node_handles(converted.model, origins)
-        flat = feeding_plan(exported, converted)
-        parts[f"{method}.xml"], parts[f"{method}.bin"] = serialize(converted.model)
-        check_xml(parts[f"{method}.xml"], f"Backend {NAME!r}: the IR of method {method!r}")  # the loader's check
-        methods[method] = {"flat": flat, "node_handles": node_handles}
-        backend_map.update({f"{method}/{node}": found for node, found in node_handles.items()})
-    return PreprocessResult(pack_parts(NAME, {"methods": methods}, parts), backend_map)
+            backend_map.update({f"{method}/{node}": found for node, found in methods[method]["node_handles"].items()})
+        return PreprocessResult(pack_parts(NAME, {"methods": methods}, parts), backend_map)
+
+
+def _ir(
+    exported: torch.export.ExportedProgram, method: str, generate_debug_handles: Callable, folder: Path
+) -> tuple[dict[str, Any], bytes, Path]:
+    """One method's header entry, its IR's xml, and the file of its weights in ``folder``; the converted
+    model goes when this returns, before the payload is made."""
+    handles = generate_debug_handles(exported.graph, method=method)
+    converted = convert(exported, method)
+    origins = handles_by_origin(converted.graph.nodes, {node.name: handle for node, handle in handles.items()})
+    canonical_names(converted.model, method)
+    node_handles = ir_node_handles(converted.model, origins)
+    flat = feeding_plan(exported, converted)
+    xml, weights = serialize(converted.model, folder)
+    check_xml(xml, f"Backend {NAME!r}: the IR of method {method!r}")  # the loader's check
+    return {"flat": flat, "node_handles": node_handles}, xml, weights
 
 
 def feeding_plan(program: torch.export.ExportedProgram, converted: Converted) -> bool:
@@ -66,16 +82,13 @@ def feeding_plan(program: torch.export.ExportedProgram, converted: Converted) ->
     )
 
 
-def serialize(model: Any) -> tuple[bytes, bytes]:
-    """The IR as (xml, bin) bytes, without the conversion's fused-names runtime info; no file is left."""
+def serialize(model: Any, folder: Path) -> tuple[bytes, Path]:
+    """The IR's xml bytes and the path of its bin in ``folder``, without the conversion's fused-names
+    runtime info."""
     import openvino
     from openvino._offline_transformations import apply_fused_names_cleanup
 
     apply_fused_names_cleanup(model)
-    with tempfile.TemporaryDirectory(prefix="pipeline-openvino-") as directory:
-        xml, weights = os.path.join(directory, "model.xml"), os.path.join(directory, "model.bin")
-        openvino.serialize(model, xml, weights)
-        with open(xml, "rb") as handle:
-            xml_bytes = handle.read()
-        with open(weights, "rb") as handle:
-            return xml_bytes, handle.read()
+    xml, weights = folder / "model.xml", folder / "model.bin"
+    openvino.serialize(model, str(xml), str(weights))
+    return xml.read_bytes(), weights

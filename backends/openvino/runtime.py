@@ -69,7 +69,7 @@ class OpenVinoBackend(Backend):
         openvino = require_openvino()
         if self._core is None:
             self._core = openvino.Core()
-        meta, parts = unpack_parts(payload, NAME)
+        meta, parts = unpack_parts(payload, NAME, views=True)  # views: the bin is not copied before compiling
         runners = {}
         for method, spec in specs.items():
             if method not in meta.get("methods", {}):
@@ -78,7 +78,7 @@ class OpenVinoBackend(Backend):
                     f"{format_choices(meta.get('methods', {}))}."
                 )
             runners[method] = RequestMethod(
-                self._core, method, parts[f"{method}.xml"], parts[f"{method}.bin"], meta["methods"][method], spec
+                self._core, method, bytes(parts[f"{method}.xml"]), parts[f"{method}.bin"], meta["methods"][method], spec
             )
         return runners
 
@@ -87,7 +87,7 @@ class RequestMethod:
     """One method, ready to run: the handle `OpenVinoBackend.compile` returns."""
 
     def __init__(
-        self, core: Any, method: str, xml: bytes, weights: bytes, meta: dict[str, Any], spec: OpenVinoCompileSpec
+        self, core: Any, method: str, xml: bytes, weights: Any, meta: dict[str, Any], spec: OpenVinoCompileSpec
     ):
         import numpy
         import openvino
@@ -98,7 +98,7 @@ class RequestMethod:
         self.flat = bool(meta["flat"])
         self.node_handles = {name: [int(h) for h in found] for name, found in meta["node_handles"].items()}
         self._core = core
-        self._weights = weights  # the model's constants point into these bytes
+        self._weights = weights  # the model's constants point into these bytes (a view of the payload)
         self._tensor = openvino.Tensor
         what = f"Backend {NAME!r}: the IR of method {method!r}"
         check_xml(xml, what)  # IR or nothing: another frontend would read the files a model names

@@ -422,7 +422,7 @@ def test_an_initializer_with_external_data_is_refused_at_load_whatever_the_optim
     with pytest.raises(
         pipeline.ArtifactError,
         match=rf"forged.lowered: .*method 'forward': tensor graph.initializer "
-        rf"'{name}' keeps its data outside the model, in 'secret.bin'",
+        rf"'{name}' keeps its data outside the model: its location 'secret.bin' is a name the payload does not carry",
     ):
         pipeline.load_lowered(forged)
 
@@ -528,11 +528,11 @@ def _in_a_function():
 )
 def test_external_data_is_found_wherever_a_tensor_can_stand(make):
     model, where = make()
-    assert [location for _, location in external_tensors(model)] == ["secret.bin"]
+    assert [entries["location"] for _, entries in external_tensors(model)] == ["secret.bin"]
     with pytest.raises(
         pipeline.LoweringError,
-        match=re.escape(where) + r".*keeps its data outside the model, in "
-        r"'secret.bin'",
+        match=re.escape(where) + r".*keeps its data outside the model: its location "
+        r"'secret.bin' is a name the payload does not carry",
     ):
         check_model(model.SerializeToString(), "the model")
 
