@@ -25,7 +25,7 @@ from pipeline.backends.executorch.installed import executorch_module, runtime
 from pipeline.core.backend import LoweringError, decomposed_attention, format_choices, quiet
 
 
-def to_executorch(exported: object, spec: ExecuTorchCompileSpec, method: str) -> Any:
+def to_executorch(exported: Any, spec: ExecuTorchCompileSpec, method: str) -> Any:
     """The ``ExecutorchProgramManager`` of one method."""
     exir = executorch_module("executorch.exir")
     partitioners = None

@@ -23,7 +23,7 @@ def decomposed_attention(program: torch.export.ExportedProgram) -> torch.export.
     table = {op: _contiguous(fn) for op, fn in core_aten_decompositions().items() if "scaled_dot_product" in str(op)}
     if not any(node.target in table for node in program.graph.nodes if node.op == "call_function"):
         return program
-    decomposed = program.run_decompositions(table)
+    decomposed: torch.export.ExportedProgram = program.run_decompositions(table)
     decomposed.graph_module.meta.update(program.graph_module.meta)  # the names the capture gave the dimensions
     return decomposed
 
