@@ -10,7 +10,7 @@ and 16-bit floats. No pickle; equal outputs give equal bytes.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -42,17 +42,23 @@ def _example_chunks(calls: dict[str, tuple[tuple, dict[str, Any]]]) -> Iterator[
                 yield f"{method}:{leaf!r}".encode()
 
 
-def record(path: Path, lowered: Any, calls: dict[str, tuple[tuple, dict[str, Any]]]) -> dict[str, Any]:
-    """Run each lowered method on its example call and write the outputs; the report's entry."""
+def record(
+    path: Path,
+    lowered: Any,
+    calls: dict[str, tuple[tuple, dict[str, Any]]],
+    computed: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Write each lowered method's outputs on its example call; the report's entry.
+
+    ``computed`` holds outputs already computed on those calls (verify's, `VerifyResult.example_outputs`):
+    a method found there is not run again, which on a real-size model is most of the record stage.
+    """
     meta: dict[str, Any] = {"inputs_sha256": inputs_digest(calls), "methods": {}}
     parts: dict[str, bytes] = {}
     with torch.no_grad():
         for method, (args, kwargs) in calls.items():
-            leaves = [
-                leaf
-                for leaf in pytree.tree_leaves(getattr(lowered, method)(*args, **kwargs))
-                if isinstance(leaf, torch.Tensor)
-            ]
+            outputs = computed[method] if computed and method in computed else getattr(lowered, method)(*args, **kwargs)
+            leaves = [leaf for leaf in pytree.tree_leaves(outputs) if isinstance(leaf, torch.Tensor)]
             meta["methods"][method] = [tensor_entry(t) for t in leaves]
             for index, tensor in enumerate(leaves):
                 parts[f"{method}/{index}"] = tensor_bytes(tensor)

@@ -32,12 +32,13 @@ from pipeline.app.dynamic_config import parameter_names
 from pipeline.app.faults import Interrupted, signals_deferred, signals_raise
 from pipeline.app.inputs import Call, as_example_inputs, make_call, make_method_calls
 from pipeline.app.latency import measure
+from pipeline.app.memory import StageMemory
 from pipeline.app.run_files import HANDLES, OUTPUTS, PROFILE, REPORT, clear_earlier_run
 from pipeline.app.schema import RunRequest
 from pipeline.app.shape_points import MethodPoints, bound_points, call_at
 from pipeline.app.targets import locate
 from pipeline.app.verify import verify
-from pipeline.core.artifact import artifact_bytes
+from pipeline.core.artifact import write_artifact
 from pipeline.core.environment import git_state, package_versions
 from pipeline.core.errors import PipelineError
 from pipeline.core.files import write_atomic, write_json
@@ -55,7 +56,8 @@ class StageFailed(PipelineError):
 
 
 class Stages:
-    """Times each stage, logs one line per stage, and remembers where a failure happened.
+    """Times each stage, logs one line per stage, and remembers where a failure happened; `memory` keeps
+    the peak RSS after each stage (`pipeline.app.memory`).
 
     A stage that runs long (an export, an inductor compile) logs that it is
     still working every `HEARTBEAT_S` seconds, so a sweep never looks stuck.
@@ -68,6 +70,7 @@ class Stages:
 
     def __init__(self, on_enter: Callable[[str], None] | None = None) -> None:
         self.timings: dict[str, float] = {}
+        self.memory = StageMemory()
         self.current: str | None = None
         self.on_enter = on_enter  # tells a sweep's supervising process where the job is
 
@@ -92,6 +95,7 @@ class Stages:
             if heartbeat is not None:
                 heartbeat.join()
         self.timings[name] = time.perf_counter() - start
+        self.memory.after(name)
         log.info("%-12s %8.3f s", name, self.timings[name])
         self.current = None
 
@@ -147,6 +151,7 @@ def _run_into(
     finally:
         torch.set_num_threads(threads_before)
     report["timings"] = {**stages.timings, **{f"lower.{k}": v for k, v in lower_timings.items()}}
+    report["memory"] = stages.memory.to_json()
     report["job_seconds"] = time.perf_counter() - started
     with signals_deferred():
         write_json(out_dir / REPORT, report)
@@ -191,6 +196,8 @@ def run_stages(
         if request.partition:
             report["partition"] = lowered.partition
             log.info("partition    %s", lowered.partition["summary"])
+        del captured, lowering  # the module holds all that later stages read; the program is done with
+    verified: dict[str, Any] = {}
     if request.verify.enabled:
         with stages("verify"):
             result = verify(
@@ -202,6 +209,7 @@ def run_stages(
                 _bound_points(model, lowered, calls, request.verify.max_elements),
             )
             report["verify"] = result.to_json()
+            verified = result.example_outputs
             for shape in result.shapes:
                 if shape["capped"]:
                     log.info(
@@ -217,9 +225,10 @@ def run_stages(
     if request.profile:
         with stages("profile"):
             report["profile"] = record_profile(lowered, as_example_inputs(calls), out_dir)
+    del model  # the eager model's weights: nothing after verify and latency runs it
     with stages("record"):
         report.update(record_outputs(lowered, out_dir, request.artifact_name))
-        report["outputs"] = outputs_record.record(out_dir / OUTPUTS, lowered, calls)
+        report["outputs"] = outputs_record.record(out_dir / OUTPUTS, lowered, calls, verified)
     if report["verify"] is not None and not report["verify"]["passed"]:
         stages.current = "verify"
         v = report["verify"]
@@ -274,13 +283,12 @@ def model_arguments(model_class: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
 
 
 def record_outputs(lowered: Any, out_dir: Path, artifact_name: str) -> dict[str, Any]:
-    """Write the artifact and handles.json atomically; return their entries for the report."""
-    data = artifact_bytes(lowered)
-    write_atomic(out_dir / artifact_name, data)
+    """Write the artifact (streamed, `write_artifact`) and handles.json atomically; their entries for the report."""
+    written = write_artifact(lowered, out_dir / artifact_name)
     handles = canonical_json(lowered.handle_map.to_json())
     write_atomic(out_dir / HANDLES, handles)
     return {
-        "artifact": {"path": artifact_name, "bytes": len(data), "sha256": sha256_bytes(data)},
+        "artifact": {"path": artifact_name, "bytes": written.size, "sha256": written.sha256},
         "handles": {"path": HANDLES, "count": len(lowered.handle_map.handles), "sha256": sha256_bytes(handles)},
     }
 

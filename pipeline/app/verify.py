@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
@@ -35,9 +35,14 @@ class VerifyResult:
     mean_abs_err: float = 0.0  # over every output element of every trial
     agreement: float | None = None  # top-1 agreement over the rows of 2-D float outputs; None: none such
     shapes: list[dict[str, Any]] = field(default_factory=list)  # per method and shape checked: its errors
+    # The lowered module's outputs on each method's example call (the first input set), which outputs.bin
+    # records: kept so that the record stage need not run the module again. Not part of the JSON.
+    example_outputs: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        record = asdict(replace(self, example_outputs={}))
+        del record["example_outputs"]
+        return record
 
 
 @dataclass
@@ -111,13 +116,18 @@ def verify(
     ``points``, each method with dynamic dimensions to the other shapes to check."""
     total = _Totals()
     shapes = []
+    example_outputs: dict[str, Any] = {}
     with torch.no_grad():
         for method, sets in input_sets.items():
             method_points = (points or {}).get(method, MethodPoints())
             example = _Totals()
             for index, (args, kwargs) in enumerate(sets):
                 label = f"{method}[{'example' if index == 0 else f'random {index}'}]"
-                compared = _compare(eager, lowered, method, args, kwargs)
+                expected = getattr(eager, method)(*args, **kwargs)
+                actual = getattr(lowered, method)(*args, **kwargs)
+                if index == 0:  # cloned: a runtime may hand out its output buffers again on the next call
+                    example_outputs[method] = pytree.tree_map_only(torch.Tensor, torch.clone, actual)
+                compared = compare_outputs(expected, actual)
                 example.add(compared, label, atol, rtol)
                 total.add(compared, label, atol, rtol)
             shapes.append(example.shape(method, "example", method_points.example, None))
@@ -138,6 +148,7 @@ def verify(
         mean_abs_err=total.error_sum / total.elements if total.elements else 0.0,
         agreement=total.agreeing / total.rows if total.rows else None,
         shapes=shapes,
+        example_outputs=example_outputs,
     )
 
 

@@ -3,12 +3,20 @@
 Layout (every entry written with a fixed timestamp, in a fixed order, so two
 identical lowerings give byte-identical files)::
 
+    payload.bin     the backend's preprocessed bytes (stored: weights barely deflate)
+    handles.json    the debug-handle map and the backend's own map
+    code.py         the generated source of the lowered methods (for people)
     manifest.json   format and version, backend, frontend, methods, compile spec,
                     method signatures, output structures, package versions,
                     and the sha256 of every other part
-    payload.bin     the backend's preprocessed bytes
-    handles.json    the debug-handle map and the backend's own map
-    code.py         the generated source of the lowered methods (for people)
+
+`write_artifact` streams the file: each member goes to a temporary file in
+chunks, with its sha256 and the file's computed as it is written (so the
+manifest, which lists the parts' digests, is written last, and each member's
+CRC and sizes follow its data), and the file is renamed into place only once
+complete. The order of members and how each is compressed are the writer's
+choice, not the format's: a reader looks members up by name, and files written
+with the manifest first and a deflated payload (before issue #24) read the same.
 
 A partitioned lowering (``to_backend(..., partition=True)``) adds ``partition``
 to the manifest (the record of the split; format version 3) and its
@@ -43,10 +51,10 @@ runtime is an `ArtifactError`, not the end of the process.
 from __future__ import annotations
 
 import functools
+import hashlib
 import zipfile
-from collections.abc import Sequence
+import zlib
 from dataclasses import dataclass
-from io import BytesIO
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +73,7 @@ from pipeline.core.errors import (
     MalformedInput,
     UnknownBackendError,
 )
-from pipeline.core.files import write_atomic
+from pipeline.core.files import HashingWriter, atomic_file
 from pipeline.core.hashing import canonical_json, sha256_bytes, sha256_file
 from pipeline.core.literals import check_name
 from pipeline.core.lowered_module import LoweredModule
@@ -86,18 +94,51 @@ READABLE_VERSIONS = tuple(BINDING_OF_VERSION)  # a version-2 file is a version-3
 _FIXED_TIME = (1980, 1, 1, 0, 0, 0)
 _PARTS = ("payload.bin", "handles.json", "code.py")
 _MEMBERS = ("manifest.json", *_PARTS)
+_DEFLATED = ("manifest.json", "handles.json", "code.py")  # text; every other member holds weights
+_WRITE_CHUNK = 16 << 20
 # Bytes each member may hold; the payload holds the weights, so only the zip limits bound it.
 _MAX_BYTES = {"manifest.json": 16 << 20, "handles.json": 1 << 30, "code.py": 64 << 20, "payload.bin": 1 << 36}
 LIMITS = ZipLimits(max_members=8, max_directory_bytes=1 << 16)  # room for a duplicate or stray member to be named
 MAX_METHODS = 1000
 
 
-def artifact_bytes(lowered: LoweredModule) -> bytes:
+@dataclass(frozen=True)
+class WrittenArtifact:
+    """Where `write_artifact` put the file, its size and its sha256 (hashed as it was written)."""
+
+    path: Path
+    size: int
+    sha256: str
+
+
+def write_artifact(lowered: LoweredModule, path: str | Path) -> WrittenArtifact:
+    """Write the artifact member by member into a temporary file beside ``path``, then rename it into place.
+
+    Nothing is held but what the module holds already: each part goes to the file in chunks, its sha256
+    and the file's computed on the way, and the manifest, which lists the parts' digests, comes last.
+    """
+    if not isinstance(lowered, LoweredModule):
+        raise ArtifactError(f"save_lowered needs a pipeline.LoweredModule, not a {type(lowered).__name__}.")
+    path = Path(path)
     parts = {
         "payload.bin": lowered.payload,
         "handles.json": canonical_json(lowered.handle_map.to_json()),
         "code.py": lowered.code.encode(),
     }
+    with atomic_file(path) as handle:
+        written = HashingWriter(handle)
+        with zipfile.ZipFile(written, "w") as archive:  # not seekable: a data descriptor after each member
+            digests = {name: _write_member(archive, name, data) for name, data in parts.items()}
+            _write_member(archive, "manifest.json", canonical_json(_manifest(lowered, digests)))
+    return WrittenArtifact(path, written.size, written.sha256())
+
+
+def save_lowered(lowered: LoweredModule, path: str | Path) -> Path:
+    """Write the artifact atomically (temporary file, then rename); see `write_artifact`."""
+    return write_artifact(lowered, path).path
+
+
+def _manifest(lowered: LoweredModule, digests: dict[str, str]) -> dict[str, Any]:
     manifest = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -113,42 +154,41 @@ def artifact_bytes(lowered: LoweredModule) -> bytes:
         "outputs": {m: lowered.outputs[m].to_json() for m in lowered.methods},
         "shapes": {m: contract_to_json(lowered.shapes[m]) for m in lowered.methods if m in lowered.shapes},
         "versions": package_versions(("torch", "lowering-pipeline")),
-        "sha256": {name: sha256_bytes(data) for name, data in parts.items()},
+        "sha256": digests,
     }
     if isinstance(lowered, PartitionedModule):  # the payload is a partitioned container: load must know
         manifest["partition"] = lowered.partition
-    members = {"manifest.json": canonical_json(manifest), **parts}
-    archive = _zip(members, stored=())
-    # A part that deflates past the reader's bomb limit (a payload of zeros) is stored instead, so
-    # that every artifact this writer makes is one the reader accepts.
-    with zipfile.ZipFile(BytesIO(archive)) as written:
-        stored = [
-            info.filename
-            for info in written.infolist()
-            if info.file_size > LIMITS.ratio_applies_above
-            and info.file_size > LIMITS.max_ratio * max(info.compress_size, 1)
-        ]
-    return _zip(members, stored) if stored else archive
+    return manifest
 
 
-def _zip(members: dict[str, bytes], stored: Sequence[str]) -> bytes:
-    buffer = BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for name, data in members.items():
-            info = zipfile.ZipInfo(name, date_time=_FIXED_TIME)
-            info.compress_type = zipfile.ZIP_STORED if name in stored else zipfile.ZIP_DEFLATED
-            info.external_attr = 0o644 << 16
-            archive.writestr(info, data)
-    return buffer.getvalue()
+def _write_member(archive: zipfile.ZipFile, name: str, data: bytes) -> str:
+    """Write one member with a fixed timestamp, a chunk at a time; its sha256."""
+    info = zipfile.ZipInfo(name, date_time=_FIXED_TIME)
+    info.compress_type = _compression(name, data)
+    info.external_attr = 0o644 << 16
+    info.file_size = len(data)  # zipfile decides on ZIP64 from it, before the data
+    digest = hashlib.sha256()
+    view = memoryview(data)
+    with archive.open(info, "w") as member:
+        for start in range(0, len(view), _WRITE_CHUNK):
+            chunk = view[start : start + _WRITE_CHUNK]
+            digest.update(chunk)
+            member.write(chunk)
+    return digest.hexdigest()
 
 
-def save_lowered(lowered: LoweredModule, path: str | Path) -> Path:
-    """Write the artifact atomically (temporary file, then rename)."""
-    if not isinstance(lowered, LoweredModule):
-        raise ArtifactError(f"save_lowered needs a pipeline.LoweredModule, not a {type(lowered).__name__}.")
-    path = Path(path)
-    write_atomic(path, artifact_bytes(lowered))
-    return path
+def _compression(name: str, data: bytes) -> int:
+    """Weights (the payload) are stored: they deflate by a few percent at the cost of most of the save.
+    Text deflates, unless it would deflate past the reader's bomb limit (a handle map of one line
+    repeated), so that every artifact this writer makes is one the reader accepts."""
+    if name not in _DEFLATED:
+        return zipfile.ZIP_STORED
+    if len(data) > LIMITS.ratio_applies_above:
+        deflater = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -15)  # as zipfile deflates
+        deflated = len(deflater.compress(data)) + len(deflater.flush())
+        if len(data) > LIMITS.max_ratio * max(deflated, 1):
+            return zipfile.ZIP_STORED
+    return zipfile.ZIP_DEFLATED
 
 
 @dataclass

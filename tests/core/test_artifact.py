@@ -142,3 +142,47 @@ def test_read_artifact_does_not_need_the_backend_to_compile(lowered, tmp_path):
     contents = artifact.read_artifact(path)
     assert contents["manifest"]["frontend"] == lowered.frontend
     assert contents["payload.bin"] == lowered.payload
+
+
+def test_the_payload_is_stored_the_text_deflated_and_the_manifest_written_last(lowered, tmp_path):
+    path = pipeline.save_lowered(lowered, tmp_path / "basic.lowered")
+    with zipfile.ZipFile(path) as archive:
+        infos = archive.infolist()
+    assert [info.filename for info in infos] == ["payload.bin", "handles.json", "code.py", "manifest.json"]
+    compression = {info.filename: info.compress_type for info in infos}
+    assert compression.pop("payload.bin") == zipfile.ZIP_STORED
+    assert set(compression.values()) == {zipfile.ZIP_DEFLATED}
+    assert all(info.flag_bits & 0x08 for info in infos)  # sizes and CRC follow the data: nothing written twice
+
+
+def test_write_artifact_gives_the_size_and_sha256_of_the_file_it_wrote(lowered, tmp_path):
+    written = artifact.write_artifact(lowered, tmp_path / "basic.lowered")
+    data = written.path.read_bytes()
+    assert (written.size, written.sha256) == (len(data), hashlib.sha256(data).hexdigest())
+
+
+def test_saving_and_reading_never_hold_a_second_copy_of_the_payload(lowered, tmp_path):
+    import tracemalloc
+
+    size = 64 << 20
+    lowered.payload = os.urandom(size)  # read_artifact checks the hashes and compiles nothing
+    path = tmp_path / "big.lowered"
+    tracemalloc.start()
+    try:
+        pipeline.save_lowered(lowered, path)
+        _, saving = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        read = pipeline.read_artifact(path)
+        _, reading = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert read["payload.bin"] == lowered.payload
+    assert saving < size / 4, f"saving traced {saving / 2**20:.0f} MiB for a {size >> 20} MiB payload"
+    assert reading < 1.25 * size, f"reading traced {reading / 2**20:.0f} MiB for a {size >> 20} MiB payload"
+
+
+def test_text_that_would_deflate_like_a_bomb_is_stored(tmp_path):
+    repetitive = b"{}" * (4 << 20)  # 8 MB that deflate about 1000:1, past the reader's 200:1
+    assert artifact._compression("handles.json", repetitive) == zipfile.ZIP_STORED
+    assert artifact._compression("handles.json", b'{"handles": []}') == zipfile.ZIP_DEFLATED
+    assert artifact._compression("payload.bin", b"{}") == zipfile.ZIP_STORED
