@@ -19,13 +19,21 @@ BACKEND_MAP_FILE = "pipeline/backend_map.json"  # the node -> handle map, an ext
 
 
 def load_module(
-    payload: bytes, methods: Sequence[str], spec: TorchScriptCompileSpec, extra_files: dict[str, str] | None = None
+    payload: bytes | str,
+    methods: Sequence[str],
+    spec: TorchScriptCompileSpec,
+    extra_files: dict[str, str] | None = None,
 ) -> torch.jit.ScriptModule:
-    """The module as it runs: loaded from the archive, optimized as the spec says."""
+    """The module as it runs: loaded from the archive (its bytes, or the path of a file that holds them),
+    optimized as the spec says."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         try:
-            module = torch.jit.load(io.BytesIO(payload), map_location="cpu", _extra_files=extra_files)
+            module = torch.jit.load(
+                io.BytesIO(payload) if isinstance(payload, bytes) else payload,
+                map_location="cpu",
+                _extra_files=extra_files,
+            )
         except Exception as error:
             raise LoweringError(
                 f"Backend {NAME!r}: the payload is not a loadable TorchScript archive: {error}"

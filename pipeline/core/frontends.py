@@ -10,6 +10,7 @@ know of each method (its signature and output structure).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import inspect
@@ -46,7 +47,7 @@ from pipeline.core.signature import (
     MethodSignature,
     OutputStructure,
 )
-from pipeline.core.specialization import guard_sites, specialized_error
+from pipeline.core.specialization import GuardSites, guard_sites, specialized_error
 
 TORCHSCRIPT_MODES = ("script", "trace")
 # {method: args}: a tuple of positional arguments, or {"args": (...), "kwargs": {...}} to pass some by name.
@@ -84,6 +85,19 @@ class CapturedProgram:
     outputs: dict[str, OutputStructure]
     top_type: str
     shapes: dict[str, MethodShapes] = dataclasses.field(default_factory=dict)  # no entry: nothing checked
+    modes: dict[str, CaptureMode] = dataclasses.field(default_factory=dict)  # how each method was captured
+
+
+@dataclass(frozen=True)
+class CaptureMode:
+    """How one method was captured: ``strict`` or ``non_strict`` export, or torchscript's ``script`` or
+    ``trace``; ``fallback_reason`` is why the mode asked for failed, when another one captured."""
+
+    mode: str
+    fallback_reason: str | None = None
+
+    def to_json(self) -> dict[str, str | None]:
+        return {"mode": self.mode, "fallback_reason": self.fallback_reason}
 
 
 def default_frontend(model: Any) -> str:
@@ -130,9 +144,11 @@ def capture(
     example_inputs: ExampleInputs | None = None,
     torchscript_mode: str = "script",
     dynamic_shapes: DynamicShapes = None,
+    strict: bool = False,
 ) -> CapturedProgram:
     """``dynamic_shapes`` declares the dimensions that vary (`pipeline.core.shapes`); the rest are the
-    examples' sizes."""
+    examples' sizes. The export frontend runs torch.export non-strict, torch's default, and strict (Dynamo)
+    if that fails; ``strict=True`` turns the order round. `CapturedProgram.modes` says which captured."""
     frontend = frontend or default_frontend(model)
     if frontend not in FRONTENDS:
         raise LoweringError(f"Unknown frontend {frontend!r}; allowed: {format_choices(FRONTENDS)}")
@@ -142,7 +158,7 @@ def capture(
     with toolchain_output.logged():  # torch's own output goes to the log, not the console
         if frontend == "torchscript":
             return _capture_torchscript(model, methods, example_inputs, torchscript_mode, dynamic_shapes)
-        return _capture_export(model, methods, example_inputs, dynamic_shapes)
+        return _capture_export(model, methods, example_inputs, dynamic_shapes, strict)
 
 
 def _capture_torchscript(
@@ -182,7 +198,8 @@ def _capture_torchscript(
     shapes = {
         method: _scripted_shapes(signatures[method], calls.get(method), declared[method], method) for method in declared
     }
-    return CapturedProgram("torchscript", scripted, signatures, outputs, type_name(model), shapes)
+    modes = {method: CaptureMode(mode) for method in methods}
+    return CapturedProgram("torchscript", scripted, signatures, outputs, type_name(model), shapes, modes)
 
 
 def _scripted_shapes(
@@ -296,13 +313,13 @@ class _MethodAsForward:
 
 
 def _capture_export(
-    model: Any, methods: Sequence[str], example_inputs: dict[str, Any], dynamic_shapes: DynamicShapes
+    model: Any, methods: Sequence[str], example_inputs: dict[str, Any], dynamic_shapes: DynamicShapes, strict: bool
 ) -> CapturedProgram:
     if isinstance(model, torch.jit.ScriptModule):
         raise LoweringError(
             "The export frontend needs an eager nn.Module, not a ScriptModule; use frontend='torchscript'."
         )
-    programs, signatures, outputs, shapes = {}, {}, {}, {}
+    programs, signatures, outputs, shapes, modes = {}, {}, {}, {}, {}
     for method in methods:
         if method not in example_inputs:
             raise LoweringError(
@@ -318,11 +335,12 @@ def _capture_export(
         export_args, export_kwargs = captured.export_arguments(signature, flat)
         by_parameter = _by_parameter(signature, captured, declaration.export_specs(arguments))
         module = _MethodAsForward.make(model, method)
-        programs[method] = program = _export(module, export_args, export_kwargs, method, by_parameter)
+        programs[method], modes[method] = _export(module, export_args, export_kwargs, method, by_parameter, strict)
+        program = programs[method]
         signatures[method] = signature
         outputs[method] = OutputStructure.of_exported(program)
         shapes[method] = exported_contract(program, signature, captured, declaration)
-    return CapturedProgram("export", programs, signatures, outputs, type_name(model), shapes)
+    return CapturedProgram("export", programs, signatures, outputs, type_name(model), shapes, modes)
 
 
 def _by_captured_name(captured: CapturedCall, flat: list[Any]) -> dict[str, Any]:
@@ -369,24 +387,55 @@ def _export(
     kwargs: dict[str, Any],
     method: str,
     dynamic_shapes: dict[str, Any] | None = None,
-) -> torch.export.ExportedProgram:
-    """Strict export first: its stack traces follow calls into other methods, so every
-    node gets its source line; non-strict export is the fallback for what Dynamo cannot trace."""
+    strict: bool = False,
+) -> tuple[torch.export.ExportedProgram, CaptureMode]:
+    """The program and how it was captured: the mode asked for first (non-strict, torch's default, runs
+    the model's own Python; strict interprets it with Dynamo), the other if that fails, with the reason.
+
+    A declared dimension the model fixes is the model's doing, not the mode's: it is reported at once,
+    naming the line, and the other mode is not tried."""
+    first, second = ("strict", "non_strict") if strict else ("non_strict", "strict")
     try:
-        return torch.export.export(module, args, kwargs, strict=True, dynamic_shapes=dynamic_shapes)
-    except Exception as strict_error:
-        with guard_sites() as sites:  # only for the fallback: its stack holds the model's frames
-            try:
-                return torch.export.export(module, args, kwargs, strict=False, dynamic_shapes=dynamic_shapes)
-            except Exception as error:
-                specialized = specialized_error(error, sites, method)
-                if specialized is not None:
-                    raise specialized from None
-                raise _export_error(module, method, error, strict_error) from None
+        return _export_as(first, module, args, kwargs, method, dynamic_shapes), CaptureMode(first)
+    except ShapeDeclarationError:
+        raise
+    except Exception as first_error:
+        try:
+            program = _export_as(second, module, args, kwargs, method, dynamic_shapes)
+        except ShapeDeclarationError:
+            raise
+        except Exception as second_error:
+            errors = {first: first_error, second: second_error}
+            raise _export_error(module, method, errors["non_strict"], errors["strict"]) from None
+        reason = f"{first} export failed: {type(first_error).__name__}: {short_error(first_error, limit=300)}"
+        return program, CaptureMode(second, reason)
+
+
+def _export_as(
+    mode: str,
+    module: torch.nn.Module,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    method: str,
+    dynamic_shapes: dict[str, Any] | None,
+) -> torch.export.ExportedProgram:
+    """One torch.export, with a declared dimension the model fixes as a `ShapeDeclarationError` naming the
+    line that fixed it (`specialization.guard_sites` listens to the shape log while the model runs; with
+    nothing declared there is nothing to fix, and torch's guard log stays off)."""
+    listening = guard_sites() if dynamic_shapes is not None else contextlib.nullcontext(GuardSites())
+    with listening as sites:
+        try:
+            return torch.export.export(module, args, kwargs, strict=mode == "strict", dynamic_shapes=dynamic_shapes)
+        except Exception as error:
+            specialized = specialized_error(error, sites, method)
+            if specialized is not None:
+                raise specialized from None
+            raise
 
 
 def _export_error(module: torch.nn.Module, method: str, error: Exception, strict_error: Exception) -> LoweringError:
-    """A few lines: what failed, where in the user's code, and the ways out."""
+    """A few lines: what failed, where in the user's code (non-strict export ran it as Python, so its
+    traceback holds the user's frames), and the ways out."""
     what = f"torch.export cannot capture method {method!r} of {type_name(module)}"
     where = _user_line(error)
     at = f" at\n  {where}" if where else ""

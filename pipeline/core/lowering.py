@@ -347,6 +347,7 @@ def to_backend(
     example_inputs: ExampleInputs | None = None,
     debug_handles: str = "sequential",
     torchscript_mode: str = "script",
+    strict: bool = False,
     hierarchy_prefix: HierarchyPath = (),
     top_type: str | None = None,
     partition: bool = False,
@@ -359,9 +360,10 @@ def to_backend(
     ``example_inputs`` is ``{method: tuple of args}``. ``dynamic_shapes`` declares the dimensions that
     vary, ``{method: {argument: {dimension: {"name", "min", "max"} | name | torch.export.Dim}}}`` or
     ``"auto"`` (`pipeline.core.shapes`); every other dimension is the example's size, and every call is
-    checked against them (`pipeline.ShapeError`). ``partition=True`` lowers
-    what the backend supports and runs the rest in PyTorch (export frontend only;
-    see `codegen_backend_module`).
+    checked against them (`pipeline.ShapeError`). The export frontend runs torch.export non-strict, and
+    strict if that fails; ``strict=True`` tries strict first (`pipeline.core.frontends.capture`).
+    ``partition=True`` lowers what the backend supports and runs the rest in PyTorch (export frontend
+    only; see `codegen_backend_module`).
     """
     spec = normalize_compile_spec(method_compile_spec)
     if partition and frontend not in (None, "export"):
@@ -369,7 +371,7 @@ def to_backend(
             f"Partitioned lowering splits exported programs; frontend {frontend!r} cannot be "
             "partitioned (allowed with partition=True: 'export')."
         )
-    captured = capture(module, list(spec), frontend, example_inputs, torchscript_mode, dynamic_shapes)
+    captured = capture(module, list(spec), frontend, example_inputs, torchscript_mode, dynamic_shapes, strict)
     return codegen_backend_module(
         backend_name,
         captured,
