@@ -81,6 +81,7 @@ def validate(cfg: DictConfig) -> RunRequest:
     frontend_cfg = _section(cfg, "frontend")
     frontend = _choice(frontend_cfg.get("name"), FRONTENDS, "frontend.name")
     mode = _choice(frontend_cfg.get("mode", "script"), TORCHSCRIPT_MODES, "frontend.mode")
+    strict = _export_strict(frontend_cfg, frontend)
 
     backend_cfg = _section(cfg, "backend")
     backend = load_backend(str(backend_cfg.get("name")), backend_cfg.get("_target_"))
@@ -139,6 +140,7 @@ def validate(cfg: DictConfig) -> RunRequest:
         dynamic_shapes=dynamic_shapes,
         frontend=frontend,
         torchscript_mode=mode,
+        strict=strict,
         backend_name=backend.name,
         backend_target=str(backend_cfg.get("_target_")),
         compile_spec=compile_spec,
@@ -222,6 +224,19 @@ def _choice(value: Any, allowed: tuple[str, ...], path: str) -> str:
             f"{path}: {value!r} is not allowed; allowed: {format_choices(allowed)}." + did_you_mean(value, allowed)
         )
     return str(value)
+
+
+def _export_strict(frontend_cfg: DictConfig, frontend: str) -> bool:
+    """``frontend.strict``: whether torch.export tries strict (Dynamo) capture before non-strict."""
+    strict = frontend_cfg.get("strict", False)
+    if not isinstance(strict, bool):
+        raise ConfigError(f"frontend.strict: {strict!r} is not allowed; allowed: true or false.")
+    if strict and frontend != "export":
+        raise ConfigError(
+            f"frontend.strict=true is an option of torch.export; frontend {frontend!r} does not take it "
+            "(allowed with frontend.strict=true: 'export'). Choose frontend=export or drop frontend.strict."
+        )
+    return strict
 
 
 def _bind_constructor(model_cls: Any, target: str, kwargs: dict[str, Any]) -> None:

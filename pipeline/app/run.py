@@ -179,7 +179,12 @@ def run_stages(
             as_example_inputs(calls),
             request.torchscript_mode,
             dynamic_shapes=request.dynamic_shapes,
+            strict=request.strict,
         )
+        report["capture"] = {method: mode.to_json() for method, mode in captured.modes.items()}
+        for method, mode in captured.modes.items():
+            if mode.fallback_reason:
+                log.warning("capture      %s captured %s: %s", method, mode.mode, mode.fallback_reason)
     with stages("lower"):
         lowering = lower(
             request.backend_name,
@@ -369,6 +374,8 @@ def _base_report(request: RunRequest, extra: dict[str, Any]) -> dict[str, Any]:
         "backend": request.backend_name,
         "frontend": request.frontend,
         "torchscript_mode": request.torchscript_mode if request.frontend == "torchscript" else None,
+        "strict": request.strict if request.frontend == "export" else None,
+        "capture": None,
         "model": request.model_target,
         "methods": list(request.compile_spec),
         "compile_spec": request.compile_spec,

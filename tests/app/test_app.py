@@ -120,6 +120,11 @@ def test_the_custom_model_takes_any_importable_module():
             "frontend=torchscript frontend.mode=compile",
             "frontend.mode: 'compile' is not allowed; allowed: 'script', 'trace'",
         ),
+        ("frontend.strict=yes", "frontend.strict: 'yes' is not allowed; allowed: true or false."),
+        (
+            "frontend=torchscript +frontend.strict=true",
+            "frontend.strict=true is an option of torch.export; frontend 'torchscript' does not take it",
+        ),
         (
             "model.example_inputs.forward=[{shape:[2,64],dtype:float33}]",
             "model.example_inputs.forward[0].dtype: 'float33' is not allowed; allowed: 'bfloat16'",
@@ -173,6 +178,8 @@ def test_a_run_writes_artifact_handles_report_and_hydra_record(tmp_path, fronten
     jsonschema.validate(report, schema("report"))
     jsonschema.validate(handles, schema("handles"))
     assert report["status"] == "ok" and report["frontend"] == frontend
+    mode = {"export": "non_strict", "torchscript": "script"}[frontend]  # torch.export's default: non-strict
+    assert report["capture"] == {m: {"mode": mode, "fallback_reason": None} for m in ("forward", "accum")}
     assert report["methods"] == ["forward", "accum"]
     assert report["verify"]["passed"] and report["verify"]["trials"] == 6
     assert report["env"]["torch"] == torch.__version__

@@ -333,3 +333,27 @@ def test_lower_returns_the_module_and_the_seconds_of_each_step(xh):
     steps = ("resolve", "capture", "handles", "preprocess", "debug_handles", "codegen", "compile")
     assert all(getattr(lowering.seconds, step) >= 0 for step in steps) and lowering.seconds.partition is None
     assert set(lowering.seconds.reported()) == {"debug_handles", "preprocess", "compile", "codegen"}
+
+
+class _GraphBreak(torch.nn.Module):
+    """Plain Python to eager and to non-strict export; a graph break that strict (Dynamo) export refuses."""
+
+    def forward(self, x):
+        torch._dynamo.graph_break()
+        return x + 1
+
+
+def test_export_captures_non_strict_first_as_torch_does():
+    captured = pipeline.capture(_GraphBreak(), ["forward"], "export", {"forward": (torch.randn(3),)})
+    assert captured.modes["forward"].to_json() == {"mode": "non_strict", "fallback_reason": None}
+
+
+def test_strict_capture_falls_back_to_non_strict_and_says_why():
+    from pipeline.core.lowering import lower
+
+    captured = pipeline.capture(_GraphBreak(), ["forward"], "export", {"forward": (torch.randn(3),)}, strict=True)
+    mode = captured.modes["forward"]
+    assert mode.mode == "non_strict"
+    assert mode.fallback_reason is not None and mode.fallback_reason.startswith("strict export failed: ")
+    x = torch.randn(3)
+    torch.testing.assert_close(lower("reference", captured, {"forward": {}}).module(x), x + 1)
