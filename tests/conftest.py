@@ -46,9 +46,16 @@ def lowered_zoo():
         key = backend, name, frontend, json.dumps(spec, sort_keys=True)
         if key not in cache:
             options = FRONTEND_OPTIONS[frontend]
-            cache[key] = pipeline.to_backend(backend, zoo.build(name), spec, example_inputs=inputs, **options)
+            model = zoo.build(name)
+            cache[key] = pipeline.to_backend(backend, model, spec, example_inputs=inputs, **options)
+            # preprocess shares the model's weights (it gets a copy of the graph only): none may change
+            fresh = zoo.build(name).state_dict()
+            get.changed_weights[id(cache[key])] = [
+                weight for weight, value in model.state_dict().items() if not torch.equal(value, fresh[weight])
+            ]
         return cache[key]
 
+    get.changed_weights = {}  # id(lowered) -> the names of the model's weights that lowering changed
     return get
 
 

@@ -50,3 +50,14 @@ class OpenWatch:
             self.opened = False
         finally:
             os.close(self._fd)
+
+
+def assert_refused_unread(artifact: Path, secret: Path, match: str) -> None:
+    """Loading ``artifact`` raises `pipeline.ArtifactError` matching ``match``, and ``secret`` (a file the
+    artifact names) is never opened meanwhile."""
+    import pipeline
+
+    with OpenWatch(secret) as watch:
+        with pytest.raises(pipeline.ArtifactError, match=match):
+            pipeline.load_lowered(artifact)
+    assert not watch.opened

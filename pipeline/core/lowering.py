@@ -481,9 +481,14 @@ def _own_copy(program: Any) -> Any:
 
 
 def _copy_exported(program: torch.export.ExportedProgram) -> torch.export.ExportedProgram:
+    """A copy of the graph that shares the weights: a backend may rewrite the graph, and no backend writes
+    into a weight (the conformance suite checks the model's weights after every zoo lowering), so copying
+    them would only hold a model's size twice while preprocess runs."""
+    weights = [*program.state_dict.values(), *program.constants.values()]
+    shared: dict[int, Any] = {id(weight): weight for weight in weights}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch's own pytree deprecation, inside deepcopy
-        copied = copy.deepcopy(program)
+        copied = copy.deepcopy(program, shared)
     # Copying an FX graph renames nodes whose names shadow Python builtins (`input` -> `input_1`), while
     # the graph signature keeps the old names; give the nodes back the names the signature uses.
     for original, node in zip(program.graph.nodes, copied.graph.nodes):

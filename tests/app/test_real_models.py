@@ -8,6 +8,7 @@ import torch.utils._pytree as pytree
 
 import pipeline
 from pipeline.app.config import compose_config, validate
+from pipeline.app.dynamic_config import declared_names
 from pipeline.app.inputs import make_method_calls
 from pipeline.app.real_models import BACKENDS, EXPECTED_FAILURES, QUICK, REAL_MODELS, lower
 from pipeline.app.run import build_model
@@ -36,11 +37,7 @@ def test_the_model_lowers_verifies_and_round_trips(model, backend, tmp_path):
     verified = report["verify"]
     assert verified["passed"] and verified["shapes"][0]["label"] == "example" and verified["shapes"][0]["trials"] == 3
     declared = request_for(model, backend).dynamic_shapes  # each dimension at its minimum, maximum and between
-    names = {
-        n if isinstance(n, str) else n["name"]
-        for dims in (declared or {}).get("forward", {}).values()
-        for n in dims.values()
-    }
+    names = declared_names((declared or {}).get("forward", {}))
     assert {s["label"] for s in verified["shapes"][1:]} == {
         f"{n}={at}" for n in names for at in ("min", "max", "between")
     }

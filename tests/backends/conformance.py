@@ -523,6 +523,12 @@ def test_a_zoo_model_matches_eager_and_loads_back_with_the_same_outputs(zoo_mode
     backend_checks.check_against_eager(model, inputs, lowered, **backend_checks.tolerance(facts.name), loaded=loaded)
 
 
+def test_lowering_leaves_the_models_weights_as_they_were(zoo_model: ZooModel, lowered_zoo: LowerZoo) -> None:
+    """Preprocess gets a copy of the graph that shares the model's weights: a backend never writes into them."""
+    _, _, _, lowered = zoo_model
+    assert lowered_zoo.changed_weights[id(lowered)] == []
+
+
 def test_every_backend_map_handle_is_issued_and_the_handles_point_at_source_lines(zoo_model: ZooModel) -> None:
     _, _, _, lowered = zoo_model
     handles, backend_map = lowered.handle_map.handles, lowered.handle_map.backend_map

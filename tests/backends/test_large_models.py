@@ -15,7 +15,7 @@ import pytest
 import torch
 import transformers
 from artifact_forgery import forge
-from file_canaries import OpenWatch
+from file_canaries import OpenWatch, assert_refused_unread
 
 import pipeline
 from pipeline.backends.onnxruntime import OnnxRuntimeCompileSpec, external_data
@@ -127,14 +127,12 @@ def test_a_tampered_external_data_entry_is_refused_at_load_and_nothing_is_opened
     path = pipeline.save_lowered(lowered, tmp_path / "llama.lowered")
     forged = forge(path, tmp_path / "forged.lowered", parts={"payload.bin": _with_location(lowered, **tampered)})
     (tmp_path / "secret.bin").write_bytes(b"\0" * 4096)
-    with OpenWatch(tmp_path / "secret.bin") as watch:
-        with pytest.raises(
-            pipeline.ArtifactError,
-            match=rf"forged.lowered: .*keeps its data outside the model: {refusal}.*may name only the "
-            r"payload's part 'forward.weights', exactly",
-        ):
-            pipeline.load_lowered(forged)
-    assert not watch.opened
+    assert_refused_unread(
+        forged,
+        tmp_path / "secret.bin",
+        rf"forged.lowered: .*keeps its data outside the model: {refusal}.*may name only the "
+        r"payload's part 'forward.weights', exactly",
+    )
 
 
 def test_the_check_runs_before_onnxruntime_sees_the_model(external):

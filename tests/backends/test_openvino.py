@@ -315,7 +315,7 @@ def test_app_lowers_with_an_option_overridden_records_the_precision_and_maps_the
 # -- a received IR is IR, reads only its own weights and sets no compile option (issue 27) --------
 
 from artifact_forgery import forge  # noqa: E402
-from file_canaries import OpenWatch, secret_file  # noqa: E402
+from file_canaries import OpenWatch, assert_refused_unread, secret_file  # noqa: E402
 
 
 def _onnx_naming(location: str) -> bytes:
@@ -358,14 +358,9 @@ def test_an_onnx_model_in_place_of_the_ir_is_refused_and_the_file_it_names_is_ne
     monkeypatch.chdir(tmp_path)
     secret = secret_file(tmp_path / "secret.bin")
     forged = _with_xml(mlp_artifact, tmp_path / "forged.lowered", _onnx_naming("secret.bin"))
-    with OpenWatch(tmp_path / "secret.bin") as watch:
-        with pytest.raises(
-            pipeline.ArtifactError,
-            match=r"forged.lowered: .*the IR of method 'forward' is not "
-            r"OpenVINO IR: it starts",
-        ):
-            pipeline.load_lowered(forged)
-    assert not watch.opened
+    assert_refused_unread(
+        forged, tmp_path / "secret.bin", r"forged.lowered: .*the IR of method 'forward' is not OpenVINO IR: it starts"
+    )
     assert secret not in (tmp_path / "forged.lowered").read_bytes()
 
 
