@@ -304,7 +304,7 @@ def _preprocess(
     """The backend's preprocess on its own copy of the program, its failures as `LoweringError`."""
     try:
         with toolchain_output.logged():  # exporters and compilers print as they work; that belongs in the log
-            with progress.step(f"{backend.name}: preprocess", methods=", ".join(specs)):
+            with progress.step(f"{backend.name}: preprocess"):
                 result = backend.preprocess(program, specs, generator)
     except LoweringError:
         raise
