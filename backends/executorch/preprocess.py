@@ -23,7 +23,7 @@ from pipeline.backends.executorch.compile_spec import NAME, ExecuTorchCompileSpe
 from pipeline.backends.executorch.partition import backend_map, method_partition, method_table, tag_handles
 from pipeline.backends.executorch.program import planned_bytes, to_executorch
 from pipeline.backends.executorch.quantize import quantize
-from pipeline.core.backend import PreprocessResult, exported_method, options_of, pack_parts
+from pipeline.core.backend import PreprocessResult, exported_method, options_of, pack_parts, progress_step
 
 
 def preprocess(
@@ -38,9 +38,11 @@ def preprocess(
         issued = generate_debug_handles(exported.graph, method=method)
         tag_handles(issued)
         if spec.quantize is not Quantize.none:
-            exported = quantize(exported, spec, method)
+            with progress_step("executorch: quantize", method=method):
+                exported = quantize(exported, spec, method)
         lowered = to_executorch(exported, spec, method)
-        programs[method] = bytes(lowered.buffer)
+        with progress_step("executorch: serialize", method=method):
+            programs[method] = bytes(lowered.buffer)
         table = method_table(lowered, method)
         methods_meta[method] = {"flat": takes_flat_tensors(exported), "instructions": table}
         handles.update(backend_map(method, table))

@@ -22,7 +22,7 @@ import torch
 from pipeline.backends.executorch.compile_spec import NAME, ExecuTorchCompileSpec, Partitioner
 from pipeline.backends.executorch.dynamic import backend_config
 from pipeline.backends.executorch.installed import executorch_module, runtime
-from pipeline.core.backend import LoweringError, decomposed_attention, format_choices, quiet
+from pipeline.core.backend import LoweringError, decomposed_attention, format_choices, progress_step, quiet
 
 
 def to_executorch(exported: Any, spec: ExecuTorchCompileSpec, method: str) -> Any:
@@ -36,17 +36,20 @@ def to_executorch(exported: Any, spec: ExecuTorchCompileSpec, method: str) -> An
         # ExecuTorch logs every node it visits at INFO; torch's passes warn about their own deprecations.
         with quiet("executorch"):
             try:
-                edge = exir.to_edge_transform_and_lower({method: exported}, partitioner=partitioners)
+                with progress_step("executorch: to_edge_transform_and_lower", method=method):
+                    edge = exir.to_edge_transform_and_lower({method: exported}, partitioner=partitioners)
             except ValueError as error:
                 if "Cannot view a tensor" not in str(error):
                     raise
                 # the edge passes decompose attention into the strides of its last matmul, where a view the
                 # capture recorded no longer applies (GPT-2); decomposed in the fused op's layout, it does
-                edge = exir.to_edge_transform_and_lower(
-                    {method: decomposed_attention(exported)}, partitioner=partitioners
-                )
+                with progress_step("executorch: to_edge_transform_and_lower, attention decomposed", method=method):
+                    edge = exir.to_edge_transform_and_lower(
+                        {method: decomposed_attention(exported)}, partitioner=partitioners
+                    )
             config = backend_config(exported)
-            program = edge.to_executorch() if config is None else edge.to_executorch(config)
+            with progress_step("executorch: to_executorch", method=method):
+                program = edge.to_executorch() if config is None else edge.to_executorch(config)
     except Exception as error:
         raise LoweringError(
             f"Backend {NAME!r}: ExecuTorch could not lower method {method!r} (partitioner="

@@ -30,6 +30,7 @@ from pipeline.core.backend import (
     input_shapes,
     narrowed_dimensions,
     pack_parts,
+    progress_step,
 )
 
 PACKAGE_NAME = "model.pt2"  # the archive's top folder is named after the file: keep it fixed
@@ -81,7 +82,8 @@ def compile_package(program: torch.export.ExportedProgram, spec: InductorCompile
     with tempfile.TemporaryDirectory(prefix="pipeline-aoti-") as directory:
         path = os.path.join(directory, PACKAGE_NAME)
         try:
-            torch._inductor.aoti_compile_and_package(program, package_path=path, inductor_configs=configs)
+            with progress_step("inductor: aoti_compile_and_package", method=method):
+                torch._inductor.aoti_compile_and_package(program, package_path=path, inductor_configs=configs)
         except Exception as error:
             raise LoweringError(
                 f"Backend {NAME!r}: AOTInductor failed to compile method {method!r}: {type(error).__name__}: "

@@ -25,7 +25,7 @@ from pipeline.backends.onnxruntime.compile_spec import NAME, OnnxRuntimeCompileS
 from pipeline.backends.onnxruntime.exporters import ExportedMethod, export_program, export_torchscript
 from pipeline.backends.onnxruntime.external_data import check_model, weights_part
 from pipeline.backends.onnxruntime.quantize import quantize
-from pipeline.core.backend import LoweringError, PreprocessResult, pack_parts
+from pipeline.core.backend import LoweringError, PreprocessResult, pack_parts, progress_step
 
 
 def preprocess(
@@ -57,9 +57,11 @@ def _exported(
     """One method as ONNX, quantized if its spec says so, and checked as the loader will check it."""
     if isinstance(program, torch.jit.ScriptModule):
         program.eval()  # inference: branches on `training` export as in eval mode
-        exported = export_torchscript(program, method, spec, generate_debug_handles)
+        with progress_step("onnxruntime: torch.onnx.export (torchscript)", method=method):
+            exported = export_torchscript(program, method, spec, generate_debug_handles)
     elif isinstance(program, dict) and isinstance(program.get(method), torch.export.ExportedProgram):
-        exported = export_program(program[method], method, spec, generate_debug_handles, scratch)
+        with progress_step("onnxruntime: torch.onnx.export (dynamo)", method=method):
+            exported = export_program(program[method], method, spec, generate_debug_handles, scratch)
     else:
         raise LoweringError(
             f"Backend {NAME!r}: cannot export method {method!r} of a {type(program).__name__}; expected a "

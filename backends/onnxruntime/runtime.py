@@ -35,6 +35,7 @@ from pipeline.core.backend import (
     ProfileEvent,
     argument_leaves,
     method_part,
+    progress_step,
     unpack_parts,
 )
 
@@ -126,7 +127,10 @@ class SessionMethod:
             model, f"Backend {NAME!r}: the model of method {method!r}", {n: len(b) for n, b in self.weights.items()}
         )
         try:
-            self.session = onnxruntime.InferenceSession(model, self.session_options(), providers=list(spec.providers))
+            with progress_step("onnxruntime: InferenceSession", method=method):
+                self.session = onnxruntime.InferenceSession(
+                    model, self.session_options(), providers=list(spec.providers)
+                )
         except Exception as error:
             raise LoweringError(
                 f"Backend {NAME!r}: onnxruntime cannot load the model of method {method!r}: {error}"

@@ -26,7 +26,7 @@ from pipeline.backends.openvino.compile_spec import NAME, OpenVinoCompileSpec, r
 from pipeline.backends.openvino.convert import Converted, convert, inputs_of
 from pipeline.backends.openvino.mapping import canonical_names, ir_node_handles
 from pipeline.backends.openvino.received_ir import check_xml
-from pipeline.core.backend import LoweringError, PreprocessResult, handles_by_origin, pack_parts
+from pipeline.core.backend import LoweringError, PreprocessResult, handles_by_origin, pack_parts, progress_step
 
 
 def preprocess(
@@ -59,12 +59,14 @@ def _ir(
     """One method's header entry, its IR's xml, and the file of its weights in ``folder``; the converted
     model goes when this returns, before the payload is made."""
     handles = generate_debug_handles(exported.graph, method=method)
-    converted = convert(exported, method)
+    with progress_step("openvino: convert", method=method):
+        converted = convert(exported, method)
     origins = handles_by_origin(converted.graph.nodes, {node.name: handle for node, handle in handles.items()})
     canonical_names(converted.model, method)
     node_handles = ir_node_handles(converted.model, origins)
     flat = feeding_plan(exported, converted)
-    xml, weights = serialize(converted.model, folder)
+    with progress_step("openvino: serialize", method=method):
+        xml, weights = serialize(converted.model, folder)
     check_xml(xml, f"Backend {NAME!r}: the IR of method {method!r}")  # the loader's check
     return {"flat": flat, "node_handles": node_handles}, xml, weights
 

@@ -37,6 +37,7 @@ from pipeline.core.backend import (
     ProfileEvent,
     argument_leaves,
     format_choices,
+    progress_step,
     unpack_parts,
 )
 
@@ -108,7 +109,8 @@ class RequestMethod:
             raise LoweringError(f"{what} cannot be read: {error}") from error
         check_model(self.model, what)
         try:
-            self.compiled = core.compile_model(self.model, DEVICE, spec.plugin_config())
+            with progress_step("openvino: compile_model", method=method):
+                self.compiled = core.compile_model(self.model, DEVICE, spec.plugin_config())
         except Exception as error:
             raise LoweringError(
                 f"Backend {NAME!r}: OpenVINO cannot compile method {method!r} with {spec.plugin_config()}: {error}"

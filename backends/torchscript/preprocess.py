@@ -32,7 +32,7 @@ import torch
 from pipeline.backends.torchscript.archive import BACKEND_MAP_FILE, load_module
 from pipeline.backends.torchscript.compile_spec import NAME, TorchScriptCompileSpec, module_spec
 from pipeline.backends.torchscript.mapping import inlined_graph, match_nodes, translate_indices
-from pipeline.core.backend import LoweringError, PreprocessResult, canonical_json, describe_node
+from pipeline.core.backend import LoweringError, PreprocessResult, canonical_json, describe_node, progress_step
 
 
 def preprocess(
@@ -47,7 +47,8 @@ def preprocess(
     program.eval()
     graphs = {method: inlined_graph(program, method) for method in methods}
     handles = {method: generate_debug_handles(graphs[method], method=method) for method in methods}
-    module = _freeze(program, methods) if spec.freeze else program
+    with progress_step("torchscript: freeze"):
+        module = _freeze(program, methods) if spec.freeze else program
     # The archives go through files: torch.jit.load and torch.jit.save stream a file, where bytes in memory
     # cost each archive one more copy of the weights on either side of the call.
     with tempfile.TemporaryDirectory(prefix="pipeline-torchscript-") as scratch:

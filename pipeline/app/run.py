@@ -38,6 +38,7 @@ from pipeline.app.schema import RunRequest
 from pipeline.app.shape_points import MethodPoints, bound_points, call_at
 from pipeline.app.targets import locate
 from pipeline.app.verify import verify
+from pipeline.core import progress
 from pipeline.core.artifact import write_artifact
 from pipeline.core.environment import git_state, package_versions
 from pipeline.core.errors import PipelineError
@@ -59,14 +60,17 @@ class Stages:
     """Times each stage, logs one line per stage, and remembers where a failure happened; `memory` keeps
     the peak RSS after each stage (`pipeline.app.memory`).
 
-    A stage that runs long (an export, an inductor compile) logs that it is
-    still working every `HEARTBEAT_S` seconds, so a sweep never looks stuck.
+    A stage that runs long (an export, an inductor compile) logs what it is
+    doing every `HEARTBEAT_S` seconds, so a sweep never looks stuck: the
+    innermost step a backend or the lowering marked (`pipeline.core.progress`)
+    with its method and partition, or ``still running`` when none is marked.
+    Short stages stay quiet: the first line comes after `HEARTBEAT_S`.
     The heartbeat needs a thread; where the machine refuses one (a busy
     machine out of threads or processes), the stage runs without it and a
     warning says so.
     """
 
-    HEARTBEAT_S = 10.0
+    HEARTBEAT_S = 30.0
 
     def __init__(self, on_enter: Callable[[str], None] | None = None) -> None:
         self.timings: dict[str, float] = {}
@@ -101,7 +105,14 @@ class Stages:
 
     def _heartbeat(self, name: str, start: float, done: threading.Event) -> None:
         while not done.wait(self.HEARTBEAT_S):
-            log.info("%-12s still running (%.0f s)", name, time.perf_counter() - start)
+            log.info("%s", self.heartbeat_line(name, start))
+
+    @staticmethod
+    def heartbeat_line(name: str, start: float) -> str:
+        """What a heartbeat says: the stage, its seconds so far, and the step running (`progress.describe`)."""
+        now = time.perf_counter()
+        doing = progress.describe(now)
+        return f"{name:<12} {now - start:.0f} s: " + (doing if doing is not None else "still running")
 
 
 def run(

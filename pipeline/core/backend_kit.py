@@ -11,7 +11,8 @@ compile-spec parsing and the bounds of spec fields (`parse_compile_spec`, `out_o
 limit on tensors a program from a file may ask for (`MAX_TENSOR_BYTES`, `size_problem`, `sized`, `guarded`,
 `UNKNOWN`; `pipeline.core.op_policy`); the dynamic dimensions of an exported program (`input_shapes`,
 `is_dynamic`, `narrowed_dimensions`, `InputShape`, `Dynamic`; `pipeline.core.shapes`); attention decomposed
-in the fused op's layout (`decomposed_attention`; `pipeline.core.attention`); and the error types.
+in the fused op's layout (`decomposed_attention`; `pipeline.core.attention`); marking a long step for the
+heartbeat of the stage (`progress_step`; `pipeline.core.progress`); and the error types.
 `pipeline.core.backend` re-exports all of it.
 """
 
@@ -31,6 +32,7 @@ from pipeline.core.hashing import canonical_json
 from pipeline.core.op_policy import MAX_TENSOR_BYTES, UNKNOWN, guarded, size_problem, sized
 from pipeline.core.operands import TensorTable, read_tensor, read_torch_constant, torch_constant
 from pipeline.core.payload import method_part, pack_parts, unpack_parts
+from pipeline.core.progress import step as progress_step
 from pipeline.core.shapes import UNBOUNDED, Dynamic, InputShape, input_shapes, is_dynamic, narrowed_dimensions
 from pipeline.core.signature import argument_leaves
 from pipeline.core.source import Frame, NodeSource, describe_node, portable_path
@@ -52,6 +54,7 @@ PROJECT = "lowering-pipeline"
 
 __all__ = [
     "FRONTENDS",
+    "progress_step",
     "BackendRuntimeError",
     "FieldError",
     "Frame",

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from pipeline.core import toolchain_output
+from pipeline.core import progress, toolchain_output
 from pipeline.core.backend import FRONTENDS
 from pipeline.core.dynamic_checks import capture_refusal, unlowered_method
 from pipeline.core.errors import LoweringError, did_you_mean, format_choices
@@ -157,7 +157,8 @@ def capture(
     example_inputs = dict(example_inputs or {})
     with toolchain_output.logged():  # torch's own output goes to the log, not the console
         if frontend == "torchscript":
-            return _capture_torchscript(model, methods, example_inputs, torchscript_mode, dynamic_shapes)
+            with progress.step(f"torchscript: {torchscript_mode}"):
+                return _capture_torchscript(model, methods, example_inputs, torchscript_mode, dynamic_shapes)
         return _capture_export(model, methods, example_inputs, dynamic_shapes, strict)
 
 
@@ -335,7 +336,8 @@ def _capture_export(
         export_args, export_kwargs = captured.export_arguments(signature, flat)
         by_parameter = _by_parameter(signature, captured, declaration.export_specs(arguments))
         module = _MethodAsForward.make(model, method)
-        programs[method], modes[method] = _export(module, export_args, export_kwargs, method, by_parameter, strict)
+        with progress.step("torch.export", method=method):
+            programs[method], modes[method] = _export(module, export_args, export_kwargs, method, by_parameter, strict)
         program = programs[method]
         signatures[method] = signature
         outputs[method] = OutputStructure.of_exported(program)

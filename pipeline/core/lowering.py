@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from pipeline.core import toolchain_output
+from pipeline.core import progress, toolchain_output
 from pipeline.core.backend import MethodRunner, PreprocessResult
 from pipeline.core.binding import source_error
 from pipeline.core.codegen import generate_methods
@@ -304,7 +304,8 @@ def _preprocess(
     """The backend's preprocess on its own copy of the program, its failures as `LoweringError`."""
     try:
         with toolchain_output.logged():  # exporters and compilers print as they work; that belongs in the log
-            result = backend.preprocess(program, specs, generator)
+            with progress.step(f"{backend.name}: preprocess"):
+                result = backend.preprocess(program, specs, generator)
     except LoweringError:
         raise
     except Exception as error:
@@ -325,7 +326,8 @@ def _preprocess_partitioned(
     """Split (`pipeline.core.partitioning`), lower the supported groups in one preprocess, record the split."""
     with seconds.step("partition", less=clock):
         with toolchain_output.logged():  # functionalizing re-traces the program, and torch talks as it does
-            split = split_program(backend, captured, specs, generator, min_nodes)
+            with progress.step(f"{backend.name}: partition"):
+                split = split_program(backend, captured, specs, generator, min_nodes)
     with seconds.step("preprocess", less=clock):
         inner = (
             _preprocess(backend, _own_copy(split.programs), split.spec, clock.timed(split.generator))
