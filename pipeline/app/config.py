@@ -18,6 +18,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from pipeline.app.backend_loading import load_backend
+from pipeline.app.checkpoint import resolve_checkpoint
 from pipeline.app.dynamic_config import check_latency_shapes, declaration
 from pipeline.app.run_files import RUN_FILES
 from pipeline.app.schema import (
@@ -39,7 +40,7 @@ from pipeline.core.errors import LoweringError, did_you_mean, format_choices
 from pipeline.core.frontends import TORCHSCRIPT_MODES
 from pipeline.core.spec import MAX_THREADS, SpecError, parse_compile_spec
 
-MODEL_RESERVED_KEYS = ("_target_", "example_inputs", "dynamic_shapes")
+MODEL_RESERVED_KEYS = ("_target_", "example_inputs", "dynamic_shapes", "checkpoint")
 
 __all__ = [
     "ConfigError",
@@ -77,6 +78,7 @@ def validate(cfg: DictConfig) -> RunRequest:
     model_kwargs = {k: v for k, v in _plain(model, "model").items() if k not in MODEL_RESERVED_KEYS}
     _bind_constructor(model_cls, str(target), model_kwargs)
     example_inputs = _example_inputs(model)
+    checkpoint = resolve_checkpoint(model.get("checkpoint"))
 
     frontend_cfg = _section(cfg, "frontend")
     frontend = _choice(frontend_cfg.get("name"), FRONTENDS, "frontend.name")
@@ -136,6 +138,7 @@ def validate(cfg: DictConfig) -> RunRequest:
     return RunRequest(
         model_target=str(target),
         model_kwargs=model_kwargs,
+        checkpoint=str(checkpoint) if checkpoint else None,
         example_inputs={m: example_inputs[m] for m in compile_spec},
         dynamic_shapes=dynamic_shapes,
         frontend=frontend,

@@ -59,6 +59,7 @@ def replay(run_dir: Path, out_dir: Path | None = None, trust: bool = False) -> d
             + "\n  ".join(offending)
             + "\nReplay it only if you trust where it came from: python -m pipeline.replay --trust RUN_DIR"
         )
+    _check_checkpoint(run_dir, recorded.get("checkpoint"))
     out_dir = out_dir or _fresh_dir(run_dir)
     with contextlib.nullcontext() if trust else _received_paths_not_importable(run_dir):
         request = validate(OmegaConf.create(config))
@@ -168,6 +169,25 @@ def _json_difference(a: Any, b: Any, path: str) -> str | None:
                 return found
         return f"{path}: {len(a)} items against {len(b)}" if len(a) != len(b) else None
     return None if a == b else f"{path}: {str(a)[:80]!r} recorded, {str(b)[:80]!r} replayed"
+
+
+def _check_checkpoint(run_dir: Path, recorded: dict[str, Any] | None) -> None:
+    """The weights the run loaded (model.checkpoint) must be the same bytes now: a replay with other
+    weights would compare different models. Checked before anything runs."""
+    if not recorded:
+        return
+    path = Path(recorded["path"])
+    if not path.is_file():
+        raise ConfigError(
+            f"{run_dir / REPORT}: refusing to replay: the run loaded model.checkpoint {path} "
+            f"(sha256 {recorded['sha256']}), and that file is missing here. Put the same file at that path."
+        )
+    digest = sha256_file(path)
+    if digest != recorded["sha256"]:
+        raise ConfigError(
+            f"{run_dir / REPORT}: refusing to replay: model.checkpoint {path} has changed since the run: "
+            f"recorded sha256 {recorded['sha256']}, now {digest}. Restore the file the run loaded."
+        )
 
 
 class UntrustedConfigError(ConfigError):

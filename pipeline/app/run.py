@@ -27,6 +27,7 @@ import torch
 
 from pipeline.app import outputs_record, run_lock
 from pipeline.app.backend_loading import load_backend
+from pipeline.app.checkpoint import checkpoint_record, load_checkpoint
 from pipeline.app.config import timed_method
 from pipeline.app.dynamic_config import parameter_names
 from pipeline.app.faults import Interrupted, signals_deferred, signals_raise
@@ -180,6 +181,7 @@ def run_stages(
         report["reproducible"] = {"artifact": backend.reproducible, "handles": True}
     with stages("build"):
         model = build_model(request)
+        report["checkpoint"] = checkpoint_record(request.checkpoint)
         report["provenance"] = provenance(type(model), backend.backend_cls)
         calls = make_method_calls(request.example_inputs, request.seed)
     with stages("capture"):
@@ -260,6 +262,8 @@ def build_model(request: RunRequest) -> torch.nn.Module:
     model = model_class(**model_arguments(model_class, request.model_kwargs))
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"model._target_ {request.model_target} built a {type(model).__name__}, not an nn.Module.")
+    if request.checkpoint is not None:
+        load_checkpoint(model, Path(request.checkpoint))
     return model.eval()
 
 
@@ -291,10 +295,15 @@ def source_digest(cls: type) -> dict[str, Any]:
 
 def model_arguments(model_class: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
     """Constructor arguments as the class takes them. A Hugging Face model takes its configuration
-    object: a ``config`` mapping becomes an instance of the class's own ``config_class``."""
+    object: a ``config`` mapping becomes an instance of the class's own ``config_class``, and a null
+    ``config`` (``model.config=null``) the class's defaults: ``BertConfig()`` is BERT-base."""
     config_class = getattr(model_class, "config_class", None)
-    if isinstance(kwargs.get("config"), dict) and isinstance(config_class, type):
+    if not isinstance(config_class, type):
+        return kwargs
+    if isinstance(kwargs.get("config"), dict):
         return {**kwargs, "config": config_class(**kwargs["config"])}
+    if "config" in kwargs and kwargs["config"] is None:
+        return {**kwargs, "config": config_class()}
     return kwargs
 
 

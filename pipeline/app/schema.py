@@ -161,6 +161,8 @@ class RunRequest(RunOptions):
 
     model_target: str
     model_kwargs: dict[str, Any]
+    # model.checkpoint as an absolute path (`checkpoint.resolve_checkpoint`); None: the seeded random weights
+    checkpoint: str | None = None
     example_inputs: dict[str, MethodInputs]
     # model.dynamic_shapes as `dynamic_config.declaration` read it: {method: "auto" | {argument: {dim: ...}}};
     # None: every dimension static, as captured

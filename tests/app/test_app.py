@@ -398,8 +398,8 @@ def test_hydras_own_composition_errors_exit_2_with_a_did_you_mean_and_a_report(t
         (
             "model.widht",
             "model.widht: no such key; model has: '_target_', 'in_features', 'hidden', 'out_features', "
-            "'layers', 'example_inputs', 'dynamic_shapes'. A constructor argument the model's config lacks is added "
-            "with +: "
+            "'layers', 'example_inputs', 'dynamic_shapes', 'checkpoint'. A constructor argument the model's config "
+            "lacks is added with +: "
             "+model.widht=...",
         ),
     ],
