@@ -9,7 +9,7 @@ from pipeline.app.run import run
 
 REAL_SIZE = {
     "resnet50": [
-        "model._target_=transformers.ResNetForImageClassification",
+        "model._target_=transformers.ResNetModel",
         "model.example_inputs={forward:[{shape:[1,3,224,224]}]}",
     ],
     "bert_base": [
