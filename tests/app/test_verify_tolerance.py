@@ -31,7 +31,7 @@ def test_the_scale_is_the_largest_magnitude_floored_at_one():
 
 
 def test_float32_rounding_on_large_outputs_passes():
-    # ResNet-50's logits reach about 250: their float32 error (3e-4 measured) is far past a plain atol of 1e-5.
+    # ResNet-50's features reach about 250: their float32 error (3e-4 measured) is far past a plain atol of 1e-5.
     result = check(250.0, 1.3e-6)
     assert result.passed and result.effective_atol == pytest.approx(250 * 1e-5)
     assert result.output_scales == [pytest.approx(250.0)]
