@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import signal
 import threading
 import time
@@ -38,7 +39,7 @@ from pipeline.app.run_files import HANDLES, OUTPUTS, PROFILE, REPORT, clear_earl
 from pipeline.app.schema import RunRequest
 from pipeline.app.shape_points import MethodPoints, bound_points, call_at
 from pipeline.app.targets import locate
-from pipeline.app.verify import verify
+from pipeline.app.verify import tidy_atol, verify
 from pipeline.core import progress
 from pipeline.core.artifact import write_artifact
 from pipeline.core.environment import git_state, package_versions
@@ -252,7 +253,13 @@ def run_stages(
         v = report["verify"]
         raise StageFailed(
             f"lowered outputs differ from eager beyond tolerance: max_abs_err={v['max_abs_err']:.3g}, "
-            f"max_rel_err={v['max_rel_err']:.3g} (atol={v['atol']:g}, rtol={v['rtol']:g}; worst: {v['worst']})"
+            f"max_rel_err={v['max_rel_err']:.3g} (atol={v['atol']:g} x max(1, max|eager|) per output, "
+            f"up to {v['effective_atol']:.3g}; rtol={v['rtol']:g}; worst: {v['worst']}); "
+            + (
+                f"verify.tolerance.atol={tidy_atol(v['needed_atol']):g} would accept it"
+                if math.isfinite(v["needed_atol"])
+                else "the outputs' structure, shape, dtype or non-finite values differ: no tolerance accepts it"
+            )
         )
 
 

@@ -8,6 +8,15 @@ Besides the largest errors (what the tolerance judges), a result records the
 mean absolute error and, for classifier-like outputs (2-D float tensors: a
 row of logits per sample), the share of rows whose top-1 class is the same:
 the figures that say how much a quantized run lost.
+
+The tolerance scales with each output's size: an output passes when
+``|lowered - eager| <= atol * scale + rtol * |eager|`` element by element, where
+``scale = max(1, max|eager|)`` of that output tensor. Float32 rounding grows with the
+magnitude of the values a network carries, not only with each element's own value
+(a logit near 0 after fifty conv layers is as far off as its neighbours), so a fixed
+absolute floor calibrated on unit-sized zoo outputs fails real models; floored at 1,
+small outputs keep the plain absolute ``atol``. ``needed_atol`` is the smallest
+``atol`` that the same rule would have accepted, which a failure message offers.
 """
 
 from __future__ import annotations
@@ -35,6 +44,11 @@ class VerifyResult:
     mean_abs_err: float = 0.0  # over every output element of every trial
     agreement: float | None = None  # top-1 agreement over the rows of 2-D float outputs; None: none such
     shapes: list[dict[str, Any]] = field(default_factory=list)  # per method and shape checked: its errors
+    # The rule's own figures: the largest atol * scale any output was judged by, and the smallest atol that
+    # would have passed every output (0 when every error is within rtol alone).
+    effective_atol: float = 0.0
+    needed_atol: float = 0.0
+    output_scales: list[float] = field(default_factory=list)  # max(1, max|eager|) per output of the example
     # The lowered module's outputs on each method's example call (the first input set), which outputs.bin
     # records: kept so that the record stage need not run the module again. Not part of the JSON.
     example_outputs: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
@@ -59,9 +73,35 @@ class Comparison:
     pairs: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
 
     def close(self, atol: float, rtol: float) -> bool:
-        return self.same_structure and all(
-            torch.allclose(a, e, atol=atol, rtol=rtol, equal_nan=True) for e, a in self.pairs
-        )
+        return self.same_structure and self.needed_atol(rtol) <= atol
+
+    def needed_atol(self, rtol: float) -> float:
+        """The smallest atol with which every output is within ``atol * scale + rtol * |eager|``."""
+        if not self.same_structure:
+            return math.inf
+        needed = 0.0
+        for e, a in self.pairs:
+            if e.numel():
+                excess = (_abs_error(e, a) - rtol * e.abs().nan_to_num(nan=0.0, posinf=0.0, neginf=0.0)).max()
+                needed = max(needed, float(excess) / output_scale(e))
+        return needed
+
+    def effective_atol(self, atol: float) -> float:
+        return max((atol * output_scale(e) for e, _ in self.pairs), default=atol)
+
+
+def tidy_atol(needed: float) -> float:
+    """``needed`` rounded up to 1, 2 or 5 times a power of ten: the value a failure message offers."""
+    if not math.isfinite(needed) or needed <= 0:
+        return needed
+    power = 10.0 ** math.floor(math.log10(needed))
+    return next(float(f"{step * power:.1g}") for step in (1, 2, 5, 10) if float(f"{step * power:.1g}") >= needed)
+
+
+def output_scale(expected: torch.Tensor) -> float:
+    """What an output's atol is multiplied by: max(1, its largest finite magnitude)."""
+    finite = expected[expected.isfinite()] if expected.is_floating_point() else expected
+    return max(1.0, float(finite.abs().max())) if finite.numel() else 1.0
 
 
 def _different() -> Comparison:
@@ -117,6 +157,7 @@ def verify(
     total = _Totals()
     shapes = []
     example_outputs: dict[str, Any] = {}
+    output_scales: list[float] = []
     with torch.no_grad():
         for method, sets in input_sets.items():
             method_points = (points or {}).get(method, MethodPoints())
@@ -128,6 +169,8 @@ def verify(
                 if index == 0:  # cloned: a runtime may hand out its output buffers again on the next call
                     example_outputs[method] = pytree.tree_map_only(torch.Tensor, torch.clone, actual)
                 compared = compare_outputs(expected, actual)
+                if index == 0:
+                    output_scales += [output_scale(e) for e, _ in compared.pairs]
                 example.add(compared, label, atol, rtol)
                 total.add(compared, label, atol, rtol)
             shapes.append(example.shape(method, "example", method_points.example, None))
@@ -148,6 +191,9 @@ def verify(
         mean_abs_err=total.error_sum / total.elements if total.elements else 0.0,
         agreement=total.agreeing / total.rows if total.rows else None,
         shapes=shapes,
+        effective_atol=total.effective_atol,
+        needed_atol=total.needed_atol,
+        output_scales=output_scales,
         example_outputs=example_outputs,
     )
 
@@ -169,6 +215,8 @@ class _Totals:
     elements: int = 0
     agreeing: int = 0
     rows: int = 0
+    effective_atol: float = 0.0
+    needed_atol: float = 0.0
 
     def add(self, compared: Comparison, label: str, atol: float, rtol: float) -> None:
         self.trials += 1
@@ -176,6 +224,8 @@ class _Totals:
             self.worst = label
         self.max_abs, self.max_rel = max(self.max_abs, compared.max_abs), max(self.max_rel, compared.max_rel)
         self.passed = self.passed and compared.close(atol, rtol)
+        self.effective_atol = max(self.effective_atol, compared.effective_atol(atol))
+        self.needed_atol = max(self.needed_atol, compared.needed_atol(rtol))
         self.error_sum, self.elements = self.error_sum + compared.error_sum, self.elements + compared.elements
         self.agreeing, self.rows = self.agreeing + compared.agreeing, self.rows + compared.rows
 
