@@ -230,8 +230,9 @@ def _choice(value: Any, allowed: tuple[str, ...], path: str) -> str:
 
 
 def _export_strict(frontend_cfg: DictConfig, frontend: str) -> bool:
-    """``frontend.strict``: whether torch.export tries strict (Dynamo) capture before non-strict."""
-    strict = frontend_cfg.get("strict", False)
+    """``frontend.strict``: whether torch.export tries strict (Dynamo) capture before non-strict (the
+    default on export: only strict's stack traces reach the lines inside methods a model calls on itself)."""
+    strict = frontend_cfg.get("strict", frontend == "export")
     if not isinstance(strict, bool):
         raise ConfigError(f"frontend.strict: {strict!r} is not allowed; allowed: true or false.")
     if strict and frontend != "export":

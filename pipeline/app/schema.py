@@ -169,7 +169,7 @@ class RunRequest(RunOptions):
     dynamic_shapes: dict[str, Any] | None = None
     frontend: str
     torchscript_mode: str
-    strict: bool = False  # frontend.strict: torch.export tries strict (Dynamo) capture first
+    strict: bool = True  # frontend.strict: torch.export tries strict (Dynamo) capture first
     backend_name: str
     backend_target: str
     compile_spec: dict[str, dict[str, Any]]

@@ -144,11 +144,14 @@ def capture(
     example_inputs: ExampleInputs | None = None,
     torchscript_mode: str = "script",
     dynamic_shapes: DynamicShapes = None,
-    strict: bool = False,
+    strict: bool = True,
 ) -> CapturedProgram:
     """``dynamic_shapes`` declares the dimensions that vary (`pipeline.core.shapes`); the rest are the
-    examples' sizes. The export frontend runs torch.export non-strict, torch's default, and strict (Dynamo)
-    if that fails; ``strict=True`` turns the order round. `CapturedProgram.modes` says which captured."""
+    examples' sizes. The export frontend runs torch.export strict (Dynamo) first and non-strict, torch's own
+    default, if that fails; ``strict=False`` turns the order round. Strict comes first because only its
+    stack traces reach the line inside a method the model calls on itself (non-strict stops at the call in
+    ``forward``), and those lines are what the debug handles point at. `CapturedProgram.modes` says which
+    mode captured."""
     frontend = frontend or default_frontend(model)
     if frontend not in FRONTENDS:
         raise LoweringError(f"Unknown frontend {frontend!r}; allowed: {format_choices(FRONTENDS)}")
@@ -389,10 +392,10 @@ def _export(
     kwargs: dict[str, Any],
     method: str,
     dynamic_shapes: dict[str, Any] | None = None,
-    strict: bool = False,
+    strict: bool = True,
 ) -> tuple[torch.export.ExportedProgram, CaptureMode]:
-    """The program and how it was captured: the mode asked for first (non-strict, torch's default, runs
-    the model's own Python; strict interprets it with Dynamo), the other if that fails, with the reason.
+    """The program and how it was captured: the mode asked for first (strict interprets the model
+    with Dynamo; non-strict, torch's default, runs its own Python), the other if that fails, with the reason.
 
     A declared dimension the model fixes is the model's doing, not the mode's: it is reported at once,
     naming the line, and the other mode is not tried."""

@@ -349,7 +349,7 @@ def to_backend(
     example_inputs: ExampleInputs | None = None,
     debug_handles: str = "sequential",
     torchscript_mode: str = "script",
-    strict: bool = False,
+    strict: bool = True,
     hierarchy_prefix: HierarchyPath = (),
     top_type: str | None = None,
     partition: bool = False,
@@ -362,8 +362,8 @@ def to_backend(
     ``example_inputs`` is ``{method: tuple of args}``. ``dynamic_shapes`` declares the dimensions that
     vary, ``{method: {argument: {dimension: {"name", "min", "max"} | name | torch.export.Dim}}}`` or
     ``"auto"`` (`pipeline.core.shapes`); every other dimension is the example's size, and every call is
-    checked against them (`pipeline.ShapeError`). The export frontend runs torch.export non-strict, and
-    strict if that fails; ``strict=True`` tries strict first (`pipeline.core.frontends.capture`).
+    checked against them (`pipeline.ShapeError`). The export frontend runs torch.export strict, and
+    non-strict if that fails; ``strict=False`` tries non-strict first (`pipeline.core.frontends.capture`).
     ``partition=True`` lowers what the backend supports and runs the rest in PyTorch (export frontend
     only; see `codegen_backend_module`).
     """

@@ -178,7 +178,7 @@ def test_a_run_writes_artifact_handles_report_and_hydra_record(tmp_path, fronten
     jsonschema.validate(report, schema("report"))
     jsonschema.validate(handles, schema("handles"))
     assert report["status"] == "ok" and report["frontend"] == frontend
-    mode = {"export": "non_strict", "torchscript": "script"}[frontend]  # torch.export's default: non-strict
+    mode = {"export": "strict", "torchscript": "script"}[frontend]  # strict first: its stack traces reach `accum`
     assert report["capture"] == {m: {"mode": mode, "fallback_reason": None} for m in ("forward", "accum")}
     assert report["methods"] == ["forward", "accum"]
     assert report["verify"]["passed"] and report["verify"]["trials"] == 6

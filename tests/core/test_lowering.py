@@ -343,15 +343,15 @@ class _GraphBreak(torch.nn.Module):
         return x + 1
 
 
-def test_export_captures_non_strict_first_as_torch_does():
-    captured = pipeline.capture(_GraphBreak(), ["forward"], "export", {"forward": (torch.randn(3),)})
+def test_strict_false_captures_non_strict_first_as_torch_does():
+    captured = pipeline.capture(_GraphBreak(), ["forward"], "export", {"forward": (torch.randn(3),)}, strict=False)
     assert captured.modes["forward"].to_json() == {"mode": "non_strict", "fallback_reason": None}
 
 
 def test_strict_capture_falls_back_to_non_strict_and_says_why():
     from pipeline.core.lowering import lower
 
-    captured = pipeline.capture(_GraphBreak(), ["forward"], "export", {"forward": (torch.randn(3),)}, strict=True)
+    captured = pipeline.capture(_GraphBreak(), ["forward"], "export", {"forward": (torch.randn(3),)})
     mode = captured.modes["forward"]
     assert mode.mode == "non_strict"
     assert mode.fallback_reason is not None and mode.fallback_reason.startswith("strict export failed: ")
